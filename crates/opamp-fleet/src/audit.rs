@@ -1,0 +1,170 @@
+//! Audit records: who did what to which rollout, and every install result per agent.
+
+use opamp_proto::InstanceUid;
+use serde::{Deserialize, Serialize};
+
+use crate::rollout::{FailureReason, RolloutId};
+use crate::time::Timestamp;
+
+/// Who caused an audited action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Actor {
+    /// A named operator (admin API token owner or CLI user).
+    Operator(String),
+    /// An agent's own report.
+    Agent(InstanceUid),
+    /// The engine itself (timeouts, budget checks, wave progress).
+    Engine,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// The rollout was planned.
+    Planned {
+        /// Package name.
+        package: String,
+        /// Target version.
+        version: String,
+        /// Agents that take part.
+        agents: u32,
+        /// Agents matched by the selector but left alone.
+        skipped: u32,
+        /// Agents in the canary wave.
+        canaries: u32,
+        /// Number of batch waves after the canaries.
+        batches: u32,
+    },
+    /// An operator started the rollout.
+    Started,
+    /// An operator paused it.
+    Paused,
+    /// An operator resumed it.
+    Resumed,
+    /// An operator, or the engine after a failure, aborted it.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+    /// Offers went out to a wave (0 is the canary wave).
+    WaveStarted {
+        /// Wave index.
+        wave: u32,
+        /// Agents in the wave.
+        agents: u32,
+    },
+    /// Every agent of the wave installed and reported healthy (or failed within budget).
+    WaveSettled {
+        /// Wave index.
+        wave: u32,
+        /// Failed agents in the wave.
+        failed: u32,
+    },
+    /// The wave stayed healthy for the bake time.
+    WaveBaked {
+        /// Wave index.
+        wave: u32,
+    },
+    /// An agent reported a version of the package installed.
+    AgentInstalled {
+        /// The agent.
+        uid: InstanceUid,
+        /// The version.
+        version: String,
+    },
+    /// An agent reported healthy after installing the target.
+    AgentHealthy {
+        /// The agent.
+        uid: InstanceUid,
+    },
+    /// An agent failed (install error, timeout or unhealthy) and was reverted.
+    AgentFailed {
+        /// The agent.
+        uid: InstanceUid,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// A reverted agent confirmed its previous version.
+    AgentReverted {
+        /// The agent.
+        uid: InstanceUid,
+        /// The version it is back on.
+        version: String,
+    },
+    /// All waves done.
+    Completed,
+    /// Every moved agent is back on its previous version.
+    RolledBack,
+    /// The rollback did not complete.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl AuditAction {
+    /// Stable short name (store column).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditAction::Planned { .. } => "planned",
+            AuditAction::Started => "started",
+            AuditAction::Paused => "paused",
+            AuditAction::Resumed => "resumed",
+            AuditAction::Aborted { .. } => "aborted",
+            AuditAction::WaveStarted { .. } => "wave_started",
+            AuditAction::WaveSettled { .. } => "wave_settled",
+            AuditAction::WaveBaked { .. } => "wave_baked",
+            AuditAction::AgentInstalled { .. } => "agent_installed",
+            AuditAction::AgentHealthy { .. } => "agent_healthy",
+            AuditAction::AgentFailed { .. } => "agent_failed",
+            AuditAction::AgentReverted { .. } => "agent_reverted",
+            AuditAction::Completed => "completed",
+            AuditAction::RolledBack => "rolled_back",
+            AuditAction::Failed { .. } => "failed",
+        }
+    }
+
+    /// The agent the action is about, if any.
+    #[must_use]
+    pub fn agent(&self) -> Option<InstanceUid> {
+        match self {
+            AuditAction::AgentInstalled { uid, .. }
+            | AuditAction::AgentHealthy { uid }
+            | AuditAction::AgentFailed { uid, .. }
+            | AuditAction::AgentReverted { uid, .. } => Some(*uid),
+            _ => None,
+        }
+    }
+}
+
+/// One append-only audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// When (the `now` passed to the engine).
+    pub at: Timestamp,
+    /// Which rollout.
+    pub rollout_id: RolloutId,
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    pub action: AuditAction,
+}
+
+impl AuditRecord {
+    /// Builds a record.
+    #[must_use]
+    pub fn new(at: Timestamp, rollout_id: RolloutId, actor: Actor, action: AuditAction) -> Self {
+        AuditRecord {
+            at,
+            rollout_id,
+            actor,
+            action,
+        }
+    }
+}

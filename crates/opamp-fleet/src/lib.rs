@@ -1,0 +1,33 @@
+//! OpAMP fleet core: the staged rollout engine and the fleet store.
+//!
+//! - [`Rollout`] is a sans-IO state machine (no IO, no clock, no async runtime): plan it from a
+//!   fleet snapshot, feed it [`Event`]s with the current time, carry out the [`Command`]s it
+//!   returns, and wake it at [`Rollout::poll_timeout`]. See the [`rollout`] module for the rules.
+//! - [`RolloutRegistry`] refuses a rollout that would compete with an active one.
+//! - [`store::FleetStore`] persists rollouts (snapshot plus event log), the agent registry, the
+//!   package catalog and the audit log; [`store::SqliteStore`] is the embedded default.
+//!
+//! The server (transport, admin API) drives these; tests drive them with a simulated fleet.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+mod error;
+pub mod events;
+pub mod registry;
+pub mod rollout;
+pub mod selector;
+pub mod spec;
+pub mod store;
+pub mod time;
+
+pub use audit::{Actor, AuditAction, AuditRecord};
+pub use error::FleetError;
+pub use events::{Command, Event, RolloutStatus};
+pub use registry::RolloutRegistry;
+pub use rollout::{
+    AgentPhase, AgentProgress, AgentSnapshot, FailureReason, Progress, Rollout, RolloutId,
+    RolloutState, SkipReason, SkippedAgent, Wave,
+};
+pub use selector::{LabelRequirement, LabelSelector, Labels};
+pub use spec::{BatchPlan, FailureBudget, RolloutSpec};
+pub use time::Timestamp;

@@ -1,0 +1,100 @@
+//! One active rollout per package per selector: [`RolloutRegistry`].
+
+use std::collections::{BTreeMap, HashSet};
+
+use opamp_proto::InstanceUid;
+
+use crate::FleetError;
+use crate::rollout::{Rollout, RolloutId};
+use crate::selector::LabelSelector;
+
+#[derive(Debug, Clone)]
+struct ActiveRollout {
+    package: String,
+    selector: LabelSelector,
+    agents: HashSet<InstanceUid>,
+}
+
+/// The set of active (non-terminal) rollouts, refusing new ones that would fight over agents.
+///
+/// A candidate conflicts with an active rollout of the same package when their selectors are
+/// equal, or when any agent would take part in both (two rollouts must never offer one agent
+/// different versions of one package).
+#[derive(Debug, Clone, Default)]
+pub struct RolloutRegistry {
+    active: BTreeMap<RolloutId, ActiveRollout>,
+}
+
+impl RolloutRegistry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        RolloutRegistry::default()
+    }
+
+    /// Refuses `candidate` if it conflicts with an active rollout.
+    ///
+    /// # Errors
+    /// [`FleetError::Conflict`] naming the active rollout and the reason.
+    pub fn check(&self, candidate: &Rollout) -> Result<(), FleetError> {
+        let package = &candidate.spec().package_name;
+        for (id, active) in &self.active {
+            if id == candidate.id() || &active.package != package {
+                continue;
+            }
+            let conflict = |reason: String| FleetError::Conflict {
+                active: id.clone(),
+                package: package.clone(),
+                reason,
+            };
+            if active.selector == candidate.spec().selector {
+                return Err(conflict(format!("same selector `{}`", active.selector)));
+            }
+            let shared = candidate
+                .agents()
+                .iter()
+                .filter(|a| active.agents.contains(&a.uid))
+                .count();
+            if shared > 0 {
+                return Err(conflict(format!("{shared} agents would take part in both")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks and then records `rollout` as active (no-op for terminal rollouts).
+    ///
+    /// # Errors
+    /// As [`RolloutRegistry::check`].
+    pub fn register(&mut self, rollout: &Rollout) -> Result<(), FleetError> {
+        self.check(rollout)?;
+        if !rollout.is_terminal() {
+            self.active.insert(
+                rollout.id().clone(),
+                ActiveRollout {
+                    package: rollout.spec().package_name.clone(),
+                    selector: rollout.spec().selector.clone(),
+                    agents: rollout.agents().iter().map(|a| a.uid).collect(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets `rollout` once it is terminal; call after each step.
+    pub fn update(&mut self, rollout: &Rollout) {
+        if rollout.is_terminal() {
+            self.active.remove(rollout.id());
+        }
+    }
+
+    /// Forgets a rollout.
+    pub fn remove(&mut self, id: &RolloutId) {
+        self.active.remove(id);
+    }
+
+    /// Ids of the active rollouts.
+    pub fn active_ids(&self) -> impl Iterator<Item = &RolloutId> {
+        self.active.keys()
+    }
+}
