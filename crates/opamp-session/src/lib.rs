@@ -1,0 +1,74 @@
+//! Sans-IO OpAMP sessions: the protocol logic of both ends of an OpAMP connection, with
+//! no networking, no async runtime and no clock reads.
+//!
+//! - [`AgentSession`]: the agent (client) side. It numbers messages, compresses status
+//!   reports, sends heartbeats and HTTP polls on deadlines, honours `ReportFullState`,
+//!   back-off and new instance uids, and turns server offers into [`AgentEvent`]s,
+//!   refusing offers for capabilities the agent did not declare.
+//! - [`ServerSession`]: the server side for one agent. It merges compressed reports into
+//!   an [`AgentState`], asks for full reports when messages went missing, answers every
+//!   message, and delivers queued offers once the agent's capabilities allow them.
+//!
+//! The caller owns the IO. It hands in decoded messages or raw bytes together with the
+//! current [`Instant`](std::time::Instant), and drains three outputs: messages to send
+//! (`poll_transmit`), events (`poll_event`) and the next deadline (`poll_timeout`). This
+//! is the style of quinn-proto and str0m, and it lets the same logic run under tokio,
+//! another runtime, or a deterministic simulation (see `tests/simulation.rs`).
+//!
+//! # Run loop
+//!
+//! 1. Feed every input: `handle_connected`/`handle_disconnected`, each received message
+//!    (`handle_message` or `handle_bytes`), `handle_timeout` when a deadline passed.
+//! 2. Drain `poll_transmit` and send each message; drain `poll_event` and act on each.
+//! 3. Wait for the next input or until `poll_timeout`, then go to 1.
+//!
+//! # Example: an agent and a server in memory
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use opamp_proto::{v1, AgentCapabilities, InstanceUid, ServerCapabilities};
+//! use opamp_session::{AgentConfig, AgentEvent, AgentSession, ServerConfig, ServerSession};
+//!
+//! let mut config = AgentConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default());
+//! config.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES;
+//! let mut agent = AgentSession::new(config);
+//! let mut server = ServerSession::new(ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES));
+//! server.offer_packages(v1::PackagesAvailable { all_packages_hash: vec![1; 32], ..Default::default() });
+//!
+//! let mut now = Instant::now();
+//! agent.handle_connected(now);
+//! for _ in 0..3 {
+//!     while let Some(msg) = agent.poll_transmit(now) {
+//!         server.handle_message(msg, now)?;
+//!     }
+//!     while let Some(msg) = server.poll_transmit(now) {
+//!         agent.handle_message(msg, now)?;
+//!     }
+//!     now += Duration::from_secs(1);
+//! }
+//! let mut offered = false;
+//! while let Some(event) = agent.poll_event() {
+//!     offered |= matches!(event, AgentEvent::PackagesAvailable { .. });
+//! }
+//! assert!(offered);
+//! assert_eq!(&server.agent_state().status, agent.status());
+//! # Ok::<(), opamp_session::SessionError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod agent;
+mod error;
+mod limits;
+mod mode;
+mod server;
+mod status;
+mod validate;
+
+pub use agent::{
+    AgentConfig, AgentEvent, AgentSession, DEFAULT_HEARTBEAT_INTERVAL, OfferKind, RetryPolicy,
+};
+pub use error::SessionError;
+pub use limits::SessionLimits;
+pub use mode::TransportMode;
+pub use server::{AgentState, ServerConfig, ServerEvent, ServerSession};
+pub use status::AgentStatus;
