@@ -1,0 +1,18 @@
+//! OpAMP supervisor for an OpenTelemetry Collector.
+//!
+//! The supervisor owns one collector installation on a host. It runs the collector as a child
+//! process, watches its health, reports state to the OpAMP server, and installs offered packages
+//! (upgrades and authorised downgrades) with a journaled, crash-safe swap and automatic rollback.
+//!
+//! Runtime building blocks:
+//! - [`config`]: the `supervisor.yaml` file, parsed strictly with file/line errors.
+//! - [`lock`]: exclusive ownership of a storage directory.
+//! - [`process`]: start, stop (SIGTERM then SIGKILL), and restart the collector child.
+//! - [`health`]: health gate after a start and periodic `ComponentHealth` reporting.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod health;
+pub mod lock;
+pub mod process;
+

@@ -1,0 +1,222 @@
+//! The background task that owns the child process.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::output::{Stream, forward_lines};
+use super::{AgentCommand, ExitRecord, Phase, ProcessEvent, RestartPolicy, RunState, StopReport};
+
+pub(super) struct Supervision {
+    pub(super) command: AgentCommand,
+    pub(super) executable: PathBuf,
+    pub(super) stop_timeout: Duration,
+    pub(super) restart: RestartPolicy,
+    pub(super) events: broadcast::Sender<ProcessEvent>,
+    pub(super) state: watch::Sender<RunState>,
+}
+
+impl Supervision {
+    /// Spawns the executable, wires its output into `tracing`, and publishes `Started`.
+    pub(super) fn spawn_child(&self) -> std::io::Result<(Child, u32)> {
+        let mut child = self.command.to_command(&self.executable).spawn()?;
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("child exited before its pid could be read"))?;
+        let agent = &self.command.name;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_lines(out, Stream::Stdout, agent.clone(), pid));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_lines(err, Stream::Stderr, agent.clone(), pid));
+        }
+        let mut generation = 0;
+        self.state.send_modify(|s| {
+            s.generation += 1;
+            generation = s.generation;
+            s.pid = Some(pid);
+            s.phase = Phase::Running;
+            s.started_at = Some(Instant::now());
+        });
+        tracing::info!(agent = %agent, pid, generation, executable = %self.executable.display(), "collector started");
+        self.publish(ProcessEvent::Started {
+            pid,
+            executable: self.executable.clone(),
+            generation,
+        });
+        Ok((child, pid))
+    }
+
+    /// Supervises until a stop is requested (or the crash budget is spent and then a stop is
+    /// requested or the manager is dropped).
+    pub(super) async fn run(
+        self,
+        child: Child,
+        pid: u32,
+        mut stop: oneshot::Receiver<()>,
+    ) -> StopReport {
+        let mut current = Some((child, pid));
+        let mut crashes_in_a_row = 0u32;
+        loop {
+            let Some((mut child, pid)) = current.take() else {
+                // Restarts exhausted: nothing to supervise; wait for the stop request.
+                let _ = (&mut stop).await;
+                return StopReport {
+                    status: None,
+                    killed: false,
+                };
+            };
+            let started = self.state.borrow().started_at.unwrap_or_else(Instant::now);
+            tokio::select! {
+                waited = child.wait() => {
+                    let uptime = started.elapsed();
+                    match waited {
+                        Ok(status) => self.record_exit(pid, status, false, uptime),
+                        Err(e) => tracing::error!(agent = %self.command.name, pid, error = %e, "cannot wait for collector"),
+                    }
+                    if uptime >= self.restart.reset_after {
+                        crashes_in_a_row = 0;
+                    }
+                    crashes_in_a_row += 1;
+                    match self.restart_after_backoff(&mut crashes_in_a_row, &mut stop).await {
+                        Restart::Spawned(child, pid) => current = Some((child, pid)),
+                        Restart::GaveUp => current = None,
+                        Restart::StopRequested => {
+                    self.state.send_modify(|s| s.phase = Phase::Stopped);
+                    return StopReport { status: None, killed: false };
+                }
+                    }
+                }
+                _ = &mut stop => return self.terminate(child, pid).await,
+            }
+        }
+    }
+
+    async fn restart_after_backoff(
+        &self,
+        crashes_in_a_row: &mut u32,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Restart {
+        loop {
+            let Some(delay) = self.restart.delay(*crashes_in_a_row) else {
+                tracing::error!(agent = %self.command.name, crashes_in_a_row = *crashes_in_a_row, "collector keeps crashing; giving up restarts");
+                self.publish(ProcessEvent::RestartsExhausted {
+                    crashes_in_a_row: *crashes_in_a_row,
+                });
+                self.state.send_modify(|s| s.phase = Phase::GaveUp);
+                return Restart::GaveUp;
+            };
+            tracing::warn!(agent = %self.command.name, ?delay, crashes_in_a_row = *crashes_in_a_row, "restarting collector after back-off");
+            self.state.send_modify(|s| s.phase = Phase::BackingOff);
+            self.publish(ProcessEvent::RestartScheduled {
+                delay,
+                crashes_in_a_row: *crashes_in_a_row,
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = &mut *stop => return Restart::StopRequested,
+            }
+            match self.spawn_child() {
+                Ok((child, pid)) => return Restart::Spawned(child, pid),
+                Err(e) => {
+                    tracing::error!(agent = %self.command.name, error = %e, "cannot restart collector");
+                    self.publish(ProcessEvent::RestartFailed {
+                        error: e.to_string(),
+                    });
+                    *crashes_in_a_row += 1;
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the process is still there after `stop_timeout`.
+    async fn terminate(&self, mut child: Child, pid: u32) -> StopReport {
+        let started = self.state.borrow().started_at.unwrap_or_else(Instant::now);
+        // The child is not reaped yet (we hold it and have not seen its exit), so the pid
+        // cannot have been reused by another process.
+        let signalled = i32::try_from(pid)
+            .map_err(|_| nix::errno::Errno::ESRCH)
+            .and_then(|raw| kill(Pid::from_raw(raw), Signal::SIGTERM));
+        if let Err(e) = signalled {
+            tracing::warn!(agent = %self.command.name, pid, error = %e, "SIGTERM failed");
+        }
+        let mut killed = false;
+        let waited = match tokio::time::timeout(self.stop_timeout, child.wait()).await {
+            Ok(waited) => waited,
+            Err(_) => {
+                tracing::warn!(agent = %self.command.name, pid, timeout = ?self.stop_timeout, "collector ignored SIGTERM; sending SIGKILL");
+                killed = true;
+                if let Err(e) = child.start_kill() {
+                    tracing::warn!(agent = %self.command.name, pid, error = %e, "SIGKILL failed");
+                }
+                child.wait().await
+            }
+        };
+        match waited {
+            Ok(status) => {
+                self.record_exit(pid, status, true, started.elapsed());
+                tracing::info!(agent = %self.command.name, pid, %status, killed, "collector stopped");
+                self.publish(ProcessEvent::Stopped {
+                    pid,
+                    status,
+                    killed,
+                });
+                StopReport {
+                    status: Some(status),
+                    killed,
+                }
+            }
+            Err(e) => {
+                tracing::error!(agent = %self.command.name, pid, error = %e, "cannot wait for collector");
+                self.state.send_modify(|s| {
+                    s.pid = None;
+                    s.phase = Phase::Stopped;
+                });
+                StopReport {
+                    status: None,
+                    killed,
+                }
+            }
+        }
+    }
+
+    fn record_exit(&self, pid: u32, status: ExitStatus, requested: bool, uptime: Duration) {
+        let mut generation = 0;
+        self.state.send_modify(|s| {
+            generation = s.generation;
+            s.pid = None;
+            s.phase = Phase::Stopped;
+            s.last_exit = Some(ExitRecord {
+                generation,
+                pid,
+                status,
+                requested,
+            });
+        });
+        if !requested {
+            tracing::warn!(agent = %self.command.name, pid, %status, ?uptime, "collector exited unexpectedly");
+            self.publish(ProcessEvent::Exited {
+                pid,
+                status,
+                uptime,
+                generation,
+            });
+        }
+    }
+
+    fn publish(&self, event: ProcessEvent) {
+        // No subscribers is fine: events are informational.
+        let _ = self.events.send(event);
+    }
+}
+
+enum Restart {
+    Spawned(Child, u32),
+    GaveUp,
+    StopRequested,
+}

@@ -1,0 +1,100 @@
+//! The collector's main loop: crash, serve, wait for a signal or the scripted crash time.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::health_server::{self, HealthState};
+use crate::settings::Settings;
+use crate::variant::{EXIT_CODE_CRASH_LATER, EXIT_CODE_CRASH_ON_START};
+
+/// Exit code when the health port cannot be bound or signals cannot be set up.
+pub const EXIT_CODE_SETUP_FAILED: i32 = 1;
+
+/// Runs the collector until SIGTERM/SIGINT (exit 0) or a scripted crash; returns the exit code.
+pub fn run(settings: Settings) -> i32 {
+    let Settings {
+        variant,
+        health_port,
+        config_path,
+        config_text,
+    } = settings;
+    let behaviour = &variant.behaviour;
+    let name = format!("opamp-test-collector {}", variant.version);
+    if behaviour.crash_on_start {
+        eprintln!("{name}: crashing on start as configured");
+        return EXIT_CODE_CRASH_ON_START;
+    }
+    let started = Instant::now();
+    let (signal_tx, signal_rx) = mpsc::channel();
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: cannot install signal handlers: {e}");
+            return EXIT_CODE_SETUP_FAILED;
+        }
+    };
+    thread::spawn(move || {
+        for signal in signals.forever() {
+            if signal_tx.send(signal).is_err() {
+                break;
+            }
+        }
+    });
+    let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, health_port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{name}: cannot bind health endpoint 127.0.0.1:{health_port}: {e}");
+            return EXIT_CODE_SETUP_FAILED;
+        }
+    };
+    let state = Arc::new(HealthState {
+        started,
+        unhealthy_after: behaviour.unhealthy_after_ms.map(Duration::from_millis),
+        version: variant.version.clone(),
+        config_text,
+    });
+    health_server::serve(listener, state);
+    let config = config_path.map_or_else(|| "none".to_owned(), |p| p.display().to_string());
+    println!("{name} started; health endpoint http://127.0.0.1:{health_port}/ ; config {config}");
+    eprintln!(
+        "{name}: behaviour {}",
+        serde_json::to_string(behaviour).unwrap_or_default()
+    );
+
+    let crash_at = behaviour
+        .crash_after_ms
+        .map(|ms| started + Duration::from_millis(ms));
+    loop {
+        let received = match crash_at {
+            Some(at) => {
+                match signal_rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(signal) => signal,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        eprintln!(
+                            "{name}: crashing after {:?} as configured",
+                            started.elapsed()
+                        );
+                        return EXIT_CODE_CRASH_LATER;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return EXIT_CODE_SETUP_FAILED,
+                }
+            }
+            None => match signal_rx.recv() {
+                Ok(signal) => signal,
+                Err(_) => return EXIT_CODE_SETUP_FAILED,
+            },
+        };
+        if received == SIGTERM && behaviour.hang_on_sigterm {
+            eprintln!("{name}: ignoring SIGTERM as configured");
+            continue;
+        }
+        println!("{name} received signal {received}; shutting down");
+        return 0;
+    }
+}
