@@ -62,6 +62,8 @@ mod limits;
 mod mode;
 mod server;
 mod status;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 pub use agent::{

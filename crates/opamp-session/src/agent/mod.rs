@@ -4,6 +4,9 @@ mod config;
 mod event;
 mod parts;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,9 @@ mod config;
 mod event;
 mod state;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -102,6 +105,8 @@ pub struct ServerSession {
     custom_capabilities_due: bool,
     /// A uid the server assigned: `Some((uid, delivered))`.
     assigned_uid: Option<(InstanceUid, bool)>,
+    /// The uid the agent used before switching to an assigned one.
+    previous_uid: Option<InstanceUid>,
     uid_request_reported: bool,
     events: VecDeque<ServerEvent>,
 }
@@ -135,6 +140,7 @@ impl ServerSession {
             command: None,
             custom_messages: VecDeque::new(),
             assigned_uid: None,
+            previous_uid: None,
             uid_request_reported: false,
             events: VecDeque::new(),
         }
@@ -305,7 +311,10 @@ impl ServerSession {
     fn refuse(&mut self, err: &SessionError) {
         tracing::warn!(error = %err, "refusing an agent message");
         self.bad_requests.push_back(err.to_string());
-        self.responses_due = self.responses_due.saturating_add(1);
+        self.responses_due = match self.config.mode {
+            TransportMode::WebSocket => self.responses_due.saturating_add(1),
+            TransportMode::HttpPolling => 1,
+        };
     }
 
     fn accept(&mut self, msg: v1::AgentToServer, now: Instant) -> Result<(), SessionError> {
@@ -324,14 +333,15 @@ impl ServerSession {
         }
 
         // Validation passed: from here on the message takes effect.
-        if self.state.instance_uid != Some(uid) {
-            if self
-                .assigned_uid
-                .is_some_and(|(assigned, _)| assigned == uid)
-            {
-                self.assigned_uid = None;
-                self.events.push_back(ServerEvent::InstanceUidChanged(uid));
-            }
+        let switched = self
+            .assigned_uid
+            .is_some_and(|(assigned, _)| assigned == uid && self.state.instance_uid != Some(uid));
+        if switched {
+            self.previous_uid = self.state.instance_uid;
+            self.assigned_uid = None;
+            self.events.push_back(ServerEvent::InstanceUidChanged(uid));
+            self.state.instance_uid = Some(uid);
+        } else if self.state.instance_uid.is_none() {
             self.state.instance_uid = Some(uid);
         }
         self.state.last_seen = Some(now);
@@ -341,19 +351,24 @@ impl ServerSession {
             self.events
                 .push_back(ServerEvent::Connected { instance_uid: uid });
         }
-        let capabilities = AgentCapabilities::from_wire(msg.capabilities);
-        if capabilities != self.state.capabilities {
-            self.state.capabilities = capabilities;
-            self.events
-                .push_back(ServerEvent::CapabilitiesChanged(capabilities));
-        }
 
         let has_description = msg.agent_description.is_some();
         let last = self.state.last_sequence_num;
+        // Within a connection messages arrive in order, so an older sequence number is a
+        // duplicate or a replay whose content is stale. A description marks a full report,
+        // which an agent sends after restarting (and restarting resets its numbering).
         let fresh = match last {
             None => true,
             Some(last) => seq > last || has_description,
         };
+        if fresh {
+            let capabilities = AgentCapabilities::from_wire(msg.capabilities);
+            if capabilities != self.state.capabilities {
+                self.state.capabilities = capabilities;
+                self.events
+                    .push_back(ServerEvent::CapabilitiesChanged(capabilities));
+            }
+        }
         if fresh {
             self.state.last_sequence_num = Some(seq);
             self.track_full_state(has_description, last, seq);
@@ -410,13 +425,13 @@ impl ServerSession {
     }
 
     fn check_uid(&self, uid: InstanceUid) -> Result<(), SessionError> {
+        let known = |candidate: Option<InstanceUid>| candidate == Some(uid);
         match self.state.instance_uid {
-            // A persisted state from another agent must not be merged into.
+            // Another agent's messages must never be merged into this agent's state.
             Some(expected)
                 if expected != uid
-                    && self
-                        .assigned_uid
-                        .is_none_or(|(assigned, _)| assigned != uid) =>
+                    && !known(self.previous_uid)
+                    && !known(self.assigned_uid.map(|(assigned, _)| assigned)) =>
             {
                 Err(SessionError::InstanceUidMismatch {
                     expected,
