@@ -1,0 +1,128 @@
+//! State shared by both client transports: the session, the embedder's channels, and the
+//! reconnect bookkeeping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opamp_session::{AgentEvent, AgentSession};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ClientConfig, ClientEvent, Command};
+
+pub(crate) struct Driver {
+    pub(crate) config: ClientConfig,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) session: AgentSession,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClientEvent>,
+    /// Consecutive failed connects or requests.
+    pub(crate) failures: u32,
+    /// The server asked for quiet until then (`Retry-After`, `RetryInfo`).
+    pub(crate) not_before: Option<Instant>,
+    rng: StdRng,
+}
+
+/// What the embedder asked for while the driver was busy.
+pub(crate) enum Control {
+    Continue,
+    Shutdown(oneshot::Sender<()>),
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: ClientConfig,
+        tls: Arc<rustls::ClientConfig>,
+        session: AgentSession,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Self {
+        Self {
+            config,
+            tls,
+            session,
+            commands,
+            events,
+            failures: 0,
+            not_before: None,
+            rng: StdRng::from_entropy(),
+        }
+    }
+
+    pub(crate) async fn emit(&self, event: ClientEvent) {
+        // An embedder that dropped the receiver does not want events; keep running.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Forwards the session's events; remembers a `RetryAfter` for the reconnect logic.
+    /// Returns whether the server asked the agent to back off.
+    pub(crate) async fn forward_events(&mut self) -> bool {
+        let mut retry = false;
+        while let Some(event) = self.session.poll_event() {
+            if let AgentEvent::RetryAfter(until) = &event {
+                self.not_before = Some(self.not_before.map_or(*until, |t| t.max(*until)));
+                retry = true;
+            }
+            self.emit(ClientEvent::Agent(Box::new(event))).await;
+        }
+        retry
+    }
+
+    /// Next command; `None` when every handle is gone (treated as shutdown without a waiter).
+    pub(crate) async fn next_command(&mut self) -> Option<Command> {
+        self.commands.recv().await
+    }
+
+    pub(crate) fn apply(&mut self, command: Option<Command>) -> Control {
+        match command {
+            Some(Command::Update(update)) => {
+                update(&mut self.session);
+                Control::Continue
+            }
+            Some(Command::Shutdown(done)) => Control::Shutdown(done),
+            None => {
+                let (done, _) = oneshot::channel();
+                Control::Shutdown(done)
+            }
+        }
+    }
+
+    /// The delay before the next attempt after a failure; the server's wish wins when longer.
+    pub(crate) fn next_delay(&mut self, server_retry_after: Option<Duration>) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let mut delay = self.config.backoff.delay(self.failures, &mut self.rng);
+        if let Some(asked) = server_retry_after {
+            delay = delay.max(asked);
+        }
+        if let Some(until) = self.not_before.take() {
+            delay = delay.max(until.saturating_duration_since(Instant::now()));
+        }
+        delay
+    }
+
+    /// Sleeps `delay` while still applying the embedder's updates to the session.
+    pub(crate) async fn wait(&mut self, delay: Duration) -> Control {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Control::Continue,
+                command = self.commands.recv() => {
+                    if let Control::Shutdown(done) = self.apply(command) {
+                        return Control::Shutdown(done);
+                    }
+                    // Nothing can be sent while disconnected; events may still appear.
+                    self.forward_events().await;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until the session's next deadline, or forever when it has none.
+pub(crate) async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
+    }
+}

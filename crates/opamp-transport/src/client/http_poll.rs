@@ -1,0 +1,179 @@
+//! The HTTP polling client loop: one `POST` per `AgentToServer`, the reply fed back to the
+//! session, polls on the session's deadline.
+
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, StatusCode, header};
+use opamp_proto::codec;
+use opamp_proto::v1::{AgentToServer, ServerToAgent};
+use opamp_session::AgentSession;
+
+use super::ClientEvent;
+use super::backoff::parse_retry_after;
+use super::driver::{Control, Driver, sleep_until_deadline};
+use crate::error::Result;
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+pub(crate) struct HttpTransport {
+    client: reqwest::Client,
+}
+
+/// A failed exchange, with the server's `Retry-After` when it sent one.
+struct Failure {
+    reason: String,
+    retry_after: Option<Duration>,
+}
+
+impl HttpTransport {
+    pub(crate) fn new(driver: &Driver) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*driver.tls).clone())
+            .default_headers(driver.config.headers.clone())
+            .timeout(driver.config.request_timeout)
+            .http1_only()
+            .build()?;
+        Ok(Self { client })
+    }
+
+    async fn exchange(
+        &self,
+        driver: &Driver,
+        message: &AgentToServer,
+    ) -> Result<ServerToAgent, Failure> {
+        let failure = |reason: String| Failure {
+            reason,
+            retry_after: None,
+        };
+        let mut body = codec::encode(message);
+        let mut request = self
+            .client
+            .post(driver.config.endpoint.clone())
+            .header(header::CONTENT_TYPE, PROTOBUF);
+        if driver.config.gzip {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 2),
+                flate2::Compression::fast(),
+            );
+            encoder
+                .write_all(&body)
+                .map_err(|e| failure(format!("gzip failed: {e}")))?;
+            body = encoder
+                .finish()
+                .map_err(|e| failure(format!("gzip failed: {e}")))?;
+            request = request.header(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let mut response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| failure(format!("request failed: {e}")))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let retry_after = matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+            .then(|| response.headers().get(header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            return Err(Failure {
+                reason: format!("server answered HTTP {status}"),
+                retry_after,
+            });
+        }
+        let limit = driver.config.limits.max_message_size;
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            return Err(failure(
+                "reply larger than the message size limit".to_owned(),
+            ));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| failure(format!("reading the reply failed: {e}")))?
+        {
+            if bytes.len() + chunk.len() > limit {
+                return Err(failure(
+                    "reply larger than the message size limit".to_owned(),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        codec::decode(&bytes, &driver.config.limits).map_err(|e| failure(format!("bad reply: {e}")))
+    }
+}
+
+pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession {
+    let mut connected = false;
+    driver.session.handle_connected(Instant::now());
+    loop {
+        driver.forward_events().await;
+        if let Some(message) = driver.session.poll_transmit(Instant::now()) {
+            match http.exchange(&driver, &message).await {
+                Ok(reply) => {
+                    driver.failures = 0;
+                    if !connected {
+                        connected = true;
+                        driver.emit(ClientEvent::Connected).await;
+                    }
+                    if let Err(error) = driver.session.handle_message(reply, Instant::now()) {
+                        tracing::warn!(%error, "server message refused by the session");
+                    }
+                }
+                Err(Failure {
+                    reason,
+                    retry_after,
+                }) => {
+                    connected = false;
+                    // The session re-queues the message and holds it back; the jittered
+                    // delay (at least the server's Retry-After) extends that hold.
+                    let now = Instant::now();
+                    driver.session.handle_request_failed(now);
+                    let retry_in = driver.next_delay(retry_after);
+                    driver.session.handle_retry_after(now + retry_in);
+                    tracing::info!(%reason, ?retry_in, "OpAMP request failed; retrying");
+                    driver
+                        .emit(ClientEvent::Disconnected { reason, retry_in })
+                        .await;
+                }
+            }
+            continue;
+        }
+        let deadline = driver.session.poll_timeout();
+        tokio::select! {
+            command = driver.next_command() => {
+                if let Control::Shutdown(done) = driver.apply(command) {
+                    if connected {
+                        send_disconnect(&mut driver, &http).await;
+                    }
+                    let _ = done.send(());
+                    return driver.session;
+                }
+            }
+            () = sleep_until_deadline(deadline) => {
+                driver.session.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+/// Sends the `agent_disconnect` message, bounded in time; the reply does not matter.
+async fn send_disconnect(driver: &mut Driver, http: &HttpTransport) {
+    driver.session.disconnect();
+    while let Some(message) = driver.session.poll_transmit(Instant::now()) {
+        let exchange = http.exchange(driver, &message);
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(2), exchange).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
+    }
+}

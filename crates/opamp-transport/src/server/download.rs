@@ -1,0 +1,204 @@
+//! Package download route: files from one directory with `Range` (206/416, from tower-http's
+//! `ServeDir`), plus a strong `ETag`, `If-None-Match` (304) and `If-Range`, and optional
+//! per-token authorisation, so an agent can resume an interrupted download safely: if the file
+//! changed, `If-Range` no longer matches and the agent gets the whole new file instead of a
+//! spliced one.
+
+use std::convert::Infallible;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+/// Decides whether a bearer token may fetch a file. Arguments: the token (`None` when the
+/// request had no `Authorization: Bearer` header) and the file path relative to the download
+/// directory, with `/` separators.
+pub type DownloadAuthorizer = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
+
+/// Where package files are served from.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct DownloadConfig {
+    /// Directory whose files are served.
+    pub root: PathBuf,
+    /// URL prefix of the route, for example `/packages`.
+    pub prefix: String,
+    /// Per-token authorisation; `None` serves every file to everyone.
+    pub authorize: Option<DownloadAuthorizer>,
+}
+
+impl std::fmt::Debug for DownloadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadConfig")
+            .field("root", &self.root)
+            .field("prefix", &self.prefix)
+            .field("authorize", &self.authorize.is_some())
+            .finish()
+    }
+}
+
+impl DownloadConfig {
+    /// Serves `root` under `/packages` to everyone.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            prefix: "/packages".to_owned(),
+            authorize: None,
+        }
+    }
+
+    /// Changes the URL prefix (must start with `/`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` accepted by `authorize`.
+    #[must_use]
+    pub fn authorize(
+        mut self,
+        authorize: impl Fn(Option<&str>, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize = Some(Arc::new(authorize));
+        self
+    }
+}
+
+/// Serves one request whose URI path is already relative to the prefix.
+pub(crate) async fn serve(
+    config: Arc<DownloadConfig>,
+    mut request: Request<Body>,
+) -> Result<Response, Infallible> {
+    let relative = request.uri().path().trim_start_matches('/').to_owned();
+    let Some(file_path) = safe_join(&config.root, &relative) else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    if let Some(authorize) = &config.authorize
+        && !authorize(bearer_token(request.headers()), &relative)
+    {
+        let mut response = StatusCode::UNAUTHORIZED.into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(response);
+    }
+    let etag = match tokio::fs::metadata(&file_path).await {
+        Ok(meta) if meta.is_file() => entity_tag(&meta),
+        _ => return Ok(StatusCode::NOT_FOUND.into_response()),
+    };
+    let headers = request.headers();
+    if let Some(etag) = &etag
+        && headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| none_match_hits(v, etag))
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        insert_etag(response.headers_mut(), etag);
+        return Ok(response);
+    }
+    // A Range is only honoured when If-Range names the current strong tag; a date or any
+    // other tag means "the copy I have may be stale": send the whole file.
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        let current = etag
+            .as_deref()
+            .is_some_and(|etag| if_range.as_bytes() == etag.as_bytes());
+        if !current {
+            request.headers_mut().remove(header::RANGE);
+        }
+    }
+    let result = ServeDir::new(&config.root).oneshot(request).await;
+    let mut response = match result {
+        Ok(response) => response.map(Body::new),
+        Err(error) => match error {},
+    };
+    if let Some(etag) = &etag
+        && response.status().is_success()
+    {
+        insert_etag(response.headers_mut(), etag);
+    }
+    Ok(response)
+}
+
+/// Joins a URL path onto the root, refusing anything that could leave it.
+fn safe_join(root: &Path, relative: &str) -> Option<PathBuf> {
+    let relative = Path::new(relative);
+    if relative.as_os_str().is_empty()
+        || !relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return None;
+    }
+    Some(root.join(relative))
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A strong tag from size and modification time: package files are written once per version,
+/// so a change in either means different bytes.
+fn entity_tag(meta: &std::fs::Metadata) -> Option<String> {
+    let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
+}
+
+fn none_match_hits(header_value: &str, etag: &str) -> bool {
+    header_value
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+fn insert_etag(headers: &mut HeaderMap, etag: &str) {
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_join_refuses_escapes() {
+        let root = Path::new("/srv/pkgs");
+        assert_eq!(
+            safe_join(root, "a/b.tar.gz"),
+            Some(PathBuf::from("/srv/pkgs/a/b.tar.gz"))
+        );
+        assert_eq!(safe_join(root, "../etc/passwd"), None);
+        assert_eq!(safe_join(root, "a/../../x"), None);
+        assert_eq!(safe_join(root, "/etc/passwd"), None);
+        assert_eq!(safe_join(root, ""), None);
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags() {
+        assert!(none_match_hits("\"a\", \"b\"", "\"b\""));
+        assert!(none_match_hits("W/\"b\"", "\"b\""));
+        assert!(none_match_hits("*", "\"b\""));
+        assert!(!none_match_hits("\"c\"", "\"b\""));
+    }
+
+    #[test]
+    fn bearer_token_is_case_insensitive_on_scheme() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

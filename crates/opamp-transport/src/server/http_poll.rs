@@ -1,0 +1,175 @@
+//! HTTP agents: `POST` with `Content-Type: application/x-protobuf`, optionally gzip, one
+//! `AgentToServer` in and one `ServerToAgent` out.
+//!
+//! Refusals: 415 for another content type or encoding, 413 over the size limit (checked on
+//! the compressed body and again after decompression), 400 for bytes that are not an
+//! `AgentToServer` or carry an invalid instance uid.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use opamp_proto::InstanceUid;
+use opamp_proto::codec::{self, CodecError};
+use opamp_proto::v1::{AgentToServer, ServerToAgent};
+
+use super::Shared;
+use super::listener::ConnectionInfo;
+use super::registry::LinkHandle;
+
+/// The media type of OpAMP HTTP bodies.
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    connection: ConnectionInfo,
+    request: axum::extract::Request,
+) -> Response {
+    match handle_inner(&shared, &connection, request).await {
+        Ok(reply) => {
+            let mut response = Body::from(codec::encode(&reply)).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+            response
+        }
+        Err((status, reason)) => {
+            tracing::info!(remote_addr = %connection.remote_addr, %status, reason, "HTTP request refused");
+            (status, reason).into_response()
+        }
+    }
+}
+
+type Refusal = (StatusCode, &'static str);
+
+async fn handle_inner(
+    shared: &Shared,
+    connection: &ConnectionInfo,
+    request: axum::extract::Request,
+) -> Result<ServerToAgent, Refusal> {
+    let limit = shared.config.limits.max_message_size;
+    let headers = request.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case(PROTOBUF) {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/x-protobuf",
+        ));
+    }
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None => false,
+        Some(b"gzip") => true,
+        Some(b"identity") => false,
+        Some(_) => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding must be gzip or identity",
+            ));
+        }
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "message too large"));
+    }
+    let body = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                (StatusCode::PAYLOAD_TOO_LARGE, "message too large")
+            } else {
+                (StatusCode::BAD_REQUEST, "could not read the request body")
+            }
+        })?
+        .to_bytes();
+    let payload = if gzip {
+        tokio::task::spawn_blocking(move || gunzip(&body, limit))
+            .await
+            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "decompression failed"))??
+            .into()
+    } else {
+        body
+    };
+    let message: AgentToServer =
+        codec::decode(&payload, &shared.config.limits).map_err(|error| match error {
+            CodecError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
+            _ => (StatusCode::BAD_REQUEST, "not an AgentToServer message"),
+        })?;
+    let uid = InstanceUid::from_slice(&message.instance_uid)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "instance_uid must be 16 bytes"))?;
+    let mut pending = Vec::new();
+    let reply = shared.registry.deliver(
+        message,
+        uid,
+        &mut LinkHandle::Http,
+        connection,
+        Instant::now(),
+        &mut pending,
+    );
+    shared.registry.notify(pending).await;
+    // HTTP needs an answer even when the session has nothing to say.
+    Ok(reply.unwrap_or_else(|| ServerToAgent {
+        instance_uid: uid.to_vec(),
+        ..ServerToAgent::default()
+    }))
+}
+
+/// Decompresses at most `limit` bytes; more is a 413, a corrupt stream a 400.
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
+    let mut decoder = flate2::read::GzDecoder::new(compressed).take(limit as u64 + 1);
+    let mut out = Vec::new();
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "corrupt gzip body"))?;
+    if out.len() > limit {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message too large after decompression",
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn gunzip_enforces_the_decompressed_limit() {
+        let bomb = gzip(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4096, "a megabyte of zeros compresses well");
+        assert_eq!(gunzip(&bomb, 1 << 20).unwrap().len(), 1 << 20);
+        assert_eq!(
+            gunzip(&bomb, (1 << 20) - 1).unwrap_err().0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            gunzip(b"not gzip", 100).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

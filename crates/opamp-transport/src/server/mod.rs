@@ -1,0 +1,319 @@
+//! The OpAMP server transport: one listener on `/v1/opamp` for WebSocket and HTTP agents,
+//! plain or TLS (optionally mutual), with an optional package download route.
+
+mod download;
+mod http_poll;
+mod listener;
+mod registry;
+mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::any;
+use opamp_proto::codec::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use download::{DownloadAuthorizer, DownloadConfig};
+pub use listener::ConnectionInfo;
+pub use registry::{Registry, ServerNotification, TransportKind};
+
+use crate::error::{Result, TransportError};
+use crate::tls::ServerTls;
+
+/// Decides whether a request to the OpAMP endpoint is let in, from the connection (address,
+/// client certificate) and the request headers (for example `Authorization`). A refused
+/// request gets HTTP 401 before any OpAMP message is read.
+pub type RequestAuthorizer = Arc<dyn Fn(&ConnectionInfo, &http::HeaderMap) -> bool + Send + Sync>;
+
+/// Settings of an [`OpampServer`]. Start from [`ServerConfig::new`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port; see [`RunningServer::local_addr`]).
+    pub bind: SocketAddr,
+    /// Path of the OpAMP endpoint. Default `/v1/opamp`.
+    pub path: String,
+    /// TLS, and whether agents must present a certificate. `None` serves plain TCP.
+    pub tls: Option<ServerTls>,
+    /// Largest message accepted, after gzip decompression (64 MiB by default). Larger ones
+    /// get WebSocket close 1009 or HTTP 413.
+    pub limits: Limits,
+    /// Most connections open at once; more are answered `503` with `Retry-After`.
+    pub max_connections: usize,
+    /// `Retry-After` sent with refusals for lack of capacity.
+    pub retry_after: Duration,
+    /// Time a client has to send complete request headers (slow-loris guard). Also bounds
+    /// the TLS handshake.
+    pub header_read_timeout: Duration,
+    /// A WebSocket agent that sends nothing (no message, no ping) for this long is closed
+    /// with 1001; an HTTP agent that does not poll for this long is reported disconnected.
+    pub idle_timeout: Duration,
+    /// Capacity of the notification channel returned by [`OpampServer::start`].
+    pub notification_capacity: usize,
+    /// Messages that may wait on one WebSocket; an agent that falls further behind is
+    /// disconnected.
+    pub outbound_queue: usize,
+    /// Optional authorisation of OpAMP requests.
+    pub authorize: Option<RequestAuthorizer>,
+    /// Optional package download route.
+    pub downloads: Option<DownloadConfig>,
+    /// Settings of each agent's [`opamp_session::ServerSession`] (capabilities, heartbeat
+    /// interval, limits). The transport sets `mode` per agent.
+    pub session: opamp_session::ServerConfig,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind", &self.bind)
+            .field("path", &self.path)
+            .field("tls", &self.tls.is_some())
+            .field("limits", &self.limits)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("downloads", &self.downloads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults: plain TCP on `bind`, path `/v1/opamp`, 64 MiB messages, 50 000
+    /// connections, 10 s header timeout, 90 s idle timeout (three 30 s heartbeats).
+    pub fn new(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            path: "/v1/opamp".to_owned(),
+            tls: None,
+            limits: Limits::default(),
+            max_connections: 50_000,
+            retry_after: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            notification_capacity: 4096,
+            outbound_queue: 32,
+            authorize: None,
+            downloads: None,
+            session: opamp_session::ServerConfig::default(),
+        }
+    }
+
+    /// Serves TLS with these settings.
+    #[must_use]
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets the largest accepted message.
+    #[must_use]
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.limits = Limits::with_max_message_size(bytes);
+        self
+    }
+
+    /// Sets the settings of each agent's session.
+    #[must_use]
+    pub fn session(mut self, session: opamp_session::ServerConfig) -> Self {
+        self.session = session;
+        self
+    }
+
+    /// Adds the package download route.
+    #[must_use]
+    pub fn downloads(mut self, downloads: DownloadConfig) -> Self {
+        self.downloads = Some(downloads);
+        self
+    }
+
+    /// Authorises each OpAMP request.
+    #[must_use]
+    pub fn authorize(
+        mut self,
+        authorize: impl Fn(&ConnectionInfo, &http::HeaderMap) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize = Some(Arc::new(authorize));
+        self
+    }
+}
+
+/// State shared by the request handlers.
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) registry: Registry,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Entry point of the server side.
+#[derive(Debug)]
+pub struct OpampServer;
+
+impl OpampServer {
+    /// Binds, starts serving, and returns the running server and its notifications.
+    ///
+    /// Each agent gets an [`opamp_session::ServerSession`] built from
+    /// [`ServerConfig::session`] the first time it speaks.
+    ///
+    /// ```no_run
+    /// use opamp_proto::ServerCapabilities;
+    /// use opamp_transport::server::{OpampServer, ServerConfig, ServerNotification};
+    ///
+    /// # async fn run() -> Result<(), opamp_transport::TransportError> {
+    /// let config = ServerConfig::new("127.0.0.1:4320".parse().unwrap())
+    ///     .session(opamp_session::ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES));
+    /// let (server, mut notifications) = OpampServer::start(config).await?;
+    /// while let Some(notification) = notifications.recv().await {
+    ///     if let ServerNotification::Connected { uid, .. } = notification {
+    ///         println!("{uid} connected; {} agents known", server.registry().len());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TransportError::Bind`] if the address cannot be bound; TLS errors from
+    /// [`ServerTls::build`].
+    pub async fn start(
+        config: ServerConfig,
+    ) -> Result<(RunningServer, mpsc::Receiver<ServerNotification>)> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(ServerTls::build)
+            .transpose()?
+            .map(tokio_rustls::TlsAcceptor::from);
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let (notify, notifications) = mpsc::channel(config.notification_capacity.max(1));
+        let registry = Registry::new(config.session.clone(), notify);
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+        });
+
+        let mut app = Router::new()
+            .route(&config.path, any(opamp_endpoint))
+            .with_state(shared.clone());
+        if let Some(downloads) = config.downloads.clone() {
+            let prefix = downloads.prefix.clone();
+            let downloads = Arc::new(downloads);
+            app = app.nest_service(
+                &prefix,
+                tower::service_fn(move |request| download::serve(downloads.clone(), request)),
+            );
+        }
+        let settings = listener::ListenerSettings {
+            tls,
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+            handshake_timeout: config.header_read_timeout,
+            retry_after: config.retry_after,
+        };
+        let accept = tokio::spawn(listener::accept_loop(
+            listener,
+            settings,
+            app,
+            shutdown.clone(),
+        ));
+        let sweeper = tokio::spawn(sweep_http_agents(
+            registry.clone(),
+            config.idle_timeout,
+            shutdown.clone(),
+        ));
+        Ok((
+            RunningServer {
+                local_addr,
+                registry,
+                shutdown,
+                tasks: vec![accept, sweeper],
+            },
+            notifications,
+        ))
+    }
+}
+
+/// A server that is accepting connections. Dropping it does not stop it; call
+/// [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    registry: Registry,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The agent sessions.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Stops accepting, closes WebSockets with 1001 and lets in-flight HTTP requests finish
+    /// (up to 5 s).
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn opamp_endpoint(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(connection) = request.extensions().get::<ConnectionInfo>().cloned() else {
+        return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Some(authorize) = &shared.config.authorize
+        && !authorize(&connection, request.headers())
+    {
+        return http::StatusCode::UNAUTHORIZED.into_response();
+    }
+    if request.headers().contains_key(http::header::UPGRADE) {
+        websocket::upgrade(shared, connection, request).await
+    } else if request.method() == http::Method::POST {
+        http_poll::handle(shared, connection, request).await
+    } else {
+        http::StatusCode::METHOD_NOT_ALLOWED.into_response()
+    }
+}
+
+async fn sweep_http_agents(
+    registry: Registry,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let period = (idle_timeout / 4).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => registry.expire_http(idle_timeout, Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Agent (this crate's client) and server (this crate's server) over real sockets on
+//! 127.0.0.1: ws, wss with mutual TLS, http, https; certificate refusals; reconnects.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] functions.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opamp_proto::{InstanceUid, v1};
+use opamp_session::{AgentEvent, ServerEvent};
+use opamp_transport::client::{ClientEvent, ClientHandle};
+use opamp_transport::server::{ConnectionInfo, ServerConfig, ServerNotification, TransportKind};
+
+fn server_config_at(addr: std::net::SocketAddr) -> ServerConfig {
+    let mut config = server_config();
+    config.bind = addr;
+    config
+}
+use opamp_transport::tls::ClientTls;
+use support::*;
+use tokio::sync::mpsc;
+
+fn offer(version: &str) -> v1::PackagesAvailable {
+    let package = v1::PackageAvailable {
+        r#type: v1::PackageType::TopLevel as i32,
+        version: version.to_owned(),
+        file: Some(v1::DownloadableFile {
+            download_url: format!("https://127.0.0.1/packages/collector-{version}.tar.gz"),
+            content_hash: vec![7; 32],
+            signature: Vec::new(),
+            headers: None,
+        }),
+        hash: version.as_bytes().to_vec(),
+    };
+    v1::PackagesAvailable {
+        packages: HashMap::from([("collector".to_owned(), package)]),
+        all_packages_hash: version.as_bytes().to_vec(),
+    }
+}
+
+async fn wait_for_offer(events: &mut mpsc::Receiver<ClientEvent>, version: &str) {
+    wait_for_client(events, |event| match event {
+        ClientEvent::Agent(agent_event) => match agent_event.as_ref() {
+            AgentEvent::PackagesAvailable { offer, .. }
+                if offer
+                    .packages
+                    .get("collector")
+                    .is_some_and(|p| p.version == version) =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+    .await;
+}
+
+async fn wait_connected(
+    notifications: &mut mpsc::Receiver<ServerNotification>,
+    uid: InstanceUid,
+) -> (TransportKind, ConnectionInfo) {
+    wait_for(notifications, |n| match n {
+        ServerNotification::Connected {
+            uid: from,
+            transport,
+            connection,
+        } if *from == uid => Some((*transport, connection.clone())),
+        _ => None,
+    })
+    .await
+}
+
+async fn wait_goodbye(notifications: &mut mpsc::Receiver<ServerNotification>, uid: InstanceUid) {
+    wait_for(notifications, |n| match n {
+        ServerNotification::Event {
+            uid: from,
+            event: ServerEvent::Disconnected { by_agent: true, .. },
+        } if *from == uid => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// One full conversation: connect, report health, receive an offer pushed through the
+/// registry, say goodbye. Returns what the server knew about the connection.
+async fn converse(
+    server: ServerConfig,
+    scheme: &str,
+    tls: Option<ClientTls>,
+    gzip: bool,
+) -> (TransportKind, ConnectionInfo) {
+    init_tracing();
+    let (server, mut notifications) = start_server(server).await;
+    let url = format!(
+        "{scheme}://127.0.0.1:{}/v1/opamp",
+        server.local_addr().port()
+    );
+    let mut client = client_config(&url, tls);
+    client.gzip = gzip;
+    let mut agent = agent_config();
+    agent.heartbeat_interval = Some(Duration::from_millis(200)); // HTTP poll interval
+    let uid = agent.instance_uid;
+    let (handle, mut events) = start_agent(client, agent);
+
+    wait_for_client(&mut events, |e| {
+        matches!(e, ClientEvent::Connected).then_some(())
+    })
+    .await;
+    let (transport, connection) = wait_connected(&mut notifications, uid).await;
+
+    handle
+        .update(|session| session.set_health(healthy("up")))
+        .await
+        .unwrap();
+    wait_for_health(&mut notifications, uid, "up").await;
+
+    assert!(
+        server
+            .registry()
+            .with_session(uid, |session| session.offer_packages(offer("1.2.3")))
+            .is_some()
+    );
+    wait_for_offer(&mut events, "1.2.3").await;
+
+    let session = handle.shutdown().await.unwrap();
+    assert!(
+        session.is_closed(),
+        "agent_disconnect was handed to the transport"
+    );
+    wait_goodbye(&mut notifications, uid).await;
+    server.shutdown().await;
+    (transport, connection)
+}
+
+#[tokio::test]
+async fn agent_and_server_talk_over_websocket() {
+    let (transport, connection) = converse(server_config(), "ws", None, false).await;
+    assert_eq!(transport, TransportKind::WebSocket);
+    assert!(!connection.tls);
+}
+
+#[tokio::test]
+async fn agent_and_server_talk_over_http_with_gzip() {
+    let (transport, connection) = converse(server_config(), "http", None, true).await;
+    assert_eq!(transport, TransportKind::Http);
+    assert!(connection.peer_certificates.is_none());
+}
+
+#[tokio::test]
+async fn agent_and_server_talk_over_wss_with_mutual_tls() {
+    let ca = TestCa::new("test CA");
+    let agent_cert = ca.client_cert("agent-7");
+    let tls = ClientTls::with_ca_pem(ca.cert_pem.clone()).identity(agent_cert.identity());
+    let (transport, connection) = converse(mtls_server_config(&ca), "wss", Some(tls), false).await;
+    assert_eq!(transport, TransportKind::WebSocket);
+    assert!(connection.tls);
+    let presented = connection
+        .peer_certificates
+        .expect("client certificate is visible to the server");
+    let expected = rustls_pemfile::certs(&mut agent_cert.cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(presented[0], expected);
+}
+
+#[tokio::test]
+async fn agent_and_server_talk_over_https_with_mutual_tls() {
+    let ca = TestCa::new("test CA");
+    let tls =
+        ClientTls::with_ca_pem(ca.cert_pem.clone()).identity(ca.client_cert("agent-8").identity());
+    let (transport, connection) = converse(mtls_server_config(&ca), "https", Some(tls), true).await;
+    assert_eq!(transport, TransportKind::Http);
+    assert!(connection.peer_certificates.is_some());
+}
+
+/// Under mutual TLS an agent without a certificate, or with one from another CA, never
+/// reaches the OpAMP layer: its handshakes fail and it keeps backing off.
+async fn refused_under_mtls(scheme: &str, identity: Option<opamp_transport::tls::Identity>) {
+    init_tracing();
+    let ca = TestCa::new("test CA");
+    let (server, _notifications) = start_server(mtls_server_config(&ca)).await;
+    let url = format!(
+        "{scheme}://127.0.0.1:{}/v1/opamp",
+        server.local_addr().port()
+    );
+    let mut tls = ClientTls::with_ca_pem(ca.cert_pem.clone());
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    let (handle, mut events) = start_agent(client_config(&url, Some(tls)), agent_config());
+    for _ in 0..2 {
+        let reason = wait_for_client(&mut events, |e| match e {
+            ClientEvent::Connected => panic!("an agent without a trusted certificate got in"),
+            ClientEvent::Disconnected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(!reason.is_empty());
+    }
+    assert!(server.registry().is_empty());
+    handle.shutdown().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn mtls_refuses_websocket_agent_without_certificate() {
+    refused_under_mtls("wss", None).await;
+}
+
+#[tokio::test]
+async fn mtls_refuses_http_agent_with_certificate_from_another_ca() {
+    let stranger = TestCa::new("someone else");
+    refused_under_mtls("https", Some(stranger.client_cert("intruder").identity())).await;
+}
+
+#[tokio::test]
+async fn mtls_refuses_websocket_agent_with_certificate_from_another_ca() {
+    let stranger = TestCa::new("someone else");
+    refused_under_mtls("wss", Some(stranger.client_cert("intruder").identity())).await;
+}
+
+#[tokio::test]
+async fn websocket_agent_reconnects_after_server_restart_and_state_converges() {
+    init_tracing();
+    let (server, mut notifications) = start_server(server_config()).await;
+    let addr = server.local_addr();
+    let url = format!("ws://{addr}/v1/opamp");
+    let agent = agent_config();
+    let uid = agent.instance_uid;
+    let (handle, mut events) = start_agent(client_config(&url, None), agent);
+    wait_connected(&mut notifications, uid).await;
+    handle
+        .update(|s| s.set_health(healthy("before restart")))
+        .await
+        .unwrap();
+    wait_for_health(&mut notifications, uid, "before restart").await;
+
+    server.shutdown().await;
+    wait_for_client(&mut events, |e| {
+        matches!(e, ClientEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    // Changed while the server is away: must arrive after the reconnect.
+    handle
+        .update(|s| s.set_health(healthy("changed while away")))
+        .await
+        .unwrap();
+
+    let (server, mut notifications) = start_server(server_config_at(addr)).await;
+    wait_connected(&mut notifications, uid).await;
+    wait_for_health(&mut notifications, uid, "changed while away").await;
+    let (server_view, agent_view) = (
+        server
+            .registry()
+            .with_session(uid, |s| s.agent_state().status.clone())
+            .unwrap(),
+        handle.update(|s| s.status().clone()).await.unwrap(),
+    );
+    assert_eq!(
+        server_view, agent_view,
+        "the new server rebuilt the agent's full state"
+    );
+    handle.shutdown().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_agent_after_server_restart_is_asked_for_full_state_and_converges() {
+    init_tracing();
+    let (server, mut notifications) = start_server(server_config()).await;
+    let addr = server.local_addr();
+    let mut agent = agent_config();
+    agent.heartbeat_interval = Some(Duration::from_millis(700));
+    let uid = agent.instance_uid;
+    let (handle, _events) = start_agent(
+        client_config(&format!("http://{addr}/v1/opamp"), None),
+        agent,
+    );
+    handle
+        .update(|s| s.set_health(healthy("steady")))
+        .await
+        .unwrap();
+    wait_for_health(&mut notifications, uid, "steady").await;
+
+    // Restart between two polls: the agent does not notice, and its next poll is a bare
+    // heartbeat that the new server cannot place.
+    server.shutdown().await;
+    let (server, mut notifications) = start_server(server_config_at(addr)).await;
+    wait_for(&mut notifications, |n| match n {
+        ServerNotification::Event {
+            uid: from,
+            event: ServerEvent::FullStateRequested { .. },
+        } if *from == uid => Some(()),
+        _ => None,
+    })
+    .await;
+    wait_for_health(&mut notifications, uid, "steady").await;
+    let server_view = server
+        .registry()
+        .with_session(uid, |s| s.agent_state().status.clone())
+        .unwrap();
+    assert_eq!(
+        server_view,
+        handle.update(|s| s.status().clone()).await.unwrap()
+    );
+    handle.shutdown().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn registry_sends_to_all_agents() {
+    init_tracing();
+    let (server, mut notifications) = start_server(server_config()).await;
+    let url = format!("ws://{}/v1/opamp", server.local_addr());
+    let mut agents: Vec<(ClientHandle, mpsc::Receiver<ClientEvent>)> = Vec::new();
+    for _ in 0..3 {
+        let agent = agent_config();
+        let uid = agent.instance_uid;
+        agents.push(start_agent(client_config(&url, None), agent));
+        wait_connected(&mut notifications, uid).await;
+    }
+    assert_eq!(server.registry().connected().len(), 3);
+    assert_eq!(
+        server
+            .registry()
+            .with_all(|_, session| session.offer_packages(offer("2.0.0"))),
+        3
+    );
+    for (_, events) in &mut agents {
+        wait_for_offer(events, "2.0.0").await;
+    }
+    for (handle, _) in agents {
+        handle.shutdown().await.unwrap();
+    }
+    server.shutdown().await;
+}
+
+/// A server at its connection limit answers 503 with Retry-After; the agent waits at least
+/// that long.
+async fn retry_after_is_honoured(scheme: &str) {
+    init_tracing();
+    let mut config = server_config();
+    config.max_connections = 0;
+    config.retry_after = Duration::from_secs(3);
+    let (server, _notifications) = start_server(config).await;
+    let url = format!("{scheme}://{}/v1/opamp", server.local_addr());
+    let (handle, mut events) = start_agent(client_config(&url, None), agent_config());
+    let retry_in = wait_for_client(&mut events, |e| match e {
+        ClientEvent::Disconnected { retry_in, .. } => Some(*retry_in),
+        _ => None,
+    })
+    .await;
+    assert!(
+        retry_in >= Duration::from_secs(3),
+        "retry_in = {retry_in:?}"
+    );
+    handle.shutdown().await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_agent_honours_retry_after() {
+    retry_after_is_honoured("ws").await;
+}
+
+#[tokio::test]
+async fn http_agent_honours_retry_after() {
+    retry_after_is_honoured("http").await;
+}
