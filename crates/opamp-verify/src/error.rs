@@ -270,8 +270,8 @@ pub enum VerifyError {
     DowngradeNotAuthorised {
         /// Highest version installed so far.
         highest_installed: semver::Version,
-        /// Offered version.
-        offered: semver::Version,
+        /// Offered version (text, to keep this error small).
+        offered: String,
         /// Highest version the statement allows a downgrade from.
         authorised_from: semver::Version,
     },
@@ -288,3 +288,11 @@ pub enum VerifyError {
 
 /// Result alias for this crate.
 pub type Result<T, E = VerifyError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_stays_small_enough_to_return_by_value() {
+        assert!(std::mem::size_of::<super::VerifyError>() < 128);
+    }
+}

@@ -270,7 +270,7 @@ fn check_downgrade(
         Some(from) if highest_installed <= from => Ok(()),
         Some(from) => Err(VerifyError::DowngradeNotAuthorised {
             highest_installed: highest_installed.clone(),
-            offered: offered.clone(),
+            offered: offered.to_string(),
             authorised_from: from.clone(),
         }),
         None => Err(VerifyError::Rollback {
