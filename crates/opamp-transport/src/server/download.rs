@@ -75,7 +75,13 @@ pub(crate) async fn serve(
     config: Arc<DownloadConfig>,
     mut request: Request<Body>,
 ) -> Result<Response, Infallible> {
-    let relative = request.uri().path().trim_start_matches('/').to_owned();
+    let Ok(relative) =
+        percent_encoding::percent_decode_str(request.uri().path().trim_start_matches('/'))
+            .decode_utf8()
+    else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    let relative = relative.into_owned();
     let Some(file_path) = safe_join(&config.root, &relative) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
@@ -126,7 +132,7 @@ pub(crate) async fn serve(
     Ok(response)
 }
 
-/// Joins a URL path onto the root, refusing anything that could leave it.
+/// Joins a decoded URL path onto the root, refusing anything that could leave it.
 fn safe_join(root: &Path, relative: &str) -> Option<PathBuf> {
     let relative = Path::new(relative);
     if relative.as_os_str().is_empty()

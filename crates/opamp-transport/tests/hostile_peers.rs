@@ -1,0 +1,372 @@
+//! Broken and hostile peers each get the documented refusal, and a well-behaved agent on
+//! the same server keeps being served throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test helpers outside #[test] functions.
+
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use opamp_proto::{InstanceUid, codec, v1};
+use opamp_transport::client::ClientHandle;
+use opamp_transport::server::{RunningServer, ServerConfig, ServerNotification};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A server with one well-behaved WebSocket agent connected to it.
+struct Bystander {
+    server: RunningServer,
+    notifications: mpsc::Receiver<ServerNotification>,
+    agent: ClientHandle,
+    uid: InstanceUid,
+}
+
+impl Bystander {
+    async fn start(config: ServerConfig) -> Self {
+        init_tracing();
+        let (server, mut notifications) = start_server(config).await;
+        let agent = agent_config();
+        let uid = agent.instance_uid;
+        let (handle, _events) = start_agent(
+            client_config(&format!("ws://{}/v1/opamp", server.local_addr()), None),
+            agent,
+        );
+        handle
+            .update(|s| s.set_health(healthy("bystander up")))
+            .await
+            .unwrap();
+        wait_for_health(&mut notifications, uid, "bystander up").await;
+        Self {
+            server,
+            notifications,
+            agent: handle,
+            uid,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn url(&self, scheme: &str) -> String {
+        format!("{scheme}://{}/v1/opamp", self.addr())
+    }
+
+    /// The bystander's updates still reach the server, and so does a brand-new agent.
+    async fn assert_still_served(mut self) {
+        self.agent
+            .update(|s| s.set_health(healthy("bystander still up")))
+            .await
+            .unwrap();
+        wait_for_health(&mut self.notifications, self.uid, "bystander still up").await;
+        let newcomer = agent_config();
+        let newcomer_uid = newcomer.instance_uid;
+        let (handle, _events) = start_agent(client_config(&self.url("http"), None), newcomer);
+        handle
+            .update(|s| s.set_health(healthy("newcomer")))
+            .await
+            .unwrap();
+        wait_for_health(&mut self.notifications, newcomer_uid, "newcomer").await;
+        handle.shutdown().await.unwrap();
+        self.agent.shutdown().await.unwrap();
+        self.server.shutdown().await;
+    }
+}
+
+fn small_limit_config() -> ServerConfig {
+    server_config().max_message_size(1024)
+}
+
+fn agent_to_server(extra: usize) -> v1::AgentToServer {
+    v1::AgentToServer {
+        instance_uid: InstanceUid::new_v7().to_vec(),
+        agent_description: Some(v1::AgentDescription {
+            non_identifying_attributes: vec![v1::KeyValue {
+                key: "padding".to_owned(),
+                value: Some(v1::AnyValue {
+                    value: Some(v1::any_value::Value::BytesValue(vec![b'x'; extra])),
+                }),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sends one raw WebSocket message and returns the close code the server answers with.
+async fn close_code_for(url: &str, message: Message) -> u16 {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let _ = socket.send(message).await; // The server may already be closing.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no close frame")
+}
+
+#[tokio::test]
+async fn oversize_websocket_message_is_closed_with_1009() {
+    let bystander = Bystander::start(small_limit_config()).await;
+    let url = bystander.url("ws");
+    // Just over the protobuf limit (caught after framing) and far over it (caught by the
+    // WebSocket layer before buffering it all).
+    let just_over = codec::encode_ws_frame(&agent_to_server(1100));
+    assert_eq!(
+        close_code_for(&url, Message::Binary(just_over.into())).await,
+        1009
+    );
+    let far_over = codec::encode_ws_frame(&agent_to_server(1 << 20));
+    assert_eq!(
+        close_code_for(&url, Message::Binary(far_over.into())).await,
+        1009
+    );
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn wrong_websocket_header_byte_is_closed_with_1002() {
+    let bystander = Bystander::start(server_config()).await;
+    let mut frame = codec::encode_ws_frame(&agent_to_server(0));
+    frame[0] = 0x01;
+    assert_eq!(
+        close_code_for(&bystander.url("ws"), Message::Binary(frame.into())).await,
+        1002
+    );
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn garbage_websocket_payload_is_closed_with_1007() {
+    let bystander = Bystander::start(server_config()).await;
+    let url = bystander.url("ws");
+    let garbage = vec![0x00, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+    assert_eq!(
+        close_code_for(&url, Message::Binary(garbage.into())).await,
+        1007
+    );
+    let short_uid = codec::encode_ws_frame(&v1::AgentToServer {
+        instance_uid: vec![1, 2, 3],
+        ..Default::default()
+    });
+    assert_eq!(
+        close_code_for(&url, Message::Binary(short_uid.into())).await,
+        1007
+    );
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn text_websocket_message_is_closed_with_1003() {
+    let bystander = Bystander::start(server_config()).await;
+    assert_eq!(
+        close_code_for(&bystander.url("ws"), Message::Text("hello".into())).await,
+        1003
+    );
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn silent_websocket_peer_is_closed_with_1001() {
+    let mut config = server_config();
+    config.idle_timeout = Duration::from_millis(300);
+    let bystander = Bystander::start(config).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(bystander.url("ws"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(Ok(Message::Close(Some(frame)))) = socket.next().await {
+                return u16::from(frame.code);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1001);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // The bystander's agent has no heartbeat here, so it is closed too and reconnects.
+    bystander.assert_still_served().await;
+}
+
+async fn post(
+    url: &str,
+    content_type: &str,
+    encoding: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::StatusCode {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(encoding) = encoding {
+        request = request.header("content-encoding", encoding);
+    }
+    request.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn http_refusals_use_the_documented_status_codes() {
+    let bystander = Bystander::start(small_limit_config()).await;
+    let url = bystander.url("http");
+    let good = codec::encode(&agent_to_server(10));
+    assert_eq!(
+        post(&url, "application/json", None, good.clone()).await,
+        415
+    );
+    assert_eq!(
+        post(&url, "application/x-protobuf", Some("br"), good.clone()).await,
+        415
+    );
+    assert_eq!(
+        post(
+            &url,
+            "application/x-protobuf",
+            None,
+            codec::encode(&agent_to_server(2000))
+        )
+        .await,
+        413
+    );
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&codec::encode(&agent_to_server(100_000)))
+        .unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(
+        bomb.len() < 1024,
+        "the compressed body itself is under the limit"
+    );
+    assert_eq!(
+        post(&url, "application/x-protobuf", Some("gzip"), bomb).await,
+        413
+    );
+    assert_eq!(
+        post(
+            &url,
+            "application/x-protobuf",
+            None,
+            vec![0xff, 0xff, 0xff, 0xff, 0x0f]
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        post(
+            &url,
+            "application/x-protobuf",
+            Some("gzip"),
+            b"not gzip".to_vec()
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        post(&url, "application/x-protobuf; charset=binary", None, good).await,
+        200
+    );
+    bystander.assert_still_served().await;
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("server never closed")
+        .ok();
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn raw_garbage_bytes_get_400_and_a_close() {
+    let bystander = Bystander::start(server_config()).await;
+    let mut stream = TcpStream::connect(bystander.addr()).await.unwrap();
+    stream
+        .write_all(b"\x16\x03\x01garbage that is not HTTP\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "got {answer:?}"
+    );
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn slow_loris_clients_are_cut_off_after_the_header_timeout() {
+    let mut config = server_config();
+    config.header_read_timeout = Duration::from_millis(400);
+    let bystander = Bystander::start(config).await;
+    let started = Instant::now();
+    // One sends half a request and stalls; one sends nothing at all.
+    let mut half = TcpStream::connect(bystander.addr()).await.unwrap();
+    half.write_all(b"POST /v1/opamp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+        .await
+        .unwrap();
+    let mut mute = TcpStream::connect(bystander.addr()).await.unwrap();
+    let (half_answer, mute_answer) =
+        tokio::join!(read_to_close(&mut half), read_to_close(&mut mute));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(350),
+        "closed too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "closed too late: {elapsed:?}"
+    );
+    assert!(
+        !half_answer.starts_with("HTTP/1.1 2"),
+        "got {half_answer:?}"
+    );
+    assert!(
+        !mute_answer.starts_with("HTTP/1.1 2"),
+        "got {mute_answer:?}"
+    );
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_maximum_get_503_with_retry_after() {
+    let mut config = server_config();
+    // The bystander holds one connection; two idle ones fill the rest.
+    config.max_connections = 3;
+    config.retry_after = Duration::from_secs(2);
+    let bystander = Bystander::start(config).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(bystander.addr()).await.unwrap();
+        // A complete request on a kept-alive connection: the server has surely counted it.
+        stream
+            .write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"));
+        held.push(stream);
+    }
+    let mut refused = TcpStream::connect(bystander.addr()).await.unwrap();
+    let answer = read_to_close(&mut refused).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "got {answer:?}");
+    assert!(answer.contains("Retry-After: 2"), "got {answer:?}");
+    // Freeing the slots lets agents in again (a newcomer refused in the meantime retries
+    // after the 2 s Retry-After).
+    drop(held);
+    bystander.assert_still_served().await;
+}
