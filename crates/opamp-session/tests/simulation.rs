@@ -484,7 +484,6 @@ fn run_http(seed: u64, steps: usize) {
         step(HEALED, false, &mut now, &mut traffic);
     }
     assert_no_loops(before, traffic, idle, seed);
-    drop(step);
     assert_converged(&agent, &server, seed);
 }
 
