@@ -24,7 +24,7 @@ pub(super) struct Supervision {
 impl Supervision {
     /// Spawns the executable, wires its output into `tracing`, and publishes `Started`.
     pub(super) fn spawn_child(&self) -> std::io::Result<(Child, u32)> {
-        let mut child = self.command.to_command(&self.executable).spawn()?;
+        let mut child = spawn_retrying_busy(&mut self.command.to_command(&self.executable))?;
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("child exited before its pid could be read"))?;
@@ -212,6 +212,29 @@ impl Supervision {
     fn publish(&self, event: ProcessEvent) {
         // No subscribers is fine: events are informational.
         let _ = self.events.send(event);
+    }
+}
+
+/// Attempts while the executable is "busy" (ETXTBSY), and the pause between them.
+const BUSY_ATTEMPTS: u32 = 20;
+const BUSY_PAUSE: Duration = Duration::from_millis(5);
+
+/// Spawns, retrying briefly on ETXTBSY. A freshly written executable can be reported busy
+/// when another thread of this process forked while the file was still open for writing: the
+/// forked child holds the write descriptor until it execs. The window is microseconds.
+fn spawn_retrying_busy(command: &mut tokio::process::Command) -> std::io::Result<Child> {
+    let mut attempt = 1;
+    loop {
+        match command.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                    && attempt < BUSY_ATTEMPTS =>
+            {
+                attempt += 1;
+                std::thread::sleep(BUSY_PAUSE);
+            }
+            other => return other,
+        }
     }
 }
 
