@@ -31,10 +31,24 @@ proptest! {
     }
 
     #[test]
-    fn json_reload_mid_run_continues_identically(seed in any::<u64>(), at_step in 0usize..600) {
+    fn json_reload_mid_run_continues_identically(seed in any::<u64>(), at in 0.0f64..1.0) {
         let config = SimConfig::chaotic(200, seed);
         let straight = run(&config, Restart::None);
+        let at_step = (straight.steps as f64 * at) as usize;
         let reloaded = run(&config, Restart::Json { at_step });
+        prop_assert_eq!(&straight.commands, &reloaded.commands);
+        prop_assert_eq!(straight.final_status, reloaded.final_status);
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config(8))]
+    #[test]
+    fn store_reload_after_a_crash_mid_run_continues_identically(seed in any::<u64>(), at in 0.0f64..1.0) {
+        let config = SimConfig::chaotic(200, seed);
+        let straight = run(&config, Restart::None);
+        let at_step = (straight.steps as f64 * at) as usize;
+        let reloaded = run(&config, Restart::Store { at_step });
         prop_assert_eq!(&straight.commands, &reloaded.commands);
         prop_assert_eq!(straight.final_status, reloaded.final_status);
     }

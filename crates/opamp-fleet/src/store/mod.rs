@@ -1,4 +1,35 @@
-//! Persistence behind the [`FleetStore`] trait.
+//! Persistence behind the [`FleetStore`] trait, with [`SqliteStore`] as the embedded default.
+//!
+//! # Rollouts: snapshot plus event log
+//! A rollout of 10,000 agents serialises to about 2 MB, too much to rewrite on every agent
+//! report. The store therefore keeps, per rollout, a full snapshot and the log of events applied
+//! since (the engine is deterministic, so replaying them rebuilds the exact state). Each engine
+//! step is persisted by [`FleetStore::record_step`] in one transaction: the event, the audit
+//! records the step produced and the rollout's status, plus a fresh snapshot when the status
+//! changed or enough events accumulated. [`FleetStore::load_rollout`] reads the snapshot and
+//! replays the newer events.
+//!
+//! # Driving a rollout
+//! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
+//! commands, so nothing is carried out that a restart would forget.
+
+mod migrations;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use opamp_proto::InstanceUid;
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+
+use crate::FleetError;
+use crate::audit::AuditRecord;
+use crate::events::{Command, Event, RolloutStatus};
+use crate::rollout::{AgentSnapshot, Rollout, RolloutId};
+use crate::selector::Labels;
+use crate::time::Timestamp;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -13,4 +44,360 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// A stored JSON value could not be written or read.
+    #[error("{context}: {source}")]
+    Json {
+        /// What the store was doing.
+        context: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database was written by a newer version of this software.
+    #[error("database schema version {found} is newer than the supported {supported}")]
+    SchemaTooNew {
+        /// Version in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// Stored data contradicts itself.
+    #[error("corrupt store: {what}")]
+    Corrupt {
+        /// What is wrong.
+        what: String,
+    },
+    /// The record exists already (with different content).
+    #[error("already exists: {what}")]
+    AlreadyExists {
+        /// What.
+        what: String,
+    },
+}
+
+/// What the server knows about one agent (the agent registry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentRecord {
+    /// Instance uid.
+    pub uid: InstanceUid,
+    /// Labels from the agent description.
+    pub labels: Labels,
+    /// `AgentCapabilities` bits as reported (unknown bits kept).
+    pub capabilities: u64,
+    /// Installed version per package name, from `PackageStatuses`.
+    pub package_versions: BTreeMap<String, String>,
+    /// Last reported health.
+    pub healthy: bool,
+    /// Whether a connection is open (or the agent polls) now.
+    pub connected: bool,
+    /// Last message received.
+    pub last_seen: Timestamp,
+}
+
+impl AgentRecord {
+    /// A record with no packages, healthy and connected, seen at `now`.
+    #[must_use]
+    pub fn new(uid: InstanceUid, labels: Labels, capabilities: u64, now: Timestamp) -> Self {
+        AgentRecord {
+            uid,
+            labels,
+            capabilities,
+            package_versions: BTreeMap::new(),
+            healthy: true,
+            connected: true,
+            last_seen: now,
+        }
+    }
+
+    /// The engine's view of this agent for a rollout of `package`.
+    #[must_use]
+    pub fn snapshot_for(&self, package: &str) -> AgentSnapshot {
+        AgentSnapshot::new(
+            self.uid,
+            self.labels.clone(),
+            self.package_versions.get(package).cloned(),
+        )
+        .healthy(self.healthy)
+        .connected(self.connected)
+    }
+}
+
+/// A package file in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PackageEntry {
+    /// Package name (`otelcol-contrib`).
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the file (`DownloadableFile.content_hash`).
+    pub content_hash: Vec<u8>,
+    /// File size in bytes.
+    pub size: u64,
+    /// The signature relayed to agents (`DownloadableFile.signature`).
+    pub signature: Vec<u8>,
+    /// Where the server keeps the file.
+    pub file_path: PathBuf,
+    /// When it was added.
+    pub added_at: Timestamp,
+}
+
+impl PackageEntry {
+    /// Builds an entry.
+    #[must_use]
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        content_hash: Vec<u8>,
+        size: u64,
+        signature: Vec<u8>,
+        file_path: PathBuf,
+        added_at: Timestamp,
+    ) -> Self {
+        PackageEntry {
+            name: name.into(),
+            version: version.into(),
+            content_hash,
+            size,
+            signature,
+            file_path,
+            added_at,
+        }
+    }
+}
+
+/// One row of the rollout list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutSummary {
+    /// Id.
+    pub id: RolloutId,
+    /// Package.
+    pub package: String,
+    /// Target version.
+    pub target_version: String,
+    /// Selector, as text.
+    pub selector: String,
+    /// Status after the last persisted step.
+    pub status: RolloutStatus,
+    /// When planned.
+    pub created_at: Timestamp,
+    /// When last changed.
+    pub updated_at: Timestamp,
+}
+
+/// An event applied to a rollout, as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredEvent {
+    /// The rollout's sequence number after applying it (1 for the first event).
+    pub sequence: u64,
+    /// The `now` it was applied at.
+    pub at: Timestamp,
+    /// The event.
+    pub event: Event,
+}
+
+/// An audit record with its position in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoredAudit {
+    /// Position in the log (increasing, for paging and event streams).
+    pub position: i64,
+    /// The record.
+    pub record: AuditRecord,
+}
+
+/// Which audit records to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditQuery {
+    /// Only this rollout's records.
+    pub rollout: Option<RolloutId>,
+    /// Only records after this position.
+    pub after: Option<i64>,
+    /// At most this many (oldest first); `None` means all.
+    pub limit: Option<u32>,
+}
+
+impl AuditQuery {
+    /// Every record.
+    #[must_use]
+    pub fn all() -> Self {
+        AuditQuery::default()
+    }
+
+    /// Only `rollout`'s records.
+    #[must_use]
+    pub fn rollout(mut self, rollout: RolloutId) -> Self {
+        self.rollout = Some(rollout);
+        self
+    }
+
+    /// Only records after `position`.
+    #[must_use]
+    pub fn after(mut self, position: i64) -> Self {
+        self.after = Some(position);
+        self
+    }
+
+    /// At most `limit` records.
+    #[must_use]
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// Everything the server persists. Implementations must make each method atomic; SQLite is the
+/// default, and the trait is what a PostgreSQL backend would implement so several server
+/// replicas can share one fleet.
+pub trait FleetStore {
+    /// Stores a newly planned rollout (snapshot and its `Planned` audit record).
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] if the id is taken, or a database error.
+    fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), StoreError>;
+
+    /// Persists one engine step in one transaction: `event` applied at `now` (which produced
+    /// `commands` and left `rollout` in its current state), the audit records among
+    /// `commands`, the status, and a snapshot when due.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the step does not follow the stored sequence, or a database
+    /// error; nothing is written then.
+    fn record_step(
+        &mut self,
+        rollout: &Rollout,
+        event: &Event,
+        now: Timestamp,
+        commands: &[Command],
+    ) -> Result<(), StoreError>;
+
+    /// Loads a rollout: its latest snapshot with the later events replayed.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the replay does not reproduce the logged sequence.
+    fn load_rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, StoreError>;
+
+    /// All rollouts, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn list_rollouts(&self) -> Result<Vec<RolloutSummary>, StoreError>;
+
+    /// Every rollout that is not terminal, loaded (what a restarted server resumes).
+    ///
+    /// # Errors
+    /// As [`FleetStore::load_rollout`].
+    fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError>;
+
+    /// The events applied to `rollout` with a sequence above `after`, in order.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn rollout_events(
+        &self,
+        rollout: &RolloutId,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Inserts or replaces an agent's registry row.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn upsert_agent(&mut self, agent: &AgentRecord) -> Result<(), StoreError>;
+
+    /// One agent.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn agent(&self, uid: &InstanceUid) -> Result<Option<AgentRecord>, StoreError>;
+
+    /// All agents, ordered by uid.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Adds a catalog entry. Adding the same name and version again with identical content is a
+    /// no-op; with different content it is refused (a version's bytes never change).
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`], or a database error.
+    fn add_package(&mut self, entry: &PackageEntry) -> Result<(), StoreError>;
+
+    /// One catalog entry.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn package(&self, name: &str, version: &str) -> Result<Option<PackageEntry>, StoreError>;
+
+    /// All catalog entries, by name then insertion.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn packages(&self) -> Result<Vec<PackageEntry>, StoreError>;
+
+    /// Appends audit records not tied to an engine step (for example package uploads).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// Reads the audit log, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>;
+}
+
+/// Applies `event` to `rollout` and persists the step before returning the commands.
+///
+/// If persisting fails, `rollout` is reloaded from the store (so memory never runs ahead of
+/// disk) and the error is returned; the caller must not carry out any command then.
+///
+/// # Errors
+/// [`FleetError::InvalidTransition`] (nothing changed or written) or [`FleetError::Store`].
+///
+/// # Example
+/// ```
+/// use opamp_fleet::store::{apply, FleetStore, SqliteStore};
+/// use opamp_fleet::{AgentSnapshot, Event, LabelSelector, Rollout, RolloutId, RolloutSpec,
+///     RolloutStatus, Timestamp};
+/// use opamp_proto::InstanceUid;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut store = SqliteStore::open(dir.path().join("fleet.db"))?;
+/// let fleet = vec![AgentSnapshot::new(InstanceUid::from([1; 16]), Default::default(),
+///     Some("1.0.0".into()))];
+/// let spec = RolloutSpec::new("otelcol", "1.1.0", LabelSelector::all(), "alice");
+/// let now = Timestamp::from_millis(1);
+/// let mut rollout = Rollout::plan(RolloutId::new("r1"), spec, &fleet, now)?;
+/// store.create_rollout(&rollout)?;
+/// apply(&mut store, &mut rollout, Event::Start { by: "alice".into() }, now)?;
+///
+/// drop(store); // a restart
+/// let store = SqliteStore::open(dir.path().join("fleet.db"))?;
+/// let reloaded = store.load_rollout(&RolloutId::new("r1"))?.expect("stored");
+/// assert_eq!(reloaded, rollout);
+/// assert_eq!(reloaded.status(), RolloutStatus::Canary);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn apply<S: FleetStore + ?Sized>(
+    store: &mut S,
+    rollout: &mut Rollout,
+    event: Event,
+    now: Timestamp,
+) -> Result<Vec<Command>, FleetError> {
+    let commands = rollout.handle(event.clone(), now)?;
+    if let Err(error) = store.record_step(rollout, &event, now, &commands) {
+        tracing::error!(rollout = %rollout.id(), %error, "persisting a rollout step failed; reloading");
+        if let Ok(Some(stored)) = store.load_rollout(rollout.id()) {
+            *rollout = stored;
+        }
+        return Err(error.into());
+    }
+    Ok(commands)
 }

@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use opamp_fleet::store::{FleetStore, SqliteOptions, SqliteStore, Synchronous};
 use opamp_fleet::{
     AuditAction, BatchPlan, Command, Event, FailureBudget, LabelSelector, Labels, Rollout,
     RolloutId, RolloutSpec, RolloutStatus, Timestamp,
@@ -109,6 +110,11 @@ pub enum Restart {
     None,
     /// Serialise to JSON and back after this many engine steps.
     Json {
+        at_step: usize,
+    },
+    /// Persist every step in a SQLite store in a temporary directory; after this many steps
+    /// leak the connection (a crash) and continue from what reopening the file loads.
+    Store {
         at_step: usize,
     },
 }
@@ -297,13 +303,39 @@ pub fn run(config: &SimConfig, restart: Restart) -> Outcome {
     let mut now = start;
     let step_limit = 20 * config.agents as usize + 10_000;
 
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store_path = store_dir.path().join("fleet.db");
+    let open_store = || {
+        let options = SqliteOptions::default().synchronous(Synchronous::Normal);
+        SqliteStore::open_with(&store_path, options).expect("open store")
+    };
+    let mut store = matches!(restart, Restart::Store { .. }).then(open_store);
+    if let Some(store) = &mut store {
+        store.create_rollout(&rollout).expect("create rollout");
+    }
+
     let mut pending_events: Vec<Event> = vec![Event::Start { by: "sim".into() }];
     loop {
-        if let Restart::Json { at_step } = restart
-            && steps == at_step
-        {
-            let json = serde_json::to_string(&rollout).expect("serialise");
-            rollout = serde_json::from_str(&json).expect("deserialise");
+        match restart {
+            Restart::Json { at_step } if steps == at_step => {
+                let json = serde_json::to_string(&rollout).expect("serialise");
+                rollout = serde_json::from_str(&json).expect("deserialise");
+            }
+            Restart::Store { at_step } if steps == at_step => {
+                std::mem::forget(store.take());
+                let reopened = open_store();
+                let loaded = reopened
+                    .load_rollout(rollout.id())
+                    .expect("load")
+                    .expect("stored");
+                assert!(
+                    loaded == rollout,
+                    "reloaded rollout differs from the one in memory"
+                );
+                rollout = loaded;
+                store = Some(reopened);
+            }
+            _ => {}
         }
         let event = if let Some(event) = pending_events.pop() {
             event
@@ -340,12 +372,18 @@ pub fn run(config: &SimConfig, restart: Restart) -> Outcome {
             _ => None,
         };
         let started = Instant::now();
+        let logged_event = event.clone();
         let result = rollout.handle(event, now);
         engine_time += started.elapsed();
         let commands = match result {
             Ok(commands) => commands,
             Err(_) => continue, // an operator action that does not apply now
         };
+        if let Some(store) = &mut store {
+            store
+                .record_step(&rollout, &logged_event, now, &commands)
+                .expect("record step");
+        }
         match operator_kind {
             Some("pause") if rollout.status() == RolloutStatus::Paused => check.stats.paused = true,
             Some("abort") => check.stats.operator_abort = true,

@@ -1,0 +1,66 @@
+//! Versioned schema migrations, applied in order inside transactions and recorded in
+//! `schema_migrations`.
+
+/// `(version, SQL)`; append only, never edit a released step.
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r"
+CREATE TABLE rollouts (
+    id              TEXT PRIMARY KEY,
+    package         TEXT NOT NULL,
+    target_version  TEXT NOT NULL,
+    selector        TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    sequence        INTEGER NOT NULL,
+    snapshot_seq    INTEGER NOT NULL,
+    snapshot        TEXT NOT NULL
+);
+CREATE INDEX rollouts_package_status ON rollouts (package, status);
+
+CREATE TABLE rollout_events (
+    rollout_id  TEXT NOT NULL REFERENCES rollouts (id),
+    seq         INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (rollout_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE agents (
+    uid               TEXT PRIMARY KEY,
+    labels            TEXT NOT NULL,
+    capabilities      INTEGER NOT NULL,
+    package_versions  TEXT NOT NULL,
+    healthy           INTEGER NOT NULL,
+    connected         INTEGER NOT NULL,
+    last_seen         INTEGER NOT NULL
+);
+
+CREATE TABLE packages (
+    name          TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    content_hash  BLOB NOT NULL,
+    size          INTEGER NOT NULL,
+    signature     BLOB NOT NULL,
+    file_path     TEXT NOT NULL,
+    added_at      INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+
+CREATE TABLE audit_log (
+    position    INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    rollout_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    agent_uid   TEXT,
+    record      TEXT NOT NULL
+);
+CREATE INDEX audit_log_rollout ON audit_log (rollout_id, position);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+",
+)];

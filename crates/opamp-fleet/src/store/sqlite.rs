@@ -1,0 +1,692 @@
+//! [`SqliteStore`]: the embedded default store.
+
+use std::path::{Path, PathBuf};
+
+use opamp_proto::InstanceUid;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::migrations::MIGRATIONS;
+use super::{
+    AgentRecord, AuditQuery, FleetStore, PackageEntry, RolloutSummary, StoreError, StoredAudit,
+    StoredEvent,
+};
+use crate::audit::AuditRecord;
+use crate::events::{Command, Event, RolloutStatus};
+use crate::rollout::{Rollout, RolloutId};
+use crate::time::Timestamp;
+
+/// SQLite's `synchronous` setting (with the WAL journal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Every commit is fsync'd: a committed step survives power loss.
+    #[default]
+    Full,
+    /// Commits are fsync'd at WAL checkpoints only: survives a process crash, may lose the
+    /// latest commits on power loss; much faster.
+    Normal,
+}
+
+/// Tuning for [`SqliteStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// Durability of commits (default [`Synchronous::Full`]).
+    pub synchronous: Synchronous,
+    /// A full rollout snapshot is written after this many events without one (and on every
+    /// status change); default 500. Bounds the replay work on load.
+    pub snapshot_interval: u64,
+    /// How long to wait for a lock held by another connection, in milliseconds (default 5000).
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            snapshot_interval: 500,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Sets [`SqliteOptions::synchronous`].
+    #[must_use]
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// Sets [`SqliteOptions::snapshot_interval`] (at least 1).
+    #[must_use]
+    pub fn snapshot_interval(mut self, events: u64) -> Self {
+        self.snapshot_interval = events.max(1);
+        self
+    }
+}
+
+/// The fleet store in one SQLite file (WAL journal, versioned migrations).
+#[derive(Debug)]
+pub struct SqliteStore {
+    connection: Connection,
+    options: SqliteOptions,
+    path: PathBuf,
+}
+
+fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Database { context, source }
+}
+
+fn json(context: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |source| StoreError::Json { context, source }
+}
+
+fn millis(time: Timestamp) -> i64 {
+    i64::try_from(time.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn timestamp(millis: i64) -> Timestamp {
+    Timestamp::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
+fn sql_u64(value: u64) -> i64 {
+    // SQLite integers are signed; bit-cast so capability bits above 2^63 survive a round trip.
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn from_sql_u64(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn parse_uid(text: &str) -> Result<InstanceUid, StoreError> {
+    text.parse().map_err(|_| StoreError::Corrupt {
+        what: format!("bad instance uid {text:?}"),
+    })
+}
+
+fn parse_status(text: &str) -> Result<RolloutStatus, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+        StoreError::Corrupt {
+            what: format!("unknown rollout status {text:?}"),
+        }
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with default options.
+    ///
+    /// # Errors
+    /// Database errors and [`StoreError::SchemaTooNew`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    ///
+    /// # Errors
+    /// Database errors and [`StoreError::SchemaTooNew`].
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let connection = Connection::open(&path).map_err(db("opening the database"))?;
+        connection
+            .busy_timeout(std::time::Duration::from_millis(options.busy_timeout_ms))
+            .map_err(db("setting the busy timeout"))?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db("enabling WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt {
+                what: format!("journal mode is {mode}, not wal"),
+            });
+        }
+        let synchronous = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        connection
+            .execute_batch(&format!(
+                "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+            ))
+            .map_err(db("setting pragmas"))?;
+        let mut store = SqliteStore {
+            connection,
+            options,
+            path,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The newest schema version applied.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db("reading the schema version"))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        self.connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .map_err(db("creating schema_migrations"))?;
+        let current = self.schema_version()?;
+        let supported = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        if current > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                supported,
+            });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > current) {
+            let tx = self
+                .connection
+                .transaction()
+                .map_err(db("starting a migration"))?;
+            tx.execute_batch(sql).map_err(db("applying a migration"))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                params![version],
+            )
+            .map_err(db("recording a migration"))?;
+            tx.commit().map_err(db("committing a migration"))?;
+            tracing::info!(version, "applied store migration");
+        }
+        Ok(())
+    }
+
+    fn insert_audit(tx: &Transaction<'_>, record: &AuditRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(record).map_err(json("encoding an audit record"))?;
+        tx.prepare_cached(
+            "INSERT INTO audit_log (at, rollout_id, kind, agent_uid, record) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                millis(record.at),
+                record.rollout_id.as_str(),
+                record.action.kind(),
+                record.action.agent().map(|uid| uid.to_string()),
+                text
+            ])
+        })
+        .map_err(db("appending to the audit log"))?;
+        Ok(())
+    }
+
+    fn write_snapshot(
+        tx: &Transaction<'_>,
+        rollout: &Rollout,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let snapshot =
+            serde_json::to_string(rollout).map_err(json("encoding a rollout snapshot"))?;
+        let sequence = sql_u64(rollout.sequence());
+        tx.execute(
+            "UPDATE rollouts SET status = ?2, updated_at = ?3, sequence = ?4, snapshot_seq = ?4,
+                snapshot = ?5 WHERE id = ?1",
+            params![
+                rollout.id().as_str(),
+                rollout.status().as_str(),
+                millis(now),
+                sequence,
+                snapshot
+            ],
+        )
+        .map_err(db("writing a rollout snapshot"))?;
+        Ok(())
+    }
+
+    fn rollout_row(&self, id: &RolloutId) -> Result<Option<(u64, u64, String)>, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT sequence, snapshot_seq, snapshot FROM rollouts WHERE id = ?1",
+                params![id.as_str()],
+                |row| {
+                    Ok((
+                        from_sql_u64(row.get(0)?),
+                        from_sql_u64(row.get(1)?),
+                        row.get(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(db("reading a rollout"))
+    }
+}
+
+impl FleetStore for SqliteStore {
+    fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), StoreError> {
+        let snapshot =
+            serde_json::to_string(rollout).map_err(json("encoding a rollout snapshot"))?;
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(db("starting a transaction"))?;
+        let inserted = tx
+            .execute(
+                "INSERT OR IGNORE INTO rollouts (id, package, target_version, selector, status,
+                    created_at, updated_at, sequence, snapshot_seq, snapshot)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8)",
+                params![
+                    rollout.id().as_str(),
+                    rollout.spec().package_name,
+                    rollout.spec().target_version,
+                    rollout.spec().selector.to_string(),
+                    rollout.status().as_str(),
+                    millis(rollout.created_at()),
+                    sql_u64(rollout.sequence()),
+                    snapshot
+                ],
+            )
+            .map_err(db("inserting a rollout"))?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                what: format!("rollout {}", rollout.id()),
+            });
+        }
+        SqliteStore::insert_audit(&tx, &rollout.planned_record())?;
+        tx.commit().map_err(db("committing a new rollout"))
+    }
+
+    fn record_step(
+        &mut self,
+        rollout: &Rollout,
+        event: &Event,
+        now: Timestamp,
+        commands: &[Command],
+    ) -> Result<(), StoreError> {
+        let (stored_sequence, snapshot_sequence) = self
+            .connection
+            .query_row(
+                "SELECT sequence, snapshot_seq FROM rollouts WHERE id = ?1",
+                params![rollout.id().as_str()],
+                |row| Ok((from_sql_u64(row.get(0)?), from_sql_u64(row.get(1)?))),
+            )
+            .optional()
+            .map_err(db("reading a rollout's position"))?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("rollout {} was never created", rollout.id()),
+            })?;
+        if rollout.sequence() != stored_sequence + 1 {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "rollout {} step {} does not follow stored step {stored_sequence}",
+                    rollout.id(),
+                    rollout.sequence()
+                ),
+            });
+        }
+        let event_text = serde_json::to_string(event).map_err(json("encoding an event"))?;
+        let status_changed = commands
+            .iter()
+            .any(|c| matches!(c, Command::StateChanged { .. }));
+        let snapshot_due = status_changed
+            || rollout.sequence().saturating_sub(snapshot_sequence)
+                >= self.options.snapshot_interval;
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(db("starting a transaction"))?;
+        tx.execute(
+            "INSERT INTO rollout_events (rollout_id, seq, at, kind, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![rollout.id().as_str(), sql_u64(rollout.sequence()), millis(now), event.kind(), event_text],
+        )
+        .map_err(db("logging a rollout event"))?;
+        for command in commands {
+            if let Command::Audit(record) = command {
+                SqliteStore::insert_audit(&tx, record)?;
+            }
+        }
+        if snapshot_due {
+            SqliteStore::write_snapshot(&tx, rollout, now)?;
+        } else {
+            tx.execute(
+                "UPDATE rollouts SET status = ?2, updated_at = ?3, sequence = ?4 WHERE id = ?1",
+                params![
+                    rollout.id().as_str(),
+                    rollout.status().as_str(),
+                    millis(now),
+                    sql_u64(rollout.sequence())
+                ],
+            )
+            .map_err(db("updating a rollout"))?;
+        }
+        tx.commit().map_err(db("committing a rollout step"))
+    }
+
+    fn load_rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, StoreError> {
+        let Some((sequence, snapshot_sequence, snapshot)) = self.rollout_row(id)? else {
+            return Ok(None);
+        };
+        let mut rollout: Rollout =
+            serde_json::from_str(&snapshot).map_err(json("decoding a rollout snapshot"))?;
+        if rollout.sequence() != snapshot_sequence {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "rollout {id} snapshot is at step {} not {snapshot_sequence}",
+                    rollout.sequence()
+                ),
+            });
+        }
+        for stored in self.rollout_events(id, snapshot_sequence)? {
+            rollout
+                .handle(stored.event, stored.at)
+                .map_err(|error| StoreError::Corrupt {
+                    what: format!(
+                        "rollout {id} replay of step {} failed: {error}",
+                        stored.sequence
+                    ),
+                })?;
+            if rollout.sequence() != stored.sequence {
+                return Err(StoreError::Corrupt {
+                    what: format!(
+                        "rollout {id} replay reached step {} at logged step {}",
+                        rollout.sequence(),
+                        stored.sequence
+                    ),
+                });
+            }
+        }
+        if rollout.sequence() != sequence {
+            return Err(StoreError::Corrupt {
+                what: format!(
+                    "rollout {id} replay ended at step {} but {sequence} were recorded",
+                    rollout.sequence()
+                ),
+            });
+        }
+        Ok(Some(rollout))
+    }
+
+    fn list_rollouts(&self) -> Result<Vec<RolloutSummary>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT id, package, target_version, selector, status, created_at, updated_at
+                 FROM rollouts ORDER BY created_at DESC, id",
+            )
+            .map_err(db("listing rollouts"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(db("listing rollouts"))?;
+        let mut summaries = Vec::new();
+        for row in rows {
+            let (id, package, target_version, selector, status, created, updated) =
+                row.map_err(db("listing rollouts"))?;
+            summaries.push(RolloutSummary {
+                id: RolloutId::new(id),
+                package,
+                target_version,
+                selector,
+                status: parse_status(&status)?,
+                created_at: timestamp(created),
+                updated_at: timestamp(updated),
+            });
+        }
+        Ok(summaries)
+    }
+
+    fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        let mut active = Vec::new();
+        for summary in self.list_rollouts()? {
+            if !summary.status.is_terminal()
+                && let Some(rollout) = self.load_rollout(&summary.id)?
+            {
+                active.push(rollout);
+            }
+        }
+        Ok(active)
+    }
+
+    fn rollout_events(
+        &self,
+        rollout: &RolloutId,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT seq, at, event FROM rollout_events WHERE rollout_id = ?1 AND seq > ?2 ORDER BY seq")
+            .map_err(db("reading rollout events"))?;
+        let rows = statement
+            .query_map(params![rollout.as_str(), sql_u64(after)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(db("reading rollout events"))?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (sequence, at, text) = row.map_err(db("reading rollout events"))?;
+            events.push(StoredEvent {
+                sequence: from_sql_u64(sequence),
+                at: timestamp(at),
+                event: serde_json::from_str(&text).map_err(json("decoding a rollout event"))?,
+            });
+        }
+        Ok(events)
+    }
+
+    fn upsert_agent(&mut self, agent: &AgentRecord) -> Result<(), StoreError> {
+        let labels = serde_json::to_string(&agent.labels).map_err(json("encoding agent labels"))?;
+        let versions = serde_json::to_string(&agent.package_versions)
+            .map_err(json("encoding agent versions"))?;
+        self.connection
+            .prepare_cached(
+                "INSERT INTO agents (uid, labels, capabilities, package_versions, healthy, connected, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (uid) DO UPDATE SET labels = excluded.labels,
+                    capabilities = excluded.capabilities, package_versions = excluded.package_versions,
+                    healthy = excluded.healthy, connected = excluded.connected, last_seen = excluded.last_seen",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    agent.uid.to_string(),
+                    labels,
+                    sql_u64(agent.capabilities),
+                    versions,
+                    agent.healthy,
+                    agent.connected,
+                    millis(agent.last_seen)
+                ])
+            })
+            .map_err(db("writing an agent"))?;
+        Ok(())
+    }
+
+    fn agent(&self, uid: &InstanceUid) -> Result<Option<AgentRecord>, StoreError> {
+        Ok(self
+            .query_agents("WHERE uid = ?1", params![uid.to_string()])?
+            .pop())
+    }
+
+    fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.query_agents("", params![])
+    }
+
+    fn add_package(&mut self, entry: &PackageEntry) -> Result<(), StoreError> {
+        if let Some(existing) = self.package(&entry.name, &entry.version)? {
+            let same = existing.content_hash == entry.content_hash
+                && existing.size == entry.size
+                && existing.signature == entry.signature;
+            return if same {
+                Ok(())
+            } else {
+                Err(StoreError::AlreadyExists {
+                    what: format!(
+                        "package {} {} with different content",
+                        entry.name, entry.version
+                    ),
+                })
+            };
+        }
+        self.connection
+            .execute(
+                "INSERT INTO packages (name, version, content_hash, size, signature, file_path, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    entry.name,
+                    entry.version,
+                    entry.content_hash,
+                    sql_u64(entry.size),
+                    entry.signature,
+                    entry.file_path.to_string_lossy(),
+                    millis(entry.added_at)
+                ],
+            )
+            .map_err(db("adding a package"))?;
+        Ok(())
+    }
+
+    fn package(&self, name: &str, version: &str) -> Result<Option<PackageEntry>, StoreError> {
+        Ok(self
+            .query_packages("WHERE name = ?1 AND version = ?2", params![name, version])?
+            .pop())
+    }
+
+    fn packages(&self) -> Result<Vec<PackageEntry>, StoreError> {
+        self.query_packages("", params![])
+    }
+
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(db("starting a transaction"))?;
+        for record in records {
+            SqliteStore::insert_audit(&tx, record)?;
+        }
+        tx.commit().map_err(db("committing audit records"))
+    }
+
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT position, record FROM audit_log
+                 WHERE (?1 IS NULL OR rollout_id = ?1) AND position > ?2
+                 ORDER BY position LIMIT ?3",
+            )
+            .map_err(db("reading the audit log"))?;
+        let limit = query.limit.map_or(-1, i64::from);
+        let rows = statement
+            .query_map(
+                params![
+                    query.rollout.as_ref().map(RolloutId::as_str),
+                    query.after.unwrap_or(0),
+                    limit
+                ],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .map_err(db("reading the audit log"))?;
+        let mut records = Vec::new();
+        for row in rows {
+            let (position, text) = row.map_err(db("reading the audit log"))?;
+            let record = serde_json::from_str(&text).map_err(json("decoding an audit record"))?;
+            records.push(StoredAudit { position, record });
+        }
+        Ok(records)
+    }
+}
+
+impl SqliteStore {
+    fn query_agents(
+        &self,
+        filter: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let sql = format!(
+            "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
+             FROM agents {filter} ORDER BY uid"
+        );
+        let mut statement = self
+            .connection
+            .prepare_cached(&sql)
+            .map_err(db("reading agents"))?;
+        let rows = statement
+            .query_map(params, |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, bool>(4)?,
+                    row.get::<_, bool>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(db("reading agents"))?;
+        let mut agents = Vec::new();
+        for row in rows {
+            let (uid, labels, capabilities, versions, healthy, connected, last_seen) =
+                row.map_err(db("reading agents"))?;
+            agents.push(AgentRecord {
+                uid: parse_uid(&uid)?,
+                labels: serde_json::from_str(&labels).map_err(json("decoding agent labels"))?,
+                capabilities: from_sql_u64(capabilities),
+                package_versions: serde_json::from_str(&versions)
+                    .map_err(json("decoding agent versions"))?,
+                healthy,
+                connected,
+                last_seen: timestamp(last_seen),
+            });
+        }
+        Ok(agents)
+    }
+
+    fn query_packages(
+        &self,
+        filter: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<PackageEntry>, StoreError> {
+        let sql = format!(
+            "SELECT name, version, content_hash, size, signature, file_path, added_at
+             FROM packages {filter} ORDER BY name, added_at, version"
+        );
+        let mut statement = self
+            .connection
+            .prepare_cached(&sql)
+            .map_err(db("reading packages"))?;
+        let rows = statement
+            .query_map(params, |row| {
+                Ok(PackageEntry {
+                    name: row.get(0)?,
+                    version: row.get(1)?,
+                    content_hash: row.get(2)?,
+                    size: from_sql_u64(row.get(3)?),
+                    signature: row.get(4)?,
+                    file_path: PathBuf::from(row.get::<_, String>(5)?),
+                    added_at: timestamp(row.get(6)?),
+                })
+            })
+            .map_err(db("reading packages"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(db("reading packages"))
+    }
+}
