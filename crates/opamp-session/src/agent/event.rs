@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use opamp_packages::SyncPlan;
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 
 /// Something the server asked for or told the agent, already validated and filtered by
@@ -14,15 +15,21 @@ use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 pub enum AgentEvent {
     /// The server announced (or changed) its capabilities.
     ServerCapabilities(ServerCapabilities),
-    /// The server offers a set of packages (`ServerToAgent.packages_available`).
+    /// The server offers a set of packages (`ServerToAgent.packages_available`), with the
+    /// sync plan computed against the packages the application registered through
+    /// [`crate::AgentSession::set_installed_packages`].
     ///
     /// Only surfaced when the agent declared `ACCEPTS_PACKAGES`. The same offer may arrive
     /// again (the server re-sends when the agent's reported
-    /// `server_provided_all_packages_hash` differs), so acting on it must be idempotent.
+    /// `server_provided_all_packages_hash` differs), so acting on it must be idempotent;
+    /// [`SyncPlan::is_already_applied`] tells when there is nothing to do.
     #[non_exhaustive]
     PackagesAvailable {
         /// The offer as received.
         offer: v1::PackagesAvailable,
+        /// What to install, upgrade, downgrade, re-download or remove
+        /// (`opamp_packages::plan_sync`). Downgrades must still pass the signed trust policy.
+        plan: SyncPlan,
     },
     /// A remote configuration offer; only with `ACCEPTS_REMOTE_CONFIG`. Report the outcome
     /// with [`crate::AgentSession::set_remote_config_status`].

@@ -10,6 +10,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use opamp_packages::{InstalledPackages, plan_sync};
 use opamp_proto::{
     AgentCapabilities, AgentToServerFlags, InstanceUid, ServerCapabilities, ServerToAgentFlags,
     codec, v1,
@@ -87,6 +88,8 @@ pub struct AgentSession {
     server_custom_capabilities: Option<v1::CustomCapabilities>,
     custom_messages: VecDeque<v1::CustomMessage>,
     request_instance_uid: bool,
+    /// What the application installed from earlier offers, for sync planning.
+    installed_packages: InstalledPackages,
     farewell: Farewell,
     events: VecDeque<AgentEvent>,
 }
@@ -119,6 +122,7 @@ impl AgentSession {
             server_custom_capabilities: None,
             custom_messages: VecDeque::new(),
             request_instance_uid: config.request_instance_uid,
+            installed_packages: InstalledPackages::new(),
             farewell: Farewell::None,
             events: VecDeque::new(),
             config,
@@ -255,8 +259,9 @@ impl AgentSession {
         if let Some(offer) = msg.packages_available
             && self.accepts(AgentCapabilities::ACCEPTS_PACKAGES, OfferKind::Packages)
         {
+            let plan = plan_sync(&offer, &self.installed_packages);
             self.events
-                .push_back(AgentEvent::PackagesAvailable { offer });
+                .push_back(AgentEvent::PackagesAvailable { offer, plan });
         }
         if let Some(custom) = msg.custom_capabilities
             && self.server_custom_capabilities.as_ref() != Some(&custom)
@@ -368,6 +373,14 @@ impl AgentSession {
             &mut self.pending,
             Parts::CONNECTION_SETTINGS_STATUS,
         )
+    }
+
+    /// Records what the agent has installed from earlier offers (and the
+    /// `all_packages_hash` it last applied). Package offers are planned against it; it is
+    /// not reported by itself: report statuses with
+    /// [`set_package_statuses`](Self::set_package_statuses).
+    pub fn set_installed_packages(&mut self, installed: InstalledPackages) {
+        self.installed_packages = installed;
     }
 
     /// Changes the declared capabilities (`REPORTS_STATUS` stays set). Returns whether

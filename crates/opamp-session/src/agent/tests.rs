@@ -811,3 +811,40 @@ fn report_available_components_flag_resends_them() {
         })
     );
 }
+
+#[test]
+fn package_offers_carry_a_sync_plan_against_installed_packages() {
+    let now = t0();
+    let mut cfg = config();
+    cfg.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES;
+    let mut agent = settled(cfg, now);
+    let msg = v1::ServerToAgent {
+        packages_available: Some(offer(1)),
+        ..ack()
+    };
+    agent.handle_message(msg.clone(), now).unwrap();
+    let Some(AgentEvent::PackagesAvailable { plan, .. }) = agent.poll_event() else {
+        panic!("expected a package offer");
+    };
+    assert!(!plan.is_already_applied());
+    assert_eq!(plan.packages().len(), 1);
+    assert!(matches!(
+        plan.packages()[0].action,
+        opamp_packages::PackageAction::Install { .. }
+    ));
+    assert!(plan.rejected().is_empty());
+
+    agent.set_installed_packages(
+        opamp_packages::InstalledPackages::new().with_last_applied_all_packages_hash(vec![1; 32]),
+    );
+    agent.handle_message(msg, now).unwrap();
+    let Some(AgentEvent::PackagesAvailable { plan, .. }) = agent.poll_event() else {
+        panic!("expected a package offer");
+    };
+    assert!(plan.is_already_applied());
+    assert_eq!(
+        agent.poll_transmit(now),
+        None,
+        "an offer alone changes no status"
+    );
+}
