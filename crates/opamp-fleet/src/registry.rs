@@ -32,6 +32,30 @@ impl RolloutRegistry {
         RolloutRegistry::default()
     }
 
+    /// Rebuilds the registry from stored rollouts after a restart (terminal ones are ignored).
+    /// No conflict check: what was accepted before stays accepted.
+    #[must_use]
+    pub fn from_rollouts<'a>(rollouts: impl IntoIterator<Item = &'a Rollout>) -> Self {
+        let mut registry = RolloutRegistry::new();
+        for rollout in rollouts {
+            registry.insert(rollout);
+        }
+        registry
+    }
+
+    fn insert(&mut self, rollout: &Rollout) {
+        if !rollout.is_terminal() {
+            self.active.insert(
+                rollout.id().clone(),
+                ActiveRollout {
+                    package: rollout.spec().package_name.clone(),
+                    selector: rollout.spec().selector.clone(),
+                    agents: rollout.agents().iter().map(|a| a.uid).collect(),
+                },
+            );
+        }
+    }
+
     /// Refuses `candidate` if it conflicts with an active rollout.
     ///
     /// # Errors
@@ -68,16 +92,7 @@ impl RolloutRegistry {
     /// As [`RolloutRegistry::check`].
     pub fn register(&mut self, rollout: &Rollout) -> Result<(), FleetError> {
         self.check(rollout)?;
-        if !rollout.is_terminal() {
-            self.active.insert(
-                rollout.id().clone(),
-                ActiveRollout {
-                    package: rollout.spec().package_name.clone(),
-                    selector: rollout.spec().selector.clone(),
-                    agents: rollout.agents().iter().map(|a| a.uid).collect(),
-                },
-            );
-        }
+        self.insert(rollout);
         Ok(())
     }
 

@@ -211,6 +211,9 @@ pub struct AgentProgress {
     pub phase: AgentPhase,
     /// Whether it was told to go back to `previous_version`.
     pub reverted: bool,
+    /// Health last reported since the agent's current version was installed (`None` before
+    /// any report).
+    pub health: Option<bool>,
     /// The deadline that applies to its phase (install or health timeout).
     deadline: Option<Timestamp>,
 }

@@ -136,6 +136,7 @@ impl Rollout {
                     connected: snapshot.connected,
                     phase: AgentPhase::Pending,
                     reverted: false,
+                    health: None,
                     deadline: None,
                 });
             }

@@ -167,15 +167,34 @@ impl Rollout {
                 agents: range.end - range.start,
             },
         )));
+        let health_deadline = now.saturating_add(self.data.spec.health_timeout);
         for index in range {
             let agent = &mut self.data.agents[index as usize];
-            agent.phase = AgentPhase::Offered { at: now };
-            agent.deadline = Some(deadline);
-            self.deadlines.insert((deadline, index));
+            let uid = agent.uid;
             out.push(Command::Offer {
-                uid: agent.uid,
+                uid,
                 version: target.clone(),
             });
+            if agent.reported_version != *target {
+                agent.phase = AgentPhase::Offered { at: now };
+                agent.deadline = Some(deadline);
+                self.deadlines.insert((deadline, index));
+            } else if agent.health == Some(true) {
+                // Installed (and healthy) before its wave started, for example by hand: it
+                // counts like any other agent that got there.
+                agent.phase = AgentPhase::Healthy { at: now };
+                self.data.waves[wave as usize].settled += 1;
+                out.push(Command::Audit(AuditRecord::new(
+                    now,
+                    self.data.id.clone(),
+                    Actor::Agent(uid),
+                    AuditAction::AgentHealthy { uid },
+                )));
+            } else {
+                agent.phase = AgentPhase::Installed { at: now };
+                agent.deadline = Some(health_deadline);
+                self.deadlines.insert((health_deadline, index));
+            }
         }
     }
 
@@ -228,6 +247,7 @@ impl Rollout {
         }
         let was_pending = agent.revert_pending();
         agent.reported_version = version.clone();
+        agent.health = None;
         let is_pending = agent.revert_pending();
         self.adjust_pending_reverts(was_pending, is_pending);
         let agent = &self.data.agents[index as usize];
@@ -273,6 +293,7 @@ impl Rollout {
         let Some(index) = self.running_agent(&uid) else {
             return;
         };
+        self.data.agents[index as usize].health = Some(healthy);
         let phase = &self.data.agents[index as usize].phase;
         match (phase, healthy) {
             (AgentPhase::Installed { .. }, true) => {

@@ -528,3 +528,58 @@ fn registry_refuses_overlapping_rollouts_of_one_package() {
     registry.remove(first.id());
     registry.register(&second).unwrap();
 }
+
+#[test]
+fn agent_that_installed_the_target_before_its_wave_counts_when_the_wave_starts() {
+    let (mut rollout, canaries) = started(20, spec());
+    let early = rollout.wave_agents(1)[0].uid;
+    rollout
+        .handle(
+            Event::AgentInstalled {
+                uid: early,
+                version: NEW.into(),
+            },
+            at(0),
+        )
+        .unwrap();
+    rollout
+        .handle(
+            Event::AgentHealth {
+                uid: early,
+                healthy: true,
+            },
+            at(0),
+        )
+        .unwrap();
+    assert_eq!(rollout.agent(&early).unwrap().phase, AgentPhase::Pending);
+    install_healthy(&mut rollout, &canaries, at(1));
+    let batch1 = offers(&rollout.handle(Event::Timeout, at(11)).unwrap());
+    assert!(
+        batch1.contains(&early),
+        "the desired version is still set for it"
+    );
+    assert!(matches!(
+        rollout.agent(&early).unwrap().phase,
+        AgentPhase::Healthy { .. }
+    ));
+    assert_eq!(rollout.waves()[1].settled, 1);
+}
+
+#[test]
+fn registry_rebuilt_after_restart_still_refuses_conflicts_and_forgets_finished_rollouts() {
+    let active = Rollout::plan(RolloutId::new("active"), spec(), &fleet(10), at(0)).unwrap();
+    let mut finished = Rollout::plan(RolloutId::new("done"), spec(), &fleet(10), at(0)).unwrap();
+    finished
+        .handle(
+            Event::Abort {
+                by: "a".into(),
+                reason: "x".into(),
+            },
+            at(0),
+        )
+        .unwrap();
+    let registry = RolloutRegistry::from_rollouts([&active, &finished]);
+    assert_eq!(registry.active_ids().collect::<Vec<_>>(), vec![active.id()]);
+    let candidate = Rollout::plan(RolloutId::new("new"), spec(), &fleet(10), at(0)).unwrap();
+    assert!(registry.check(&candidate).is_err());
+}
