@@ -15,6 +15,45 @@
 //!
 //! Signature checking and trust policy live in `opamp-verify`; this crate carries signatures as
 //! opaque bytes.
+//!
+//! # Example: one round
+//!
+//! ```
+//! use opamp_packages::{
+//!     ContentHash, InstalledPackages, OfferedPackage, PackageAction, PackageName, PackageOffer,
+//!     PackageState, PackageStatusesBuilder, ServerOffered, parse_package_statuses, plan_sync,
+//! };
+//!
+//! // Server: offer a collector build.
+//! let otelcol = PackageName::new("otelcol")?;
+//! let offer = PackageOffer::new()
+//!     .with_package(OfferedPackage::top_level(
+//!         otelcol.clone(),
+//!         "0.110.0",
+//!         "https://downloads.example/otelcol_0.110.0_linux_amd64.tar.gz",
+//!         ContentHash::digest(b"release archive"),
+//!     ))?
+//!     .build();
+//!
+//! // Agent: decide what to do, then report that the install started.
+//! let plan = plan_sync(&offer, &InstalledPackages::new());
+//! let planned = &plan.packages()[0];
+//! let PackageAction::Install { target } = &planned.action else { unreachable!() };
+//! let statuses = PackageStatusesBuilder::new(plan.offered_all_packages_hash().to_vec())
+//!     .package(
+//!         planned.key.clone(),
+//!         PackageState::Installing {
+//!             has: None,
+//!             offered: ServerOffered::new(target.version.clone(), target.package_hash.clone())?,
+//!         },
+//!     )
+//!     .build();
+//!
+//! // Server: read the report back, strictly.
+//! let report = parse_package_statuses(&statuses)?;
+//! assert!(matches!(report.packages[&otelcol.into()], PackageState::Installing { .. }));
+//! # Ok::<(), opamp_packages::PackagesError>(())
+//! ```
 #![forbid(unsafe_code)]
 
 mod content_hash;
