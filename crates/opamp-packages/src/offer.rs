@@ -6,7 +6,7 @@ use opamp_proto::v1;
 
 use crate::content_hash::ContentHash;
 use crate::error::{OfferError, PackagesError};
-use crate::hash::{aggregate_of, package_hash};
+use crate::hash::{HASH_LEN, aggregate_of, package_hash};
 use crate::name::{PackageKey, PackageName};
 
 /// One package of an offer: what the agent should have, and where to fetch it.
@@ -112,6 +112,10 @@ impl OfferedPackage {
     /// The `PackageAvailable` message, with `hash` filled by [`package_hash`].
     #[must_use]
     pub fn to_proto(&self) -> v1::PackageAvailable {
+        self.to_proto_and_hash().0
+    }
+
+    fn to_proto_and_hash(&self) -> (v1::PackageAvailable, [u8; HASH_LEN]) {
         let headers = (!self.headers.is_empty()).then(|| v1::Headers {
             headers: self
                 .headers
@@ -133,8 +137,9 @@ impl OfferedPackage {
             }),
             hash: Vec::new(),
         };
-        package.hash = package_hash(self.key.wire_key(), &package).to_vec();
-        package
+        let hash = package_hash(self.key.wire_key(), &package);
+        package.hash = hash.to_vec();
+        (package, hash)
     }
 }
 
@@ -256,18 +261,17 @@ impl PackageOffer {
     /// The `PackagesAvailable` message, every hash filled.
     #[must_use]
     pub fn build(&self) -> v1::PackagesAvailable {
+        let mut hashes = Vec::with_capacity(self.packages.len());
         let packages: std::collections::HashMap<String, v1::PackageAvailable> = self
             .packages
             .iter()
-            .map(|(key, package)| (key.wire_key().to_owned(), package.to_proto()))
+            .map(|(key, package)| {
+                let (proto, hash) = package.to_proto_and_hash();
+                hashes.push((key.wire_key(), hash));
+                (key.wire_key().to_owned(), proto)
+            })
             .collect();
-        let all_packages_hash = aggregate_of(packages.iter().map(|(name, package)| {
-            // `to_proto` just filled it with a 32-byte digest.
-            let mut hash = [0; 32];
-            hash.copy_from_slice(&package.hash);
-            (name.as_str(), hash)
-        }))
-        .to_vec();
+        let all_packages_hash = aggregate_of(hashes).to_vec();
         tracing::debug!(
             packages = packages.len(),
             all_packages_hash = %hex::encode(&all_packages_hash),

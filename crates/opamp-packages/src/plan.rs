@@ -6,7 +6,7 @@
 //! installing belong to the caller, and whether a downgrade or an unordered replacement may
 //! happen is decided by the signed trust policy of `opamp-verify`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use opamp_proto::v1;
 
@@ -385,18 +385,16 @@ pub fn plan_sync(offer: &v1::PackagesAvailable, installed: &InstalledPackages) -
                 planned.insert(key, action);
             }
             Err(reason) => {
+                // Keys come from the network: keep logs and the plan bounded.
+                let wire_key: String = wire_key.chars().take(64).collect();
                 tracing::warn!(package = %wire_key.escape_debug(), ?reason, "rejected offered package");
-                rejected.push(RejectedPackage {
-                    wire_key: wire_key.chars().take(64).collect(),
-                    reason,
-                });
+                rejected.push(RejectedPackage { wire_key, reason });
             }
         }
     }
 
-    let offered_keys: BTreeSet<&str> = offer.packages.keys().map(String::as_str).collect();
     for (key, package) in installed.iter() {
-        if !offered_keys.contains(key.wire_key()) {
+        if !offer.packages.contains_key(key.wire_key()) {
             planned.insert(
                 key.clone(),
                 PackageAction::Remove {
