@@ -1,13 +1,4 @@
-//! Typed package statuses (`PackageStatus` / `PackageStatuses`).
-//!
-//! The specification (v0.18.0, "PackageStatus Message") ties fields to situations:
-//! `agent_has_version`/`agent_has_hash` are set exactly when the agent has the package;
-//! `server_offered_version`/`server_offered_hash` exactly when an offer started the
-//! installation (always for `Installing` and `InstallFailed`); `error_message` only with
-//! `InstallFailed`; `download_details` only with `Downloading`. [`PackageState`] can only
-//! express those combinations, [`PackageState::to_proto`] writes exactly the fields they
-//! require, and [`parse_package_status`] turns a received message back into the typed form or
-//! says which rule it breaks.
+//! Typed package statuses (`PackageStatus` / `PackageStatuses`); rules on [`PackageState`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -153,6 +144,15 @@ impl DownloadProgress {
 }
 
 /// One package's status, in a form that cannot break the specification's field rules.
+///
+/// The specification (v0.18.0, "PackageStatus Message") ties fields to situations:
+/// `agent_has_version`/`agent_has_hash` are set exactly when the agent has the package;
+/// `server_offered_version`/`server_offered_hash` exactly when an offer started the
+/// installation (always for `Installing` and `InstallFailed`); `error_message` only with
+/// `InstallFailed`; `download_details` only with `Downloading`. [`PackageState`] can only
+/// express those combinations, [`PackageState::to_proto`] writes exactly the fields they
+/// require, and [`parse_package_status`] turns a received message back into the typed form or
+/// says which rule it breaks.
 ///
 /// `has` is the package the agent has (absent when it has none yet, for example on a first
 /// install); `offered` is the offer that started the installation.

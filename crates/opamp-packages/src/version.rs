@@ -1,15 +1,4 @@
-//! How an offered version compares with the installed one.
-//!
-//! Rules, in order:
-//! 1. identical strings are [`VersionOrder::Same`];
-//! 2. if both parse as [Semantic Versioning 2.0.0](https://semver.org) after removing one
-//!    leading `v` or `V` (`v0.110.0` is `0.110.0`), they compare by semver precedence: pre-releases
-//!    sort before their release (`1.0.0-rc.1 < 1.0.0`) and build metadata is ignored
-//!    (`1.0.0+a` is the same as `1.0.0+b`);
-//! 3. otherwise (for example `0.110`, `2024.10.1-nightly_3`, `latest`) they are
-//!    [`VersionOrder::Unordered`]: nothing says which is newer, so the sync planner proposes a
-//!    [`PackageAction::Replace`](crate::PackageAction::Replace), which a caller may perform only
-//!    when its signed trust policy (`opamp-verify`) authorises installing that exact offer.
+//! How an offered version compares with the installed one (rules on [`compare_versions`]).
 
 use std::cmp::Ordering;
 
@@ -26,7 +15,18 @@ pub enum VersionOrder {
     Unordered,
 }
 
-/// Compares `offered` with `installed` using the rules of this module.
+/// Compares `offered` with `installed`.
+///
+/// Rules, in order:
+/// 1. identical strings are [`VersionOrder::Same`];
+/// 2. if both parse as [Semantic Versioning 2.0.0](https://semver.org) after removing one
+///    leading `v` or `V` (`v0.110.0` is `0.110.0`), they compare by semver precedence: pre-releases
+///    sort before their release (`1.0.0-rc.1 < 1.0.0`) and build metadata is ignored
+///    (`1.0.0+a` is the same as `1.0.0+b`);
+/// 3. otherwise (for example `0.110`, `2024.10.1-nightly_3`, `latest`) they are
+///    [`VersionOrder::Unordered`]: nothing says which is newer, so the sync planner proposes a
+///    [`PackageAction::Replace`](crate::PackageAction::Replace), which a caller may perform only
+///    when its signed trust policy (`opamp-verify`) authorises installing that exact offer.
 ///
 /// ```
 /// use opamp_packages::{VersionOrder, compare_versions};
