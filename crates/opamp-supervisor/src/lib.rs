@@ -16,3 +16,9 @@ pub mod health;
 pub mod lock;
 pub mod process;
 
+// Install pipeline.
+pub mod archive;
+pub mod download;
+pub mod install;
+pub mod journal;
+pub mod storage;

@@ -1,0 +1,832 @@
+//! Resumable, size-capped, hashing HTTP downloads of offered packages.
+//!
+//! A download writes `downloads/<name>.partial` and remembers the server's validator (ETag or
+//! Last-Modified) in `downloads/<name>.meta`. If it is interrupted, the next attempt re-hashes the
+//! bytes already on disk and asks only for the rest (`Range` + `If-Range`). The server decides:
+//! `206` continues the file, `200` means the file changed (or ranges are unsupported) and the
+//! download restarts from zero, `416` means the partial is already complete or is garbage.
+//! The finished file is fsynced and renamed to `downloads/<name>.download` before it is returned.
+//!
+//! The SHA-256 computed here is a convenience (early mismatch detection, no second read); the
+//! authoritative check is the verification step that follows.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), opamp_supervisor::download::DownloadError> {
+//! use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
+//! let downloader = Downloader::new("/var/lib/opamp/downloads", DownloadLimits::default())?;
+//! let request = DownloadRequest::new("otelcol", "https://releases.example/otelcol-0.100.0");
+//! let file = downloader
+//!     .download(&request, |p| println!("{} of {:?} bytes", p.bytes, p.total))
+//!     .await?;
+//! println!("{} has sha256 {}", file.path.display(), hex::encode(file.sha256));
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::storage::{self, safe_file_stem};
+
+/// Limits and timeouts for one [`Downloader`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DownloadLimits {
+    /// Largest file accepted, in bytes. Default 1 GiB (collector binaries are ~100-300 MB).
+    pub max_size: u64,
+    /// Time allowed to establish the connection. Default 30 s.
+    pub connect_timeout: Duration,
+    /// Longest silence allowed between two body chunks (and before the response headers).
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// Minimum interval between two progress callbacks. Default 250 ms.
+    pub progress_interval: Duration,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        Self {
+            max_size: 1 << 30,
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            progress_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl DownloadLimits {
+    /// Default limits with a different maximum size.
+    pub fn with_max_size(max_size: u64) -> Self {
+        Self {
+            max_size,
+            ..Self::default()
+        }
+    }
+}
+
+/// What to download and what to expect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DownloadRequest {
+    /// Names the files in the downloads directory (the package name; made file-name safe).
+    pub name: String,
+    /// `http` or `https` URL.
+    pub url: String,
+    /// Extra request headers (OpAMP `DownloadableFile.headers`).
+    pub headers: Vec<(String, String)>,
+    /// Exact size the file must have, when known from a trusted source (e.g. a signed statement).
+    pub expected_size: Option<u64>,
+    /// SHA-256 the file must have; a mismatch discards the file.
+    pub expected_sha256: Option<[u8; 32]>,
+}
+
+impl DownloadRequest {
+    /// A request with no extra headers and no expectations.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            headers: Vec::new(),
+            expected_size: None,
+            expected_sha256: None,
+        }
+    }
+
+    /// The request for an OpAMP `DownloadableFile`: its URL, headers, and its `content_hash` as
+    /// the expected SHA-256 when it is 32 bytes long.
+    pub fn from_downloadable_file(
+        name: impl Into<String>,
+        file: &opamp_proto::v1::DownloadableFile,
+    ) -> Self {
+        let mut request = Self::new(name, file.download_url.clone());
+        if let Some(headers) = &file.headers {
+            request.headers = headers
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect();
+        }
+        request.expected_sha256 = <[u8; 32]>::try_from(file.content_hash.as_slice()).ok();
+        request
+    }
+
+    /// Sets [`Self::expected_size`].
+    pub fn with_expected_size(mut self, size: u64) -> Self {
+        self.expected_size = Some(size);
+        self
+    }
+
+    /// Sets [`Self::expected_sha256`].
+    pub fn with_expected_sha256(mut self, sha256: [u8; 32]) -> Self {
+        self.expected_sha256 = Some(sha256);
+        self
+    }
+
+    /// Adds one extra request header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Progress of a running download, for `Downloading` package statuses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DownloadProgress {
+    /// Bytes on disk, including a resumed prefix.
+    pub bytes: u64,
+    /// Total size when the server declared it.
+    pub total: Option<u64>,
+    /// Average transfer rate of this attempt.
+    pub bytes_per_second: f64,
+}
+
+impl DownloadProgress {
+    /// `0..=100` when the total is known.
+    pub fn percent(&self) -> Option<f64> {
+        self.total.map(|total| {
+            if total == 0 {
+                100.0
+            } else {
+                (self.bytes as f64 * 100.0 / total as f64).min(100.0)
+            }
+        })
+    }
+}
+
+/// A complete, fsynced download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadedFile {
+    /// `downloads/<name>.download`.
+    pub path: PathBuf,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes that came from an earlier, interrupted attempt.
+    pub resumed_from: u64,
+}
+
+/// Why a download failed. After `Interrupted`, `Truncated` and `TimedOut` the partial file is kept
+/// and the next attempt resumes; after the other errors it is discarded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// The request cannot be sent as given (bad URL or header).
+    #[error("invalid download request: {reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No response (connection refused, TLS failure, DNS...).
+    #[error("cannot reach {url}: {source}")]
+    Connect {
+        /// The URL requested.
+        url: String,
+        /// The client error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an unexpected status.
+    #[error("download server answered HTTP {status} for {url}")]
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The connection broke in the middle of the body.
+    #[error("download interrupted after {received} bytes: {source}")]
+    Interrupted {
+        /// Bytes on disk so far.
+        received: u64,
+        /// The client error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The body ended before the declared length.
+    #[error("download truncated: received {received} of {expected} bytes")]
+    Truncated {
+        /// Bytes on disk.
+        received: u64,
+        /// Declared size.
+        expected: u64,
+    },
+    /// Nothing arrived for longer than the idle timeout.
+    #[error("download stalled: no data for {idle:?} after {received} bytes")]
+    TimedOut {
+        /// Bytes on disk so far.
+        received: u64,
+        /// The idle timeout that expired.
+        idle: Duration,
+    },
+    /// The file is (or is declared to be) larger than allowed.
+    #[error("download too large: {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size declared or reached.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The server's size differs from the trusted expected size.
+    #[error("download size mismatch: expected {expected} bytes, server has {actual}")]
+    SizeMismatch {
+        /// Trusted size.
+        expected: u64,
+        /// Size served.
+        actual: u64,
+    },
+    /// The bytes do not have the expected SHA-256.
+    #[error("content hash mismatch: expected sha256 {expected}, downloaded file has {actual}")]
+    HashMismatch {
+        /// Hex of the expected hash.
+        expected: String,
+        /// Hex of the downloaded file's hash.
+        actual: String,
+    },
+    /// The server's `Content-Range` header is missing, malformed, or not the range asked for.
+    #[error("bad Content-Range from download server: {value:?}")]
+    BadContentRange {
+        /// The header value (empty when missing).
+        value: String,
+    },
+    /// Local file operation failed (disk full, permissions).
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DownloadError {
+    /// Whether the partial file was kept and another attempt will resume it.
+    pub fn is_resumable(&self) -> bool {
+        matches!(
+            self,
+            Self::Interrupted { .. } | Self::Truncated { .. } | Self::TimedOut { .. }
+        )
+    }
+}
+
+/// What the previous attempt learnt about the file, to make a resume safe.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct PartialMeta {
+    url: String,
+    /// ETag (preferred) or Last-Modified: what `If-Range` must carry.
+    validator: String,
+    total: Option<u64>,
+}
+
+/// Downloads files into one directory.
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    client: reqwest::Client,
+    dir: PathBuf,
+    limits: DownloadLimits,
+}
+
+impl Downloader {
+    /// A downloader with its own HTTP client (rustls, web PKI roots, no transparent
+    /// decompression) writing into `dir`, which is created if missing.
+    ///
+    /// # Errors
+    /// The directory cannot be created or the HTTP client cannot be built.
+    pub fn new(dir: impl Into<PathBuf>, limits: DownloadLimits) -> Result<Self, DownloadError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(limits.connect_timeout)
+            // Transparent decompression would break ranges and hashes: we want the file's bytes.
+            .no_gzip()
+            .build()
+            .map_err(|source| DownloadError::InvalidRequest {
+                reason: format!("cannot build HTTP client: {source}"),
+            })?;
+        Self::with_client(client, dir, limits)
+    }
+
+    /// A downloader using a caller-built client (custom roots, proxies, client certificates).
+    /// The client must not decompress transparently (`ClientBuilder::no_gzip`).
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn with_client(
+        client: reqwest::Client,
+        dir: impl Into<PathBuf>,
+        limits: DownloadLimits,
+    ) -> Result<Self, DownloadError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| DownloadError::Io {
+            action: "create download directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            client,
+            dir,
+            limits,
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &DownloadLimits {
+        &self.limits
+    }
+
+    /// Path of the in-progress file for `name`.
+    pub fn partial_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.partial", safe_file_stem(name)))
+    }
+
+    /// Path of the completed file for `name`.
+    pub fn complete_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.download", safe_file_stem(name)))
+    }
+
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.meta", safe_file_stem(name)))
+    }
+
+    /// Removes every file this downloader keeps for `name` (partial, metadata, completed).
+    ///
+    /// # Errors
+    /// A file exists but cannot be removed.
+    pub fn discard(&self, name: &str) -> Result<(), DownloadError> {
+        for path in [
+            self.partial_path(name),
+            self.meta_path(name),
+            self.complete_path(name),
+        ] {
+            storage::remove_file_if_exists(&path).map_err(|source| DownloadError::Io {
+                action: "remove",
+                path,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Downloads `request`, resuming an earlier partial attempt of the same URL, calling
+    /// `progress` at most every [`DownloadLimits::progress_interval`] and once at the end.
+    ///
+    /// # Errors
+    /// See [`DownloadError`]; [`DownloadError::is_resumable`] tells whether a retry resumes.
+    pub async fn download(
+        &self,
+        request: &DownloadRequest,
+        mut progress: impl FnMut(DownloadProgress),
+    ) -> Result<DownloadedFile, DownloadError> {
+        let extra_headers = build_headers(&request.headers)?;
+        let partial = self.partial_path(&request.name);
+        let meta_path = self.meta_path(&request.name);
+        let complete = self.complete_path(&request.name);
+        storage::remove_file_if_exists(&complete).map_err(|source| DownloadError::Io {
+            action: "remove old download",
+            path: complete.clone(),
+            source,
+        })?;
+
+        let (mut hasher, mut offset, validator) =
+            self.resume_state(request, &partial, &meta_path).await?;
+        // The loop runs at most twice: a refused resume restarts from zero without a Range header,
+        // and then anything but 200 is an error.
+        let response = loop {
+            let mut builder = self
+                .client
+                .get(&request.url)
+                .headers(extra_headers.clone())
+                .header(header::ACCEPT_ENCODING, "identity");
+            if let (true, Some(validator)) = (offset > 0, &validator) {
+                builder = builder
+                    .header(header::RANGE, format!("bytes={offset}-"))
+                    .header(header::IF_RANGE, validator.as_str());
+            }
+            let response = tokio::time::timeout(self.limits.idle_timeout, builder.send())
+                .await
+                .map_err(|_| DownloadError::TimedOut {
+                    received: offset,
+                    idle: self.limits.idle_timeout,
+                })?
+                .map_err(|source| DownloadError::Connect {
+                    url: request.url.clone(),
+                    source,
+                })?;
+            let status = response.status();
+            if status == StatusCode::OK {
+                if offset > 0 {
+                    tracing::info!(offset, "server sent the whole file; restarting download");
+                    hasher = Sha256::new();
+                    offset = 0;
+                }
+                let total = response.content_length();
+                if let Some(total) = total {
+                    self.check_size(request, total)?;
+                }
+                break (response, total);
+            } else if status == StatusCode::PARTIAL_CONTENT && offset > 0 {
+                let range = header_str(&response, header::CONTENT_RANGE);
+                if let Some((start, Some(total))) = parse_content_range(&range)
+                    && start == offset
+                {
+                    self.check_size(request, total)?;
+                    break (response, Some(total));
+                }
+                tracing::warn!(range, offset, "server sent another range; restarting");
+            } else if status == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
+                let range = header_str(&response, header::CONTENT_RANGE);
+                if let Some((_, Some(total))) = parse_content_range(&range)
+                    && total == offset
+                {
+                    // The partial already holds the whole file.
+                    self.check_size(request, total)?;
+                    return self
+                        .finish(request, &partial, &meta_path, hasher, offset, offset)
+                        .await;
+                }
+                tracing::warn!(range, offset, "server refused the resume; restarting");
+            } else {
+                return Err(DownloadError::HttpStatus {
+                    url: request.url.clone(),
+                    status: status.as_u16(),
+                });
+            }
+            hasher = Sha256::new();
+            offset = 0;
+        };
+        let (mut response, total) = response;
+
+        let new_validator = header_opt(&response, header::ETAG)
+            .or_else(|| header_opt(&response, header::LAST_MODIFIED));
+        match new_validator {
+            Some(validator) => {
+                let meta = PartialMeta {
+                    url: request.url.clone(),
+                    validator,
+                    total,
+                };
+                write_meta(&meta_path, &meta)?;
+            }
+            None => {
+                storage::remove_file_if_exists(&meta_path).map_err(|source| DownloadError::Io {
+                    action: "remove",
+                    path: meta_path.clone(),
+                    source,
+                })?
+            }
+        }
+
+        let mut file = open_partial(&partial, offset).await?;
+        let resumed_from = offset;
+        let started = Instant::now();
+        let mut last_report: Option<Instant> = None;
+        let limit = total
+            .unwrap_or(self.limits.max_size)
+            .min(self.limits.max_size);
+        loop {
+            let chunk = match tokio::time::timeout(self.limits.idle_timeout, response.chunk()).await
+            {
+                Err(_) => {
+                    flush_partial(&mut file, &partial).await?;
+                    return Err(DownloadError::TimedOut {
+                        received: offset,
+                        idle: self.limits.idle_timeout,
+                    });
+                }
+                Ok(Err(source)) => {
+                    flush_partial(&mut file, &partial).await?;
+                    return Err(DownloadError::Interrupted {
+                        received: offset,
+                        source,
+                    });
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            let new_offset = offset.saturating_add(chunk.len() as u64);
+            if new_offset > limit {
+                drop(file);
+                let _ = self.discard(&request.name);
+                return Err(DownloadError::TooLarge {
+                    size: new_offset,
+                    limit,
+                });
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|source| DownloadError::Io {
+                    action: "write",
+                    path: partial.clone(),
+                    source,
+                })?;
+            hasher.update(&chunk);
+            offset = new_offset;
+            let now = Instant::now();
+            if last_report.is_none_or(|at| now.duration_since(at) >= self.limits.progress_interval)
+            {
+                last_report = Some(now);
+                progress(rate(offset, resumed_from, total, started, now));
+            }
+        }
+        flush_partial(&mut file, &partial).await?;
+        drop(file);
+        if let Some(total) = total
+            && offset < total
+        {
+            return Err(DownloadError::Truncated {
+                received: offset,
+                expected: total,
+            });
+        }
+        if let Some(expected) = request.expected_size
+            && offset != expected
+        {
+            let _ = self.discard(&request.name);
+            return Err(DownloadError::SizeMismatch {
+                expected,
+                actual: offset,
+            });
+        }
+        progress(rate(offset, resumed_from, total, started, Instant::now()));
+        self.finish(request, &partial, &meta_path, hasher, offset, resumed_from)
+            .await
+    }
+
+    fn check_size(&self, request: &DownloadRequest, total: u64) -> Result<(), DownloadError> {
+        if total > self.limits.max_size {
+            let _ = self.discard(&request.name);
+            return Err(DownloadError::TooLarge {
+                size: total,
+                limit: self.limits.max_size,
+            });
+        }
+        if let Some(expected) = request.expected_size
+            && total != expected
+        {
+            let _ = self.discard(&request.name);
+            return Err(DownloadError::SizeMismatch {
+                expected,
+                actual: total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hasher over the partial's bytes, its length, and the validator that makes resuming it safe.
+    /// A partial without a validator for the same URL is discarded: resuming it could splice two
+    /// different files together.
+    async fn resume_state(
+        &self,
+        request: &DownloadRequest,
+        partial: &Path,
+        meta_path: &Path,
+    ) -> Result<(Sha256, u64, Option<String>), DownloadError> {
+        let meta: Option<PartialMeta> = std::fs::read(meta_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let usable = meta.filter(|m| m.url == request.url);
+        let len = tokio::fs::metadata(partial).await.map(|m| m.len()).ok();
+        match (usable, len) {
+            (Some(meta), Some(len)) if len > 0 => {
+                let path = partial.to_path_buf();
+                let hasher = tokio::task::spawn_blocking(move || hash_prefix(&path))
+                    .await
+                    .map_err(|join| DownloadError::Io {
+                        action: "hash partial download",
+                        path: partial.to_path_buf(),
+                        source: io::Error::other(join.to_string()),
+                    })?
+                    .map_err(|source| DownloadError::Io {
+                        action: "hash partial download",
+                        path: partial.to_path_buf(),
+                        source,
+                    })?;
+                tracing::info!(bytes = len, url = %request.url, "resuming download");
+                Ok((hasher, len, Some(meta.validator)))
+            }
+            _ => {
+                self.discard(&request.name)?;
+                Ok((Sha256::new(), 0, None))
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        request: &DownloadRequest,
+        partial: &Path,
+        meta_path: &Path,
+        hasher: Sha256,
+        size: u64,
+        resumed_from: u64,
+    ) -> Result<DownloadedFile, DownloadError> {
+        let sha256: [u8; 32] = hasher.finalize().into();
+        if let Some(expected) = request.expected_sha256
+            && expected != sha256
+        {
+            let _ = self.discard(&request.name);
+            return Err(DownloadError::HashMismatch {
+                expected: hex::encode(expected),
+                actual: hex::encode(sha256),
+            });
+        }
+        let complete = self.complete_path(&request.name);
+        let io_err = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DownloadError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        tokio::fs::rename(partial, &complete)
+            .await
+            .map_err(io_err("rename completed download", partial))?;
+        storage::remove_file_if_exists(meta_path).map_err(io_err("remove", meta_path))?;
+        storage::sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
+        Ok(DownloadedFile {
+            path: complete,
+            sha256,
+            size,
+            resumed_from,
+        })
+    }
+}
+
+fn rate(
+    bytes: u64,
+    resumed_from: u64,
+    total: Option<u64>,
+    started: Instant,
+    now: Instant,
+) -> DownloadProgress {
+    let secs = now.duration_since(started).as_secs_f64();
+    let transferred = bytes.saturating_sub(resumed_from) as f64;
+    DownloadProgress {
+        bytes,
+        total,
+        bytes_per_second: if secs > 0.0 { transferred / secs } else { 0.0 },
+    }
+}
+
+fn build_headers(pairs: &[(String, String)]) -> Result<HeaderMap, DownloadError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| DownloadError::InvalidRequest {
+                reason: format!("invalid header name {name:?}"),
+            })?;
+        // These carry the resume protocol and the byte encoding; the offer must not override them.
+        if [header::RANGE, header::IF_RANGE, header::ACCEPT_ENCODING].contains(&name) {
+            tracing::warn!(header = %name, "ignoring offered header that would break resumption");
+            continue;
+        }
+        let value = HeaderValue::from_str(value).map_err(|_| DownloadError::InvalidRequest {
+            reason: format!("invalid value for header {name}"),
+        })?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn header_opt(response: &reqwest::Response, name: HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn header_str(response: &reqwest::Response, name: HeaderName) -> String {
+    header_opt(response, name).unwrap_or_default()
+}
+
+/// Parses `bytes START-END/TOTAL` (or `bytes */TOTAL`) into `(START, TOTAL)`; `START` is the
+/// total itself for the `*` form.
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    if range.trim() == "*" {
+        return Some((total?, total));
+    }
+    let (start, end) = range.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    if end < start || total.is_some_and(|t| end >= t) {
+        return None;
+    }
+    Some((start, total))
+}
+
+fn hash_prefix(path: &Path) -> io::Result<Sha256> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hasher),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn write_meta(path: &Path, meta: &PartialMeta) -> Result<(), DownloadError> {
+    let bytes = serde_json::to_vec(meta).map_err(|err| DownloadError::Io {
+        action: "encode download metadata",
+        path: path.to_path_buf(),
+        source: io::Error::other(err),
+    })?;
+    storage::write_atomic(path, &bytes).map_err(|source| DownloadError::Io {
+        action: "write download metadata",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+async fn open_partial(path: &Path, offset: u64) -> Result<tokio::fs::File, DownloadError> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.create(true);
+    if offset > 0 {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options
+        .open(path)
+        .await
+        .map_err(|source| DownloadError::Io {
+            action: "open partial download",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Flushes and fsyncs the partial file: it must hold what the hasher saw before a resume trusts
+/// its length.
+async fn flush_partial(file: &mut tokio::fs::File, path: &Path) -> Result<(), DownloadError> {
+    let io_err = |source| DownloadError::Io {
+        action: "sync partial download",
+        path: path.to_path_buf(),
+        source,
+    };
+    file.flush().await.map_err(io_err)?;
+    file.sync_all().await.map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(parse_content_range("bytes 10-19/20"), Some((10, Some(20))));
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("bytes */20"), Some((20, Some(20))));
+        assert_eq!(parse_content_range("bytes 10-25/20"), None);
+        assert_eq!(parse_content_range("bytes 10-5/20"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range(""), None);
+    }
+
+    #[test]
+    fn offered_headers_cannot_override_range() {
+        let map = build_headers(&[
+            ("Range".into(), "bytes=0-".into()),
+            ("Authorization".into(), "Bearer x".into()),
+        ])
+        .unwrap();
+        assert!(map.get(header::RANGE).is_none());
+        assert_eq!(map.get(header::AUTHORIZATION).unwrap(), "Bearer x");
+        assert!(build_headers(&[("bad name".into(), "v".into())]).is_err());
+    }
+
+    #[test]
+    fn percent_is_bounded() {
+        let p = DownloadProgress {
+            bytes: 50,
+            total: Some(200),
+            bytes_per_second: 1.0,
+        };
+        assert_eq!(p.percent(), Some(25.0));
+        let empty = DownloadProgress {
+            bytes: 0,
+            total: Some(0),
+            bytes_per_second: 0.0,
+        };
+        assert_eq!(empty.percent(), Some(100.0));
+    }
+}

@@ -1,0 +1,532 @@
+//! The install orchestrator: runs the journaled steps and the rollback.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use opamp_proto::v1::PackageAvailable;
+use opamp_verify::{PackageOffer, TrustPolicy, VerificationContext, Verified, VerifiedPackage};
+
+use super::swap::{self, has_hash, hash_if_exists, next_path_for};
+use super::{
+    Collector, InstallConfig, InstallError, InstallEvent, InstallFailed, Installed, io_error,
+};
+use crate::archive;
+use crate::download::{DownloadRequest, Downloader};
+use crate::journal::{
+    InstallRecord, InstallStep, InstalledState, InstalledStateStore, Journal, JournalError,
+    Sha256Hash,
+};
+use crate::storage::{self, StorageLayout};
+
+/// A verified executable ready beside the live one, journaled as `Staged`. Only
+/// [`Installer::stage`] makes one, and only from a [`Verified`] package.
+#[derive(Debug)]
+pub struct StagedInstall {
+    pub(super) record: InstallRecord,
+}
+
+impl StagedInstall {
+    /// The journaled record.
+    pub fn record(&self) -> &InstallRecord {
+        &self.record
+    }
+}
+
+/// Runs installs for one collector executable and one storage directory.
+#[derive(Debug)]
+pub struct Installer {
+    pub(super) layout: StorageLayout,
+    pub(super) journal: Journal,
+    pub(super) state: InstalledStateStore,
+    pub(super) config: InstallConfig,
+    pub(super) downloader: Downloader,
+}
+
+impl Installer {
+    /// An installer using `layout` for its files.
+    ///
+    /// # Errors
+    /// The downloads directory cannot be created or the HTTP client cannot be built.
+    pub fn new(layout: StorageLayout, config: InstallConfig) -> Result<Self, InstallError> {
+        let downloader = Downloader::new(layout.downloads_dir(), config.download.clone())?;
+        Ok(Self::with_downloader(layout, config, downloader))
+    }
+
+    /// An installer with a caller-built downloader (custom TLS roots, proxies).
+    pub fn with_downloader(
+        layout: StorageLayout,
+        config: InstallConfig,
+        downloader: Downloader,
+    ) -> Self {
+        Self {
+            journal: Journal::new(layout.journal_path()),
+            state: InstalledStateStore::new(layout.installed_state_path()),
+            layout,
+            config,
+            downloader,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &InstallConfig {
+        &self.config
+    }
+
+    /// The install journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The persistent installed state; a corrupt file is moved aside and an empty state returned
+    /// (logged), since refusing to run would leave the host without a collector.
+    pub fn installed_state(&self) -> InstalledState {
+        match self.state.load() {
+            Ok(state) => state,
+            Err(err @ JournalError::Corrupt { .. }) => {
+                tracing::error!(%err, "installed state corrupt; starting from an empty state");
+                let _ = self.state.quarantine();
+                InstalledState::default()
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot read installed state; using an empty state");
+                InstalledState::default()
+            }
+        }
+    }
+
+    /// Whether `offer` for `package` is new: not what is installed, and not an offer that
+    /// already failed (which is retried only once the server changes it).
+    pub fn should_attempt(&self, package: &str, offer: &PackageAvailable) -> bool {
+        self.installed_state().should_attempt(package, &offer.hash)
+    }
+
+    /// Downloads, verifies, stages and installs `offer`, reporting progress to `events`.
+    ///
+    /// On failure the previous collector is running again (restored if the swap had happened)
+    /// and the failure is recorded so the same offer is not retried, except for interrupted
+    /// downloads ([`InstallError::is_retryable`]), which resume on the next attempt.
+    ///
+    /// # Errors
+    /// [`InstallFailed`] with the exact message for the `InstallFailed` status.
+    pub async fn install_offer<C: Collector>(
+        &self,
+        collector: &mut C,
+        package: &str,
+        offer: &PackageAvailable,
+        policy: &TrustPolicy,
+        now: SystemTime,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<Installed, InstallFailed> {
+        let state = self.installed_state();
+        let mut record = InstallRecord::new(
+            package,
+            offer.version.clone(),
+            offer.hash.clone(),
+            self.config.executable.clone(),
+        );
+        record.previous_version = state.packages.get(package).map(|p| p.version.clone());
+        if let Err(err) = self.journal.write(&record) {
+            // Nothing happened yet and nothing can be journaled: report, touch nothing.
+            return Err(self.failed_untouched(err.into(), events));
+        }
+        events(InstallEvent::Step(InstallStep::Downloading));
+        let staged = match self
+            .fetch_and_stage(&mut record, &state, package, offer, policy, now, events)
+            .await
+        {
+            Ok(staged) => staged,
+            Err(err) => return Err(self.fail_before_swap(&mut record, err, events)),
+        };
+        self.install_staged(collector, staged, events).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_and_stage(
+        &self,
+        record: &mut InstallRecord,
+        state: &InstalledState,
+        package: &str,
+        offer: &PackageAvailable,
+        policy: &TrustPolicy,
+        now: SystemTime,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<StagedInstall, InstallError> {
+        let file = offer.file.as_ref().ok_or_else(|| InstallError::NoFile {
+            package: package.to_owned(),
+            version: offer.version.clone(),
+        })?;
+        let verify_error = |source| InstallError::Verify {
+            package: package.to_owned(),
+            version: offer.version.clone(),
+            source: Box::new(source),
+        };
+        let mut context = VerificationContext::new(now);
+        if let Some(highest) = state.highest_version(package) {
+            context = context.with_highest_installed(highest);
+        }
+        let offered =
+            PackageOffer::new(package, &offer.version, &file.content_hash, &file.signature);
+        let approved = policy
+            .verify_offer(&offered, &context)
+            .map_err(verify_error)?;
+
+        let max_size = self.config.download.max_size;
+        let mut request = DownloadRequest::from_downloadable_file(package, file);
+        request.expected_size = approved.signed_size();
+        let downloaded = self
+            .downloader
+            .download(&request, |progress| {
+                events(InstallEvent::Downloading(progress))
+            })
+            .await?;
+
+        self.journal.advance(record, InstallStep::Verifying)?;
+        events(InstallEvent::Step(InstallStep::Verifying));
+        let path = downloaded.path.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            let reader = std::fs::File::open(&path)?;
+            Ok::<_, std::io::Error>(
+                approved.verify_content(std::io::BufReader::new(reader), max_size),
+            )
+        })
+        .await
+        .map_err(|join| io_error("verify", &downloaded.path)(std::io::Error::other(join)))?
+        .map_err(io_error("open download", &downloaded.path))?
+        .map_err(verify_error)?;
+        self.stage(record, &verified, &downloaded.path)
+    }
+
+    /// Extracts the verified package, places the executable beside the live one as
+    /// `<exe>.next`, and journals `Staged` with the executable's SHA-256.
+    ///
+    /// # Errors
+    /// The package file no longer has the verified hash, cannot be unpacked, or the copy or the
+    /// journal write failed.
+    pub fn stage(
+        &self,
+        record: &mut InstallRecord,
+        verified: &Verified<VerifiedPackage>,
+        package_file: &Path,
+    ) -> Result<StagedInstall, InstallError> {
+        let expected = Sha256Hash(*verified.content_hash().as_bytes());
+        if !has_hash(package_file, expected) {
+            return Err(InstallError::NotVerified {
+                path: package_file.to_path_buf(),
+                expected,
+            });
+        }
+        let staging_dir = self.layout.staging_dir(&record.package_name);
+        let staged = archive::stage_package(
+            package_file,
+            &staging_dir,
+            &self.config.archive_executable,
+            &self.config.archive,
+        )?;
+        let next = next_path_for(&self.config.executable);
+        let copied = storage::copy_atomic(&staged.path, &next)
+            .map_err(io_error("place new executable", &next))?;
+        let staged_sha256 = Sha256Hash(staged.sha256);
+        if copied != staged.sha256 {
+            let _ = storage::remove_file_if_exists(&next);
+            return Err(InstallError::NotVerified {
+                path: next,
+                expected: staged_sha256,
+            });
+        }
+        record.content_hash = Some(expected);
+        record.staged_sha256 = Some(staged_sha256);
+        record.staged_path = Some(next);
+        self.journal.advance(record, InstallStep::Staged)?;
+        Ok(StagedInstall {
+            record: record.clone(),
+        })
+    }
+
+    /// Stops the old collector, swaps in the staged executable, starts it and runs the health
+    /// gate; rolls back on failure.
+    ///
+    /// # Errors
+    /// [`InstallFailed`]; the previous collector runs again unless the message says otherwise.
+    pub async fn install_staged<C: Collector>(
+        &self,
+        collector: &mut C,
+        staged: StagedInstall,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<Installed, InstallFailed> {
+        let mut record = staged.record;
+        events(InstallEvent::Step(InstallStep::Staged));
+        let exe = record.executable_path.clone();
+        let (Some(next), Some(new_hash)) = (record.staged_path.clone(), record.staged_sha256)
+        else {
+            let err = InstallError::Interrupted { step: record.step };
+            return Err(self.fail_before_swap(&mut record, err, events));
+        };
+        if !has_hash(&next, new_hash) {
+            let err = InstallError::NotVerified {
+                path: next,
+                expected: new_hash,
+            };
+            return Err(self.fail_before_swap(&mut record, err, events));
+        }
+        match hash_if_exists(&exe) {
+            Ok(previous) => record.previous_sha256 = previous,
+            Err(err) => {
+                let err = io_error("hash current executable", &exe)(err);
+                return Err(self.fail_before_swap(&mut record, err, events));
+            }
+        }
+
+        if let Err(err) = self.step(&mut record, InstallStep::Stopping, events) {
+            return Err(self.fail_before_swap(&mut record, err, events));
+        }
+        if let Err(source) = collector.stop().await {
+            let err = InstallError::Collector {
+                action: "stop",
+                source,
+            };
+            // The old binary is untouched; make sure it runs.
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+        if let Err(err) = self.step(&mut record, InstallStep::Swapping, events) {
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+        if let Err(err) = swap::swap_in(&next, &exe, &record.previous_path) {
+            let err = io_error("swap in the new executable", &exe)(err);
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+        self.start_and_gate(collector, record, events).await
+    }
+
+    /// `Starting` and `HealthGate` on the swapped-in executable, then `Installed` or rollback.
+    pub(super) async fn start_and_gate<C: Collector>(
+        &self,
+        collector: &mut C,
+        mut record: InstallRecord,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<Installed, InstallFailed> {
+        if let Err(err) = self.step(&mut record, InstallStep::Starting, events) {
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+        if let Err(source) = collector.start(&record.executable_path).await {
+            let err = InstallError::Collector {
+                action: "start",
+                source,
+            };
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+        if let Err(err) = self.step(&mut record, InstallStep::HealthGate, events) {
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.health_timeout;
+        let outcome = collector.wait_healthy(deadline).await;
+        if !outcome.is_healthy() {
+            let err = InstallError::HealthGate {
+                package: record.package_name.clone(),
+                version: record.offered_version.clone(),
+                outcome,
+            };
+            return Err(self.rollback(collector, &mut record, err, events).await);
+        }
+
+        let mut state = self.installed_state();
+        state.record_installed(
+            &record.package_name,
+            &record.offered_version,
+            record.offered_hash.clone(),
+            record.content_hash,
+            record.staged_sha256,
+        );
+        if let Err(err) = self.state.save(&state) {
+            // The new version runs and is healthy; only the bookkeeping failed. Keep it, report.
+            tracing::error!(%err, "cannot save installed state after a successful install");
+        }
+        record.error = None;
+        if let Err(err) = self.journal.advance(&mut record, InstallStep::Installed) {
+            tracing::error!(%err, "cannot journal Installed; recovery will re-run the health gate");
+        }
+        self.cleanup(&record.package_name);
+        tracing::info!(package = %record.package_name, version = %record.offered_version, "installed");
+        events(InstallEvent::Installed {
+            version: record.offered_version.clone(),
+        });
+        Ok(Installed {
+            package: record.package_name,
+            version: record.offered_version,
+            server_hash: record.offered_hash,
+        })
+    }
+
+    fn step(
+        &self,
+        record: &mut InstallRecord,
+        step: InstallStep,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<(), InstallError> {
+        self.journal.advance(record, step)?;
+        events(InstallEvent::Step(step));
+        Ok(())
+    }
+
+    /// Restores the previous executable if the live one is not it, starts it, confirms it is
+    /// healthy, journals `Failed` and records the failed offer.
+    pub(super) async fn rollback<C: Collector>(
+        &self,
+        collector: &mut C,
+        record: &mut InstallRecord,
+        error: InstallError,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> InstallFailed {
+        tracing::warn!(package = %record.package_name, %error, "install failed; rolling back");
+        record.error = Some(error.to_string());
+        if record.step != InstallStep::RollingBack
+            && let Err(err) = self.journal.advance(record, InstallStep::RollingBack)
+        {
+            tracing::error!(%err, "cannot journal RollingBack; rolling back anyway");
+            record.step = InstallStep::RollingBack;
+        }
+        events(InstallEvent::Step(InstallStep::RollingBack));
+        if let Err(err) = collector.stop().await {
+            tracing::warn!(%err, "stopping the failed collector");
+        }
+        let previous_label = record
+            .previous_version
+            .clone()
+            .unwrap_or_else(|| "the previous version".to_owned());
+        let exe = record.executable_path.clone();
+        let (aftermath, healthy) = match self.restore_previous(record) {
+            Err(reason) => (format!("rollback failed: {reason}"), Some(false)),
+            Ok(false) => ("no previous executable to restore".to_owned(), None),
+            Ok(true) => match collector.start(&exe).await {
+                Err(err) => (
+                    format!("restored {previous_label} but it did not start: {err}"),
+                    Some(false),
+                ),
+                Ok(()) => {
+                    let deadline = tokio::time::Instant::now() + self.config.health_timeout;
+                    let outcome = collector.wait_healthy(deadline).await;
+                    if outcome.is_healthy() {
+                        (
+                            format!("rolled back to {previous_label}, which is healthy"),
+                            Some(true),
+                        )
+                    } else {
+                        (
+                            format!("rolled back to {previous_label}, which is {outcome}"),
+                            Some(false),
+                        )
+                    }
+                }
+            },
+        };
+        let error_message = format!("{error}; {aftermath}");
+        record.error = Some(error_message.clone());
+        if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
+            tracing::error!(%err, "cannot journal Failed");
+        }
+        self.remember_failure(record, &error, &error_message);
+        let _ = storage::remove_file_if_exists(&next_path_for(&exe));
+        events(InstallEvent::InstallFailed {
+            error_message: error_message.clone(),
+        });
+        InstallFailed {
+            error,
+            error_message,
+            rolled_back: true,
+            collector_healthy: healthy,
+        }
+    }
+
+    /// `Ok(true)` when the live path now holds the previous executable, `Ok(false)` when there
+    /// never was one (first install).
+    fn restore_previous(&self, record: &InstallRecord) -> Result<bool, String> {
+        let Some(previous_hash) = record.previous_sha256 else {
+            return Ok(false);
+        };
+        let exe = &record.executable_path;
+        if has_hash(exe, previous_hash) {
+            return Ok(true);
+        }
+        if !has_hash(&record.previous_path, previous_hash) {
+            return Err(format!(
+                "{} is missing or does not have the previous executable's sha256 {previous_hash}",
+                record.previous_path.display()
+            ));
+        }
+        swap::link_or_copy_atomic(&record.previous_path, exe)
+            .map_err(|err| format!("cannot restore {}: {err}", exe.display()))?;
+        Ok(true)
+    }
+
+    /// A failure before the collector was touched: journal `Failed`, record the failed offer.
+    pub(super) fn fail_before_swap(
+        &self,
+        record: &mut InstallRecord,
+        error: InstallError,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> InstallFailed {
+        let error_message = format!("{error}; the running collector was not changed");
+        tracing::warn!(package = %record.package_name, %error_message, "install failed");
+        record.error = Some(error_message.clone());
+        if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
+            tracing::error!(%err, "cannot journal Failed");
+        }
+        self.remember_failure(record, &error, &error_message);
+        let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
+        events(InstallEvent::InstallFailed {
+            error_message: error_message.clone(),
+        });
+        InstallFailed {
+            error,
+            error_message,
+            rolled_back: false,
+            collector_healthy: None,
+        }
+    }
+
+    fn failed_untouched(
+        &self,
+        error: InstallError,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> InstallFailed {
+        let error_message = format!("{error}; the running collector was not changed");
+        events(InstallEvent::InstallFailed {
+            error_message: error_message.clone(),
+        });
+        InstallFailed {
+            error,
+            error_message,
+            rolled_back: false,
+            collector_healthy: None,
+        }
+    }
+
+    fn remember_failure(&self, record: &InstallRecord, error: &InstallError, message: &str) {
+        if error.is_retryable() {
+            return;
+        }
+        let mut state = self.installed_state();
+        state.record_failure(
+            &record.package_name,
+            &record.offered_version,
+            record.offered_hash.clone(),
+            message,
+        );
+        if let Err(err) = self.state.save(&state) {
+            tracing::error!(%err, "cannot record the failed offer");
+        }
+    }
+
+    /// Removes staging files of a finished install (best effort: leftovers are harmless and are
+    /// replaced by the next install).
+    pub(super) fn cleanup(&self, package: &str) {
+        let dir: PathBuf = self.layout.staging_dir(package);
+        if let Err(err) = std::fs::remove_dir_all(&dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!(%err, dir = %dir.display(), "cannot remove staging directory");
+        }
+        if let Err(err) = self.downloader.discard(package) {
+            tracing::debug!(%err, "cannot remove finished download");
+        }
+    }
+}
