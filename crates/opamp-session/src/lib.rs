@@ -19,7 +19,9 @@
 //!
 //! 1. Feed every input: `handle_connected`/`handle_disconnected`, each received message
 //!    (`handle_message` or `handle_bytes`), `handle_timeout` when a deadline passed.
-//! 2. Drain `poll_transmit` and send each message; drain `poll_event` and act on each.
+//! 2. Drain `poll_transmit` (send each message) and `poll_event` (act on each event)
+//!    until both return `None`: acting on an event often changes the status, which queues
+//!    another message.
 //! 3. Wait for the next input or until `poll_timeout`, then go to 1.
 //!
 //! # Example: an agent and a server in memory
