@@ -9,6 +9,13 @@
 //! - [`lock`]: exclusive ownership of a storage directory.
 //! - [`process`]: start, stop (SIGTERM then SIGKILL), and restart the collector child.
 //! - [`health`]: health gate after a start and periodic `ComponentHealth` reporting.
+//!
+//! Install pipeline:
+//! - [`download`]: resumable (Range/If-Range), size-capped, hashing HTTP downloads.
+//! - [`archive`]: raw executable or `.tar.gz` release, extracted with escape and bomb checks.
+//! - [`journal`]: checksummed, atomically replaced install journal and installed state.
+//! - [`install`]: the journaled install, health gate, rollback and start-up recovery.
+//! - [`storage`]: layout of `storage_dir` and durable-write helpers.
 #![forbid(unsafe_code)]
 
 pub mod config;

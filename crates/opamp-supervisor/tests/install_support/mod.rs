@@ -366,3 +366,146 @@ impl Collector for ScriptCollector {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A host: collector executable, storage directory, installer, release key and trust policy.
+
+use opamp_proto::v1::{DownloadableFile, PackageAvailable};
+use opamp_supervisor::install::{InstallConfig, InstallEvent, Installer};
+use opamp_supervisor::journal::{InstalledState, InstalledStateStore};
+use opamp_supervisor::storage::StorageLayout;
+use opamp_verify::{
+    ContentHash, DowngradeAuthorisation, KeyRing, PublicKey, ReleaseSigner, Statement, TrustPolicy,
+    TrustedKey,
+};
+
+pub const PACKAGE: &str = "otelcol";
+
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub exe: PathBuf,
+    pub layout: StorageLayout,
+    pub installer: Installer,
+    pub signer: ReleaseSigner,
+    pub policy: TrustPolicy,
+    pub collector: ScriptCollector,
+}
+
+impl Host {
+    /// A host running `initial` (recorded as installed version `version`), health timeout 1 s.
+    pub async fn new(initial: &[u8], version: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        let exe = dir.path().join("bin").join("otelcol");
+        write_executable(&exe, initial);
+        let layout = StorageLayout::create(dir.path().join("storage")).unwrap();
+        let mut config = InstallConfig::new(&exe);
+        config.health_timeout = Duration::from_secs(1);
+        let installer = Installer::new(layout.clone(), config).unwrap();
+        let mut state = InstalledState::default();
+        state.record_installed(PACKAGE, version, b"initial".to_vec(), None, None);
+        InstalledStateStore::new(layout.installed_state_path())
+            .save(&state)
+            .unwrap();
+        let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+        let mut keys = KeyRing::new();
+        keys.trust(TrustedKey::new(
+            PublicKey::from_spki_pem(&signer.public_key().to_spki_pem().unwrap()).unwrap(),
+        ));
+        let policy = TrustPolicy::new(keys);
+        let mut collector = ScriptCollector::new();
+        collector.start(&exe).await.unwrap();
+        let outcome = collector
+            .wait_healthy(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await;
+        assert!(outcome.is_healthy(), "initial collector: {outcome}");
+        Self {
+            dir,
+            exe,
+            layout,
+            installer,
+            signer,
+            policy,
+            collector,
+        }
+    }
+
+    /// An offer of `bytes` as `version` served at `url`, signed by this host's release key.
+    pub fn offer(&self, url: &str, version: &str, bytes: &[u8]) -> PackageAvailable {
+        self.offer_signed(
+            url,
+            version,
+            bytes,
+            &self.signer,
+            DowngradeAuthorisation::Forbidden,
+        )
+    }
+
+    pub fn offer_signed(
+        &self,
+        url: &str,
+        version: &str,
+        bytes: &[u8],
+        signer: &ReleaseSigner,
+        downgrade: DowngradeAuthorisation,
+    ) -> PackageAvailable {
+        let hash = ContentHash::of(bytes);
+        let expiry = std::time::SystemTime::now() + Duration::from_secs(3600);
+        let statement = Statement::new(PACKAGE, version, hash, bytes.len() as u64, expiry)
+            .unwrap()
+            .with_downgrade(downgrade);
+        let signature = signer.sign_statement(&statement).unwrap();
+        PackageAvailable {
+            r#type: opamp_proto::v1::PackageType::TopLevel as i32,
+            version: version.to_owned(),
+            file: Some(DownloadableFile {
+                download_url: url.to_owned(),
+                content_hash: hash.as_bytes().to_vec(),
+                signature,
+                headers: None,
+            }),
+            hash: sha256(format!("{version}:{url}").as_bytes()).to_vec(),
+        }
+    }
+
+    /// Runs `install_offer` and returns its result with the events it reported.
+    pub async fn install(
+        &mut self,
+        offer: &PackageAvailable,
+    ) -> (
+        Result<opamp_supervisor::install::Installed, opamp_supervisor::install::InstallFailed>,
+        Vec<(std::time::Instant, InstallEvent)>,
+    ) {
+        let mut events = Vec::new();
+        let result = self
+            .installer
+            .install_offer(
+                &mut self.collector,
+                PACKAGE,
+                offer,
+                &self.policy,
+                std::time::SystemTime::now(),
+                &mut |e| events.push((std::time::Instant::now(), e)),
+            )
+            .await;
+        (result, events)
+    }
+
+    pub fn exe_content(&self) -> Vec<u8> {
+        std::fs::read(&self.exe).unwrap()
+    }
+
+    pub fn previous_path(&self) -> PathBuf {
+        self.exe.with_file_name("otelcol.previous")
+    }
+
+    pub fn next_path(&self) -> PathBuf {
+        self.exe.with_file_name("otelcol.next")
+    }
+
+    pub fn state(&self) -> InstalledState {
+        InstalledStateStore::new(self.layout.installed_state_path())
+            .load()
+            .unwrap()
+    }
+}
