@@ -37,6 +37,31 @@ impl<'a> PackageOffer<'a> {
         }
     }
 
+    /// The offer for package `name` (its key in `PackagesAvailable.packages`).
+    ///
+    /// A missing `file` gives an empty content hash, which verification refuses.
+    ///
+    /// ```
+    /// use opamp_proto::v1::{DownloadableFile, PackageAvailable};
+    /// use opamp_verify::PackageOffer;
+    /// let available = PackageAvailable {
+    ///     version: "1.2.0".into(),
+    ///     file: Some(DownloadableFile { content_hash: vec![7; 32], ..Default::default() }),
+    ///     ..Default::default()
+    /// };
+    /// let offer = PackageOffer::from_available("otelcol", &available);
+    /// assert_eq!(offer.version(), "1.2.0");
+    /// assert!(offer.signature().is_empty());
+    /// ```
+    #[cfg(feature = "opamp-proto")]
+    pub fn from_available(name: &'a str, available: &'a opamp_proto::v1::PackageAvailable) -> Self {
+        let (content_hash, signature) =
+            available.file.as_ref().map_or((&[][..], &[][..]), |file| {
+                (file.content_hash.as_slice(), file.signature.as_slice())
+            });
+        Self::new(name, &available.version, content_hash, signature)
+    }
+
     /// Package name.
     pub fn name(&self) -> &'a str {
         self.name
