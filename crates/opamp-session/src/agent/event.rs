@@ -53,9 +53,10 @@ pub enum AgentEvent {
         /// The server's human-readable text.
         message: String,
     },
-    /// The server is unavailable: send nothing before this instant. The session already
-    /// holds back its messages; a WebSocket transport should also close and reconnect no
-    /// earlier than this.
+    /// The server answered `UNAVAILABLE`: send nothing before this instant (from its
+    /// `RetryInfo`, or the session's exponential back-off when it gave none). The session
+    /// already holds back its messages; a WebSocket transport should also close and
+    /// reconnect no earlier than this.
     RetryAfter(Instant),
     /// A custom message for a custom capability the agent declared.
     CustomMessage(v1::CustomMessage),

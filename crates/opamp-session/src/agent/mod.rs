@@ -155,17 +155,16 @@ impl AgentSession {
             return;
         }
         self.restore_in_flight();
-        self.back_off(now);
+        // The transport knows the request failed; the deadline shows in `poll_timeout`.
+        let _ = self.back_off(now);
     }
 
     /// The transport learnt that the server wants no traffic before `not_before`
     /// (HTTP `Retry-After` on 429/503, a refused WebSocket upgrade). Later deadlines win.
+    /// Unlike a `RetryInfo` from the server, this emits no [`AgentEvent::RetryAfter`].
     pub fn handle_retry_after(&mut self, not_before: Instant) {
-        self.retry_not_before = Some(
-            self.retry_not_before
-                .map_or(not_before, |t| t.max(not_before)),
-        );
-        self.events.push_back(AgentEvent::RetryAfter(not_before));
+        // No event: the transport already knows, it told us.
+        self.hold_until(not_before);
     }
 
     /// Processes raw bytes from the transport: a WebSocket binary message (with its
@@ -660,14 +659,17 @@ impl AgentSession {
         }
     }
 
-    fn back_off(&mut self, now: Instant) {
+    /// Starts the next back-off step; returns its deadline.
+    fn back_off(&mut self, now: Instant) -> Option<Instant> {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let delay = self.config.retry.delay(self.consecutive_failures);
-        if let Some(deadline) = now.checked_add(delay) {
-            self.retry_not_before =
-                Some(self.retry_not_before.map_or(deadline, |t| t.max(deadline)));
-            self.events.push_back(AgentEvent::RetryAfter(deadline));
-        }
+        let deadline = now.checked_add(self.config.retry.delay(self.consecutive_failures))?;
+        self.hold_until(deadline);
+        Some(deadline)
+    }
+
+    /// Sends nothing before `deadline`; an existing later deadline wins.
+    fn hold_until(&mut self, deadline: Instant) {
+        self.retry_not_before = Some(self.retry_not_before.map_or(deadline, |t| t.max(deadline)));
     }
 
     fn handle_error_response(&mut self, error: v1::ServerErrorResponse, now: Instant) {
@@ -689,14 +691,17 @@ impl AgentSession {
                 .map(|v1::server_error_response::Details::RetryInfo(info)| {
                     Duration::from_nanos(info.retry_after_nanoseconds)
                 });
-        match retry_after.and_then(|delay| now.checked_add(delay)) {
+        let deadline = match retry_after.and_then(|delay| now.checked_add(delay)) {
             Some(deadline) => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.retry_not_before =
-                    Some(self.retry_not_before.map_or(deadline, |t| t.max(deadline)));
-                self.events.push_back(AgentEvent::RetryAfter(deadline));
+                self.hold_until(deadline);
+                Some(deadline)
             }
+            // No RetryInfo: the spec asks for exponential back-off.
             None => self.back_off(now),
+        };
+        if let Some(deadline) = deadline {
+            self.events.push_back(AgentEvent::RetryAfter(deadline));
         }
     }
 

@@ -326,7 +326,11 @@ fn failed_http_request_backs_off_then_resends_a_full_report() {
     let retry = now + Duration::from_secs(1);
     assert_eq!(agent.poll_transmit(now), None);
     assert_eq!(agent.poll_timeout(), Some(retry));
-    assert_eq!(events(&mut agent), vec![AgentEvent::RetryAfter(retry)]);
+    assert_eq!(agent.retry_not_before(), Some(retry));
+    assert!(
+        events(&mut agent).is_empty(),
+        "the transport already knows its request failed"
+    );
     agent.handle_timeout(retry);
     assert_eq!(
         agent.poll_transmit(retry),
@@ -847,4 +851,34 @@ fn package_offers_carry_a_sync_plan_against_installed_packages() {
         None,
         "an offer alone changes no status"
     );
+}
+
+#[test]
+fn unavailable_without_retry_info_backs_off_exponentially() {
+    let now = t0();
+    let mut agent = settled(config(), now);
+    let unavailable = v1::ServerToAgent {
+        error_response: Some(v1::ServerErrorResponse {
+            r#type: v1::ServerErrorResponseType::Unavailable.into(),
+            error_message: String::new(),
+            details: None,
+        }),
+        ..ack()
+    };
+    agent.handle_message(unavailable.clone(), now).unwrap();
+    let first = now + Duration::from_secs(1);
+    assert_eq!(
+        events(&mut agent).last(),
+        Some(&AgentEvent::RetryAfter(first))
+    );
+    agent.handle_message(unavailable, first).unwrap();
+    assert_eq!(
+        events(&mut agent).last(),
+        Some(&AgentEvent::RetryAfter(first + Duration::from_secs(2)))
+    );
+    // A transport-level Retry-After extends the hold without an event.
+    let later = now + Duration::from_secs(60);
+    agent.handle_retry_after(later);
+    assert_eq!(agent.retry_not_before(), Some(later));
+    assert!(events(&mut agent).is_empty());
 }
