@@ -107,6 +107,8 @@ pub struct ServerSession {
     assigned_uid: Option<(InstanceUid, bool)>,
     /// The uid the agent used before switching to an assigned one.
     previous_uid: Option<InstanceUid>,
+    /// HTTP: the answer to an `agent_disconnect` request is a bare acknowledgement.
+    goodbye_due: bool,
     uid_request_reported: bool,
     events: VecDeque<ServerEvent>,
 }
@@ -141,6 +143,7 @@ impl ServerSession {
             custom_messages: VecDeque::new(),
             assigned_uid: None,
             previous_uid: None,
+            goodbye_due: false,
             uid_request_reported: false,
             events: VecDeque::new(),
         }
@@ -301,6 +304,7 @@ impl ServerSession {
         self.greeted = false;
         self.capabilities_sent = false;
         self.responses_due = 0;
+        self.goodbye_due = false;
         self.heartbeat_offer_due = self.config.heartbeat_interval.is_some();
         self.custom_capabilities_due = self.config.custom_capabilities.is_some();
         self.packages.sent = false;
@@ -333,6 +337,7 @@ impl ServerSession {
         }
 
         // Validation passed: from here on the message takes effect.
+        self.goodbye_due = false;
         let switched = self
             .assigned_uid
             .is_some_and(|(assigned, _)| assigned == uid && self.state.instance_uid != Some(uid));
@@ -404,11 +409,12 @@ impl ServerSession {
                 instance_uid: Some(uid),
                 by_agent: true,
             });
-            if self.config.mode == TransportMode::HttpPolling {
-                // The HTTP request still needs its response.
-                self.responses_due = 1;
-            }
             self.reset_connection();
+            if self.config.mode == TransportMode::HttpPolling {
+                // The HTTP request still needs its response: a bare acknowledgement.
+                self.responses_due = 1;
+                self.goodbye_due = true;
+            }
             return Ok(());
         }
         if fresh && (has_description || msg.package_statuses.is_some()) {
@@ -625,6 +631,9 @@ impl ServerSession {
                 .unwrap_or_default(),
             ..Default::default()
         };
+        if std::mem::take(&mut self.goodbye_due) {
+            return msg;
+        }
         // An error response travels alone.
         if let Some(error_message) = self.bad_requests.pop_front() {
             msg.error_response = Some(v1::ServerErrorResponse {

@@ -746,3 +746,30 @@ fn custom_messages_wait_for_the_agents_custom_capability() {
         })
     );
 }
+
+#[test]
+fn http_agent_disconnect_gets_one_bare_answer() {
+    let now = t0();
+    let mut config = ServerConfig::new(SERVER_CAPS);
+    config.mode = TransportMode::HttpPolling;
+    let mut server = ServerSession::new(config);
+    server.handle_message(full(0, PACKAGES), now).unwrap();
+    let _ = server.poll_transmit(now).unwrap();
+    server.offer_packages(offer(1));
+    let goodbye = v1::AgentToServer {
+        agent_disconnect: Some(v1::AgentDisconnect {}),
+        ..report(1, PACKAGES)
+    };
+    server.handle_message(goodbye, now).unwrap();
+    assert_eq!(server.poll_transmit(now), Some(ack()));
+    assert_eq!(server.poll_transmit(now), None);
+    // Coming back later is a new connection: capabilities and the offer go out again.
+    server.handle_message(full(2, PACKAGES), now).unwrap();
+    assert_eq!(
+        server.poll_transmit(now),
+        Some(v1::ServerToAgent {
+            packages_available: Some(offer(1)),
+            ..first_answer()
+        })
+    );
+}
