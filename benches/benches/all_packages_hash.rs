@@ -35,7 +35,7 @@ fn offer_with(count: usize) -> PackageOffer {
 
 fn bench_all_packages_hash(c: &mut Criterion) {
     let mut group = c.benchmark_group("all_packages_hash");
-    for count in [1usize, 100, 10_000] {
+    for count in [1usize, 100, 1_000, 10_000] {
         let offer = offer_with(count).build();
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::from_parameter(count), &offer, |b, offer| {
@@ -45,7 +45,7 @@ fn bench_all_packages_hash(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("package_offer_build");
-    for count in [1usize, 100, 10_000] {
+    for count in [1usize, 100, 1_000, 10_000] {
         let offer = offer_with(count);
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::from_parameter(count), &offer, |b, offer| {
