@@ -206,7 +206,7 @@ pub fn stage_package(
         })?;
     let format = detect_format(package)?;
     reset_dir(staging_dir)?;
-    let path = match format {
+    let (path, copied_sha256) = match format {
         PackageFormat::RawExecutable => {
             let file_name = executable_rel
                 .file_name()
@@ -215,8 +215,9 @@ pub fn stage_package(
                     name: executable.to_owned(),
                 })?;
             let dest = staging_dir.join(file_name);
-            storage::copy_atomic(package, &dest).map_err(io_error("copy package", &dest))?;
-            dest
+            let digest =
+                storage::copy_atomic(package, &dest).map_err(io_error("copy package", &dest))?;
+            (dest, Some(digest))
         }
         PackageFormat::TarGz => {
             extract_tar_gz(package, staging_dir, limits)?;
@@ -227,7 +228,7 @@ pub fn stage_package(
                     name: executable.to_owned(),
                 });
             }
-            dest
+            (dest, None)
         }
     };
     fs::set_permissions(&path, fs::Permissions::from_mode(ALLOWED_MODE))
@@ -236,7 +237,10 @@ pub fn stage_package(
         .and_then(|f| f.sync_all())
         .map_err(io_error("sync", &path))?;
     storage::sync_dir(path.parent().unwrap_or(staging_dir)).map_err(io_error("sync", &path))?;
-    let sha256 = storage::sha256_file(&path).map_err(io_error("hash", &path))?;
+    let sha256 = match copied_sha256 {
+        Some(digest) => digest,
+        None => storage::sha256_file(&path).map_err(io_error("hash", &path))?,
+    };
     let size = fs::metadata(&path).map_err(io_error("stat", &path))?.len();
     Ok(StagedExecutable {
         path,

@@ -345,3 +345,93 @@ async fn unwritable_journal_is_a_clear_error_and_the_collector_keeps_running() {
     );
     assert!(server.requests().is_empty());
 }
+
+/// A host whose collector was never installed: no live executable.
+async fn bare_host() -> Host {
+    let mut host = Host::new(&healthy_script("0.0.1"), "0.0.1").await;
+    use opamp_supervisor::install::Collector;
+    host.collector.stop().await.unwrap();
+    host.collector = install_support::ScriptCollector::new();
+    std::fs::remove_file(&host.exe).unwrap();
+    host
+}
+
+#[tokio::test]
+async fn first_install_without_a_previous_binary() {
+    let mut host = bare_host().await;
+    let new = healthy_script("1.0.0");
+    let server = FileServer::start(new.clone()).await;
+    let offer = host.offer(&server.url(), "1.0.0", &new);
+    let (result, _) = host.install(&offer).await;
+    result.unwrap();
+    assert_eq!(host.exe_content(), new);
+    assert!(!host.previous_path().exists());
+}
+
+#[tokio::test]
+async fn failed_first_install_leaves_no_binary_behind() {
+    let mut host = bare_host().await;
+    let bad = crash_at_start_script("1.0.0");
+    let server = FileServer::start(bad.clone()).await;
+    let offer = host.offer(&server.url(), "1.0.0", &bad);
+    let (result, _) = host.install(&offer).await;
+    let failed = result.unwrap_err();
+    assert_eq!(failed.collector_healthy, None);
+    assert!(
+        failed
+            .error_message
+            .ends_with("there was no previous executable; the failed one was removed"),
+        "{}",
+        failed.error_message
+    );
+    assert!(!host.exe.exists());
+}
+
+#[tokio::test]
+async fn addon_packages_are_not_installed_as_the_collector() {
+    let mut host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
+    let new = healthy_script("2.0.0");
+    let server = FileServer::start(new.clone()).await;
+    let mut offer = host.offer(&server.url(), "2.0.0", &new);
+    offer.r#type = opamp_proto::v1::PackageType::Addon as i32;
+    let failed = assert_refused_untouched(&mut host, &offer).await;
+    assert!(
+        matches!(failed.error, InstallError::NotTopLevel { .. }),
+        "{}",
+        failed.error
+    );
+}
+
+#[tokio::test]
+async fn downtime_does_not_grow_with_the_binary_size() {
+    // 16 MiB "binary": the script runs, the padding after `exec` is never read.
+    let mut big = healthy_script("2.0.0");
+    big.resize(16 << 20, b'#');
+    let mut host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
+    let server = FileServer::start(big.clone()).await;
+    let offer = host.offer(&server.url(), "2.0.0", &big);
+    let started = std::time::Instant::now();
+    let (result, events) = host.install(&offer).await;
+    result.unwrap();
+    let total = started.elapsed();
+    use InstallStep::*;
+    let stop = at(&events, &InstallEvent::Step(Stopping));
+    let start = at(&events, &InstallEvent::Step(Starting));
+    let done = at(
+        &events,
+        &InstallEvent::Installed {
+            version: "2.0.0".into(),
+        },
+    );
+    println!(
+        "16 MiB install: total {total:?}, collector down {:?}, of which stop+swap {:?}",
+        done - stop,
+        start - stop
+    );
+    // The bytes were copied beside the live binary before the stop: the swap is two renames.
+    assert!(
+        start - stop < std::time::Duration::from_secs(1),
+        "stop+swap took {:?}",
+        start - stop
+    );
+}

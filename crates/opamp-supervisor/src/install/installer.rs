@@ -151,6 +151,11 @@ impl Installer {
         now: SystemTime,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<StagedInstall, InstallError> {
+        if offer.r#type != opamp_proto::v1::PackageType::TopLevel as i32 {
+            return Err(InstallError::NotTopLevel {
+                package: package.to_owned(),
+            });
+        }
         let file = offer.file.as_ref().ok_or_else(|| InstallError::NoFile {
             package: package.to_owned(),
             version: offer.version.clone(),
@@ -199,6 +204,9 @@ impl Installer {
     /// Extracts the verified package, places the executable beside the live one as
     /// `<exe>.next`, and journals `Staged` with the executable's SHA-256.
     ///
+    /// `record` must come from [`InstallRecord::new`] (journaled at `Downloading`) or be at
+    /// `Verifying`; its executable paths are reset to this installer's.
+    ///
     /// # Errors
     /// The package file no longer has the verified hash, cannot be unpacked, or the copy or the
     /// journal write failed.
@@ -215,6 +223,11 @@ impl Installer {
                 expected,
             });
         }
+        if record.step == InstallStep::Downloading {
+            self.journal.advance(record, InstallStep::Verifying)?;
+        }
+        record.executable_path = self.config.executable.clone();
+        record.previous_path = crate::journal::previous_path_for(&self.config.executable);
         let staging_dir = self.layout.staging_dir(&record.package_name);
         let staged = archive::stage_package(
             package_file,
@@ -395,7 +408,10 @@ impl Installer {
         let exe = record.executable_path.clone();
         let (aftermath, healthy) = match self.restore_previous(record) {
             Err(reason) => (format!("rollback failed: {reason}"), Some(false)),
-            Ok(false) => ("no previous executable to restore".to_owned(), None),
+            Ok(false) => (
+                "there was no previous executable; the failed one was removed".to_owned(),
+                None,
+            ),
             Ok(true) => match collector.start(&exe).await {
                 Err(err) => (
                     format!("restored {previous_label} but it did not start: {err}"),
@@ -439,10 +455,14 @@ impl Installer {
     /// `Ok(true)` when the live path now holds the previous executable, `Ok(false)` when there
     /// never was one (first install).
     fn restore_previous(&self, record: &InstallRecord) -> Result<bool, String> {
+        let exe = &record.executable_path;
         let Some(previous_hash) = record.previous_sha256 else {
+            // First install: go back to having no collector rather than leave the failed
+            // binary where the next start would pick it up.
+            storage::remove_file_if_exists(exe)
+                .map_err(|err| format!("cannot remove {}: {err}", exe.display()))?;
             return Ok(false);
         };
-        let exe = &record.executable_path;
         if has_hash(exe, previous_hash) {
             return Ok(true);
         }

@@ -151,6 +151,12 @@ pub struct InstallFailed {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InstallError {
+    /// Only top-level packages (the collector itself) are installed here.
+    #[error("package {package} is not a top-level package; only the collector is installed")]
+    NotTopLevel {
+        /// Package name.
+        package: String,
+    },
     /// The offer has no file.
     #[error("offer for {package} {version} has no downloadable file")]
     NoFile {
