@@ -24,6 +24,40 @@
 //!    another message.
 //! 3. Wait for the next input or until `poll_timeout`, then go to 1.
 //!
+//! # Protocol behaviour (OpAMP v0.18.0)
+//!
+//! Agent side:
+//! - `sequence_num` starts at 0 and grows by exactly one per message, across reconnects.
+//! - The first message after [`AgentSession::handle_connected`] is a full report; later
+//!   messages carry only the sub-messages that changed (status compression). A setter that
+//!   changes nothing sends nothing, and a server message that changes nothing is never
+//!   answered (no ping-pong).
+//! - `ReportFullState` makes the next message full; `ReportAvailableComponents` resends
+//!   the component list. A failed HTTP request or an `UNAVAILABLE` answer also makes the
+//!   next message full, which repairs a lost `ReportFullState` request.
+//! - Heartbeats (WebSocket, with `REPORTS_HEARTBEAT`) and polls (HTTP, always) are due one
+//!   interval after the last message sent; the interval comes from the configuration or
+//!   from `OpAMPConnectionSettings.heartbeat_interval_seconds` (0 disables heartbeats; an
+//!   HTTP agent then polls at the 30 s default). HTTP mode keeps one request in flight.
+//! - Offers for capabilities the agent did not declare are dropped with an
+//!   [`AgentEvent::OfferRefused`]; package offers come with an `opamp_packages::SyncPlan`.
+//! - `RetryInfo` (or exponential back-off without it) holds all sending until a deadline.
+//!
+//! Server side:
+//! - The first answer of a connection carries the server's capabilities; every message
+//!   is answered (HTTP: exactly once; WebSocket: the session also pushes offers).
+//! - A `sequence_num` gap, or a first message without a description, sets
+//!   `ReportFullState`; the request is repeated (at most 8 times) while answers lack a
+//!   description, in case it was lost. Older or duplicate messages are answered but not
+//!   merged, except full reports (an agent restart resets its numbering).
+//! - Offers go out only when both sides' capabilities allow them, commands and error
+//!   responses travel alone, packages are re-sent while the agent reports a different
+//!   `server_provided_all_packages_hash` (remote config likewise with its hash).
+//!
+//! Both sides validate every message before acting on it ([`SessionLimits`]): instance uid
+//! length, entry counts of maps and lists, nesting depth, sequence jumps and message size.
+//! A refused message changes nothing, yields a [`SessionError`], and the session goes on.
+//!
 //! # Example: an agent and a server in memory
 //!
 //! ```

@@ -135,7 +135,8 @@ impl AgentSession {
     /// requires for the first message of a connection.
     pub fn handle_connected(&mut self, _now: Instant) {
         self.connected = true;
-        self.in_flight = None;
+        // A request still marked in flight belongs to the old connection: put it back.
+        self.restore_in_flight();
         self.pending = Parts::all();
     }
 
