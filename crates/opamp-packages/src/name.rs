@@ -194,6 +194,10 @@ impl fmt::Display for PackageKey {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Component, Path};
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn reason(name: &str) -> InvalidNameReason {
@@ -295,5 +299,49 @@ mod tests {
             PackageKey::parse("..").unwrap_err().reason(),
             &InvalidNameReason::DotOrDotDot
         );
+    }
+
+    /// Strings rich in the characters that matter for paths.
+    fn path_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[./\\\\a\\x00\\n-]{0,6}",
+            ".{0,12}",
+            Just("..".to_owned()),
+            Just(".".to_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever is accepted is exactly one ordinary path component: it can name an entry
+        /// of a directory and nothing else.
+        #[test]
+        fn accepted_names_are_single_normal_components(text in path_like()) {
+            if let Ok(name) = PackageName::new(text.clone()) {
+                let components: Vec<_> = Path::new(name.as_str()).components().collect();
+                prop_assert_eq!(components.len(), 1, "{:?}", text);
+                prop_assert!(matches!(components[0], Component::Normal(c) if c == name.as_str()));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// On a real file system, a file created under an accepted name lands directly inside
+        /// the directory, under that exact name.
+        #[test]
+        fn accepted_names_create_files_inside_the_directory(text in path_like()) {
+            let Ok(name) = PackageName::new(text) else { return Ok(()) };
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("packages");
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join(name.as_str()), b"x").unwrap();
+            let entries: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            prop_assert_eq!(entries, vec![std::ffi::OsString::from(name.as_str())]);
+            // Nothing appeared next to the packages directory.
+            prop_assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+        }
     }
 }
