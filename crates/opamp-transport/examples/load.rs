@@ -57,7 +57,10 @@ fn main() {
     let args = Args::parse();
     // Each agent is one file descriptor on each side.
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     match args.role {
         Role::Server => runtime.block_on(serve(limit)),
         Role::Driver => runtime.block_on(drive(args, limit)),
@@ -65,10 +68,15 @@ fn main() {
 }
 
 async fn serve(fd_limit: u64) {
-    let mut session = opamp_session::ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS);
+    let mut session = opamp_session::ServerConfig::new(
+        ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
+    );
     session.heartbeat_interval = None;
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session);
-    config.max_connections = usize::try_from(fd_limit).unwrap_or(usize::MAX).saturating_sub(100).max(1);
+    config.max_connections = usize::try_from(fd_limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(100)
+        .max(1);
     let (server, mut notifications) = OpampServer::start(config).await.unwrap();
     println!("LISTENING {}", server.local_addr());
     // Drain notifications as an embedding server would.
@@ -88,8 +96,15 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("LISTENING ").expect("server did not start").parse().unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .expect("server did not start")
+            .parse()
+            .unwrap();
         Self { child, addr }
     }
 
@@ -135,11 +150,13 @@ async fn drive(args: Args, fd_limit: u64) {
         let mut config = ClientConfig::new(&url).unwrap();
         config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut agent = AgentConfig::new(InstanceUid::new_v7(), description(i));
-        agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES | AgentCapabilities::REPORTS_PACKAGE_STATUSES;
+        agent.capabilities |=
+            AgentCapabilities::ACCEPTS_PACKAGES | AgentCapabilities::REPORTS_PACKAGE_STATUSES;
         agent.heartbeat_interval = Some(Duration::from_secs(args.heartbeat_secs));
         let (handle, mut events) = OpampClient::start(config, agent).unwrap();
         handles.push(handle);
-        let (connected, disconnected, ready_tx) = (connected.clone(), disconnected.clone(), ready_tx.clone());
+        let (connected, disconnected, ready_tx) =
+            (connected.clone(), disconnected.clone(), ready_tx.clone());
         tokio::spawn(async move {
             let mut permit = Some(permit);
             let mut first = true;
@@ -164,13 +181,19 @@ async fn drive(args: Args, fd_limit: u64) {
     drop(ready_tx);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for _ in 0..args.agents {
-        if tokio::time::timeout_at(deadline, ready_rx.recv()).await.is_err() {
+        if tokio::time::timeout_at(deadline, ready_rx.recv())
+            .await
+            .is_err()
+        {
             break;
         }
     }
     let connect_time = started.elapsed();
     let held_at_start = connected.load(Ordering::Relaxed) - disconnected.load(Ordering::Relaxed);
-    println!("agents connected: {held_at_start}/{} in {connect_time:.1?}", args.agents);
+    println!(
+        "agents connected: {held_at_start}/{} in {connect_time:.1?}",
+        args.agents
+    );
 
     // Let first reports and answers finish before measuring memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -184,8 +207,13 @@ async fn drive(args: Args, fd_limit: u64) {
     let held = connected.load(Ordering::Relaxed) - disconnected.load(Ordering::Relaxed);
 
     let per_agent = (rss_connected.saturating_sub(rss_before)) as f64 / held_at_start.max(1) as f64;
-    println!("connections held after {window:.0?}: {held} (disconnects seen: {})", disconnected.load(Ordering::Relaxed));
-    println!("server RSS: {rss_before} KiB idle, {rss_connected} KiB with agents, {rss_end} KiB at end");
+    println!(
+        "connections held after {window:.0?}: {held} (disconnects seen: {})",
+        disconnected.load(Ordering::Relaxed)
+    );
+    println!(
+        "server RSS: {rss_before} KiB idle, {rss_connected} KiB with agents, {rss_end} KiB at end"
+    );
     println!("server RSS per connection: {per_agent:.1} KiB");
     println!(
         "server CPU over {window:.0?} at {} s heartbeats: {cpu:.2?} = {:.2}% of one core ({:.0} heartbeats/s)",
@@ -199,10 +227,15 @@ async fn drive(args: Args, fd_limit: u64) {
 fn description(i: usize) -> v1::AgentDescription {
     let attribute = |key: &str, value: String| v1::KeyValue {
         key: key.to_owned(),
-        value: Some(v1::AnyValue { value: Some(v1::any_value::Value::StringValue(value)) }),
+        value: Some(v1::AnyValue {
+            value: Some(v1::any_value::Value::StringValue(value)),
+        }),
     };
     v1::AgentDescription {
-        identifying_attributes: vec![attribute("service.name", "otelcol".to_owned()), attribute("host.name", format!("load-agent-{i}"))],
+        identifying_attributes: vec![
+            attribute("service.name", "otelcol".to_owned()),
+            attribute("host.name", format!("load-agent-{i}")),
+        ],
         non_identifying_attributes: vec![attribute("os.type", "linux".to_owned())],
     }
 }

@@ -370,3 +370,72 @@ async fn websocket_agent_honours_retry_after() {
 async fn http_agent_honours_retry_after() {
     retry_after_is_honoured("http").await;
 }
+
+/// A bare WebSocket server (not ours) that answers the first message with `UNAVAILABLE`
+/// and `RetryInfo`: the agent must close and stay away at least that long.
+#[tokio::test]
+async fn websocket_agent_honours_retry_info() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1/opamp", listener.local_addr().unwrap());
+    let (handle, mut events) = start_agent(client_config(&url, None), agent_config());
+
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+    let Some(Ok(Message::Binary(first))) = socket.next().await else {
+        panic!("no first message")
+    };
+    let first: v1::AgentToServer =
+        opamp_proto::codec::decode_ws_frame(&first, &Default::default()).unwrap();
+    let refusal = v1::ServerToAgent {
+        instance_uid: first.instance_uid,
+        error_response: Some(v1::ServerErrorResponse {
+            r#type: v1::ServerErrorResponseType::Unavailable as i32,
+            error_message: "overloaded".to_owned(),
+            details: Some(v1::server_error_response::Details::RetryInfo(
+                v1::RetryInfo {
+                    retry_after_nanoseconds: 2_000_000_000,
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    socket
+        .send(Message::Binary(
+            opamp_proto::codec::encode_ws_frame(&refusal).into(),
+        ))
+        .await
+        .unwrap();
+    let refused_at = std::time::Instant::now();
+
+    let retry_in = wait_for_client(&mut events, |e| match e {
+        ClientEvent::Disconnected { retry_in, .. } => Some(*retry_in),
+        _ => None,
+    })
+    .await;
+    assert!(
+        retry_in >= Duration::from_millis(1900),
+        "retry_in = {retry_in:?}"
+    );
+    let (_again, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        refused_at.elapsed() >= Duration::from_millis(1900),
+        "came back after {:?}",
+        refused_at.elapsed()
+    );
+    // The second upgrade is never answered: shutting down must not wait for the connect
+    // timeout (5 s here).
+    let stopping = std::time::Instant::now();
+    handle.shutdown().await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+}

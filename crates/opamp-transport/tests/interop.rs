@@ -39,7 +39,10 @@ async fn python_client_available() -> bool {
             "SKIPPED: `{} -c 'import opentelemetry._opamp.client'` failed; install with `pip install opentelemetry-opamp-client` (see docs/interop.md)",
             python()
         );
-        assert!(std::env::var_os("OPAMP_INTEROP_REQUIRED").is_none(), "{message}");
+        assert!(
+            std::env::var_os("OPAMP_INTEROP_REQUIRED").is_none(),
+            "{message}"
+        );
         eprintln!("{message}");
     }
     available
@@ -49,42 +52,71 @@ async fn python_client_available() -> bool {
 async fn run_python_agent(config: ServerConfig, scheme: &str, tls_args: Vec<String>) {
     init_tracing();
     let (server, mut notifications) = start_server(config).await;
-    let endpoint = format!("{scheme}://127.0.0.1:{}/v1/opamp", server.local_addr().port());
+    let endpoint = format!(
+        "{scheme}://127.0.0.1:{}/v1/opamp",
+        server.local_addr().port()
+    );
     let output = tokio::time::timeout(
         WAIT,
-        Command::new(python()).arg(script()).arg(&endpoint).args(&tls_args).kill_on_drop(true).output(),
+        Command::new(python())
+            .arg(script())
+            .arg(&endpoint)
+            .args(&tls_args)
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .expect("the Python agent hung")
     .unwrap();
-    assert!(output.status.success(), "Python agent failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "Python agent failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
     let uid: InstanceUid = {
         let hex = report["instance_uid"].as_str().unwrap();
-        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
         InstanceUid::from_slice(&bytes).unwrap()
     };
-    assert_eq!(report["first_instance_uid"], report["instance_uid"], "the server answered the right agent");
+    assert_eq!(
+        report["first_instance_uid"], report["instance_uid"],
+        "the server answered the right agent"
+    );
     let capabilities = report["first_capabilities"].as_u64().unwrap();
-    assert!(ServerCapabilities::from_wire(capabilities).contains(ServerCapabilities::ACCEPTS_STATUS | ServerCapabilities::OFFERS_PACKAGES));
+    assert!(
+        ServerCapabilities::from_wire(capabilities)
+            .contains(ServerCapabilities::ACCEPTS_STATUS | ServerCapabilities::OFFERS_PACKAGES)
+    );
 
     let transport = wait_for(&mut notifications, |n| match n {
-        ServerNotification::Connected { uid: from, transport, .. } if *from == uid => Some(*transport),
+        ServerNotification::Connected {
+            uid: from,
+            transport,
+            ..
+        } if *from == uid => Some(*transport),
         _ => None,
     })
     .await;
     assert_eq!(transport, TransportKind::Http);
     let service_name = wait_for(&mut notifications, |n| match n {
-        ServerNotification::Event { uid: from, event: ServerEvent::DescriptionChanged(description) } if *from == uid => {
-            Some(format!("{:?}", description.identifying_attributes))
-        }
+        ServerNotification::Event {
+            uid: from,
+            event: ServerEvent::DescriptionChanged(description),
+        } if *from == uid => Some(format!("{:?}", description.identifying_attributes)),
         _ => None,
     })
     .await;
     assert!(service_name.contains("interop-python"), "{service_name}");
     wait_for(&mut notifications, |n| match n {
-        ServerNotification::Event { uid: from, event: ServerEvent::Disconnected { by_agent: true, .. } } if *from == uid => Some(()),
+        ServerNotification::Event {
+            uid: from,
+            event: ServerEvent::Disconnected { by_agent: true, .. },
+        } if *from == uid => Some(()),
         _ => None,
     })
     .await;
@@ -107,7 +139,11 @@ async fn python_opamp_client_talks_to_our_server_over_https_with_mutual_tls() {
     let ca = TestCa::new("interop CA");
     let agent = ca.client_cert("python-agent");
     let dir = tempfile::tempdir().unwrap();
-    let files = [("ca.pem", &ca.cert_pem), ("agent.pem", &agent.cert_pem), ("agent.key", &agent.key_pem)];
+    let files = [
+        ("ca.pem", &ca.cert_pem),
+        ("agent.pem", &agent.cert_pem),
+        ("agent.key", &agent.key_pem),
+    ];
     let mut args = Vec::new();
     for (name, pem) in files {
         let path = dir.path().join(name);

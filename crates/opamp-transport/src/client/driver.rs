@@ -119,6 +119,27 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Awaits `work` (a connect or a request) while still applying the embedder's updates.
+    /// Returns `Err` with the shutdown waiter if the embedder asked to stop meanwhile;
+    /// `work` is then left unfinished for the caller to finish or drop.
+    pub(crate) async fn while_pending<F: std::future::Future + Unpin>(
+        &mut self,
+        mut work: F,
+    ) -> Result<F::Output, oneshot::Sender<()>> {
+        loop {
+            tokio::select! {
+                output = &mut work => return Ok(output),
+                command = self.commands.recv() => {
+                    if let Control::Shutdown(done) = self.apply(command) {
+                        return Err(done);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Sleeps until the session's next deadline, or forever when it has none.
 pub(crate) async fn sleep_until_deadline(deadline: Option<Instant>) {
     match deadline {

@@ -8,6 +8,7 @@ use http::{HeaderValue, StatusCode, header};
 use opamp_proto::codec;
 use opamp_proto::v1::{AgentToServer, ServerToAgent};
 use opamp_session::AgentSession;
+use tokio::sync::oneshot;
 
 use super::ClientEvent;
 use super::backoff::parse_retry_after;
@@ -18,6 +19,9 @@ const PROTOBUF: &str = "application/x-protobuf";
 
 pub(crate) struct HttpTransport {
     client: reqwest::Client,
+    endpoint: url::Url,
+    gzip: bool,
+    limits: codec::Limits,
 }
 
 /// A failed exchange, with the server's `Retry-After` when it sent one.
@@ -34,14 +38,16 @@ impl HttpTransport {
             .timeout(driver.config.request_timeout)
             .http1_only()
             .build()?;
-        Ok(Self { client })
+        let config = &driver.config;
+        Ok(Self {
+            client,
+            endpoint: config.endpoint.clone(),
+            gzip: config.gzip,
+            limits: config.limits,
+        })
     }
 
-    async fn exchange(
-        &self,
-        driver: &Driver,
-        message: &AgentToServer,
-    ) -> Result<ServerToAgent, Failure> {
+    async fn exchange(&self, message: &AgentToServer) -> Result<ServerToAgent, Failure> {
         let failure = |reason: String| Failure {
             reason,
             retry_after: None,
@@ -49,9 +55,9 @@ impl HttpTransport {
         let mut body = codec::encode(message);
         let mut request = self
             .client
-            .post(driver.config.endpoint.clone())
+            .post(self.endpoint.clone())
             .header(header::CONTENT_TYPE, PROTOBUF);
-        if driver.config.gzip {
+        if self.gzip {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(body.len() / 2),
                 flate2::Compression::fast(),
@@ -84,7 +90,7 @@ impl HttpTransport {
                 retry_after,
             });
         }
-        let limit = driver.config.limits.max_message_size;
+        let limit = self.limits.max_message_size;
         if response
             .content_length()
             .is_some_and(|length| length > limit as u64)
@@ -106,7 +112,7 @@ impl HttpTransport {
             }
             bytes.extend_from_slice(&chunk);
         }
-        codec::decode(&bytes, &driver.config.limits).map_err(|e| failure(format!("bad reply: {e}")))
+        codec::decode(&bytes, &self.limits).map_err(|e| failure(format!("bad reply: {e}")))
     }
 }
 
@@ -116,7 +122,23 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
     loop {
         driver.forward_events().await;
         if let Some(message) = driver.session.poll_transmit(Instant::now()) {
-            match http.exchange(&driver, &message).await {
+            let mut exchange = std::pin::pin!(http.exchange(&message));
+            let (outcome, shutdown) = match driver.while_pending(&mut exchange).await {
+                Ok(outcome) => (outcome, None),
+                // Stopping mid-request: let it finish briefly so the goodbye can follow.
+                Err(done) => {
+                    let outcome = tokio::time::timeout(Duration::from_secs(2), exchange)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Failure {
+                                reason: "shutting down".to_owned(),
+                                retry_after: None,
+                            })
+                        });
+                    (outcome, Some(done))
+                }
+            };
+            match outcome {
                 Ok(reply) => {
                     driver.failures = 0;
                     if !connected {
@@ -136,13 +158,18 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
                     // delay (at least the server's Retry-After) extends that hold.
                     let now = Instant::now();
                     driver.session.handle_request_failed(now);
-                    let retry_in = driver.next_delay(retry_after);
-                    driver.session.handle_retry_after(now + retry_in);
-                    tracing::info!(%reason, ?retry_in, "OpAMP request failed; retrying");
-                    driver
-                        .emit(ClientEvent::Disconnected { reason, retry_in })
-                        .await;
+                    if shutdown.is_none() {
+                        let retry_in = driver.next_delay(retry_after);
+                        driver.session.handle_retry_after(now + retry_in);
+                        tracing::info!(%reason, ?retry_in, "OpAMP request failed; retrying");
+                        driver
+                            .emit(ClientEvent::Disconnected { reason, retry_in })
+                            .await;
+                    }
                 }
+            }
+            if let Some(done) = shutdown {
+                return finish(driver, &http, connected, done).await;
             }
             continue;
         }
@@ -150,11 +177,7 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
         tokio::select! {
             command = driver.next_command() => {
                 if let Control::Shutdown(done) = driver.apply(command) {
-                    if connected {
-                        send_disconnect(&mut driver, &http).await;
-                    }
-                    let _ = done.send(());
-                    return driver.session;
+                    return finish(driver, &http, connected, done).await;
                 }
             }
             () = sleep_until_deadline(deadline) => {
@@ -164,16 +187,23 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
     }
 }
 
-/// Sends the `agent_disconnect` message, bounded in time; the reply does not matter.
-async fn send_disconnect(driver: &mut Driver, http: &HttpTransport) {
-    driver.session.disconnect();
-    while let Some(message) = driver.session.poll_transmit(Instant::now()) {
-        let exchange = http.exchange(driver, &message);
-        if !matches!(
-            tokio::time::timeout(Duration::from_secs(2), exchange).await,
-            Ok(Ok(_))
-        ) {
-            return;
+/// Says goodbye when the server is reachable, then hands the session back.
+async fn finish(
+    mut driver: Driver,
+    http: &HttpTransport,
+    connected: bool,
+    done: oneshot::Sender<()>,
+) -> AgentSession {
+    if connected {
+        driver.session.disconnect();
+        while let Some(message) = driver.session.poll_transmit(Instant::now()) {
+            // Bounded: a server that stopped answering must not hold up the shutdown.
+            let sent = tokio::time::timeout(Duration::from_secs(2), http.exchange(&message)).await;
+            if !matches!(sent, Ok(Ok(_))) {
+                break;
+            }
         }
     }
+    let _ = done.send(());
+    driver.session
 }

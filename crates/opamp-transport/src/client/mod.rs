@@ -230,3 +230,25 @@ impl ClientHandle {
         self.task.await.map_err(|_| TransportError::Stopped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_scheme_picks_the_transport() {
+        let scheme = |url: &str| Scheme::of(&url::Url::parse(url).unwrap());
+        assert_eq!(scheme("ws://h/v1/opamp").unwrap(), Scheme::WebSocket);
+        assert_eq!(scheme("wss://h/v1/opamp").unwrap(), Scheme::WebSocket);
+        assert_eq!(scheme("http://h/v1/opamp").unwrap(), Scheme::Http);
+        assert_eq!(scheme("https://h/v1/opamp").unwrap(), Scheme::Http);
+        assert!(matches!(
+            ClientConfig::new("ftp://h/x"),
+            Err(TransportError::Endpoint { .. })
+        ));
+        assert!(matches!(
+            ClientConfig::new("not a url"),
+            Err(TransportError::Endpoint { .. })
+        ));
+    }
+}

@@ -12,9 +12,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::ClientEvent;
 use super::backoff::parse_retry_after;
 use super::driver::{Control, Driver, sleep_until_deadline};
+use super::{ClientConfig, ClientEvent};
+use std::sync::Arc;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -31,8 +32,10 @@ enum Ended {
 
 pub(crate) async fn run(mut driver: Driver) -> AgentSession {
     loop {
-        let ended = match connect(&driver).await {
-            Ok(socket) => {
+        let attempt = std::pin::pin!(connect(driver.config.clone(), driver.tls.clone()));
+        let ended = match driver.while_pending(attempt).await {
+            Err(done) => Ended::Shutdown(done),
+            Ok(Ok(socket)) => {
                 driver.session.handle_connected(Instant::now());
                 driver.emit(ClientEvent::Connected).await;
                 let ended = serve(&mut driver, socket).await;
@@ -40,7 +43,7 @@ pub(crate) async fn run(mut driver: Driver) -> AgentSession {
                 driver.forward_events().await;
                 ended
             }
-            Err(ended) => ended,
+            Ok(Err(ended)) => ended,
         };
         match ended {
             Ended::Shutdown(done) => {
@@ -65,21 +68,20 @@ pub(crate) async fn run(mut driver: Driver) -> AgentSession {
     }
 }
 
-async fn connect(driver: &Driver) -> Result<Socket, Ended> {
+async fn connect(config: ClientConfig, tls: Arc<rustls::ClientConfig>) -> Result<Socket, Ended> {
     let lost = |reason: String, retry_after| Ended::Lost {
         reason,
         retry_after,
     };
-    let mut request = driver
-        .config
+    let mut request = config
         .endpoint
         .as_str()
         .into_client_request()
         .map_err(|e| lost(format!("bad request: {e}"), None))?;
-    for (name, value) in &driver.config.headers {
+    for (name, value) in &config.headers {
         request.headers_mut().insert(name, value.clone());
     }
-    let limit = driver.config.limits.max_message_size.saturating_add(10);
+    let limit = config.limits.max_message_size.saturating_add(10);
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
@@ -87,9 +89,9 @@ async fn connect(driver: &Driver) -> Result<Socket, Ended> {
         request,
         Some(ws_config),
         true,
-        Some(Connector::Rustls(driver.tls.clone())),
+        Some(Connector::Rustls(tls)),
     );
-    match tokio::time::timeout(driver.config.request_timeout, connect).await {
+    match tokio::time::timeout(config.request_timeout, connect).await {
         Err(_) => Err(lost("connect timed out".to_owned(), None)),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let retry_after = response

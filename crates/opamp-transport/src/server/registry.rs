@@ -249,6 +249,13 @@ impl Registry {
             _ => true,
         };
         if newly_linked {
+            if !matches!(slot.link, Link::None) {
+                // A new connection replaces a live one (the agent reconnected before we
+                // noticed the old one drop): close the old one in the session's eyes first.
+                slot.session.handle_disconnected(now);
+                drain_events(uid, &mut slot.session, pending);
+                pending.push(ServerNotification::Disconnected { uid });
+            }
             slot.link = match link {
                 LinkHandle::WebSocket { id, outbound } => Link::WebSocket {
                     id: *id,
