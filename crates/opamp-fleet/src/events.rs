@@ -34,6 +34,9 @@ pub enum Event {
         error: String,
     },
     /// The agent's health (`ComponentHealth.healthy`) as reported after its last change.
+    ///
+    /// Only health reported after the install report counts for the new version, so when one
+    /// `AgentToServer` carries both, feed [`Event::AgentInstalled`] first.
     AgentHealth {
         /// The agent.
         uid: InstanceUid,

