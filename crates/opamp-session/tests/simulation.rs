@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{
-    AgentConfig, AgentEvent, AgentSession, ServerConfig, ServerSession, TransportMode,
+    AgentConfig, AgentEvent, AgentSession, ServerConfig, ServerEvent, ServerSession, TransportMode,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -206,6 +206,8 @@ fn new_pair(mode: TransportMode, start: Instant) -> (AgentSession, ServerSession
         | AgentCapabilities::REPORTS_EFFECTIVE_CONFIG;
     config.heartbeat_interval = Some(HEARTBEAT);
     config.mode = mode;
+    // Exercise identity assignment too: the server hands out ASSIGNED_UID.
+    config.request_instance_uid = true;
     let mut agent = AgentSession::new(config);
     agent.handle_connected(start);
     let mut server_config = ServerConfig::new(
@@ -213,6 +215,18 @@ fn new_pair(mode: TransportMode, start: Instant) -> (AgentSession, ServerSession
     );
     server_config.mode = mode;
     (agent, ServerSession::new(server_config))
+}
+
+/// The uid the simulated server assigns when asked.
+const ASSIGNED_UID: [u8; 16] = [0xA5; 16];
+
+/// What the embedding server does with session events.
+fn serve_events(server: &mut ServerSession) {
+    while let Some(event) = server.poll_event() {
+        if event == ServerEvent::InstanceUidRequested {
+            server.assign_instance_uid(InstanceUid::from(ASSIGNED_UID));
+        }
+    }
 }
 
 /// Counts of messages sent in each direction.
@@ -267,6 +281,18 @@ impl WsWorld {
                 self.server.handle_disconnected(self.now);
                 self.up.clear();
                 self.down.clear();
+                // The agent comes back to: the same session, a new session resumed from
+                // the state a registry kept under the agent's uid, or a restarted server
+                // that lost everything.
+                let config = self.server.config().clone();
+                let state = self.server.agent_state().clone();
+                match self.rng.gen_range(0..3) {
+                    0 => {}
+                    1 if state.instance_uid == Some(self.agent.instance_uid()) => {
+                        self.server = ServerSession::with_agent_state(config, state);
+                    }
+                    _ => self.server = ServerSession::new(config),
+                }
                 self.reconnect_at =
                     Some(self.now + Duration::from_millis(self.rng.gen_range(1..5000)));
             }
@@ -305,7 +331,7 @@ impl WsWorld {
         }
         self.agent.handle_timeout(self.now);
         react(&mut self.agent);
-        while self.server.poll_event().is_some() {}
+        serve_events(&mut self.server);
     }
 
     fn flush(&mut self, faults: Faults) {
@@ -344,6 +370,11 @@ fn assert_converged(agent: &AgentSession, server: &ServerSession, seed: u64) {
         "seed {seed}: server view differs from agent state"
     );
     assert_eq!(state.capabilities, agent.capabilities(), "seed {seed}");
+    assert_eq!(
+        agent.instance_uid(),
+        InstanceUid::from(ASSIGNED_UID),
+        "seed {seed}: the agent never got its assigned uid"
+    );
     assert_eq!(
         state.instance_uid,
         Some(agent.instance_uid()),
@@ -467,7 +498,7 @@ fn run_http(seed: u64, steps: usize) {
         }
         agent.handle_timeout(*now);
         react(&mut agent);
-        while server.poll_event().is_some() {}
+        serve_events(&mut server);
     };
 
     for _ in 0..steps {

@@ -389,9 +389,15 @@ impl ServerSession {
         if AgentToServerFlags::from_wire(msg.flags)
             .contains(AgentToServerFlags::REQUEST_INSTANCE_UID)
         {
-            if !self.uid_request_reported && self.assigned_uid.is_none() {
-                self.uid_request_reported = true;
-                self.events.push_back(ServerEvent::InstanceUidRequested);
+            match &mut self.assigned_uid {
+                // Still asking under another uid: the assignment was lost, send it again.
+                Some((assigned, delivered)) if *assigned != uid => *delivered = false,
+                Some(_) => {}
+                None if !self.uid_request_reported => {
+                    self.uid_request_reported = true;
+                    self.events.push_back(ServerEvent::InstanceUidRequested);
+                }
+                None => {}
             }
         } else {
             self.uid_request_reported = false;

@@ -773,3 +773,45 @@ fn http_agent_disconnect_gets_one_bare_answer() {
         })
     );
 }
+
+#[test]
+fn lost_uid_assignment_is_sent_again_while_the_agent_keeps_asking() {
+    let now = t0();
+    let mut server = server();
+    let request = v1::AgentToServer {
+        flags: AgentToServerFlags::REQUEST_INSTANCE_UID.bits(),
+        ..full(0, STATUS)
+    };
+    server.handle_message(request.clone(), now).unwrap();
+    server.assign_instance_uid(InstanceUid::from(OTHER_UID));
+    let identification = Some(v1::AgentIdentification {
+        new_instance_uid: OTHER_UID.to_vec(),
+    });
+    assert_eq!(
+        server.poll_transmit(now).unwrap().agent_identification,
+        identification
+    );
+    // That answer was lost: the agent asks again under its old uid.
+    server
+        .handle_message(
+            v1::AgentToServer {
+                sequence_num: 1,
+                agent_description: None,
+                ..request
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        server.poll_transmit(now),
+        Some(v1::ServerToAgent {
+            agent_identification: identification,
+            ..ack()
+        })
+    );
+    let requested = events(&mut server)
+        .into_iter()
+        .filter(|e| *e == ServerEvent::InstanceUidRequested)
+        .count();
+    assert_eq!(requested, 1, "the application is asked once");
+}
