@@ -516,6 +516,20 @@ fn run_http(seed: u64, steps: usize) {
     }
     assert_no_loops(before, traffic, idle, seed);
     assert_converged(&agent, &server, seed);
+    // HTTP loses nothing silently (a lost response is a failed request, answered by a full
+    // report), so the latest package offer must have reached the agent.
+    if offers > 0 {
+        let reported = agent
+            .status()
+            .package_statuses
+            .as_ref()
+            .map(|s| s.server_provided_all_packages_hash.clone());
+        assert_eq!(
+            reported,
+            Some(offer(offers).all_packages_hash),
+            "seed {seed}: latest offer not applied"
+        );
+    }
 }
 
 /// Longest back-off after chaos (the default retry policy's cap).
