@@ -373,11 +373,10 @@ impl ServerSession {
                 self.events
                     .push_back(ServerEvent::CapabilitiesChanged(capabilities));
             }
-        }
-        if fresh {
             self.state.last_sequence_num = Some(seq);
             self.track_full_state(has_description, last, seq);
             self.merge(&msg);
+            self.take_requests(&msg, uid);
         } else {
             tracing::debug!(
                 seq,
@@ -386,29 +385,6 @@ impl ServerSession {
             );
         }
 
-        if AgentToServerFlags::from_wire(msg.flags)
-            .contains(AgentToServerFlags::REQUEST_INSTANCE_UID)
-        {
-            match &mut self.assigned_uid {
-                // Still asking under another uid: the assignment was lost, send it again.
-                Some((assigned, delivered)) if *assigned != uid => *delivered = false,
-                Some(_) => {}
-                None if !self.uid_request_reported => {
-                    self.uid_request_reported = true;
-                    self.events.push_back(ServerEvent::InstanceUidRequested);
-                }
-                None => {}
-            }
-        } else {
-            self.uid_request_reported = false;
-        }
-        if let Some(request) = msg.connection_settings_request {
-            self.events
-                .push_back(ServerEvent::ConnectionSettingsRequest(request));
-        }
-        if let Some(custom) = msg.custom_message {
-            self.events.push_back(ServerEvent::CustomMessage(custom));
-        }
         if msg.agent_disconnect.is_some() {
             self.state.connected = false;
             self.events.push_back(ServerEvent::Disconnected {
@@ -434,6 +410,33 @@ impl ServerSession {
             TransportMode::HttpPolling => 1,
         };
         Ok(())
+    }
+
+    /// Handles what the agent asks of the server application in a fresh message.
+    fn take_requests(&mut self, msg: &v1::AgentToServer, uid: InstanceUid) {
+        if AgentToServerFlags::from_wire(msg.flags)
+            .contains(AgentToServerFlags::REQUEST_INSTANCE_UID)
+        {
+            match &mut self.assigned_uid {
+                // Still asking under another uid: the assignment was lost, send it again.
+                Some((assigned, delivered)) if *assigned != uid => *delivered = false,
+                Some(_) => {}
+                None if !self.uid_request_reported => {
+                    self.uid_request_reported = true;
+                    self.events.push_back(ServerEvent::InstanceUidRequested);
+                }
+                None => {}
+            }
+        } else {
+            self.uid_request_reported = false;
+        }
+        if let Some(request) = msg.connection_settings_request.clone() {
+            self.events
+                .push_back(ServerEvent::ConnectionSettingsRequest(request));
+        }
+        if let Some(custom) = msg.custom_message.clone() {
+            self.events.push_back(ServerEvent::CustomMessage(custom));
+        }
     }
 
     fn check_uid(&self, uid: InstanceUid) -> Result<(), SessionError> {

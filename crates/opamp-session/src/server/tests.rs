@@ -815,3 +815,29 @@ fn lost_uid_assignment_is_sent_again_while_the_agent_keeps_asking() {
         .count();
     assert_eq!(requested, 1, "the application is asked once");
 }
+
+#[test]
+fn a_duplicated_custom_message_is_delivered_once() {
+    let now = t0();
+    let mut server = greeted(STATUS);
+    let message = v1::CustomMessage {
+        capability: "io.example.ping".into(),
+        r#type: "ping".into(),
+        data: vec![1],
+    };
+    let msg = v1::AgentToServer {
+        custom_message: Some(message.clone()),
+        ..report(1, STATUS)
+    };
+    server.handle_message(msg.clone(), now).unwrap();
+    server.handle_message(msg, now).unwrap();
+    assert_eq!(
+        events(&mut server),
+        vec![ServerEvent::CustomMessage(message)]
+    );
+    assert_eq!(
+        std::iter::from_fn(|| server.poll_transmit(now)).count(),
+        2,
+        "both are answered"
+    );
+}
