@@ -36,6 +36,7 @@ enum Farewell {
 #[derive(Debug)]
 struct InFlight {
     custom_message: Option<v1::CustomMessage>,
+    connection_settings_request: Option<v1::ConnectionSettingsRequest>,
     farewell: bool,
 }
 
@@ -87,6 +88,7 @@ pub struct AgentSession {
     server_capabilities: Option<ServerCapabilities>,
     server_custom_capabilities: Option<v1::CustomCapabilities>,
     custom_messages: VecDeque<v1::CustomMessage>,
+    connection_settings_request: Option<v1::ConnectionSettingsRequest>,
     request_instance_uid: bool,
     /// What the application installed from earlier offers, for sync planning.
     installed_packages: InstalledPackages,
@@ -121,6 +123,7 @@ impl AgentSession {
             server_capabilities: None,
             server_custom_capabilities: None,
             custom_messages: VecDeque::new(),
+            connection_settings_request: None,
             request_instance_uid: config.request_instance_uid,
             installed_packages: InstalledPackages::new(),
             farewell: Farewell::None,
@@ -417,6 +420,12 @@ impl AgentSession {
         Ok(())
     }
 
+    /// Asks the server for connection settings (for example a client certificate for a
+    /// CSR), sent with the next message. A newer request replaces one not yet sent.
+    pub fn request_connection_settings(&mut self, request: v1::ConnectionSettingsRequest) {
+        self.connection_settings_request = Some(request);
+    }
+
     /// Says goodbye: the next message carries `agent_disconnect`, and after it the session
     /// sends nothing more. Close the transport once that message is out.
     pub fn disconnect(&mut self) {
@@ -573,6 +582,7 @@ impl AgentSession {
         !self.pending.is_empty()
             || self.message_due
             || !self.custom_messages.is_empty()
+            || self.connection_settings_request.is_some()
             || self.farewell == Farewell::Queued
     }
 
@@ -592,43 +602,55 @@ impl AgentSession {
         }
         let farewell = self.farewell == Farewell::Queued;
         let custom_message = self.custom_messages.pop_front();
+        let connection_settings_request = self.connection_settings_request.take();
         let msg = v1::AgentToServer {
             instance_uid: self.instance_uid.to_vec(),
             sequence_num: self.next_sequence_num,
             agent_description: status
                 .description
-                .clone()
-                .filter(|_| pick(Parts::DESCRIPTION)),
+                .as_ref()
+                .filter(|_| pick(Parts::DESCRIPTION))
+                .cloned(),
             capabilities: self.config.capabilities.bits(),
-            health: status.health.clone().filter(|_| pick(Parts::HEALTH)),
+            health: status
+                .health
+                .as_ref()
+                .filter(|_| pick(Parts::HEALTH))
+                .cloned(),
             effective_config: status
                 .effective_config
-                .clone()
-                .filter(|_| pick(Parts::EFFECTIVE_CONFIG)),
+                .as_ref()
+                .filter(|_| pick(Parts::EFFECTIVE_CONFIG))
+                .cloned(),
             remote_config_status: status
                 .remote_config_status
-                .clone()
-                .filter(|_| pick(Parts::REMOTE_CONFIG_STATUS)),
+                .as_ref()
+                .filter(|_| pick(Parts::REMOTE_CONFIG_STATUS))
+                .cloned(),
             package_statuses: status
                 .package_statuses
-                .clone()
-                .filter(|_| pick(Parts::PACKAGE_STATUSES)),
+                .as_ref()
+                .filter(|_| pick(Parts::PACKAGE_STATUSES))
+                .cloned(),
             agent_disconnect: farewell.then_some(v1::AgentDisconnect {}),
             flags: flags.bits(),
-            connection_settings_request: None,
+            connection_settings_request: connection_settings_request.clone(),
             custom_capabilities: status
                 .custom_capabilities
-                .clone()
-                .filter(|_| pick(Parts::CUSTOM_CAPABILITIES)),
+                .as_ref()
+                .filter(|_| pick(Parts::CUSTOM_CAPABILITIES))
+                .cloned(),
             custom_message: custom_message.clone(),
             available_components: status
                 .available_components
-                .clone()
-                .filter(|_| pick(Parts::AVAILABLE_COMPONENTS)),
+                .as_ref()
+                .filter(|_| pick(Parts::AVAILABLE_COMPONENTS))
+                .cloned(),
             connection_settings_status: status
                 .connection_settings_status
-                .clone()
-                .filter(|_| pick(Parts::CONNECTION_SETTINGS_STATUS)),
+                .as_ref()
+                .filter(|_| pick(Parts::CONNECTION_SETTINGS_STATUS))
+                .cloned(),
         };
         self.message_due = false;
         self.next_sequence_num = self.next_sequence_num.wrapping_add(1);
@@ -639,6 +661,7 @@ impl AgentSession {
         if self.config.mode == TransportMode::HttpPolling {
             self.in_flight = Some(InFlight {
                 custom_message,
+                connection_settings_request,
                 farewell,
             });
         }
@@ -652,6 +675,11 @@ impl AgentSession {
         if let Some(lost) = self.in_flight.take() {
             if let Some(custom) = lost.custom_message {
                 self.custom_messages.push_front(custom);
+            }
+            if lost.connection_settings_request.is_some()
+                && self.connection_settings_request.is_none()
+            {
+                self.connection_settings_request = lost.connection_settings_request;
             }
             if lost.farewell {
                 self.farewell = Farewell::Queued;

@@ -882,3 +882,37 @@ fn unavailable_without_retry_info_backs_off_exponentially() {
     assert_eq!(agent.retry_not_before(), Some(later));
     assert!(events(&mut agent).is_empty());
 }
+
+#[test]
+fn connection_settings_request_goes_out_once_and_survives_a_failed_request() {
+    let now = t0();
+    let mut agent = settled(http_config(), now);
+    let request = v1::ConnectionSettingsRequest {
+        opamp: Some(v1::OpAmpConnectionSettingsRequest {
+            certificate_request: Some(v1::CertificateRequest {
+                csr: b"csr".to_vec(),
+            }),
+        }),
+    };
+    agent.request_connection_settings(request.clone());
+    assert_eq!(
+        agent.poll_transmit(now),
+        Some(v1::AgentToServer {
+            connection_settings_request: Some(request.clone()),
+            ..bare(1, BASE_CAPS)
+        })
+    );
+    agent.handle_request_failed(now);
+    let retry = now + Duration::from_secs(1);
+    let resent = agent.poll_transmit(retry).unwrap();
+    assert_eq!(resent.connection_settings_request, Some(request));
+    agent.handle_message(ack(), retry).unwrap();
+    agent.set_health(health(true));
+    assert_eq!(
+        agent
+            .poll_transmit(retry)
+            .unwrap()
+            .connection_settings_request,
+        None
+    );
+}
