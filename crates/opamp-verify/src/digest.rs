@@ -135,6 +135,12 @@ impl HashedContent {
     }
 }
 
+/// A buffer no larger than the most that will be read, so small limits stay cheap.
+fn buffer_size(max_size: u64) -> usize {
+    usize::try_from(max_size.saturating_add(1))
+        .map_or(HASH_BUFFER_SIZE, |n| n.min(HASH_BUFFER_SIZE))
+}
+
 /// Hashes everything `reader` yields, refusing content longer than `max_size` bytes.
 ///
 /// At most `max_size + 1` bytes are read: the extra byte is how an over-long stream is detected.
@@ -153,7 +159,7 @@ impl HashedContent {
 pub fn hash_reader<R: Read>(reader: R, max_size: u64) -> Result<HashedContent> {
     let mut limited = reader.take(max_size.saturating_add(1));
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; HASH_BUFFER_SIZE];
+    let mut buffer = vec![0u8; buffer_size(max_size)];
     let mut len: u64 = 0;
     loop {
         let read = match limited.read(&mut buffer) {
@@ -208,7 +214,7 @@ where
 
     let mut limited = reader.take(max_size.saturating_add(1));
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; HASH_BUFFER_SIZE];
+    let mut buffer = vec![0u8; buffer_size(max_size)];
     let mut len: u64 = 0;
     loop {
         let read = match limited.read(&mut buffer).await {
@@ -357,6 +363,29 @@ mod tests {
         let (inner, hashed) = writer.finish().unwrap();
         assert_eq!(inner, b"abc");
         assert_eq!(hashed.hash(), ContentHash::of(b"abc"));
+    }
+
+    #[test]
+    fn writer_hashes_only_what_the_inner_writer_took() {
+        /// Accepts at most three bytes per call, like a pipe under pressure.
+        struct Trickle(Vec<u8>);
+        impl Write for Trickle {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                let n = buf.len().min(3);
+                self.0.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut writer = HashingWriter::new(Trickle(Vec::new()), 100);
+        assert_eq!(writer.write(b"abcdefgh").unwrap(), 3);
+        writer.write_all(b"defgh").unwrap();
+        assert_eq!(writer.written(), 8);
+        let (inner, hashed) = writer.finish().unwrap();
+        assert_eq!(inner.0, b"abcdefgh");
+        assert_eq!(hashed.hash(), ContentHash::of(b"abcdefgh"));
     }
 
     #[test]
