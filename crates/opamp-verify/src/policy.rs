@@ -239,7 +239,8 @@ fn approve(
     }
     let offered = parse_version(offer.version())?;
     let downgrade_authorised = match context.highest_installed() {
-        Some(highest) if offered < *highest => {
+        // Precedence as semver defines it: build metadata does not order versions.
+        Some(highest) if offered.cmp_precedence(highest).is_lt() => {
             check_downgrade(claims, highest, &offered)?;
             true
         }
@@ -267,7 +268,7 @@ fn check_downgrade(
         _ => None,
     };
     match rule {
-        Some(from) if highest_installed <= from => Ok(()),
+        Some(from) if highest_installed.cmp_precedence(from).is_le() => Ok(()),
         Some(from) => Err(VerifyError::DowngradeNotAuthorised {
             highest_installed: highest_installed.clone(),
             offered: offered.to_string(),

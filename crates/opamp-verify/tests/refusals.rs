@@ -288,6 +288,34 @@ fn same_or_newer_version_is_not_a_rollback() {
 }
 
 #[test]
+fn build_metadata_does_not_order_versions() {
+    let signer = ed25519_signer(1);
+    let policy = policy_trusting(&[&signer]);
+    let signature = signer.sign_statement(&statement("1.2.0+build.1")).unwrap();
+    let installed = context().with_highest_installed("1.2.0+build.9".parse().unwrap());
+    verify(
+        &policy,
+        "otelcol-contrib",
+        "1.2.0+build.1",
+        &signature,
+        &installed,
+    )
+    .unwrap();
+    // A pre-release is lower than its release.
+    let signature = signer.sign_statement(&statement("1.2.0-rc.1")).unwrap();
+    let installed = context().with_highest_installed("1.2.0".parse().unwrap());
+    let err = verify(
+        &policy,
+        "otelcol-contrib",
+        "1.2.0-rc.1",
+        &signature,
+        &installed,
+    )
+    .unwrap_err();
+    assert!(matches!(err, VerifyError::Rollback { .. }));
+}
+
+#[test]
 fn authorised_downgrade_is_accepted() {
     let signer = rsa_signer('a', Scheme::RsaPssSha256);
     let signature = signer
