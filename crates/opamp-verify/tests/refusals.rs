@@ -385,6 +385,17 @@ fn unsigned_is_accepted_only_when_not_required_and_still_hash_checked() {
 }
 
 #[test]
+fn a_bad_signature_is_refused_even_when_signatures_are_optional() {
+    let signer = ed25519_signer(1);
+    let mut signature = signer.sign_statement(&statement("1.2.0")).unwrap();
+    let last = signature.len() - 1;
+    signature[last] ^= 1;
+    let policy = policy_trusting(&[&signer]).require_signature(false);
+    let err = verify(&policy, "otelcol-contrib", "1.2.0", &signature, &context()).unwrap_err();
+    assert!(matches!(err, VerifyError::BadSignature { .. }));
+}
+
+#[test]
 fn compatible_mode_disabled_by_default() {
     let signer = rsa_signer('a', Scheme::RsaPkcs1v15Sha256);
     let signature = signer.sign_compatible(&ContentHash::of(&file())).unwrap();
