@@ -158,12 +158,19 @@ async fn agent_and_server_talk_over_wss_with_mutual_tls() {
     assert!(connection.tls);
     let presented = connection
         .peer_certificates
+        .clone()
         .expect("client certificate is visible to the server");
     let expected = rustls_pemfile::certs(&mut agent_cert.cert_pem.as_bytes())
         .next()
         .unwrap()
         .unwrap();
     assert_eq!(presented[0], expected);
+    let identity = connection
+        .client_identity()
+        .expect("the certificate parses");
+    assert_eq!(identity.common_name.as_deref(), Some("agent-7"));
+    assert_eq!(identity.subject, "CN=agent-7");
+    assert_eq!(identity.dns_names, ["agent-7.fleet.local"]);
 }
 
 #[tokio::test]
@@ -438,4 +445,40 @@ async fn websocket_agent_honours_retry_info() {
         "shutdown took {:?}",
         stopping.elapsed()
     );
+}
+
+/// The embedder's authoriser sees the agent's extra headers: a bearer token lets the agent
+/// in over both transports, its absence gets 401 before any OpAMP message is read.
+#[tokio::test]
+async fn authoriser_checks_the_agents_authorization_header() {
+    use http::header::AUTHORIZATION;
+
+    init_tracing();
+    let config = server_config().authorize(|_connection, headers| {
+        headers
+            .get(AUTHORIZATION)
+            .is_some_and(|v| v == "Bearer fleet-token")
+    });
+    let (server, mut notifications) = start_server(config).await;
+    for scheme in ["ws", "http"] {
+        let url = format!("{scheme}://{}/v1/opamp", server.local_addr());
+        let agent = agent_config();
+        let uid = agent.instance_uid;
+        let with_token =
+            client_config(&url, None).header(AUTHORIZATION, "Bearer fleet-token".parse().unwrap());
+        let (handle, _events) = start_agent(with_token, agent);
+        wait_connected(&mut notifications, uid).await;
+        handle.shutdown().await.unwrap();
+
+        let (handle, mut events) = start_agent(client_config(&url, None), agent_config());
+        let reason = wait_for_client(&mut events, |e| match e {
+            ClientEvent::Connected => panic!("an agent without the token got in over {scheme}"),
+            ClientEvent::Disconnected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+        assert!(reason.contains("401"), "{scheme}: {reason}");
+        handle.shutdown().await.unwrap();
+    }
+    server.shutdown().await;
 }

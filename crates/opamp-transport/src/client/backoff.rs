@@ -100,4 +100,30 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn delay_stays_in_the_jitter_band(
+            failures in 0u32..100,
+            initial_ms in 1u64..10_000,
+            extra_ms in 0u64..600_000,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let (initial, max) = (Duration::from_millis(initial_ms), Duration::from_millis(initial_ms + extra_ms));
+            let backoff = Backoff::new(initial, max);
+            let delay = backoff.delay(failures, &mut rand::rngs::StdRng::seed_from_u64(seed));
+            let base = initial.saturating_mul(1 << failures.saturating_sub(1).min(30)).min(max);
+            proptest::prop_assert!(delay <= base && delay >= base / 2, "{:?} not in [{:?}, {:?}]", delay, base / 2, base);
+        }
+
+        #[test]
+        fn retry_after_never_panics(value in ".{0,40}") {
+            let _ = parse_retry_after(&value, SystemTime::now());
+        }
+
+        #[test]
+        fn retry_after_seconds_round_trip(seconds in 0u64..10_000_000) {
+            proptest::prop_assert_eq!(parse_retry_after(&seconds.to_string(), SystemTime::now()), Some(Duration::from_secs(seconds)));
+        }
+    }
 }

@@ -207,4 +207,17 @@ mod tests {
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer_token(&headers), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn joined_paths_never_leave_the_root(parts in proptest::collection::vec("(\\.\\.|\\.|a|b c|/|//|\\\\)", 0..8)) {
+            let relative: String = parts.concat();
+            let root = Path::new("/srv/pkgs");
+            if let Some(joined) = safe_join(root, &relative) {
+                proptest::prop_assert!(joined.starts_with(root));
+                proptest::prop_assert!(joined.components().all(|c| !matches!(c, Component::ParentDir)));
+                proptest::prop_assert!(joined != root);
+            }
+        }
+    }
 }

@@ -172,4 +172,15 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn gunzip_round_trips_within_the_limit_and_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            proptest::prop_assert_eq!(gunzip(&gzip(&data), data.len()).unwrap(), data.clone());
+            if !data.is_empty() {
+                proptest::prop_assert_eq!(gunzip(&gzip(&data), data.len() - 1).unwrap_err().0, StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            let _ = gunzip(&junk, 1024);
+        }
+    }
 }

@@ -31,6 +31,14 @@ pub struct ConnectionInfo {
     pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
+impl ConnectionInfo {
+    /// The names in the agent's client certificate (leaf), when it presented one.
+    pub fn client_identity(&self) -> Option<super::identity::ClientIdentity> {
+        let leaf = self.peer_certificates.as_ref()?.first()?;
+        super::identity::ClientIdentity::from_der(leaf)
+    }
+}
+
 /// Held by a connection (and by its WebSocket after an upgrade) so that the connection
 /// counts against the maximum until it really ends.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 
 mod download;
 mod http_poll;
+mod identity;
 mod listener;
 mod registry;
 mod websocket;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use download::{DownloadAuthorizer, DownloadConfig};
+pub use identity::ClientIdentity;
 pub use listener::ConnectionInfo;
 pub use registry::{Registry, ServerNotification, TransportKind};
 

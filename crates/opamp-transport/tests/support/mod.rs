@@ -64,7 +64,11 @@ impl TestCa {
     }
 
     pub fn client_cert(&self, name: &str) -> Issued {
-        self.issue(Vec::new(), name, ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(
+            vec![format!("{name}.fleet.local")],
+            name,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
     }
 
     fn issue(&self, sans: Vec<String>, name: &str, usage: ExtendedKeyUsagePurpose) -> Issued {
