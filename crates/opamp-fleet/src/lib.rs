@@ -8,6 +8,20 @@
 //!   package catalog and the audit log; [`store::SqliteStore`] is the embedded default.
 //!
 //! The server (transport, admin API) drives these; tests drive them with a simulated fleet.
+//!
+//! # Wiring to OpAMP
+//! How a server turns `AgentToServer` messages into [`Event`]s for every active rollout of the
+//! package (events about agents outside a rollout are ignored, so broadcasting is fine):
+//! - `PackageStatuses`: a package status `Installed` with `agent_has_version` gives
+//!   [`Event::AgentInstalled`]; `InstallFailed` gives [`Event::AgentInstallFailed`] with its
+//!   `error_message`. Feed these before the health of the same message.
+//! - `ComponentHealth.healthy` gives [`Event::AgentHealth`] when it changes.
+//! - Connection open and close (or a missed poll deadline over HTTP) give
+//!   [`Event::AgentConnected`] and [`Event::AgentDisconnected`].
+//! - [`Command::Offer`] and [`Command::Revert`] set the version the server puts in that
+//!   agent's `PackagesAvailable`; after a restart rebuild those from
+//!   [`Rollout::desired_version`].
+//! - Persist every step with [`store::apply`] before acting on its commands.
 #![forbid(unsafe_code)]
 
 pub mod audit;

@@ -538,6 +538,24 @@ impl Rollout {
             .map_or(&[], |w| &self.data.agents[w.start as usize..w.end as usize])
     }
 
+    /// The version of the rollout's package that `uid` should be offered now: the target once
+    /// its wave started, its previous version once reverted, `None` while it waits for its
+    /// wave or when it is not part of the rollout.
+    ///
+    /// A restarted server rebuilds each agent's `PackagesAvailable` from this instead of
+    /// replaying old [`Command`]s.
+    #[must_use]
+    pub fn desired_version(&self, uid: &InstanceUid) -> Option<&str> {
+        let agent = self.agent(uid)?;
+        if agent.reverted {
+            Some(&agent.previous_version)
+        } else if agent.was_offered() {
+            Some(&self.data.spec.target_version)
+        } else {
+            None
+        }
+    }
+
     /// Selected agents left out, with the reason.
     #[must_use]
     pub fn skipped(&self) -> &[SkippedAgent] {

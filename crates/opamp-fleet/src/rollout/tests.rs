@@ -583,3 +583,23 @@ fn registry_rebuilt_after_restart_still_refuses_conflicts_and_forgets_finished_r
     let candidate = Rollout::plan(RolloutId::new("new"), spec(), &fleet(10), at(0)).unwrap();
     assert!(registry.check(&candidate).is_err());
 }
+
+#[test]
+fn desired_version_follows_offers_and_reverts() {
+    let (mut rollout, canaries) = started(20, spec());
+    let waiting = rollout.wave_agents(1)[0].uid;
+    assert_eq!(rollout.desired_version(&canaries[0]), Some(NEW));
+    assert_eq!(rollout.desired_version(&waiting), None);
+    assert_eq!(rollout.desired_version(&uid(999)), None);
+    rollout
+        .handle(
+            Event::AgentInstallFailed {
+                uid: canaries[0],
+                error: "x".into(),
+            },
+            at(1),
+        )
+        .unwrap();
+    assert_eq!(rollout.desired_version(&canaries[0]), Some(OLD));
+    assert_eq!(rollout.desired_version(&canaries[1]), Some(OLD));
+}
