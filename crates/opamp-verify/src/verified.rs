@@ -1,9 +1,9 @@
 //! Proof values: only this crate can build them, so holding one means verification passed.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::ops::Deref;
 
-use crate::digest::{ContentHash, HashedContent, hash_reader};
+use crate::digest::{ContentHash, HashedContent, HashingWriter, hash_reader};
 use crate::error::{Result, VerifyError};
 use crate::key::KeyId;
 use crate::verifier::Provenance;
@@ -169,8 +169,41 @@ impl Verified<ApprovedPackage> {
         self.accept_hashed(hashed)
     }
 
+    /// A [`HashingWriter`] around `inner` that accepts at most
+    /// [`download_limit(max_size)`](ApprovedPackage::download_limit) bytes: write the download
+    /// through it, then pass the result of [`HashingWriter::finish`] to
+    /// [`accept_hashed`](Self::accept_hashed).
+    pub fn hashing_writer<W: Write>(&self, inner: W, max_size: u64) -> HashingWriter<W> {
+        HashingWriter::new(inner, self.0.download_limit(max_size))
+    }
+
     /// Checks the outcome of hashing the file elsewhere (e.g. with a
-    /// [`HashingWriter`](crate::HashingWriter) while writing it to disk).
+    /// [`HashingWriter`] while writing it to disk).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use opamp_verify::*;
+    ///
+    /// let file = b"collector".to_vec();
+    /// let hash = ContentHash::of(&file);
+    /// let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng)?;
+    /// let expiry = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+    /// let signature = signer.sign_statement(&Statement::new("otelcol", "1.0.0", hash, 9, expiry)?)?;
+    /// let mut keys = KeyRing::new();
+    /// keys.trust(TrustedKey::new(signer.public_key().clone()));
+    ///
+    /// let offer = PackageOffer::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
+    /// let context = VerificationContext::new(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+    /// let approved = TrustPolicy::new(keys).verify_offer(&offer, &context)?;
+    /// // Stream the download to disk (a Vec here) and hash it in the same pass.
+    /// let mut writer = approved.hashing_writer(Vec::new(), 1 << 30);
+    /// writer.write_all(&file).map_err(|e| VerifyError::Io { operation: "writing", source: e })?;
+    /// let (_on_disk, hashed) = writer.finish()?;
+    /// let verified: Verified<VerifiedPackage> = approved.accept_hashed(hashed)?;
+    /// assert_eq!(verified.size(), 9);
+    /// # Ok::<(), VerifyError>(())
+    /// ```
     pub fn accept_hashed(self, hashed: HashedContent) -> Result<Verified<VerifiedPackage>> {
         if let Some(signed) = self.0.size {
             if hashed.len() > signed {

@@ -25,9 +25,8 @@ fn download_written_and_hashed_in_one_pass_is_accepted() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otelcol-contrib.download");
-    let limit = approved.download_limit(1 << 30);
-    assert_eq!(limit, file().len() as u64);
-    let mut writer = HashingWriter::new(BufWriter::new(File::create(&path).unwrap()), limit);
+    assert_eq!(approved.download_limit(1 << 30), file().len() as u64);
+    let mut writer = approved.hashing_writer(BufWriter::new(File::create(&path).unwrap()), 1 << 30);
     for chunk in file().chunks(777) {
         writer.write_all(chunk).unwrap();
     }
