@@ -25,7 +25,8 @@
 //!   agent already offered the target is reverted to the version it ran before.
 //! - The next wave starts only once every agent of the current wave has settled (healthy, or
 //!   failed within budget) and the wave then stayed so for the bake time.
-//! - Pause stops new waves from starting; failure detection continues while paused.
+//! - Pause stops new waves from starting; failure detection continues while paused, and so
+//!   does the bake clock (a wave that finished baking during the pause moves on at resume).
 //! - Aborting waits up to the install timeout for agents that had installed the target to
 //!   confirm their previous version: then `RolledBack`, or `Failed` if some never confirmed.
 //! - A downgrade is a rollout whose target is older; nothing treats it specially.
@@ -70,7 +71,8 @@ impl fmt::Display for RolloutId {
     }
 }
 
-/// What the server knows about one agent when it plans a rollout.
+/// What the server knows about one agent when it plans a rollout. Pass only agents that may
+/// be offered packages (they report the `AcceptsPackages` capability).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AgentSnapshot {
