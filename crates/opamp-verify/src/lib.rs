@@ -67,6 +67,9 @@ pub use error::{Result, VerifyError};
 pub use key::{KeyId, MIN_RSA_BITS, PublicKey, Scheme};
 pub use keyring::{KeyRing, TrustedKey};
 pub use policy::{TrustPolicy, VerificationContext};
+/// The random-number traits (and `OsRng`) that [`ReleaseSigner`]'s key generation takes, re-exported
+/// so callers use the matching version: `ReleaseSigner::generate_ed25519(&mut opamp_verify::rand_core::OsRng)`.
+pub use rand_core;
 pub use signer::ReleaseSigner;
 pub use spki::der::zeroize::Zeroizing;
 pub use statement::{
