@@ -158,6 +158,10 @@ pub struct OpampServer;
 impl OpampServer {
     /// Binds, starts serving, and returns the running server and its notifications.
     ///
+    /// Keep draining the notifications: when the channel
+    /// ([`ServerConfig::notification_capacity`]) is full, connection tasks wait for room,
+    /// which slows agents down rather than letting memory grow.
+    ///
     /// Each agent gets an [`opamp_session::ServerSession`] built from
     /// [`ServerConfig::session`] the first time it speaks.
     ///

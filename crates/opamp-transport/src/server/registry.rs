@@ -125,6 +125,8 @@ impl Registry {
 
     /// Runs `f` on one agent's session, then sends what the session queued (WebSocket) or
     /// leaves it for the next poll (HTTP). `None` when the agent is unknown.
+    ///
+    /// `f` runs under the registry's lock: keep it short and never block or await in it.
     pub fn with_session<R>(
         &self,
         uid: InstanceUid,

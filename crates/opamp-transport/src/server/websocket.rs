@@ -88,7 +88,7 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
                 let message = match received {
                     None => break None,
                     Some(Ok(message)) => message,
-                    Some(Err(error)) => break refusal_for_socket_error(&error),
+                    Some(Err(error)) => break refusal_for_socket_error(error),
                 };
                 let frame = match message {
                     Message::Binary(frame) => frame,
@@ -164,14 +164,16 @@ fn refusal_for_codec_error(error: &CodecError) -> (u16, &'static str) {
     }
 }
 
-fn refusal_for_socket_error(error: &axum::Error) -> Option<(u16, &'static str)> {
-    // axum hides tungstenite's error type; its text is the only portable way to tell a
-    // capacity error (too big) from a dropped connection.
-    let text = error.to_string();
-    if text.contains("Space limit exceeded") || text.contains("Message too long") {
-        Some((close_code::MESSAGE_TOO_BIG, "message too big"))
-    } else {
-        tracing::debug!(%error, "WebSocket read failed");
-        None
+fn refusal_for_socket_error(error: axum::Error) -> Option<(u16, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // axum wraps tungstenite's error (same version: the workspace pins tokio-tungstenite to
+    // the one axum uses); a capacity error means the peer sent more than the limit.
+    let error = error.into_inner();
+    match error.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some((close_code::MESSAGE_TOO_BIG, "message too big")),
+        _ => {
+            tracing::debug!(%error, "WebSocket read failed");
+            None
+        }
     }
 }
