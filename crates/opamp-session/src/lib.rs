@@ -47,9 +47,10 @@
 //! - The first answer of a connection carries the server's capabilities; every message
 //!   is answered (HTTP: exactly once; WebSocket: the session also pushes offers).
 //! - A `sequence_num` gap, or a first message without a description, sets
-//!   `ReportFullState`; the request is repeated (at most 8 times) while answers lack a
-//!   description, in case it was lost. Older or duplicate messages are answered but not
-//!   merged, except full reports (an agent restart resets its numbering).
+//!   `ReportFullState`; in case the request was lost it is repeated (at most 8 times) while
+//!   answers cannot be a full report (no description, or missing a sub-message the server
+//!   already has: an agent cannot withdraw one). Older or duplicate messages are answered
+//!   but not merged, except ones with a description (an agent restart resets numbering).
 //! - Offers go out only when both sides' capabilities allow them, commands and error
 //!   responses travel alone, packages are re-sent while the agent reports a different
 //!   `server_provided_all_packages_hash` (remote config likewise with its hash).

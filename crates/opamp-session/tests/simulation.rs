@@ -353,12 +353,20 @@ impl WsWorld {
         }
     }
 
-    /// Runs healed, without changes, for `span` of virtual time.
+    /// Runs healed, without changes, for `span` of virtual time, then until nothing is in
+    /// flight (so the two sides can be compared).
     fn run_healed(&mut self, span: Duration) {
         let end = self.now + span;
         while self.now < end {
             self.step(HEALED, false);
         }
+        for _ in 0..100 {
+            if self.up.next_delivery().is_none() && self.down.next_delivery().is_none() {
+                return;
+            }
+            self.step(HEALED, false);
+        }
+        panic!("the link never went quiet");
     }
 }
 

@@ -374,7 +374,7 @@ impl ServerSession {
                     .push_back(ServerEvent::CapabilitiesChanged(capabilities));
             }
             self.state.last_sequence_num = Some(seq);
-            self.track_full_state(has_description, last, seq);
+            self.track_full_state(&msg, last, seq);
             self.merge(&msg);
             self.take_requests(&msg, uid);
         } else {
@@ -458,9 +458,9 @@ impl ServerSession {
     }
 
     /// Decides whether the server has (or will soon have) the agent's full state.
-    fn track_full_state(&mut self, has_description: bool, last: Option<u64>, seq: u64) {
+    fn track_full_state(&mut self, msg: &v1::AgentToServer, last: Option<u64>, seq: u64) {
         let gap = last.is_some_and(|last| last.checked_add(1) != Some(seq));
-        let unknown_agent = last.is_none() && !has_description;
+        let unknown_agent = last.is_none() && msg.agent_description.is_none();
         if gap || unknown_agent {
             self.awaiting_full_state = Some(1);
             self.full_state_flag_due = true;
@@ -471,12 +471,12 @@ impl ServerSession {
             return;
         }
         if let Some(requests) = self.awaiting_full_state {
-            if has_description {
+            if self.could_be_full_report(msg) {
                 self.awaiting_full_state = None;
             } else if requests >= MAX_FULL_STATE_REQUESTS {
                 tracing::warn!(
                     requests,
-                    "agent never answered ReportFullState with a description; giving up"
+                    "agent never answered ReportFullState with a full report; giving up"
                 );
                 self.awaiting_full_state = None;
             } else {
@@ -485,6 +485,41 @@ impl ServerSession {
                 self.full_state_flag_due = true;
             }
         }
+    }
+
+    /// Whether `msg` may be the full report asked for. OpAMP has no marker for full
+    /// reports, but an agent cannot withdraw a sub-message once reported, so a full report
+    /// carries the description and at least every kind of sub-message the server already
+    /// knows. A compressed report (say, a changed description alone) usually does not.
+    fn could_be_full_report(&self, msg: &v1::AgentToServer) -> bool {
+        let known = &self.state.status;
+        let covers = |known: bool, present: bool| !known || present;
+        msg.agent_description.is_some()
+            && covers(known.health.is_some(), msg.health.is_some())
+            && covers(
+                known.effective_config.is_some(),
+                msg.effective_config.is_some(),
+            )
+            && covers(
+                known.remote_config_status.is_some(),
+                msg.remote_config_status.is_some(),
+            )
+            && covers(
+                known.package_statuses.is_some(),
+                msg.package_statuses.is_some(),
+            )
+            && covers(
+                known.custom_capabilities.is_some(),
+                msg.custom_capabilities.is_some(),
+            )
+            && covers(
+                known.available_components.is_some(),
+                msg.available_components.is_some(),
+            )
+            && covers(
+                known.connection_settings_status.is_some(),
+                msg.connection_settings_status.is_some(),
+            )
     }
 
     fn merge(&mut self, msg: &v1::AgentToServer) {

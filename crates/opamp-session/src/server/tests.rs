@@ -841,3 +841,41 @@ fn a_duplicated_custom_message_is_delivered_once() {
         "both are answered"
     );
 }
+
+#[test]
+fn a_description_change_alone_is_not_taken_for_the_full_report() {
+    let now = t0();
+    let mut server = greeted(STATUS);
+    server
+        .handle_message(
+            v1::AgentToServer {
+                health: Some(health(true)),
+                ..report(1, STATUS)
+            },
+            now,
+        )
+        .unwrap();
+    server.handle_message(report(3, STATUS), now).unwrap(); // gap: ask for full state
+    while server.poll_transmit(now).is_some() {}
+    // A compressed report that only changes the description lacks the health the server
+    // already knows, so it cannot be the full report: ask again.
+    let renamed = v1::AgentToServer {
+        agent_description: Some(description("renamed")),
+        ..report(4, STATUS)
+    };
+    server.handle_message(renamed, now).unwrap();
+    assert_eq!(
+        server.poll_transmit(now),
+        Some(v1::ServerToAgent {
+            flags: ServerToAgentFlags::REPORT_FULL_STATE.bits(),
+            ..ack()
+        })
+    );
+    let full_report = v1::AgentToServer {
+        health: Some(health(false)),
+        ..full(5, STATUS)
+    };
+    server.handle_message(full_report, now).unwrap();
+    assert_eq!(server.poll_transmit(now), Some(ack()));
+    assert!(!server.is_awaiting_full_state());
+}
