@@ -14,10 +14,17 @@ CREATE TABLE rollouts (
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     sequence        INTEGER NOT NULL,
-    snapshot_seq    INTEGER NOT NULL,
-    snapshot        TEXT NOT NULL
+    snapshot_seq    INTEGER NOT NULL
 );
 CREATE INDEX rollouts_package_status ON rollouts (package, status);
+
+-- Kept apart from `rollouts` because SQLite rewrites a whole row on update: the per-step
+-- status update must not copy a multi-megabyte snapshot each time.
+CREATE TABLE rollout_snapshots (
+    rollout_id  TEXT PRIMARY KEY REFERENCES rollouts (id),
+    seq         INTEGER NOT NULL,
+    snapshot    TEXT NOT NULL
+);
 
 CREATE TABLE rollout_events (
     rollout_id  TEXT NOT NULL REFERENCES rollouts (id),

@@ -34,7 +34,7 @@ pub struct SqliteOptions {
     /// Durability of commits (default [`Synchronous::Full`]).
     pub synchronous: Synchronous,
     /// A full rollout snapshot is written after this many events without one (and on every
-    /// status change); default 500. Bounds the replay work on load.
+    /// status change); default 1000. Bounds the replay work on load.
     pub snapshot_interval: u64,
     /// How long to wait for a lock held by another connection, in milliseconds (default 5000).
     pub busy_timeout_ms: u64,
@@ -44,7 +44,7 @@ impl Default for SqliteOptions {
     fn default() -> Self {
         SqliteOptions {
             synchronous: Synchronous::Full,
-            snapshot_interval: 500,
+            snapshot_interval: 1_000,
             busy_timeout_ms: 5_000,
         }
     }
@@ -237,24 +237,29 @@ impl SqliteStore {
             serde_json::to_string(rollout).map_err(json("encoding a rollout snapshot"))?;
         let sequence = sql_u64(rollout.sequence());
         tx.execute(
-            "UPDATE rollouts SET status = ?2, updated_at = ?3, sequence = ?4, snapshot_seq = ?4,
-                snapshot = ?5 WHERE id = ?1",
+            "INSERT OR REPLACE INTO rollout_snapshots (rollout_id, seq, snapshot) VALUES (?1, ?2, ?3)",
+            params![rollout.id().as_str(), sequence, snapshot],
+        )
+        .map_err(db("writing a rollout snapshot"))?;
+        tx.execute(
+            "UPDATE rollouts SET status = ?2, updated_at = ?3, sequence = ?4, snapshot_seq = ?4
+             WHERE id = ?1",
             params![
                 rollout.id().as_str(),
                 rollout.status().as_str(),
                 millis(now),
-                sequence,
-                snapshot
+                sequence
             ],
         )
-        .map_err(db("writing a rollout snapshot"))?;
+        .map_err(db("updating a rollout"))?;
         Ok(())
     }
 
     fn rollout_row(&self, id: &RolloutId) -> Result<Option<(u64, u64, String)>, StoreError> {
         self.connection
             .query_row(
-                "SELECT sequence, snapshot_seq, snapshot FROM rollouts WHERE id = ?1",
+                "SELECT r.sequence, s.seq, s.snapshot FROM rollouts r
+                 JOIN rollout_snapshots s ON s.rollout_id = r.id WHERE r.id = ?1",
                 params![id.as_str()],
                 |row| {
                     Ok((
@@ -271,8 +276,6 @@ impl SqliteStore {
 
 impl FleetStore for SqliteStore {
     fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), StoreError> {
-        let snapshot =
-            serde_json::to_string(rollout).map_err(json("encoding a rollout snapshot"))?;
         let tx = self
             .connection
             .transaction()
@@ -280,8 +283,8 @@ impl FleetStore for SqliteStore {
         let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO rollouts (id, package, target_version, selector, status,
-                    created_at, updated_at, sequence, snapshot_seq, snapshot)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8)",
+                    created_at, updated_at, sequence, snapshot_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7)",
                 params![
                     rollout.id().as_str(),
                     rollout.spec().package_name,
@@ -290,7 +293,6 @@ impl FleetStore for SqliteStore {
                     rollout.status().as_str(),
                     millis(rollout.created_at()),
                     sql_u64(rollout.sequence()),
-                    snapshot
                 ],
             )
             .map_err(db("inserting a rollout"))?;
@@ -299,6 +301,7 @@ impl FleetStore for SqliteStore {
                 what: format!("rollout {}", rollout.id()),
             });
         }
+        SqliteStore::write_snapshot(&tx, rollout, rollout.created_at())?;
         SqliteStore::insert_audit(&tx, &rollout.planned_record())?;
         tx.commit().map_err(db("committing a new rollout"))
     }
