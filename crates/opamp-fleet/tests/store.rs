@@ -423,3 +423,41 @@ fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
         RolloutStatus::Planned
     );
 }
+
+#[test]
+fn two_writers_cannot_both_append_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = SqliteStore::open(db_path(&dir)).unwrap();
+    let mut second = SqliteStore::open(db_path(&dir)).unwrap();
+    let mut rollout = planned("r", 10);
+    first.create_rollout(&rollout).unwrap();
+    let mut copy = second.load_rollout(rollout.id()).unwrap().unwrap();
+
+    apply(
+        &mut first,
+        &mut rollout,
+        Event::Start { by: "a".into() },
+        at(1),
+    )
+    .unwrap();
+    let result = apply(
+        &mut second,
+        &mut copy,
+        Event::Start { by: "b".into() },
+        at(1),
+    );
+    assert!(matches!(
+        result,
+        Err(FleetError::Store(StoreError::Corrupt { .. }))
+    ));
+    // The loser was resynchronised from the store and sees the winner's step.
+    assert_eq!(copy, rollout);
+    let starts: Vec<String> = first
+        .audit_log(&AuditQuery::all())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.record.action.kind() == "started")
+        .map(|r| format!("{:?}", r.record.actor))
+        .collect();
+    assert_eq!(starts, vec![r#"Operator("a")"#.to_owned()]);
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use opamp_proto::InstanceUid;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
 use super::{
@@ -313,14 +313,21 @@ impl FleetStore for SqliteStore {
         now: Timestamp,
         commands: &[Command],
     ) -> Result<(), StoreError> {
-        let (stored_sequence, snapshot_sequence) = self
+        // Take the write lock before reading the position, so two writers cannot both append
+        // the same step.
+        let tx = self
             .connection
-            .query_row(
-                "SELECT sequence, snapshot_seq FROM rollouts WHERE id = ?1",
-                params![rollout.id().as_str()],
-                |row| Ok((from_sql_u64(row.get(0)?), from_sql_u64(row.get(1)?))),
-            )
-            .optional()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("starting a transaction"))?;
+        let (stored_sequence, snapshot_sequence) = tx
+            .prepare_cached("SELECT sequence, snapshot_seq FROM rollouts WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![rollout.id().as_str()], |row| {
+                        Ok((from_sql_u64(row.get(0)?), from_sql_u64(row.get(1)?)))
+                    })
+                    .optional()
+            })
             .map_err(db("reading a rollout's position"))?
             .ok_or_else(|| StoreError::Corrupt {
                 what: format!("rollout {} was never created", rollout.id()),
@@ -341,10 +348,6 @@ impl FleetStore for SqliteStore {
         let snapshot_due = status_changed
             || rollout.sequence().saturating_sub(snapshot_sequence)
                 >= self.options.snapshot_interval;
-        let tx = self
-            .connection
-            .transaction()
-            .map_err(db("starting a transaction"))?;
         tx.execute(
             "INSERT INTO rollout_events (rollout_id, seq, at, kind, event) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![rollout.id().as_str(), sql_u64(rollout.sequence()), millis(now), event.kind(), event_text],
