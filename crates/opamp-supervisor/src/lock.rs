@@ -110,3 +110,39 @@ fn read_pid(file: &mut File) -> Option<u32> {
     file.take(32).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_in_the_same_process_is_refused_with_the_dir_and_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let first = StorageLock::acquire(&storage).unwrap();
+        assert_eq!(first.dir(), storage);
+        let err = StorageLock::acquire(&storage).unwrap_err();
+        match &err {
+            LockError::Busy { dir, holder_pid } => {
+                assert_eq!(dir, &storage);
+                assert_eq!(*holder_pid, Some(std::process::id()));
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(&storage.display().to_string()), "{text}");
+        assert!(text.contains("already in use"), "{text}");
+        drop(first);
+        StorageLock::acquire(&storage).unwrap();
+    }
+
+    #[test]
+    fn unusable_directory_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let err = StorageLock::acquire(&file.join("storage")).unwrap_err();
+        assert!(matches!(err, LockError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("not-a-dir"), "{err}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Periodic health of a running collector, as the OpAMP `ComponentHealth` message.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opamp_proto::v1::ComponentHealth;
 use tokio::sync::watch;
@@ -89,7 +89,7 @@ pub fn assess(
     };
     match state.pid {
         Some(_) => {
-            health.start_time_unix_nano = state.started_at.map_or(0, |s| unix_nanos_of(s, now));
+            health.start_time_unix_nano = state.started_at_wall.map_or(0, unix_nanos);
             match (probe, probed) {
                 (None, _) => {
                     health.healthy = true;
@@ -123,10 +123,4 @@ pub fn assess(
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// Wall-clock time of a monotonic instant, relative to `now`.
-fn unix_nanos_of(instant: Instant, now: SystemTime) -> u64 {
-    let ago = instant.elapsed();
-    unix_nanos(now.checked_sub(ago).unwrap_or(UNIX_EPOCH))
 }

@@ -34,7 +34,7 @@ mod task;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -173,8 +173,10 @@ pub struct RunState {
     pub pid: Option<u32>,
     /// Spawn count of the current (or last) process; 0 before the first start.
     pub generation: u64,
-    /// When the current (or last) process was spawned.
+    /// When the current (or last) process was spawned (monotonic clock, for durations).
     pub started_at: Option<Instant>,
+    /// The same moment on the wall clock (for `ComponentHealth.start_time_unix_nano`).
+    pub started_at_wall: Option<SystemTime>,
     /// The most recent exit, with the generation of the process that exited.
     pub last_exit: Option<ExitRecord>,
 }

@@ -24,6 +24,9 @@ pub(super) struct Supervision {
 impl Supervision {
     /// Spawns the executable, wires its output into `tracing`, and publishes `Started`.
     pub(super) fn spawn_child(&self) -> std::io::Result<(Child, u32)> {
+        // Taken before the spawn, so durations measured from it never undercount the child's
+        // own lifetime.
+        let spawned_at = (Instant::now(), std::time::SystemTime::now());
         let mut child = spawn_retrying_busy(&mut self.command.to_command(&self.executable))?;
         let pid = child
             .id()
@@ -41,7 +44,8 @@ impl Supervision {
             generation = s.generation;
             s.pid = Some(pid);
             s.phase = Phase::Running;
-            s.started_at = Some(Instant::now());
+            s.started_at = Some(spawned_at.0);
+            s.started_at_wall = Some(spawned_at.1);
         });
         tracing::info!(agent = %agent, pid, generation, executable = %self.executable.display(), "collector started");
         self.publish(ProcessEvent::Started {
