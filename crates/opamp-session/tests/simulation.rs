@@ -183,8 +183,17 @@ fn mutate(agent: &mut AgentSession, rng: &mut ChaCha8Rng) {
                 error_message: String::new(),
             });
         }
+        9 if rng.gen_bool(0.3) => {
+            // Withdraw or restore a capability; offers may cross the change in flight.
+            agent.set_capabilities(agent.capabilities() ^ AgentCapabilities::ACCEPTS_PACKAGES);
+        }
         _ => agent.request_full_report(),
     }
+}
+
+/// Once the chaos is over the agent accepts packages again, so offers can converge.
+fn restore_capabilities(agent: &mut AgentSession) {
+    agent.set_capabilities(agent.capabilities() | AgentCapabilities::ACCEPTS_PACKAGES);
 }
 
 /// What the embedding application does with agent events: acknowledge package offers by
@@ -268,6 +277,9 @@ impl WsWorld {
     /// One step: maybe change something, flush outputs, advance virtual time to the next
     /// event, deliver what is due.
     fn step(&mut self, faults: Faults, chaotic: bool) {
+        if !chaotic {
+            restore_capabilities(&mut self.agent);
+        }
         if chaotic {
             if self.rng.gen_bool(0.15) {
                 mutate(&mut self.agent, &mut self.rng);
@@ -444,6 +456,9 @@ fn run_http(seed: u64, steps: usize) {
     let mut step = |faults: Faults, chaotic: bool, now: &mut Instant, traffic: &mut Traffic| {
         if chaotic && rng.gen_bool(0.15) {
             mutate(&mut agent, &mut rng);
+        }
+        if !chaotic {
+            restore_capabilities(&mut agent);
         }
         if chaotic && rng.gen_bool(0.01) {
             offers += 1;

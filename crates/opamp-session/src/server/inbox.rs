@@ -62,6 +62,15 @@ impl ServerSession {
         if fresh {
             let capabilities = AgentCapabilities::from_wire(msg.capabilities);
             if capabilities != self.state.capabilities {
+                // An offer that crossed the agent's withdrawal of a capability was refused;
+                // when the capability comes back, offer again.
+                let gained = capabilities.difference(self.state.capabilities);
+                if gained.contains(AgentCapabilities::ACCEPTS_PACKAGES) {
+                    self.packages.sent = false;
+                }
+                if gained.contains(AgentCapabilities::ACCEPTS_REMOTE_CONFIG) {
+                    self.remote_config.sent = false;
+                }
                 self.state.capabilities = capabilities;
                 self.events
                     .push_back(ServerEvent::CapabilitiesChanged(capabilities));

@@ -879,3 +879,28 @@ fn a_description_change_alone_is_not_taken_for_the_full_report() {
     assert_eq!(server.poll_transmit(now), Some(ack()));
     assert!(!server.is_awaiting_full_state());
 }
+
+#[test]
+fn offers_are_sent_again_when_a_withdrawn_capability_returns() {
+    let now = t0();
+    let mut server = greeted(PACKAGES);
+    server.offer_packages(offer(1));
+    // Pushed, but the agent withdrew AcceptsPackages meanwhile and refused it.
+    assert!(
+        server
+            .poll_transmit(now)
+            .unwrap()
+            .packages_available
+            .is_some()
+    );
+    server.handle_message(report(1, STATUS), now).unwrap();
+    assert_eq!(server.poll_transmit(now), Some(ack()));
+    server.handle_message(report(2, PACKAGES), now).unwrap();
+    assert_eq!(
+        server.poll_transmit(now),
+        Some(v1::ServerToAgent {
+            packages_available: Some(offer(1)),
+            ..ack()
+        })
+    );
+}
