@@ -24,6 +24,7 @@ use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::AgentConfig;
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, OpampClient};
 use opamp_transport::server::{OpampServer, ServerConfig};
+use opamp_transport::tls::{ClientTls, Identity, ServerTls};
 use tokio::sync::Semaphore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -49,8 +50,14 @@ struct Args {
     /// Agents connecting at the same time.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// Use TLS (wss://) with a certificate made at start.
+    #[arg(long)]
+    tls: bool,
     #[arg(long, value_enum, default_value_t = Role::Driver, hide = true)]
     role: Role,
+    /// Server certificate and key (PEM files), given to the server child with `--tls`.
+    #[arg(long, hide = true, num_args = 2)]
+    server_identity: Option<Vec<std::path::PathBuf>>,
 }
 
 fn main() {
@@ -62,17 +69,21 @@ fn main() {
         .build()
         .unwrap();
     match args.role {
-        Role::Server => runtime.block_on(serve(limit)),
+        Role::Server => runtime.block_on(serve(limit, args.server_identity)),
         Role::Driver => runtime.block_on(drive(args, limit)),
     }
 }
 
-async fn serve(fd_limit: u64) {
+async fn serve(fd_limit: u64, identity: Option<Vec<std::path::PathBuf>>) {
     let mut session = opamp_session::ServerConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = None;
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session);
+    if let Some(files) = identity {
+        let identity = Identity::from_files(&files[0], &files[1]).unwrap();
+        config = config.tls(ServerTls::new(identity));
+    }
     config.max_connections = usize::try_from(fd_limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(100)
@@ -89,12 +100,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn() -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--role", "server"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+    fn spawn(identity: Option<&[std::path::PathBuf]>) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command.args(["--role", "server"]);
+        if let Some(files) = identity {
+            command.arg("--server-identity").args(files);
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -134,10 +146,14 @@ impl Drop for ServerProcess {
 
 async fn drive(args: Args, fd_limit: u64) {
     println!("file descriptor limit: {fd_limit}");
-    let server = ServerProcess::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = args.tls.then(|| make_certificate(dir.path()));
+    let identity_files = [dir.path().join("server.pem"), dir.path().join("server.key")];
+    let server = ServerProcess::spawn(ca_pem.as_ref().map(|_| &identity_files[..]));
     tokio::time::sleep(Duration::from_millis(300)).await; // let the child settle its heap
     let rss_before = server.rss_kib();
-    let url = format!("ws://{}/v1/opamp", server.addr);
+    let scheme = if args.tls { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/v1/opamp", server.addr);
 
     let connected = Arc::new(AtomicUsize::new(0));
     let disconnected = Arc::new(AtomicUsize::new(0));
@@ -149,6 +165,9 @@ async fn drive(args: Args, fd_limit: u64) {
         let permit = gate.clone().acquire_owned().await.unwrap();
         let mut config = ClientConfig::new(&url).unwrap();
         config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        if let Some(ca_pem) = &ca_pem {
+            config = config.tls(ClientTls::with_ca_pem(ca_pem.clone()));
+        }
         let mut agent = AgentConfig::new(InstanceUid::new_v7(), description(i));
         agent.capabilities |=
             AgentCapabilities::ACCEPTS_PACKAGES | AgentCapabilities::REPORTS_PACKAGE_STATUSES;
@@ -222,6 +241,19 @@ async fn drive(args: Args, fd_limit: u64) {
         held as f64 / args.heartbeat_secs as f64
     );
     drop(handles); // Closing the handles stops the agents.
+}
+
+/// A self-signed certificate for 127.0.0.1, written as server.pem/server.key; returns the
+/// certificate PEM, which the agents trust.
+fn make_certificate(dir: &std::path::Path) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    cert.pem()
 }
 
 fn description(i: usize) -> v1::AgentDescription {
