@@ -21,6 +21,7 @@
 //! | refused by the embedder's authoriser | 401 before the upgrade | 401 |
 //! | silent for the idle timeout | close 1001 | reported disconnected |
 //! | headers not complete within the header timeout (slow-loris) | connection closed | connection closed |
+//! | body not complete within the body timeout | n/a | 408 |
 //! | more connections than the maximum | 503 + `Retry-After` | 503 + `Retry-After` |
 //! | agent does not read what the server sends | close 1008 | n/a |
 //! | no or untrusted client certificate under mutual TLS | TLS handshake fails | TLS handshake fails |

@@ -370,3 +370,19 @@ async fn connections_over_the_maximum_get_503_with_retry_after() {
     drop(held);
     bystander.assert_still_served().await;
 }
+
+#[tokio::test]
+async fn trickled_http_body_gets_408() {
+    let mut config = server_config();
+    config.body_read_timeout = Duration::from_millis(400);
+    let bystander = Bystander::start(config).await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(bystander.addr()).await.unwrap();
+    let head = "POST /v1/opamp HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[0x0a]).await.unwrap(); // then nothing more
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "got {answer:?}");
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    bystander.assert_still_served().await;
+}

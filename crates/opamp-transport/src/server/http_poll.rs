@@ -3,7 +3,8 @@
 //!
 //! Refusals: 415 for another content type or encoding, 413 over the size limit (checked on
 //! the compressed body and again after decompression), 400 for bytes that are not an
-//! `AgentToServer` or carry an invalid instance uid.
+//! `AgentToServer` or carry an invalid instance uid, 408 for a body that does not arrive
+//! within the body timeout.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -85,9 +86,16 @@ async fn handle_inner(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err((StatusCode::PAYLOAD_TOO_LARGE, "message too large"));
     }
-    let body = Limited::new(request.into_body(), limit)
-        .collect()
+    let collect = Limited::new(request.into_body(), limit).collect();
+    // A body trickled byte by byte would otherwise hold the connection forever.
+    let body = tokio::time::timeout(shared.config.body_read_timeout, collect)
         .await
+        .map_err(|_| {
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+        })?
         .map_err(|error| {
             if error
                 .downcast_ref::<http_body_util::LengthLimitError>()

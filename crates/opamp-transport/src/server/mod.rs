@@ -53,6 +53,8 @@ pub struct ServerConfig {
     /// Time a client has to send complete request headers (slow-loris guard). Also bounds
     /// the TLS handshake.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a complete HTTP request body; slower ones get 408.
+    pub body_read_timeout: Duration,
     /// A WebSocket agent that sends nothing (no message, no ping) for this long is closed
     /// with 1001; an HTTP agent that does not poll for this long is reported disconnected.
     pub idle_timeout: Duration,
@@ -86,7 +88,8 @@ impl std::fmt::Debug for ServerConfig {
 
 impl ServerConfig {
     /// Defaults: plain TCP on `bind`, path `/v1/opamp`, 64 MiB messages, 50 000
-    /// connections, 10 s header timeout, 90 s idle timeout (three 30 s heartbeats).
+    /// connections, 10 s header timeout, 30 s body timeout, 90 s idle timeout (three 30 s
+    /// heartbeats).
     pub fn new(bind: SocketAddr) -> Self {
         Self {
             bind,
@@ -96,6 +99,7 @@ impl ServerConfig {
             max_connections: 50_000,
             retry_after: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
             notification_capacity: 4096,
             outbound_queue: 32,
