@@ -365,3 +365,30 @@ fn yaml_syntax_errors_carry_a_line() {
         "{err}"
     );
 }
+
+#[test]
+fn config_files_become_the_effective_config_report() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("otel.yaml"), "receivers: {}\n").unwrap();
+    std::fs::write(dir.path().join("extra.json"), "{}").unwrap();
+    let text = ARTICLE.replace(
+        "  storage_dir: /var/lib/opamp-supervisor\n",
+        "  storage_dir: /var/lib/opamp-supervisor\n  config_files: [otel.yaml, extra.json]\n",
+    );
+    let config =
+        SupervisorConfig::from_yaml_str(&text, &dir.path().join("supervisor.yaml")).unwrap();
+    let effective = config.agent.read_effective_config().unwrap();
+    let map = effective.config_map.unwrap().config_map;
+    let yaml = &map[&dir.path().join("otel.yaml").display().to_string()];
+    assert_eq!(
+        (yaml.body.as_slice(), yaml.content_type.as_str()),
+        (&b"receivers: {}\n"[..], "text/yaml")
+    );
+    let json = &map[&dir.path().join("extra.json").display().to_string()];
+    assert_eq!(json.content_type, "application/json");
+
+    std::fs::remove_file(dir.path().join("extra.json")).unwrap();
+    let err = config.agent.read_effective_config().unwrap_err();
+    assert!(matches!(err, ConfigError::EffectiveConfig { .. }));
+    assert!(err.to_string().contains("extra.json"), "{err}");
+}

@@ -26,6 +26,7 @@
 //! # Ok::<(), opamp_supervisor::config::ConfigError>(())
 //! ```
 
+mod effective;
 mod locate;
 mod types;
 mod values;
@@ -69,6 +70,16 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A collector config file listed in `agent.config_files` cannot be read for the
+    /// effective-config report.
+    #[error("cannot read collector config file {} for the effective-config report: {source}", path.display())]
+    EffectiveConfig {
+        /// The collector config file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file was read but its content is invalid.
     #[error("{}{}: {reason}", path.display(), PositionSuffix(*position))]
     Invalid {
@@ -97,7 +108,7 @@ impl ConfigError {
     pub fn line(&self) -> Option<usize> {
         match self {
             ConfigError::Invalid { position, .. } => position.map(|p| p.line),
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::EffectiveConfig { .. } => None,
         }
     }
 }

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod managed;
 mod output;
 mod policy;
 mod task;
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use managed::ManagedCollector;
 pub use policy::RestartPolicy;
 
 /// How to run the collector, apart from which executable.

@@ -1,0 +1,134 @@
+//! The real collector behind the installer's [`Collector`] seam: a [`ProcessManager`] plus a
+//! [`HealthGate`] built from the supervisor config.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{AgentCommand, ProcessManager, RestartPolicy, RunState};
+use crate::config::{HealthConfig, SupervisorConfig};
+use crate::health::{GateOutcome, HealthError, HealthGate, HttpProbe};
+use crate::install::{Collector, CollectorError, HealthOutcome};
+
+/// Runs the configured collector and judges its health; what the installer drives during a
+/// swap and a rollback.
+///
+/// ```no_run
+/// # async fn demo(config: &opamp_supervisor::config::SupervisorConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// use opamp_supervisor::install::Collector;
+/// use opamp_supervisor::process::ManagedCollector;
+/// let mut collector = ManagedCollector::from_config(config)?;
+/// collector.start(&config.agent.executable).await?;
+/// let deadline = tokio::time::Instant::now() + config.health.start_timeout;
+/// println!("{}", collector.wait_healthy(deadline).await);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ManagedCollector {
+    manager: ProcessManager,
+    probe: Option<HttpProbe>,
+    liveness_window: Duration,
+}
+
+impl ManagedCollector {
+    /// A collector run with `agent.args` and `agent.env`, stopped with `stop_timeout`,
+    /// restarted per `restart_backoff`, and gated per `health`.
+    ///
+    /// # Errors
+    /// [`HealthError`] when the health check's HTTP client cannot be built.
+    pub fn from_config(config: &SupervisorConfig) -> Result<Self, HealthError> {
+        let name = config
+            .agent
+            .package_name
+            .clone()
+            .or_else(|| config.agent.archive_executable_name())
+            .unwrap_or_else(|| "collector".to_owned());
+        let command = AgentCommand {
+            name,
+            args: config.agent.args.clone(),
+            env: config.agent.env.clone(),
+            current_dir: None,
+        };
+        let manager = ProcessManager::new(
+            command,
+            config.stop_timeout,
+            RestartPolicy::from(&config.restart_backoff),
+        );
+        Self::new(manager, &config.health)
+    }
+
+    /// Wraps an existing manager, gating with `health`.
+    ///
+    /// # Errors
+    /// [`HealthError`] when the health check's HTTP client cannot be built.
+    pub fn new(manager: ProcessManager, health: &HealthConfig) -> Result<Self, HealthError> {
+        Ok(ManagedCollector {
+            manager,
+            probe: health.probe()?,
+            liveness_window: health.liveness_window,
+        })
+    }
+
+    /// The process manager (for events, pid and state).
+    pub fn manager(&self) -> &ProcessManager {
+        &self.manager
+    }
+
+    /// The health check used by the gate, if an HTTP URL is configured.
+    pub fn probe(&self) -> Option<&HttpProbe> {
+        self.probe.as_ref()
+    }
+
+    /// Follows the process state (for a [`HealthMonitor`](crate::health::HealthMonitor)).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<RunState> {
+        self.manager.watch()
+    }
+
+    /// The gate's verdict with full detail (the [`Collector`] impl maps it to
+    /// [`HealthOutcome`]).
+    pub async fn gate(&self, deadline: Instant) -> GateOutcome {
+        HealthGate::new(
+            self.probe.clone(),
+            self.liveness_window,
+            self.manager.watch(),
+        )
+        .wait_healthy(deadline)
+        .await
+    }
+}
+
+impl Collector for ManagedCollector {
+    async fn stop(&mut self) -> Result<(), CollectorError> {
+        self.manager
+            .stop()
+            .await
+            .map(drop)
+            .map_err(|e| CollectorError::with_source("stopping the collector failed", e))
+    }
+
+    async fn start(&mut self, executable: &Path) -> Result<(), CollectorError> {
+        self.manager
+            .start(executable)
+            .map(drop)
+            .map_err(|e| CollectorError::with_source(e.to_string(), e))
+    }
+
+    async fn wait_healthy(&mut self, deadline: Instant) -> HealthOutcome {
+        match self.gate(deadline).await {
+            GateOutcome::Healthy { .. } => HealthOutcome::Healthy,
+            GateOutcome::Unhealthy { reason } => HealthOutcome::Unhealthy { reason },
+            GateOutcome::Crashed { status, after } => HealthOutcome::Exited {
+                status: format!("{status}, {after:.1?} after start"),
+            },
+            GateOutcome::NotStarted => HealthOutcome::Exited {
+                status: "collector not running".to_owned(),
+            },
+            GateOutcome::Timeout { last_error, .. } => match last_error {
+                // Carry the probe's last error: "timed out" alone does not say why.
+                Some(reason) => HealthOutcome::Unhealthy { reason },
+                None => HealthOutcome::TimedOut,
+            },
+        }
+    }
+}
