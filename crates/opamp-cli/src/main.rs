@@ -1,32 +1,51 @@
-//! The `opamp` command.
+//! The `opamp` command: runs the fleet server and the supervisor, signs and checks release
+//! packages, drives rollouts, and runs the end-to-end demo.
+//!
+//! Exit codes: 0 success, 1 operation failed, 2 usage error, 3 verification refused
+//! (signature, hash or policy), 4 cannot reach the server or an I/O error.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+mod failure;
+mod logging;
+mod progress;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 
-/// Secure OpAMP fleet upgrades for OpenTelemetry Collectors.
-#[derive(Parser)]
-#[command(name = "opamp", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the end-to-end demo on 127.0.0.1 (server, supervisors, staged rollouts).
-    Demo,
-}
+use crate::cli::{Cli, Command};
+use crate::failure::CommandError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Demo => {
-            println!(
-                "opamp demo: not yet. The protocol libraries are landing first; the demo \
-                 arrives with the supervisor and fleet server (see README.md, 'Status')."
-            );
-            ExitCode::SUCCESS
+    let base = match cli.command {
+        Command::Server(_) | Command::Supervisor(_) | Command::Demo(_) => {
+            logging::BaseLevel::Service
         }
+        _ => logging::BaseLevel::Tool,
+    };
+    if let Err(error) = logging::init(cli.log_format, base, cli.verbose) {
+        eprintln!("error: cannot set up logging\n  caused by: {error}");
+        return failure::Failure::Operation.exit_code();
+    }
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprint!("{}", error.report());
+            error.failure().exit_code()
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), CommandError> {
+    match command {
+        Command::Server(args) => cmd::server::run(&args),
+        Command::Supervisor(args) => cmd::supervisor::run(&args),
+        Command::Agents(args) => cmd::agents::run(&args),
+        Command::Package(args) => cmd::package::run(args),
+        Command::Rollout(args) => cmd::rollout::run(&args),
+        Command::Demo(args) => cmd::demo::run(&args),
     }
 }

@@ -1,0 +1,82 @@
+//! One module per subcommand.
+
+pub(crate) mod agents;
+pub(crate) mod demo;
+pub(crate) mod package;
+pub(crate) mod rollout;
+pub(crate) mod server;
+pub(crate) mod supervisor;
+
+use crate::failure::CommandError;
+
+/// Where the admin API is and how to authenticate to it (shared by the operator commands).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct AdminConnection {
+    /// Base URL of the server's admin API.
+    #[arg(
+        long = "server",
+        env = "OPAMP_SERVER",
+        default_value = "http://127.0.0.1:4321"
+    )]
+    pub(crate) server: String,
+
+    /// Admin API bearer token.
+    #[arg(long, env = "OPAMP_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+/// The error for a command whose library side is not wired in yet.
+pub(crate) fn not_available(command: &str, needs: &str) -> CommandError {
+    CommandError::operation(anyhow::anyhow!(
+        "`opamp {command}` is not available yet: it needs {needs}"
+    ))
+}
+
+/// Parses `key=value` (a label selector term).
+pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected key=value, got {text:?}")),
+    }
+}
+
+/// Parses a package version the way agents do (canonical semver, optional leading `v`).
+pub(crate) fn parse_version(text: &str) -> Result<semver::Version, String> {
+    opamp_verify::parse_version(text).map_err(|e| e.to_string())
+}
+
+/// Parses a human duration such as `30s`, `5m` or `90d`.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_need_a_key_and_an_equals_sign() {
+        assert_eq!(
+            parse_label("region=eu-west").unwrap(),
+            ("region".to_owned(), "eu-west".to_owned())
+        );
+        assert_eq!(
+            parse_label("tier=").unwrap(),
+            ("tier".to_owned(), String::new())
+        );
+        assert!(parse_label("region").is_err());
+        assert!(parse_label("=x").is_err());
+    }
+
+    #[test]
+    fn versions_are_canonical_semver() {
+        assert_eq!(
+            parse_version("v1.2.3").unwrap(),
+            semver::Version::new(1, 2, 3)
+        );
+        assert!(parse_version("1.2").is_err());
+        assert!(parse_version("01.2.3").is_err());
+    }
+}

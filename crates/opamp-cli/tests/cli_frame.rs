@@ -1,0 +1,284 @@
+//! The command frame: help texts, usage errors, exit codes, logging, unwired commands.
+
+mod common;
+
+use common::Workdir;
+
+/// Every command path that has its own `--help`.
+const COMMANDS: &[&[&str]] = &[
+    &[],
+    &["server"],
+    &["supervisor"],
+    &["agents"],
+    &["agents", "list"],
+    &["package"],
+    &["package", "keygen"],
+    &["package", "sign"],
+    &["package", "verify"],
+    &["package", "hash"],
+    &["package", "add"],
+    &["package", "list"],
+    &["rollout"],
+    &["rollout", "start"],
+    &["rollout", "status"],
+    &["rollout", "pause"],
+    &["rollout", "resume"],
+    &["rollout", "abort"],
+    &["rollout", "list"],
+    &["demo"],
+];
+
+#[test]
+fn every_command_help_shows_an_example() {
+    let work = Workdir::new();
+    for path in COMMANDS {
+        let mut args = path.to_vec();
+        args.push("--help");
+        let run = work.opamp(&args).expect_code(0);
+        assert!(
+            run.stdout.contains("Example"),
+            "`opamp {}` has no example:\n{}",
+            args.join(" "),
+            run.stdout
+        );
+        // The example must show this very command.
+        let invocation = format!("opamp {}", path.join(" "));
+        assert!(
+            run.stdout.contains(invocation.trim_end()),
+            "`opamp {}` example does not show `{invocation}`:\n{}",
+            args.join(" "),
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn top_level_help_documents_exit_codes() {
+    let run = Workdir::new().opamp(&["--help"]).expect_code(0);
+    for line in [
+        "0  success",
+        "1  the operation failed",
+        "2  usage error",
+        "3  verification refused",
+        "4  cannot reach the server",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing {line:?}:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let work = Workdir::new();
+    for args in [
+        &["package", "hash", "x", "--no-such-flag"][..],
+        &["no-such-command"],
+        &["rollout", "start", "--package", "otelcol"],
+        &[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.0.0",
+            "--canary-share",
+            "2",
+        ],
+        &[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.0",
+        ],
+        &[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.0.0",
+            "--batches",
+            "3",
+            "--batch-size",
+            "10",
+        ],
+        &[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.0.0",
+            "--bake-time",
+            "soon",
+        ],
+        &[
+            "package",
+            "sign",
+            "f",
+            "--key",
+            "k",
+            "--compatible",
+            "--version",
+            "1.0.0",
+        ],
+        &["package", "keygen", "--out", "k", "--scheme", "dsa"],
+        &["--log-format", "xml", "demo"],
+        &["demo", "--agents", "0"],
+    ] {
+        let run = work.opamp(args);
+        assert_eq!(
+            run.code,
+            2,
+            "`opamp {}` exited {}:\n{}",
+            args.join(" "),
+            run.code,
+            run.stderr
+        );
+        assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    }
+    // A missing subcommand prints the help (with its usage line) and is a usage error too.
+    let run = work.opamp(&["package"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("Usage: opamp package"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn unwired_commands_say_what_they_need_and_exit_1() {
+    let work = Workdir::new();
+    work.write("f", b"x");
+    work.write("f.sig", b"x");
+    for args in [
+        &["server", "--listen", "127.0.0.1:4320"][..],
+        &["supervisor", "--config", "supervisor.yaml"],
+        &["agents", "list", "--selector", "env=prod"],
+        &[
+            "package",
+            "add",
+            "f",
+            "--name",
+            "otelcol",
+            "--version",
+            "1.0.0",
+            "--signature",
+            "f.sig",
+        ],
+        &["package", "list"],
+        &[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.1.0",
+            "--selector",
+            "env=prod",
+            "--canary-share",
+            "0.1",
+            "--batches",
+            "3",
+            "--bake-time",
+            "1m",
+            "--health-timeout",
+            "30s",
+            "--install-timeout",
+            "5m",
+            "--failure-budget",
+            "2",
+            "--server",
+            "http://127.0.0.1:4321",
+            "--token",
+            "t",
+            "--watch",
+        ],
+        &["rollout", "status", "7", "--watch"],
+        &["rollout", "pause", "7"],
+        &["rollout", "resume", "7"],
+        &["rollout", "abort", "7", "--reason", "bad"],
+        &["rollout", "list"],
+    ] {
+        let run = work.opamp(args).expect_code(1);
+        assert!(
+            run.stderr.starts_with("error: `opamp ")
+                && run.stderr.contains("is not available yet: it needs"),
+            "`opamp {}`:\n{}",
+            args.join(" "),
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    }
+}
+
+#[test]
+fn demo_still_prints_not_yet_and_succeeds() {
+    let work = Workdir::new();
+    for args in [&["demo"][..], &["demo", "--agents", "5", "--fast"]] {
+        let run = work.opamp(args).expect_code(0);
+        assert!(run.stdout.contains("not yet"), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn rust_log_and_json_format_reach_stderr() {
+    let work = Workdir::new();
+    work.keygen("keys", &[]);
+    work.write("otelcol", b"collector");
+    work.opamp(&[
+        "package",
+        "sign",
+        "otelcol",
+        "--key",
+        "keys/release.key",
+        "--name",
+        "otelcol",
+        "--version",
+        "1.0.0",
+    ])
+    .expect_code(0);
+    let verify = [
+        "--log-format",
+        "json",
+        "package",
+        "verify",
+        "otelcol",
+        "--sig",
+        "otelcol.sig",
+        "--pub",
+        "keys/release.pub",
+    ];
+
+    // Quiet by default: one-shot tools log errors only.
+    let run = work.opamp(&verify).expect_code(0);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+
+    let run = work
+        .opamp_with_env(&verify, &[("RUST_LOG", "opamp_verify=debug")])
+        .expect_code(0);
+    let line = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("package offer approved"))
+        .unwrap_or_else(|| panic!("no approval log line:\n{}", run.stderr));
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(line.contains("\"level\":\"DEBUG\""), "{line}");
+
+    // -vvv reaches debug for tools too; text format has no JSON braces.
+    let mut verbose = vec!["-vvv"];
+    verbose.extend_from_slice(&verify[2..]);
+    let run = work.opamp(&verbose).expect_code(0);
+    assert!(
+        run.stderr.contains("package offer approved"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.starts_with('{'), "{}", run.stderr);
+}

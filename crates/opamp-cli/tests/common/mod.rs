@@ -1,0 +1,97 @@
+//! Runs the built `opamp` binary in a temporary directory.
+
+// Test support: a failed unwrap here is a failed test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The outcome of one `opamp` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Self {
+        Self {
+            // Killed by a signal has no code; -1 never matches an expected exit code.
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both streams unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (wanted {code})\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("backtrace"),
+            "the command panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A scratch directory where `opamp` runs.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Runs `opamp args...` here, with RUST_LOG cleared so the environment cannot change output.
+    pub fn opamp(&self, args: &[&str]) -> Run {
+        self.opamp_with_env(args, &[])
+    }
+
+    pub fn opamp_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_opamp"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("OPAMP_ADMIN_TOKEN")
+            .env_remove("OPAMP_SERVER");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Run::from_output(command.output().unwrap())
+    }
+
+    /// `opamp package keygen` into `dir`; returns the printed key id.
+    pub fn keygen(&self, dir: &str, extra: &[&str]) -> String {
+        let mut args = vec!["package", "keygen", "--out", dir];
+        args.extend_from_slice(extra);
+        let run = self.opamp(&args).expect_code(0);
+        let key_id = run.stdout.trim().to_owned();
+        assert_eq!(key_id.len(), 64, "key id: {key_id:?}");
+        assert!(key_id.bytes().all(|b| b.is_ascii_hexdigit()));
+        key_id
+    }
+}
