@@ -19,11 +19,13 @@
 //! | bytes that are not an `AgentToServer`, bad instance uid | close 1007 | 400 |
 //! | wrong `Content-Type` or `Content-Encoding` | n/a | 415 |
 //! | refused by the embedder's authoriser | 401 before the upgrade | 401 |
+//! | may not speak for the claimed instance uid (`authorize_agent`) | close 1008 | 403 |
+//! | may not speak for the claimed instance uid (`authorize_agent`) | close 1008 | 403 |
 //! | silent for the idle timeout | close 1001 | reported disconnected |
 //! | headers not complete within the header timeout (slow-loris) | connection closed | connection closed |
 //! | body not complete within the body timeout | n/a | 408 |
 //! | more connections than the maximum | 503 + `Retry-After` | 503 + `Retry-After` |
-//! | agent does not read what the server sends | close 1008 | n/a |
+//! | agent does not read what the server sends, or was replaced by a newer connection | close 1008 | n/a |
 //! | no or untrusted client certificate under mutual TLS | TLS handshake fails | TLS handshake fails |
 #![forbid(unsafe_code)]
 

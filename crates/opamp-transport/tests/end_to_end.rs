@@ -482,3 +482,82 @@ async fn authoriser_checks_the_agents_authorization_header() {
     }
     server.shutdown().await;
 }
+
+/// Under mutual TLS the embedder can bind instance uids to certificates: an agent whose
+/// certificate names another uid is refused before its message reaches a session.
+#[tokio::test]
+async fn agent_authoriser_binds_instance_uids_to_client_certificates() {
+    init_tracing();
+    let ca = TestCa::new("test CA");
+    let config = mtls_server_config(&ca).authorize_agent(|uid, connection| {
+        connection
+            .client_identity()
+            .and_then(|identity| identity.common_name)
+            == Some(uid.to_string())
+    });
+    let (server, mut notifications) = start_server(config).await;
+    for scheme in ["wss", "https"] {
+        let url = format!(
+            "{scheme}://127.0.0.1:{}/v1/opamp",
+            server.local_addr().port()
+        );
+        let agent = agent_config();
+        let uid = agent.instance_uid;
+        let own = ClientTls::with_ca_pem(ca.cert_pem.clone())
+            .identity(ca.client_cert(&uid.to_string()).identity());
+        let (handle, _events) = start_agent(client_config(&url, Some(own)), agent);
+        wait_connected(&mut notifications, uid).await;
+        handle.shutdown().await.unwrap();
+
+        let borrowed = ClientTls::with_ca_pem(ca.cert_pem.clone())
+            .identity(ca.client_cert(&uid.to_string()).identity());
+        let impostor = agent_config();
+        let impostor_uid = impostor.instance_uid;
+        let (handle, mut events) = start_agent(client_config(&url, Some(borrowed)), impostor);
+        let reason = wait_for_client(&mut events, |e| match e {
+            ClientEvent::Disconnected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+        let expected = if scheme == "wss" { "1008" } else { "403" };
+        assert!(reason.contains(expected), "{scheme}: {reason}");
+        assert!(
+            server.registry().connection_info(impostor_uid).is_none(),
+            "the impostor never got a session"
+        );
+        handle.shutdown().await.unwrap();
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_of_long_gone_agents_are_forgotten() {
+    init_tracing();
+    let mut config = server_config();
+    config.forget_after = Some(Duration::from_millis(200));
+    config.idle_timeout = Duration::from_millis(400);
+    let (server, mut notifications) = start_server(config).await;
+    let agent = agent_config();
+    let uid = agent.instance_uid;
+    let (handle, _events) = start_agent(
+        client_config(&format!("ws://{}/v1/opamp", server.local_addr()), None),
+        agent,
+    );
+    wait_connected(&mut notifications, uid).await;
+    assert_eq!(server.registry().len(), 1);
+    handle.shutdown().await.unwrap();
+    wait_for(&mut notifications, |n| {
+        matches!(n, ServerNotification::Disconnected { uid: from } if *from == uid).then_some(())
+    })
+    .await;
+    // No event marks the forgetting; poll for it, bounded.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !server.registry().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}

@@ -4,7 +4,7 @@
 //! Refusals: 415 for another content type or encoding, 413 over the size limit (checked on
 //! the compressed body and again after decompression), 400 for bytes that are not an
 //! `AgentToServer` or carry an invalid instance uid, 408 for a body that does not arrive
-//! within the body timeout.
+//! within the body timeout, 403 when the connection may not speak for the instance uid.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -122,6 +122,12 @@ async fn handle_inner(
         })?;
     let uid = InstanceUid::from_slice(&message.instance_uid)
         .map_err(|_| (StatusCode::BAD_REQUEST, "instance_uid must be 16 bytes"))?;
+    if !super::websocket::agent_authorized(shared, uid, connection) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "not authorised for this instance_uid",
+        ));
+    }
     let mut pending = Vec::new();
     let reply = shared.registry.deliver(
         message,

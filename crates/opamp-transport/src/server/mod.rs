@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::any;
+use opamp_proto::InstanceUid;
 use opamp_proto::codec::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -32,6 +33,11 @@ use crate::tls::ServerTls;
 /// client certificate) and the request headers (for example `Authorization`). A refused
 /// request gets HTTP 401 before any OpAMP message is read.
 pub type RequestAuthorizer = Arc<dyn Fn(&ConnectionInfo, &http::HeaderMap) -> bool + Send + Sync>;
+
+/// Decides whether a connection may speak for an agent, from the instance uid the agent
+/// claims and the connection (for example its client certificate). Checked on the first
+/// message of a WebSocket and on every HTTP request, before the session sees the message.
+pub type AgentAuthorizer = Arc<dyn Fn(InstanceUid, &ConnectionInfo) -> bool + Send + Sync>;
 
 /// Settings of an [`OpampServer`]. Start from [`ServerConfig::new`].
 #[derive(Clone)]
@@ -65,6 +71,13 @@ pub struct ServerConfig {
     pub outbound_queue: usize,
     /// Optional authorisation of OpAMP requests.
     pub authorize: Option<RequestAuthorizer>,
+    /// Optional check that a connection may speak for the instance uid it claims (for
+    /// example: the client certificate names that uid). Refused: WebSocket close 1008,
+    /// HTTP 403.
+    pub authorize_agent: Option<AgentAuthorizer>,
+    /// Agents disconnected for longer than this lose their session (and its state), so
+    /// churning agents do not grow the registry without bound. `None` keeps them.
+    pub forget_after: Option<Duration>,
     /// Optional package download route.
     pub downloads: Option<DownloadConfig>,
     /// Settings of each agent's [`opamp_session::ServerSession`] (capabilities, heartbeat
@@ -81,6 +94,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
+            .field("forget_after", &self.forget_after)
             .field("downloads", &self.downloads)
             .finish_non_exhaustive()
     }
@@ -89,7 +103,7 @@ impl std::fmt::Debug for ServerConfig {
 impl ServerConfig {
     /// Defaults: plain TCP on `bind`, path `/v1/opamp`, 64 MiB messages, 50 000
     /// connections, 10 s header timeout, 30 s body timeout, 90 s idle timeout (three 30 s
-    /// heartbeats).
+    /// heartbeats), sessions forgotten one hour after their agent disconnected.
     pub fn new(bind: SocketAddr) -> Self {
         Self {
             bind,
@@ -104,6 +118,8 @@ impl ServerConfig {
             notification_capacity: 4096,
             outbound_queue: 32,
             authorize: None,
+            authorize_agent: None,
+            forget_after: Some(Duration::from_secs(3600)),
             downloads: None,
             session: opamp_session::ServerConfig::default(),
         }
@@ -134,6 +150,16 @@ impl ServerConfig {
     #[must_use]
     pub fn downloads(mut self, downloads: DownloadConfig) -> Self {
         self.downloads = Some(downloads);
+        self
+    }
+
+    /// Checks each agent's claim to its instance uid.
+    #[must_use]
+    pub fn authorize_agent(
+        mut self,
+        authorize: impl Fn(InstanceUid, &ConnectionInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize_agent = Some(Arc::new(authorize));
         self
     }
 
@@ -243,9 +269,10 @@ impl OpampServer {
             app,
             shutdown.clone(),
         ));
-        let sweeper = tokio::spawn(sweep_http_agents(
+        let sweeper = tokio::spawn(sweep(
             registry.clone(),
             config.idle_timeout,
+            config.forget_after,
             shutdown.clone(),
         ));
         Ok((
@@ -313,9 +340,10 @@ async fn opamp_endpoint(
     }
 }
 
-async fn sweep_http_agents(
+async fn sweep(
     registry: Registry,
     idle_timeout: Duration,
+    forget_after: Option<Duration>,
     shutdown: CancellationToken,
 ) {
     let period = (idle_timeout / 4).max(Duration::from_millis(100));
@@ -323,7 +351,7 @@ async fn sweep_http_agents(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticker.tick() => registry.expire_http(idle_timeout, Instant::now()),
+            _ = ticker.tick() => registry.sweep(idle_timeout, forget_after, Instant::now()),
         }
     }
 }

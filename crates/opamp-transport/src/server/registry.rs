@@ -57,7 +57,10 @@ pub enum ServerNotification {
 }
 
 enum Link {
-    None,
+    /// Not connected since then.
+    Gone {
+        since: Instant,
+    },
     WebSocket {
         id: u64,
         outbound: mpsc::Sender<Bytes>,
@@ -188,7 +191,7 @@ impl Registry {
     pub fn connected(&self) -> Vec<InstanceUid> {
         self.lock()
             .iter()
-            .filter(|(_, slot)| !matches!(slot.link, Link::None))
+            .filter(|(_, slot)| !matches!(slot.link, Link::Gone { .. }))
             .map(|(uid, _)| *uid)
             .collect()
     }
@@ -236,7 +239,7 @@ impl Registry {
         let slot = agents.entry(uid).or_insert_with(|| AgentSlot {
             session: self.new_session(mode),
             mode,
-            link: Link::None,
+            link: Link::Gone { since: now },
             connection: None,
         });
         if slot.mode != mode {
@@ -251,7 +254,7 @@ impl Registry {
             _ => true,
         };
         if newly_linked {
-            if !matches!(slot.link, Link::None) {
+            if !matches!(slot.link, Link::Gone { .. }) {
                 // A new connection replaces a live one (the agent reconnected before we
                 // noticed the old one drop): close the old one in the session's eyes first.
                 slot.session.handle_disconnected(now);
@@ -308,26 +311,37 @@ impl Registry {
         if let Some(slot) = agents.get_mut(&uid)
             && matches!(slot.link, Link::WebSocket { id, .. } if id == link_id)
         {
-            slot.link = Link::None;
+            slot.link = Link::Gone { since: now };
             slot.session.handle_disconnected(now);
             drain_events(uid, &mut slot.session, pending);
             pending.push(ServerNotification::Disconnected { uid });
         }
     }
 
-    /// Disconnects HTTP agents that have not polled for `idle_timeout`.
-    pub(crate) fn expire_http(&self, idle_timeout: Duration, now: Instant) {
+    /// Disconnects HTTP agents that have not polled for `idle_timeout`, and forgets agents
+    /// disconnected for longer than `forget_after`.
+    pub(crate) fn sweep(
+        &self,
+        idle_timeout: Duration,
+        forget_after: Option<Duration>,
+        now: Instant,
+    ) {
         let mut pending = Vec::new();
         {
             let mut agents = self.lock();
             for (uid, slot) in agents.iter_mut() {
                 if matches!(slot.link, Link::Http { last_poll } if now.saturating_duration_since(last_poll) > idle_timeout)
                 {
-                    slot.link = Link::None;
+                    slot.link = Link::Gone { since: now };
                     slot.session.handle_disconnected(now);
                     drain_events(*uid, &mut slot.session, &mut pending);
                     pending.push(ServerNotification::Disconnected { uid: *uid });
                 }
+            }
+            if let Some(forget_after) = forget_after {
+                agents.retain(|_, slot| {
+                    !matches!(slot.link, Link::Gone { since } if now.saturating_duration_since(since) > forget_after)
+                });
             }
         }
         self.notify_now(pending);
@@ -382,7 +396,7 @@ fn flush(uid: InstanceUid, slot: &mut AgentSlot, now: Instant, pending: &mut Pen
             if outbound.try_send(frame).is_err() {
                 // The agent does not read what we send: drop the link, which closes it.
                 tracing::warn!(%uid, "agent not reading; closing its WebSocket");
-                slot.link = Link::None;
+                slot.link = Link::Gone { since: now };
                 slot.session.handle_disconnected(now);
                 pending.push(ServerNotification::Disconnected { uid });
                 break;

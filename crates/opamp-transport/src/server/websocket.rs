@@ -3,7 +3,8 @@
 //! Close codes sent on refusal (documented in the crate docs):
 //! 1009 message too big, 1002 bad OpAMP header byte, 1003 text message, 1007 undecodable
 //! protobuf or invalid instance uid, 1001 idle timeout or server shutdown, 1008 the agent
-//! did not read what the server sent.
+//! did not read what the server sent, was replaced by a newer connection, or may not speak
+//! for the instance uid it claims.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,6 +114,9 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
                     }
                     break Some((close_code::INVALID_PAYLOAD, "instance_uid changed on an open connection"));
                 }
+                if agent.is_none() && !agent_authorized(&shared, uid, &connection) {
+                    break Some((close_code::POLICY_VIOLATION, "not authorised for this instance_uid"));
+                }
                 agent = Some(uid);
                 let mut pending = Vec::new();
                 registry.deliver(message, uid, &mut link, &connection, Instant::now(), &mut pending);
@@ -154,6 +158,18 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
         registry.websocket_closed(uid, link_id, Instant::now(), &mut pending);
         registry.notify(pending).await;
     }
+}
+
+pub(crate) fn agent_authorized(
+    shared: &Shared,
+    uid: InstanceUid,
+    connection: &ConnectionInfo,
+) -> bool {
+    shared
+        .config
+        .authorize_agent
+        .as_ref()
+        .is_none_or(|authorize| authorize(uid, connection))
 }
 
 fn refusal_for_codec_error(error: &CodecError) -> (u16, &'static str) {
