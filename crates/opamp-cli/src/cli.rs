@@ -24,7 +24,7 @@ commands; each -v shows one level more. RUST_LOG (e.g. RUST_LOG=opamp_verify=deb
 
 /// Secure, staged OpAMP upgrades and downgrades of OpenTelemetry Collectors.
 #[derive(Debug, Parser)]
-#[command(name = "opamp", version, about, after_help = TOP_AFTER_HELP)]
+#[command(name = "opamp", version, after_help = TOP_AFTER_HELP)]
 pub(crate) struct Cli {
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -1,4 +1,4 @@
-//! Streaming SHA-256 of files, with a progress bar on stderr for big files.
+//! Progress on stderr: streaming SHA-256 of files with a bar for big ones, and spinners.
 
 use std::fs::File;
 use std::path::Path;
@@ -35,6 +35,14 @@ pub(crate) fn hash_file(path: &Path) -> Result<HashedContent, CommandError> {
             anyhow::Error::new(error).context(format!("cannot hash {}", path.display())),
         )
     })
+}
+
+/// A spinner on stderr (drawn only when stderr is a terminal) for work of unknown length.
+pub(crate) fn spinner(message: String) -> ProgressBar {
+    let spinner = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    spinner.set_message(message);
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
 }
 
 fn progress_bar(len: u64, path: &Path) -> ProgressBar {

@@ -156,6 +156,37 @@ fn signature_by_an_untrusted_key_is_refused_with_exit_3() {
 }
 
 #[test]
+fn revoked_key_is_refused_even_when_trusted() {
+    let work = Workdir::new();
+    let key_id = work.keygen("keys", &[]);
+    work.write("otelcol", &package_bytes(9));
+    let sig = sign(&work, "otelcol", "keys/release.key", "1.0.0", &[]);
+    let run = verify(
+        &work,
+        "otelcol",
+        &sig,
+        "keys/release.pub",
+        &["--revoked", &key_id],
+    )
+    .expect_code(3);
+    assert!(
+        run.stderr
+            .contains(&format!("signing key {key_id} is revoked")),
+        "{}",
+        run.stderr
+    );
+    // A key id that is not 64 hex digits is a usage error.
+    let run = verify(
+        &work,
+        "otelcol",
+        &sig,
+        "keys/release.pub",
+        &["--revoked", "abc"],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
 fn unsigned_downgrade_is_refused_and_signed_downgrade_accepted() {
     let work = Workdir::new();
     work.keygen("keys", &[]);

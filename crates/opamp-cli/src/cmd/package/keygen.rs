@@ -80,8 +80,10 @@ pub(crate) fn run(args: &KeygenArgs) -> Result<(), CommandError> {
         }
         SchemeArg::RsaPss | SchemeArg::RsaPkcs1 => {
             let bits = args.bits.unwrap_or(DEFAULT_RSA_BITS);
-            tracing::info!(bits, "generating RSA key (this can take a while)");
-            ReleaseSigner::generate_rsa(&mut OsRng, bits as usize, scheme)
+            let spinner = crate::progress::spinner(format!("generating a {bits}-bit RSA key"));
+            let signer = ReleaseSigner::generate_rsa(&mut OsRng, bits as usize, scheme);
+            spinner.finish_and_clear();
+            signer
         }
     }
     .or_fail(Failure::Operation, || {

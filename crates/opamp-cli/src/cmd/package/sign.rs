@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use opamp_verify::{DowngradeAuthorisation, ReleaseSigner, Statement};
+use opamp_verify::{DowngradeAuthorisation, ReleaseSigner, Statement, Zeroizing};
 
 use super::files::{read_text, write_public};
 use super::keygen::SchemeArg;
@@ -81,7 +81,8 @@ fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
 
 /// Runs `opamp package sign`.
 pub(crate) fn run(args: &SignArgs) -> Result<(), CommandError> {
-    let pem = read_text(&args.key, "private key")?;
+    // The key text is wiped from memory when dropped.
+    let pem = Zeroizing::new(read_text(&args.key, "private key")?);
     let signer = ReleaseSigner::from_pkcs8_pem(&pem, args.scheme.map(Into::into))
         .or_fail(Failure::Operation, || {
             format!("cannot use {} as a release key", args.key.display())

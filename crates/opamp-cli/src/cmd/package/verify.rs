@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use opamp_verify::{
-    KeyRing, PackageOffer, PublicKey, SignatureEnvelope, TrustPolicy, TrustedKey,
+    KeyId, KeyRing, PackageOffer, PublicKey, SignatureEnvelope, TrustPolicy, TrustedKey,
     VerificationContext, VerifyError,
 };
 
@@ -39,6 +39,10 @@ pub(crate) struct VerifyArgs {
     #[arg(long = "pub", value_name = "FILE", required = true)]
     public_keys: Vec<PathBuf>,
 
+    /// Key id (hex) to treat as revoked, even if one of the --pub keys has it; repeatable.
+    #[arg(long = "revoked", value_name = "KEY_ID", value_parser = parse_key_id)]
+    revoked: Vec<KeyId>,
+
     /// Package name the server would offer (default: the signed name).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
@@ -66,6 +70,9 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), CommandError> {
         })?;
         keys.trust(TrustedKey::new(key));
     }
+    for key_id in &args.revoked {
+        keys.revoke(*key_id);
+    }
     let signature = read_bytes(&args.sig, "signature")?;
     let (name, version) = offered_name_and_version(args, &signature)?;
     let hashed = hash_file(&args.file)?;
@@ -91,6 +98,10 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), CommandError> {
         println!("downgrade:   authorised by the signed statement");
     }
     Ok(())
+}
+
+fn parse_key_id(text: &str) -> Result<KeyId, String> {
+    text.parse().map_err(|e: VerifyError| e.to_string())
 }
 
 /// The name and version to check: the flags, else the signed statement's.
