@@ -386,3 +386,41 @@ async fn trickled_http_body_gets_408() {
     assert!(started.elapsed() >= Duration::from_millis(350));
     bystander.assert_still_served().await;
 }
+
+#[tokio::test]
+async fn a_second_connection_for_the_same_agent_replaces_the_first() {
+    let bystander = Bystander::start(server_config()).await;
+    let url = bystander.url("ws");
+    let message = codec::encode_ws_frame(&agent_to_server(0));
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    first
+        .send(Message::Binary(message.clone().into()))
+        .await
+        .unwrap();
+    // Wait for the server's answer so the first connection is surely registered.
+    let answered = tokio::time::timeout(WAIT, first.next()).await.unwrap();
+    assert!(
+        matches!(answered, Some(Ok(Message::Binary(_)))),
+        "{answered:?}"
+    );
+    let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    second.send(Message::Binary(message.into())).await.unwrap();
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match first.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1008);
+    let answered = tokio::time::timeout(WAIT, second.next()).await.unwrap();
+    assert!(
+        matches!(answered, Some(Ok(Message::Binary(_)))),
+        "the newer connection is served: {answered:?}"
+    );
+    bystander.assert_still_served().await;
+}

@@ -14,6 +14,7 @@ use opamp_proto::InstanceUid;
 use opamp_proto::v1::{AgentToServer, ServerToAgent};
 use opamp_session::{ServerConfig as SessionConfig, ServerEvent, ServerSession, TransportMode};
 use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::listener::ConnectionInfo;
 
@@ -64,6 +65,9 @@ enum Link {
     WebSocket {
         id: u64,
         outbound: mpsc::Sender<Bytes>,
+        /// Cancels the connection's token when this link is replaced, forgotten or
+        /// dropped for falling behind, which makes the connection task close the socket.
+        _close_on_drop: DropGuard,
     },
     Http {
         last_poll: Instant,
@@ -216,7 +220,7 @@ impl Registry {
     /// Closes the agent's WebSocket (if any) and forgets its session. Returns whether it
     /// was known.
     pub fn forget(&self, uid: InstanceUid) -> bool {
-        // Dropping the slot drops the WebSocket's outbound sender, which closes the socket.
+        // Dropping the slot drops the link's guard, which closes the socket.
         self.lock().remove(&uid).is_some()
     }
 
@@ -262,9 +266,14 @@ impl Registry {
                 pending.push(ServerNotification::Disconnected { uid });
             }
             slot.link = match link {
-                LinkHandle::WebSocket { id, outbound } => Link::WebSocket {
+                LinkHandle::WebSocket {
+                    id,
+                    outbound,
+                    dropped,
+                } => Link::WebSocket {
                     id: *id,
                     outbound: outbound.clone(),
+                    _close_on_drop: dropped.clone().drop_guard(),
                 },
                 LinkHandle::Http => Link::Http { last_poll: now },
             };
@@ -384,6 +393,8 @@ pub(crate) enum LinkHandle {
     WebSocket {
         id: u64,
         outbound: mpsc::Sender<Bytes>,
+        /// Cancelled when the registry lets go of this connection.
+        dropped: CancellationToken,
     },
     Http,
 }

@@ -74,9 +74,11 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
     let registry = &shared.registry;
     let link_id = registry.new_link_id();
     let (outbound_tx, mut outbound) = mpsc::channel::<Bytes>(shared.config.outbound_queue.max(1));
+    let dropped = tokio_util::sync::CancellationToken::new();
     let mut link = LinkHandle::WebSocket {
         id: link_id,
         outbound: outbound_tx,
+        dropped: dropped.clone(),
     };
     let mut agent: Option<InstanceUid> = None;
     let idle = shared.config.idle_timeout;
@@ -124,13 +126,16 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
             }
             frame = outbound.recv() => {
                 let Some(frame) = frame else {
-                    // The registry dropped our link: replaced by a newer connection, the
-                    // agent was forgotten, or it fell behind.
-                    break Some((close_code::POLICY_VIOLATION, "connection replaced or too slow"));
+                    break None; // Unreachable while `link` holds a sender.
                 };
                 if socket.send(Message::Binary(frame)).await.is_err() {
                     break None;
                 }
+            }
+            () = dropped.cancelled() => {
+                // The registry let go of this connection: replaced by a newer one for the
+                // same agent, the agent was forgotten, or it fell behind.
+                break Some((close_code::POLICY_VIOLATION, "connection replaced or too slow"));
             }
             () = tokio::time::sleep_until(deadline) => {
                 break Some((close_code::GOING_AWAY, "idle timeout"));
