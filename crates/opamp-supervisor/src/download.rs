@@ -313,6 +313,34 @@ impl Downloader {
         Self::with_client(client, dir, limits)
     }
 
+    /// Like [`Downloader::new`], also trusting the CA certificates in `pem_bundle` (e.g. the
+    /// supervisor's `server.tls.ca_file` for a private download server).
+    ///
+    /// # Errors
+    /// The PEM holds no valid certificate, or as for [`Downloader::new`].
+    pub fn with_root_certificates(
+        dir: impl Into<PathBuf>,
+        limits: DownloadLimits,
+        pem_bundle: &[u8],
+    ) -> Result<Self, DownloadError> {
+        let invalid = |reason: String| DownloadError::InvalidRequest { reason };
+        let certificates = reqwest::Certificate::from_pem_bundle(pem_bundle)
+            .map_err(|err| invalid(format!("invalid CA certificate PEM: {err}")))?;
+        if certificates.is_empty() {
+            return Err(invalid("CA certificate PEM holds no certificate".into()));
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(limits.connect_timeout)
+            .no_gzip();
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        let client = builder
+            .build()
+            .map_err(|err| invalid(format!("cannot build HTTP client: {err}")))?;
+        Self::with_client(client, dir, limits)
+    }
+
     /// A downloader using a caller-built client (custom roots, proxies, client certificates).
     /// The client must not decompress transparently (`ClientBuilder::no_gzip`).
     ///

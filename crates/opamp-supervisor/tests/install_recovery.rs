@@ -76,7 +76,11 @@ async fn killed_before_the_swap_keeps_the_old_binary() {
         InstallStep::Stopping,
     ] {
         let Crash { mut host, old, .. } = crash_at(step, healthy_script("2.0.0"), false).await;
+        // A copy interrupted by the kill leaves its temp file.
+        let leftover = host.exe.with_file_name(".otelcol.next.tmp");
+        std::fs::write(&leftover, b"half a bin").unwrap();
         let recovery = recover(&mut host).await.unwrap();
+        assert!(!leftover.exists());
         assert_eq!(recovery, Recovery::Abandoned { step });
         assert!(!recovery.collector_started());
         assert_eq!(host.exe_content(), old, "{step:?}");

@@ -16,7 +16,7 @@
 //! Only a file whose hash equals the hash journaled at `Staged` (computed from a verified
 //! package) is ever started as the new version.
 
-use super::swap::{hash_if_exists, next_path_for};
+use super::swap::{self, hash_if_exists, next_path_for};
 use super::{Collector, InstallError, InstallEvent, Installer};
 use crate::journal::{InstallRecord, InstallStep, JournalError};
 use crate::storage;
@@ -74,6 +74,7 @@ impl Installer {
         collector: &mut C,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<Recovery, InstallError> {
+        swap::remove_leftovers(&self.config.executable);
         let mut record = match self.journal.load() {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(Recovery::Clean),
@@ -119,7 +120,7 @@ impl Installer {
             };
             let previous_ok = record
                 .previous_sha256
-                .is_some_and(|hash| super::swap::has_hash(&record.previous_path, hash));
+                .is_some_and(|hash| swap::has_hash(&record.previous_path, hash));
             if !previous_ok {
                 return Err(error);
             }

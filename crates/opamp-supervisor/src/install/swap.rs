@@ -59,3 +59,22 @@ pub(crate) fn swap_in(next: &Path, executable: &Path, previous: &Path) -> io::Re
     fs::rename(next, executable)?;
     storage::sync_dir(executable.parent().unwrap_or(Path::new(".")))
 }
+
+/// Removes temp files an interrupted copy or link may have left beside the live executable.
+/// None of them is ever used without being re-created, so removal is always safe.
+pub(crate) fn remove_leftovers(executable: &Path) {
+    let name = executable
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for leftover in [
+        format!(".{name}.next.tmp"),
+        format!("{name}.previous.link-tmp"),
+        format!("{name}.link-tmp"),
+    ] {
+        let path = executable.with_file_name(leftover);
+        if let Err(err) = storage::remove_file_if_exists(&path) {
+            tracing::warn!(%err, path = %path.display(), "cannot remove leftover temp file");
+        }
+    }
+}

@@ -63,24 +63,14 @@ impl FileServer {
     }
 
     pub async fn start_on(addr: SocketAddr, body: Vec<u8>) -> Self {
-        let state = Arc::new(Mutex::new(ServerState {
-            etag: etag_of(&body),
-            body,
-            fault: Fault::None,
-            chunked: false,
-            required_authorization: None,
-            requests: Vec::new(),
-        }));
-        Self::serve(addr, state).await
+        Self::serve(addr, new_state(body)).await
     }
 
     /// A server on `addr` sharing `state` (to bring a "gone" server back with the same file).
     pub async fn serve(addr: SocketAddr, state: Arc<Mutex<ServerState>>) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = axum::Router::new()
-            .route("/file", axum::routing::get(serve_file))
-            .with_state(Arc::clone(&state));
+        let router = file_router(Arc::clone(&state));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -115,6 +105,24 @@ impl Drop for FileServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The `GET /file` router over `state` (for servers with their own transport, e.g. TLS).
+pub fn file_router(state: Arc<Mutex<ServerState>>) -> axum::Router {
+    axum::Router::new()
+        .route("/file", axum::routing::get(serve_file))
+        .with_state(state)
+}
+
+pub fn new_state(body: Vec<u8>) -> Arc<Mutex<ServerState>> {
+    Arc::new(Mutex::new(ServerState {
+        etag: etag_of(&body),
+        body,
+        fault: Fault::None,
+        chunked: false,
+        required_authorization: None,
+        requests: Vec::new(),
+    }))
 }
 
 fn etag_of(body: &[u8]) -> String {
