@@ -445,6 +445,25 @@ fn sign_refuses_bad_keys_and_past_expiry() {
         .expect_code(1);
     assert!(run.stderr.contains("not in the future"), "{}", run.stderr);
 
+    // A downgrade bound at or below the signed version authorises nothing: a mistake.
+    let run = work
+        .opamp(&[
+            "package",
+            "sign",
+            "otelcol",
+            "--key",
+            "keys/release.key",
+            "--name",
+            "otelcol",
+            "--version",
+            "1.2.0",
+            "--allow-downgrade-from-at-most",
+            "1.2.0",
+        ])
+        .expect_code(1);
+    assert!(run.stderr.contains("authorises nothing"), "{}", run.stderr);
+    assert!(!work.path("otelcol.sig").exists());
+
     // Versions must be canonical semver, as agents parse them.
     work.opamp(&[
         "package",

@@ -165,6 +165,17 @@ fn statement(
         .or_fail(Failure::Operation, || {
             format!("cannot build a statement for {name} {version}")
         })?;
+    if let Some(from) = &args.allow_downgrade_from_at_most {
+        // The statement parsed, so its version is valid semver.
+        let signed = opamp_verify::parse_version(version)
+            .or_fail(Failure::Operation, || format!("invalid version {version}"))?;
+        if from.cmp_precedence(&signed).is_le() {
+            return Err(CommandError::operation(anyhow::anyhow!(
+                "--allow-downgrade-from-at-most {from} authorises nothing: it must be higher than \
+                 the signed version {version}"
+            )));
+        }
+    }
     Ok(match &args.allow_downgrade_from_at_most {
         Some(from) => {
             statement.with_downgrade(DowngradeAuthorisation::AllowFromAtMost(from.clone()))
