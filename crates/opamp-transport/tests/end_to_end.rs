@@ -561,3 +561,27 @@ async fn sessions_of_long_gone_agents_are_forgotten() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn forgetting_a_connected_agent_closes_its_websocket() {
+    init_tracing();
+    let (server, mut notifications) = start_server(server_config()).await;
+    let agent = agent_config();
+    let uid = agent.instance_uid;
+    let (handle, mut events) = start_agent(
+        client_config(&format!("ws://{}/v1/opamp", server.local_addr()), None),
+        agent,
+    );
+    wait_connected(&mut notifications, uid).await;
+    assert!(server.registry().forget(uid));
+    let reason = wait_for_client(&mut events, |e| match e {
+        ClientEvent::Disconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("1008"), "{reason}");
+    // The agent comes back with a full report and gets a fresh session.
+    wait_connected(&mut notifications, uid).await;
+    handle.shutdown().await.unwrap();
+    server.shutdown().await;
+}
