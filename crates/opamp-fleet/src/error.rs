@@ -68,4 +68,49 @@ pub enum FleetError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The server configuration is unusable.
+    #[error("configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the server was doing.
+        context: String,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A package cannot enter the catalog (bad name or version, unreadable content).
+    #[error("package {name} {version}: {reason}")]
+    InvalidPackage {
+        /// Package name as given.
+        name: String,
+        /// Version as given.
+        version: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Something asked for does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What.
+        what: String,
+    },
+    /// The agent transport failed (bind, TLS).
+    #[error("transport: {0}")]
+    Transport(#[from] opamp_transport::TransportError),
+    /// The admin API answered with an error (or could not be reached: `status` is `None`).
+    #[error("admin API{}: {message}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
+    AdminApi {
+        /// HTTP status, when an answer came.
+        status: Option<u16>,
+        /// The server's message or the client error.
+        message: String,
+    },
+    /// The server's rollout driver has stopped.
+    #[error("the fleet server has stopped")]
+    Stopped,
 }

@@ -24,17 +24,23 @@
 //! - Persist every step with [`store::apply`] before acting on its commands.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
+pub mod catalog;
+pub mod config;
 mod error;
 pub mod events;
+pub mod metrics;
 pub mod registry;
 pub mod rollout;
 pub mod selector;
+pub mod server;
 pub mod spec;
 pub mod store;
 pub mod time;
 
 pub use audit::{Actor, AuditAction, AuditRecord};
+pub use config::FleetServerConfig;
 pub use error::FleetError;
 pub use events::{Command, Event, RolloutStatus};
 pub use registry::RolloutRegistry;
@@ -43,5 +49,6 @@ pub use rollout::{
     RolloutState, SkipReason, SkippedAgent, Wave,
 };
 pub use selector::{LabelRequirement, LabelSelector, Labels};
+pub use server::{FleetServer, RunningFleetServer};
 pub use spec::{BatchPlan, FailureBudget, RolloutSpec};
 pub use time::Timestamp;

@@ -1,0 +1,27 @@
+//! The admin API (axum, JSON, bearer token) and its typed client.
+//!
+//! Every route requires `Authorization: Bearer <admin token>` (compared in constant time)
+//! and answers 401 otherwise. Errors are `{"error": "..."}` with 400 (bad request), 404,
+//! 409 (conflicting rollout, invalid transition, changed package bytes), 422 (no agent to
+//! roll out to) or 500.
+//!
+//! | method and path | body | answer |
+//! | --- | --- | --- |
+//! | `GET /api/v1/agents` | | `[AgentRecord]` |
+//! | `GET /api/v1/packages` | | `[PackageEntry]` |
+//! | `POST /api/v1/packages?name=&version=&signature=<base64>` | the file | `201 PackageEntry` |
+//! | `POST /api/v1/rollouts` | [`RolloutRequest`] | `201` [`RolloutView`] (started) |
+//! | `GET /api/v1/rollouts` | | `[RolloutSummary]` |
+//! | `GET /api/v1/rollouts/{id}` | | [`RolloutView`] |
+//! | `POST /api/v1/rollouts/{id}/pause`, `/resume`, `/abort` | abort: [`AbortRequest`] (optional) | [`RolloutView`] |
+//! | `GET /api/v1/rollouts/{id}/events` | | Server-Sent Events `progress`: [`RolloutUpdate`], ends when terminal |
+//! | `GET /api/v1/audit?rollout=&after=&limit=` | | `[StoredAudit]` |
+//! | `GET /metrics` | | Prometheus text |
+
+mod client;
+mod routes;
+pub mod types;
+
+pub use client::{AdminClient, RolloutEvents};
+pub(crate) use routes::{AdminState, router};
+pub use types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};

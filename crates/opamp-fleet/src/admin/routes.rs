@@ -1,0 +1,369 @@
+//! The admin API's routes and handlers.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use futures_util::{Stream, StreamExt};
+use http::{StatusCode, header};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
+use crate::FleetError;
+use crate::catalog::{Catalog, SharedStore, lock};
+use crate::metrics::FleetMetrics;
+use crate::rollout::RolloutId;
+use crate::server::driver::{Operation, Request as DriverRequest};
+use crate::store::{AuditQuery, FleetStore, StoreError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    pub(crate) token: Arc<str>,
+    pub(crate) store: SharedStore,
+    pub(crate) catalog: Catalog,
+    pub(crate) driver: mpsc::Sender<DriverRequest>,
+    pub(crate) updates: broadcast::Sender<RolloutUpdate>,
+    pub(crate) metrics: Arc<FleetMetrics>,
+    pub(crate) upload_dir: PathBuf,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The operator identity recorded in the audit log (one admin token today).
+const OPERATOR: &str = "admin";
+
+pub(crate) fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/v1/agents", get(agents))
+        .route(
+            "/api/v1/packages",
+            get(packages)
+                .post(add_package)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/rollouts", get(rollouts).post(create_rollout))
+        .route("/api/v1/rollouts/{id}", get(rollout))
+        .route("/api/v1/rollouts/{id}/pause", post(pause))
+        .route("/api/v1/rollouts/{id}/resume", post(resume))
+        .route("/api/v1/rollouts/{id}/abort", post(abort))
+        .route("/api/v1/rollouts/{id}/events", get(rollout_events))
+        .route("/api/v1/audit", get(audit))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let authorised =
+        presented.is_some_and(|token| bool::from(token.as_bytes().ct_eq(state.token.as_bytes())));
+    if !authorised {
+        let mut response = failure(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    }
+    next.run(request).await
+}
+
+fn failure(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// A [`FleetError`] as an HTTP answer.
+struct Failure(FleetError);
+
+impl From<FleetError> for Failure {
+    fn from(error: FleetError) -> Self {
+        Failure(error)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure(error.into())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            FleetError::InvalidSpec { .. }
+            | FleetError::InvalidSelector { .. }
+            | FleetError::InvalidPackage { .. }
+            | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
+            FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
+            FleetError::Conflict { .. }
+            | FleetError::InvalidTransition { .. }
+            | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
+            FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self.0, "admin request failed");
+        }
+        failure(status, self.0.to_string())
+    }
+}
+
+type Answer<T> = Result<T, Failure>;
+
+async fn agents(State(state): State<AdminState>) -> Answer<Response> {
+    let agents = lock(&state.store).agents()?;
+    Ok(Json(agents).into_response())
+}
+
+async fn packages(State(state): State<AdminState>) -> Answer<Response> {
+    Ok(Json(state.catalog.list()?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    name: String,
+    version: String,
+    /// Standard base64 of the release signature; empty or absent for none.
+    #[serde(default)]
+    signature: String,
+}
+
+async fn add_package(
+    State(state): State<AdminState>,
+    Query(query): Query<UploadQuery>,
+    body: Body,
+) -> Answer<Response> {
+    let invalid = |reason: String| FleetError::InvalidPackage {
+        name: query.name.clone(),
+        version: query.version.clone(),
+        reason,
+    };
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(query.signature.as_bytes())
+        .map_err(|e| invalid(format!("signature is not base64: {e}")))?;
+    let io = |context: &str| {
+        let context = context.to_owned();
+        move |source| FleetError::Io { context, source }
+    };
+    tokio::fs::create_dir_all(&state.upload_dir)
+        .await
+        .map_err(io("creating the upload directory"))?;
+    // The upload lands in a temporary file first; the catalog then hashes it while copying
+    // it into place, so the stored hash always describes the stored bytes.
+    let upload = tempfile::NamedTempFile::new_in(&state.upload_dir)
+        .map_err(io("creating an upload file"))?;
+    let mut file = tokio::fs::File::from_std(upload.reopen().map_err(io("opening the upload"))?);
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| invalid(format!("reading the body: {e}")))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(io("writing the upload"))?;
+    }
+    file.flush().await.map_err(io("writing the upload"))?;
+    drop(file);
+    let catalog = state.catalog.clone();
+    let entry = tokio::task::spawn_blocking(move || {
+        let path = upload.path().to_owned();
+        catalog.add_file(&path, &query.name, &query.version, signature)
+    })
+    .await
+    .map_err(|_| FleetError::Stopped)??;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+async fn ask<T>(
+    state: &AdminState,
+    request: impl FnOnce(oneshot::Sender<Result<T, FleetError>>) -> DriverRequest,
+) -> Result<T, FleetError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .driver
+        .send(request(reply))
+        .await
+        .map_err(|_| FleetError::Stopped)?;
+    answer.await.map_err(|_| FleetError::Stopped)?
+}
+
+async fn create_rollout(
+    State(state): State<AdminState>,
+    Json(request): Json<RolloutRequest>,
+) -> Answer<Response> {
+    let view: RolloutView = ask(&state, |reply| DriverRequest::Create {
+        request,
+        by: OPERATOR.to_owned(),
+        reply,
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn rollouts(State(state): State<AdminState>) -> Answer<Response> {
+    Ok(Json(lock(&state.store).list_rollouts()?).into_response())
+}
+
+async fn rollout(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
+    let id = RolloutId::new(id);
+    let rollout = lock(&state.store)
+        .load_rollout(&id)?
+        .ok_or_else(|| FleetError::NotFound {
+            what: format!("rollout {id}"),
+        })?;
+    Ok(Json(RolloutView::of(&rollout)).into_response())
+}
+
+async fn operate(state: &AdminState, id: String, operation: Operation) -> Answer<Response> {
+    let view = ask(state, |reply| DriverRequest::Operate {
+        id: RolloutId::new(id),
+        operation,
+        by: OPERATOR.to_owned(),
+        reply,
+    })
+    .await?;
+    Ok(Json(view).into_response())
+}
+
+async fn pause(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
+    operate(&state, id, Operation::Pause).await
+}
+
+async fn resume(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
+    operate(&state, id, Operation::Resume).await
+}
+
+async fn abort(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Answer<Response> {
+    let request: AbortRequest = if body.is_empty() {
+        AbortRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| FleetError::Config {
+            reason: format!("abort body: {e}"),
+        })?
+    };
+    let reason = if request.reason.is_empty() {
+        "aborted by an operator".to_owned()
+    } else {
+        request.reason
+    };
+    operate(&state, id, Operation::Abort { reason }).await
+}
+
+async fn rollout_events(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Answer<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let id = RolloutId::new(id);
+    // Subscribe before reading the current state so no step falls in between.
+    let receiver = state.updates.subscribe();
+    let rollout = lock(&state.store)
+        .load_rollout(&id)?
+        .ok_or_else(|| FleetError::NotFound {
+            what: format!("rollout {id}"),
+        })?;
+    let first = RolloutUpdate::of(&rollout, Vec::new());
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold(
+        (Some(first), receiver, false),
+        move |(first, mut receiver, done)| {
+            let id = id.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                if let Some(update) = first {
+                    let done = update.status.is_terminal();
+                    return Some((Ok(sse(&update)), (None, receiver, done)));
+                }
+                loop {
+                    let received = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        received = receiver.recv() => received,
+                    };
+                    match received {
+                        Ok(update) if update.rollout == id => {
+                            let done = update.status.is_terminal();
+                            return Some((Ok(sse(&update)), (None, receiver, done)));
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn sse(update: &RolloutUpdate) -> SseEvent {
+    SseEvent::default()
+        .event("progress")
+        .data(serde_json::to_string(update).unwrap_or_default())
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    rollout: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(state): State<AdminState>,
+    Query(params): Query<AuditParams>,
+) -> Answer<Response> {
+    let mut query = AuditQuery::all();
+    if let Some(rollout) = params.rollout {
+        query = query.rollout(RolloutId::new(rollout));
+    }
+    if let Some(after) = params.after {
+        query = query.after(after);
+    }
+    if let Some(limit) = params.limit {
+        query = query.limit(limit);
+    }
+    Ok(Json(lock(&state.store).audit_log(&query)?).into_response())
+}
+
+async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
+    let agents = lock(&state.store).agents()?;
+    state.metrics.set_agents(&agents);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response())
+}

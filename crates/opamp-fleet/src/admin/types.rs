@@ -1,0 +1,193 @@
+//! The JSON bodies of the admin API, shared by the server and [`super::AdminClient`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::FleetError;
+use crate::audit::AuditRecord;
+use crate::config::duration_text;
+use crate::events::RolloutStatus;
+use crate::rollout::{AgentProgress, Progress, Rollout, RolloutId, RolloutState, SkippedAgent};
+use crate::selector::LabelSelector;
+use crate::spec::{BatchPlan, FailureBudget, RolloutSpec};
+use crate::time::Timestamp;
+
+/// `POST /api/v1/rollouts`: what to roll out where. Unset knobs take the engine's defaults
+/// ([`RolloutSpec::new`]). Durations are humantime text (`90s`, `10m`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RolloutRequest {
+    /// Package name in the catalog.
+    pub package: String,
+    /// Target version (in the catalog).
+    pub version: String,
+    /// Label selector text (`env=prod,region in (eu,us)`); empty selects every agent.
+    #[serde(default)]
+    pub selector: String,
+    /// Share of agents in the canary wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_share: Option<f64>,
+    /// Batch plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<BatchPlan>,
+    /// Bake time between waves.
+    #[serde(
+        default,
+        with = "duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bake_time: Option<Duration>,
+    /// Time an agent has to install after its offer.
+    #[serde(
+        default,
+        with = "duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub install_timeout: Option<Duration>,
+    /// Time an agent has to report healthy after installing.
+    #[serde(
+        default,
+        with = "duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub health_timeout: Option<Duration>,
+    /// Failures each batch tolerates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<FailureBudget>,
+}
+
+impl RolloutRequest {
+    /// A request with every knob at its default.
+    #[must_use]
+    pub fn new(package: impl Into<String>, version: impl Into<String>) -> Self {
+        RolloutRequest {
+            package: package.into(),
+            version: version.into(),
+            selector: String::new(),
+            canary_share: None,
+            batches: None,
+            bake_time: None,
+            install_timeout: None,
+            health_timeout: None,
+            failure_budget: None,
+        }
+    }
+
+    /// The engine spec, created by `by`.
+    ///
+    /// # Errors
+    /// [`FleetError::InvalidSelector`] or [`FleetError::InvalidSpec`].
+    pub fn into_spec(self, by: &str) -> Result<RolloutSpec, FleetError> {
+        let selector: LabelSelector = self.selector.parse()?;
+        let mut spec = RolloutSpec::new(self.package, self.version, selector, by);
+        if let Some(share) = self.canary_share {
+            spec = spec.canary_share(share);
+        }
+        if let Some(batches) = self.batches {
+            spec = spec.batches(batches);
+        }
+        if let Some(bake) = self.bake_time {
+            spec = spec.bake_time(bake);
+        }
+        if let Some(timeout) = self.install_timeout {
+            spec = spec.install_timeout(timeout);
+        }
+        if let Some(timeout) = self.health_timeout {
+            spec = spec.health_timeout(timeout);
+        }
+        if let Some(budget) = self.failure_budget {
+            spec = spec.failure_budget(budget);
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// A rollout as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutView {
+    /// Id.
+    pub id: RolloutId,
+    /// What was asked for.
+    pub spec: RolloutSpec,
+    /// Coarse status.
+    pub status: RolloutStatus,
+    /// Full state.
+    pub state: RolloutState,
+    /// Counts by phase.
+    pub progress: Progress,
+    /// When planned.
+    pub created_at: Timestamp,
+    /// Participating agents.
+    pub agents: Vec<AgentProgress>,
+    /// Selected agents left out.
+    pub skipped: Vec<SkippedAgent>,
+}
+
+impl RolloutView {
+    /// The view of `rollout`.
+    #[must_use]
+    pub fn of(rollout: &Rollout) -> Self {
+        RolloutView {
+            id: rollout.id().clone(),
+            spec: rollout.spec().clone(),
+            status: rollout.status(),
+            state: rollout.state().clone(),
+            progress: rollout.progress(),
+            created_at: rollout.created_at(),
+            agents: rollout.agents().to_vec(),
+            skipped: rollout.skipped().to_vec(),
+        }
+    }
+}
+
+/// One message of `GET /api/v1/rollouts/{id}/events` (Server-Sent Events, event name
+/// `progress`): the rollout after a step and the audit records the step produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutUpdate {
+    /// The rollout.
+    pub rollout: RolloutId,
+    /// Events applied so far.
+    pub sequence: u64,
+    /// Status after the step.
+    pub status: RolloutStatus,
+    /// Counts by phase after the step.
+    pub progress: Progress,
+    /// What the step logged.
+    pub audit: Vec<AuditRecord>,
+}
+
+impl RolloutUpdate {
+    /// The update describing `rollout` now, with `audit`.
+    #[must_use]
+    pub fn of(rollout: &Rollout, audit: Vec<AuditRecord>) -> Self {
+        RolloutUpdate {
+            rollout: rollout.id().clone(),
+            sequence: rollout.sequence(),
+            status: rollout.status(),
+            progress: rollout.progress(),
+            audit,
+        }
+    }
+}
+
+/// `POST /api/v1/rollouts/{id}/abort` body (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AbortRequest {
+    /// Why, for the audit log.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}

@@ -1,0 +1,262 @@
+//! The package catalog: files the server can offer, each with its content hash and the
+//! signature made by the release key (the server only relays it; it never holds that key).
+//!
+//! Files live under `<data_dir>/packages/<name>/<version>/<file name>` and are served by the
+//! transport's download route at `<public_url>/packages/<name>/<version>/<file name>`.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use opamp_packages::PackageName;
+use opamp_verify::HashingWriter;
+
+use crate::FleetError;
+use crate::store::{FleetStore, PackageEntry, SqliteStore};
+use crate::time::Timestamp;
+
+/// A catalog entry (name, version, content hash, size, signature, file).
+pub type CatalogEntry = PackageEntry;
+
+/// The store shared by the server's tasks (SQLite connections are not `Sync`).
+pub type SharedStore = Arc<Mutex<SqliteStore>>;
+
+/// Largest package file accepted (4 GiB).
+pub const MAX_PACKAGE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Locks the shared store, surviving a panic in another holder (the store's own
+/// transactions keep the database consistent).
+pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, SqliteStore> {
+    store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Adds, lists and finds package files.
+///
+/// # Example
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use opamp_fleet::catalog::Catalog;
+/// use opamp_fleet::store::SqliteStore;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Arc::new(Mutex::new(SqliteStore::open(dir.path().join("fleet.db"))?));
+/// let catalog = Catalog::new(store, dir.path().join("packages"));
+/// let file = dir.path().join("otelcol.tar.gz");
+/// std::fs::write(&file, b"release archive")?;
+/// let entry = catalog.add_file(&file, "otelcol", "0.115.0", b"sig".to_vec())?;
+/// assert_eq!(entry.size, 15);
+/// assert_eq!(catalog.get("otelcol", "0.115.0")?, Some(entry));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: SharedStore,
+    root: PathBuf,
+}
+
+impl Catalog {
+    /// A catalog keeping files under `root` and entries in `store`.
+    #[must_use]
+    pub fn new(store: SharedStore, root: impl Into<PathBuf>) -> Self {
+        Catalog {
+            store,
+            root: root.into(),
+        }
+    }
+
+    /// The directory files are kept in.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Copies `path` into the catalog as `name` `version`, hashing it on the way (SHA-256),
+    /// and records it with `signature`. The copy is written to a temporary file, synced and
+    /// renamed, so a crash never leaves a partial file under the served name. Adding the same
+    /// bytes again is a no-op; different bytes for an existing version are refused.
+    ///
+    /// # Errors
+    /// [`FleetError::InvalidPackage`] for an unsafe name, an unusable version or an
+    /// unreadable or too large file; [`FleetError::Io`]; store errors
+    /// ([`crate::store::StoreError::AlreadyExists`] for changed bytes).
+    pub fn add_file(
+        &self,
+        path: &Path,
+        name: &str,
+        version: &str,
+        signature: Vec<u8>,
+    ) -> Result<CatalogEntry, FleetError> {
+        let invalid = |reason: String| FleetError::InvalidPackage {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            reason,
+        };
+        let safe_name = PackageName::new(name).map_err(|e| invalid(e.to_string()))?;
+        // The version becomes a directory name too: hold it to the same rules as names.
+        PackageName::new(version).map_err(|e| invalid(format!("version: {e}")))?;
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| PackageName::new(n).ok())
+            .map_or_else(|| "package".to_owned(), PackageName::into_string);
+
+        let dir = self.root.join(safe_name.as_str()).join(version);
+        std::fs::create_dir_all(&dir).map_err(io_error("creating the package directory", &dir))?;
+        let mut source = BufReader::new(File::open(path).map_err(io_error("opening", path))?);
+        let temp = tempfile::NamedTempFile::new_in(&dir)
+            .map_err(io_error("creating a temporary file in", &dir))?;
+        let mut writer = HashingWriter::new(temp, MAX_PACKAGE_SIZE);
+        io::copy(&mut source, &mut writer).map_err(|e| invalid(format!("copying: {e}")))?;
+        let (temp, hashed) = writer
+            .finish()
+            .map_err(|e| invalid(format!("hashing: {e}")))?;
+        temp.as_file()
+            .sync_all()
+            .map_err(io_error("syncing", temp.path()))?;
+        let content_hash = hex_bytes(&hashed.hash().to_string());
+        let final_path = dir.join(&file_name);
+
+        if let Some(existing) = self.get(name, version)? {
+            if existing.content_hash == content_hash && existing.signature == signature {
+                return Ok(existing);
+            }
+            return Err(crate::store::StoreError::AlreadyExists {
+                what: format!("package {name} {version} with other content"),
+            }
+            .into());
+        }
+        temp.persist(&final_path).map_err(|e| FleetError::Io {
+            context: format!("renaming into {}", final_path.display()),
+            source: e.error,
+        })?;
+        sync_dir(&dir);
+        let entry = PackageEntry::new(
+            name,
+            version,
+            content_hash,
+            hashed.len(),
+            signature,
+            final_path,
+            Timestamp::from_system_time(SystemTime::now()),
+        );
+        lock(&self.store).add_package(&entry)?;
+        tracing::info!(
+            package = name,
+            version,
+            size = entry.size,
+            "package added to the catalog"
+        );
+        Ok(entry)
+    }
+
+    /// Every entry, by name then insertion.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn list(&self) -> Result<Vec<CatalogEntry>, FleetError> {
+        Ok(lock(&self.store).packages()?)
+    }
+
+    /// One entry.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn get(&self, name: &str, version: &str) -> Result<Option<CatalogEntry>, FleetError> {
+        Ok(lock(&self.store).package(name, version)?)
+    }
+
+    /// The entry's path relative to the catalog root, with `/` separators (what the download
+    /// route serves), or `None` when the file lies outside the root.
+    #[must_use]
+    pub fn relative_path(&self, entry: &CatalogEntry) -> Option<String> {
+        let relative = entry.file_path.strip_prefix(&self.root).ok()?;
+        let parts: Option<Vec<&str>> = relative
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect();
+        Some(parts?.join("/"))
+    }
+}
+
+fn io_error<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> FleetError + 'a {
+    move |source| FleetError::Io {
+        context: format!("{what} {}", path.display()),
+        source,
+    }
+}
+
+/// Makes the rename durable; failure only weakens crash safety, so it is logged.
+fn sync_dir(dir: &Path) {
+    if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), %error, "syncing the package directory failed");
+    }
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    hex::decode(text).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(dir: &Path) -> Catalog {
+        let store = Arc::new(Mutex::new(SqliteStore::open(dir.join("fleet.db")).unwrap()));
+        Catalog::new(store, dir.join("packages"))
+    }
+
+    #[test]
+    fn the_hash_is_the_sha256_of_the_file_and_the_copy_is_served_from_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog(dir.path());
+        let file = dir.path().join("build.bin");
+        std::fs::write(&file, b"abc").unwrap();
+        let entry = catalog
+            .add_file(&file, "otelcol", "1.0.0", vec![7])
+            .unwrap();
+        assert_eq!(
+            hex::encode(&entry.content_hash),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(std::fs::read(&entry.file_path).unwrap(), b"abc");
+        assert_eq!(
+            catalog.relative_path(&entry).unwrap(),
+            "otelcol/1.0.0/build.bin"
+        );
+        // Same bytes again: no-op. Other bytes: refused.
+        assert_eq!(
+            catalog
+                .add_file(&file, "otelcol", "1.0.0", vec![7])
+                .unwrap(),
+            entry
+        );
+        std::fs::write(&file, b"abd").unwrap();
+        assert!(
+            catalog
+                .add_file(&file, "otelcol", "1.0.0", vec![7])
+                .is_err()
+        );
+        assert_eq!(catalog.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unsafe_names_and_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog(dir.path());
+        let file = dir.path().join("build.bin");
+        std::fs::write(&file, b"abc").unwrap();
+        for (name, version) in [("../etc", "1"), ("ok", "../1"), ("a/b", "1"), ("ok", "")] {
+            assert!(
+                matches!(
+                    catalog.add_file(&file, name, version, vec![]),
+                    Err(FleetError::InvalidPackage { .. })
+                ),
+                "{name} {version}"
+            );
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The rollout driver: one tokio task that owns the active rollouts and the agent registry,
+//! turns transport notifications into engine events, persists every step, carries out the
+//! engine's commands (offers) and wakes rollouts at their deadlines.
+//!
+//! Everything that changes a rollout goes through this task, so steps never interleave.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opamp_proto::{AgentCapabilities, InstanceUid};
+use opamp_session::ServerEvent;
+use opamp_transport::server::{Registry, ServerNotification};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::agents::{PackageReport, apply_reports, labels, package_reports, report_event};
+use super::offers::{OfferSettings, build_offer};
+use crate::FleetError;
+use crate::admin::types::{RolloutRequest, RolloutUpdate, RolloutView};
+use crate::audit::AuditRecord;
+use crate::catalog::{Catalog, SharedStore, lock};
+use crate::events::{Command, Event};
+use crate::metrics::FleetMetrics;
+use crate::registry::RolloutRegistry;
+use crate::rollout::{AgentPhase, Rollout, RolloutId};
+use crate::selector::Labels;
+use crate::store::{AgentRecord, FleetStore, apply};
+use crate::time::Timestamp;
+
+/// An operator action on an existing rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Pause,
+    Resume,
+    Abort { reason: String },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, FleetError>>;
+
+/// What the admin API asks the driver.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Create {
+        request: RolloutRequest,
+        by: String,
+        reply: Reply<RolloutView>,
+    },
+    Operate {
+        id: RolloutId,
+        operation: Operation,
+        by: String,
+        reply: Reply<RolloutView>,
+    },
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+pub(crate) struct Driver {
+    pub(crate) store: SharedStore,
+    pub(crate) catalog: Catalog,
+    pub(crate) offer_settings: OfferSettings,
+    pub(crate) sessions: Registry,
+    pub(crate) metrics: Arc<FleetMetrics>,
+    pub(crate) updates: broadcast::Sender<RolloutUpdate>,
+    rollouts: BTreeMap<RolloutId, Rollout>,
+    conflicts: RolloutRegistry,
+    agents: HashMap<InstanceUid, AgentRecord>,
+    /// The versions last offered to each agent, by package (an offer lists every package the
+    /// agent should have, so it is rebuilt whole each time one changes).
+    offered: HashMap<InstanceUid, BTreeMap<String, String>>,
+}
+
+impl Driver {
+    /// Loads the registry and the active rollouts. Every agent starts disconnected (the
+    /// server just started); each active rollout's desired versions become the offers agents
+    /// get when they connect.
+    pub(crate) fn load(
+        store: SharedStore,
+        catalog: Catalog,
+        offer_settings: OfferSettings,
+        sessions: Registry,
+        metrics: Arc<FleetMetrics>,
+        updates: broadcast::Sender<RolloutUpdate>,
+    ) -> Result<Self, FleetError> {
+        let (agents, active) = {
+            let mut db = lock(&store);
+            let mut agents = HashMap::new();
+            for mut agent in db.agents()? {
+                if agent.connected {
+                    agent.connected = false;
+                    db.upsert_agent(&agent)?;
+                }
+                agents.insert(agent.uid, agent);
+            }
+            (agents, db.active_rollouts()?)
+        };
+        let conflicts = RolloutRegistry::from_rollouts(&active);
+        let mut offered: HashMap<InstanceUid, BTreeMap<String, String>> = HashMap::new();
+        let mut rollouts = BTreeMap::new();
+        for rollout in active {
+            for agent in rollout.agents() {
+                if let Some(version) = rollout.desired_version(&agent.uid) {
+                    offered
+                        .entry(agent.uid)
+                        .or_default()
+                        .insert(rollout.spec().package_name.clone(), version.to_owned());
+                }
+            }
+            metrics.set_rollout_state(
+                rollout.id().as_str(),
+                &rollout.spec().package_name,
+                rollout.status().as_str(),
+            );
+            tracing::info!(rollout = %rollout.id(), status = %rollout.status(), "resuming rollout");
+            rollouts.insert(rollout.id().clone(), rollout);
+        }
+        Ok(Driver {
+            store,
+            catalog,
+            offer_settings,
+            sessions,
+            metrics,
+            updates,
+            rollouts,
+            conflicts,
+            agents,
+            offered,
+        })
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut notifications: mpsc::Receiver<ServerNotification>,
+        mut requests: mpsc::Receiver<Request>,
+        shutdown: CancellationToken,
+    ) {
+        // Deadlines that passed while the server was down are handled right away.
+        self.on_timeout();
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(notification) = notifications.recv() => self.on_notification(notification),
+                Some(request) = requests.recv() => self.on_request(request),
+                () = sleep_until(wake) => self.on_timeout(),
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        let deadline = self
+            .rollouts
+            .values()
+            .filter_map(Rollout::poll_timeout)
+            .min()?;
+        let delay = deadline.saturating_since(now());
+        // Engine deadlines are in milliseconds; waking a millisecond late avoids spinning on a
+        // deadline that truncation placed just ahead of `now`.
+        Some(tokio::time::Instant::now() + delay + std::time::Duration::from_millis(1))
+    }
+
+    fn on_timeout(&mut self) {
+        let now = now();
+        let due: Vec<RolloutId> = self
+            .rollouts
+            .iter()
+            .filter(|(_, r)| r.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.step_logged(&id, Event::Timeout, now);
+        }
+    }
+
+    // ----- agents ---------------------------------------------------------------------
+
+    fn on_notification(&mut self, notification: ServerNotification) {
+        let now = now();
+        match notification {
+            ServerNotification::Connected { uid, .. } => {
+                let record = self.record(uid, now);
+                record.connected = true;
+                self.save_agent(uid);
+                self.broadcast_to_members(uid, |_| true, &Event::AgentConnected { uid }, now);
+                self.push_offer(uid);
+            }
+            ServerNotification::Disconnected { uid } => self.disconnected(uid, now),
+            ServerNotification::Event { uid, event } => self.on_agent_event(uid, event, now),
+            _ => {}
+        }
+    }
+
+    fn disconnected(&mut self, uid: InstanceUid, now: Timestamp) {
+        let record = self.record(uid, now);
+        if !record.connected {
+            return;
+        }
+        record.connected = false;
+        self.save_agent(uid);
+        self.broadcast_to_members(uid, |_| true, &Event::AgentDisconnected { uid }, now);
+    }
+
+    fn on_agent_event(&mut self, uid: InstanceUid, event: ServerEvent, now: Timestamp) {
+        let record = self.record(uid, now);
+        match event {
+            ServerEvent::CapabilitiesChanged(capabilities) => {
+                record.capabilities = capabilities.bits();
+                let accepts = capabilities.contains(AgentCapabilities::ACCEPTS_PACKAGES);
+                self.save_agent(uid);
+                if accepts {
+                    self.push_offer(uid);
+                }
+            }
+            ServerEvent::DescriptionChanged(description) => {
+                record.labels = labels(&description);
+                self.save_agent(uid);
+            }
+            ServerEvent::HealthChanged(health) => {
+                record.healthy = health.healthy;
+                self.save_agent(uid);
+                let event = Event::AgentHealth {
+                    uid,
+                    healthy: health.healthy,
+                };
+                // Health only matters once an agent was offered the target.
+                self.broadcast_to_members(uid, |r| offered(r, uid), &event, now);
+            }
+            ServerEvent::PackageStatusesChanged(statuses) => {
+                let reports = package_reports(&statuses);
+                apply_reports(record, &reports);
+                let healthy = record.healthy;
+                self.save_agent(uid);
+                self.on_package_reports(uid, &reports, healthy, now);
+            }
+            ServerEvent::Disconnected { .. } => self.disconnected(uid, now),
+            _ => {
+                self.save_agent(uid);
+            }
+        }
+    }
+
+    fn on_package_reports(
+        &mut self,
+        uid: InstanceUid,
+        reports: &[(String, PackageReport)],
+        healthy: bool,
+        now: Timestamp,
+    ) {
+        for (package, report) in reports {
+            let Some(event) = report_event(uid, report) else {
+                continue;
+            };
+            let ids: Vec<RolloutId> = self
+                .rollouts
+                .iter()
+                .filter(|(_, r)| r.spec().package_name == *package)
+                .filter(|(_, r)| report_matters(r, uid, report))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                self.step_logged(&id, event.clone(), now);
+                // The supervisor reports `Installed` only after its health gate passed, so the
+                // health it reports alongside describes the new version: give it to the engine
+                // right after the install (the engine counts health only after an install).
+                if matches!(report, PackageReport::Installed(_))
+                    && self.rollouts.get(&id).is_some_and(|r| offered(r, uid))
+                {
+                    self.step_logged(&id, Event::AgentHealth { uid, healthy }, now);
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, uid: InstanceUid, now: Timestamp) -> &mut AgentRecord {
+        let record = self
+            .agents
+            .entry(uid)
+            .or_insert_with(|| AgentRecord::new(uid, Labels::new(), 0, now));
+        record.last_seen = now;
+        record
+    }
+
+    fn save_agent(&self, uid: InstanceUid) {
+        if let Some(record) = self.agents.get(&uid)
+            && let Err(error) = lock(&self.store).upsert_agent(record)
+        {
+            tracing::error!(%uid, %error, "saving the agent failed");
+        }
+    }
+
+    /// Feeds `event` to every active rollout `uid` takes part in that passes `filter`.
+    fn broadcast_to_members(
+        &mut self,
+        uid: InstanceUid,
+        filter: impl Fn(&Rollout) -> bool,
+        event: &Event,
+        now: Timestamp,
+    ) {
+        let ids: Vec<RolloutId> = self
+            .rollouts
+            .iter()
+            .filter(|(_, r)| r.agent(&uid).is_some() && filter(r))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.step_logged(&id, event.clone(), now);
+        }
+    }
+
+    /// Sends the agent the offer its rollouts want (nothing when no rollout ever offered it
+    /// anything: agents outside rollouts are left alone).
+    fn push_offer(&self, uid: InstanceUid) {
+        let Some(versions) = self.offered.get(&uid) else {
+            return;
+        };
+        match build_offer(&self.catalog, &self.offer_settings, versions) {
+            Ok(offer) => {
+                self.sessions
+                    .with_session(uid, |session| session.offer_packages(offer));
+            }
+            Err(error) => tracing::error!(%uid, %error, "cannot build the agent's offer"),
+        }
+    }
+
+    // ----- rollouts -------------------------------------------------------------------
+
+    fn step_logged(&mut self, id: &RolloutId, event: Event, now: Timestamp) {
+        let kind = event.kind();
+        if let Err(error) = self.step(id, event, now) {
+            tracing::error!(rollout = %id, event = kind, %error, "rollout step failed");
+        }
+    }
+
+    /// Applies one event, persisted before its commands run.
+    fn step(&mut self, id: &RolloutId, event: Event, now: Timestamp) -> Result<(), FleetError> {
+        let rollout = self
+            .rollouts
+            .get_mut(id)
+            .ok_or_else(|| FleetError::NotFound {
+                what: format!("active rollout {id}"),
+            })?;
+        let commands = apply(&mut *lock(&self.store), rollout, event, now)?;
+        let package = rollout.spec().package_name.clone();
+        let mut touched = BTreeSet::new();
+        let mut audit: Vec<AuditRecord> = Vec::new();
+        for command in commands {
+            match command {
+                Command::Offer { uid, version }
+                | Command::Revert {
+                    uid,
+                    to_version: version,
+                } => {
+                    self.offered
+                        .entry(uid)
+                        .or_default()
+                        .insert(package.clone(), version);
+                    touched.insert(uid);
+                }
+                Command::Audit(record) => {
+                    self.metrics.count_audit(&record.action);
+                    audit.push(record);
+                }
+                Command::StateChanged { to, .. } => {
+                    self.metrics
+                        .set_rollout_state(id.as_str(), &package, to.as_str());
+                }
+            }
+        }
+        for uid in touched {
+            self.push_offer(uid);
+        }
+        if let Some(rollout) = self.rollouts.get(id) {
+            // Nobody listening is fine.
+            let _ = self.updates.send(RolloutUpdate::of(rollout, audit));
+            if rollout.is_terminal() {
+                tracing::info!(rollout = %id, status = %rollout.status(), "rollout finished");
+                self.conflicts.update(rollout);
+                self.rollouts.remove(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Create { request, by, reply } => {
+                let _ = reply.send(self.create(request, by));
+            }
+            Request::Operate {
+                id,
+                operation,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.operate(&id, operation, by));
+            }
+        }
+    }
+
+    fn create(&mut self, request: RolloutRequest, by: String) -> Result<RolloutView, FleetError> {
+        let now = now();
+        let spec = request.into_spec(&by)?;
+        if self
+            .catalog
+            .get(&spec.package_name, &spec.target_version)?
+            .is_none()
+        {
+            return Err(FleetError::NotFound {
+                what: format!(
+                    "package {} {} in the catalog",
+                    spec.package_name, spec.target_version
+                ),
+            });
+        }
+        let fleet: Vec<_> = self
+            .agents
+            .values()
+            .filter(|a| {
+                AgentCapabilities::from_wire(a.capabilities)
+                    .contains(AgentCapabilities::ACCEPTS_PACKAGES)
+            })
+            .map(|a| a.snapshot_for(&spec.package_name))
+            .collect();
+        let id = RolloutId::new(uuid::Uuid::now_v7().to_string());
+        let rollout = Rollout::plan(id.clone(), spec, &fleet, now)?;
+        self.conflicts.check(&rollout)?;
+        lock(&self.store).create_rollout(&rollout)?;
+        self.conflicts.register(&rollout)?;
+        tracing::info!(rollout = %id, by, agents = rollout.agents().len(), "rollout planned");
+        self.rollouts.insert(id.clone(), rollout);
+        self.step(&id, Event::Start { by }, now)?;
+        self.view(&id)
+    }
+
+    fn operate(
+        &mut self,
+        id: &RolloutId,
+        operation: Operation,
+        by: String,
+    ) -> Result<RolloutView, FleetError> {
+        if !self.rollouts.contains_key(id) {
+            let stored = lock(&self.store).load_rollout(id)?;
+            return match stored {
+                Some(rollout) => Err(FleetError::InvalidTransition {
+                    rollout: id.clone(),
+                    status: rollout.status(),
+                    event: match operation {
+                        Operation::Pause => "pause",
+                        Operation::Resume => "resume",
+                        Operation::Abort { .. } => "abort",
+                    },
+                }),
+                None => Err(FleetError::NotFound {
+                    what: format!("rollout {id}"),
+                }),
+            };
+        }
+        let event = match operation {
+            Operation::Pause => Event::Pause { by },
+            Operation::Resume => Event::Resume { by },
+            Operation::Abort { reason } => Event::Abort { by, reason },
+        };
+        self.step(id, event, now())?;
+        self.view(id)
+    }
+
+    fn view(&self, id: &RolloutId) -> Result<RolloutView, FleetError> {
+        if let Some(rollout) = self.rollouts.get(id) {
+            return Ok(RolloutView::of(rollout));
+        }
+        lock(&self.store)
+            .load_rollout(id)?
+            .map(|r| RolloutView::of(&r))
+            .ok_or_else(|| FleetError::NotFound {
+                what: format!("rollout {id}"),
+            })
+    }
+}
+
+/// Whether `uid` was offered something by `rollout` (the target or a revert).
+fn offered(rollout: &Rollout, uid: InstanceUid) -> bool {
+    rollout.agent(&uid).is_some_and(|a| a.was_offered())
+}
+
+/// Whether a package report tells `rollout` something new about `uid`: a failure, or an
+/// install of a version other than the one last reported, or any install while the agent
+/// has an offer outstanding. Repeats of the same version are not logged again.
+fn report_matters(rollout: &Rollout, uid: InstanceUid, report: &PackageReport) -> bool {
+    let Some(agent) = rollout.agent(&uid) else {
+        return false;
+    };
+    match report {
+        PackageReport::Failed(_) => matches!(
+            agent.phase,
+            AgentPhase::Offered { .. } | AgentPhase::Installed { .. }
+        ),
+        PackageReport::Installed(version) => {
+            *version != agent.reported_version
+                || agent.revert_pending()
+                || matches!(agent.phase, AgentPhase::Offered { .. })
+        }
+        PackageReport::InProgress => false,
+    }
+}
+
+async fn sleep_until(wake: Option<tokio::time::Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,209 @@
+//! The fleet server: the OpAMP listener (from `opamp-transport`), the package download route,
+//! the rollout driver and the admin API, started together by [`FleetServer::start`].
+//!
+//! ```text
+//!  agents ──ws/http──▶ OpampServer ──notifications──▶ driver task ──▶ SQLite store
+//!    ▲                     │  /packages/... (Range, ETag)   │  ▲
+//!    └──── offers ◀────────┴──── Registry::with_session ◀───┘  │ requests (create, pause...)
+//!                                              admin API (axum) ┘ reads go to the store
+//! ```
+
+pub(crate) mod agents;
+pub(crate) mod driver;
+pub(crate) mod offers;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use opamp_proto::ServerCapabilities;
+use opamp_transport::server::{DownloadConfig, OpampServer, RunningServer, ServerConfig};
+use opamp_transport::tls::{ClientAuth, Identity, ServerTls};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::FleetError;
+use crate::admin::{AdminState, router};
+use crate::catalog::Catalog;
+use crate::config::FleetServerConfig;
+use crate::metrics::FleetMetrics;
+use crate::store::SqliteStore;
+use driver::Driver;
+use offers::OfferSettings;
+
+/// Entry point: see [`FleetServer::start`].
+#[derive(Debug)]
+pub struct FleetServer;
+
+impl FleetServer {
+    /// Opens (or creates) the store in `config.data_dir`, resumes the active rollouts, and
+    /// starts the agent listener and the admin API.
+    ///
+    /// Offers point agents at `<public_url>/packages/<name>/<version>/<file>`; without a
+    /// configured `public_url` the listener's own address is used, which suits loopback
+    /// tests but not a wildcard `listen` address.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use opamp_fleet::{FleetServer, FleetServerConfig};
+    ///
+    /// # async fn run() -> Result<(), opamp_fleet::FleetError> {
+    /// let config = FleetServerConfig::new("127.0.0.1:4320".parse().unwrap(), "/var/lib/opamp", "secret");
+    /// let server = FleetServer::start(config).await?;
+    /// println!("agents: {}, admin: {}", server.opamp_addr(), server.admin_addr());
+    /// tokio::signal::ctrl_c().await.ok();
+    /// server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`FleetError::Config`] (no admin token), [`FleetError::Io`] (data directory, admin
+    /// bind), store errors, [`FleetError::Transport`] (agent listener bind, TLS files).
+    pub async fn start(config: FleetServerConfig) -> Result<RunningFleetServer, FleetError> {
+        let token = config.admin.resolve_token()?;
+        let packages_dir = config.packages_dir();
+        std::fs::create_dir_all(&packages_dir).map_err(|source| FleetError::Io {
+            context: format!("creating {}", packages_dir.display()),
+            source,
+        })?;
+        let store = Arc::new(Mutex::new(SqliteStore::open(config.database_path())?));
+        let catalog = Catalog::new(store.clone(), packages_dir.clone());
+
+        let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
+        let opamp_addr = opamp.local_addr();
+        let public_url = config.public_url.clone().unwrap_or_else(|| {
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{opamp_addr}")
+        });
+        let offer_settings = OfferSettings {
+            download_base: format!("{}/packages", public_url.trim_end_matches('/')),
+            download_token: config.download_token.clone(),
+        };
+        let metrics = Arc::new(FleetMetrics::new());
+        let (updates, _) = broadcast::channel(1024);
+        let driver = Driver::load(
+            store.clone(),
+            catalog.clone(),
+            offer_settings,
+            opamp.registry().clone(),
+            metrics.clone(),
+            updates.clone(),
+        )?;
+        let shutdown = CancellationToken::new();
+        let (requests, requests_rx) = mpsc::channel(64);
+        let driver_task = tokio::spawn(driver.run(notifications, requests_rx, shutdown.clone()));
+
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|source| FleetError::Io {
+                context: format!("binding the admin API to {}", config.admin.listen),
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| FleetError::Io {
+                context: "reading the admin address".into(),
+                source,
+            })?;
+        let app = router(AdminState {
+            token: token.into(),
+            store,
+            catalog,
+            driver: requests,
+            updates,
+            metrics,
+            upload_dir: config.data_dir.join("uploads"),
+            shutdown: shutdown.clone(),
+        });
+        let admin_shutdown = shutdown.clone();
+        let admin_task = tokio::spawn(async move {
+            let served = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "admin API stopped");
+            }
+        });
+        tracing::info!(%opamp_addr, %admin_addr, %public_url, "fleet server started");
+        Ok(RunningFleetServer {
+            opamp_addr,
+            admin_addr,
+            opamp,
+            shutdown,
+            tasks: vec![driver_task, admin_task],
+        })
+    }
+}
+
+fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetError> {
+    let mut session = opamp_session::ServerConfig::new(
+        ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
+    );
+    session.heartbeat_interval = config.heartbeat_interval;
+    let mut downloads = DownloadConfig::new(config.packages_dir());
+    if let Some(expected) = config.download_token.clone() {
+        downloads = downloads.authorize(move |token, _path| {
+            token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.as_bytes())))
+        });
+    }
+    let mut transport = ServerConfig::new(config.listen)
+        .max_message_size(config.max_message_size)
+        .session(session)
+        .downloads(downloads);
+    transport.max_connections = config.max_connections;
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_files(&tls.cert_file, &tls.key_file)?;
+        let mut server_tls = ServerTls::new(identity);
+        if let Some(ca_file) = &tls.client_ca_file {
+            let ca_certs_pem = std::fs::read(ca_file).map_err(|source| FleetError::Io {
+                context: format!("reading {}", ca_file.display()),
+                source,
+            })?;
+            server_tls = server_tls.client_auth(ClientAuth::Required { ca_certs_pem });
+        }
+        transport = transport.tls(server_tls);
+    }
+    Ok(transport)
+}
+
+/// A running fleet server. Dropping it does not stop it; call
+/// [`RunningFleetServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningFleetServer {
+    opamp_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    opamp: RunningServer,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningFleetServer {
+    /// Where agents connect (`/v1/opamp`) and download (`/packages/...`).
+    #[must_use]
+    pub fn opamp_addr(&self) -> SocketAddr {
+        self.opamp_addr
+    }
+
+    /// Where the admin API listens.
+    #[must_use]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops the driver and the admin API, then the agent listener (WebSockets close with
+    /// 1001). Every rollout step was persisted when it happened, so a later start on the same
+    /// data directory resumes where this one stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.opamp.shutdown().await;
+    }
+}
