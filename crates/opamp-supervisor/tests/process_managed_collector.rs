@@ -24,6 +24,7 @@ fn config(dir: &Path, port: u16, exe: &Path) -> SupervisorConfig {
         storage = dir.join("storage").display(),
         url = health_url(port),
     );
+    std::fs::create_dir_all(dir.join("storage")).expect("storage dir");
     SupervisorConfig::from_yaml_str(&yaml, &dir.join("supervisor.yaml")).expect("valid config")
 }
 

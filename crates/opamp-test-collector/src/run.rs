@@ -13,6 +13,23 @@ use crate::health_server::{self, HealthState};
 use crate::settings::Settings;
 use crate::variant::{EXIT_CODE_CRASH_LATER, EXIT_CODE_CRASH_ON_START};
 
+/// Writes a line to stdout, ignoring errors: after its supervisor dies the pipe is broken, and
+/// a collector must keep running (and keep its scripted behaviour) rather than panic.
+macro_rules! say_out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Like `say_out!`, for stderr.
+macro_rules! say_err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Exit code when the health port cannot be bound or signals cannot be set up.
 pub const EXIT_CODE_SETUP_FAILED: i32 = 1;
 
@@ -27,7 +44,7 @@ pub fn run(settings: Settings) -> i32 {
     let behaviour = &variant.behaviour;
     let name = format!("opamp-test-collector {}", variant.version);
     if behaviour.crash_on_start {
-        eprintln!("{name}: crashing on start as configured");
+        say_err!("{name}: crashing on start as configured");
         return EXIT_CODE_CRASH_ON_START;
     }
     let started = Instant::now();
@@ -35,7 +52,7 @@ pub fn run(settings: Settings) -> i32 {
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{name}: cannot install signal handlers: {e}");
+            say_err!("{name}: cannot install signal handlers: {e}");
             return EXIT_CODE_SETUP_FAILED;
         }
     };
@@ -49,7 +66,7 @@ pub fn run(settings: Settings) -> i32 {
     let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, health_port)) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{name}: cannot bind health endpoint 127.0.0.1:{health_port}: {e}");
+            say_err!("{name}: cannot bind health endpoint 127.0.0.1:{health_port}: {e}");
             return EXIT_CODE_SETUP_FAILED;
         }
     };
@@ -61,8 +78,8 @@ pub fn run(settings: Settings) -> i32 {
     });
     health_server::serve(listener, state);
     let config = config_path.map_or_else(|| "none".to_owned(), |p| p.display().to_string());
-    println!("{name} started; health endpoint http://127.0.0.1:{health_port}/ ; config {config}");
-    eprintln!(
+    say_out!("{name} started; health endpoint http://127.0.0.1:{health_port}/ ; config {config}");
+    say_err!(
         "{name}: behaviour {}",
         serde_json::to_string(behaviour).unwrap_or_default()
     );
@@ -76,7 +93,7 @@ pub fn run(settings: Settings) -> i32 {
                 match signal_rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(signal) => signal,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
-                        eprintln!(
+                        say_err!(
                             "{name}: crashing after {:?} as configured",
                             started.elapsed()
                         );
@@ -91,10 +108,10 @@ pub fn run(settings: Settings) -> i32 {
             },
         };
         if received == SIGTERM && behaviour.hang_on_sigterm {
-            eprintln!("{name}: ignoring SIGTERM as configured");
+            say_err!("{name}: ignoring SIGTERM as configured");
             continue;
         }
-        println!("{name} received signal {received}; shutting down");
+        say_out!("{name} received signal {received}; shutting down");
         return 0;
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{AgentCommand, ProcessManager, RestartPolicy, RunState};
+use super::{AgentCommand, PidFile, ProcessManager, RestartPolicy, RunState};
+
+/// Name of the collector pid file inside `agent.storage_dir`.
+pub const PID_FILE_NAME: &str = "collector.pid";
 use crate::config::{HealthConfig, SupervisorConfig};
 use crate::health::{GateOutcome, HealthError, HealthGate, HttpProbe};
 use crate::install::{Collector, CollectorError, HealthOutcome};
@@ -33,7 +36,9 @@ pub struct ManagedCollector {
 
 impl ManagedCollector {
     /// A collector run with `agent.args` and `agent.env`, stopped with `stop_timeout`,
-    /// restarted per `restart_backoff`, and gated per `health`.
+    /// restarted per `restart_backoff`, gated per `health`, and recorded in
+    /// `<storage_dir>/collector.pid` so a collector left by a killed supervisor is stopped
+    /// before another starts. The storage directory must exist (the lock creates it).
     ///
     /// # Errors
     /// [`HealthError`] when the health check's HTTP client cannot be built.
@@ -54,7 +59,8 @@ impl ManagedCollector {
             command,
             config.stop_timeout,
             RestartPolicy::from(&config.restart_backoff),
-        );
+        )
+        .with_pid_file(PidFile::new(config.agent.storage_dir.join(PID_FILE_NAME)));
         Self::new(manager, &config.health)
     }
 
@@ -108,6 +114,11 @@ impl Collector for ManagedCollector {
     }
 
     async fn start(&mut self, executable: &Path) -> Result<(), CollectorError> {
+        // A collector left by a killed supervisor would hold the ports the new one needs.
+        self.manager
+            .stop_leftover()
+            .await
+            .map_err(|e| CollectorError::with_source(e.to_string(), e))?;
         self.manager
             .start(executable)
             .map(drop)

@@ -29,6 +29,7 @@
 
 mod managed;
 mod output;
+mod pid_file;
 mod policy;
 mod task;
 
@@ -40,7 +41,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use managed::ManagedCollector;
+pub use managed::{ManagedCollector, PID_FILE_NAME};
+pub use pid_file::{LeftoverStopped, PidFile};
 pub use policy::RestartPolicy;
 
 /// How to run the collector, apart from which executable.
@@ -234,6 +236,28 @@ pub enum ProcessError {
         /// Agent name.
         agent: String,
     },
+    /// A collector recorded in the pid file by an earlier supervisor still runs; it must be
+    /// stopped ([`ProcessManager::stop`]) before another is started.
+    #[error("a collector left behind by an earlier supervisor still runs (pid {pid}, recorded in {}); stop it first", pid_file.display())]
+    LeftoverRunning {
+        /// Agent name.
+        agent: String,
+        /// Its pid.
+        pid: u32,
+        /// The pid file.
+        pid_file: PathBuf,
+    },
+    /// A leftover collector could not be stopped, or the pid file not updated.
+    #[error("cannot stop the collector recorded in {}: {source}", pid_file.display())]
+    Leftover {
+        /// Agent name.
+        agent: String,
+        /// The pid file.
+        pid_file: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// The background task ended unexpectedly (it panicked or the runtime shut down).
     #[error("process manager task for {agent} failed: {reason}")]
     TaskFailed {
@@ -256,6 +280,7 @@ pub struct ProcessManager {
     events: broadcast::Sender<ProcessEvent>,
     state: watch::Sender<RunState>,
     running: Option<Running>,
+    pid_file: Option<PidFile>,
 }
 
 #[derive(Debug)]
@@ -274,7 +299,18 @@ impl ProcessManager {
             events: broadcast::channel(EVENT_CAPACITY).0,
             state: watch::channel(RunState::default()).0,
             running: None,
+            pid_file: None,
         }
+    }
+
+    /// Records every spawned collector in `pid_file` (cleared when it exits), so a later
+    /// supervisor can stop a collector this one leaves behind if it is killed. With a pid file,
+    /// [`start`](Self::start) refuses while a recorded collector still runs, and
+    /// [`stop`](Self::stop) with nothing running stops that leftover.
+    #[must_use]
+    pub fn with_pid_file(mut self, pid_file: PidFile) -> Self {
+        self.pid_file = Some(pid_file);
+        self
     }
 
     /// Spawns `executable` and supervises it until [`stop`](Self::stop). Returns its pid.
@@ -293,6 +329,15 @@ impl ProcessManager {
             // The old task only waits for a stop request; dropping its sender ends it.
             self.running = None;
         }
+        if let Some(pid_file) = &self.pid_file
+            && let Some(pid) = pid_file.live_leftover()
+        {
+            return Err(ProcessError::LeftoverRunning {
+                agent: self.command.name.clone(),
+                pid,
+                pid_file: pid_file.path().to_path_buf(),
+            });
+        }
         let task = task::Supervision {
             command: self.command.clone(),
             executable: executable.to_path_buf(),
@@ -300,6 +345,7 @@ impl ProcessManager {
             restart: self.restart,
             events: self.events.clone(),
             state: self.state.clone(),
+            pid_file: self.pid_file.clone(),
         };
         let (child, pid) = task.spawn_child().map_err(|source| ProcessError::Spawn {
             agent: self.command.name.clone(),
@@ -316,15 +362,18 @@ impl ProcessManager {
     }
 
     /// Stops supervising: SIGTERM, then SIGKILL after `stop_timeout`; cancels a pending
-    /// restart. Returns how the process ended. Calling it when nothing runs is harmless.
+    /// restart. Returns how the process ended. When nothing runs it stops a leftover recorded
+    /// in the pid file, if any, and is otherwise harmless.
     ///
     /// # Errors
-    /// [`ProcessError::TaskFailed`] if the background task panicked.
+    /// [`ProcessError::TaskFailed`] if the background task panicked,
+    /// [`ProcessError::Leftover`] if a leftover collector cannot be stopped.
     pub async fn stop(&mut self) -> Result<StopReport, ProcessError> {
         let Some(running) = self.running.take() else {
+            let killed = self.stop_leftover().await?.is_some_and(|l| l.killed);
             return Ok(StopReport {
                 status: None,
-                killed: false,
+                killed,
             });
         };
         // The task may already have ended (restarts exhausted); then nobody listens.
@@ -333,6 +382,29 @@ impl ProcessManager {
             agent: self.command.name.clone(),
             reason: e.to_string(),
         })
+    }
+
+    /// Stops a collector recorded in the pid file by an earlier supervisor (see
+    /// [`PidFile::stop_leftover`]). Does nothing without a pid file, or while this manager
+    /// supervises a process (the record is then its own).
+    ///
+    /// # Errors
+    /// [`ProcessError::Leftover`] if it cannot be stopped.
+    pub async fn stop_leftover(&self) -> Result<Option<LeftoverStopped>, ProcessError> {
+        let Some(pid_file) = &self.pid_file else {
+            return Ok(None);
+        };
+        if self.running.is_some() {
+            return Ok(None);
+        }
+        pid_file
+            .stop_leftover(self.stop_timeout)
+            .await
+            .map_err(|source| ProcessError::Leftover {
+                agent: self.command.name.clone(),
+                pid_file: pid_file.path().to_path_buf(),
+                source,
+            })
     }
 
     /// Pid of the running process, if any.

@@ -10,6 +10,7 @@ use tokio::process::Child;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use super::output::{Stream, forward_lines};
+use super::pid_file::PidFile;
 use super::{AgentCommand, ExitRecord, Phase, ProcessEvent, RestartPolicy, RunState, StopReport};
 
 pub(super) struct Supervision {
@@ -19,6 +20,7 @@ pub(super) struct Supervision {
     pub(super) restart: RestartPolicy,
     pub(super) events: broadcast::Sender<ProcessEvent>,
     pub(super) state: watch::Sender<RunState>,
+    pub(super) pid_file: Option<PidFile>,
 }
 
 impl Supervision {
@@ -37,6 +39,13 @@ impl Supervision {
         }
         if let Some(err) = child.stderr.take() {
             tokio::spawn(forward_lines(err, Stream::Stderr, agent.clone(), pid));
+        }
+        if let Some(pid_file) = &self.pid_file {
+            // Without the record a killed supervisor's successor cannot find this collector;
+            // still run it (refusing would take the collector down for a bookkeeping error).
+            if let Err(e) = pid_file.record(pid) {
+                tracing::error!(agent = %agent, pid, pid_file = %pid_file.path().display(), error = %e, "cannot record collector pid");
+            }
         }
         let mut generation = 0;
         self.state.send_modify(|s| {
@@ -190,6 +199,11 @@ impl Supervision {
     }
 
     fn record_exit(&self, pid: u32, status: ExitStatus, requested: bool, uptime: Duration) {
+        if let Some(pid_file) = &self.pid_file
+            && let Err(e) = pid_file.clear()
+        {
+            tracing::warn!(agent = %self.command.name, pid_file = %pid_file.path().display(), error = %e, "cannot clear collector pid file");
+        }
         let mut generation = 0;
         self.state.send_modify(|s| {
             generation = s.generation;

@@ -6,7 +6,7 @@
 //! cargo, target dir and profile as the test run, so it is a no-op when up to date) and takes
 //! the executable path from cargo's JSON messages. `OPAMP_TEST_COLLECTOR_BIN` overrides this
 //! (e.g. for running the test binaries without cargo).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,189 @@
+//! A record of the running collector in the storage directory, so a supervisor that was
+//! killed (SIGKILL, OOM, power cut of the supervisor alone) can stop the collector it left
+//! behind before starting another one on the same ports.
+//!
+//! The file holds the pid and the process start time from `/proc/<pid>/stat`. Both must match
+//! before anything is signalled: after a reboot or a long outage the pid may belong to an
+//! unrelated process, and the start time tells them apart.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How often a leftover process (not our child, so it cannot be awaited) is checked for exit.
+const LEFTOVER_POLL: Duration = Duration::from_millis(10);
+
+/// Where the supervisor records its collector's pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidFile {
+    path: PathBuf,
+}
+
+/// A collector left behind by an earlier supervisor, and how it was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeftoverStopped {
+    /// Its pid.
+    pub pid: u32,
+    /// Whether SIGKILL was needed.
+    pub killed: bool,
+}
+
+impl PidFile {
+    /// A pid file at `path` (conventionally `<storage_dir>/collector.pid`).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        PidFile { path: path.into() }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records `pid` (with its start time) atomically: write a temporary file, fsync, rename.
+    ///
+    /// # Errors
+    /// I/O errors writing the file, or `NotFound` if the process is already gone.
+    pub fn record(&self, pid: u32) -> io::Result<()> {
+        let start = start_time(pid)?;
+        let tmp = self.path.with_extension("pid.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        writeln!(file, "{pid} {start}")?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Removes the record (after the collector exited). Missing is fine.
+    ///
+    /// # Errors
+    /// I/O errors other than `NotFound`.
+    pub fn clear(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The recorded pid if that same process (pid and start time) still runs.
+    pub fn live_leftover(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let mut fields = text.split_whitespace();
+        let pid: u32 = fields.next()?.parse().ok()?;
+        let recorded_start: u64 = fields.next()?.parse().ok()?;
+        (is_running(pid) && start_time(pid).ok() == Some(recorded_start)).then_some(pid)
+    }
+
+    /// Stops a collector recorded by an earlier supervisor: SIGTERM, then SIGKILL after
+    /// `stop_timeout`; then clears the record. `Ok(None)` when no such process runs.
+    ///
+    /// # Errors
+    /// Signals that cannot be delivered (e.g. permission), or a process that survives SIGKILL
+    /// for `stop_timeout` (`TimedOut`).
+    pub async fn stop_leftover(
+        &self,
+        stop_timeout: Duration,
+    ) -> io::Result<Option<LeftoverStopped>> {
+        let Some(pid) = self.live_leftover() else {
+            self.clear()?;
+            return Ok(None);
+        };
+        tracing::warn!(pid, pid_file = %self.path.display(), "stopping a collector left behind by an earlier supervisor");
+        signal(pid, Signal::SIGTERM)?;
+        let mut killed = false;
+        if !wait_gone(pid, stop_timeout).await {
+            killed = true;
+            signal(pid, Signal::SIGKILL)?;
+            if !wait_gone(pid, stop_timeout).await {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("leftover collector pid {pid} survived SIGKILL for {stop_timeout:?}"),
+                ));
+            }
+        }
+        self.clear()?;
+        Ok(Some(LeftoverStopped { pid, killed }))
+    }
+}
+
+fn signal(pid: u32, signal: Signal) -> io::Result<()> {
+    let raw =
+        i32::try_from(pid).map_err(|_| io::Error::other(format!("pid {pid} out of range")))?;
+    match kill(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+async fn wait_gone(pid: u32, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while is_running(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(LEFTOVER_POLL).await;
+    }
+    true
+}
+
+/// Whether `pid` exists and is not a zombie (a zombie has exited; only its parent's reaping
+/// is missing, which is not ours to do).
+fn is_running(pid: u32) -> bool {
+    stat_fields(pid).is_ok_and(|fields| fields.first().is_some_and(|state| state != "Z"))
+}
+
+/// Start time of `pid` in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
+fn start_time(pid: u32) -> io::Result<u64> {
+    let fields = stat_fields(pid)?;
+    // Fields after the command name start at field 3 (state); field 22 is index 19.
+    fields.get(19).and_then(|f| f.parse().ok()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed /proc/{pid}/stat"),
+        )
+    })
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name, which may itself contain spaces and
+/// parentheses (hence the split at the last `)`).
+fn stat_fields(pid: u32) -> io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let (_, after_comm) = text.rsplit_once(')').ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed /proc/{pid}/stat"),
+        )
+    })?;
+    Ok(after_comm.split_whitespace().map(str::to_owned).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_this_process_and_ignores_a_mismatched_start_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = PidFile::new(dir.path().join("collector.pid"));
+        assert_eq!(pid_file.live_leftover(), None);
+        pid_file.record(std::process::id()).unwrap();
+        assert_eq!(pid_file.live_leftover(), Some(std::process::id()));
+
+        // Same pid, other start time: a reused pid must never be signalled.
+        let start = start_time(std::process::id()).unwrap();
+        std::fs::write(
+            pid_file.path(),
+            format!("{} {}\n", std::process::id(), start + 1),
+        )
+        .unwrap();
+        assert_eq!(pid_file.live_leftover(), None);
+
+        std::fs::write(pid_file.path(), "garbage").unwrap();
+        assert_eq!(pid_file.live_leftover(), None);
+        pid_file.clear().unwrap();
+        pid_file.clear().unwrap();
+        assert!(!pid_file.path().exists());
+    }
+}
