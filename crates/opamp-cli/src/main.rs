@@ -9,6 +9,7 @@ mod cli;
 mod cmd;
 mod failure;
 mod logging;
+mod output;
 mod progress;
 
 use std::process::ExitCode;
@@ -27,13 +28,15 @@ fn main() -> ExitCode {
         _ => logging::BaseLevel::Tool,
     };
     if let Err(error) = logging::init(cli.log_format, base, cli.verbose) {
-        eprintln!("error: cannot set up logging\n  caused by: {error}");
+        output::note(format_args!(
+            "error: cannot set up logging\n  caused by: {error}"
+        ));
         return failure::Failure::Operation.exit_code();
     }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprint!("{}", error.report());
+            output::note(error.report().trim_end());
             error.failure().exit_code()
         }
     }

@@ -282,3 +282,21 @@ fn rust_log_and_json_format_reach_stderr() {
     );
     assert!(!run.stderr.starts_with('{'), "{}", run.stderr);
 }
+
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let work = Workdir::new();
+    work.write("abc", b"abc");
+    // A pipe whose reader is already gone: every write to it fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_opamp"))
+        .args(["package", "hash", "abc", "abc"])
+        .current_dir(work.root())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -27,9 +27,8 @@ pub(crate) struct DemoArgs {
 /// Runs the demo.
 pub(crate) fn run(args: &DemoArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "demo requested");
-    println!(
+    crate::output::line(
         "opamp demo: not yet. The protocol libraries are landing first; the demo \
-         arrives with the supervisor and fleet server (see README.md, 'Status')."
-    );
-    Ok(())
+         arrives with the supervisor and fleet server (see README.md, 'Status').",
+    )
 }

@@ -23,7 +23,7 @@ pub(crate) struct HashArgs {
 pub(crate) fn run(args: &HashArgs) -> Result<(), CommandError> {
     for path in &args.files {
         let hashed = hash_file(path)?;
-        println!("{}  {}", hashed.hash(), path.display());
+        crate::output::line(format_args!("{}  {}", hashed.hash(), path.display()))?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use opamp_verify::{ReleaseSigner, Scheme, rand_core::OsRng};
 
 use super::files::{write_private, write_public};
 use crate::failure::{CommandError, Failure, ResultExt as _};
+use crate::output;
 
 /// File name of the private key inside `--out`.
 pub(super) const PRIVATE_KEY_FILE: &str = "release.key";
@@ -117,15 +118,14 @@ pub(crate) fn run(args: &KeygenArgs) -> Result<(), CommandError> {
     write_private(&private_path, private_pem.as_bytes(), args.force)?;
     write_public(&public_path, public_pem.as_bytes(), args.force)?;
 
-    eprintln!(
+    output::note(format_args!(
         "wrote {} (private key, mode 0600): keep it offline",
         private_path.display()
-    );
-    eprintln!(
+    ));
+    output::note(format_args!(
         "wrote {} (public key): put it in the supervisors' trusted keys",
         public_path.display()
-    );
-    eprintln!("scheme {scheme}, key id:");
-    println!("{}", signer.key_id());
-    Ok(())
+    ));
+    output::note(format_args!("scheme {scheme}, key id:"));
+    output::line(signer.key_id())
 }

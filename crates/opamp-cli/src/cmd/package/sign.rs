@@ -137,8 +137,7 @@ pub(crate) fn run(args: &SignArgs) -> Result<(), CommandError> {
     };
     summary.push(format!("key id:      {} ({scheme})", signer.key_id()));
     summary.push(format!("signature:   {}", out.display()));
-    println!("{}", summary.join("\n"));
-    Ok(())
+    crate::output::line(summary.join("\n"))
 }
 
 fn statement(

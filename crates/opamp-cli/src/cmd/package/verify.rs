@@ -90,14 +90,18 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), CommandError> {
         .and_then(|approved| approved.accept_hashed(hashed))
         .map_err(|error| refusal(error, &name, &version, args))?;
 
-    println!("verified:    {} {}", verified.name(), verified.version());
-    println!("sha256:      {}", verified.content_hash());
-    println!("size:        {}", verified.size());
-    println!("signed by:   {}", verified.provenance());
+    let mut summary = format!(
+        "verified:    {} {}\nsha256:      {}\nsize:        {}\nsigned by:   {}",
+        verified.name(),
+        verified.version(),
+        verified.content_hash(),
+        verified.size(),
+        verified.provenance()
+    );
     if verified.downgrade_authorised() {
-        println!("downgrade:   authorised by the signed statement");
+        summary.push_str("\ndowngrade:   authorised by the signed statement");
     }
-    Ok(())
+    crate::output::line(summary)
 }
 
 fn parse_key_id(text: &str) -> Result<KeyId, String> {
