@@ -37,6 +37,14 @@ pub(crate) struct ServerArgs {
     #[arg(long, env = "OPAMP_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) admin_token: Option<String>,
 
+    /// File holding the admin token (keeps it out of the process list).
+    #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
+    pub(crate) admin_token_file: Option<PathBuf>,
+
+    /// Base URL agents download packages from (default: http(s)://<listen>).
+    #[arg(long, value_name = "URL")]
+    pub(crate) public_url: Option<String>,
+
     /// Server certificate chain (PEM) to serve agents over TLS.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
