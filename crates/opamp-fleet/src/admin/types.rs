@@ -8,7 +8,9 @@ use crate::FleetError;
 use crate::audit::AuditRecord;
 use crate::config::duration_text;
 use crate::events::RolloutStatus;
-use crate::rollout::{AgentProgress, Progress, Rollout, RolloutId, RolloutState, SkippedAgent};
+use crate::rollout::{
+    AgentProgress, Progress, Rollout, RolloutId, RolloutState, SkippedAgent, Wave,
+};
 use crate::selector::LabelSelector;
 use crate::spec::{BatchPlan, FailureBudget, RolloutSpec};
 use crate::time::Timestamp;
@@ -121,6 +123,8 @@ pub struct RolloutView {
     pub progress: Progress,
     /// When planned.
     pub created_at: Timestamp,
+    /// The waves (0 = canary).
+    pub waves: Vec<Wave>,
     /// Participating agents.
     pub agents: Vec<AgentProgress>,
     /// Selected agents left out.
@@ -138,6 +142,7 @@ impl RolloutView {
             state: rollout.state().clone(),
             progress: rollout.progress(),
             created_at: rollout.created_at(),
+            waves: rollout.waves().to_vec(),
             agents: rollout.agents().to_vec(),
             skipped: rollout.skipped().to_vec(),
         }

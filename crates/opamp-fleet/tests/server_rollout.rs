@@ -1,0 +1,557 @@
+//! The fleet server end to end on 127.0.0.1: real WebSocket agents (the transport's client
+//! with an `AgentSession`) that install offers by downloading the file over HTTP, checking
+//! its SHA-256 and reporting `Installed` or `InstallFailed`; real SQLite files; the admin API
+//! through `AdminClient`.
+
+// Helpers here are test code too: a panic is a failed test (see clippy.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
+use opamp_fleet::{
+    AgentPhase, BatchPlan, FleetError, FleetServer, FleetServerConfig, RolloutStatus,
+    RunningFleetServer,
+};
+use opamp_proto::{AgentCapabilities, InstanceUid, v1};
+use opamp_session::{AgentConfig, AgentEvent};
+use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-admin-token";
+const PACKAGE: &str = "otelcol";
+
+// ----- the server ---------------------------------------------------------------------
+
+async fn start_server(data_dir: &Path, listen: SocketAddr) -> RunningFleetServer {
+    let mut config = FleetServerConfig::new(listen, data_dir, TOKEN);
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    FleetServer::start(config).await.unwrap()
+}
+
+fn admin(server: &RunningFleetServer) -> AdminClient {
+    AdminClient::new(&format!("http://{}", server.admin_addr()), TOKEN).unwrap()
+}
+
+/// Adds `version` of the package to the catalog through the admin API.
+async fn upload(client: &AdminClient, dir: &Path, version: &str) {
+    let file = dir.join(format!("otelcol-{version}.bin"));
+    std::fs::write(&file, format!("collector build {version}").repeat(1000)).unwrap();
+    let entry = client
+        .add_package(&file, PACKAGE, version, b"release-signature")
+        .await
+        .unwrap();
+    assert_eq!(entry.version, version);
+}
+
+/// Polls the admin API until `check` holds for the agent list (bounded).
+async fn wait_for_agents(
+    client: &AdminClient,
+    what: &str,
+    check: impl Fn(&[opamp_fleet::store::AgentRecord]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let agents = client.agents().await.unwrap();
+        if check(&agents) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {agents:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_connected_at(client: &AdminClient, count: usize, version: &str) {
+    wait_for_agents(
+        client,
+        &format!("{count} agents connected at {version}"),
+        |agents| {
+            agents.len() == count
+                && agents.iter().all(|a| {
+                    a.connected
+                        && a.package_versions.get(PACKAGE).map(String::as_str) == Some(version)
+                        && a.capabilities & AgentCapabilities::ACCEPTS_PACKAGES.bits() != 0
+                })
+        },
+    )
+    .await;
+}
+
+/// Follows the rollout's event stream until a terminal status.
+async fn wait_terminal(client: &AdminClient, id: &str) -> RolloutStatus {
+    let mut events = client.rollout_events(id).await.unwrap();
+    let follow = async {
+        while let Some(update) = events.next().await {
+            let update = update.unwrap();
+            if update.status.is_terminal() {
+                return update.status;
+            }
+        }
+        panic!("event stream ended before the rollout finished");
+    };
+    tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .expect("rollout finished in time")
+}
+
+/// Follows the rollout's event stream until `status`.
+async fn wait_status(client: &AdminClient, id: &str, status: RolloutStatus) {
+    let mut events = client.rollout_events(id).await.unwrap();
+    let follow = async {
+        while let Some(update) = events.next().await {
+            if update.unwrap().status == status {
+                return;
+            }
+        }
+        panic!("event stream ended before {status}");
+    };
+    tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .expect("status reached in time");
+}
+
+// ----- the simulated agents -------------------------------------------------------------
+
+struct TestAgent {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestAgent {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+/// Versions whose install this agent reports as failed.
+type FailingVersions = Arc<HashSet<String>>;
+
+fn package_status(
+    has: &str,
+    has_hash: &[u8],
+    offered: Option<&v1::PackageAvailable>,
+    status: v1::PackageStatusEnum,
+    error: &str,
+) -> v1::PackageStatus {
+    v1::PackageStatus {
+        name: PACKAGE.into(),
+        agent_has_version: has.into(),
+        agent_has_hash: has_hash.to_vec(),
+        server_offered_version: offered.map(|p| p.version.clone()).unwrap_or_default(),
+        server_offered_hash: offered.map(|p| p.hash.clone()).unwrap_or_default(),
+        status: status as i32,
+        error_message: error.into(),
+        download_details: None,
+    }
+}
+
+fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
+    v1::PackageStatuses {
+        packages: [(PACKAGE.to_owned(), status)].into_iter().collect(),
+        server_provided_all_packages_hash: all_hash.to_vec(),
+        error_message: String::new(),
+    }
+}
+
+fn spawn_agent(
+    addr: SocketAddr,
+    index: usize,
+    version: &str,
+    failing: FailingVersions,
+) -> TestAgent {
+    let uid = InstanceUid::new_v7();
+    let mut description = v1::AgentDescription::default();
+    let attribute = |key: &str, value: String| v1::KeyValue {
+        key: key.into(),
+        value: Some(v1::AnyValue {
+            value: Some(v1::any_value::Value::StringValue(value)),
+        }),
+    };
+    description
+        .identifying_attributes
+        .push(attribute("service.instance.id", format!("agent-{index}")));
+    description
+        .non_identifying_attributes
+        .push(attribute("env", "test".into()));
+    let mut agent = AgentConfig::new(uid, description);
+    agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
+        | AgentCapabilities::REPORTS_PACKAGE_STATUSES
+        | AgentCapabilities::REPORTS_HEALTH;
+    let mut config = ClientConfig::new(&format!("ws://{addr}/v1/opamp")).unwrap();
+    config.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+    let (client, events) = OpampClient::start(config, agent).unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_agent(
+        client,
+        events,
+        version.to_owned(),
+        failing,
+        stop.clone(),
+    ));
+    TestAgent { stop, task }
+}
+
+async fn run_agent(
+    client: ClientHandle,
+    mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
+    mut version: String,
+    failing: FailingVersions,
+    stop: CancellationToken,
+) {
+    let mut has_hash = b"preinstalled".to_vec();
+    let initial = statuses(
+        &[],
+        package_status(
+            &version,
+            &has_hash,
+            None,
+            v1::PackageStatusEnum::Installed,
+            "",
+        ),
+    );
+    client
+        .update(move |s| {
+            s.set_health(v1::ComponentHealth {
+                healthy: true,
+                ..Default::default()
+            });
+            s.set_package_statuses(initial);
+        })
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => break,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { break };
+        let ClientEvent::Agent(event) = event else {
+            continue;
+        };
+        let AgentEvent::PackagesAvailable { offer, .. } = *event else {
+            continue;
+        };
+        let Some(package) = offer.packages.get(PACKAGE).cloned() else {
+            continue;
+        };
+        if package.version == version {
+            // Already there (a revert to the running version): just acknowledge the offer.
+            let report = statuses(
+                &offer.all_packages_hash,
+                package_status(
+                    &version,
+                    &has_hash,
+                    Some(&package),
+                    v1::PackageStatusEnum::Installed,
+                    "",
+                ),
+            );
+            client
+                .update(move |s| s.set_package_statuses(report))
+                .await
+                .unwrap();
+            continue;
+        }
+        let file = package.file.clone().unwrap_or_default();
+        let outcome = match http.get(&file.download_url).send().await {
+            Ok(response) if response.status().is_success() => {
+                let body = response.bytes().await.unwrap_or_default();
+                let actual = opamp_verify::ContentHash::of(&body).to_string();
+                if actual != hex::encode(&file.content_hash) {
+                    Err(format!("content hash mismatch: {actual}"))
+                } else if failing.contains(&package.version) {
+                    Err(format!("version {} refuses to start", package.version))
+                } else {
+                    Ok(())
+                }
+            }
+            Ok(response) => Err(format!("download answered {}", response.status())),
+            Err(error) => Err(format!("download failed: {error}")),
+        };
+        let report = match outcome {
+            Ok(()) => {
+                version = package.version.clone();
+                has_hash = package.hash.clone();
+                package_status(
+                    &version,
+                    &has_hash,
+                    Some(&package),
+                    v1::PackageStatusEnum::Installed,
+                    "",
+                )
+            }
+            Err(error) => package_status(
+                &version,
+                &has_hash,
+                Some(&package),
+                v1::PackageStatusEnum::InstallFailed,
+                &error,
+            ),
+        };
+        let report = statuses(&offer.all_packages_hash, report);
+        client
+            .update(move |s| s.set_package_statuses(report))
+            .await
+            .unwrap();
+    }
+    let _ = client.shutdown().await;
+}
+
+fn spawn_fleet(addr: SocketAddr, count: usize, failing: &[&str]) -> Vec<TestAgent> {
+    let failing: FailingVersions = Arc::new(failing.iter().map(|v| (*v).to_owned()).collect());
+    (0..count)
+        .map(|i| spawn_agent(addr, i, "1.0.0", failing.clone()))
+        .collect()
+}
+
+fn request(version: &str, bake: Duration) -> RolloutRequest {
+    let mut request = RolloutRequest::new(PACKAGE, version);
+    request.selector = "env=test".into();
+    request.canary_share = Some(0.05);
+    request.batches = Some(BatchPlan::Share(0.5));
+    request.bake_time = Some(bake);
+    request.install_timeout = Some(Duration::from_secs(20));
+    request.health_timeout = Some(Duration::from_secs(20));
+    request
+}
+
+fn versions(agents: &[opamp_fleet::store::AgentRecord]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for agent in agents {
+        let version = agent
+            .package_versions
+            .get(PACKAGE)
+            .cloned()
+            .unwrap_or_default();
+        *counts.entry(version).or_default() += 1;
+    }
+    counts
+}
+
+async fn stop_all(agents: Vec<TestAgent>) {
+    for agent in agents {
+        agent.stop().await;
+    }
+}
+
+// ----- tests ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_rollout_to_a_good_version_completes_and_metrics_show_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = admin(&server);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(server.opamp_addr(), 10, &[]);
+    wait_connected_at(&client, 10, "1.0.0").await;
+
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert_eq!(rollout.progress.total, 10);
+    assert_eq!(
+        rollout.waves.len(),
+        3,
+        "one canary, then two batches of 50 %"
+    );
+    assert_eq!(
+        wait_terminal(&client, &rollout.id.to_string()).await,
+        RolloutStatus::Completed
+    );
+
+    wait_connected_at(&client, 10, "2.0.0").await;
+    let metrics = client.metrics().await.unwrap();
+    assert!(metrics.contains("opamp_agents_connected 10\n"), "{metrics}");
+    assert!(
+        metrics.contains(r#"opamp_agents_by_version{package="otelcol",version="2.0.0"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"opamp_agents_by_health{healthy="true"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"opamp_install_results_total{result="installed"} 10"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"state="completed"} 1"#), "{metrics}");
+
+    let audit = client.audit(Some(&rollout.id.to_string())).await.unwrap();
+    let installs = audit
+        .iter()
+        .filter(|a| a.record.action.kind() == "agent_installed")
+        .count();
+    assert_eq!(installs, 10, "every install result is audited");
+    stop_all(agents).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_version_fails_the_canary_which_is_reverted_and_no_other_agent_is_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = admin(&server);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "3.0.0").await;
+    let agents = spawn_fleet(server.opamp_addr(), 20, &["3.0.0"]);
+    wait_connected_at(&client, 20, "1.0.0").await;
+
+    let rollout = client
+        .create_rollout(&request("3.0.0", Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+    assert_eq!(wait_terminal(&client, &id).await, RolloutStatus::RolledBack);
+
+    let view: RolloutView = client.rollout(&id).await.unwrap();
+    for agent in &view.agents {
+        if agent.wave == 0 {
+            assert!(
+                matches!(agent.phase, AgentPhase::Failed { .. }),
+                "{agent:?}"
+            );
+            assert!(agent.reverted);
+        } else {
+            assert!(
+                matches!(agent.phase, AgentPhase::Pending),
+                "non-canary touched: {agent:?}"
+            );
+        }
+    }
+    assert_eq!(view.waves[0].size(), 1, "5 % of 20 is one canary");
+    let all = client.agents().await.unwrap();
+    assert_eq!(versions(&all), BTreeMap::from([("1.0.0".to_owned(), 20)]));
+    let metrics = client.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"opamp_install_results_total{result="failed"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"state="rolled_back"} 1"#), "{metrics}");
+    stop_all(agents).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restarted_mid_rollout_resumes_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let opamp_addr = server.opamp_addr();
+    let client = admin(&server);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(opamp_addr, 6, &[]);
+    wait_connected_at(&client, 6, "1.0.0").await;
+
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+    // A second rollout of the same package and selector is refused with the reason.
+    match client
+        .create_rollout(&request("2.0.0", Duration::ZERO))
+        .await
+    {
+        Err(FleetError::AdminApi {
+            status: Some(409),
+            message,
+        }) => {
+            assert!(message.contains(&id), "{message}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Stop while the canary wave bakes.
+    wait_status(&client, &id, RolloutStatus::Baking).await;
+    server.shutdown().await;
+
+    let server = start_server(dir.path(), opamp_addr).await;
+    let client = admin(&server);
+    assert_eq!(wait_terminal(&client, &id).await, RolloutStatus::Completed);
+    wait_connected_at(&client, 6, "2.0.0").await;
+    let audit = client.audit(Some(&id)).await.unwrap();
+    let planned = audit
+        .iter()
+        .filter(|a| a.record.action.kind() == "planned")
+        .count();
+    assert_eq!(planned, 1);
+    stop_all(agents).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_requests_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let base = format!("http://{}", server.admin_addr());
+    let http = reqwest::Client::new();
+    for path in [
+        "/api/v1/agents",
+        "/api/v1/rollouts",
+        "/api/v1/audit",
+        "/metrics",
+    ] {
+        let none = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        let wrong = http
+            .get(format!("{base}{path}"))
+            .bearer_auth("test-admin-tokeN")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let right = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    let create = http
+        .post(format!("{base}/api/v1/rollouts"))
+        .header("content-type", "application/json")
+        .body(r#"{"package": "otelcol", "version": "9"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 401);
+    let wrong_client = AdminClient::new(&base, "nope").unwrap();
+    assert!(matches!(
+        wrong_client.agents().await,
+        Err(FleetError::AdminApi {
+            status: Some(401),
+            ..
+        })
+    ));
+    // Unknown rollouts are 404, unknown packages refuse the rollout with 404 too.
+    let client = admin(&server);
+    assert!(matches!(
+        client.rollout("nope").await,
+        Err(FleetError::AdminApi {
+            status: Some(404),
+            ..
+        })
+    ));
+    assert!(matches!(
+        client
+            .create_rollout(&RolloutRequest::new(PACKAGE, "9.9.9"))
+            .await,
+        Err(FleetError::AdminApi {
+            status: Some(404),
+            ..
+        })
+    ));
+    server.shutdown().await;
+}
