@@ -149,7 +149,7 @@ async fn killed_during_the_health_gate_of_a_bad_binary_rolls_back() {
     else {
         panic!("{recovery:?}");
     };
-    assert!(healthy);
+    assert_eq!(healthy, Some(true));
     assert!(
         error_message.contains("failed its health gate"),
         "{error_message}"
@@ -219,7 +219,13 @@ async fn unknown_live_executable_is_replaced_by_the_verified_previous_one() {
     write_executable(&host.exe, &healthy_script("9.9.9-unverified"));
     let recovery = recover(&mut host).await.unwrap();
     assert!(
-        matches!(recovery, Recovery::RolledBack { healthy: true, .. }),
+        matches!(
+            recovery,
+            Recovery::RolledBack {
+                healthy: Some(true),
+                ..
+            }
+        ),
         "{recovery:?}"
     );
     assert_eq!(host.exe_content(), old);
@@ -295,4 +301,99 @@ async fn finished_installs_need_no_recovery() {
         );
         assert!(host.collector.started.is_empty());
     }
+}
+
+/// What a kill can leave in each file.
+#[derive(Debug, Clone, Copy)]
+enum Live {
+    Old,
+    New,
+    Garbage,
+    Missing,
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(24))]
+
+    /// Whatever step the journal names and whatever the files hold, recovery either refuses
+    /// (and starts nothing) or leaves the old or the new verified binary in place, and never
+    /// starts anything else.
+    #[test]
+    fn recovery_only_ever_runs_a_verified_binary(
+        step in proptest::sample::select(vec![
+            InstallStep::Idle, InstallStep::Downloading, InstallStep::Verifying,
+            InstallStep::Staged, InstallStep::Stopping, InstallStep::Swapping,
+            InstallStep::Starting, InstallStep::HealthGate, InstallStep::Installed,
+            InstallStep::RollingBack, InstallStep::Failed,
+        ]),
+        live in proptest::sample::select(vec![Live::Old, Live::New, Live::Garbage, Live::Missing]),
+        keep_previous in proptest::bool::ANY,
+        keep_next in proptest::bool::ANY,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let new = healthy_script("2.0.0");
+            let Crash { mut host, old, .. } = crash_at(step, new.clone(), false).await;
+            host.collector.settle = std::time::Duration::from_millis(50);
+            if keep_previous {
+                std::fs::copy(&host.exe, host.previous_path()).unwrap();
+            }
+            match live {
+                Live::Old => {}
+                Live::New => write_executable(&host.exe, &new),
+                Live::Garbage => write_executable(&host.exe, &healthy_script("6.6.6")),
+                Live::Missing => std::fs::remove_file(&host.exe).unwrap(),
+            }
+            if !keep_next {
+                let _ = std::fs::remove_file(host.next_path());
+            }
+            let before = std::fs::read(&host.exe).ok();
+
+            let result = recover(&mut host).await;
+
+            let after = std::fs::read(&host.exe).ok();
+            match &result {
+                Ok(Recovery::Clean | Recovery::Abandoned { .. } | Recovery::CorruptJournal { .. }) => {
+                    assert_eq!(after, before, "{step:?} {live:?}: untouched");
+                    assert!(host.collector.started.is_empty());
+                }
+                Ok(Recovery::Completed { .. }) => assert_eq!(after.as_ref(), Some(&new)),
+                Ok(Recovery::RolledBack { healthy, .. }) => {
+                    if healthy.is_some() {
+                        assert_eq!(after.as_ref(), Some(&old), "{step:?} {live:?}");
+                    } else {
+                        // Nothing restorable: the live path keeps a verified binary or nothing.
+                        assert!(
+                            after.is_none() || after.as_ref() == Some(&old) || after.as_ref() == Some(&new),
+                            "{step:?} {live:?}: left an unverified binary"
+                        );
+                    }
+                }
+                Err(_) => assert!(host.collector.started.is_empty()),
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+            if step.is_in_progress() {
+                assert!(!host.next_path().exists(), "{step:?}: unverified next file left");
+            }
+            assert!(
+                matches!(host.collector.healthy_version.as_deref(), None | Some("1.0.0" | "2.0.0")),
+                "{step:?} {live:?} ran {:?}",
+                host.collector.healthy_version
+            );
+        });
+    }
+}
+
+#[tokio::test]
+async fn rolling_back_over_an_unknown_binary_without_a_previous_copy_starts_nothing() {
+    let Crash { mut host, .. } =
+        crash_at(InstallStep::RollingBack, healthy_script("2.0.0"), true).await;
+    write_executable(&host.exe, &healthy_script("6.6.6"));
+    std::fs::remove_file(host.previous_path()).unwrap();
+    let err = recover(&mut host).await.unwrap_err();
+    assert!(
+        matches!(err, InstallError::UnknownExecutable { .. }),
+        "{err}"
+    );
+    assert!(host.collector.started.is_empty());
 }

@@ -358,6 +358,7 @@ impl Installer {
             tracing::error!(%err, "cannot journal Installed; recovery will re-run the health gate");
         }
         self.cleanup(&record.package_name);
+        let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
         tracing::info!(package = %record.package_name, version = %record.offered_version, "installed");
         events(InstallEvent::Installed {
             version: record.offered_version.clone(),
@@ -407,7 +408,7 @@ impl Installer {
             .unwrap_or_else(|| "the previous version".to_owned());
         let exe = record.executable_path.clone();
         let (aftermath, healthy) = match self.restore_previous(record) {
-            Err(reason) => (format!("rollback failed: {reason}"), Some(false)),
+            Err(reason) => (format!("rollback failed: {reason}"), None),
             Ok(false) => (
                 "there was no previous executable; the failed one was removed".to_owned(),
                 None,
@@ -415,7 +416,7 @@ impl Installer {
             Ok(true) => match collector.start(&exe).await {
                 Err(err) => (
                     format!("restored {previous_label} but it did not start: {err}"),
-                    Some(false),
+                    None,
                 ),
                 Ok(()) => {
                     let deadline = tokio::time::Instant::now() + self.config.health_timeout;

@@ -142,8 +142,9 @@ pub struct InstallFailed {
     pub error_message: String,
     /// Whether the failure happened after the swap and the previous executable was restored.
     pub rolled_back: bool,
-    /// Whether a collector runs and passed its health gate after the failure (`None` when the
-    /// failure happened before the collector was touched).
+    /// After a rollback, whether the restored collector passed its health gate; `None` when no
+    /// collector was started (the failure happened before the collector was touched, there was
+    /// no previous executable, or restoring or starting it failed).
     pub collector_healthy: Option<bool>,
 }
 

@@ -4,14 +4,16 @@
 //! says whether the swap happened. Because the swap is a rename, the live path always holds a
 //! whole file: the previous executable or the verified new one.
 //!
-//! | journaled step                               | live executable  | action                     |
-//! |----------------------------------------------|------------------|----------------------------|
-//! | `Idle`, `Installed`, `Failed`, none          | -                | nothing ([`Recovery::Clean`]) |
-//! | `Downloading` .. `Stopping`                  | previous         | drop `<exe>.next`, keep the partial download ([`Recovery::Abandoned`]) |
-//! | `Swapping` .. `HealthGate`                   | new (hash = journaled staged hash) | start it and run the health gate again; `Installed` or rollback |
-//! | `Swapping`                                   | previous         | as `Stopping`              |
-//! | `RollingBack`                                | any              | restore previous, start, health gate, `Failed` |
-//! | corrupt journal                              | -                | move it aside; nothing else ([`Recovery::CorruptJournal`]) |
+//! | journaled step                          | live executable         | action                  |
+//! |-----------------------------------------|-------------------------|-------------------------|
+//! | `Idle`, `Installed`, `Failed`, none     | -                       | nothing ([`Recovery::Clean`]) |
+//! | `Downloading` .. `Stopping`             | previous                | drop `<exe>.next`, keep the partial download ([`Recovery::Abandoned`]) |
+//! | `Swapping` .. `HealthGate`              | previous                | as above (the swap never happened) |
+//! | `Swapping` .. `HealthGate`              | new (journaled hash)    | start it, health gate again; `Installed` or rollback |
+//! | `Swapping` .. `RollingBack`             | other, previous kept    | restore previous, start, health gate, `Failed` |
+//! | `RollingBack`                           | previous or new         | restore previous if kept, start, health gate, `Failed` |
+//! | `Swapping` .. `RollingBack`             | other, no previous copy | start nothing, [`InstallError::UnknownExecutable`] |
+//! | corrupt journal                         | -                       | move it aside; nothing else ([`Recovery::CorruptJournal`]) |
 //!
 //! Only a file whose hash equals the hash journaled at `Staged` (computed from a verified
 //! package) is ever started as the new version.
@@ -39,12 +41,14 @@ pub enum Recovery {
         /// The version now running.
         version: String,
     },
-    /// The interrupted install was undone: the previous executable was started.
+    /// The interrupted install was undone: the previous executable was restored and started.
     RolledBack {
         /// The `InstallFailed` message.
         error_message: String,
-        /// Whether the previous version passed its health gate.
-        healthy: bool,
+        /// Whether the restored collector passed its health gate; `None` when nothing was
+        /// started (no previous executable, or restoring or starting it failed: see the
+        /// message). The live path then still holds a verified binary or nothing.
+        healthy: Option<bool>,
     },
     /// The journal was unreadable and was moved aside; the live executable (always a complete
     /// file) is left as is and the collector was not started.
@@ -57,7 +61,14 @@ pub enum Recovery {
 impl Recovery {
     /// Whether recovery left a collector running (otherwise the caller starts it as usual).
     pub fn collector_started(&self) -> bool {
-        matches!(self, Self::Completed { .. } | Self::RolledBack { .. })
+        matches!(
+            self,
+            Self::Completed { .. }
+                | Self::RolledBack {
+                    healthy: Some(_),
+                    ..
+                }
+        )
     }
 }
 
@@ -94,6 +105,29 @@ impl Installer {
         }
         let step = record.step;
         tracing::warn!(package = %record.package_name, ?step, "recovering an interrupted install");
+        if !step.may_have_swapped() {
+            return self.abandon(record);
+        }
+
+        let exe = record.executable_path.clone();
+        let live = hash_if_exists(&exe).map_err(super::io_error("hash", &exe))?;
+        let is_new = live.is_some() && live == record.staged_sha256;
+        // `None == None`: a first install whose swap had not happened yet.
+        let is_previous = live == record.previous_sha256;
+        let previous_ok = record
+            .previous_sha256
+            .is_some_and(|hash| swap::has_hash(&record.previous_path, hash));
+        if !is_new && !is_previous && !previous_ok {
+            // Neither version is in place and the previous one cannot be restored: start
+            // nothing rather than an unverified file.
+            let next = next_path_for(&exe);
+            storage::remove_file_if_exists(&next)
+                .map_err(super::io_error("remove unverified", &next))?;
+            return Err(InstallError::UnknownExecutable {
+                path: exe,
+                actual: live.map_or_else(|| "missing".to_owned(), |h| h.to_string()),
+            });
+        }
         if step == InstallStep::RollingBack {
             let error = match record.error.take() {
                 Some(message) => InstallError::Earlier { message },
@@ -102,28 +136,15 @@ impl Installer {
             let failed = self.rollback(collector, &mut record, error, events).await;
             return Ok(rolled_back(failed));
         }
-        if !step.may_have_swapped() {
-            return self.abandon(record);
-        }
-
-        let exe = record.executable_path.clone();
-        let live = hash_if_exists(&exe).map_err(super::io_error("hash", &exe))?;
-        let is_new = live.is_some() && live == record.staged_sha256;
         if !is_new {
-            if live == record.previous_sha256 && step == InstallStep::Swapping {
+            if is_previous {
+                // The swap never happened: the previous binary is untouched.
                 return self.abandon(record);
             }
-            // Unexpected content: restore the previous executable if we have it.
             let error = InstallError::UnknownExecutable {
                 path: exe.clone(),
                 actual: live.map_or_else(|| "missing".to_owned(), |h| h.to_string()),
             };
-            let previous_ok = record
-                .previous_sha256
-                .is_some_and(|hash| swap::has_hash(&record.previous_path, hash));
-            if !previous_ok {
-                return Err(error);
-            }
             let failed = self.rollback(collector, &mut record, error, events).await;
             return Ok(rolled_back(failed));
         }
@@ -166,6 +187,6 @@ impl Installer {
 fn rolled_back(failed: super::InstallFailed) -> Recovery {
     Recovery::RolledBack {
         error_message: failed.error_message,
-        healthy: failed.collector_healthy == Some(true),
+        healthy: failed.collector_healthy,
     }
 }

@@ -274,7 +274,7 @@ pub fn write_executable(path: &Path, content: &[u8]) {
 pub struct ScriptCollector {
     child: Option<Child>,
     stdout: Option<tokio::io::Lines<BufReader<ChildStdout>>>,
-    settle: Duration,
+    pub settle: Duration,
     /// Version printed by the collector that last became healthy.
     pub healthy_version: Option<String>,
     /// Every executable started, in order.
