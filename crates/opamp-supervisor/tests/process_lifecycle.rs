@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use collector_support::{
-    Behaviour, Variant, collector_bin, free_port, health_url, process_exists, variant_in,
+    Behaviour, Variant, collector_bin, free_port, health_url, process_exists, process_running,
+    variant_in,
 };
 use opamp_supervisor::health::{HealthGate, HttpProbe};
 use opamp_supervisor::process::{
@@ -316,6 +317,42 @@ async fn output_goes_to_tracing_with_agent_name_and_args_and_env_reach_the_child
             "collector output not captured; logs:\n{text}"
         );
         tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn stop_also_ends_helper_processes_the_collector_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let helper_pid_file = dir.path().join("helper.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", helper_pid_file.display());
+    let mut manager = ProcessManager::new(
+        AgentCommand::new("shell-collector").arg("-c").arg(script),
+        Duration::from_secs(5),
+        RestartPolicy::disabled(),
+    );
+    manager.start("/bin/sh".as_ref()).unwrap();
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let helper_pid: u32 = loop {
+        // The shell writes the file right after forking the helper; no event to await.
+        if let Some(pid) = std::fs::read_to_string(&helper_pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "helper never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(process_running(helper_pid));
+    let report = manager.stop().await.unwrap();
+    assert!(!report.killed, "{report:?}");
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    while process_running(helper_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "helper {helper_pid} outlived the stopped collector"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::process::Child;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -147,15 +147,14 @@ impl Supervision {
         }
     }
 
-    /// SIGTERM, then SIGKILL if the process is still there after `stop_timeout`.
+    /// SIGTERM, then SIGKILL if the process is still there after `stop_timeout`. Both go to
+    /// the collector's process group (it leads its own group), so helper processes it
+    /// started stop with it instead of being orphaned.
     async fn terminate(&self, mut child: Child, pid: u32) -> StopReport {
         let started = self.state.borrow().started_at.unwrap_or_else(Instant::now);
-        // The child is not reaped yet (we hold it and have not seen its exit), so the pid
-        // cannot have been reused by another process.
-        let signalled = i32::try_from(pid)
-            .map_err(|_| nix::errno::Errno::ESRCH)
-            .and_then(|raw| kill(Pid::from_raw(raw), Signal::SIGTERM));
-        if let Err(e) = signalled {
+        // The child is not reaped yet (we hold it and have not seen its exit), so the pid and
+        // its process group id cannot have been reused by another process.
+        if let Err(e) = signal_group(pid, Signal::SIGTERM) {
             tracing::warn!(agent = %self.command.name, pid, error = %e, "SIGTERM failed");
         }
         let mut killed = false;
@@ -164,8 +163,11 @@ impl Supervision {
             Err(_) => {
                 tracing::warn!(agent = %self.command.name, pid, timeout = ?self.stop_timeout, "collector ignored SIGTERM; sending SIGKILL");
                 killed = true;
-                if let Err(e) = child.start_kill() {
-                    tracing::warn!(agent = %self.command.name, pid, error = %e, "SIGKILL failed");
+                if let Err(e) = signal_group(pid, Signal::SIGKILL) {
+                    tracing::warn!(agent = %self.command.name, pid, error = %e, "SIGKILL to the process group failed");
+                    if let Err(e) = child.start_kill() {
+                        tracing::warn!(agent = %self.command.name, pid, error = %e, "SIGKILL failed");
+                    }
                 }
                 child.wait().await
             }
@@ -231,6 +233,13 @@ impl Supervision {
         // No subscribers is fine: events are informational.
         let _ = self.events.send(event);
     }
+}
+
+/// Sends `signal` to the process group led by `pid`, or to `pid` alone if it has no group of
+/// its own (cannot happen for children spawned here, which lead their group).
+fn signal_group(pid: u32, signal: Signal) -> nix::Result<()> {
+    let pid = Pid::from_raw(i32::try_from(pid).map_err(|_| nix::errno::Errno::ESRCH)?);
+    killpg(pid, signal).or_else(|_| kill(pid, signal))
 }
 
 /// Attempts while the executable is "busy" (ETXTBSY), and the pause between them.

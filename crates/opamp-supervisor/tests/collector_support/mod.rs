@@ -101,3 +101,12 @@ fn retry_busy<T>(mut run: impl FnMut() -> std::io::Result<T>) -> T {
     }
     panic!("executable stayed busy (ETXTBSY)");
 }
+
+/// Whether `pid` runs: exists and is not a zombie (an orphan's zombie may wait for a reaper
+/// that is not us).
+pub fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
