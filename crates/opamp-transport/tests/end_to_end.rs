@@ -585,3 +585,89 @@ async fn forgetting_a_connected_agent_closes_its_websocket() {
     handle.shutdown().await.unwrap();
     server.shutdown().await;
 }
+
+fn big_offer(version: &str) -> v1::PackagesAvailable {
+    let mut offer = offer(version);
+    let template = offer.packages["collector"].clone();
+    for i in 0..40 {
+        offer
+            .packages
+            .insert(format!("extension-{i}"), template.clone());
+    }
+    offer
+}
+
+/// HTTP agents send `OpAMP-Instance-UID`; answers over 1 KiB are gzipped for agents that
+/// accept it, and our client reads them transparently.
+#[tokio::test]
+async fn http_carries_the_instance_uid_header_and_gzips_large_answers() {
+    use std::sync::{Arc, Mutex};
+
+    init_tracing();
+    let seen_uids = Arc::new(Mutex::new(Vec::<String>::new()));
+    let recorder = seen_uids.clone();
+    let config = server_config().authorize(move |_, headers| {
+        if let Some(uid) = headers
+            .get("opamp-instance-uid")
+            .and_then(|v| v.to_str().ok())
+        {
+            recorder.lock().unwrap().push(uid.to_owned());
+        }
+        true
+    });
+    let (server, mut notifications) = start_server(config).await;
+    let url = format!("http://{}/v1/opamp", server.local_addr());
+    let mut agent = agent_config();
+    agent.heartbeat_interval = Some(Duration::from_millis(200));
+    let uid = agent.instance_uid;
+    let (handle, mut events) = start_agent(client_config(&url, None), agent);
+    wait_connected(&mut notifications, uid).await;
+    assert!(seen_uids.lock().unwrap().contains(&uid.to_string()));
+    server
+        .registry()
+        .with_session(uid, |s| s.offer_packages(big_offer("3.0.0")))
+        .unwrap();
+    wait_for_offer(&mut events, "3.0.0").await;
+    handle.shutdown().await.unwrap();
+
+    // A plain client that shows the wire: same offer, gzip accepted, not decoded for us.
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let mut poll = agent_config();
+    poll.instance_uid = InstanceUid::new_v7();
+    let first = v1::AgentToServer {
+        instance_uid: poll.instance_uid.to_vec(),
+        agent_description: Some(poll.description.clone()),
+        capabilities: poll.capabilities.bits(),
+        ..Default::default()
+    };
+    let send = |message: &v1::AgentToServer| {
+        raw.post(&url)
+            .header("content-type", "application/x-protobuf")
+            .header("accept-encoding", "gzip")
+            .body(opamp_proto::codec::encode(message))
+            .send()
+    };
+    let answer = send(&first).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    server
+        .registry()
+        .with_session(poll.instance_uid, |s| s.offer_packages(big_offer("3.0.0")))
+        .unwrap();
+    let second = v1::AgentToServer {
+        sequence_num: 1,
+        ..first.clone()
+    };
+    let answer = send(&second).await.unwrap();
+    assert_eq!(answer.headers()["content-encoding"], "gzip");
+    let compressed = answer.bytes().await.unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut plain,
+    )
+    .unwrap();
+    assert!(compressed.len() < plain.len());
+    let reply: v1::ServerToAgent = opamp_proto::codec::decode(&plain, &Default::default()).unwrap();
+    assert_eq!(reply.packages_available.unwrap().packages.len(), 41);
+    server.shutdown().await;
+}

@@ -16,6 +16,7 @@ use super::driver::{Control, Driver, sleep_until_deadline};
 use crate::error::Result;
 
 const PROTOBUF: &str = "application/x-protobuf";
+const INSTANCE_UID_HEADER: &str = "OpAMP-Instance-UID";
 
 pub(crate) struct HttpTransport {
     client: reqwest::Client,
@@ -57,6 +58,11 @@ impl HttpTransport {
             .client
             .post(self.endpoint.clone())
             .header(header::CONTENT_TYPE, PROTOBUF);
+        if let Ok(uid) = opamp_proto::InstanceUid::from_slice(&message.instance_uid) {
+            // The spec's hint for proxies and load balancers: who is asking, without
+            // parsing the body.
+            request = request.header(INSTANCE_UID_HEADER, uid.to_string());
+        }
         if self.gzip {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(body.len() / 2),

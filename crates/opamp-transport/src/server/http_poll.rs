@@ -30,12 +30,21 @@ pub(crate) async fn handle(
     connection: ConnectionInfo,
     request: axum::extract::Request,
 ) -> Response {
+    let accepts_gzip = accepts_gzip(request.headers());
     match handle_inner(&shared, &connection, request).await {
         Ok(reply) => {
-            let mut response = Body::from(codec::encode(&reply)).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+            let body = codec::encode(&reply);
+            // The spec asks servers to compress when the agent accepts it; tiny answers
+            // (most of them) are not worth the gzip header.
+            let compressed = (accepts_gzip && body.len() >= GZIP_THRESHOLD)
+                .then(|| gzip(&body))
+                .flatten();
+            let mut response = Body::from(compressed.clone().unwrap_or(body)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+            if compressed.is_some() {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
             response
         }
         Err((status, reason)) => {
@@ -145,6 +154,34 @@ async fn handle_inner(
     }))
 }
 
+/// Answers at least this large are gzipped for agents that accept it.
+const GZIP_THRESHOLD: usize = 1024;
+
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|value| {
+            value.split(',').any(|coding| {
+                let mut parts = coding.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+                name.eq_ignore_ascii_case("gzip") && !refused
+            })
+        })
+}
+
+fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 2),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes).ok()?;
+    encoder.finish().ok()
+}
+
 /// Decompresses at most `limit` bytes; more is a 413, a corrupt stream a 400.
 fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
     let mut decoder = flate2::read::GzDecoder::new(compressed).take(limit as u64 + 1);
@@ -166,15 +203,35 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
+    fn gzip_best(bytes: &[u8]) -> Vec<u8> {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         encoder.write_all(bytes).unwrap();
         encoder.finish().unwrap()
     }
 
     #[test]
+    fn accept_encoding_is_parsed() {
+        let accepts = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("br, GZIP;q=0.5"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("identity, br"));
+        assert!(!accepts_gzip(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn server_gzip_round_trips() {
+        let body = vec![7u8; 5000];
+        assert_eq!(gunzip(&gzip(&body).unwrap(), body.len()).unwrap(), body);
+    }
+
+    #[test]
     fn gunzip_enforces_the_decompressed_limit() {
-        let bomb = gzip(&vec![0u8; 1 << 20]);
+        let bomb = gzip_best(&vec![0u8; 1 << 20]);
         assert!(bomb.len() < 4096, "a megabyte of zeros compresses well");
         assert_eq!(gunzip(&bomb, 1 << 20).unwrap().len(), 1 << 20);
         assert_eq!(
@@ -190,9 +247,9 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn gunzip_round_trips_within_the_limit_and_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            proptest::prop_assert_eq!(gunzip(&gzip(&data), data.len()).unwrap(), data.clone());
+            proptest::prop_assert_eq!(gunzip(&gzip_best(&data), data.len()).unwrap(), data.clone());
             if !data.is_empty() {
-                proptest::prop_assert_eq!(gunzip(&gzip(&data), data.len() - 1).unwrap_err().0, StatusCode::PAYLOAD_TOO_LARGE);
+                proptest::prop_assert_eq!(gunzip(&gzip_best(&data), data.len() - 1).unwrap_err().0, StatusCode::PAYLOAD_TOO_LARGE);
             }
             let _ = gunzip(&junk, 1024);
         }
