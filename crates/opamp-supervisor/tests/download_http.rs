@@ -279,3 +279,44 @@ async fn stalled_server_times_out_and_keeps_the_partial() {
     assert_eq!(file.resumed_from, 40_000);
     assert_eq!(file.sha256, sha256(&body));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(16))]
+
+    /// However often and wherever the connection is cut, resuming yields exactly the file.
+    #[test]
+    fn any_sequence_of_cuts_resumes_to_the_exact_file(
+        size in 1usize..200_000,
+        cuts in proptest::collection::vec(0.0f64..1.0, 0..5),
+        seed in proptest::num::u64::ANY,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let body = test_bytes(size, seed);
+            let server = FileServer::start(body.clone()).await;
+            let dir = tempfile::tempdir().unwrap();
+            let downloader = downloader(&dir, DownloadLimits::default());
+            let request =
+                DownloadRequest::new("p", server.url()).with_expected_sha256(sha256(&body));
+            let mut offsets: Vec<usize> = cuts.iter().map(|c| (c * size as f64) as usize).collect();
+            offsets.sort_unstable();
+            for offset in offsets {
+                server.set_fault(Fault::CutAt(offset));
+                match downloader.download(&request, |_| {}).await {
+                    // A cut at or before the resume point can still complete the file.
+                    Ok(file) => {
+                        assert_eq!(file.sha256, sha256(&body));
+                        downloader.discard("p").unwrap();
+                    }
+                    Err(err) => assert!(err.is_resumable(), "{err}"),
+                }
+            }
+            server.set_fault(Fault::None);
+            let file = downloader.download(&request, |_| {}).await.unwrap();
+            assert_eq!(std::fs::read(&file.path).unwrap(), body);
+        });
+    }
+}

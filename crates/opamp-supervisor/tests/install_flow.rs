@@ -71,6 +71,12 @@ async fn upgrade_swaps_keeps_previous_and_reports_installed() {
         .unwrap()
         .unwrap();
     assert_eq!(journal.step, InstallStep::Installed);
+    // The server re-sending the same offer changes nothing.
+    let requests = server.requests().len();
+    let (again, again_events) = host.install(&offer).await;
+    assert_eq!(again.unwrap().version, "2.0.0");
+    assert_eq!(server.requests().len(), requests);
+    assert!(steps(&again_events).is_empty());
 
     // Downtime: from the stop of the old collector to the new one passing its gate (the gate
     // includes the test collector's 400 ms liveness window); the file swap alone is tiny.
@@ -173,6 +179,20 @@ async fn assert_rolls_back(bad: Vec<u8>, expected_in_message: &str) {
         journal.error.as_deref(),
         Some(failed.error_message.as_str())
     );
+
+    // The same offer again: the original failure is reported, nothing is downloaded or stopped.
+    let requests = server.requests().len();
+    let stops = host.collector.stops;
+    let (again, _) = host.install(&offer).await;
+    let again = again.unwrap_err();
+    assert!(
+        matches!(again.error, InstallError::PreviouslyFailed { .. }),
+        "{}",
+        again.error
+    );
+    assert_eq!(again.error_message, failed.error_message);
+    assert_eq!(server.requests().len(), requests);
+    assert_eq!(host.collector.stops, stops);
 }
 
 #[tokio::test]

@@ -102,6 +102,10 @@ impl Installer {
 
     /// Downloads, verifies, stages and installs `offer`, reporting progress to `events`.
     ///
+    /// An offer that is already installed returns at once (`Installed` event); one that failed
+    /// before returns its original failure ([`InstallError::PreviouslyFailed`]) without being
+    /// retried, until the server changes the offer's hash.
+    ///
     /// On failure the previous collector is running again (restored if the swap had happened)
     /// and the failure is recorded so the same offer is not retried, except for interrupted
     /// downloads ([`InstallError::is_retryable`]), which resume on the next attempt.
@@ -118,6 +122,37 @@ impl Installer {
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<Installed, InstallFailed> {
         let state = self.installed_state();
+        if let Some(installed) = state.packages.get(package)
+            && installed.server_hash == offer.hash
+        {
+            // Already done (e.g. the server re-sent its offer): report it, touch nothing.
+            events(InstallEvent::Installed {
+                version: installed.version.clone(),
+            });
+            return Ok(Installed {
+                package: package.to_owned(),
+                version: installed.version.clone(),
+                server_hash: installed.server_hash.clone(),
+            });
+        }
+        if let Some(failed) = state.failed_offers.get(package)
+            && failed.offered_hash == offer.hash
+        {
+            // Not retried until the offer changes; report the original failure again.
+            let error_message = failed.error.clone();
+            events(InstallEvent::InstallFailed {
+                error_message: error_message.clone(),
+            });
+            return Err(InstallFailed {
+                error: InstallError::PreviouslyFailed {
+                    package: package.to_owned(),
+                    version: failed.version.clone(),
+                },
+                error_message,
+                rolled_back: false,
+                collector_healthy: None,
+            });
+        }
         let mut record = InstallRecord::new(
             package,
             offer.version.clone(),

@@ -158,6 +158,15 @@ pub enum InstallError {
         /// Package name.
         package: String,
     },
+    /// This exact offer failed before; it is retried only once the server changes it. The
+    /// [`InstallFailed::error_message`] repeats the original failure.
+    #[error("offer of {package} {version} failed before and is not retried until it changes")]
+    PreviouslyFailed {
+        /// Package name.
+        package: String,
+        /// The version that failed.
+        version: String,
+    },
     /// The offer has no file.
     #[error("offer for {package} {version} has no downloadable file")]
     NoFile {
