@@ -172,3 +172,30 @@ fn environment_overrides_the_trailer() {
         "opamp-test-collector version 1.0.0-env"
     );
 }
+
+#[test]
+fn command_line_builds_variants_for_shell_demos() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("otelcol-4.0.0");
+    let built = output_retrying(Command::new(collector_bin()).args([
+        "--build-variant",
+        out.to_str().unwrap(),
+        "--set-version",
+        "4.0.0",
+        "--crash-on-start",
+    ]));
+    assert!(built.status.success(), "{built:?}");
+    assert_eq!(
+        version_output(&out, &[]),
+        "opamp-test-collector version 4.0.0"
+    );
+    let ran = output_retrying(&mut Command::new(&out));
+    assert_eq!(ran.status.code(), Some(EXIT_CODE_CRASH_ON_START));
+    assert_eq!(
+        read_variant(&out).unwrap().unwrap().behaviour,
+        Behaviour {
+            crash_on_start: true,
+            ..Behaviour::default()
+        }
+    );
+}

@@ -6,7 +6,9 @@
 //! path runs against a real process.
 //!
 //! Different "builds" for a demo need no compiler: [`build_variant`] copies the binary and
-//! appends a trailer naming a version and a behaviour, which the copy reads at start-up.
+//! appends a trailer naming a version and a behaviour, which the copy reads at start-up. From a
+//! shell: `opamp-test-collector --build-variant ./otelcol-2.0.0 --set-version 2.0.0
+//! [--crash-on-start | --crash-after-ms N | --unhealthy-after-ms N | --hang-on-sigterm]`.
 //!
 //! ```no_run
 //! use opamp_test_collector::{build_variant, read_variant, Variant};

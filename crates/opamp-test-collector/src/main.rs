@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use opamp_test_collector::{Command, read_variant, resolve, run::run};
+use opamp_test_collector::{Command, build_variant, read_variant, resolve, run::run};
 
 fn main() -> ExitCode {
     let embedded = match std::env::current_exe().and_then(|exe| read_variant(&exe)) {
@@ -21,6 +21,21 @@ fn main() -> ExitCode {
         Ok(Command::PrintVersion(version)) => {
             println!("opamp-test-collector version {version}");
             ExitCode::SUCCESS
+        }
+        Ok(Command::BuildVariant { out, variant }) => {
+            match std::env::current_exe().and_then(|exe| build_variant(&exe, &out, &variant)) {
+                Ok(()) => {
+                    println!("built {} (version {})", out.display(), variant.version);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "opamp-test-collector: cannot build variant {}: {e}",
+                        out.display()
+                    );
+                    ExitCode::from(1)
+                }
+            }
         }
         Ok(Command::Run(settings)) => exit_code(run(settings)),
         Err(e) => {

@@ -16,6 +16,14 @@ pub const ENV_PREFIX: &str = "OPAMP_TEST_COLLECTOR_";
 pub enum Command {
     /// `--version`: print this version and exit.
     PrintVersion(String),
+    /// `--build-variant OUT`: write a copy of this executable to `OUT` that embeds `variant`
+    /// (the resolved version and behaviour), then exit. For demos without a compiler.
+    BuildVariant {
+        /// Where to write the variant.
+        out: PathBuf,
+        /// What it embeds.
+        variant: Variant,
+    },
     /// Run as a collector.
     Run(Settings),
 }
@@ -48,7 +56,7 @@ impl std::error::Error for UsageError {}
 /// Resolves settings. Precedence, lowest first: built-in defaults, the `embedded` trailer
 /// variant, the config file (health port only), environment (`OPAMP_TEST_COLLECTOR_*`), flags.
 ///
-/// Flags: `--version`, `--config FILE`, `--health-port N`, `--set-version V`,
+/// Flags: `--version`, `--build-variant OUT`, `--config FILE`, `--health-port N`, `--set-version V`,
 /// `--crash-on-start`, `--crash-after-ms N`, `--unhealthy-after-ms N`, `--hang-on-sigterm`.
 /// Environment: `VERSION`, `HEALTH_PORT`, `CRASH_ON_START`, `CRASH_AFTER_MS`,
 /// `UNHEALTHY_AFTER_MS`, `HANG_ON_SIGTERM` (each with the prefix; booleans are `1`/`true`).
@@ -75,6 +83,9 @@ pub fn resolve(
         };
         match arg.as_str() {
             "--version" => flags.print_version = true,
+            "--build-variant" => {
+                flags.build_variant = Some(PathBuf::from(value("--build-variant")?));
+            }
             "--config" => flags.config = Some(PathBuf::from(value("--config")?)),
             "--health-port" => {
                 flags.health_port = Some(number("--health-port", &value("--health-port")?)?)
@@ -131,6 +142,9 @@ pub fn resolve(
     if flags.print_version {
         return Ok(Command::PrintVersion(variant.version));
     }
+    if let Some(out) = flags.build_variant {
+        return Ok(Command::BuildVariant { out, variant });
+    }
     Ok(Command::Run(Settings {
         variant,
         health_port,
@@ -142,6 +156,7 @@ pub fn resolve(
 #[derive(Default)]
 struct Flags {
     print_version: bool,
+    build_variant: Option<PathBuf>,
     config: Option<PathBuf>,
     health_port: Option<u16>,
     version: Option<String>,
@@ -226,7 +241,7 @@ mod tests {
     fn settings(cmd: Command) -> Settings {
         match cmd {
             Command::Run(s) => s,
-            other @ Command::PrintVersion(_) => panic!("expected Run, got {other:?}"),
+            other => panic!("expected Run, got {other:?}"),
         }
     }
 
@@ -273,6 +288,34 @@ mod tests {
         assert_eq!(s.variant.version, "3.0.0");
         assert_eq!(s.variant.behaviour.crash_after_ms, Some(30));
         assert_eq!(s.health_port, 4000);
+    }
+
+    #[test]
+    fn build_variant_takes_the_resolved_version_and_behaviour() {
+        let cmd = run(
+            &[
+                "--build-variant",
+                "/tmp/v2",
+                "--set-version",
+                "2.0.0",
+                "--crash-after-ms",
+                "2000",
+            ],
+            &[],
+            Some(Variant::healthy("1.0.0")),
+        )
+        .unwrap();
+        let expected = Variant::healthy("2.0.0").with_behaviour(Behaviour {
+            crash_after_ms: Some(2000),
+            ..Behaviour::default()
+        });
+        assert_eq!(
+            cmd,
+            Command::BuildVariant {
+                out: PathBuf::from("/tmp/v2"),
+                variant: expected
+            }
+        );
     }
 
     #[test]
