@@ -181,22 +181,42 @@ async fn silent_websocket_peer_is_closed_with_1001() {
     let mut config = server_config();
     config.idle_timeout = Duration::from_millis(300);
     let bystander = Bystander::start(config).await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(bystander.url("ws"))
-        .await
-        .unwrap();
+    // A hand-made upgrade: unlike a WebSocket library, these raw bytes never answer pings.
+    let mut stream = TcpStream::connect(bystander.addr()).await.unwrap();
+    let upgrade = "GET /v1/opamp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
     let started = Instant::now();
-    let code = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(Ok(Message::Close(Some(frame)))) = socket.next().await {
-                return u16::from(frame.code);
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 1001);
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut received))
+        .await
+        .expect("never closed")
+        .ok();
     assert!(started.elapsed() >= Duration::from_millis(250));
-    // The bystander's agent has no heartbeat here, so it is closed too and reconnects.
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(received.starts_with(b"HTTP/1.1 101"));
+    let frames = &received[head_end..];
+    assert_eq!(&frames[..2], [0x89, 0x00], "first a ping");
+    assert_eq!(frames[2], 0x88, "then a close frame");
+    assert_eq!(u16::from_be_bytes([frames[4], frames[5]]), 1001);
+    // The bystander's agent has no heartbeat either, but it answers pings: still served.
+    bystander.assert_still_served().await;
+}
+
+#[tokio::test]
+async fn agent_without_heartbeats_stays_connected_through_pings() {
+    let mut config = server_config();
+    config.idle_timeout = Duration::from_millis(300);
+    let mut bystander = Bystander::start(config).await;
+    // Several idle timeouts pass; the agent sends nothing but pongs.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    while let Ok(notification) = bystander.notifications.try_recv() {
+        assert!(
+            !matches!(notification, ServerNotification::Disconnected { .. }),
+            "{notification:?}"
+        );
+    }
+    assert_eq!(bystander.server.registry().connected(), [bystander.uid]);
     bystander.assert_still_served().await;
 }
 

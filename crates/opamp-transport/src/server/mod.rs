@@ -61,8 +61,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Time a client has to send a complete HTTP request body; slower ones get 408.
     pub body_read_timeout: Duration,
-    /// A WebSocket agent that sends nothing (no message, no ping) for this long is closed
-    /// with 1001; an HTTP agent that does not poll for this long is reported disconnected.
+    /// A WebSocket agent that sends nothing for this long is closed with 1001; the server
+    /// pings after a third of it in silence, so a live agent without heartbeats stays
+    /// connected through its pongs. An HTTP agent that does not poll for this long is
+    /// reported disconnected.
     pub idle_timeout: Duration,
     /// Capacity of the notification channel returned by [`OpampServer::start`].
     pub notification_capacity: usize,

@@ -2,7 +2,8 @@
 //!
 //! Close codes sent on refusal (documented in the crate docs):
 //! 1009 message too big, 1002 bad OpAMP header byte, 1003 text message, 1007 undecodable
-//! protobuf or invalid instance uid, 1001 idle timeout or server shutdown, 1008 the agent
+//! protobuf or invalid instance uid, 1001 idle timeout (no frame, not even the pong to our
+//! ping, for the idle timeout) or server shutdown, 1008 the agent
 //! did not read what the server sent, was replaced by a newer connection, or may not speak
 //! for the instance uid it claims.
 
@@ -83,11 +84,16 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
     let mut agent: Option<InstanceUid> = None;
     let idle = shared.config.idle_timeout;
     let mut deadline = tokio::time::Instant::now() + idle;
+    // Agents without heartbeats are legal: after a third of the idle timeout in silence we
+    // ping, and the pong (which WebSocket stacks send on their own) keeps a live agent in.
+    let ping_after = idle / 3;
+    let mut ping_at = tokio::time::Instant::now() + ping_after;
 
     let close: Option<(u16, &'static str)> = loop {
         tokio::select! {
             received = socket.recv() => {
                 deadline = tokio::time::Instant::now() + idle;
+                ping_at = tokio::time::Instant::now() + ping_after;
                 let message = match received {
                     None => break None,
                     Some(Ok(message)) => message,
@@ -139,6 +145,12 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
             }
             () = tokio::time::sleep_until(deadline) => {
                 break Some((close_code::GOING_AWAY, "idle timeout"));
+            }
+            () = tokio::time::sleep_until(ping_at), if ping_at < deadline => {
+                ping_at = deadline;
+                if socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    break None;
+                }
             }
             () = shared.shutdown.cancelled() => {
                 break Some((close_code::GOING_AWAY, "server shutting down"));
