@@ -56,6 +56,9 @@ pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, SqliteStore> {
 pub struct Catalog {
     store: SharedStore,
     root: PathBuf,
+    /// Serialises the check-rename-record sequence of [`Catalog::add_file`], so two uploads of
+    /// one version can never leave served bytes that differ from the recorded hash.
+    adding: Arc<Mutex<()>>,
 }
 
 impl Catalog {
@@ -65,6 +68,7 @@ impl Catalog {
         Catalog {
             store,
             root: root.into(),
+            adding: Arc::new(Mutex::new(())),
         }
     }
 
@@ -120,6 +124,10 @@ impl Catalog {
         let content_hash = hex_bytes(&hashed.hash().to_string());
         let final_path = dir.join(&file_name);
 
+        let _adding = self
+            .adding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = self.get(name, version)? {
             if existing.content_hash == content_hash && existing.signature == signature {
                 return Ok(existing);

@@ -28,10 +28,14 @@ const PACKAGE: &str = "otelcol";
 
 // ----- the server ---------------------------------------------------------------------
 
-async fn start_server(data_dir: &Path, listen: SocketAddr) -> RunningFleetServer {
+fn config(data_dir: &Path, listen: SocketAddr) -> FleetServerConfig {
     let mut config = FleetServerConfig::new(listen, data_dir, TOKEN);
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    FleetServer::start(config).await.unwrap()
+    config
+}
+
+async fn start_server(data_dir: &Path, listen: SocketAddr) -> RunningFleetServer {
+    FleetServer::start(config(data_dir, listen)).await.unwrap()
 }
 
 fn admin(server: &RunningFleetServer) -> AdminClient {
@@ -162,12 +166,7 @@ fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
     }
 }
 
-fn spawn_agent(
-    addr: SocketAddr,
-    index: usize,
-    version: &str,
-    failing: FailingVersions,
-) -> TestAgent {
+fn spawn_agent(endpoint: &str, index: usize, version: &str, failing: FailingVersions) -> TestAgent {
     let uid = InstanceUid::new_v7();
     let mut description = v1::AgentDescription::default();
     let attribute = |key: &str, value: String| v1::KeyValue {
@@ -186,7 +185,9 @@ fn spawn_agent(
     agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES
         | AgentCapabilities::REPORTS_HEALTH;
-    let mut config = ClientConfig::new(&format!("ws://{addr}/v1/opamp")).unwrap();
+    // HTTP agents only hear from the server when they poll: poll often.
+    agent.heartbeat_interval = Some(Duration::from_millis(200));
+    let mut config = ClientConfig::new(endpoint).unwrap();
     config.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
     let (client, events) = OpampClient::start(config, agent).unwrap();
     let stop = CancellationToken::new();
@@ -263,7 +264,11 @@ async fn run_agent(
             continue;
         }
         let file = package.file.clone().unwrap_or_default();
-        let outcome = match http.get(&file.download_url).send().await {
+        let mut download = http.get(&file.download_url);
+        for header in file.headers.iter().flat_map(|h| &h.headers) {
+            download = download.header(&header.key, &header.value);
+        }
+        let outcome = match download.send().await {
             Ok(response) if response.status().is_success() => {
                 let body = response.bytes().await.unwrap_or_default();
                 let actual = opamp_verify::ContentHash::of(&body).to_string();
@@ -309,8 +314,9 @@ async fn run_agent(
 
 fn spawn_fleet(addr: SocketAddr, count: usize, failing: &[&str]) -> Vec<TestAgent> {
     let failing: FailingVersions = Arc::new(failing.iter().map(|v| (*v).to_owned()).collect());
+    let endpoint = format!("ws://{addr}/v1/opamp");
     (0..count)
-        .map(|i| spawn_agent(addr, i, "1.0.0", failing.clone()))
+        .map(|i| spawn_agent(&endpoint, i, "1.0.0", failing.clone()))
         .collect()
 }
 
@@ -553,5 +559,91 @@ async fn the_admin_api_refuses_requests_without_the_token() {
             ..
         })
     ));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_download_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = config(dir.path(), "127.0.0.1:0".parse().unwrap());
+    settings.download_token = Some("download-secret".into());
+    let server = FleetServer::start(settings).await.unwrap();
+    let client = admin(&server);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let addr = server.opamp_addr();
+    let failing: FailingVersions = Arc::default();
+    let agents: Vec<TestAgent> = (0..4)
+        .map(|i| {
+            let scheme = if i % 2 == 0 { "ws" } else { "http" };
+            spawn_agent(
+                &format!("{scheme}://{addr}/v1/opamp"),
+                i,
+                "1.0.0",
+                failing.clone(),
+            )
+        })
+        .collect();
+    wait_connected_at(&client, 4, "1.0.0").await;
+
+    // Downloads need the token; offers carry it as a header for the agents.
+    let packages = client.packages().await.unwrap();
+    let relative = packages[0]
+        .file_path
+        .strip_prefix(dir.path().join("packages"))
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("http://{addr}/packages/{relative}");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let with_token = http
+        .get(&url)
+        .bearer_auth("download-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
+
+    let mut request = request("2.0.0", Duration::from_secs(3600));
+    // Every agent in the canary wave, so both transports install and revert.
+    request.canary_share = Some(1.0);
+    let rollout = client.create_rollout(&request).await.unwrap();
+    let id = rollout.id.to_string();
+    wait_status(&client, &id, RolloutStatus::Baking).await;
+    let paused = client.pause(&id).await.unwrap();
+    assert_eq!(paused.status, RolloutStatus::Paused);
+    match client.pause(&id).await {
+        Err(FleetError::AdminApi {
+            status: Some(409), ..
+        }) => {}
+        other => panic!("pausing twice must be refused, got {other:?}"),
+    }
+    let resumed = client.resume(&id).await.unwrap();
+    assert_eq!(resumed.status, RolloutStatus::Baking);
+    let moved: Vec<_> = resumed
+        .agents
+        .iter()
+        .filter(|a| a.was_offered())
+        .map(|a| a.uid)
+        .collect();
+    assert_eq!(moved.len(), 4, "every agent moved to 2.0.0");
+
+    // Abort: the agents, which run 2.0.0 now, are offered 1.0.0 again and install it.
+    let aborted = client
+        .abort(&id, "operator changed their mind")
+        .await
+        .unwrap();
+    assert_eq!(aborted.status, RolloutStatus::Aborting);
+    assert_eq!(wait_terminal(&client, &id).await, RolloutStatus::RolledBack);
+    wait_connected_at(&client, 4, "1.0.0").await;
+    let audit = client.audit(Some(&id)).await.unwrap();
+    let kinds: Vec<&str> = audit.iter().map(|a| a.record.action.kind()).collect();
+    for kind in ["paused", "resumed", "aborted", "rolled_back"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "agent_reverted").count(), 4);
+    stop_all(agents).await;
     server.shutdown().await;
 }

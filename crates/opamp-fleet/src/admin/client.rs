@@ -152,6 +152,9 @@ impl AdminClient {
         signature: &[u8],
     ) -> Result<PackageEntry, FleetError> {
         let mut url = self.url("/api/v1/packages")?;
+        if let Some(file_name) = file.file_name().and_then(|n| n.to_str()) {
+            url.query_pairs_mut().append_pair("file_name", file_name);
+        }
         url.query_pairs_mut()
             .append_pair("name", name)
             .append_pair("version", version)

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | `GET /api/v1/agents` | | `[AgentRecord]` |
 //! | `GET /api/v1/packages` | | `[PackageEntry]` |
-//! | `POST /api/v1/packages?name=&version=&signature=<base64>` | the file | `201 PackageEntry` |
+//! | `POST /api/v1/packages?name=&version=&signature=<base64>&file_name=` | the file | `201 PackageEntry` |
 //! | `POST /api/v1/rollouts` | [`RolloutRequest`] | `201` [`RolloutView`] (started) |
 //! | `GET /api/v1/rollouts` | | `[RolloutSummary]` |
 //! | `GET /api/v1/rollouts/{id}` | | [`RolloutView`] |

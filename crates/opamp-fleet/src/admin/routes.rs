@@ -153,6 +153,8 @@ struct UploadQuery {
     /// Standard base64 of the release signature; empty or absent for none.
     #[serde(default)]
     signature: String,
+    /// File name agents see at the end of the download URL (`package` when absent).
+    file_name: Option<String>,
 }
 
 async fn add_package(
@@ -177,9 +179,20 @@ async fn add_package(
         .map_err(io("creating the upload directory"))?;
     // The upload lands in a temporary file first; the catalog then hashes it while copying
     // it into place, so the stored hash always describes the stored bytes.
-    let upload = tempfile::NamedTempFile::new_in(&state.upload_dir)
-        .map_err(io("creating an upload file"))?;
-    let mut file = tokio::fs::File::from_std(upload.reopen().map_err(io("opening the upload"))?);
+    let upload =
+        tempfile::tempdir_in(&state.upload_dir).map_err(io("creating an upload directory"))?;
+    let file_name = query
+        .file_name
+        .as_deref()
+        .and_then(|n| opamp_packages::PackageName::new(n).ok())
+        .map_or_else(
+            || "package".to_owned(),
+            opamp_packages::PackageName::into_string,
+        );
+    let upload_path = upload.path().join(file_name);
+    let mut file = tokio::fs::File::create(&upload_path)
+        .await
+        .map_err(io("creating the upload file"))?;
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| invalid(format!("reading the body: {e}")))?;
@@ -191,8 +204,9 @@ async fn add_package(
     drop(file);
     let catalog = state.catalog.clone();
     let entry = tokio::task::spawn_blocking(move || {
-        let path = upload.path().to_owned();
-        catalog.add_file(&path, &query.name, &query.version, signature)
+        let added = catalog.add_file(&upload_path, &query.name, &query.version, signature);
+        drop(upload);
+        added
     })
     .await
     .map_err(|_| FleetError::Stopped)??;
