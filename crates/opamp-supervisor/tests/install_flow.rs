@@ -455,3 +455,40 @@ async fn downtime_does_not_grow_with_the_binary_size() {
         start - stop
     );
 }
+
+#[tokio::test]
+async fn a_proof_for_another_version_cannot_stage_an_install() {
+    let host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
+    let bytes = healthy_script("2.0.0");
+    let offer = host.offer("http://127.0.0.1:9/unused", "2.0.0", &bytes);
+    let file = offer.file.as_ref().unwrap();
+    let verified = host
+        .policy
+        .verify_package(
+            &opamp_verify::PackageOffer::new(PACKAGE, "2.0.0", &file.content_hash, &file.signature),
+            &opamp_verify::VerificationContext::new(std::time::SystemTime::now()),
+            &bytes[..],
+            1 << 20,
+        )
+        .unwrap();
+    let package = host.dir.path().join("package");
+    std::fs::write(&package, &bytes).unwrap();
+    let mut record =
+        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "3.0.0", vec![3], host.exe.clone());
+    let err = host
+        .installer
+        .stage(&mut record, &verified, &package)
+        .unwrap_err();
+    assert!(matches!(err, InstallError::ProofMismatch { .. }), "{err}");
+    assert!(!host.next_path().exists());
+
+    // The matching record stages, and the staged file is beside the live one.
+    let mut record =
+        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "2.0.0", vec![2], host.exe.clone());
+    let staged = host
+        .installer
+        .stage(&mut record, &verified, &package)
+        .unwrap();
+    assert_eq!(staged.record().step, InstallStep::Staged);
+    assert_eq!(std::fs::read(host.next_path()).unwrap(), bytes);
+}

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use opamp_proto::v1::PackageAvailable;
 use opamp_verify::{PackageOffer, TrustPolicy, VerificationContext, Verified, VerifiedPackage};
 
-use super::swap::{self, has_hash, hash_if_exists, next_path_for};
+use super::swap::{self, has_hash, hash_if_exists_async, next_path_for};
 use super::{
     Collector, InstallConfig, InstallError, InstallEvent, InstallFailed, Installed, io_error,
 };
@@ -233,7 +233,22 @@ impl Installer {
         .map_err(|join| io_error("verify", &downloaded.path)(std::io::Error::other(join)))?
         .map_err(io_error("open download", &downloaded.path))?
         .map_err(verify_error)?;
-        self.stage(record, &verified, &downloaded.path)
+        // Extraction and copies of a large binary run on the blocking pool.
+        let stager = Stager {
+            journal: self.journal.clone(),
+            layout: self.layout.clone(),
+            config: self.config.clone(),
+        };
+        let mut owned = record.clone();
+        let package_file = downloaded.path.clone();
+        let (staged, updated) = tokio::task::spawn_blocking(move || {
+            let staged = stager.stage(&mut owned, &verified, &package_file);
+            (staged, owned)
+        })
+        .await
+        .map_err(|join| io_error("stage", &downloaded.path)(std::io::Error::other(join)))?;
+        *record = updated;
+        staged
     }
 
     /// Extracts the verified package, places the executable beside the live one as
@@ -251,43 +266,12 @@ impl Installer {
         verified: &Verified<VerifiedPackage>,
         package_file: &Path,
     ) -> Result<StagedInstall, InstallError> {
-        let expected = Sha256Hash(*verified.content_hash().as_bytes());
-        if !has_hash(package_file, expected) {
-            return Err(InstallError::NotVerified {
-                path: package_file.to_path_buf(),
-                expected,
-            });
+        Stager {
+            journal: self.journal.clone(),
+            layout: self.layout.clone(),
+            config: self.config.clone(),
         }
-        if record.step == InstallStep::Downloading {
-            self.journal.advance(record, InstallStep::Verifying)?;
-        }
-        record.executable_path = self.config.executable.clone();
-        record.previous_path = crate::journal::previous_path_for(&self.config.executable);
-        let staging_dir = self.layout.staging_dir(&record.package_name);
-        let staged = archive::stage_package(
-            package_file,
-            &staging_dir,
-            &self.config.archive_executable,
-            &self.config.archive,
-        )?;
-        let next = next_path_for(&self.config.executable);
-        let copied = storage::copy_atomic(&staged.path, &next)
-            .map_err(io_error("place new executable", &next))?;
-        let staged_sha256 = Sha256Hash(staged.sha256);
-        if copied != staged.sha256 {
-            let _ = storage::remove_file_if_exists(&next);
-            return Err(InstallError::NotVerified {
-                path: next,
-                expected: staged_sha256,
-            });
-        }
-        record.content_hash = Some(expected);
-        record.staged_sha256 = Some(staged_sha256);
-        record.staged_path = Some(next);
-        self.journal.advance(record, InstallStep::Staged)?;
-        Ok(StagedInstall {
-            record: record.clone(),
-        })
+        .stage(record, verified, package_file)
     }
 
     /// Stops the old collector, swaps in the staged executable, starts it and runs the health
@@ -309,14 +293,14 @@ impl Installer {
             let err = InstallError::Interrupted { step: record.step };
             return Err(self.fail_before_swap(&mut record, err, events));
         };
-        if !has_hash(&next, new_hash) {
+        if !matches!(hash_if_exists_async(&next).await, Ok(Some(hash)) if hash == new_hash) {
             let err = InstallError::NotVerified {
                 path: next,
                 expected: new_hash,
             };
             return Err(self.fail_before_swap(&mut record, err, events));
         }
-        match hash_if_exists(&exe) {
+        match hash_if_exists_async(&exe).await {
             Ok(previous) => record.previous_sha256 = previous,
             Err(err) => {
                 let err = io_error("hash current executable", &exe)(err);
@@ -584,5 +568,65 @@ impl Installer {
         if let Err(err) = self.downloader.discard(package) {
             tracing::debug!(%err, "cannot remove finished download");
         }
+    }
+}
+
+/// The staging step with owned state, so it can run on the blocking pool.
+struct Stager {
+    journal: Journal,
+    layout: StorageLayout,
+    config: InstallConfig,
+}
+
+impl Stager {
+    fn stage(
+        &self,
+        record: &mut InstallRecord,
+        verified: &Verified<VerifiedPackage>,
+        package_file: &Path,
+    ) -> Result<StagedInstall, InstallError> {
+        if verified.name() != record.package_name || verified.version() != record.offered_version {
+            return Err(InstallError::ProofMismatch {
+                verified: format!("{} {}", verified.name(), verified.version()),
+                offered: format!("{} {}", record.package_name, record.offered_version),
+            });
+        }
+        let expected = Sha256Hash(*verified.content_hash().as_bytes());
+        if !has_hash(package_file, expected) {
+            return Err(InstallError::NotVerified {
+                path: package_file.to_path_buf(),
+                expected,
+            });
+        }
+        if record.step == InstallStep::Downloading {
+            self.journal.advance(record, InstallStep::Verifying)?;
+        }
+        record.executable_path = self.config.executable.clone();
+        record.previous_path = crate::journal::previous_path_for(&self.config.executable);
+        let staging_dir = self.layout.staging_dir(&record.package_name);
+        let staged = archive::stage_package(
+            package_file,
+            &staging_dir,
+            &self.config.archive_executable,
+            &self.config.archive,
+        )?;
+        let next = next_path_for(&self.config.executable);
+        let copied = storage::copy_atomic(&staged.path, &next)
+            .map_err(io_error("place new executable", &next))?;
+        let staged_sha256 = Sha256Hash(staged.sha256);
+        if copied != staged.sha256 {
+            let _ = storage::remove_file_if_exists(&next);
+            return Err(InstallError::NotVerified {
+                path: next,
+                expected: staged_sha256,
+            });
+        }
+        record.content_hash = Some(expected);
+        record.staged_sha256 = Some(staged_sha256);
+        record.staged_path = Some(next);
+        self.journal.advance(record, InstallStep::Staged)?;
+        Ok(StagedInstall {
+            record: record.clone(),
+        })
     }
 }

@@ -206,6 +206,14 @@ pub enum InstallError {
         #[source]
         source: std::io::Error,
     },
+    /// The verification proof is for another package or version than the install.
+    #[error("verification proof is for {verified}, but the install is of {offered}")]
+    ProofMismatch {
+        /// Name and version the proof covers.
+        verified: String,
+        /// Name and version being installed.
+        offered: String,
+    },
     /// A file that must hold a verified executable does not have the verified hash.
     #[error("{} does not match its verified sha256 {expected}; refusing to use it", path.display())]
     NotVerified {

@@ -51,6 +51,15 @@ pub(crate) fn link_or_copy_atomic(source: &Path, dest: &Path) -> io::Result<()> 
     storage::sync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 
+/// [`hash_if_exists`] on the blocking pool: hashing a collector binary takes long enough to
+/// stall other tasks on the runtime thread.
+pub(crate) async fn hash_if_exists_async(path: &Path) -> io::Result<Option<Sha256Hash>> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || hash_if_exists(&owned))
+        .await
+        .map_err(io::Error::other)?
+}
+
 /// Keeps the live executable (if any) at `previous`, then renames `next` over the live path.
 pub(crate) fn swap_in(next: &Path, executable: &Path, previous: &Path) -> io::Result<()> {
     if executable.exists() {
