@@ -306,11 +306,13 @@ async fn rollout_events(
         })?;
     let first = RolloutUpdate::of(&rollout, Vec::new());
     let shutdown = state.shutdown.clone();
+    let store = state.store.clone();
     let stream = futures_util::stream::unfold(
         (Some(first), receiver, false),
         move |(first, mut receiver, done)| {
             let id = id.clone();
             let shutdown = shutdown.clone();
+            let store = store.clone();
             async move {
                 if done {
                     return None;
@@ -329,7 +331,17 @@ async fn rollout_events(
                             let done = update.status.is_terminal();
                             return Some((Ok(sse(&update)), (None, receiver, done)));
                         }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            // Updates were dropped: resynchronise from the store so a missed
+                            // terminal update still ends the stream.
+                            let Ok(Some(rollout)) = lock(&store).load_rollout(&id) else {
+                                return None;
+                            };
+                            let update = RolloutUpdate::of(&rollout, Vec::new());
+                            let done = update.status.is_terminal();
+                            return Some((Ok(sse(&update)), (None, receiver, done)));
+                        }
                         Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }

@@ -97,7 +97,7 @@ impl FleetServer {
         )?;
         let shutdown = CancellationToken::new();
         let (requests, requests_rx) = mpsc::channel(64);
-        let driver_task = tokio::spawn(driver.run(notifications, requests_rx, shutdown.clone()));
+        let driver_task = spawn_driver(driver, notifications, requests_rx, shutdown.clone())?;
 
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
@@ -139,6 +139,36 @@ impl FleetServer {
             tasks: vec![driver_task, admin_task],
         })
     }
+}
+
+/// Runs the driver on its own thread with a single-threaded runtime: every rollout step is
+/// a synchronous SQLite transaction (with fsync), which must not stall the runtime serving
+/// agents and the admin API.
+fn spawn_driver(
+    driver: Driver,
+    notifications: mpsc::Receiver<opamp_transport::server::ServerNotification>,
+    requests: mpsc::Receiver<driver::Request>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, FleetError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| FleetError::Io {
+            context: "building the rollout driver's runtime".into(),
+            source,
+        })?;
+    let thread = std::thread::Builder::new()
+        .name("opamp-fleet-driver".into())
+        .spawn(move || runtime.block_on(driver.run(notifications, requests, shutdown)))
+        .map_err(|source| FleetError::Io {
+            context: "starting the rollout driver thread".into(),
+            source,
+        })?;
+    Ok(tokio::task::spawn_blocking(move || {
+        if thread.join().is_err() {
+            tracing::error!("the rollout driver panicked");
+        }
+    }))
 }
 
 fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetError> {
