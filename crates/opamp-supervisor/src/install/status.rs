@@ -3,6 +3,7 @@
 use opamp_proto::v1::{PackageDownloadDetails, PackageStatus, PackageStatusEnum};
 
 use super::InstallEvent;
+use crate::journal::InstalledState;
 
 /// What the agent has and what the server offered, the fixed part of every status of one
 /// install.
@@ -74,10 +75,55 @@ pub fn package_status(context: &StatusContext, event: &InstallEvent) -> PackageS
     status
 }
 
+/// The status of `package` as persisted, for the full state report after a (re)start: the
+/// last failed offer if one is pending (`InstallFailed` with its message), else `Installed`.
+/// `None` when nothing is known about the package.
+pub fn persisted_status(state: &InstalledState, package: &str) -> Option<PackageStatus> {
+    let installed = state.packages.get(package);
+    let failed = state.failed_offers.get(package);
+    if installed.is_none() && failed.is_none() {
+        return None;
+    }
+    let mut status = PackageStatus {
+        name: package.to_owned(),
+        ..PackageStatus::default()
+    };
+    if let Some(installed) = installed {
+        status.agent_has_version = installed.version.clone();
+        status.agent_has_hash = installed.server_hash.clone();
+        status.server_offered_version = installed.version.clone();
+        status.server_offered_hash = installed.server_hash.clone();
+        status.status = PackageStatusEnum::Installed as i32;
+    }
+    if let Some(failed) = failed {
+        status.server_offered_version = failed.version.clone();
+        status.server_offered_hash = failed.offered_hash.clone();
+        status.status = PackageStatusEnum::InstallFailed as i32;
+        status.error_message = failed.error.clone();
+    }
+    Some(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::download::DownloadProgress;
+
+    #[test]
+    fn persisted_status_reports_installed_then_pending_failure() {
+        let mut state = InstalledState::default();
+        assert_eq!(persisted_status(&state, "otelcol"), None);
+        state.record_installed("otelcol", "1.0.0", vec![1], None, None);
+        let installed = persisted_status(&state, "otelcol").unwrap();
+        assert_eq!(installed.status, PackageStatusEnum::Installed as i32);
+        assert_eq!(installed.agent_has_hash, vec![1]);
+        state.record_failure("otelcol", "2.0.0", vec![2], "health gate failed");
+        let failed = persisted_status(&state, "otelcol").unwrap();
+        assert_eq!(failed.status, PackageStatusEnum::InstallFailed as i32);
+        assert_eq!(failed.agent_has_version, "1.0.0");
+        assert_eq!(failed.server_offered_version, "2.0.0");
+        assert_eq!(failed.error_message, "health gate failed");
+    }
 
     #[test]
     fn events_map_to_statuses() {
