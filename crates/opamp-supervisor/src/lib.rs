@@ -16,8 +16,12 @@
 //! - [`journal`]: checksummed, atomically replaced install journal and installed state.
 //! - [`install`]: the journaled install, health gate, rollback and start-up recovery.
 //! - [`storage`]: layout of `storage_dir` and durable-write helpers.
+//!
+//! The agent: [`run`] (module [`agent`]) connects to the OpAMP server and drives all of the
+//! above; the `opamp-supervisor` binary and `opamp supervisor` call it.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod config;
 pub mod health;
 pub mod lock;
@@ -29,3 +33,5 @@ pub mod download;
 pub mod install;
 pub mod journal;
 pub mod storage;
+
+pub use agent::{Error, run};

@@ -159,6 +159,10 @@ pub struct AgentConfig {
     /// Name of the executable inside a `.tar.gz` release (default: file name of `executable`).
     #[serde(default, deserialize_with = "values::optional_file_name")]
     pub archive_executable: Option<String>,
+    /// Extra non-identifying attributes of the agent description (`{key: value}`), which the
+    /// server's label selectors match against.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl AgentConfig {
@@ -183,6 +187,8 @@ pub struct Capabilities {
     pub reports_health: bool,
     /// Report the collector's config files as effective config. Default true.
     pub reports_effective_config: bool,
+    /// Restart the collector when the server sends a restart command. Default true.
+    pub accepts_restart_command: bool,
 }
 
 impl Default for Capabilities {
@@ -191,6 +197,7 @@ impl Default for Capabilities {
             accepts_packages: true,
             reports_health: true,
             reports_effective_config: true,
+            accepts_restart_command: true,
         }
     }
 }

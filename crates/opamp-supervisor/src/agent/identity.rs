@@ -1,0 +1,191 @@
+//! Who the agent is: the persistent instance uid, the running collector's version, and the
+//! `AgentDescription` built from them and the config.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use opamp_proto::{InstanceUid, v1};
+
+use super::Error;
+use crate::config::SupervisorConfig;
+use crate::storage;
+
+/// Name of the instance uid file inside `agent.storage_dir`.
+pub const INSTANCE_UID_FILE: &str = "instance_uid";
+
+/// Longest wait for `<exe> --version`.
+const VERSION_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the instance uid stored in `storage_dir`, or creates a UUID v7 and stores it
+/// (durably, atomically) so the agent keeps its identity across restarts.
+///
+/// # Errors
+/// [`Error::InstanceUid`] when the file exists but does not hold a UUID, or cannot be
+/// read or written. A damaged identity is not replaced silently: the server would see a new
+/// agent.
+pub fn load_or_create_instance_uid(storage_dir: &Path) -> Result<InstanceUid, Error> {
+    let path = storage_dir.join(INSTANCE_UID_FILE);
+    let failed = |reason: String| Error::InstanceUid {
+        path: path.clone(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => InstanceUid::from_str(text.trim())
+            .map_err(|e| failed(format!("does not hold a UUID ({e}); fix or remove it"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let uid = InstanceUid::new_v7();
+            storage::write_atomic(&path, format!("{uid}\n").as_bytes())
+                .map_err(|e| failed(format!("cannot write: {e}")))?;
+            tracing::info!(%uid, "created the agent's instance uid");
+            Ok(uid)
+        }
+        Err(e) => Err(failed(format!("cannot read: {e}"))),
+    }
+}
+
+/// Runs `<executable> --version` once and returns the last whitespace-separated word of its
+/// first output line ("otelcol-contrib version 0.115.0" gives "0.115.0"); `None` when the
+/// executable cannot be run, fails, or prints nothing.
+pub async fn detect_version(executable: &Path) -> Option<String> {
+    let run = tokio::process::Command::new(executable)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(VERSION_PROBE_TIMEOUT, run).await {
+        Ok(Ok(output)) if output.status.success() => output,
+        Ok(Ok(output)) => {
+            tracing::warn!(executable = %executable.display(), status = %output.status, "--version failed");
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(executable = %executable.display(), error = %e, "cannot run --version");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(executable = %executable.display(), "--version did not answer in time");
+            return None;
+        }
+    };
+    version_from_output(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The version word of a `--version` output: the last word of the first non-empty line.
+pub fn version_from_output(text: &str) -> Option<String> {
+    text.lines()
+        .find(|line| !line.trim().is_empty())
+        .and_then(|line| line.split_whitespace().last())
+        .map(str::to_owned)
+}
+
+/// The inputs of the agent description that do not change while the supervisor runs.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The agent's instance uid.
+    pub instance_uid: InstanceUid,
+    /// `service.name`: `agent.package_name`, else the executable's file name.
+    pub service_name: String,
+    /// `agent.labels` plus `host.name` and `os.type`.
+    pub labels: Vec<(String, String)>,
+    /// The live executable.
+    pub executable: PathBuf,
+}
+
+impl Identity {
+    /// The identity for `config` and `instance_uid`.
+    pub fn new(config: &SupervisorConfig, instance_uid: InstanceUid) -> Self {
+        let service_name = config
+            .agent
+            .package_name
+            .clone()
+            .or_else(|| {
+                config
+                    .agent
+                    .executable
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "otelcol".to_owned());
+        let mut labels = vec![
+            ("host.name".to_owned(), host_name()),
+            ("os.type".to_owned(), std::env::consts::OS.to_owned()),
+        ];
+        labels.extend(
+            config
+                .agent
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        Identity {
+            instance_uid,
+            service_name,
+            labels,
+            executable: config.agent.executable.clone(),
+        }
+    }
+
+    /// The description with `service.version` = `version` (empty when unknown).
+    pub fn description(&self, version: &str) -> v1::AgentDescription {
+        v1::AgentDescription {
+            identifying_attributes: vec![
+                text_attribute("service.name", &self.service_name),
+                text_attribute("service.instance.id", &self.instance_uid.to_string()),
+                text_attribute("service.version", version),
+            ],
+            non_identifying_attributes: self
+                .labels
+                .iter()
+                .map(|(k, v)| text_attribute(k, v))
+                .collect(),
+        }
+    }
+}
+
+fn text_attribute(key: &str, value: &str) -> v1::KeyValue {
+    v1::KeyValue {
+        key: key.to_owned(),
+        value: Some(v1::AnyValue {
+            value: Some(v1::any_value::Value::StringValue(value.to_owned())),
+        }),
+    }
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_the_last_word_of_the_first_line() {
+        assert_eq!(
+            version_from_output("otelcol-contrib version 0.115.0\n").as_deref(),
+            Some("0.115.0")
+        );
+        assert_eq!(
+            version_from_output("\nopamp-test-collector version 1.2.3\nmore\n").as_deref(),
+            Some("1.2.3")
+        );
+        assert_eq!(version_from_output("  \n"), None);
+    }
+
+    #[test]
+    fn instance_uid_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_instance_uid(dir.path()).unwrap();
+        let again = load_or_create_instance_uid(dir.path()).unwrap();
+        assert_eq!(first, again);
+        std::fs::write(dir.path().join(INSTANCE_UID_FILE), "not a uuid").unwrap();
+        assert!(matches!(
+            load_or_create_instance_uid(dir.path()),
+            Err(Error::InstanceUid { .. })
+        ));
+    }
+}

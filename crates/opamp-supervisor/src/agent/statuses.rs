@@ -1,0 +1,103 @@
+//! The package statuses the agent reports, and their way to the session.
+//!
+//! The installer reports progress through a synchronous callback; it writes into a watch
+//! channel, and a forwarder task hands the newest value to the session. A watch keeps only
+//! the newest statuses, so a slow connection never queues stale progress, and the final
+//! `Installed` or `InstallFailed` is never lost.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opamp_proto::v1::{PackageStatus, PackageStatuses};
+use opamp_transport::client::ClientHandle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::install::InstallEvent;
+use crate::install::status::{StatusContext, package_status};
+
+/// Least time between two `Downloading` reports (at most four a second).
+pub const DOWNLOAD_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Publishes package statuses for the session.
+#[derive(Debug)]
+pub(super) struct StatusBoard {
+    tx: watch::Sender<PackageStatuses>,
+}
+
+impl StatusBoard {
+    /// An empty board and the receiver a forwarder reads.
+    pub(super) fn new() -> (Self, watch::Receiver<PackageStatuses>) {
+        let (tx, rx) = watch::channel(PackageStatuses::default());
+        (StatusBoard { tx }, rx)
+    }
+
+    /// Replaces the status of `status.name`.
+    pub(super) fn set(&self, status: PackageStatus) {
+        self.tx.send_modify(|all| {
+            all.packages.insert(status.name.clone(), status);
+        });
+    }
+
+    /// Records the `all_packages_hash` of the last offer processed.
+    pub(super) fn set_all_packages_hash(&self, hash: &[u8]) {
+        self.tx.send_if_modified(|all| {
+            let changed = all.server_provided_all_packages_hash != hash;
+            if changed {
+                all.server_provided_all_packages_hash = hash.to_vec();
+            }
+            changed
+        });
+    }
+
+    /// The current statuses.
+    pub(super) fn current(&self) -> PackageStatuses {
+        self.tx.borrow().clone()
+    }
+
+    /// A callback for [`Installer::install_offer`](crate::install::Installer::install_offer)
+    /// that publishes each event's status, `Downloading` at most every
+    /// [`DOWNLOAD_REPORT_INTERVAL`] (the last chunk always).
+    pub(super) fn install_reporter<'a>(
+        &'a self,
+        context: &'a StatusContext,
+    ) -> impl FnMut(InstallEvent) + Send + 'a {
+        let mut last_download: Option<Instant> = None;
+        move |event| {
+            if let InstallEvent::Downloading(progress) = &event {
+                let complete = progress.total.is_some_and(|total| progress.bytes >= total);
+                let now = Instant::now();
+                if !complete
+                    && last_download
+                        .is_some_and(|at| now.duration_since(at) < DOWNLOAD_REPORT_INTERVAL)
+                {
+                    return;
+                }
+                last_download = Some(now);
+            }
+            tracing::debug!(?event, "install progress");
+            self.set(package_status(context, &event));
+        }
+    }
+}
+
+/// Hands every new value of `statuses` to the session until either side goes away.
+pub(super) fn spawn_forwarder(
+    client: Arc<ClientHandle>,
+    mut statuses: watch::Receiver<PackageStatuses>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while statuses.changed().await.is_ok() {
+            let current = statuses.borrow_and_update().clone();
+            if client
+                .update(move |session| {
+                    session.set_package_statuses(current);
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+}

@@ -1,0 +1,59 @@
+//! The package trust policy from the config's `trust` section.
+
+use std::str::FromStr;
+
+use opamp_verify::{KeyId, KeyRing, PublicKey, TrustPolicy, TrustedKey};
+
+use super::Error;
+use crate::config::{KeySource, TrustConfig};
+
+/// Builds the [`TrustPolicy`] for `trust`: every key trusted (with its `not_after`), every
+/// revoked id revoked, signatures required and compatible mode allowed as configured.
+///
+/// # Errors
+/// [`Error::Trust`] for an unreadable key file, a PEM that is not a public key, a configured
+/// `id` that is not the key's id, or a revoked id that is not 64 hex digits.
+pub fn trust_policy(trust: &TrustConfig) -> Result<TrustPolicy, Error> {
+    let mut ring = KeyRing::new();
+    for (index, key) in trust.keys.iter().enumerate() {
+        let what = match &key.source {
+            KeySource::File(path) => format!("trust.keys[{index}] ({})", path.display()),
+            KeySource::Pem(_) => format!("trust.keys[{index}] (inline pem)"),
+        };
+        let refuse = |reason: String| Error::Trust {
+            what: what.clone(),
+            reason,
+        };
+        let pem = match &key.source {
+            KeySource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| refuse(format!("cannot read: {e}")))?
+            }
+            KeySource::Pem(text) => text.clone(),
+        };
+        let public = PublicKey::from_spki_pem(&pem).map_err(|e| refuse(e.to_string()))?;
+        if let Some(id) = &key.id {
+            let configured = KeyId::from_str(id).map_err(|e| refuse(e.to_string()))?;
+            if configured != public.id() {
+                return Err(refuse(format!(
+                    "id {id} is not the id of this key ({})",
+                    public.id()
+                )));
+            }
+        }
+        let mut trusted = TrustedKey::new(public);
+        if let Some(not_after) = key.not_after {
+            trusted = trusted.with_not_after(not_after);
+        }
+        ring.trust(trusted);
+    }
+    for id in &trust.revoked {
+        let key_id = KeyId::from_str(id).map_err(|e| Error::Trust {
+            what: format!("trust.revoked {id:?}"),
+            reason: e.to_string(),
+        })?;
+        ring.revoke(key_id);
+    }
+    Ok(TrustPolicy::new(ring)
+        .require_signature(trust.require_signature)
+        .allow_compatible_mode(trust.allow_compatible_mode))
+}
