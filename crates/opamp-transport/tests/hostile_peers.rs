@@ -444,3 +444,26 @@ async fn a_second_connection_for_the_same_agent_replaces_the_first() {
     );
     bystander.assert_still_served().await;
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+    let mut config = server_config();
+    config.header_read_timeout = Duration::from_millis(400);
+    let bystander = Bystander::start(config).await;
+    let mut stream = TcpStream::connect(bystander.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // The 404 arrives, then the connection sits idle and must be closed: an idle
+    // keep-alive connection holds a connection slot.
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "got {answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    bystander.assert_still_served().await;
+}

@@ -38,6 +38,10 @@ impl HttpTransport {
             .default_headers(driver.config.headers.clone())
             .timeout(driver.config.request_timeout)
             .http1_only()
+            // Servers close idle keep-alive connections (ours after its header timeout,
+            // 10 s by default); reusing one just as it closes fails the poll. Polls are
+            // usually further apart than this, so idle connections are dropped first.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()?;
         let config = &driver.config;
         Ok(Self {

@@ -218,7 +218,8 @@ impl ClientHandle {
     }
 
     /// Sends `agent_disconnect` (when connected), closes the connection and returns the
-    /// session, for example to inspect or persist its final state.
+    /// session, for example to inspect or persist its final state. Dropping the handle
+    /// also stops the client the same way, without waiting for it.
     ///
     /// # Errors
     /// [`TransportError::Stopped`] if the client task ended abnormally.
