@@ -15,18 +15,27 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 cargo +nightly fuzz build -O
+failed=""
 for target in $(cargo +nightly fuzz list); do
     mkdir -p "corpus/$target"
     seeds="seeds/$target"
     [ -d "$seeds" ] || seeds=""
     echo "fuzz: $target for ${seconds}s"
+    # Only inputs found by this run count: older artifacts may be known, reported crashes.
+    stamp="$(mktemp)"
     cargo +nightly fuzz run -O "$target" "corpus/$target" $seeds -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
         | grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|Done)|ERROR|panicked|SUMMARY' || true
     # libFuzzer exits non-zero on a crash; the pipe above hides it, so check artifacts.
-    if compgen -G "artifacts/$target/crash-*" >/dev/null || compgen -G "artifacts/$target/oom-*" >/dev/null; then
-        echo "fuzz: $target found a failing input:" artifacts/"$target"/*
-        exit 1
+    found="$(find "artifacts/$target" -newer "$stamp" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) 2>/dev/null || true)"
+    rm -f "$stamp"
+    if [ -n "$found" ]; then
+        echo "fuzz: $target found a failing input:" $found
+        failed="$failed $target"
     fi
 done
+if [ -n "$failed" ]; then
+    echo "fuzz: failing inputs found by:$failed (see artifacts/)"
+    exit 1
+fi
 echo "fuzz: all targets ran ${seconds}s without a crash"
