@@ -75,8 +75,8 @@ async fn healthy_collector_passes_after_the_liveness_window() {
                 "healthy after {after:?}, inside the liveness window"
             );
             assert!(
-                took < LIVENESS + Duration::from_secs(2),
-                "gate took {took:?}"
+                took < START_TIMEOUT,
+                "a healthy verdict comes before the deadline"
             );
         }
         other => panic!("expected Healthy, got {other:?}"),
@@ -235,8 +235,8 @@ async fn wait_for_health(
 #[tokio::test]
 async fn monitor_reports_healthy_unhealthy_and_crashed() {
     let mut fixture = start(Behaviour {
-        unhealthy_after_ms: Some(800),
-        crash_after_ms: Some(1600),
+        unhealthy_after_ms: Some(1500),
+        crash_after_ms: Some(3000),
         ..Behaviour::default()
     });
     let probe = HttpProbe::new(health_url(fixture.port), Duration::from_secs(1)).unwrap();
