@@ -467,3 +467,67 @@ async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
     );
     bystander.assert_still_served().await;
 }
+
+/// Seeded random frames, each on its own connection: every one is either answered or
+/// refused with a documented close code, and the server keeps serving.
+#[tokio::test]
+async fn random_websocket_frames_get_an_answer_or_a_documented_close() {
+    use rand::{Rng, SeedableRng};
+
+    let bystander = Bystander::start(small_limit_config()).await;
+    let url = bystander.url("ws");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0A3A_5EED);
+    for round in 0..60 {
+        let len = rng.gen_range(0..1600);
+        let mut frame: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        if round % 2 == 0 && !frame.is_empty() {
+            frame[0] = 0x00; // half of them pass the header check
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        socket
+            .send(Message::Binary(frame.clone().into()))
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(WAIT, async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Binary(_))) => return None,
+                    Some(Ok(Message::Close(Some(close)))) => return Some(u16::from(close.code)),
+                    Some(Ok(_)) => {}
+                    other => panic!("round {round}: neither answer nor close: {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        if let Some(code) = outcome {
+            assert!(
+                [1002, 1007, 1009].contains(&code),
+                "round {round}: close {code} for {} bytes",
+                frame.len()
+            );
+        }
+    }
+    bystander.assert_still_served().await;
+}
+
+/// The same for HTTP bodies: 200 for bytes that happen to decode, otherwise 400 or 413.
+#[tokio::test]
+async fn random_http_bodies_get_an_answer_or_a_documented_status() {
+    use rand::{Rng, SeedableRng};
+
+    let bystander = Bystander::start(small_limit_config()).await;
+    let url = bystander.url("http");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x4854_5450);
+    for round in 0..60 {
+        let len = rng.gen_range(0..1600);
+        let body: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        let gzip = round % 3 == 0;
+        let status = post(&url, "application/x-protobuf", gzip.then_some("gzip"), body).await;
+        assert!(
+            [200, 400, 413].contains(&status.as_u16()),
+            "round {round}: {status}"
+        );
+    }
+    bystander.assert_still_served().await;
+}
