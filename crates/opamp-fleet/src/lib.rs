@@ -1,4 +1,5 @@
-//! OpAMP fleet core: the staged rollout engine and the fleet store.
+//! OpAMP fleet server: the staged rollout engine, the fleet store, and the server that drives
+//! them over OpAMP.
 //!
 //! - [`Rollout`] is a sans-IO state machine (no IO, no clock, no async runtime): plan it from a
 //!   fleet snapshot, feed it [`Event`]s with the current time, carry out the [`Command`]s it
@@ -7,7 +8,15 @@
 //! - [`store::FleetStore`] persists rollouts (snapshot plus event log), the agent registry, the
 //!   package catalog and the audit log; [`store::SqliteStore`] is the embedded default.
 //!
-//! The server (transport, admin API) drives these; tests drive them with a simulated fleet.
+//! - [`FleetServer::start`] (module [`server`]) runs it all from a [`FleetServerConfig`]
+//!   (module [`config`], TOML): the OpAMP listener and package download route of
+//!   `opamp-transport`, a rollout driver task that keeps the agent registry, feeds agent
+//!   reports to the active rollouts, persists each step and sends the resulting offers, the
+//!   [`catalog::Catalog`] of package files, the admin API (module [`admin`], with the typed
+//!   [`admin::AdminClient`]) and Prometheus [`metrics`].
+//!
+//! Tests drive the engine with a simulated fleet (`tests/simulated_fleet.rs`) and the server
+//! with real agents on 127.0.0.1 (`tests/server_*.rs`).
 //!
 //! # Wiring to OpAMP
 //! How a server turns `AgentToServer` messages into [`Event`]s for every active rollout of the

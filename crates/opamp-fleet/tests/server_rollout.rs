@@ -647,3 +647,43 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     stop_all(agents).await;
     server.shutdown().await;
 }
+
+/// Measures a whole rollout through the server: `cargo test -p opamp-fleet --release --test
+/// server_rollout -- --ignored --nocapture` (agent count from `OPAMP_FLEET_SCALE_AGENTS`,
+/// default 300). Every agent runs in this process, so the numbers include the agents' work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly"]
+async fn scale_rollout_timing() {
+    let count: usize = std::env::var("OPAMP_FLEET_SCALE_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = admin(&server);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let started = std::time::Instant::now();
+    let agents = spawn_fleet(server.opamp_addr(), count, &[]);
+    wait_connected_at(&client, count, "1.0.0").await;
+    let registered = started.elapsed();
+
+    let started = std::time::Instant::now();
+    let mut request = request("2.0.0", Duration::ZERO);
+    request.batches = Some(BatchPlan::Share(0.25));
+    let rollout = client.create_rollout(&request).await.unwrap();
+    let id = rollout.id.to_string();
+    assert_eq!(wait_terminal(&client, &id).await, RolloutStatus::Completed);
+    let rolled_out = started.elapsed();
+    let steps = client.audit(Some(&id)).await.unwrap().len();
+    let view = client.rollout(&id).await.unwrap();
+    println!(
+        "{count} agents: registered in {registered:.2?}; rollout (canary + 4 batches, no bake) \
+         completed in {rolled_out:.2?}; {steps} audit records; {} engine events persisted \
+         ({:.0} events/s)",
+        view.sequence,
+        view.sequence as f64 / rolled_out.as_secs_f64()
+    );
+    stop_all(agents).await;
+    server.shutdown().await;
+}

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
 use crate::FleetError;
-use crate::catalog::{Catalog, SharedStore, lock};
+use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
 use crate::metrics::FleetMetrics;
 use crate::rollout::RolloutId;
 use crate::server::driver::{Operation, Request as DriverRequest};
@@ -194,8 +194,16 @@ async fn add_package(
         .await
         .map_err(io("creating the upload file"))?;
     let mut chunks = body.into_data_stream();
+    let mut received: u64 = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| invalid(format!("reading the body: {e}")))?;
+        received = received.saturating_add(chunk.len() as u64);
+        if received > MAX_PACKAGE_SIZE {
+            return Ok(failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("packages are limited to {MAX_PACKAGE_SIZE} bytes"),
+            ));
+        }
         file.write_all(&chunk)
             .await
             .map_err(io("writing the upload"))?;

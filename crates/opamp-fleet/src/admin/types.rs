@@ -117,6 +117,8 @@ pub struct RolloutView {
     pub spec: RolloutSpec,
     /// Coarse status.
     pub status: RolloutStatus,
+    /// Engine events applied (and persisted) so far.
+    pub sequence: u64,
     /// Full state.
     pub state: RolloutState,
     /// Counts by phase.
@@ -139,6 +141,7 @@ impl RolloutView {
             id: rollout.id().clone(),
             spec: rollout.spec().clone(),
             status: rollout.status(),
+            sequence: rollout.sequence(),
             state: rollout.state().clone(),
             progress: rollout.progress(),
             created_at: rollout.created_at(),
