@@ -1,1 +1,6 @@
-//! Shared helpers for the criterion benchmarks (see `benches/benches/`).
+//! Shared pieces of the benchmarks (see `benches/benches/`) and the load tools (`src/bin/`):
+//! typical OpAMP messages built the way the agent and the server build them, and a CPU-time
+//! measurement for criterion.
+
+pub mod cpu_time;
+pub mod messages;
