@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd;
+mod collector_mode;
 mod failure;
 mod logging;
 mod output;
@@ -20,11 +21,14 @@ use crate::cli::{Cli, Command};
 use crate::failure::CommandError;
 
 fn main() -> ExitCode {
+    if let Some(code) = collector_mode::run_if_collector() {
+        return code;
+    }
     let cli = Cli::parse();
     let base = match cli.command {
-        Command::Server(_) | Command::Supervisor(_) | Command::Demo(_) => {
-            logging::BaseLevel::Service
-        }
+        Command::Server(_) | Command::Supervisor(_) => logging::BaseLevel::Service,
+        // The demo tells its own story on stdout; its embedded server logs only errors
+        // unless -v asks for more.
         _ => logging::BaseLevel::Tool,
     };
     if let Err(error) = logging::init(cli.log_format, base, cli.verbose) {

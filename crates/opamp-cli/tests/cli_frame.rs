@@ -1,4 +1,7 @@
-//! The command frame: help texts, usage errors, exit codes, logging, unwired commands.
+//! The command frame: help texts, usage errors, exit codes, logging, unreachable servers.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -152,14 +155,22 @@ fn usage_errors_exit_2() {
     );
 }
 
+/// A loopback URL nothing listens on (the port was free a moment ago).
+fn closed_admin_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
 #[test]
-fn unwired_commands_say_what_they_need_and_exit_1() {
+fn operator_commands_without_a_reachable_server_exit_4() {
     let work = Workdir::new();
     work.write("f", b"x");
     work.write("f.sig", b"x");
-    for args in [
-        &["server", "--listen", "127.0.0.1:4320"][..],
-        &["supervisor", "--config", "supervisor.yaml"],
+    let url = closed_admin_url();
+    let connection = ["--server", url.as_str(), "--token", "t"];
+    let commands: [&[&str]; 10] = [
         &["agents", "list", "--selector", "env=prod"],
         &[
             "package",
@@ -194,37 +205,78 @@ fn unwired_commands_say_what_they_need_and_exit_1() {
             "5m",
             "--failure-budget",
             "2",
-            "--server",
-            "http://127.0.0.1:4321",
-            "--token",
-            "t",
             "--watch",
         ],
         &["rollout", "status", "7", "--watch"],
+        &["rollout", "status", "7"],
         &["rollout", "pause", "7"],
         &["rollout", "resume", "7"],
         &["rollout", "abort", "7", "--reason", "bad"],
         &["rollout", "list"],
-    ] {
-        let run = work.opamp(args).expect_code(1);
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend_from_slice(&connection);
+        let run = work.opamp(&args).expect_code(4);
         assert!(
-            run.stderr.starts_with("error: `opamp ")
-                && run.stderr.contains("is not available yet: it needs"),
+            run.stderr.starts_with("error: cannot ") && run.stderr.contains("caused by: "),
             "`opamp {}`:\n{}",
             args.join(" "),
             run.stderr
         );
-        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     }
 }
 
 #[test]
-fn demo_still_prints_not_yet_and_succeeds() {
+fn operator_commands_without_a_token_exit_1_before_connecting() {
     let work = Workdir::new();
-    for args in [&["demo"][..], &["demo", "--agents", "5", "--fast"]] {
-        let run = work.opamp(args).expect_code(0);
-        assert!(run.stdout.contains("not yet"), "{}", run.stdout);
+    for args in [
+        &["agents", "list"][..],
+        &["rollout", "list"],
+        &["package", "list"],
+    ] {
+        let run = work.opamp(args).expect_code(1);
+        assert!(
+            run.stderr
+                .contains("no admin token: pass --token or set OPAMP_ADMIN_TOKEN"),
+            "{}",
+            run.stderr
+        );
     }
+    // The token and URL also come from the environment.
+    let url = closed_admin_url();
+    work.opamp_with_env(
+        &["rollout", "list"],
+        &[
+            ("OPAMP_ADMIN_TOKEN", "t"),
+            ("OPAMP_ADMIN_URL", url.as_str()),
+        ],
+    )
+    .expect_code(4);
+}
+
+#[test]
+fn server_and_supervisor_report_bad_configuration() {
+    let work = Workdir::new();
+    let run = work.opamp(&["server"]).expect_code(1);
+    assert!(run.stderr.contains("no data directory"), "{}", run.stderr);
+    let run = work
+        .opamp(&["server", "--data-dir", "data", "--listen", "127.0.0.1:0"])
+        .expect_code(1);
+    assert!(run.stderr.contains("admin"), "{}", run.stderr);
+    let run = work
+        .opamp(&["supervisor", "--config", "missing.yaml"])
+        .expect_code(1);
+    assert!(
+        run.stderr.starts_with("error: cannot load missing.yaml"),
+        "{}",
+        run.stderr
+    );
+    work.write("supervisor.yaml", b"server: {}\n");
+    let run = work
+        .opamp(&["supervisor", "--config", "supervisor.yaml"])
+        .expect_code(1);
+    assert!(run.stderr.contains("caused by:"), "{}", run.stderr);
 }
 
 #[test]

@@ -2,8 +2,11 @@
 
 use clap::Subcommand;
 
-use super::AdminConnection;
+use opamp_fleet::store::AgentRecord;
+
+use super::{AdminConnection, fleet_error, table};
 use crate::failure::CommandError;
+use crate::output;
 
 const AFTER_HELP: &str = "\
 Example:
@@ -40,9 +43,63 @@ pub(crate) enum AgentsCommand {
 pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "agents requested");
     match &args.command {
-        AgentsCommand::List { .. } => Err(super::not_available(
-            "agents list",
-            "the opamp-fleet admin API client (GET /agents)",
-        )),
+        AgentsCommand::List {
+            selector,
+            json,
+            connection,
+        } => {
+            let client = connection.client()?;
+            let agents = super::runtime()?
+                .block_on(client.agents())
+                .map_err(|e| fleet_error(e, "cannot list the agents"))?;
+            let agents: Vec<AgentRecord> = agents
+                .into_iter()
+                .filter(|agent| {
+                    selector
+                        .iter()
+                        .all(|(key, value)| agent.labels.get(key) == Some(value))
+                })
+                .collect();
+            if *json {
+                return output::line(super::rollout::to_json(&agents)?);
+            }
+            output::line(table::render(
+                &[
+                    "UID",
+                    "VERSIONS",
+                    "HEALTH",
+                    "CONNECTED",
+                    "LABELS",
+                    "LAST SEEN",
+                ],
+                &agents.iter().map(row).collect::<Vec<_>>(),
+            ))
+        }
     }
+}
+
+fn row(agent: &AgentRecord) -> Vec<String> {
+    let versions: Vec<String> = agent
+        .package_versions
+        .iter()
+        .map(|(name, version)| format!("{name}={version}"))
+        .collect();
+    let labels: Vec<String> = agent
+        .labels
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    vec![
+        agent.uid.to_string(),
+        versions.join(","),
+        if agent.healthy {
+            "healthy"
+        } else {
+            "unhealthy"
+        }
+        .to_owned(),
+        if agent.connected { "yes" } else { "no" }.to_owned(),
+        labels.join(","),
+        agent.last_seen.to_string(),
+    ]
 }

@@ -6,8 +6,13 @@ pub(crate) mod package;
 pub(crate) mod rollout;
 pub(crate) mod server;
 pub(crate) mod supervisor;
+pub(crate) mod table;
+pub(crate) mod watch;
 
-use crate::failure::CommandError;
+use opamp_fleet::FleetError;
+use opamp_fleet::admin::AdminClient;
+
+use crate::failure::{CommandError, Failure, ResultExt as _};
 
 /// Where the admin API is and how to authenticate to it (shared by the operator commands).
 #[derive(Debug, Clone, clap::Args)]
@@ -15,7 +20,7 @@ pub(crate) struct AdminConnection {
     /// Base URL of the server's admin API.
     #[arg(
         long = "server",
-        env = "OPAMP_SERVER",
+        env = "OPAMP_ADMIN_URL",
         default_value = "http://127.0.0.1:4321"
     )]
     pub(crate) server: String,
@@ -25,11 +30,38 @@ pub(crate) struct AdminConnection {
     pub(crate) token: Option<String>,
 }
 
-/// The error for a command whose library side is not wired in yet.
-pub(crate) fn not_available(command: &str, needs: &str) -> CommandError {
-    CommandError::operation(anyhow::anyhow!(
-        "`opamp {command}` is not available yet: it needs {needs}"
-    ))
+impl AdminConnection {
+    /// A client of the admin API; a missing token is a usage problem reported up front.
+    pub(crate) fn client(&self) -> Result<AdminClient, CommandError> {
+        let Some(token) = self.token.as_deref().filter(|t| !t.trim().is_empty()) else {
+            return Err(CommandError::operation(anyhow::anyhow!(
+                "no admin token: pass --token or set OPAMP_ADMIN_TOKEN"
+            )));
+        };
+        AdminClient::new(&self.server, token.trim())
+            .map_err(|error| fleet_error(error, format!("cannot use admin URL {}", self.server)))
+    }
+}
+
+/// A multi-threaded async runtime for commands that talk to the network.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .or_fail(Failure::Operation, || "cannot start the async runtime")
+}
+
+/// Maps a fleet error to its exit code: no answer from the server or a file problem is 4,
+/// anything the server or the library refused is 1.
+pub(crate) fn fleet_error(error: FleetError, context: impl std::fmt::Display) -> CommandError {
+    let failure = match &error {
+        FleetError::AdminApi { status: None, .. } | FleetError::Io { .. } => Failure::Unreachable,
+        _ => Failure::Operation,
+    };
+    CommandError::new(
+        failure,
+        anyhow::Error::new(error).context(context.to_string()),
+    )
 }
 
 /// Parses `key=value` (a label selector term).

@@ -4,8 +4,14 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::{AdminConnection, parse_duration, parse_label, parse_version};
-use crate::failure::CommandError;
+use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
+use opamp_fleet::{BatchPlan, FailureBudget, RolloutStatus};
+
+use super::{
+    AdminConnection, fleet_error, parse_duration, parse_label, parse_version, table, watch,
+};
+use crate::failure::{CommandError, Failure, ResultExt as _};
+use crate::output;
 
 const AFTER_HELP: &str = "\
 Example:
@@ -146,20 +152,178 @@ fn parse_share(text: &str) -> Result<f64, String> {
 /// Runs `opamp rollout ...`.
 pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "rollout requested");
-    let (name, endpoint) = match &args.command {
-        RolloutCommand::Start(_) => ("rollout start", "POST /rollouts"),
-        RolloutCommand::Status { .. } => {
-            ("rollout status", "GET /rollouts/{id} and its event stream")
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        match &args.command {
+            RolloutCommand::Start(start) => run_start(start).await,
+            RolloutCommand::Status {
+                id,
+                watch,
+                connection,
+            } => {
+                let client = connection.client()?;
+                let view = if *watch {
+                    follow(&client, id).await?
+                } else {
+                    client
+                        .rollout(id)
+                        .await
+                        .map_err(|e| fleet_error(e, format!("cannot read rollout {id}")))?
+                };
+                print_view(&client, &view).await
+            }
+            RolloutCommand::Pause { id, connection } => {
+                let client = connection.client()?;
+                let view = client
+                    .pause(id)
+                    .await
+                    .map_err(|e| fleet_error(e, format!("cannot pause rollout {id}")))?;
+                output::line(format_args!("rollout {id}: {}", view.status))
+            }
+            RolloutCommand::Resume { id, connection } => {
+                let client = connection.client()?;
+                let view = client
+                    .resume(id)
+                    .await
+                    .map_err(|e| fleet_error(e, format!("cannot resume rollout {id}")))?;
+                output::line(format_args!("rollout {id}: {}", view.status))
+            }
+            RolloutCommand::Abort {
+                id,
+                reason,
+                connection,
+            } => {
+                let client = connection.client()?;
+                let reason = reason.as_deref().unwrap_or("aborted by an operator");
+                let view = client
+                    .abort(id, reason)
+                    .await
+                    .map_err(|e| fleet_error(e, format!("cannot abort rollout {id}")))?;
+                output::line(format_args!("rollout {id}: {}", view.status))
+            }
+            RolloutCommand::List { json, connection } => {
+                let client = connection.client()?;
+                let rollouts = client
+                    .rollouts()
+                    .await
+                    .map_err(|e| fleet_error(e, "cannot list rollouts"))?;
+                if *json {
+                    return output::line(to_json(&rollouts)?);
+                }
+                let rows: Vec<Vec<String>> = rollouts
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.package.clone(),
+                            r.target_version.clone(),
+                            r.status.to_string(),
+                            r.selector.clone(),
+                            r.created_at.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::line(table::render(
+                    &["ID", "PACKAGE", "VERSION", "STATUS", "SELECTOR", "CREATED"],
+                    &rows,
+                ))
+            }
         }
-        RolloutCommand::Pause { .. } => ("rollout pause", "POST /rollouts/{id}/pause"),
-        RolloutCommand::Resume { .. } => ("rollout resume", "POST /rollouts/{id}/resume"),
-        RolloutCommand::Abort { .. } => ("rollout abort", "POST /rollouts/{id}/abort"),
-        RolloutCommand::List { .. } => ("rollout list", "GET /rollouts"),
+    })
+}
+
+/// The request `opamp rollout start` sends; `fleet_size` (an upper bound of the agents
+/// selected) turns a fixed `--batch-size` into explicit sizes.
+pub(crate) fn request(args: &StartArgs, fleet_size: usize) -> RolloutRequest {
+    let mut request = RolloutRequest::new(args.package.clone(), args.version.to_string());
+    request.selector = args
+        .selector
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    request.canary_share = Some(args.canary_share);
+    request.batches = match (args.batch_size, args.batches) {
+        (Some(size), _) => {
+            let batches = fleet_size.div_ceil(usize::try_from(size).unwrap_or(1).max(1));
+            Some(BatchPlan::Sizes(vec![size; batches.max(1)]))
+        }
+        (None, Some(count)) => Some(BatchPlan::Share(1.0 / f64::from(count))),
+        (None, None) => None,
     };
-    Err(super::not_available(
-        name,
-        &format!("the opamp-fleet admin API client ({endpoint})"),
+    request.bake_time = Some(args.bake_time);
+    request.health_timeout = Some(args.health_timeout);
+    request.install_timeout = Some(args.install_timeout);
+    request.failure_budget = Some(FailureBudget::Count(args.failure_budget));
+    request
+}
+
+async fn run_start(args: &StartArgs) -> Result<(), CommandError> {
+    let client = args.connection.client()?;
+    let fleet_size = match args.batch_size {
+        Some(_) => client
+            .agents()
+            .await
+            .map_err(|e| fleet_error(e, "cannot list the agents"))?
+            .len(),
+        None => 0,
+    };
+    let view = client
+        .create_rollout(&request(args, fleet_size))
+        .await
+        .map_err(|e| {
+            fleet_error(
+                e,
+                format!(
+                    "cannot start a rollout of {} {}",
+                    args.package, args.version
+                ),
+            )
+        })?;
+    output::line(format_args!(
+        "rollout {} started: {} {} to {} agents ({} waves)",
+        view.id,
+        view.spec.package_name,
+        view.spec.target_version,
+        view.progress.total,
+        view.waves.len()
+    ))?;
+    if !args.watch {
+        return Ok(());
+    }
+    let view = follow(&client, &view.id.to_string()).await?;
+    print_view(&client, &view).await?;
+    match view.status {
+        RolloutStatus::Completed => Ok(()),
+        status => Err(CommandError::operation(anyhow::anyhow!(
+            "rollout {} ended {status}",
+            view.id
+        ))),
+    }
+}
+
+async fn follow(client: &AdminClient, id: &str) -> Result<RolloutView, CommandError> {
+    watch::follow(client, id, &format!("rollout {id}"))
+        .await
+        .map_err(|e| fleet_error(e, format!("cannot follow rollout {id}")))
+}
+
+async fn print_view(client: &AdminClient, view: &RolloutView) -> Result<(), CommandError> {
+    let fleet = client.agents().await.unwrap_or_default();
+    output::line(format_args!(
+        "rollout {}: {} {} | status {} | stage {}\n  agents: {}\n  fleet: {}",
+        view.id,
+        view.spec.package_name,
+        view.spec.target_version,
+        view.status,
+        watch::stage(view),
+        watch::counts(view),
+        watch::versions(&fleet, &view.spec.package_name)
     ))
+}
+
+pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CommandError> {
+    serde_json::to_string_pretty(value).or_fail(Failure::Operation, || "cannot encode JSON")
 }
 
 #[cfg(test)]

@@ -3,7 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::failure::CommandError;
+use opamp_fleet::FleetServerConfig;
+use opamp_fleet::config::TlsSettings;
+use opamp_fleet::server::FleetServer;
+
+use super::fleet_error;
+use crate::failure::{CommandError, Failure, ResultExt as _};
+use crate::output;
 
 const AFTER_HELP: &str = "\
 Example:
@@ -21,13 +27,13 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
-    /// Address agents connect to (OpAMP over WebSocket and HTTP).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4320")]
-    pub(crate) listen: SocketAddr,
+    /// Address agents connect to (OpAMP over WebSocket and HTTP) [default: 127.0.0.1:4320].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<SocketAddr>,
 
-    /// Address of the admin API (JSON) and metrics.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4321")]
-    pub(crate) admin_listen: SocketAddr,
+    /// Address of the admin API (JSON) and metrics [default: 127.0.0.1:4321].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) admin_listen: Option<SocketAddr>,
 
     /// Directory for the SQLite store and the package files.
     #[arg(long, value_name = "DIR")]
@@ -58,11 +64,84 @@ pub(crate) struct ServerArgs {
     pub(crate) client_ca: Option<PathBuf>,
 }
 
-/// Runs the server.
+/// Runs the server until Ctrl-C or SIGTERM.
 pub(crate) fn run(args: &ServerArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "server requested");
-    Err(super::not_available(
-        "server",
-        "the opamp-fleet server entry point (agent listener, admin API, SQLite store)",
-    ))
+    let config = config(args)?;
+    super::runtime()?.block_on(async move {
+        let server = FleetServer::start(config)
+            .await
+            .map_err(|e| fleet_error(e, "cannot start the fleet server"))?;
+        output::line(format_args!(
+            "opamp server: agents at ws://{}/v1/opamp, admin API at http://{}",
+            server.opamp_addr(),
+            server.admin_addr()
+        ))?;
+        let reason = stop_signal().await?;
+        tracing::info!(reason, "shutting down");
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+/// The configuration: the file (if any) with flags on top.
+pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandError> {
+    let mut config = match &args.config {
+        Some(path) => FleetServerConfig::from_file(path)
+            .map_err(|e| fleet_error(e, format!("cannot load {}", path.display())))?,
+        None => {
+            let Some(data_dir) = &args.data_dir else {
+                return Err(CommandError::operation(anyhow::anyhow!(
+                    "no data directory: pass --data-dir or --config"
+                )));
+            };
+            let mut config = FleetServerConfig::new(DEFAULT_LISTEN.into(), data_dir, "");
+            config.admin.token = None;
+            config
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(listen) = args.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+    if let Some(token) = &args.admin_token {
+        config.admin.token = Some(token.clone());
+        config.admin.token_file = None;
+    }
+    if let Some(file) = &args.admin_token_file {
+        config.admin.token = None;
+        config.admin.token_file = Some(file.clone());
+    }
+    if let Some(url) = &args.public_url {
+        config.public_url = Some(url.clone());
+    }
+    if let (Some(cert_file), Some(key_file)) = (&args.tls_cert, &args.tls_key) {
+        // TlsSettings has no constructor outside its crate; its serde form is public.
+        let tls: TlsSettings = serde_json::from_value(serde_json::json!({
+            "cert_file": cert_file,
+            "key_file": key_file,
+            "client_ca_file": args.client_ca,
+        }))
+        .or_fail(Failure::Operation, || "invalid TLS file names")?;
+        config.tls = Some(tls);
+    }
+    Ok(config)
+}
+
+/// The default agent listener address.
+const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 4320);
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM and names which one came.
+pub(crate) async fn stop_signal() -> Result<&'static str, CommandError> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .or_fail(Failure::Operation, || "cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
+        _ = terminate.recv() => Ok("SIGTERM"),
+    }
 }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::failure::CommandError;
+use opamp_supervisor::config::SupervisorConfig;
+
+use crate::failure::{CommandError, Failure, ResultExt as _};
 
 const AFTER_HELP: &str = "\
 Example:
@@ -20,11 +22,24 @@ pub(crate) struct SupervisorArgs {
     pub(crate) config: PathBuf,
 }
 
-/// Runs the supervisor.
+/// Runs the supervisor until Ctrl-C or SIGTERM, then stops the collector and disconnects.
 pub(crate) fn run(args: &SupervisorArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "supervisor requested");
-    Err(super::not_available(
-        "supervisor",
-        "the opamp-supervisor run loop (collector process, download, verify, swap, health gate)",
-    ))
+    let config = SupervisorConfig::load(&args.config).or_fail(Failure::Operation, || {
+        format!("cannot load {}", args.config.display())
+    })?;
+    super::runtime()?.block_on(async move {
+        // A failure to listen for signals is reported by the shutdown future completing; the
+        // supervisor then stops cleanly rather than running without a way to stop it.
+        let shutdown = async {
+            match super::server::stop_signal().await {
+                Ok(reason) => tracing::info!(reason, "stopping the supervisor"),
+                Err(error) => tracing::error!(error = %error.report(), "cannot wait for signals"),
+            }
+        };
+        opamp_supervisor::run(config, shutdown).await.or_fail(
+            Failure::Operation,
+            || "the supervisor stopped with an error",
+        )
+    })
 }

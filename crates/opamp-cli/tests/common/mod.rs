@@ -77,7 +77,7 @@ impl Workdir {
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
             .env_remove("OPAMP_ADMIN_TOKEN")
-            .env_remove("OPAMP_SERVER");
+            .env_remove("OPAMP_ADMIN_URL");
         for (key, value) in env {
             command.env(key, value);
         }

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::cmd::{AdminConnection, not_available, parse_version};
-use crate::failure::CommandError;
+use crate::cmd::{AdminConnection, fleet_error, parse_version, runtime, table};
+use crate::failure::{CommandError, Failure, ResultExt as _};
+use crate::output;
 
 /// Arguments of `opamp package add`.
 #[derive(Debug, clap::Args)]
@@ -45,20 +46,63 @@ pub(crate) struct ListArgs {
     pub(crate) connection: AdminConnection,
 }
 
-/// Runs `opamp package add`.
+/// Runs `opamp package add`: uploads the file with its signature through the admin API.
 pub(crate) fn add(args: &AddArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "package add requested");
-    Err(not_available(
-        "package add",
-        "the opamp-fleet admin API client (POST /packages)",
+    let signature = std::fs::read(&args.signature).or_fail(Failure::Unreachable, || {
+        format!("cannot read signature file {}", args.signature.display())
+    })?;
+    let client = args.connection.client()?;
+    let version = args.version.to_string();
+    let entry = runtime()?
+        .block_on(client.add_package(&args.file, &args.name, &version, &signature))
+        .map_err(|e| {
+            fleet_error(
+                e,
+                format!(
+                    "cannot add {} as {} {version}",
+                    args.file.display(),
+                    args.name
+                ),
+            )
+        })?;
+    output::line(format_args!(
+        "added {} {} ({} bytes, sha256 {})",
+        entry.name,
+        entry.version,
+        entry.size,
+        hex(&entry.content_hash)
     ))
 }
 
 /// Runs `opamp package list`.
 pub(crate) fn list(args: &ListArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "package list requested");
-    Err(not_available(
-        "package list",
-        "the opamp-fleet admin API client (GET /packages)",
+    let client = args.connection.client()?;
+    let packages = runtime()?
+        .block_on(client.packages())
+        .map_err(|e| fleet_error(e, "cannot list the packages"))?;
+    if args.json {
+        return output::line(crate::cmd::rollout::to_json(&packages)?);
+    }
+    let rows: Vec<Vec<String>> = packages
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.version.clone(),
+                p.size.to_string(),
+                hex(&p.content_hash),
+                p.added_at.to_string(),
+            ]
+        })
+        .collect();
+    output::line(table::render(
+        &["NAME", "VERSION", "SIZE", "SHA256", "ADDED"],
+        &rows,
     ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
