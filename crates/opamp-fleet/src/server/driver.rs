@@ -184,7 +184,10 @@ impl Driver {
                 let record = self.record(uid, now);
                 record.connected = true;
                 self.save_agent(uid);
-                self.broadcast_to_members(uid, |_| true, &Event::AgentConnected { uid }, now);
+                // Only news is logged: after a restart the engine still thinks agents are
+                // connected, and thousands of reconnects would otherwise each be a step.
+                let was_away = |r: &Rollout| r.agent(&uid).is_some_and(|a| !a.connected);
+                self.broadcast_to_members(uid, was_away, &Event::AgentConnected { uid }, now);
                 self.push_offer(uid);
             }
             ServerNotification::Disconnected { uid } => self.disconnected(uid, now),
@@ -200,19 +203,17 @@ impl Driver {
         }
         record.connected = false;
         self.save_agent(uid);
-        self.broadcast_to_members(uid, |_| true, &Event::AgentDisconnected { uid }, now);
+        let was_there = |r: &Rollout| r.agent(&uid).is_some_and(|a| a.connected);
+        self.broadcast_to_members(uid, was_there, &Event::AgentDisconnected { uid }, now);
     }
 
     fn on_agent_event(&mut self, uid: InstanceUid, event: ServerEvent, now: Timestamp) {
         let record = self.record(uid, now);
         match event {
             ServerEvent::CapabilitiesChanged(capabilities) => {
+                // The session itself holds an offer back until the agent accepts packages.
                 record.capabilities = capabilities.bits();
-                let accepts = capabilities.contains(AgentCapabilities::ACCEPTS_PACKAGES);
                 self.save_agent(uid);
-                if accepts {
-                    self.push_offer(uid);
-                }
             }
             ServerEvent::DescriptionChanged(description) => {
                 record.labels = labels(&description);

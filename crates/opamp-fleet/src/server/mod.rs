@@ -74,6 +74,13 @@ impl FleetServer {
         let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
         let opamp_addr = opamp.local_addr();
         let public_url = config.public_url.clone().unwrap_or_else(|| {
+            if opamp_addr.ip().is_unspecified() {
+                tracing::warn!(
+                    %opamp_addr,
+                    "no public_url configured: download URLs name the wildcard address, \
+                     which remote agents cannot reach"
+                );
+            }
             let scheme = if config.tls.is_some() {
                 "https"
             } else {
