@@ -25,9 +25,9 @@ use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, Rollou
 use crate::FleetError;
 use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
 use crate::metrics::FleetMetrics;
-use crate::rollout::RolloutId;
+use crate::rollout::{Rollout, RolloutId};
 use crate::server::driver::{Operation, Request as DriverRequest};
-use crate::store::{AuditQuery, FleetStore, StoreError};
+use crate::store::{AuditQuery, FleetStore, SqliteStore, StoreError};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -137,13 +137,32 @@ impl IntoResponse for Failure {
 
 type Answer<T> = Result<T, Failure>;
 
+/// Runs a store read on the blocking pool: the driver may hold the store for a write (with
+/// fsync), which must not stall a runtime worker.
+async fn read<T: Send + 'static>(
+    state: &AdminState,
+    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, FleetError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(&lock(&store)).map_err(FleetError::from))
+        .await
+        .map_err(|_| FleetError::Stopped)?
+}
+
+async fn load_rollout(state: &AdminState, id: RolloutId) -> Result<Rollout, FleetError> {
+    let what = format!("rollout {id}");
+    read(state, move |store| store.load_rollout(&id))
+        .await?
+        .ok_or(FleetError::NotFound { what })
+}
+
 async fn agents(State(state): State<AdminState>) -> Answer<Response> {
-    let agents = lock(&state.store).agents()?;
+    let agents = read(&state, |store| store.agents()).await?;
     Ok(Json(agents).into_response())
 }
 
 async fn packages(State(state): State<AdminState>) -> Answer<Response> {
-    Ok(Json(state.catalog.list()?).into_response())
+    Ok(Json(read(&state, |store| store.packages()).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,16 +267,11 @@ async fn create_rollout(
 }
 
 async fn rollouts(State(state): State<AdminState>) -> Answer<Response> {
-    Ok(Json(lock(&state.store).list_rollouts()?).into_response())
+    Ok(Json(read(&state, |store| store.list_rollouts()).await?).into_response())
 }
 
 async fn rollout(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
-    let id = RolloutId::new(id);
-    let rollout = lock(&state.store)
-        .load_rollout(&id)?
-        .ok_or_else(|| FleetError::NotFound {
-            what: format!("rollout {id}"),
-        })?;
+    let rollout = load_rollout(&state, RolloutId::new(id)).await?;
     Ok(Json(RolloutView::of(&rollout)).into_response())
 }
 
@@ -307,11 +321,7 @@ async fn rollout_events(
     let id = RolloutId::new(id);
     // Subscribe before reading the current state so no step falls in between.
     let receiver = state.updates.subscribe();
-    let rollout = lock(&state.store)
-        .load_rollout(&id)?
-        .ok_or_else(|| FleetError::NotFound {
-            what: format!("rollout {id}"),
-        })?;
+    let rollout = load_rollout(&state, id.clone()).await?;
     let first = RolloutUpdate::of(&rollout, Vec::new());
     let shutdown = state.shutdown.clone();
     let store = state.store.clone();
@@ -386,11 +396,11 @@ async fn audit(
     if let Some(limit) = params.limit {
         query = query.limit(limit);
     }
-    Ok(Json(lock(&state.store).audit_log(&query)?).into_response())
+    Ok(Json(read(&state, move |store| store.audit_log(&query)).await?).into_response())
 }
 
 async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
-    let agents = lock(&state.store).agents()?;
+    let agents = read(&state, |store| store.agents()).await?;
     state.metrics.set_agents(&agents);
     Ok((
         [(
