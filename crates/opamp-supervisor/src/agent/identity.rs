@@ -48,11 +48,26 @@ pub fn load_or_create_instance_uid(storage_dir: &Path) -> Result<InstanceUid, Er
 /// first output line ("otelcol-contrib version 0.115.0" gives "0.115.0"); `None` when the
 /// executable cannot be run, fails, or prints nothing.
 pub async fn detect_version(executable: &Path) -> Option<String> {
-    let run = tokio::process::Command::new(executable)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let run = async {
+        let mut attempts = 0;
+        loop {
+            let result = tokio::process::Command::new(executable)
+                .arg("--version")
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await;
+            // ETXTBSY: another thread of this process forked while the file was open for
+            // writing (it was just installed); the descriptor closes at that child's exec.
+            match result {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempts < 50 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => break other,
+            }
+        }
+    };
     let output = match tokio::time::timeout(VERSION_PROBE_TIMEOUT, run).await {
         Ok(Ok(output)) if output.status.success() => output,
         Ok(Ok(output)) => {

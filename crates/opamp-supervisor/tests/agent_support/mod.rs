@@ -1,0 +1,357 @@
+//! Shared pieces of the end-to-end agent tests: an in-test OpAMP server with a package
+//! download route, a host directory with a real test collector and a release key, signed
+//! offers, and a supervisor run in-process or as the real binary.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use opamp_packages::{OfferedPackage, PackageName, PackageOffer};
+use opamp_proto::{InstanceUid, ServerCapabilities, v1};
+use opamp_session::AgentStatus;
+use opamp_supervisor::config::SupervisorConfig;
+use opamp_transport::server::{
+    DownloadConfig, OpampServer, RunningServer, ServerConfig, ServerNotification,
+};
+use opamp_verify::{DowngradeAuthorisation, ReleaseSigner, Statement};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::collector_support::{Behaviour, Variant, free_port, health_url, variant_in};
+
+/// The package name the server offers and the supervisor is configured with.
+pub const PACKAGE: &str = "otelcol";
+/// Upper bound of every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// An OpAMP server on 127.0.0.1 that offers packages and serves their files.
+pub struct Fleet {
+    pub server: RunningServer,
+    notifications: mpsc::Receiver<ServerNotification>,
+    pub packages: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub async fn start() -> Self {
+        let packages = tempfile::tempdir().unwrap();
+        let config = ServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .session(opamp_session::ServerConfig::new(
+                ServerCapabilities::ACCEPTS_STATUS
+                    | ServerCapabilities::OFFERS_PACKAGES
+                    | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
+            ))
+            .downloads(DownloadConfig::new(packages.path()));
+        let (server, notifications) = OpampServer::start(config).await.unwrap();
+        Fleet {
+            server,
+            notifications,
+            packages,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("ws://{}/v1/opamp", self.server.local_addr())
+    }
+
+    /// Serves `bytes` as `file_name` and returns its URL.
+    pub fn publish(&self, file_name: &str, bytes: &[u8]) -> String {
+        std::fs::write(self.packages.path().join(file_name), bytes).unwrap();
+        format!("http://{}/packages/{file_name}", self.server.local_addr())
+    }
+
+    /// Waits for the next agent connection and returns its uid.
+    pub async fn wait_connected(&mut self) -> InstanceUid {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.notifications.recv().await {
+                    Some(ServerNotification::Connected { uid, .. }) => return uid,
+                    Some(_) => {}
+                    None => panic!("server stopped"),
+                }
+            }
+        })
+        .await
+        .expect("no agent connected in time")
+    }
+
+    /// The agent's status as the server sees it.
+    pub fn status(&self, uid: InstanceUid) -> AgentStatus {
+        self.server
+            .registry()
+            .with_session(uid, |s| s.agent_state().status.clone())
+            .expect("agent known")
+    }
+
+    /// Waits (on server notifications, not on a timer) until `done` holds for the agent's
+    /// status; panics with `what` and the last status after [`WAIT`].
+    pub async fn wait_until(
+        &mut self,
+        uid: InstanceUid,
+        what: &str,
+        done: impl Fn(&AgentStatus) -> bool,
+    ) -> AgentStatus {
+        let result = tokio::time::timeout(WAIT, async {
+            loop {
+                let status = self.status(uid);
+                if done(&status) {
+                    return status;
+                }
+                if self.notifications.recv().await.is_none() {
+                    panic!("server stopped");
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(status) => status,
+            Err(_) => panic!(
+                "timed out waiting for {what}; last status: {:#?}",
+                self.status(uid)
+            ),
+        }
+    }
+
+    /// Offers `offer` to the agent.
+    pub fn offer(&self, uid: InstanceUid, offer: v1::PackagesAvailable) {
+        self.server
+            .registry()
+            .with_session(uid, |s| s.offer_packages(offer))
+            .expect("agent known");
+    }
+
+    /// Publishes `bytes` and offers them as `version`, signed by `signer`.
+    pub fn offer_signed(
+        &self,
+        uid: InstanceUid,
+        signer: &ReleaseSigner,
+        version: &str,
+        bytes: &[u8],
+        downgrade: DowngradeAuthorisation,
+    ) -> v1::PackagesAvailable {
+        let offer = self.signed_offer(signer, version, bytes, bytes, downgrade);
+        self.offer(uid, offer.clone());
+        offer
+    }
+
+    /// An offer of `served` bytes as `version` whose content hash and signature are for
+    /// `signed` (equal to `served` for an honest offer).
+    pub fn signed_offer(
+        &self,
+        signer: &ReleaseSigner,
+        version: &str,
+        served: &[u8],
+        signed: &[u8],
+        downgrade: DowngradeAuthorisation,
+    ) -> v1::PackagesAvailable {
+        let hash = opamp_verify::ContentHash::of(signed);
+        let statement = Statement::new(
+            PACKAGE,
+            version,
+            hash,
+            signed.len() as u64,
+            SystemTime::now() + Duration::from_secs(3600),
+        )
+        .unwrap()
+        .with_downgrade(downgrade);
+        let signature = signer.sign_statement(&statement).unwrap();
+        let file_name = format!("otelcol-{version}-{}", hex(&hash.as_bytes()[..6]));
+        let url = self.publish(&file_name, served);
+        let package = OfferedPackage::top_level(
+            PackageName::new(PACKAGE).unwrap(),
+            version,
+            url,
+            opamp_packages::ContentHash::from(*hash.as_bytes()),
+        )
+        .with_signature(signature);
+        PackageOffer::new().with_package(package).unwrap().build()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `otelcol` package status in `status`, if reported.
+pub fn package(status: &AgentStatus) -> Option<v1::PackageStatus> {
+    status
+        .package_statuses
+        .as_ref()
+        .and_then(|s| s.packages.get(PACKAGE).cloned())
+}
+
+/// Whether the package status is `wanted` for the offered `version`.
+pub fn package_is(status: &AgentStatus, wanted: v1::PackageStatusEnum, version: &str) -> bool {
+    package(status).is_some_and(|p| {
+        p.status == wanted as i32
+            && (p.server_offered_version == version || p.agent_has_version == version)
+    })
+}
+
+/// The `service.version` the agent describes.
+pub fn described_version(status: &AgentStatus) -> Option<String> {
+    let description = status.description.as_ref()?;
+    description
+        .identifying_attributes
+        .iter()
+        .find(|kv| kv.key == "service.version")
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        })
+}
+
+/// A host: a collector executable, a storage directory, a release key trusted by the
+/// supervisor config, and a health port.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+    pub exe: PathBuf,
+    pub storage: PathBuf,
+    pub health_port: u16,
+    pub signer: ReleaseSigner,
+    pub key_file: PathBuf,
+}
+
+impl Host {
+    /// A host running a healthy test collector reporting `version`.
+    pub fn new(version: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        let exe = variant_in(&dir.path().join("bin"), PACKAGE, &Variant::healthy(version));
+        let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+        let key_file = dir.path().join("release.pub.pem");
+        std::fs::write(&key_file, signer.public_key().to_spki_pem().unwrap()).unwrap();
+        Host {
+            storage: dir.path().join("storage"),
+            health_port: free_port(),
+            exe,
+            signer,
+            key_file,
+            dir,
+        }
+    }
+
+    /// The bytes of a test collector build reporting `version` and behaving as `behaviour`.
+    pub fn build(&self, version: &str, behaviour: Behaviour) -> Vec<u8> {
+        let builds = self.dir.path().join("builds");
+        std::fs::create_dir_all(&builds).unwrap();
+        let variant = Variant::healthy(version).with_behaviour(behaviour);
+        let path = variant_in(&builds, &format!("{version}-{}", rand_name()), &variant);
+        std::fs::read(path).unwrap()
+    }
+
+    /// Writes `supervisor.yaml` for `endpoint` with `liveness_window`, and loads it.
+    pub fn config(&self, endpoint: &str, liveness_window: &str) -> (PathBuf, SupervisorConfig) {
+        let path = self.dir.path().join("supervisor.yaml");
+        let yaml = format!(
+            r#"server:
+  endpoint: {endpoint}
+agent:
+  executable: {exe}
+  storage_dir: {storage}
+  package_name: {PACKAGE}
+  args: ["--health-port", "{port}"]
+  config_files: [{collector_config}]
+  labels:
+    env: test
+capabilities:
+  accepts_packages: true
+  reports_health: true
+  reports_effective_config: true
+health:
+  http_url: {health}
+  liveness_window: {liveness_window}
+  start_timeout: 8s
+  health_timeout: 1s
+  check_interval: 200ms
+stop_timeout: 3s
+restart_backoff:
+  initial: 200ms
+  max: 1s
+trust:
+  keys:
+    - file: {key}
+heartbeat_interval: 5s
+"#,
+            exe = self.exe.display(),
+            storage = self.storage.display(),
+            port = self.health_port,
+            health = health_url(self.health_port),
+            key = self.key_file.display(),
+            collector_config = self.collector_config().display(),
+        );
+        std::fs::write(&path, yaml).unwrap();
+        let config = SupervisorConfig::load(&path).unwrap();
+        (path, config)
+    }
+
+    /// The collector config file reported as effective config.
+    pub fn collector_config(&self) -> PathBuf {
+        let path = self.dir.path().join("collector.yaml");
+        if !path.exists() {
+            std::fs::write(&path, "receivers: {}\n").unwrap();
+        }
+        path
+    }
+
+    /// The version the live executable reports.
+    pub fn live_version(&self) -> String {
+        let out = crate::collector_support::output_retrying(
+            std::process::Command::new(&self.exe).arg("--version"),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The version the health endpoint's collector reports (`GET /version`), if it answers.
+    pub async fn running_version(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/version", self.health_port);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+        body["version"].as_str().map(str::to_owned)
+    }
+}
+
+fn rand_name() -> String {
+    use rand_core::RngCore;
+    format!("{:08x}", rand_core::OsRng.next_u32())
+}
+
+/// A supervisor running in this process.
+pub struct InProcess {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), opamp_supervisor::Error>>,
+}
+
+impl InProcess {
+    pub fn spawn(config: SupervisorConfig) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(opamp_supervisor::run(config, async move {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Asks for a graceful shutdown and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, &mut self.task)
+            .await
+            .expect("supervisor shut down in time")
+            .expect("supervisor task")
+            .expect("supervisor ran without error");
+    }
+}
+
+/// Path of the supervisor binary.
+pub fn supervisor_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_opamp-supervisor"))
+}

@@ -1,0 +1,90 @@
+//! End to end through `opamp_supervisor::run`: a real OpAMP server on 127.0.0.1 offers
+//! signed builds of the real test collector; the supervisor downloads, verifies, swaps,
+//! health-gates and reports. Upgrades and downgrades.
+
+mod agent_support;
+mod collector_support;
+
+use agent_support::{Fleet, Host, InProcess, described_version, package, package_is};
+use collector_support::Behaviour;
+use opamp_proto::v1::PackageStatusEnum;
+use opamp_verify::DowngradeAuthorisation;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_is_installed_and_reported_with_new_health_and_version() {
+    let started = std::time::Instant::now();
+    let mut fleet = Fleet::start().await;
+    let host = Host::new("1.0.0");
+    let (_, config) = host.config(&fleet.endpoint(), "500ms");
+    let supervisor = InProcess::spawn(config);
+    let uid = fleet.wait_connected().await;
+
+    let status = fleet
+        .wait_until(uid, "initial Installed 1.0.0 and healthy", |s| {
+            package_is(s, PackageStatusEnum::Installed, "1.0.0")
+                && s.health.as_ref().is_some_and(|h| h.healthy)
+        })
+        .await;
+    assert_eq!(described_version(&status).as_deref(), Some("1.0.0"));
+    let description = status.description.unwrap();
+    assert!(
+        description
+            .non_identifying_attributes
+            .iter()
+            .any(|kv| kv.key == "env"),
+        "agent.labels are reported: {description:?}"
+    );
+    let effective = status
+        .effective_config
+        .unwrap()
+        .config_map
+        .unwrap()
+        .config_map;
+    let reported = &effective[&host.collector_config().display().to_string()];
+    assert_eq!(reported.body, b"receivers: {}\n");
+
+    eprintln!("initial status after {:?}", started.elapsed());
+    let new = host.build("1.1.0", Behaviour::default());
+    let offer = fleet.offer_signed(
+        uid,
+        &host.signer,
+        "1.1.0",
+        &new,
+        DowngradeAuthorisation::Forbidden,
+    );
+    let status = fleet
+        .wait_until(uid, "Installed 1.1.0", |s| {
+            package(s).is_some_and(|p| {
+                p.status == PackageStatusEnum::Installed as i32 && p.agent_has_version == "1.1.0"
+            })
+        })
+        .await;
+    eprintln!("installed after {:?}", started.elapsed());
+    let reported = package(&status).unwrap();
+    assert_eq!(reported.agent_has_hash, offer.packages["otelcol"].hash);
+    assert_eq!(
+        status
+            .package_statuses
+            .as_ref()
+            .unwrap()
+            .server_provided_all_packages_hash,
+        offer.all_packages_hash
+    );
+    let status = fleet
+        .wait_until(uid, "description 1.1.0 and healthy", |s| {
+            described_version(s).as_deref() == Some("1.1.0")
+                && s.health.as_ref().is_some_and(|h| h.healthy)
+        })
+        .await;
+    assert!(status.health.unwrap().healthy);
+    assert_eq!(host.live_version(), "1.1.0");
+    assert_eq!(host.running_version().await.as_deref(), Some("1.1.0"));
+
+    eprintln!("checked after {:?}", started.elapsed());
+    supervisor.shutdown().await;
+    eprintln!("shut down after {:?}", started.elapsed());
+    assert!(
+        host.running_version().await.is_none(),
+        "collector stopped with the supervisor"
+    );
+}
