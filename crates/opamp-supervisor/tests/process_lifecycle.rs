@@ -356,3 +356,33 @@ async fn stop_also_ends_helper_processes_the_collector_started() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn dropping_the_manager_stops_the_collector() {
+    let port = free_port();
+    let mut manager = ProcessManager::new(
+        collector_command(port),
+        Duration::from_secs(5),
+        RestartPolicy::disabled(),
+    );
+    let mut events = manager.subscribe();
+    let pid = manager.start(collector_bin()).unwrap();
+    wait_serving(&manager, port).await;
+    drop(manager);
+    // The background task still publishes how the collector ended.
+    loop {
+        match next_event(&mut events).await {
+            ProcessEvent::Stopped {
+                pid: p,
+                status,
+                killed,
+            } => {
+                assert_eq!((p, status.code(), killed), (pid, Some(0), false));
+                break;
+            }
+            ProcessEvent::Started { .. } => {}
+            other => panic!("expected Stopped, got {other:?}"),
+        }
+    }
+    assert!(!process_running(pid));
+}

@@ -272,6 +272,10 @@ pub enum ProcessError {
 const EVENT_CAPACITY: usize = 256;
 
 /// Starts, stops and restarts one collector process. See the [module docs](self).
+///
+/// Dropping the manager stops its collector in the background (SIGTERM, then SIGKILL after
+/// `stop_timeout`) as long as the Tokio runtime keeps running; when the runtime shuts down the
+/// child is killed outright. Call [`stop`](Self::stop) to wait for a graceful end.
 #[derive(Debug)]
 pub struct ProcessManager {
     command: AgentCommand,
@@ -314,6 +318,9 @@ impl ProcessManager {
     }
 
     /// Spawns `executable` and supervises it until [`stop`](Self::stop). Returns its pid.
+    ///
+    /// Must be called within a Tokio runtime (it spawns the supervising task; panics
+    /// otherwise, like `tokio::spawn`).
     ///
     /// # Errors
     /// [`ProcessError::AlreadyRunning`] while supervising, [`ProcessError::Spawn`] when the
