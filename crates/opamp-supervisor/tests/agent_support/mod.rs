@@ -351,6 +351,63 @@ impl InProcess {
     }
 }
 
+/// A fleet, a host at `version` whose supervisor runs in this process, and the agent's uid,
+/// once the server has seen the agent report `Installed` and healthy.
+pub async fn running(
+    version: &str,
+    liveness_window: &str,
+) -> (Fleet, Host, InProcess, InstanceUid) {
+    let mut fleet = Fleet::start().await;
+    let host = Host::new(version);
+    let (_, config) = host.config(&fleet.endpoint(), liveness_window);
+    let supervisor = InProcess::spawn(config);
+    let uid = fleet.wait_connected().await;
+    fleet
+        .wait_until(uid, "initial Installed and healthy", |s| {
+            package_is(s, v1::PackageStatusEnum::Installed, version)
+                && s.health.as_ref().is_some_and(|h| h.healthy)
+        })
+        .await;
+    (fleet, host, supervisor, uid)
+}
+
+/// Waits for `InstallFailed` of `version` and returns its error message.
+pub async fn wait_failed(fleet: &mut Fleet, uid: InstanceUid, version: &str) -> String {
+    let status = fleet
+        .wait_until(uid, &format!("InstallFailed {version}"), |s| {
+            package(s).is_some_and(|p| {
+                p.status == v1::PackageStatusEnum::InstallFailed as i32
+                    && p.server_offered_version == version
+            })
+        })
+        .await;
+    package(&status).unwrap().error_message
+}
+
+/// Asserts the host still runs `version`, healthy, and the server sees it healthy.
+pub async fn assert_still_runs(fleet: &mut Fleet, uid: InstanceUid, host: &Host, version: &str) {
+    assert_eq!(host.live_version(), version, "live executable");
+    let status = fleet
+        .wait_until(uid, &format!("healthy on {version}"), |s| {
+            s.health.as_ref().is_some_and(|h| h.healthy)
+        })
+        .await;
+    assert_eq!(package(&status).unwrap().agent_has_version, version);
+    assert_eq!(described_version(&status).as_deref(), Some(version));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // The restored collector may still be binding its port right after the rollback.
+    loop {
+        if host.running_version().await.as_deref() == Some(version) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{version} not serving"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Path of the supervisor binary.
 pub fn supervisor_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_opamp-supervisor"))
