@@ -14,6 +14,9 @@
 //! [admin]
 //! listen = "127.0.0.1:4321"
 //! token_file = "/etc/opamp/admin.token"
+//!
+//! [store]
+//! synchronous = "full"   # or "normal": faster commits, may lose the latest on power loss
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::FleetError;
+use crate::store::{SqliteOptions, Synchronous};
 
 /// Everything [`crate::server::FleetServer::start`] needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +61,45 @@ pub struct FleetServerConfig {
     /// carry the header so agents send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_token: Option<String>,
+    /// The SQLite store's durability.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// Tuning of the embedded SQLite store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreSettings {
+    /// `full` (default): every commit is fsync'd, so a rollout step survives power loss.
+    /// `normal`: commits survive a process crash but the latest may be lost on power loss;
+    /// several times faster per commit (each rollout step and registry write is one).
+    #[serde(default)]
+    pub synchronous: Durability,
+}
+
+/// Commit durability (SQLite `synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Durability {
+    /// fsync on every commit.
+    #[default]
+    Full,
+    /// fsync at WAL checkpoints.
+    Normal,
+}
+
+impl StoreSettings {
+    /// The store options these settings select.
+    #[must_use]
+    pub fn options(&self) -> SqliteOptions {
+        let synchronous = match self.synchronous {
+            Durability::Full => Synchronous::Full,
+            Durability::Normal => Synchronous::Normal,
+        };
+        SqliteOptions::default().synchronous(synchronous)
+    }
 }
 
 /// Certificate files of the agent listener.
@@ -159,6 +202,7 @@ impl FleetServerConfig {
             max_message_size: default_max_message_size(),
             max_connections: default_max_connections(),
             download_token: None,
+            store: StoreSettings::default(),
         }
     }
 
@@ -248,6 +292,8 @@ mod tests {
             key_file = "k.pem"
             [admin]
             token = " secret "
+            [store]
+            synchronous = "normal"
             "#,
         )
         .unwrap();
@@ -255,6 +301,7 @@ mod tests {
         assert_eq!(config.admin.listen, default_admin_listen());
         assert_eq!(config.admin.resolve_token().unwrap(), "secret");
         assert_eq!(config.max_message_size, 64 * 1024 * 1024);
+        assert_eq!(config.store.synchronous, Durability::Normal);
         assert!(config.tls.unwrap().client_ca_file.is_none());
     }
 

@@ -659,7 +659,12 @@ async fn scale_rollout_timing() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let mut settings = config(dir.path(), "127.0.0.1:0".parse().unwrap());
+    // `OPAMP_FLEET_SCALE_SYNC=normal` measures with SQLite synchronous=NORMAL.
+    if std::env::var("OPAMP_FLEET_SCALE_SYNC").as_deref() == Ok("normal") {
+        settings.store.synchronous = opamp_fleet::config::Durability::Normal;
+    }
+    let server = FleetServer::start(settings).await.unwrap();
     let client = admin(&server);
     upload(&client, dir.path(), "1.0.0").await;
     upload(&client, dir.path(), "2.0.0").await;

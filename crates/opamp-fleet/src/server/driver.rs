@@ -4,7 +4,7 @@
 //!
 //! Everything that changes a rollout goes through this task, so steps never interleave.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -71,7 +71,12 @@ pub(crate) struct Driver {
     /// The versions last offered to each agent, by package (an offer lists every package the
     /// agent should have, so it is rebuilt whole each time one changes).
     offered: HashMap<InstanceUid, BTreeMap<String, String>>,
+    /// Agents whose registry row changed since the last write (see [`Driver::flush_agents`]).
+    dirty: HashSet<InstanceUid>,
 }
+
+/// Most notifications handled before the registry is written out.
+const NOTIFICATION_BATCH: usize = 1024;
 
 impl Driver {
     /// Loads the registry and the active rollouts. Every agent starts disconnected (the
@@ -128,6 +133,7 @@ impl Driver {
             conflicts,
             agents,
             offered,
+            dirty: HashSet::new(),
         })
     }
 
@@ -142,10 +148,38 @@ impl Driver {
         loop {
             let wake = self.next_wake();
             tokio::select! {
-                () = shutdown.cancelled() => return,
-                Some(notification) = notifications.recv() => self.on_notification(notification),
+                () = shutdown.cancelled() => break,
+                Some(notification) = notifications.recv() => {
+                    self.on_notification(notification);
+                    // Take what is already queued before writing the registry, so a burst of
+                    // reports (an agent's first message yields several) costs one write per
+                    // agent rather than one per report.
+                    for _ in 0..NOTIFICATION_BATCH {
+                        let Ok(notification) = notifications.try_recv() else { break };
+                        self.on_notification(notification);
+                    }
+                    self.flush_agents();
+                }
                 Some(request) = requests.recv() => self.on_request(request),
                 () = sleep_until(wake) => self.on_timeout(),
+            }
+        }
+        self.flush_agents();
+    }
+
+    /// Writes the changed registry rows. Registry rows are soft state (agents report their
+    /// full status on every connection), so a crash losing the latest ones costs nothing a
+    /// reconnect does not repair; rollout steps, in contrast, are written before they act.
+    fn flush_agents(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let mut store = lock(&self.store);
+        for uid in self.dirty.drain() {
+            if let Some(record) = self.agents.get(&uid)
+                && let Err(error) = store.upsert_agent(record)
+            {
+                tracing::error!(%uid, %error, "saving the agent failed");
             }
         }
     }
@@ -284,12 +318,8 @@ impl Driver {
         record
     }
 
-    fn save_agent(&self, uid: InstanceUid) {
-        if let Some(record) = self.agents.get(&uid)
-            && let Err(error) = lock(&self.store).upsert_agent(record)
-        {
-            tracing::error!(%uid, %error, "saving the agent failed");
-        }
+    fn save_agent(&mut self, uid: InstanceUid) {
+        self.dirty.insert(uid);
     }
 
     /// Feeds `event` to every active rollout `uid` takes part in that passes `filter`.

@@ -68,7 +68,10 @@ impl FleetServer {
             context: format!("creating {}", packages_dir.display()),
             source,
         })?;
-        let store = Arc::new(Mutex::new(SqliteStore::open(config.database_path())?));
+        let store = Arc::new(Mutex::new(SqliteStore::open_with(
+            config.database_path(),
+            config.store.options(),
+        )?));
         let catalog = Catalog::new(store.clone(), packages_dir.clone());
 
         let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
