@@ -497,7 +497,7 @@ async fn a_server_restarted_mid_rollout_resumes_and_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admin_api_refuses_requests_without_the_token() {
+async fn the_admin_api_refuses_requests_without_the_token_and_unrevertible_rollouts() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
     let base = format!("http://{}", server.admin_addr());
@@ -559,6 +559,25 @@ async fn the_admin_api_refuses_requests_without_the_token() {
             ..
         })
     ));
+    // A rollout whose agents could not be reverted (their version is not in the catalog)
+    // is refused before anything is offered.
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(server.opamp_addr(), 2, &[]);
+    wait_connected_at(&client, 2, "1.0.0").await;
+    match client
+        .create_rollout(&request("2.0.0", Duration::ZERO))
+        .await
+    {
+        Err(FleetError::AdminApi {
+            status: Some(404),
+            message,
+        }) => {
+            assert!(message.contains("1.0.0"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(client.rollouts().await.unwrap().is_empty());
+    stop_all(agents).await;
     server.shutdown().await;
 }
 

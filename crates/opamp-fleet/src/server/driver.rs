@@ -458,12 +458,40 @@ impl Driver {
         let id = RolloutId::new(uuid::Uuid::now_v7().to_string());
         let rollout = Rollout::plan(id.clone(), spec, &fleet, now)?;
         self.conflicts.check(&rollout)?;
+        self.check_revertible(&rollout)?;
         lock(&self.store).create_rollout(&rollout)?;
         self.conflicts.register(&rollout)?;
         tracing::info!(rollout = %id, by, agents = rollout.agents().len(), "rollout planned");
         self.rollouts.insert(id.clone(), rollout);
         self.step(&id, Event::Start { by }, now)?;
         self.view(&id)
+    }
+
+    /// Refuses a rollout whose agents could not be reverted: every version an agent would go
+    /// back to must be in the catalog, or an abort could only end in `Failed`.
+    fn check_revertible(&self, rollout: &Rollout) -> Result<(), FleetError> {
+        let package = &rollout.spec().package_name;
+        let previous: BTreeSet<&str> = rollout
+            .agents()
+            .iter()
+            .map(|a| a.previous_version.as_str())
+            .collect();
+        for version in previous {
+            if self.catalog.get(package, version)?.is_none() {
+                let agents = rollout
+                    .agents()
+                    .iter()
+                    .filter(|a| a.previous_version == version)
+                    .count();
+                return Err(FleetError::NotFound {
+                    what: format!(
+                        "package {package} {version} in the catalog ({agents} agents run it and \
+                         would need it offered to revert)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn operate(
