@@ -14,7 +14,7 @@ use opamp_proto::v1::PackageStatusEnum;
 use opamp_verify::DowngradeAuthorisation;
 
 fn spawn_supervisor(host: &Host, config: &std::path::Path, log_name: &str) -> Child {
-    let log = std::fs::File::create(host.dir.path().join(log_name)).unwrap();
+    let log = std::fs::File::create(host.dir.path().join(log_name)).expect("create log file");
     Command::new(supervisor_bin())
         .arg("--config")
         .arg(config)
@@ -23,7 +23,7 @@ fn spawn_supervisor(host: &Host, config: &std::path::Path, log_name: &str) -> Ch
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .unwrap()
+        .expect("spawn opamp-supervisor")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
