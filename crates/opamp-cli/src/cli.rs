@@ -19,8 +19,8 @@ Exit codes:
   3  verification refused (signature, hash or trust policy)
   4  cannot reach the server, or reading/writing a file failed
 
-Logs go to stderr: info and up for server, supervisor and demo, errors only for the other
-commands; each -v shows one level more. RUST_LOG (e.g. RUST_LOG=opamp_verify=debug) overrides -v.";
+Logs go to stderr: info and up for server and supervisor, errors only for the other commands
+(the demo prints its own progress; its supervisors log to files); each -v shows one level more. RUST_LOG (e.g. RUST_LOG=opamp_verify=debug) overrides -v.";
 
 /// Secure, staged OpAMP upgrades and downgrades of OpenTelemetry Collectors.
 #[derive(Debug, Parser)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 /// Why a command failed, which decides the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// Exit 1: the operation could not be done (bad input file, feature not available, ...).
+    /// Exit 1: the operation could not be done (bad input file, refused by the server, ...).
     Operation,
     /// Exit 3: a signature, hash or policy check refused the package.
     Refused,

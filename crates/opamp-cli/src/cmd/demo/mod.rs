@@ -39,6 +39,12 @@ pub(crate) struct DemoArgs {
 
 /// The demo's clocks: rollout knobs, supervisor health settings and how long each step may
 /// take before it counts as failed.
+///
+/// The health check interval stays well below the liveness window: the supervisor reports
+/// `Installed` when its health gate passes, together with the last health its monitor saw,
+/// and the server fails an agent that reports unhealthy after installing. A monitor that has
+/// not looked since the swap would still say "unhealthy" (seen while the collector was
+/// stopped), which once failed a default-mode run with a 2 s interval and a 2 s window.
 #[derive(Debug, Clone)]
 pub(crate) struct Timing {
     /// Bake time of every wave.
@@ -68,7 +74,7 @@ impl Timing {
                 bake: Duration::from_secs(2),
                 liveness_window: Duration::from_millis(1500),
                 start_timeout: Duration::from_secs(15),
-                health_check_interval: Duration::from_secs(1),
+                health_check_interval: Duration::from_millis(500),
                 heartbeat: Duration::from_secs(5),
                 install_timeout: Duration::from_secs(60),
                 health_timeout: Duration::from_secs(30),
@@ -77,9 +83,9 @@ impl Timing {
         } else {
             Timing {
                 bake: Duration::from_secs(10),
-                liveness_window: Duration::from_secs(2),
+                liveness_window: Duration::from_secs(3),
                 start_timeout: Duration::from_secs(30),
-                health_check_interval: Duration::from_secs(2),
+                health_check_interval: Duration::from_secs(1),
                 heartbeat: Duration::from_secs(10),
                 install_timeout: Duration::from_secs(120),
                 health_timeout: Duration::from_secs(60),
