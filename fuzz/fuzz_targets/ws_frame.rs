@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(frame[0], 0);
         let back: AgentToServer =
             codec::decode_ws_frame(&frame, &Limits::default()).expect("own frame decodes");
-        assert_eq!(back, message);
+        // NaN in a double field (AnyValue, download details) never equals itself.
+        assert!(
+            back == message || format!("{message:?}").contains("NaN"),
+            "round trip changed the message"
+        );
     }
     let _ = codec::decode_ws_frame::<ServerToAgent>(data, &limits);
 });
