@@ -141,6 +141,49 @@ fn buffer_size(max_size: u64) -> usize {
         .map_or(HASH_BUFFER_SIZE, |n| n.min(HASH_BUFFER_SIZE))
 }
 
+/// The hashing state shared by the sync and async readers: counts bytes and refuses
+/// content over the limit before hashing it.
+struct LimitedHasher {
+    hasher: Sha256,
+    len: u64,
+    max_size: u64,
+}
+
+impl LimitedHasher {
+    fn new(max_size: u64) -> Self {
+        Self {
+            hasher: Sha256::new(),
+            len: 0,
+            max_size,
+        }
+    }
+
+    fn absorb(&mut self, chunk: &[u8]) -> Result<()> {
+        self.len += chunk.len() as u64;
+        if self.len > self.max_size {
+            return Err(VerifyError::TooLarge {
+                limit: self.max_size,
+            });
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> HashedContent {
+        HashedContent {
+            hash: ContentHash(self.hasher.finalize().into()),
+            len: self.len,
+        }
+    }
+}
+
+fn read_error(source: io::Error) -> VerifyError {
+    VerifyError::Io {
+        operation: "reading package content",
+        source,
+    }
+}
+
 /// Hashes everything `reader` yields, refusing content longer than `max_size` bytes.
 ///
 /// At most `max_size + 1` bytes are read: the extra byte is how an over-long stream is detected.
@@ -158,31 +201,16 @@ fn buffer_size(max_size: u64) -> usize {
 /// ```
 pub fn hash_reader<R: Read>(reader: R, max_size: u64) -> Result<HashedContent> {
     let mut limited = reader.take(max_size.saturating_add(1));
-    let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; buffer_size(max_size)];
-    let mut len: u64 = 0;
+    let mut hasher = LimitedHasher::new(max_size);
     loop {
-        let read = match limited.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match limited.read(&mut buffer) {
+            Ok(0) => return Ok(hasher.finish()),
+            Ok(read) => hasher.absorb(&buffer[..read])?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(VerifyError::Io {
-                    operation: "reading package content",
-                    source,
-                });
-            }
-        };
-        len += read as u64;
-        if len > max_size {
-            return Err(VerifyError::TooLarge { limit: max_size });
+            Err(source) => return Err(read_error(source)),
         }
-        hasher.update(&buffer[..read]);
     }
-    Ok(HashedContent {
-        hash: ContentHash(hasher.finalize().into()),
-        len,
-    })
 }
 
 /// Hashes `reader` (at most `max_size` bytes) and refuses unless the digest equals `expected`.
@@ -213,31 +241,16 @@ where
     use tokio::io::AsyncReadExt;
 
     let mut limited = reader.take(max_size.saturating_add(1));
-    let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; buffer_size(max_size)];
-    let mut len: u64 = 0;
+    let mut hasher = LimitedHasher::new(max_size);
     loop {
-        let read = match limited.read(&mut buffer).await {
-            Ok(0) => break,
-            Ok(n) => n,
+        match limited.read(&mut buffer).await {
+            Ok(0) => return Ok(hasher.finish()),
+            Ok(read) => hasher.absorb(&buffer[..read])?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(VerifyError::Io {
-                    operation: "reading package content",
-                    source,
-                });
-            }
-        };
-        len += read as u64;
-        if len > max_size {
-            return Err(VerifyError::TooLarge { limit: max_size });
+            Err(source) => return Err(read_error(source)),
         }
-        hasher.update(&buffer[..read]);
     }
-    Ok(HashedContent {
-        hash: ContentHash(hasher.finalize().into()),
-        len,
-    })
 }
 
 /// A writer that hashes every byte it passes on, so a download can be written to disk and hashed
