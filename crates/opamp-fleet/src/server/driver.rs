@@ -571,3 +571,59 @@ async fn sleep_until(wake: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::AgentSnapshot;
+    use crate::selector::LabelSelector;
+    use crate::spec::RolloutSpec;
+
+    fn rollout() -> (Rollout, InstanceUid, InstanceUid) {
+        let (a, b) = (InstanceUid::from([1; 16]), InstanceUid::from([2; 16]));
+        let fleet = [a, b].map(|uid| AgentSnapshot::new(uid, Labels::new(), Some("1.0.0".into())));
+        let spec = RolloutSpec::new("otelcol", "2.0.0", LabelSelector::all(), "ops");
+        let mut rollout =
+            Rollout::plan(RolloutId::new("r"), spec, &fleet, Timestamp::EPOCH).unwrap();
+        rollout
+            .handle(Event::Start { by: "ops".into() }, Timestamp::EPOCH)
+            .unwrap();
+        let canary = rollout.wave_agents(0)[0].uid;
+        let other = if canary == a { b } else { a };
+        (rollout, canary, other)
+    }
+
+    #[test]
+    fn only_news_about_offered_agents_is_fed_to_the_engine() {
+        let (mut rollout, canary, waiting) = rollout();
+        let installed = |v: &str| PackageReport::Installed(v.into());
+        let failed = PackageReport::Failed("boom".into());
+        // The waiting agent repeating its version, or failing, says nothing new.
+        assert!(!report_matters(&rollout, waiting, &installed("1.0.0")));
+        assert!(!report_matters(&rollout, waiting, &failed));
+        // The canary's reports matter while its offer is outstanding.
+        assert!(report_matters(&rollout, canary, &installed("1.0.0")));
+        assert!(report_matters(&rollout, canary, &failed));
+        rollout
+            .handle(
+                Event::AgentInstalled {
+                    uid: canary,
+                    version: "2.0.0".into(),
+                },
+                Timestamp::EPOCH,
+            )
+            .unwrap();
+        assert!(!report_matters(&rollout, canary, &installed("2.0.0")));
+        assert!(report_matters(&rollout, canary, &installed("1.0.0")));
+        assert!(!report_matters(
+            &rollout,
+            InstanceUid::from([9; 16]),
+            &failed
+        ));
+        assert!(!report_matters(
+            &rollout,
+            canary,
+            &PackageReport::InProgress
+        ));
+    }
+}
