@@ -85,7 +85,7 @@ pub(crate) async fn follow(
     label: &str,
 ) -> Result<RolloutView, FleetError> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {wide_msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(label.to_owned());
