@@ -1,0 +1,185 @@
+//! The fleet server killed with SIGKILL mid-rollout, for real, and restarted on the same data
+//! directory and ports.
+//!
+//! The server runs in a child process: this test binary re-executed with `--ignored --exact
+//! fleet_server_child_entry`, which starts `FleetServer` and prints its addresses. The agents
+//! run in the parent, so they live through every crash and reconnect on their own. The parent
+//! kills the child during the canary wave, during its bake, and during two batch waves, and
+//! checks at the end that the rollout completed, every agent runs the target and the server
+//! says so, nobody was offered anything outside the plan, and the store audited every install.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic fails the test
+
+mod fault_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fault_support::{
+    PACKAGE, WAIT, admin, assert_converged, config, request, spawn_fleet, stop_all, upload,
+    wait_connected_at, wait_rollout,
+};
+use opamp_fleet::admin::RolloutView;
+use opamp_fleet::{FleetServer, RolloutStatus};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CHILD_ENV: &str = "OPAMP_FAULT_FLEET_SERVER";
+
+/// The server process: runs only when re-executed by the tests below (`--ignored`), with
+/// `<data_dir>\n<opamp addr>\n<admin addr>` in [`CHILD_ENV`]; serves until killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process entry of fault_server_kill; started by the tests"]
+async fn fleet_server_child_entry() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut lines = spec.lines();
+    let data_dir = lines.next().unwrap().to_owned();
+    let listen: SocketAddr = lines.next().unwrap().parse().unwrap();
+    let admin_listen: SocketAddr = lines.next().unwrap().parse().unwrap();
+    let server = FleetServer::start(config(Path::new(&data_dir), listen, admin_listen))
+        .await
+        .unwrap();
+    println!("READY {} {}", server.opamp_addr(), server.admin_addr());
+    std::future::pending::<()>().await;
+}
+
+/// A server child process and the addresses it listens on.
+struct ServerProcess {
+    child: Child,
+    opamp: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the server on `data_dir` (ports 0 pick free ones) and waits until it listens.
+    async fn start(data_dir: &Path, opamp: SocketAddr, admin: SocketAddr, run: u32) -> Self {
+        let stderr = std::fs::File::create(data_dir.join(format!("server-{run}.stderr"))).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "fleet_server_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!("{}\n{opamp}\n{admin}", data_dir.display()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let ready = async {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(line) = lines.next_line().await.unwrap() {
+                // libtest prints "test <name> ... " before the child's own output on the same line.
+                if let Some((_, rest)) = line.split_once("READY ") {
+                    let (opamp, admin) = rest.split_once(' ').unwrap();
+                    return (opamp.parse().unwrap(), admin.parse().unwrap());
+                }
+            }
+            panic!("the server child exited before listening (see server-{run}.stderr)");
+        };
+        let Ok((opamp, admin)) = tokio::time::timeout(WAIT, ready).await else {
+            let log = data_dir.join(format!("server-{run}.stderr"));
+            panic!(
+                "server run {run} did not listen in time: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        };
+        ServerProcess {
+            child,
+            opamp,
+            admin,
+        }
+    }
+
+    /// SIGKILL, then reap it.
+    async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Agents that run the target (installed, or installed and healthy).
+fn moved(view: &RolloutView) -> u32 {
+    view.progress.installed + view.progress.healthy
+}
+
+/// A point of the rollout at which the server is killed.
+struct KillPoint {
+    name: &'static str,
+    reached: fn(&RolloutView) -> bool,
+}
+
+const KILL_POINTS: [KillPoint; 4] = [
+    KillPoint {
+        name: "canary installing",
+        reached: |v| v.status == RolloutStatus::Canary && v.progress.offered > 0,
+    },
+    KillPoint {
+        name: "canary baking",
+        reached: |v| v.status == RolloutStatus::Baking && moved(v) < v.progress.total,
+    },
+    KillPoint {
+        name: "first batch installing",
+        reached: |v| v.status == RolloutStatus::Batch,
+    },
+    KillPoint {
+        name: "later batch installing",
+        reached: |v| v.status == RolloutStatus::Batch && moved(v) * 2 >= v.progress.total,
+    },
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_during_canary_bake_and_batches_restarts_and_the_rollout_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server = ServerProcess::start(&data_dir, any, any, 0).await;
+    let (opamp, admin_addr) = (server.opamp, server.admin);
+    let client = admin(admin_addr);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    // Ten agents in the plan, two that the selector leaves out.
+    let agents = spawn_fleet(
+        &format!("ws://{opamp}/v1/opamp"),
+        10,
+        2,
+        Duration::from_millis(400),
+    );
+    wait_connected_at(&client, 12, "1.0.0").await;
+
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+    assert_eq!(rollout.progress.total, 10);
+    assert_eq!(rollout.spec.package_name, PACKAGE);
+
+    for (run, point) in (1..).zip(KILL_POINTS.iter()) {
+        let view = wait_rollout(&client, &id, point.name, point.reached).await;
+        server.kill().await;
+        eprintln!(
+            "killed the server at '{}': status {}, {}/{} installed",
+            point.name,
+            view.status.as_str(),
+            moved(&view),
+            view.progress.total
+        );
+        server = ServerProcess::start(&data_dir, opamp, admin_addr, run).await;
+        assert_eq!((server.opamp, server.admin), (opamp, admin_addr));
+    }
+
+    assert_converged(&client, &id, &agents, "2.0.0").await;
+    stop_all(agents).await;
+    server.kill().await;
+}
