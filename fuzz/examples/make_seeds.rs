@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use opamp_packages::{
-    ContentHash as PackageHash, OfferedPackage, PackageKey, PackageName, PackageOffer,
-    PackageState, PackageStatusesBuilder, ServerOffered, AgentHas,
+    AgentHas, ContentHash as PackageHash, OfferedPackage, PackageKey, PackageName, PackageOffer,
+    PackageState, PackageStatusesBuilder, ServerOffered,
 };
 use opamp_proto::codec;
 use opamp_proto::v1;
@@ -20,7 +20,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("seeds")
+        .join(target);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(name), bytes).unwrap();
 }
@@ -52,10 +54,16 @@ fn signature_envelope() {
 
     let downgrade = statement
         .clone()
-        .with_downgrade(DowngradeAuthorisation::AllowFromAtMost("0.111.0".parse().unwrap()));
+        .with_downgrade(DowngradeAuthorisation::AllowFromAtMost(
+            "0.111.0".parse().unwrap(),
+        ));
     let mut with_downgrade = stranger.sign_statement(&downgrade).unwrap();
     with_downgrade[10..42].copy_from_slice(trusted.key_id().as_bytes());
-    write("signature_envelope", "downgrade-claims-trusted-key", &with_downgrade);
+    write(
+        "signature_envelope",
+        "downgrade-claims-trusted-key",
+        &with_downgrade,
+    );
 
     // A bare 256-byte "compatible mode" signature (random, so it cannot verify).
     let mut bare = vec![0u8; 256];
@@ -90,10 +98,18 @@ fn sync_planner() {
         ))
         .unwrap()
         .build();
-    write("sync_planner", "two-packages-fresh-agent", &planner_input(&offer, &[]));
+    write(
+        "sync_planner",
+        "two-packages-fresh-agent",
+        &planner_input(&offer, &[]),
+    );
     let mut agent = vec![0u8; 96];
     ChaCha20Rng::seed_from_u64(5).fill_bytes(&mut agent);
-    write("sync_planner", "two-packages-some-installed", &planner_input(&offer, &agent));
+    write(
+        "sync_planner",
+        "two-packages-some-installed",
+        &planner_input(&offer, &agent),
+    );
 
     let mut hostile = offer.clone();
     for name in ["../x", "/etc/x", "a\\b", "a\0b", ""] {
@@ -101,7 +117,11 @@ fn sync_planner() {
             .packages
             .insert(name.to_owned(), offer.packages["otelcol"].clone());
     }
-    write("sync_planner", "hostile-names", &planner_input(&hostile, &agent));
+    write(
+        "sync_planner",
+        "hostile-names",
+        &planner_input(&hostile, &agent),
+    );
 }
 
 fn package_statuses_parse() {
@@ -109,9 +129,19 @@ fn package_statuses_parse() {
     let has = AgentHas::new("0.109.0", vec![1; 32]).unwrap();
     let offered = ServerOffered::new("0.110.0", vec![2; 32]).unwrap();
     let installed = PackageStatusesBuilder::new(vec![9; 32])
-        .package(otelcol.clone(), PackageState::Installed { has: has.clone(), offered: None })
+        .package(
+            otelcol.clone(),
+            PackageState::Installed {
+                has: has.clone(),
+                offered: None,
+            },
+        )
         .build();
-    write("package_statuses_parse", "installed", &codec::encode(&installed));
+    write(
+        "package_statuses_parse",
+        "installed",
+        &codec::encode(&installed),
+    );
     let failed = PackageStatusesBuilder::new(vec![9; 32])
         .package(
             otelcol.clone(),
@@ -131,7 +161,11 @@ fn package_statuses_parse() {
         )
         .error_message("one package failed")
         .build();
-    write("package_statuses_parse", "failed-and-downloading", &codec::encode(&failed));
+    write(
+        "package_statuses_parse",
+        "failed-and-downloading",
+        &codec::encode(&failed),
+    );
 }
 
 fn sessions() {

@@ -32,11 +32,18 @@ enum Op {
     Connected,
     Disconnected,
     RequestFailed,
-    RetryAfter { millis: u32 },
-    Advance { millis: u32 },
+    RetryAfter {
+        millis: u32,
+    },
+    Advance {
+        millis: u32,
+    },
     /// Jump to the session's own deadline and fire it.
     FireTimeout,
-    SetHealth { healthy: bool, status: String },
+    SetHealth {
+        healthy: bool,
+        status: String,
+    },
     SetCapabilities(u64),
     SetPackageStatuses(Vec<u8>),
     RequestFullReport,
@@ -63,25 +70,28 @@ struct Reply {
 impl Reply {
     fn to_message(&self, uid: InstanceUid, previous: InstanceUid) -> v1::ServerToAgent {
         let addressee = if self.previous_uid { previous } else { uid };
-        let packages_available = self.packages.as_ref().map(|packages| v1::PackagesAvailable {
-            all_packages_hash: vec![packages.len() as u8; 32],
-            packages: packages
-                .iter()
-                .map(|(name, version, hash)| {
-                    let available = v1::PackageAvailable {
-                        version: version.clone(),
-                        file: Some(v1::DownloadableFile {
-                            download_url: format!("http://127.0.0.1/{}", hash[0]),
-                            content_hash: hash.repeat(8),
+        let packages_available = self
+            .packages
+            .as_ref()
+            .map(|packages| v1::PackagesAvailable {
+                all_packages_hash: vec![packages.len() as u8; 32],
+                packages: packages
+                    .iter()
+                    .map(|(name, version, hash)| {
+                        let available = v1::PackageAvailable {
+                            version: version.clone(),
+                            file: Some(v1::DownloadableFile {
+                                download_url: format!("http://127.0.0.1/{}", hash[0]),
+                                content_hash: hash.repeat(8),
+                                ..Default::default()
+                            }),
+                            hash: hash.to_vec(),
                             ..Default::default()
-                        }),
-                        hash: hash.to_vec(),
-                        ..Default::default()
-                    };
-                    (name.clone(), available)
-                })
-                .collect(),
-        });
+                        };
+                        (name.clone(), available)
+                    })
+                    .collect(),
+            });
         v1::ServerToAgent {
             instance_uid: addressee.to_vec(),
             flags: self.flags,
@@ -108,9 +118,7 @@ impl Reply {
             agent_identification: self.new_instance_uid.map(|uid| v1::AgentIdentification {
                 new_instance_uid: uid.to_vec(),
             }),
-            command: self
-                .restart
-                .then(|| v1::ServerToAgentCommand { r#type: 0 }),
+            command: self.restart.then(|| v1::ServerToAgentCommand { r#type: 0 }),
             packages_available,
             ..Default::default()
         }
@@ -130,7 +138,10 @@ impl Harness {
         while let Some(message) = self.agent.poll_transmit(self.now) {
             sent += 1;
             assert!(sent < 1_000, "transmit loop does not end");
-            assert_eq!(message.sequence_num, self.next_sequence_num, "sequence_num skipped");
+            assert_eq!(
+                message.sequence_num, self.next_sequence_num,
+                "sequence_num skipped"
+            );
             self.next_sequence_num += 1;
             assert_eq!(message.instance_uid, self.agent.instance_uid().to_vec());
         }
@@ -146,7 +157,10 @@ impl Harness {
         }
         // A deadline that has already passed right after draining would make a runtime spin.
         if let Some(deadline) = self.agent.poll_timeout() {
-            assert!(deadline > self.now, "poll_timeout is in the past after draining");
+            assert!(
+                deadline > self.now,
+                "poll_timeout is in the past after draining"
+            );
         }
     }
 
@@ -209,8 +223,7 @@ fuzz_target!(|input: Input| {
                 });
             }
             Op::SetCapabilities(bits) => {
-                h.agent
-                    .set_capabilities(AgentCapabilities::from_wire(bits));
+                h.agent.set_capabilities(AgentCapabilities::from_wire(bits));
             }
             Op::SetPackageStatuses(bytes) => {
                 if let Ok(statuses) = v1::PackageStatuses::decode(bytes.as_slice()) {

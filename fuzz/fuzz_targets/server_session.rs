@@ -39,7 +39,9 @@ enum Op {
     OfferRemoteConfig(Vec<u8>),
     Restart,
     AssignUid([u8; 16]),
-    Advance { millis: u32 },
+    Advance {
+        millis: u32,
+    },
 }
 
 #[derive(Debug, Arbitrary)]
@@ -77,7 +79,10 @@ impl Harness {
             assert!(sent < 1_000, "transmit loop does not end");
             self.answers += 1;
             if self.http {
-                assert!(self.answers <= self.requests, "HTTP answer without a request");
+                assert!(
+                    self.answers <= self.requests,
+                    "HTTP answer without a request"
+                );
             }
             if message.packages_available.is_some() {
                 assert!(
@@ -92,7 +97,9 @@ impl Harness {
                         .agent_state()
                         .capabilities
                         .contains(AgentCapabilities::ACCEPTS_PACKAGES)
-                        && self.ever_declared.contains(AgentCapabilities::ACCEPTS_PACKAGES),
+                        && self
+                            .ever_declared
+                            .contains(AgentCapabilities::ACCEPTS_PACKAGES),
                     "packages sent to an agent without AcceptsPackages"
                 );
             }
@@ -136,18 +143,14 @@ fuzz_target!(|input: Input| {
                     sequence_num,
                     capabilities: agent.capabilities,
                     flags: agent.flags,
-                    agent_description: agent
-                        .full_report
-                        .then(v1::AgentDescription::default),
+                    agent_description: agent.full_report.then(v1::AgentDescription::default),
                     package_statuses: agent.server_provided_all_packages_hash.map(|hash| {
                         v1::PackageStatuses {
                             server_provided_all_packages_hash: hash,
                             ..Default::default()
                         }
                     }),
-                    agent_disconnect: agent
-                        .agent_disconnect
-                        .then(v1::AgentDisconnect::default),
+                    agent_disconnect: agent.agent_disconnect.then(v1::AgentDisconnect::default),
                     ..Default::default()
                 };
                 h.note_request(message.capabilities);
@@ -169,28 +172,26 @@ fuzz_target!(|input: Input| {
                 let _ = h.server.handle_bytes(&bytes, now);
             }
             Op::Disconnected => h.server.handle_disconnected(now),
-            Op::OfferPackages(packages) => {
-                h.server.offer_packages(v1::PackagesAvailable {
-                    all_packages_hash: vec![packages.len() as u8; 32],
-                    packages: packages
-                        .into_iter()
-                        .map(|(name, version)| {
-                            let available = v1::PackageAvailable {
-                                version,
-                                ..Default::default()
-                            };
-                            (name, available)
-                        })
-                        .collect(),
-                })
-            }
-            Op::OfferRemoteConfig(hash) => {
-                h.server.offer_remote_config(v1::AgentRemoteConfig {
-                    config_hash: hash,
-                    ..Default::default()
-                })
-            }
-            Op::Restart => h.server.send_command(v1::ServerToAgentCommand { r#type: 0 }),
+            Op::OfferPackages(packages) => h.server.offer_packages(v1::PackagesAvailable {
+                all_packages_hash: vec![packages.len() as u8; 32],
+                packages: packages
+                    .into_iter()
+                    .map(|(name, version)| {
+                        let available = v1::PackageAvailable {
+                            version,
+                            ..Default::default()
+                        };
+                        (name, available)
+                    })
+                    .collect(),
+            }),
+            Op::OfferRemoteConfig(hash) => h.server.offer_remote_config(v1::AgentRemoteConfig {
+                config_hash: hash,
+                ..Default::default()
+            }),
+            Op::Restart => h
+                .server
+                .send_command(v1::ServerToAgentCommand { r#type: 0 }),
             Op::AssignUid(bytes) => {
                 let uid = InstanceUid::from(bytes);
                 h.server.assign_instance_uid(uid);

@@ -43,7 +43,11 @@ fn now() -> SystemTime {
 fuzz_target!(|data: &[u8]| {
     let parsed = SignatureEnvelope::parse(data);
     if let Ok(envelope) = &parsed {
-        assert_eq!(envelope.to_bytes(), data, "accepted envelope re-encodes differently");
+        assert_eq!(
+            envelope.to_bytes(),
+            data,
+            "accepted envelope re-encodes differently"
+        );
         let statement = envelope.statement();
         let again = Statement::from_bytes(&statement.to_bytes()).expect("own statement parses");
         assert_eq!(&again, statement);
@@ -67,5 +71,8 @@ fuzz_target!(|data: &[u8]| {
         panic!("forged offer approved: {approved:?}");
     }
     let context = context.with_highest_installed(semver::Version::new(1, 0, 0));
-    assert!(POLICY.verify_offer(&offer, &context).is_err(), "forged offer approved");
+    assert!(
+        POLICY.verify_offer(&offer, &context).is_err(),
+        "forged offer approved"
+    );
 });

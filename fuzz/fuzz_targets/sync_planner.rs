@@ -88,7 +88,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let plan = plan_sync(&offer, &installed);
-    assert_eq!(plan.offered_all_packages_hash(), offer.all_packages_hash.as_slice());
+    assert_eq!(
+        plan.offered_all_packages_hash(),
+        offer.all_packages_hash.as_slice()
+    );
     if plan.is_already_applied() {
         assert!(!offer.all_packages_hash.is_empty());
         assert_eq!(
@@ -144,8 +147,11 @@ fuzz_target!(|data: &[u8]| {
     );
     for rejected in plan.rejected() {
         assert!(
-            offer.packages.keys().any(|key| key.starts_with(&rejected.wire_key)
-                && !planned_keys.contains(key.as_str())),
+            offer
+                .packages
+                .keys()
+                .any(|key| key.starts_with(&rejected.wire_key)
+                    && !planned_keys.contains(key.as_str())),
             "rejected {:?} is not an unplanned offered key",
             rejected.wire_key
         );
