@@ -22,9 +22,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Starts `opamp server` on ephemeral loopback ports and returns it with its admin URL,
-/// read from the line it prints once both listeners are up.
-fn start_server(work: &Workdir, token: &str) -> (ServerProcess, String) {
+/// Starts `opamp server` on ephemeral loopback ports and returns it with its admin URL and
+/// agent URL, read from the line it prints once both listeners are up.
+fn start_server(work: &Workdir, token: &str) -> (ServerProcess, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
         .args([
             "server",
@@ -54,19 +54,18 @@ fn start_server(work: &Workdir, token: &str) -> (ServerProcess, String) {
         }
     });
     let line = ready.recv_timeout(Duration::from_secs(30)).unwrap();
-    let admin = line
-        .split("admin API at ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .trim()
-        .to_owned();
-    (server, admin)
+    // "opamp server: agents at ws://ADDR/v1/opamp, admin API at http://ADDR"
+    let (agents, admin) = line
+        .strip_prefix("opamp server: agents at ")
+        .and_then(|rest| rest.split_once(", admin API at "))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    (server, admin.trim().to_owned(), agents.trim().to_owned())
 }
 
 #[test]
 fn operator_commands_against_a_running_server() {
     let work = Workdir::new();
-    let (mut server, admin) = start_server(&work, "secret");
+    let (mut server, admin, _) = start_server(&work, "secret");
     let connection = ["--server", admin.as_str(), "--token", "secret"];
     let with = |args: &[&'static str]| -> Vec<&str> {
         let mut all: Vec<&str> = args.to_vec();
@@ -188,4 +187,190 @@ fn operator_commands_against_a_running_server() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// Stops the supervisor (SIGTERM, so it stops its collector) when the test ends.
+struct SupervisorProcess(Child);
+
+impl Drop for SupervisorProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A collector package: a launcher script running `opamp __test-collector` as `version`.
+fn launcher(work: &Workdir, version: &str) -> String {
+    let name = format!("otelcol-{version}");
+    let script = format!(
+        "#!/bin/sh\nexec '{}' __test-collector --set-version {version} \"$@\"\n",
+        env!("CARGO_BIN_EXE_opamp")
+    );
+    let path = work.write(&name, script.as_bytes());
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    name
+}
+
+#[test]
+fn rollout_start_watch_moves_a_real_supervisor() {
+    let work = Workdir::new();
+    let (_server, admin, agents_listen) = start_server(&work, "secret");
+    let connection = ["--server", admin.as_str(), "--token", "secret"];
+    let with = |args: &[&'static str]| -> Vec<&str> {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&connection);
+        all
+    };
+    let agents = work
+        .opamp(&with(&["agents", "list", "--json"]))
+        .expect_code(0);
+    assert_eq!(agents.stdout.trim(), "[]");
+
+    // Release side: key, a 1.0.0 collector to start with, a 1.1.0 to roll out.
+    work.keygen("keys", &[]);
+    let initial = launcher(&work, "1.0.0");
+    let target = launcher(&work, "1.1.0");
+    // Both versions go into the catalog: the server refuses a rollout whose revert target
+    // (the version agents run now) it could not offer.
+    for (file, version) in [(&initial, "1.0.0"), (&target, "1.1.0")] {
+        work.opamp(&[
+            "package",
+            "sign",
+            file,
+            "--key",
+            "keys/release.key",
+            "--name",
+            "otelcol",
+            "--version",
+            version,
+        ])
+        .expect_code(0);
+        let signature = format!("{file}.sig");
+        let mut add = with(&["package", "add"]);
+        add.extend_from_slice(&[
+            file.as_str(),
+            "--name",
+            "otelcol",
+            "--version",
+            version,
+            "--signature",
+            &signature,
+        ]);
+        work.opamp(&add).expect_code(0);
+    }
+
+    // One supervisor, started through the CLI, running the 1.0.0 collector.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let health_port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let yaml = format!(
+        "server:\n  endpoint: {agents_listen}\nagent:\n  executable: '{}'\n  storage_dir: '{}'\n  \
+         package_name: otelcol\n  args: [\"--health-port\", \"{health_port}\"]\n  labels:\n    \
+         env: test\nhealth:\n  http_url: http://127.0.0.1:{health_port}/health\n  \
+         liveness_window: 1s\n  start_timeout: 10s\n  check_interval: 300ms\ntrust:\n  keys:\n    \
+         - file: '{}'\nheartbeat_interval: 5s\n",
+        work.path(&initial).display(),
+        work.path("storage").display(),
+        work.path("keys/release.pub").display(),
+    );
+    work.write("supervisor.yaml", yaml.as_bytes());
+    let supervisor = Command::new(env!("CARGO_BIN_EXE_opamp"))
+        .args(["supervisor", "--config", "supervisor.yaml"])
+        .current_dir(work.root())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _supervisor = SupervisorProcess(supervisor);
+
+    // Wait (bounded) until the server knows the agent on 1.0.0 and healthy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = work.opamp(&with(&["agents", "list", "--selector", "env=test"]));
+        if list.code == 0 && list.stdout.contains("otelcol=1.0.0  healthy  yes") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent never appeared:\n{}",
+            list.stdout
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let started = work
+        .opamp(&with(&[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.1.0",
+            "--selector",
+            "env=test",
+            "--bake-time",
+            "1s",
+            "--health-timeout",
+            "30s",
+            "--install-timeout",
+            "60s",
+            "--watch",
+        ]))
+        .expect_code(0);
+    assert!(
+        started
+            .stdout
+            .contains("started: otelcol 1.1.0 to 1 agents"),
+        "{}",
+        started.stdout
+    );
+    assert!(
+        started.stdout.contains("status completed"),
+        "{}",
+        started.stdout
+    );
+    assert!(
+        started.stdout.contains("fleet: 1.1.0: 1 healthy"),
+        "{}",
+        started.stdout
+    );
+
+    let list = work.opamp(&with(&["rollout", "list"])).expect_code(0);
+    assert!(list.stdout.contains("completed"), "{}", list.stdout);
+    let id = list
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut status = with(&["rollout", "status"]);
+    status.push(&id);
+    let status = work.opamp(&status).expect_code(0);
+    assert!(
+        status.stdout.contains("stage completed"),
+        "{}",
+        status.stdout
+    );
+    // A finished rollout cannot be paused: the server's refusal exits 1.
+    let mut pause = with(&["rollout", "pause"]);
+    pause.push(&id);
+    let refused = work.opamp(&pause).expect_code(1);
+    assert!(refused.stderr.contains("409"), "{}", refused.stderr);
 }
