@@ -1,0 +1,140 @@
+//! A rollout through a faulty network: every agent connection and every package download goes
+//! through an in-test TCP proxy that, on a seeded schedule, drops all open connections, delays
+//! every forwarded chunk, or black-holes traffic for a while. The fleet must still converge:
+//! the rollout completes, every agent installed the target once verified, and the server's
+//! view equals what the agents really run.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic fails the test
+
+mod fault_support;
+
+use std::time::Duration;
+
+use fault_support::proxy::{FaultProxy, Faults};
+use fault_support::{
+    TestAgent, WAIT, admin, assert_converged, config, request, spawn_agent, stop_all, upload,
+    wait_connected_at,
+};
+use opamp_fleet::FleetServer;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// What the chaos task did, for the failure message and the log.
+#[derive(Debug, Default)]
+struct ChaosLog {
+    drops: u32,
+    delays: u32,
+    black_holes: u32,
+}
+
+/// Applies a random fault every 150-400 ms until `stop`; always ends with a clean network.
+async fn chaos(
+    proxy: &FaultProxy,
+    seed: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> ChaosLog {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut log = ChaosLog::default();
+    while !stop.is_cancelled() {
+        match rng.gen_range(0..4) {
+            0 => {
+                proxy.drop_all();
+                log.drops += 1;
+            }
+            1 => {
+                proxy.set_faults(Faults {
+                    delay: Duration::from_millis(rng.gen_range(5..60)),
+                    black_hole: false,
+                });
+                log.delays += 1;
+            }
+            2 => {
+                proxy.set_faults(Faults {
+                    delay: Duration::ZERO,
+                    black_hole: true,
+                });
+                log.black_holes += 1;
+            }
+            _ => proxy.set_faults(Faults::default()),
+        }
+        let pause = Duration::from_millis(rng.gen_range(150..400));
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+        // Each fault lasts one pause; the next step starts from a clean network.
+        proxy.set_faults(Faults::default());
+    }
+    proxy.set_faults(Faults::default());
+    log
+}
+
+async fn rollout_through_a_faulty_network(seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start().await;
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut settings = config(dir.path(), any, any);
+    // Offers point downloads at the proxy too.
+    settings.public_url = Some(format!("http://{}", proxy.addr()));
+    let server = FleetServer::start(settings).await.unwrap();
+    proxy.set_upstream(server.opamp_addr());
+    let client = admin(server.admin_addr());
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+
+    // WebSocket and plain-HTTP agents, plus one bystander outside the selector.
+    let agents: Vec<TestAgent> = (0..9)
+        .map(|i| {
+            let scheme = if i % 3 == 2 { "http" } else { "ws" };
+            let env = if i == 8 { "other" } else { "test" };
+            spawn_agent(
+                &format!("{scheme}://{}/v1/opamp", proxy.addr()),
+                i,
+                env,
+                "1.0.0",
+                Duration::from_millis(150),
+            )
+        })
+        .collect();
+    wait_connected_at(&client, 9, "1.0.0").await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+    let (log, ()) = tokio::join!(chaos(&proxy, seed, stop.clone()), async {
+        let status = tokio::time::timeout(WAIT, fault_support::wait_terminal(&client, &id))
+            .await
+            .expect("the rollout ended in time");
+        eprintln!("seed {seed}: rollout ended {}", status.as_str());
+        stop.cancel();
+    });
+    eprintln!(
+        "seed {seed}: {log:?}; proxy accepted {} connections, dropped {}",
+        proxy.accepted(),
+        proxy.dropped()
+    );
+    assert!(
+        log.drops + log.black_holes > 0,
+        "the schedule injected no fault: {log:?}"
+    );
+    assert_converged(&client, &id, &agents, "2.0.0").await;
+    stop_all(agents).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_converges_through_drops_delays_and_black_holes() {
+    // Fixed seeds keep failures reproducible; OPAMP_FAULT_SEED runs one more.
+    let mut seeds = vec![1, 2];
+    if let Some(seed) = std::env::var("OPAMP_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        seeds.push(seed);
+    }
+    for seed in seeds {
+        rollout_through_a_faulty_network(seed).await;
+    }
+}
