@@ -46,17 +46,47 @@ pub(crate) fn build_offer(
         let content_hash =
             ContentHash::from_slice(&entry.content_hash).map_err(|e| invalid(e.to_string()))?;
         let package_name = PackageName::new(name.clone()).map_err(|e| invalid(e.to_string()))?;
-        let mut package = OfferedPackage::top_level(
-            package_name,
-            version.clone(),
-            format!("{}/{relative}", settings.download_base),
-            content_hash,
-        )
-        .with_signature(entry.signature.clone());
+        let url = download_url(&settings.download_base, &relative).map_err(invalid)?;
+        let mut package =
+            OfferedPackage::top_level(package_name, version.clone(), url, content_hash)
+                .with_signature(entry.signature.clone());
         if let Some(token) = &settings.download_token {
             package = package.with_header("Authorization", format!("Bearer {token}"));
         }
         offer.add(package).map_err(|e| invalid(e.to_string()))?;
     }
     Ok(offer.build())
+}
+
+/// `base` followed by the segments of `relative`, each percent-encoded: names and versions
+/// may hold characters (space, `#`, `?`, `%`) that mean something else in a URL.
+fn download_url(base: &str, relative: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(base).map_err(|e| format!("public URL {base:?}: {e}"))?;
+    url.path_segments_mut()
+        .map_err(|()| format!("public URL {base:?} cannot have a path"))?
+        .pop_if_empty()
+        .extend(relative.split('/'));
+    Ok(url.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_url;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(
+            download_url(
+                "http://127.0.0.1:4320/packages",
+                "otelcol/1.0 rc#1?/a%b.tgz"
+            )
+            .unwrap(),
+            "http://127.0.0.1:4320/packages/otelcol/1.0%20rc%231%3F/a%25b.tgz"
+        );
+        assert_eq!(
+            download_url("https://h/base/packages", "p/1.0.0+build/f").unwrap(),
+            "https://h/base/packages/p/1.0.0+build/f"
+        );
+        assert!(download_url("not a url", "p").is_err());
+    }
 }
