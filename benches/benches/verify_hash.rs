@@ -11,7 +11,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 use opamp_verify::{HashingWriter, hash_reader};
 
 fn payload(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
 fn bench_hash_reader(c: &mut Criterion) {
@@ -36,7 +38,10 @@ fn bench_hash_reader(c: &mut Criterion) {
             for chunk in black_box(&data).chunks(256 << 10) {
                 writer.write_all(chunk).map_err(|e| e.to_string())?;
             }
-            writer.finish().map(|(_, h)| h.hash()).map_err(|e| e.to_string())
+            writer
+                .finish()
+                .map(|(_, h)| h.hash())
+                .map_err(|e| e.to_string())
         });
     });
     group.finish();

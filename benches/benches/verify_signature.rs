@@ -10,7 +10,8 @@ use opamp_verify::{
     VerificationContext,
 };
 
-const RSA_KEY: &str = include_str!("../../crates/opamp-verify/tests/fixtures/release-rsa-a.key.pem");
+const RSA_KEY: &str =
+    include_str!("../../crates/opamp-verify/tests/fixtures/release-rsa-a.key.pem");
 const ED25519_KEY: &str =
     include_str!("../../crates/opamp-verify/tests/fixtures/release-ed25519.key.pem");
 

@@ -4,6 +4,7 @@
 #
 # Usage: benches/scripts/signatures_vs_openssl.sh [SECONDS per measure (default 3)]
 # Prints one line per scheme: openssl verify/s, ours (primitive and whole offer), ratios.
+# SKIP_BUILD=1 uses the binary already in the target directory.
 set -euo pipefail
 
 seconds="${1:-3}"
@@ -11,7 +12,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$repo_root/target}"
 command -v openssl >/dev/null || { echo "openssl not found" >&2; exit 2; }
 
-cargo build --quiet --release --manifest-path "$repo_root/Cargo.toml" -p opamp-benches --bin signature_speed
+[[ -n "${SKIP_BUILD:-}" ]] || cargo build --quiet --release --manifest-path "$repo_root/Cargo.toml" -p opamp-benches --bin signature_speed
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores"
 echo "openssl: $(openssl version)"
 

@@ -193,3 +193,44 @@ pub fn offer_message(count: usize) -> v1::ServerToAgent {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn leaves(health: &v1::ComponentHealth) -> usize {
+        if health.component_health_map.is_empty() {
+            1
+        } else {
+            health.component_health_map.values().map(leaves).sum()
+        }
+    }
+
+    #[test]
+    fn messages_have_the_advertised_shape() {
+        let report = full_status_report(50, 20);
+        assert_eq!(leaves(report.health.as_ref().unwrap()), 50);
+        assert_eq!(report.package_statuses.as_ref().unwrap().packages.len(), 20);
+        for count in [1, 20, 1_000] {
+            let offer = offer_message(count);
+            let packages = &offer.packages_available.as_ref().unwrap().packages;
+            assert_eq!(packages.len(), count);
+            assert!(packages.values().all(|p| p.file.is_some()));
+        }
+        for (name, size) in [
+            ("heartbeat", heartbeat().encoded_len()),
+            ("full_status", report.encoded_len()),
+            ("packages_available_1", offer_message(1).encoded_len()),
+            ("packages_available_20", offer_message(20).encoded_len()),
+            (
+                "packages_available_1000",
+                offer_message(1_000).encoded_len(),
+            ),
+        ] {
+            println!("encoded size {name} {size}");
+            assert!(size > 0);
+        }
+    }
+}

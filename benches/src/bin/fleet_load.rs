@@ -181,9 +181,15 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(package_dir: &std::path::Path) -> Self {
+    fn spawn(package_dir: &std::path::Path, agents: usize) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--role", "server", "--package-dir"])
+            .args([
+                "--role",
+                "server",
+                "--agents",
+                &agents.to_string(),
+                "--package-dir",
+            ])
             .arg(package_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -265,7 +271,7 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         .collect();
     std::fs::write(package_dir.join(PACKAGE_FILE), &content).unwrap();
 
-    let mut server = ServerProcess::spawn(&package_dir);
+    let mut server = ServerProcess::spawn(&package_dir, args.agents);
     tokio::time::sleep(Duration::from_millis(300)).await; // let the child settle its heap
     let rss_idle = memory_kib(server.pid(), "VmRSS:");
 
@@ -363,7 +369,8 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         args.agents, http_agents, args.heartbeat_secs, args.package_kib, args.download_concurrency
     );
     println!(
-        "offer -> all Installed: {seconds:.3} s at the server ({driver_wall:.2?} seen by the driver); failed downloads {}",
+        "offer -> all Installed: {seconds:.3} s at the server ({driver_wall:.2?} seen by the driver); agents done {}, failed downloads {}",
+        tally.installed.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed)
     );
     println!(

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The quick regression subset: every criterion bench with short warm-up and measurement, the
+# interleaved codec overhead check, and a 1,000-agent fleet load run. Criterion compares each
+# bench with the previous run on this machine and prints "Performance has regressed" when
+# it got slower; read those lines first. Takes about 5 minutes on 2 cores after the build.
+#
+# Usage: benches/scripts/quick.sh [--no-load]
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo_root/target}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
+echo "== criterion benches (quick)"
+for bench in codec all_packages_hash session_pair rollout_engine verify_hash verify_signature; do
+    cargo bench --quiet --manifest-path "$repo_root/Cargo.toml" -p opamp-benches --bench "$bench" -- \
+        --warm-up-time 1 --measurement-time 2 --noplot 2>&1 | tee -a "$log" | grep -E '^[a-z_0-9/.-]+$|time:|thrpt:|regressed|improved' || true
+done
+
+echo "== codec overhead against prost (interleaved; ratio <= 1.05 is the target)"
+cargo build --quiet --release --manifest-path "$repo_root/Cargo.toml" -p opamp-benches --bin codec_overhead --bin fleet_load
+"$target/release/codec_overhead" 51
+
+if [[ "${1:-}" != "--no-load" ]]; then
+    echo "== fleet load, 1,000 agents"
+    "$target/release/fleet_load" --agents 1000 --timeout-secs 120 | grep -v '^server: PROGRESS'
+fi
+
+echo "== summary"
+if grep -q "Performance has regressed" "$log"; then
+    echo "criterion reports regressions:"
+    grep -B3 "Performance has regressed" "$log" | grep -E '^[a-z_0-9/.-]+$' || true
+    exit 1
+fi
+echo "no criterion regressions reported"

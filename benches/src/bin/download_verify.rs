@@ -1,0 +1,70 @@
+//! One verified package download over loopback HTTP, timed: the `opamp-transport` server's
+//! download route serves FILE, the supervisor's `Downloader` streams it to DEST_DIR while
+//! hashing, checks the SHA-256, fsyncs and renames it. Used by
+//! `benches/scripts/download_vs_openssl.sh` to compare with `openssl dgst -sha256 FILE`.
+//!
+//! ```text
+//! cargo run --release -p opamp-benches --bin download_verify -- FILE SHA256_HEX DEST_DIR
+//! ```
+//! Prints `<wall seconds> <process CPU seconds>` (server and downloader together).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use opamp_proto::ServerCapabilities;
+use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
+use opamp_transport::server::{DownloadConfig, OpampServer, ServerConfig};
+
+/// CPU time (user + system) of this process so far, from USER_HZ (100 per second) ticks.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: download_verify FILE SHA256_HEX DEST_DIR";
+    let file = PathBuf::from(args.next().expect(usage));
+    let expected: [u8; 32] = hex::decode(args.next().expect(usage))
+        .expect("SHA256_HEX is hex")
+        .try_into()
+        .expect("SHA256_HEX is 32 bytes");
+    let dest = PathBuf::from(args.next().expect(usage));
+    let root = file.parent().unwrap().to_path_buf();
+    let name = file.file_name().unwrap().to_str().unwrap().to_owned();
+    let size = std::fs::metadata(&file).unwrap().len();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
+            .session(opamp_session::ServerConfig::new(
+                ServerCapabilities::OFFERS_PACKAGES,
+            ))
+            .downloads(DownloadConfig::new(root));
+        let (server, _notifications) = OpampServer::start(config).await.unwrap();
+        let url = format!("http://{}/packages/{name}", server.local_addr());
+        let downloader = Downloader::new(&dest, DownloadLimits::with_max_size(size)).unwrap();
+        let request = DownloadRequest::new("package", url)
+            .with_expected_sha256(expected)
+            .with_expected_size(size);
+        let _ = downloader.discard("package");
+
+        let cpu_before = process_cpu();
+        let started = Instant::now();
+        let downloaded = downloader.download(&request, |_| {}).await.unwrap();
+        let wall = started.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu_before);
+        assert_eq!(downloaded.size, size);
+        assert_eq!(downloaded.sha256, expected);
+        println!("{:.4} {:.4}", wall.as_secs_f64(), cpu.as_secs_f64());
+        downloader.discard("package").unwrap();
+        server.shutdown().await;
+    });
+}
