@@ -133,7 +133,7 @@ fn server_session_never_sends_packages_to_an_agent_without_accepts_packages() {
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     ));
     server.offer_packages(package_offer());
-    let mut agent = connected_agent(AgentCapabilities::REPORTS_STATUS, now);
+    let mut agent = agent(AgentCapabilities::REPORTS_STATUS);
     agent.handle_connected(now);
 
     let mut exchanges = 0;
