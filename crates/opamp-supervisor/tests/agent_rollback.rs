@@ -37,21 +37,29 @@ async fn build_that_crashes_at_start_is_rolled_back_and_not_retried() {
     for entry in std::fs::read_dir(fleet.packages.path()).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
+    let started_before = fleet.status(uid).health.unwrap().start_time_unix_nano;
     let mut again = offer.clone();
     again.all_packages_hash = vec![0x5a; 32];
     fleet.offer(uid, again);
     let status = fleet
         .wait_until(uid, "InstallFailed for the re-sent offer", |s| {
+            // The hash and `InstallPending` are set together, so an `InstallFailed` with
+            // this hash is the answer to the re-sent offer.
             s.package_statuses
                 .as_ref()
                 .is_some_and(|p| p.server_provided_all_packages_hash == vec![0x5a; 32])
+                && package(s).is_some_and(|p| p.status == PackageStatusEnum::InstallFailed as i32)
         })
         .await;
     let reported = package(&status).unwrap();
     assert_eq!(reported.status, PackageStatusEnum::InstallFailed as i32);
+    assert_eq!(reported.error_message, error, "answered from the record");
+    // A retry would have swapped, crashed and restarted the old collector (a new process
+    // reported by health long before the rollback's own health gate ends).
     assert_eq!(
-        reported.error_message, error,
-        "answered from the record, not retried"
+        status.health.unwrap().start_time_unix_nano,
+        started_before,
+        "the old collector was not restarted: the offer was not retried"
     );
     assert_still_runs(&mut fleet, uid, &host, "1.0.0").await;
     supervisor.shutdown().await;

@@ -88,3 +88,31 @@ async fn upgrade_is_installed_and_reported_with_new_health_and_version() {
         "collector stopped with the supervisor"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_command_restarts_the_collector() {
+    let (mut fleet, host, supervisor, uid) = agent_support::running("1.0.0", "300ms").await;
+    let started = |s: &opamp_session::AgentStatus| {
+        s.health
+            .as_ref()
+            .filter(|h| h.healthy)
+            .map(|h| h.start_time_unix_nano)
+    };
+    let before = started(&fleet.status(uid)).expect("healthy with a start time");
+    fleet
+        .server
+        .registry()
+        .with_session(uid, |s| {
+            s.send_command(opamp_proto::v1::ServerToAgentCommand {
+                r#type: opamp_proto::v1::CommandType::Restart as i32,
+            });
+        })
+        .unwrap();
+    fleet
+        .wait_until(uid, "healthy again with a later start time", |s| {
+            started(s).is_some_and(|t| t > before)
+        })
+        .await;
+    assert_eq!(host.running_version().await.as_deref(), Some("1.0.0"));
+    supervisor.shutdown().await;
+}

@@ -44,6 +44,22 @@ pub fn load_or_create_instance_uid(storage_dir: &Path) -> Result<InstanceUid, Er
     }
 }
 
+/// Stores `uid` (assigned by the server) as the agent's instance uid for later starts.
+///
+/// # Errors
+/// [`Error::InstanceUid`] when the file cannot be written.
+pub fn store_instance_uid(storage_dir: &Path, uid: InstanceUid) -> Result<(), Error> {
+    let path = storage_dir.join(INSTANCE_UID_FILE);
+    storage::write_atomic(&path, format!("{uid}\n").as_bytes()).map_err(|e| {
+        Error::InstanceUid {
+            path: path.clone(),
+            reason: format!("cannot write: {e}"),
+        }
+    })?;
+    tracing::info!(%uid, "stored the instance uid assigned by the server");
+    Ok(())
+}
+
 /// Runs `<executable> --version` once and returns the last whitespace-separated word of its
 /// first output line ("otelcol-contrib version 0.115.0" gives "0.115.0"); `None` when the
 /// executable cannot be run, fails, or prints nothing.
@@ -197,6 +213,9 @@ mod tests {
         let first = load_or_create_instance_uid(dir.path()).unwrap();
         let again = load_or_create_instance_uid(dir.path()).unwrap();
         assert_eq!(first, again);
+        let assigned = InstanceUid::new_v7();
+        store_instance_uid(dir.path(), assigned).unwrap();
+        assert_eq!(load_or_create_instance_uid(dir.path()).unwrap(), assigned);
         std::fs::write(dir.path().join(INSTANCE_UID_FILE), "not a uuid").unwrap();
         assert!(matches!(
             load_or_create_instance_uid(dir.path()),

@@ -162,7 +162,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                 break;
             }
             event = events.recv() => match event {
-                Some(event) => on_client_event(event, &offers_tx, &restart_tx),
+                Some(event) => on_client_event(event, &offers_tx, &restart_tx, layout.root()),
                 None => {
                     tracing::error!("the OpAMP client stopped");
                     break;
@@ -182,7 +182,9 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     drop(offers_tx);
     let collector = worker.await;
     if let Some(forwarder) = forwarder {
+        // Its client reference must be gone before the client can be shut down.
         forwarder.abort();
+        let _ = forwarder.await;
     }
     if let Ok(mut collector) = collector
         && let Err(err) = collector.stop().await
@@ -199,6 +201,7 @@ fn on_client_event(
     event: ClientEvent,
     offers: &watch::Sender<Option<Offer>>,
     restarts: &mpsc::Sender<()>,
+    storage_dir: &std::path::Path,
 ) {
     match event {
         ClientEvent::Connected => tracing::info!("connected to the OpAMP server"),
@@ -213,6 +216,12 @@ fn on_client_event(
             AgentEvent::Restart => {
                 // A restart already waiting covers this one.
                 let _ = restarts.try_send(());
+            }
+            AgentEvent::NewInstanceUid(uid) => {
+                // The session uses it from now on; keep it for the next start too.
+                if let Err(err) = identity::store_instance_uid(storage_dir, uid) {
+                    tracing::error!(%err, "cannot store the instance uid the server assigned");
+                }
             }
             other => tracing::debug!(event = ?other, "server event"),
         },

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opamp_proto::v1::{PackageStatus, PackageStatuses};
+use opamp_proto::v1::{PackageStatus, PackageStatusEnum, PackageStatuses};
 use opamp_transport::client::ClientHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -47,6 +47,25 @@ impl StatusBoard {
                 all.server_provided_all_packages_hash = hash.to_vec();
             }
             changed
+        });
+    }
+
+    /// Starts handling an offer: records its `all_packages_hash` and marks the package
+    /// `InstallPending` in one update, so no status of an earlier offer is ever reported
+    /// with this offer's hash.
+    pub(super) fn begin_offer(&self, all_packages_hash: &[u8], context: &StatusContext) {
+        let pending = PackageStatus {
+            name: context.name.clone(),
+            agent_has_version: context.agent_has_version.clone(),
+            agent_has_hash: context.agent_has_hash.clone(),
+            server_offered_version: context.server_offered_version.clone(),
+            server_offered_hash: context.server_offered_hash.clone(),
+            status: PackageStatusEnum::InstallPending as i32,
+            ..PackageStatus::default()
+        };
+        self.tx.send_modify(|all| {
+            all.server_provided_all_packages_hash = all_packages_hash.to_vec();
+            all.packages.insert(pending.name.clone(), pending);
         });
     }
 

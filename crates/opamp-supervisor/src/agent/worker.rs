@@ -215,6 +215,9 @@ impl Worker {
             self.statuses.set_all_packages_hash(&all_hash);
             return None;
         };
+        // Received and being handled: the server need not send it again.
+        self.statuses
+            .begin_offer(&all_hash, &self.status_context(&name, &available));
         let again = match &planned.action {
             PackageAction::Remove { .. } => {
                 tracing::warn!(package = %name, "the server no longer offers the collector; keeping it");
@@ -230,7 +233,6 @@ impl Worker {
             _ => self.install(&name, &available, offer.clone()).await,
         };
         if again.is_none() {
-            self.statuses.set_all_packages_hash(&all_hash);
             self.sync_session(&all_hash).await;
         }
         again
