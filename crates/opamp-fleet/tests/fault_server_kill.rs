@@ -183,3 +183,93 @@ async fn server_killed_during_canary_bake_and_batches_restarts_and_the_rollout_c
     stop_all(agents).await;
     server.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_during_canary_and_while_reverting_an_abort_finishes_the_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server = ServerProcess::start(&data_dir, any, any, 0).await;
+    let (opamp, admin_addr) = (server.opamp, server.admin);
+    let client = admin(admin_addr);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(
+        &format!("ws://{opamp}/v1/opamp"),
+        6,
+        1,
+        Duration::from_millis(400),
+    );
+    wait_connected_at(&client, 7, "1.0.0").await;
+
+    let mut request = request("2.0.0", Duration::from_secs(3600));
+    request.canary_share = Some(0.34);
+    let rollout = client.create_rollout(&request).await.unwrap();
+    let id = rollout.id.to_string();
+
+    let view = wait_rollout(&client, &id, "canary installing", |v| {
+        v.status == RolloutStatus::Canary && v.progress.offered > 0
+    })
+    .await;
+    server.kill().await;
+    eprintln!("killed the server during the canary: {:?}", view.progress);
+    server = ServerProcess::start(&data_dir, opamp, admin_addr, 1).await;
+
+    // The operator aborts while the canaries bake; the server dies while reverting them.
+    wait_rollout(&client, &id, "canary baking", |v| {
+        v.status == RolloutStatus::Baking
+    })
+    .await;
+    let aborted = client.abort(&id, "fault test").await.unwrap();
+    assert_eq!(aborted.status, RolloutStatus::Aborting);
+    let view = wait_rollout(&client, &id, "a revert under way", |v| {
+        v.status == RolloutStatus::Aborting
+    })
+    .await;
+    server.kill().await;
+    eprintln!("killed the server while aborting: {:?}", view.progress);
+    server = ServerProcess::start(&data_dir, opamp, admin_addr, 2).await;
+
+    assert_eq!(
+        fault_support::wait_terminal(&client, &id).await,
+        RolloutStatus::RolledBack
+    );
+    let view = client.rollout(&id).await.unwrap();
+    let canaries: Vec<_> = view.agents.iter().filter(|a| a.wave == 0).collect();
+    assert!(canaries.len() >= 2, "{canaries:?}");
+    fault_support::poll("every agent back on 1.0.0 in the server's view", || async {
+        let records = client.agents().await.ok()?;
+        let back = records.len() == 7
+            && records
+                .iter()
+                .all(|r| r.package_versions.get(PACKAGE).map(String::as_str) == Some("1.0.0"));
+        back.then_some(())
+    })
+    .await;
+    let audit = client.audit(Some(&id)).await.unwrap();
+    for agent in &agents {
+        assert_eq!(agent.version(), "1.0.0");
+        let offered = agent.offered();
+        if canaries.iter().any(|c| c.uid == agent.uid) {
+            assert!(offered.contains(&"2.0.0".to_owned()), "{offered:?}");
+            assert!(
+                offered.iter().all(|v| v == "2.0.0" || v == "1.0.0"),
+                "{offered:?}"
+            );
+            let reverted = audit.iter().any(|a| {
+                a.record.action.kind() == "agent_reverted"
+                    && a.record.action.agent() == Some(agent.uid)
+            });
+            assert!(reverted, "no revert audited for canary {}", agent.uid);
+        } else {
+            assert!(offered.is_empty(), "{} offered {offered:?}", agent.uid);
+        }
+    }
+    let kinds: Vec<&str> = audit.iter().map(|a| a.record.action.kind()).collect();
+    for kind in ["aborted", "rolled_back"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    stop_all(agents).await;
+    server.kill().await;
+}

@@ -164,7 +164,7 @@ pub struct AgentTruth {
     pub version: String,
     /// Every version it was offered, in order (duplicates included).
     pub offered: Vec<String>,
-    /// Failed install attempts (download or hash problems), with the reason.
+    /// Failed install attempts, with the reason.
     pub failures: Vec<String>,
 }
 
@@ -384,7 +384,8 @@ async fn run_agent(
         };
         truth.lock().unwrap().offered.push(package.version.clone());
         let report = if package.version == version {
-            // Already there: acknowledge the offer.
+            // Already there: check it and acknowledge the offer.
+            tokio::time::sleep(install_time).await;
             package_status(
                 &version,
                 &has_hash,
