@@ -120,3 +120,76 @@ pub(super) fn spawn_forwarder(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::download::DownloadProgress;
+
+    fn downloading(bytes: u64) -> InstallEvent {
+        InstallEvent::Downloading(DownloadProgress {
+            bytes,
+            total: Some(100),
+            bytes_per_second: 1000.0,
+        })
+    }
+
+    fn percent(rx: &watch::Receiver<PackageStatuses>) -> f64 {
+        rx.borrow().packages["otelcol"]
+            .download_details
+            .as_ref()
+            .map_or(-1.0, |d| d.download_percent)
+    }
+
+    #[test]
+    fn downloading_is_throttled_but_the_last_chunk_and_other_events_pass() {
+        let (board, rx) = StatusBoard::new();
+        let context = StatusContext::new("otelcol", "1.0.0", vec![1], "1.1.0", vec![2]);
+        let mut report = board.install_reporter(&context);
+        report(downloading(10));
+        assert_eq!(percent(&rx), 10.0);
+        report(downloading(20));
+        assert_eq!(
+            percent(&rx),
+            10.0,
+            "a second report within 250 ms is dropped"
+        );
+        report(downloading(100));
+        assert_eq!(
+            percent(&rx),
+            100.0,
+            "the complete download is always reported"
+        );
+        let rate = rx.borrow().packages["otelcol"]
+            .download_details
+            .as_ref()
+            .map(|d| d.download_bytes_per_second);
+        assert_eq!(rate, Some(1000.0));
+        report(InstallEvent::InstallFailed {
+            error_message: "boom".into(),
+        });
+        let status = rx.borrow().packages["otelcol"].clone();
+        assert_eq!(status.status, PackageStatusEnum::InstallFailed as i32);
+        assert_eq!(status.error_message, "boom");
+    }
+
+    #[test]
+    fn a_new_offer_replaces_the_old_status_together_with_the_hash() {
+        let (board, rx) = StatusBoard::new();
+        let old = StatusContext::new("otelcol", "1.0.0", vec![1], "1.1.0", vec![2]);
+        board.set(package_status(
+            &old,
+            &InstallEvent::InstallFailed {
+                error_message: "old".into(),
+            },
+        ));
+        let new = StatusContext::new("otelcol", "1.0.0", vec![1], "1.2.0", vec![3]);
+        board.begin_offer(&[9; 32], &new);
+        let all = rx.borrow().clone();
+        assert_eq!(all.server_provided_all_packages_hash, vec![9; 32]);
+        let status = &all.packages["otelcol"];
+        assert_eq!(status.status, PackageStatusEnum::InstallPending as i32);
+        assert_eq!(status.server_offered_version, "1.2.0");
+        assert!(status.error_message.is_empty());
+    }
+}

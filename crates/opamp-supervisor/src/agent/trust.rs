@@ -57,3 +57,46 @@ pub fn trust_policy(trust: &TrustConfig) -> Result<TrustPolicy, Error> {
         .require_signature(trust.require_signature)
         .allow_compatible_mode(trust.allow_compatible_mode))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SupervisorConfig;
+
+    fn trust(section: &str) -> TrustConfig {
+        let yaml = format!(
+            "server:\n  endpoint: ws://127.0.0.1:1/v1/opamp\nagent:\n  executable: /bin/true\n  storage_dir: /tmp/x\n{section}"
+        );
+        SupervisorConfig::from_yaml_str(&yaml, "s.yaml".as_ref())
+            .unwrap()
+            .trust
+    }
+
+    #[test]
+    fn keys_ids_and_revocations_are_checked() {
+        let signer = opamp_verify::ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+        let pem = signer.public_key().to_spki_pem().unwrap();
+        let indented: String = pem.lines().map(|l| format!("        {l}\n")).collect();
+        let id = signer.key_id();
+        let with =
+            |extra: &str| trust(&format!("trust:\n  keys:\n    - pem: |\n{indented}{extra}"));
+        let policy = trust_policy(&with("")).unwrap();
+        assert!(policy.keys().trusted().any(|k| k.key().id() == id));
+        assert!(trust_policy(&with(&format!("      id: {id}\n"))).is_ok());
+        let wrong = trust_policy(&with(&format!("      id: {}\n", "ab".repeat(32))));
+        assert!(
+            matches!(&wrong, Err(Error::Trust { reason, .. }) if reason.contains("is not the id")),
+            "{wrong:?}"
+        );
+        let revoked = trust_policy(&with(&format!("  revoked: [\"{id}\"]\n"))).unwrap();
+        assert!(revoked.keys().is_revoked(&id));
+        assert!(matches!(
+            trust_policy(&with("  revoked: [\"not-hex\"]\n")),
+            Err(Error::Trust { .. })
+        ));
+        assert!(matches!(
+            trust_policy(&trust("trust:\n  keys:\n    - pem: not a key\n")),
+            Err(Error::Trust { .. })
+        ));
+    }
+}
