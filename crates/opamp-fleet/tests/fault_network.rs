@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fault_support::proxy::{FaultProxy, Faults};
 use fault_support::{
-    TestAgent, WAIT, admin, assert_converged, config, request, spawn_agent, stop_all, upload,
+    WAIT, admin, assert_converged, config, request, spawn_fleet, stop_all, upload,
     wait_connected_at,
 };
 use opamp_fleet::FleetServer;
@@ -82,19 +82,7 @@ async fn rollout_through_a_faulty_network(seed: u64) {
     upload(&client, dir.path(), "2.0.0").await;
 
     // WebSocket and plain-HTTP agents, plus one bystander outside the selector.
-    let agents: Vec<TestAgent> = (0..9)
-        .map(|i| {
-            let scheme = if i % 3 == 2 { "http" } else { "ws" };
-            let env = if i == 8 { "other" } else { "test" };
-            spawn_agent(
-                &format!("{scheme}://{}/v1/opamp", proxy.addr()),
-                i,
-                env,
-                "1.0.0",
-                Duration::from_millis(150),
-            )
-        })
-        .collect();
+    let agents = spawn_fleet(proxy.addr(), 8, 1, Duration::from_millis(150));
     wait_connected_at(&client, 9, "1.0.0").await;
 
     let stop = tokio_util::sync::CancellationToken::new();

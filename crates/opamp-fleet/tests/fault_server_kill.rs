@@ -3,7 +3,8 @@
 //!
 //! The server runs in a child process: this test binary re-executed with `--ignored --exact
 //! fleet_server_child_entry`, which starts `FleetServer` and prints its addresses. The agents
-//! run in the parent, so they live through every crash and reconnect on their own. The parent
+//! (WebSocket and plain-HTTP) run in the parent, so they live through every crash and
+//! reconnect on their own. The parent
 //! kills the child during the canary wave, during its bake, and during two batch waves, and
 //! checks at the end that the rollout completed, every agent runs the target and the server
 //! says so, nobody was offered anything outside the plan, and the store audited every install.
@@ -149,12 +150,7 @@ async fn server_killed_during_canary_bake_and_batches_restarts_and_the_rollout_c
     upload(&client, dir.path(), "1.0.0").await;
     upload(&client, dir.path(), "2.0.0").await;
     // Ten agents in the plan, two that the selector leaves out.
-    let agents = spawn_fleet(
-        &format!("ws://{opamp}/v1/opamp"),
-        10,
-        2,
-        Duration::from_millis(400),
-    );
+    let agents = spawn_fleet(opamp, 10, 2, Duration::from_millis(400));
     wait_connected_at(&client, 12, "1.0.0").await;
 
     let rollout = client
@@ -195,12 +191,7 @@ async fn server_killed_during_canary_and_while_reverting_an_abort_finishes_the_r
     let client = admin(admin_addr);
     upload(&client, dir.path(), "1.0.0").await;
     upload(&client, dir.path(), "2.0.0").await;
-    let agents = spawn_fleet(
-        &format!("ws://{opamp}/v1/opamp"),
-        6,
-        1,
-        Duration::from_millis(400),
-    );
+    let agents = spawn_fleet(opamp, 6, 1, Duration::from_millis(400));
     wait_connected_at(&client, 7, "1.0.0").await;
 
     let mut request = request("2.0.0", Duration::from_secs(3600));

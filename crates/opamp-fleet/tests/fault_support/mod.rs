@@ -431,9 +431,10 @@ async fn run_agent(
 }
 
 /// Starts `selected` agents labelled `env=test` and `bystanders` labelled `env=other`, all at
-/// 1.0.0.
+/// 1.0.0, connecting to `addr`: every third agent over plain HTTP polling, the others over
+/// WebSocket.
 pub fn spawn_fleet(
-    endpoint: &str,
+    addr: SocketAddr,
     selected: usize,
     bystanders: usize,
     install_time: Duration,
@@ -441,7 +442,9 @@ pub fn spawn_fleet(
     (0..selected + bystanders)
         .map(|i| {
             let env = if i < selected { "test" } else { "other" };
-            spawn_agent(endpoint, i, env, "1.0.0", install_time)
+            let scheme = if i % 3 == 2 { "http" } else { "ws" };
+            let endpoint = format!("{scheme}://{addr}/v1/opamp");
+            spawn_agent(&endpoint, i, env, "1.0.0", install_time)
         })
         .collect()
 }
