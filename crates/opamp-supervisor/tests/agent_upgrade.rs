@@ -116,3 +116,74 @@ async fn restart_command_restarts_the_collector() {
     assert_eq!(host.running_version().await.as_deref(), Some("1.0.0"));
     supervisor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_offer_during_an_install_is_installed_after_it() {
+    // A 2 s liveness window keeps the first install busy while the second offer arrives.
+    let (mut fleet, host, supervisor, uid) = agent_support::running("1.0.0", "2s").await;
+    let first = host.build("1.1.0", Behaviour::default());
+    fleet.offer_signed(
+        uid,
+        &host.signer,
+        "1.1.0",
+        &first,
+        DowngradeAuthorisation::Forbidden,
+    );
+    fleet
+        .wait_until(uid, "Installing 1.1.0", |s| {
+            package(s).is_some_and(|p| {
+                p.status == PackageStatusEnum::Installing as i32
+                    && p.server_offered_version == "1.1.0"
+            })
+        })
+        .await;
+    let second = host.build("1.2.0", Behaviour::default());
+    fleet.offer_signed(
+        uid,
+        &host.signer,
+        "1.2.0",
+        &second,
+        DowngradeAuthorisation::Forbidden,
+    );
+    fleet
+        .wait_until(uid, "Installed 1.2.0", |s| {
+            package(s).is_some_and(|p| {
+                p.status == PackageStatusEnum::Installed as i32 && p.agent_has_version == "1.2.0"
+            })
+        })
+        .await;
+    agent_support::assert_still_runs(&mut fleet, uid, &host, "1.2.0").await;
+    supervisor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_over_http_polling() {
+    let mut fleet = Fleet::start().await;
+    let host = Host::new("1.0.0");
+    let endpoint = format!("http://{}/v1/opamp", fleet.server.local_addr());
+    let (_, config) = host.config_with(&endpoint, "300ms", "1s");
+    let supervisor = InProcess::spawn(config);
+    let uid = fleet.wait_connected().await;
+    fleet
+        .wait_until(uid, "initial Installed 1.0.0", |s| {
+            package_is(s, PackageStatusEnum::Installed, "1.0.0")
+        })
+        .await;
+    let new = host.build("1.1.0", Behaviour::default());
+    fleet.offer_signed(
+        uid,
+        &host.signer,
+        "1.1.0",
+        &new,
+        DowngradeAuthorisation::Forbidden,
+    );
+    fleet
+        .wait_until(uid, "Installed 1.1.0 over HTTP", |s| {
+            package(s).is_some_and(|p| {
+                p.status == PackageStatusEnum::Installed as i32 && p.agent_has_version == "1.1.0"
+            })
+        })
+        .await;
+    agent_support::assert_still_runs(&mut fleet, uid, &host, "1.1.0").await;
+    supervisor.shutdown().await;
+}

@@ -242,6 +242,16 @@ impl Host {
 
     /// Writes `supervisor.yaml` for `endpoint` with `liveness_window`, and loads it.
     pub fn config(&self, endpoint: &str, liveness_window: &str) -> (PathBuf, SupervisorConfig) {
+        self.config_with(endpoint, liveness_window, "5s")
+    }
+
+    /// As [`Host::config`], with the heartbeat (and HTTP polling) interval.
+    pub fn config_with(
+        &self,
+        endpoint: &str,
+        liveness_window: &str,
+        heartbeat: &str,
+    ) -> (PathBuf, SupervisorConfig) {
         let path = self.dir.path().join("supervisor.yaml");
         let yaml = format!(
             r#"server:
@@ -271,7 +281,7 @@ restart_backoff:
 trust:
   keys:
     - file: {key}
-heartbeat_interval: 5s
+heartbeat_interval: {heartbeat}
 "#,
             exe = self.exe.display(),
             storage = self.storage.display(),
