@@ -63,4 +63,7 @@ pub enum Error {
     /// The OpAMP client could not be started (endpoint, TLS files).
     #[error("OpAMP client: {0}")]
     Transport(#[from] opamp_transport::TransportError),
+    /// The OpAMP client task ended on its own; the collector was stopped.
+    #[error("the OpAMP client stopped unexpectedly; the collector was stopped")]
+    ClientStopped,
 }

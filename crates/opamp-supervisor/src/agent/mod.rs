@@ -155,6 +155,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     }));
 
     tokio::pin!(shutdown);
+    let mut client_stopped = false;
     loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -165,6 +166,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                 Some(event) => on_client_event(event, &offers_tx, &restart_tx, layout.root()),
                 None => {
                     tracing::error!("the OpAMP client stopped");
+                    client_stopped = true;
                     break;
                 }
             },
@@ -194,6 +196,9 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     health_task.abort();
     disconnect(client).await;
     drop(lock);
+    if client_stopped {
+        return Err(Error::ClientStopped);
+    }
     Ok(())
 }
 
