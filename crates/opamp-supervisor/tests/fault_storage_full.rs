@@ -198,7 +198,13 @@ async fn full_storage_directory_fails_the_download_and_keeps_the_old_collector()
         ["otelcol"],
         "nothing staged next to it"
     );
-    println!("storage full: {}", outcome.message);
+    let downloads: Vec<_> = std::fs::read_dir(disk.path.join("downloads"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    println!(
+        "storage full: {}; left in downloads/: {downloads:?}",
+        outcome.message
+    );
 }
 
 #[tokio::test]
