@@ -264,3 +264,54 @@ async fn server_killed_during_canary_and_while_reverting_an_abort_finishes_the_r
     stop_all(agents).await;
     server.kill().await;
 }
+
+/// Kills at moments no status marks (mid-offer, mid-SQLite write, between an agent's report
+/// and its audit record): random delays from a seed (`OPAMP_FAULT_SEED`, default 7). The
+/// delays only choose when the fault lands; every check still waits for events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_at_seeded_random_moments_still_converges() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("OPAMP_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server = ServerProcess::start(&data_dir, any, any, 0).await;
+    let (opamp, admin_addr) = (server.opamp, server.admin);
+    let client = admin(admin_addr);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(opamp, 8, 1, Duration::from_millis(200));
+    wait_connected_at(&client, 9, "1.0.0").await;
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(300)))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+
+    let mut kills = 0;
+    for run in 1..=6 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..700))).await;
+        server.kill().await;
+        kills += 1;
+        server = ServerProcess::start(&data_dir, opamp, admin_addr, run).await;
+        let view = wait_rollout(&client, &id, "the restarted server answering", |_| true).await;
+        eprintln!(
+            "seed {seed}: after kill {kills} the restarted server shows {}, {}/{} moved",
+            view.status.as_str(),
+            moved(&view),
+            view.progress.total
+        );
+        if view.status.is_terminal() {
+            break;
+        }
+    }
+    assert!(kills >= 1);
+    assert_converged(&client, &id, &agents, "2.0.0").await;
+    stop_all(agents).await;
+    server.kill().await;
+}
