@@ -9,64 +9,12 @@ mod fault_support;
 
 use std::time::Duration;
 
-use fault_support::proxy::{FaultProxy, Faults};
+use fault_support::proxy::{FaultProxy, chaos};
 use fault_support::{
     WAIT, admin, assert_converged, config, request, spawn_fleet, stop_all, upload,
     wait_connected_at,
 };
 use opamp_fleet::FleetServer;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// What the chaos task did, for the failure message and the log.
-#[derive(Debug, Default)]
-struct ChaosLog {
-    drops: u32,
-    delays: u32,
-    black_holes: u32,
-}
-
-/// Applies a random fault every 150-400 ms until `stop`; always ends with a clean network.
-async fn chaos(
-    proxy: &FaultProxy,
-    seed: u64,
-    stop: tokio_util::sync::CancellationToken,
-) -> ChaosLog {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut log = ChaosLog::default();
-    while !stop.is_cancelled() {
-        match rng.gen_range(0..4) {
-            0 => {
-                proxy.drop_all();
-                log.drops += 1;
-            }
-            1 => {
-                proxy.set_faults(Faults {
-                    delay: Duration::from_millis(rng.gen_range(5..60)),
-                    black_hole: false,
-                });
-                log.delays += 1;
-            }
-            2 => {
-                proxy.set_faults(Faults {
-                    delay: Duration::ZERO,
-                    black_hole: true,
-                });
-                log.black_holes += 1;
-            }
-            _ => proxy.set_faults(Faults::default()),
-        }
-        let pause = Duration::from_millis(rng.gen_range(150..400));
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(pause) => {}
-        }
-        // Each fault lasts one pause; the next step starts from a clean network.
-        proxy.set_faults(Faults::default());
-    }
-    proxy.set_faults(Faults::default());
-    log
-}
 
 async fn rollout_through_a_faulty_network(seed: u64) {
     let dir = tempfile::tempdir().unwrap();

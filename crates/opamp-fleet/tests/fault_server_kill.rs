@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use fault_support::proxy::{FaultProxy, chaos};
 use fault_support::{
     PACKAGE, WAIT, admin, assert_converged, config, request, spawn_fleet, stop_all, upload,
     wait_connected_at, wait_rollout,
@@ -25,11 +26,13 @@ use opamp_fleet::admin::RolloutView;
 use opamp_fleet::{FleetServer, RolloutStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "OPAMP_FAULT_FLEET_SERVER";
 
 /// The server process: runs only when re-executed by the tests below (`--ignored`), with
-/// `<data_dir>\n<opamp addr>\n<admin addr>` in [`CHILD_ENV`]; serves until killed.
+/// `<data_dir>\n<opamp addr>\n<admin addr>[\n<public url>]` in [`CHILD_ENV`]; serves until
+/// killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "child process entry of fault_server_kill; started by the tests"]
 async fn fleet_server_child_entry() {
@@ -40,9 +43,12 @@ async fn fleet_server_child_entry() {
     let data_dir = lines.next().unwrap().to_owned();
     let listen: SocketAddr = lines.next().unwrap().parse().unwrap();
     let admin_listen: SocketAddr = lines.next().unwrap().parse().unwrap();
-    let server = FleetServer::start(config(Path::new(&data_dir), listen, admin_listen))
-        .await
-        .unwrap();
+    let mut settings = config(Path::new(&data_dir), listen, admin_listen);
+    settings.public_url = lines
+        .next()
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned);
+    let server = FleetServer::start(settings).await.unwrap();
     println!("READY {} {}", server.opamp_addr(), server.admin_addr());
     std::future::pending::<()>().await;
 }
@@ -57,6 +63,17 @@ struct ServerProcess {
 impl ServerProcess {
     /// Starts the server on `data_dir` (ports 0 pick free ones) and waits until it listens.
     async fn start(data_dir: &Path, opamp: SocketAddr, admin: SocketAddr, run: u32) -> Self {
+        Self::start_with(data_dir, opamp, admin, "", run).await
+    }
+
+    /// As [`Self::start`], with download URLs under `public_url` (empty: the listener's).
+    async fn start_with(
+        data_dir: &Path,
+        opamp: SocketAddr,
+        admin: SocketAddr,
+        public_url: &str,
+        run: u32,
+    ) -> Self {
         let stderr = std::fs::File::create(data_dir.join(format!("server-{run}.stderr"))).unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -68,7 +85,7 @@ impl ServerProcess {
             ])
             .env(
                 CHILD_ENV,
-                format!("{}\n{opamp}\n{admin}", data_dir.display()),
+                format!("{}\n{opamp}\n{admin}\n{public_url}", data_dir.display()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -103,7 +120,7 @@ impl ServerProcess {
     }
 
     /// SIGKILL, then reap it.
-    async fn kill(mut self) {
+    async fn kill(&mut self) {
         self.child.kill().await.unwrap();
     }
 }
@@ -311,6 +328,58 @@ async fn server_killed_at_seeded_random_moments_still_converges() {
         }
     }
     assert!(kills >= 1);
+    assert_converged(&client, &id, &agents, "2.0.0").await;
+    stop_all(agents).await;
+    server.kill().await;
+}
+
+/// Everything at once: agents and downloads go through the faulty proxy (seeded drops, delays,
+/// black holes) while the server behind it is SIGKILLed and restarted three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_kills_and_network_faults_together_still_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let proxy = FaultProxy::start().await;
+    let public_url = format!("http://{}", proxy.addr());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut server = ServerProcess::start_with(&data_dir, any, any, &public_url, 0).await;
+    let (opamp, admin_addr) = (server.opamp, server.admin);
+    proxy.set_upstream(opamp);
+    let client = admin(admin_addr);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(proxy.addr(), 8, 1, Duration::from_millis(300));
+    wait_connected_at(&client, 9, "1.0.0").await;
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(500)))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+
+    let stop = CancellationToken::new();
+    let network = chaos(&proxy, 5, stop.clone());
+    let kills = async {
+        let points: [(&str, fn(&RolloutView) -> bool); 3] = [
+            ("canary", |v| v.status == RolloutStatus::Canary),
+            ("first bake", |v| v.status == RolloutStatus::Baking),
+            ("a batch", |v| v.status == RolloutStatus::Batch),
+        ];
+        for (run, (name, reached)) in (1..).zip(points) {
+            wait_rollout(&client, &id, name, reached).await;
+            server.kill().await;
+            server =
+                ServerProcess::start_with(&data_dir, opamp, admin_addr, &public_url, run).await;
+        }
+        fault_support::wait_terminal(&client, &id).await;
+        stop.cancel();
+    };
+    let (log, ()) = tokio::join!(network, kills);
+    eprintln!(
+        "{log:?}; proxy accepted {} connections, dropped {}",
+        proxy.accepted(),
+        proxy.dropped()
+    );
     assert_converged(&client, &id, &agents, "2.0.0").await;
     stop_all(agents).await;
     server.kill().await;

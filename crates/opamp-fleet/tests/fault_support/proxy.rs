@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -161,4 +163,57 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
+}
+
+/// What the chaos task did, for the failure message and the log.
+#[derive(Debug, Default)]
+pub struct ChaosLog {
+    /// `drop_all` calls.
+    pub drops: u32,
+    /// Delay periods.
+    pub delays: u32,
+    /// Black-hole periods.
+    pub black_holes: u32,
+}
+
+/// Applies a random fault every 150-400 ms until `stop`; always ends with a clean network.
+pub async fn chaos(
+    proxy: &FaultProxy,
+    seed: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> ChaosLog {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut log = ChaosLog::default();
+    while !stop.is_cancelled() {
+        match rng.gen_range(0..4) {
+            0 => {
+                proxy.drop_all();
+                log.drops += 1;
+            }
+            1 => {
+                proxy.set_faults(Faults {
+                    delay: Duration::from_millis(rng.gen_range(5..60)),
+                    black_hole: false,
+                });
+                log.delays += 1;
+            }
+            2 => {
+                proxy.set_faults(Faults {
+                    delay: Duration::ZERO,
+                    black_hole: true,
+                });
+                log.black_holes += 1;
+            }
+            _ => proxy.set_faults(Faults::default()),
+        }
+        let pause = Duration::from_millis(rng.gen_range(150..400));
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+        // Each fault lasts one pause; the next step starts from a clean network.
+        proxy.set_faults(Faults::default());
+    }
+    proxy.set_faults(Faults::default());
+    log
 }
