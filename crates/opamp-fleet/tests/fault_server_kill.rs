@@ -360,13 +360,22 @@ async fn server_kills_and_network_faults_together_still_converge() {
     let stop = CancellationToken::new();
     let network = chaos(&proxy, 5, stop.clone());
     let kills = async {
-        let points: [(&str, fn(&RolloutView) -> bool); 3] = [
-            ("canary", |v| v.status == RolloutStatus::Canary),
-            ("first bake", |v| v.status == RolloutStatus::Baking),
-            ("a batch", |v| v.status == RolloutStatus::Batch),
+        let points = [
+            KillPoint {
+                name: "canary",
+                reached: |v| v.status == RolloutStatus::Canary,
+            },
+            KillPoint {
+                name: "first bake",
+                reached: |v| v.status == RolloutStatus::Baking,
+            },
+            KillPoint {
+                name: "a batch",
+                reached: |v| v.status == RolloutStatus::Batch,
+            },
         ];
-        for (run, (name, reached)) in (1..).zip(points) {
-            wait_rollout(&client, &id, name, reached).await;
+        for (run, point) in (1..).zip(points) {
+            wait_rollout(&client, &id, point.name, point.reached).await;
             server.kill().await;
             server =
                 ServerProcess::start_with(&data_dir, opamp, admin_addr, &public_url, run).await;
