@@ -1,0 +1,457 @@
+//! Fleet rollout load run: N agents on loopback, one `opamp-fleet` `FleetServer` (admin API,
+//! catalog, rollout engine, SQLite store) in a child process; a rollout from 1.0.0 to 2.0.0
+//! with zero bake time is started through the admin API and timed until it completes.
+//!
+//! Agents are `opamp-transport` clients with an `opamp-session` `AgentSession` that report
+//! 1.0.0 installed and healthy, and on an offer download the package with the supervisor's
+//! `Downloader` (streamed to disk, SHA-256 checked, fsynced) and report `Installed`.
+//!
+//! ```text
+//! cargo run --release -p opamp-benches --bin fleet_rollout -- --agents 10000
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use opamp_fleet::admin::{AdminClient, RolloutRequest};
+use opamp_fleet::{BatchPlan, FleetServer, FleetServerConfig};
+use opamp_proto::{AgentCapabilities, InstanceUid, v1};
+use opamp_session::{AgentConfig, AgentEvent};
+use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
+use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
+use tokio::sync::{Semaphore, mpsc};
+
+const TOKEN: &str = "fleet-rollout-bench-token";
+const PACKAGE: &str = "otelcol";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// Runs the agents and the rollout, measures the server (default).
+    Driver,
+    /// The measured fleet server.
+    Server,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "OpAMP fleet server rollout load run on loopback")]
+struct Args {
+    /// Number of agents.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Heartbeat interval, seconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat_secs: u64,
+    /// Size of the package, KiB.
+    #[arg(long, default_value_t = 64)]
+    package_kib: usize,
+    /// Canary share of the rollout.
+    #[arg(long, default_value_t = 0.01)]
+    canary_share: f64,
+    /// Share of the fleet per batch after the canary.
+    #[arg(long, default_value_t = 0.25)]
+    batch_share: f64,
+    /// Downloads running at the same time across all agents.
+    #[arg(long, default_value_t = 256)]
+    download_concurrency: usize,
+    /// SQLite durability of the fleet store: `full` (default, fsync per commit) or `normal`.
+    #[arg(long, default_value = "full")]
+    store_sync: String,
+    /// Hard limit for the whole run, seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+    #[arg(long, value_enum, default_value_t = Role::Driver, hide = true)]
+    role: Role,
+    /// Data directory (server role).
+    #[arg(long, hide = true)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = match args.role {
+        Role::Server => {
+            runtime.block_on(serve(args, fd_limit));
+            0
+        }
+        Role::Driver => runtime.block_on(drive(args)),
+    };
+    std::process::exit(code);
+}
+
+async fn serve(args: Args, fd_limit: u64) {
+    let mut config = FleetServerConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        args.data_dir.expect("--data-dir"),
+        TOKEN,
+    );
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    if args.store_sync == "normal" {
+        config.store.synchronous = opamp_fleet::config::Durability::Normal;
+    }
+    config.max_connections = usize::try_from(fd_limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(100)
+        .max(1);
+    let server = FleetServer::start(config).await.unwrap();
+    println!("LISTENING {} {}", server.opamp_addr(), server.admin_addr());
+    // Serve until the driver closes stdin.
+    let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+    server.shutdown().await;
+}
+
+struct ServerProcess {
+    child: Child,
+    opamp: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl ServerProcess {
+    fn spawn(data_dir: &Path, store_sync: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--role", "server", "--store-sync", store_sync, "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut addrs = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .expect("server did not start")
+            .split(' ')
+            .map(|a| a.parse().unwrap());
+        let (opamp, admin) = (addrs.next().unwrap(), addrs.next().unwrap());
+        Self {
+            child,
+            opamp,
+            admin,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+async fn drive(args: Args) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
+    let work = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(&work.path().join("server"), &args.store_sync);
+    let pid = server.child.id();
+    let admin = AdminClient::new(&format!("http://{}", server.admin), TOKEN).unwrap();
+    for version in ["1.0.0", "2.0.0"] {
+        let file = work.path().join(format!("otelcol-{version}.bin"));
+        let content: Vec<u8> = (0..args.package_kib * 1024)
+            .map(|i| {
+                (i as u32 ^ version.len() as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .to_le_bytes()[3]
+            })
+            .collect();
+        std::fs::write(&file, content).unwrap();
+        admin
+            .add_package(&file, PACKAGE, version, b"release-signature")
+            .await
+            .unwrap();
+    }
+    let rss_idle = memory_kib(pid, "VmRSS:");
+
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(200));
+    let downloads = Arc::new(Semaphore::new(args.download_concurrency.max(1)));
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .pool_max_idle_per_host(args.download_concurrency)
+        .build()
+        .unwrap();
+    let endpoint = format!("ws://{}/v1/opamp", server.opamp);
+    let (connected_tx, mut connected_rx) = mpsc::unbounded_channel::<()>();
+    for index in 0..args.agents {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let mut config = ClientConfig::new(&endpoint).unwrap();
+        config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut agent = AgentConfig::new(InstanceUid::new_v7(), description(index));
+        agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
+            | AgentCapabilities::REPORTS_PACKAGE_STATUSES
+            | AgentCapabilities::REPORTS_HEALTH;
+        agent.heartbeat_interval = Some(Duration::from_secs(args.heartbeat_secs));
+        let (handle, events) = OpampClient::start(config, agent).unwrap();
+        let downloader = Downloader::with_client(
+            http.clone(),
+            work.path().join("agents").join(index.to_string()),
+            DownloadLimits::default(),
+        )
+        .unwrap();
+        tokio::spawn(run_agent(
+            handle,
+            events,
+            downloader,
+            downloads.clone(),
+            permit,
+            connected_tx.clone(),
+        ));
+    }
+    for _ in 0..args.agents {
+        if tokio::time::timeout_at(deadline, connected_rx.recv())
+            .await
+            .is_err()
+        {
+            println!("FAIL: not all agents connected");
+            return 1;
+        }
+    }
+    println!(
+        "agents connected: {} in {:.1?}",
+        args.agents,
+        started.elapsed()
+    );
+    // Wait until the server's registry shows every agent at 1.0.0 (reports are coalesced).
+    let mut last_report = Instant::now();
+    loop {
+        let agents = admin.agents().await.unwrap();
+        let ready = agents
+            .iter()
+            .filter(|a| {
+                a.connected && a.package_versions.get(PACKAGE).map(String::as_str) == Some("1.0.0")
+            })
+            .count();
+        if ready == args.agents {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            println!(
+                "{:.1?}: {ready} agents registered at 1.0.0",
+                started.elapsed()
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            println!("FAIL: only {ready} agents registered at 1.0.0");
+            return 1;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "agents connected and registered: {} in {:.1?}",
+        args.agents,
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_connected = memory_kib(pid, "VmRSS:");
+
+    let mut request = RolloutRequest::new(PACKAGE, "2.0.0");
+    request.canary_share = Some(args.canary_share);
+    request.batches = Some(BatchPlan::Share(args.batch_share));
+    request.bake_time = Some(Duration::ZERO);
+    request.install_timeout = Some(Duration::from_secs(args.timeout_secs));
+    request.health_timeout = Some(Duration::from_secs(args.timeout_secs));
+    let cpu_before = cpu_time(pid);
+    let driver_cpu_before = cpu_time(std::process::id());
+    let rollout_started = Instant::now();
+    let rollout = admin.create_rollout(&request).await.unwrap();
+    let id = rollout.id.to_string();
+    let mut events = admin.rollout_events(&id).await.unwrap();
+    let status = loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(Ok(update))) => {
+                if update.status.is_terminal() {
+                    break update.status;
+                }
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = Instant::now();
+                    println!(
+                        "{:.1?}: {:?} {:?}",
+                        rollout_started.elapsed(),
+                        update.status,
+                        update.progress
+                    );
+                }
+            }
+            Ok(Some(Err(error))) => {
+                println!("FAIL: event stream error {error}");
+                return 1;
+            }
+            Ok(None) => {
+                println!("FAIL: event stream ended");
+                return 1;
+            }
+            Err(_) => {
+                println!(
+                    "FAIL: timed out; {:?}",
+                    admin.rollout(&id).await.map(|v| v.status)
+                );
+                return 1;
+            }
+        }
+    };
+    let elapsed = rollout_started.elapsed();
+    let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let driver_cpu = cpu_time(std::process::id()).saturating_sub(driver_cpu_before);
+    let view = admin.rollout(&id).await.unwrap();
+    println!(
+        "agents: {}, package {} KiB, canary {} then batches of {}, bake 0, download concurrency {}",
+        args.agents,
+        args.package_kib,
+        args.canary_share,
+        args.batch_share,
+        args.download_concurrency
+    );
+    println!(
+        "rollout start -> {status:?}: {:.3} s ({} engine events)",
+        elapsed.as_secs_f64(),
+        view.sequence
+    );
+    println!(
+        "server RSS: idle {rss_idle} KiB, {rss_connected} KiB connected ({:.1} KiB per agent), {} KiB after, peak {} KiB",
+        rss_connected.saturating_sub(rss_idle) as f64 / args.agents as f64,
+        memory_kib(pid, "VmRSS:"),
+        memory_kib(pid, "VmHWM:")
+    );
+    println!(
+        "CPU during the rollout: server {server_cpu:.2?} ({:.0}% of one core), agents+downloads {driver_cpu:.2?}",
+        server_cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0
+    );
+    i32::from(status != opamp_fleet::RolloutStatus::Completed)
+}
+
+fn package_status(
+    version: &str,
+    hash: &[u8],
+    offered: Option<&v1::PackageAvailable>,
+) -> v1::PackageStatus {
+    v1::PackageStatus {
+        name: PACKAGE.into(),
+        agent_has_version: version.into(),
+        agent_has_hash: hash.to_vec(),
+        server_offered_version: offered.map(|p| p.version.clone()).unwrap_or_default(),
+        server_offered_hash: offered.map(|p| p.hash.clone()).unwrap_or_default(),
+        status: v1::PackageStatusEnum::Installed.into(),
+        ..Default::default()
+    }
+}
+
+fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
+    v1::PackageStatuses {
+        packages: [(PACKAGE.to_owned(), status)].into_iter().collect(),
+        server_provided_all_packages_hash: all_hash.to_vec(),
+        error_message: String::new(),
+    }
+}
+
+async fn run_agent(
+    handle: ClientHandle,
+    mut events: mpsc::Receiver<ClientEvent>,
+    downloader: Downloader,
+    downloads: Arc<Semaphore>,
+    connect_permit: tokio::sync::OwnedSemaphorePermit,
+    connected: mpsc::UnboundedSender<()>,
+) {
+    let mut version = "1.0.0".to_owned();
+    let mut has_hash = b"preinstalled".to_vec();
+    let initial = statuses(&[], package_status(&version, &has_hash, None));
+    if handle
+        .update(move |s| {
+            s.set_health(v1::ComponentHealth {
+                healthy: true,
+                ..Default::default()
+            });
+            s.set_package_statuses(initial);
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut connect_permit = Some(connect_permit);
+    while let Some(event) = events.recv().await {
+        let event = match event {
+            ClientEvent::Connected if connect_permit.take().is_some() => {
+                let _ = connected.send(());
+                continue;
+            }
+            ClientEvent::Agent(event) => event,
+            _ => continue,
+        };
+        let AgentEvent::PackagesAvailable { offer, .. } = *event else {
+            continue;
+        };
+        let Some(package) = offer.packages.get(PACKAGE).cloned() else {
+            continue;
+        };
+        if package.version != version {
+            let Some(file) = package.file.as_ref() else {
+                continue;
+            };
+            let request = DownloadRequest::from_downloadable_file(PACKAGE, file);
+            let outcome = {
+                let _permit = downloads.acquire().await;
+                downloader.download(&request, |_| {}).await
+            };
+            if let Err(error) = outcome {
+                eprintln!("download failed: {error}");
+                continue;
+            }
+            let _ = downloader.discard(PACKAGE);
+            version = package.version.clone();
+            has_hash = package.hash.clone();
+        }
+        let report = statuses(
+            &offer.all_packages_hash,
+            package_status(&version, &has_hash, Some(&package)),
+        );
+        if handle
+            .update(move |s| {
+                s.set_package_statuses(report);
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn description(index: usize) -> v1::AgentDescription {
+    let attribute = |key: &str, value: String| v1::KeyValue {
+        key: key.to_owned(),
+        value: Some(v1::AnyValue {
+            value: Some(v1::any_value::Value::StringValue(value)),
+        }),
+    };
+    v1::AgentDescription {
+        identifying_attributes: vec![attribute("service.instance.id", format!("agent-{index}"))],
+        non_identifying_attributes: vec![attribute("env", "bench".to_owned())],
+    }
+}
