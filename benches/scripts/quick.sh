@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The quick regression subset: every criterion bench with short warm-up and measurement, the
-# interleaved codec overhead check, and a 1,000-agent fleet load run. Criterion compares each
-# bench with the previous run on this machine and prints "Performance has regressed" when
-# it got slower; read those lines first. Takes about 5 minutes on 2 cores after the build.
+# interleaved codec overhead check, and two 1,000-agent fleet runs (transport only, and the
+# fleet server's rollout). Criterion compares each bench with the previous run on this machine
+# and prints "Performance has regressed" when it got slower; read those lines first.
+# Takes about 5 minutes on 2 cores after the build.
 #
 # Usage: benches/scripts/quick.sh [--no-load]
 set -euo pipefail
@@ -19,12 +20,14 @@ for bench in codec all_packages_hash session_pair rollout_engine verify_hash ver
 done
 
 echo "== codec overhead against prost (interleaved; ratio <= 1.05 is the target)"
-cargo build --quiet --release --manifest-path "$repo_root/Cargo.toml" -p opamp-benches --bin codec_overhead --bin fleet_load
+cargo build --quiet --release --manifest-path "$repo_root/Cargo.toml" -p opamp-benches --bin codec_overhead --bin fleet_load --bin fleet_rollout
 "$target/release/codec_overhead" 51
 
 if [[ "${1:-}" != "--no-load" ]]; then
     echo "== fleet load, 1,000 agents"
     "$target/release/fleet_load" --agents 1000 --timeout-secs 120 | grep -v '^server: PROGRESS'
+    echo "== fleet server rollout, 1,000 agents"
+    "$target/release/fleet_rollout" --agents 1000 --timeout-secs 120 | grep -v 'Progress {'
 fi
 
 echo "== summary"
