@@ -9,7 +9,10 @@ use opamp_supervisor::config::SupervisorConfig;
 fn example_supervisor_yaml_is_valid_and_declares_every_capability() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/supervisor.yaml");
     let config = SupervisorConfig::load(&path).expect("example config parses");
-    assert_eq!(config.agent.package_name.as_deref(), Some("otelcol-contrib"));
+    assert_eq!(
+        config.agent.package_name.as_deref(),
+        Some("otelcol-contrib")
+    );
     assert_eq!(config.agent.labels["env"], "production");
     assert!(config.capabilities.accepts_restart_command);
     let caps = capabilities(&config);

@@ -187,3 +187,40 @@ async fn upgrade_over_http_polling() {
     agent_support::assert_still_runs(&mut fleet, uid, &host, "1.1.0").await;
     supervisor.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_is_reported_with_fresh_health_not_the_health_seen_during_the_swap() {
+    let mut fleet = Fleet::start().await;
+    let host = Host::new("1.0.0");
+    let (_, mut config) = host.config(&fleet.endpoint(), "500ms");
+    // With a long interval the monitor's last reading after the swap is the one taken while
+    // the new collector was still starting; only the refresh after the gate replaces it.
+    config.health.check_interval = std::time::Duration::from_secs(120);
+    let supervisor = InProcess::spawn(config);
+    let uid = fleet.wait_connected().await;
+    fleet
+        .wait_until(uid, "initial Installed 1.0.0", |s| {
+            package_is(s, PackageStatusEnum::Installed, "1.0.0")
+        })
+        .await;
+
+    let new = host.build("1.1.0", Behaviour::default());
+    fleet.offer_signed(
+        uid,
+        &host.signer,
+        "1.1.0",
+        &new,
+        DowngradeAuthorisation::Forbidden,
+    );
+    let status = fleet
+        .wait_until(uid, "Installed 1.1.0", |s| {
+            package_is(s, PackageStatusEnum::Installed, "1.1.0")
+        })
+        .await;
+    let health = status.health.expect("health is reported");
+    assert!(
+        health.healthy,
+        "Installed must not arrive beside stale unhealthy health: {health:?}"
+    );
+    supervisor.shutdown().await;
+}

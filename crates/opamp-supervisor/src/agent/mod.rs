@@ -18,6 +18,7 @@ mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use opamp_session::{AgentConfig as SessionConfig, AgentEvent};
 use opamp_transport::client::{ClientEvent, ClientHandle, OpampClient};
@@ -102,11 +103,20 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     let (client, mut events) = OpampClient::start(client_config, session)?;
     let client = Arc::new(client);
 
-    let (mut health, health_task) = HealthMonitor::spawn(
+    let refresh_health = Arc::new(tokio::sync::Notify::new());
+    let (mut health, health_task) = HealthMonitor::spawn_with_refresh(
         collector.probe().cloned(),
         collector.watch(),
         config.health.check_interval,
+        refresh_health.clone(),
     );
+    let health_sync = worker::HealthSync {
+        refresh: refresh_health,
+        health: health.clone(),
+        reports_health: config.capabilities.reports_health,
+        // One probe after the refresh is enough; the rest is slack for a busy host.
+        settle_timeout: config.health.check_interval + Duration::from_secs(2),
+    };
     let (board, statuses_rx) = StatusBoard::new();
     board.set(current.installed_status());
     let initial_health = config
@@ -147,6 +157,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         statuses: board,
         current,
         state_store,
+        health: health_sync,
     };
     let worker = tokio::spawn(worker.run(Inputs {
         offers: offers_rx,
@@ -174,8 +185,14 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                 if changed.is_err() {
                     continue;
                 }
-                let current = health.borrow_and_update().clone();
-                let _ = client.update(move |session| session.set_health(current)).await;
+                health.borrow_and_update();
+                // Read the monitor when the update runs, not now: an update captured
+                // earlier and applied late must not overwrite newer health (the worker
+                // also pushes health right before it reports an install result).
+                let latest = health.clone();
+                let _ = client
+                    .update(move |session| session.set_health(latest.borrow().clone()))
+                    .await;
             }
         }
     }

@@ -83,6 +83,14 @@ impl StatusBoard {
     ) -> impl FnMut(InstallEvent) + Send + 'a {
         let mut last_download: Option<Instant> = None;
         move |event| {
+            // The outcome is reported by the worker once health has been refreshed, so
+            // the server never sees it beside the health read during the swap.
+            if matches!(
+                event,
+                InstallEvent::Installed { .. } | InstallEvent::InstallFailed { .. }
+            ) {
+                return;
+            }
             if let InstallEvent::Downloading(progress) = &event {
                 let complete = progress.total.is_some_and(|total| progress.bytes >= total);
                 let now = Instant::now();
@@ -142,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn downloading_is_throttled_but_the_last_chunk_and_other_events_pass() {
+    fn downloading_is_throttled_steps_pass_and_outcomes_are_left_to_the_worker() {
         let (board, rx) = StatusBoard::new();
         let context = StatusContext::new("otelcol", "1.0.0", vec![1], "1.1.0", vec![2]);
         let mut report = board.install_reporter(&context);
@@ -165,12 +173,18 @@ mod tests {
             .as_ref()
             .map(|d| d.download_bytes_per_second);
         assert_eq!(rate, Some(1000.0));
+        report(InstallEvent::Step(crate::journal::InstallStep::Swapping));
+        let status = rx.borrow().packages["otelcol"].clone();
+        assert_eq!(status.status, PackageStatusEnum::Installing as i32);
+        // Outcomes are left to the worker, which refreshes health first.
         report(InstallEvent::InstallFailed {
             error_message: "boom".into(),
         });
+        report(InstallEvent::Installed {
+            version: "1.1.0".into(),
+        });
         let status = rx.borrow().packages["otelcol"].clone();
-        assert_eq!(status.status, PackageStatusEnum::InstallFailed as i32);
-        assert_eq!(status.error_message, "boom");
+        assert_eq!(status.status, PackageStatusEnum::Installing as i32);
     }
 
     #[test]

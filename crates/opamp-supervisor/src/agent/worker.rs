@@ -127,6 +127,54 @@ pub(super) struct Worker {
     pub(super) current: Current,
     /// Where the installed state lives (to seed the anti-rollback floor).
     pub(super) state_store: InstalledStateStore,
+    /// Keeps reported health in step with install results.
+    pub(super) health: HealthSync,
+}
+
+/// Makes the health the server sees current before an install result is reported.
+///
+/// The health monitor checks on an interval; right after a swap its last value is the
+/// "stopped" health from the moment the old collector went down. Reporting `Installed`
+/// beside that would make the server's rollout count a healthy install as unhealthy, so
+/// the worker asks for a fresh check, waits (bounded) until it reflects the running
+/// collector, and puts it into the session before the package status.
+#[derive(Debug)]
+pub(super) struct HealthSync {
+    /// Wakes the monitor for an immediate check.
+    pub(super) refresh: Arc<tokio::sync::Notify>,
+    /// The monitor's output.
+    pub(super) health: watch::Receiver<v1::ComponentHealth>,
+    /// `capabilities.reports_health`.
+    pub(super) reports_health: bool,
+    /// How long to wait for a healthy reading.
+    pub(super) settle_timeout: Duration,
+}
+
+impl HealthSync {
+    /// Refreshes health after an install or rollback and pushes it into the session.
+    async fn settle(&mut self, client: &ClientHandle) {
+        if !self.reports_health {
+            return;
+        }
+        self.refresh.notify_one();
+        let became_healthy = matches!(
+            tokio::time::timeout(
+                self.settle_timeout,
+                self.health.wait_for(|health| health.healthy),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if !became_healthy {
+            tracing::warn!(
+                "collector health did not read healthy after the install; reporting it as it is"
+            );
+        }
+        let latest = self.health.clone();
+        let _ = client
+            .update(move |session| session.set_health(latest.borrow().clone()))
+            .await;
+    }
 }
 
 impl Worker {
@@ -296,6 +344,7 @@ impl Worker {
                     server_hash: installed.server_hash.clone(),
                     content_hash,
                 };
+                self.health.settle(&self.client).await;
                 self.statuses.set(package_status(
                     &context,
                     &InstallEvent::Installed {
@@ -311,6 +360,7 @@ impl Worker {
             }
             Err(failed) => {
                 tracing::error!(package = %name, version = %available.version, error = %failed.error_message, "install failed");
+                self.health.settle(&self.client).await;
                 self.statuses.set(package_status(
                     &context,
                     &InstallEvent::InstallFailed {

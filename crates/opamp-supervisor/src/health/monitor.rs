@@ -1,9 +1,10 @@
 //! Periodic health of a running collector, as the OpAMP `ComponentHealth` message.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opamp_proto::v1::ComponentHealth;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::probe::{HttpProbe, ProbeResult};
@@ -40,8 +41,21 @@ impl HealthMonitor {
     /// Starts the monitor task. It ends when the process manager is dropped.
     pub fn spawn(
         probe: Option<HttpProbe>,
+        process: watch::Receiver<RunState>,
+        interval: Duration,
+    ) -> (watch::Receiver<ComponentHealth>, JoinHandle<()>) {
+        Self::spawn_with_refresh(probe, process, interval, Arc::new(Notify::new()))
+    }
+
+    /// Like [`HealthMonitor::spawn`], and `refresh.notify_one()` makes the monitor check
+    /// again at once instead of at its next tick. The supervisor uses it right after an
+    /// install passed its health gate, so it never reports `Installed` next to the
+    /// "stopped" health it saw during the swap.
+    pub fn spawn_with_refresh(
+        probe: Option<HttpProbe>,
         mut process: watch::Receiver<RunState>,
         interval: Duration,
+        refresh: Arc<Notify>,
     ) -> (watch::Receiver<ComponentHealth>, JoinHandle<()>) {
         let initial = assess(&process.borrow_and_update(), None, probe.as_ref());
         let (tx, rx) = watch::channel(initial);
@@ -51,6 +65,7 @@ impl HealthMonitor {
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
+                    () = refresh.notified() => {}
                     changed = process.changed() => if changed.is_err() { break },
                 }
                 let state = process.borrow_and_update().clone();
