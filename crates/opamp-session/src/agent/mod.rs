@@ -118,7 +118,11 @@ impl AgentSession {
             connected: false,
             in_flight: None,
             last_sent: None,
-            heartbeat_interval: config.heartbeat_interval,
+            // Zero means "no heartbeats", as it does when the server offers it; taken
+            // literally it would make every poll_transmit due at once (a busy loop).
+            heartbeat_interval: config
+                .heartbeat_interval
+                .filter(|interval| !interval.is_zero()),
             retry_not_before: None,
             consecutive_failures: 0,
             server_capabilities: None,

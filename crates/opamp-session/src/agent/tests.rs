@@ -187,6 +187,24 @@ fn heartbeat_is_deadline_driven() {
 }
 
 #[test]
+fn a_configured_zero_heartbeat_interval_disables_heartbeats_instead_of_busy_looping() {
+    // Found by the agent_session fuzz target: Some(ZERO) made every poll_transmit due.
+    let now = t0();
+    let mut websocket = config();
+    websocket.heartbeat_interval = Some(Duration::ZERO);
+    let mut agent = settled(websocket, now);
+    assert_eq!(agent.heartbeat_interval(), None);
+    assert_eq!(agent.poll_transmit(now), None);
+    assert_eq!(agent.poll_timeout(), None);
+
+    let mut http = config();
+    http.heartbeat_interval = Some(Duration::ZERO);
+    http.mode = TransportMode::HttpPolling;
+    let agent = settled(http, now);
+    assert_eq!(agent.heartbeat_interval(), Some(DEFAULT_HEARTBEAT_INTERVAL));
+}
+
+#[test]
 fn heartbeat_counts_from_the_last_message_sent() {
     let now = t0();
     let mut agent = settled(config(), now);
