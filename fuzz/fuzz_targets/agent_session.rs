@@ -179,12 +179,11 @@ fuzz_target!(|input: Input| {
     } else {
         TransportMode::WebSocket
     };
-    // A configured interval of zero makes a WebSocket agent heartbeat on every poll without
-    // end (regressions/agent_session/heartbeat-interval-zero-busy-loop, reported); start at
-    // one second so the fuzzer gets past it. The server can still offer 0 ("disable").
+    // Zero included: it once made a WebSocket agent heartbeat without end
+    // (regressions/agent_session/heartbeat-interval-zero-busy-loop, fixed in opamp-session).
     config.heartbeat_interval = input
         .heartbeat_seconds
-        .map(|s| Duration::from_secs(u64::from(s).max(1)));
+        .map(|s| Duration::from_secs(u64::from(s)));
     if input.accepts_packages {
         config.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES;
     }

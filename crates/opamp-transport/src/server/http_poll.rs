@@ -116,19 +116,15 @@ async fn handle_inner(
             }
         })?
         .to_bytes();
-    let payload = if gzip {
-        tokio::task::spawn_blocking(move || gunzip(&body, limit))
+    let limits = shared.config.limits;
+    let message = if gzip {
+        tokio::task::spawn_blocking(move || decode_agent_body(&body, true, &limits))
             .await
-            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "decompression failed"))??
-            .into()
+            .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "decompression failed"))?
     } else {
-        body
-    };
-    let message: AgentToServer =
-        codec::decode(&payload, &shared.config.limits).map_err(|error| match error {
-            CodecError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
-            _ => (StatusCode::BAD_REQUEST, "not an AgentToServer message"),
-        })?;
+        decode_agent_body(&body, false, &limits)
+    }
+    .map_err(|refusal| (refusal.status, refusal.reason))?;
     let uid = InstanceUid::from_slice(&message.instance_uid)
         .map_err(|_| (StatusCode::BAD_REQUEST, "instance_uid must be 16 bytes"))?;
     if !super::websocket::agent_authorized(shared, uid, connection) {
@@ -182,18 +178,68 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
     encoder.finish().ok()
 }
 
+/// Why an HTTP request body was refused, and the status the server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BodyRefusal {
+    /// 413 over the size limit (before or after decompression), 400 for anything else.
+    pub status: StatusCode,
+    /// A short reason, sent as the response body.
+    pub reason: &'static str,
+}
+
+impl From<Refusal> for BodyRefusal {
+    fn from((status, reason): Refusal) -> Self {
+        Self { status, reason }
+    }
+}
+
+/// Turns the bytes of an OpAMP HTTP request body into an `AgentToServer`: gunzips when
+/// `gzip` (stopping at `limits.max_message_size` decompressed bytes, so a decompression bomb
+/// costs at most the limit), then decodes with the same limit. This is all the server does
+/// with untrusted body bytes before the session sees a message; it is public so it can be
+/// fuzzed on its own.
+///
+/// ```
+/// use opamp_proto::{codec, v1};
+/// use opamp_transport::server::decode_agent_body;
+/// let message = v1::AgentToServer { sequence_num: 3, ..Default::default() };
+/// let bytes = codec::encode(&message);
+/// assert_eq!(decode_agent_body(&bytes, false, &codec::Limits::default()).unwrap(), message);
+/// assert_eq!(decode_agent_body(b"junk", true, &codec::Limits::default()).unwrap_err().status, 400);
+/// ```
+pub fn decode_agent_body(
+    body: &[u8],
+    gzip: bool,
+    limits: &codec::Limits,
+) -> Result<AgentToServer, BodyRefusal> {
+    let inflated;
+    let payload = if gzip {
+        inflated = gunzip(body, limits.max_message_size)?;
+        inflated.as_slice()
+    } else {
+        body
+    };
+    codec::decode(payload, limits).map_err(|error| {
+        BodyRefusal::from(match error {
+            CodecError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
+            _ => (StatusCode::BAD_REQUEST, "not an AgentToServer message"),
+        })
+    })
+}
+
 /// Decompresses at most `limit` bytes; more is a 413, a corrupt stream a 400.
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, BodyRefusal> {
     let mut decoder = flate2::read::GzDecoder::new(compressed).take(limit as u64 + 1);
     let mut out = Vec::new();
     decoder
         .read_to_end(&mut out)
-        .map_err(|_| (StatusCode::BAD_REQUEST, "corrupt gzip body"))?;
+        .map_err(|_| BodyRefusal::from((StatusCode::BAD_REQUEST, "corrupt gzip body")))?;
     if out.len() > limit {
-        return Err((
+        return Err(BodyRefusal::from((
             StatusCode::PAYLOAD_TOO_LARGE,
             "message too large after decompression",
-        ));
+        )));
     }
     Ok(out)
 }
@@ -235,11 +281,11 @@ mod tests {
         assert!(bomb.len() < 4096, "a megabyte of zeros compresses well");
         assert_eq!(gunzip(&bomb, 1 << 20).unwrap().len(), 1 << 20);
         assert_eq!(
-            gunzip(&bomb, (1 << 20) - 1).unwrap_err().0,
+            gunzip(&bomb, (1 << 20) - 1).unwrap_err().status,
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert_eq!(
-            gunzip(b"not gzip", 100).unwrap_err().0,
+            gunzip(b"not gzip", 100).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
     }
@@ -249,7 +295,7 @@ mod tests {
         fn gunzip_round_trips_within_the_limit_and_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
             proptest::prop_assert_eq!(gunzip(&gzip_best(&data), data.len()).unwrap(), data.clone());
             if !data.is_empty() {
-                proptest::prop_assert_eq!(gunzip(&gzip_best(&data), data.len() - 1).unwrap_err().0, StatusCode::PAYLOAD_TOO_LARGE);
+                proptest::prop_assert_eq!(gunzip(&gzip_best(&data), data.len() - 1).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
             }
             let _ = gunzip(&junk, 1024);
         }

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use download::{DownloadAuthorizer, DownloadConfig};
+pub use http_poll::{BodyRefusal, decode_agent_body};
 pub use identity::ClientIdentity;
 pub use listener::ConnectionInfo;
 pub use registry::{Registry, ServerNotification, TransportKind};
