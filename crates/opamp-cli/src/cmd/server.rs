@@ -47,7 +47,7 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "admin_token")]
     pub(crate) admin_token_file: Option<PathBuf>,
 
-    /// Base URL agents download packages from (default: http(s)://<listen>).
+    /// Base URL agents download packages from (default: http(s):// plus the --listen address).
     #[arg(long, value_name = "URL")]
     pub(crate) public_url: Option<String>,
 

@@ -5,7 +5,7 @@
 //! interrupted install ([`Installer::recover`]), start the collector, learn its version (the
 //! installed state, else `<exe> --version`), and connect. While running: health changes and
 //! package statuses go to the server; package offers and restart commands go to one
-//! [`worker`] that owns the collector, so installs never overlap and a newer offer is
+//! worker task that owns the collector, so installs never overlap and a newer offer is
 //! handled after the install in progress. Shutdown: stop the collector gracefully, send
 //! `agent_disconnect`, release the lock.
 
