@@ -142,6 +142,33 @@ fn agent_registry_round_trips_and_updates_in_place() {
 }
 
 #[test]
+fn agent_batches_are_written_together_and_update_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+    let mut agents: Vec<AgentRecord> = (0..500)
+        .map(|i| AgentRecord::new(uid(i), Labels::new(), 1, at(1)))
+        .collect();
+    store
+        .upsert_agents(&agents.iter().collect::<Vec<_>>())
+        .unwrap();
+    for agent in agents.iter_mut().step_by(2) {
+        agent.connected = false;
+        agent.last_seen = at(7);
+    }
+    store
+        .upsert_agents(&agents.iter().step_by(2).collect::<Vec<_>>())
+        .unwrap();
+    store.upsert_agents(&[]).unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let mut stored = store.agents().unwrap();
+    stored.sort_by_key(|agent| agent.uid);
+    agents.sort_by_key(|agent| agent.uid);
+    assert_eq!(stored, agents);
+}
+
+#[test]
 fn package_catalog_refuses_changed_bytes_for_a_version() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(db_path(&dir)).unwrap();

@@ -93,13 +93,20 @@ impl Driver {
         let (agents, active) = {
             let mut db = lock(&store);
             let mut agents = HashMap::new();
+            let mut was_connected = Vec::new();
             for mut agent in db.agents()? {
+                // Nobody is connected to a server that just started.
                 if agent.connected {
                     agent.connected = false;
-                    db.upsert_agent(&agent)?;
+                    was_connected.push(agent.uid);
                 }
                 agents.insert(agent.uid, agent);
             }
+            let records: Vec<&AgentRecord> = was_connected
+                .iter()
+                .filter_map(|uid| agents.get(uid))
+                .collect();
+            db.upsert_agents(&records)?;
             (agents, db.active_rollouts()?)
         };
         let conflicts = RolloutRegistry::from_rollouts(&active);
@@ -174,13 +181,13 @@ impl Driver {
         if self.dirty.is_empty() {
             return;
         }
-        let mut store = lock(&self.store);
-        for uid in self.dirty.drain() {
-            if let Some(record) = self.agents.get(&uid)
-                && let Err(error) = store.upsert_agent(record)
-            {
-                tracing::error!(%uid, %error, "saving the agent failed");
-            }
+        let records: Vec<&AgentRecord> = self
+            .dirty
+            .drain()
+            .filter_map(|uid| self.agents.get(&uid))
+            .collect();
+        if let Err(error) = lock(&self.store).upsert_agents(&records) {
+            tracing::error!(%error, agents = records.len(), "saving agent registry rows failed");
         }
     }
 

@@ -500,30 +500,20 @@ impl FleetStore for SqliteStore {
     }
 
     fn upsert_agent(&mut self, agent: &AgentRecord) -> Result<(), StoreError> {
-        let labels = serde_json::to_string(&agent.labels).map_err(json("encoding agent labels"))?;
-        let versions = serde_json::to_string(&agent.package_versions)
-            .map_err(json("encoding agent versions"))?;
-        self.connection
-            .prepare_cached(
-                "INSERT INTO agents (uid, labels, capabilities, package_versions, healthy, connected, last_seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (uid) DO UPDATE SET labels = excluded.labels,
-                    capabilities = excluded.capabilities, package_versions = excluded.package_versions,
-                    healthy = excluded.healthy, connected = excluded.connected, last_seen = excluded.last_seen",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    agent.uid.to_string(),
-                    labels,
-                    sql_u64(agent.capabilities),
-                    versions,
-                    agent.healthy,
-                    agent.connected,
-                    millis(agent.last_seen)
-                ])
-            })
-            .map_err(db("writing an agent"))?;
-        Ok(())
+        write_agent(&self.connection, agent)
+    }
+
+    fn upsert_agents(&mut self, agents: &[&AgentRecord]) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("starting an agent batch"))?;
+        for agent in agents {
+            write_agent(&transaction, agent)?;
+        }
+        transaction
+            .commit()
+            .map_err(db("committing an agent batch"))
     }
 
     fn agent(&self, uid: &InstanceUid) -> Result<Option<AgentRecord>, StoreError> {
@@ -695,4 +685,32 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>()
             .map_err(db("reading packages"))
     }
+}
+
+/// One registry row (insert or update), on a connection or inside a transaction.
+fn write_agent(connection: &Connection, agent: &AgentRecord) -> Result<(), StoreError> {
+    let labels = serde_json::to_string(&agent.labels).map_err(json("encoding agent labels"))?;
+    let versions =
+        serde_json::to_string(&agent.package_versions).map_err(json("encoding agent versions"))?;
+    connection
+        .prepare_cached(
+            "INSERT INTO agents (uid, labels, capabilities, package_versions, healthy, connected, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (uid) DO UPDATE SET labels = excluded.labels,
+                capabilities = excluded.capabilities, package_versions = excluded.package_versions,
+                healthy = excluded.healthy, connected = excluded.connected, last_seen = excluded.last_seen",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                agent.uid.to_string(),
+                labels,
+                sql_u64(agent.capabilities),
+                versions,
+                agent.healthy,
+                agent.connected,
+                millis(agent.last_seen)
+            ])
+        })
+        .map_err(db("writing an agent"))?;
+    Ok(())
 }
