@@ -1,0 +1,341 @@
+//! A rollout survives the server being killed mid-rollout: `opamp server` is SIGKILLed once the
+//! canary runs the target, restarted on the same ports and data directory, and the rollout
+//! still finishes with every real supervisor on the target version.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::Workdir;
+
+const TOKEN: &str = "secret";
+const AGENTS: usize = 3;
+
+/// Kills the server (SIGKILL) if the test ends before doing so itself.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops a supervisor with SIGTERM (so it stops its collector) when the test ends.
+struct SupervisorProcess(Child);
+
+impl Drop for SupervisorProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `count` distinct free loopback ports, all held at once so none repeats.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Starts `opamp server` on fixed ports (so a restart keeps them) and waits for the line it
+/// prints once both listeners are up.
+fn start_server(work: &Workdir, agent_port: u16, admin_port: u16) -> ServerProcess {
+    let listen = format!("127.0.0.1:{agent_port}");
+    let admin = format!("127.0.0.1:{admin_port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
+        .args([
+            "server",
+            "--data-dir",
+            "data",
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+            "--admin-token",
+            TOKEN,
+        ])
+        .current_dir(work.root())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = ServerProcess(child);
+    let (lines, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server never reported its listeners");
+    assert!(
+        line.starts_with("opamp server: agents at ") && line.contains(&admin),
+        "unexpected first line: {line}"
+    );
+    server
+}
+
+/// A collector package: a launcher script running `opamp __test-collector` as `version`.
+fn launcher(work: &Workdir, version: &str) -> String {
+    let name = format!("otelcol-{version}");
+    let script = format!(
+        "#!/bin/sh\nexec '{}' __test-collector --set-version {version} \"$@\"\n",
+        env!("CARGO_BIN_EXE_opamp")
+    );
+    let path = work.write(&name, script.as_bytes());
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    name
+}
+
+/// Starts supervisor `index` on the `initial` collector with its own storage and health port.
+fn start_supervisor(
+    work: &Workdir,
+    index: usize,
+    agent_port: u16,
+    health_port: u16,
+    initial: &str,
+) -> SupervisorProcess {
+    // Each supervisor swaps its own executable in place, so each needs its own copy.
+    let executable = work.path(&format!("{initial}-agent-{index}"));
+    std::fs::copy(work.path(initial), &executable).unwrap();
+    let yaml = format!(
+        "server:\n  endpoint: ws://127.0.0.1:{agent_port}/v1/opamp\nagent:\n  executable: '{}'\n  \
+         storage_dir: '{}'\n  package_name: otelcol\n  args: [\"--health-port\", \
+         \"{health_port}\"]\n  labels:\n    env: test\nhealth:\n  http_url: \
+         http://127.0.0.1:{health_port}/health\n  liveness_window: 1s\n  start_timeout: 10s\n  \
+         check_interval: 300ms\ntrust:\n  keys:\n    - file: '{}'\nheartbeat_interval: 2s\n",
+        executable.display(),
+        work.path(&format!("storage-{index}")).display(),
+        work.path("keys/release.pub").display(),
+    );
+    let config = format!("supervisor-{index}.yaml");
+    work.write(&config, yaml.as_bytes());
+    let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
+        .args(["supervisor", "--config", &config])
+        .current_dir(work.root())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    SupervisorProcess(child)
+}
+
+/// Runs `opamp args... --server ADMIN --token TOKEN`.
+fn operator(work: &Workdir, admin: &str, args: &[&str]) -> common::Run {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--server", admin, "--token", TOKEN]);
+    work.opamp(&all)
+}
+
+/// Agents the server lists as connected, healthy and running otelcol `version`.
+fn healthy_on(work: &Workdir, admin: &str, version: &str) -> (usize, String) {
+    let list = operator(work, admin, &["agents", "list", "--selector", "env=test"]);
+    let wanted = format!("otelcol={version}  healthy  yes");
+    let count = if list.code == 0 {
+        list.stdout.lines().filter(|l| l.contains(&wanted)).count()
+    } else {
+        0
+    };
+    (count, list.stdout + &list.stderr)
+}
+
+/// Polls `probe` every 200 ms until it holds, failing with its last output after `deadline`.
+fn wait_until(what: &str, deadline: Instant, mut probe: impl FnMut() -> (bool, String)) {
+    loop {
+        let (done, output) = probe();
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}:\n{output}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `GET /api/v1/audit` over a raw HTTP/1.1 request; returns the response body.
+fn audit_log(admin_port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/audit HTTP/1.1\r\nHost: 127.0.0.1:{admin_port}\r\nAuthorization: Bearer \
+         {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+#[test]
+fn rollout_completes_after_the_server_is_killed_and_restarted() {
+    let test_deadline = Instant::now() + Duration::from_secs(90);
+    let work = Workdir::new();
+    let ports = free_ports(2 + AGENTS);
+    let (agent_port, admin_port) = (ports[0], ports[1]);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let mut server = start_server(&work, agent_port, admin_port);
+
+    work.keygen("keys", &[]);
+    let initial = launcher(&work, "1.0.0");
+    let target = launcher(&work, "1.1.0");
+    for (file, version) in [(&initial, "1.0.0"), (&target, "1.1.0")] {
+        work.opamp(&[
+            "package",
+            "sign",
+            file,
+            "--key",
+            "keys/release.key",
+            "--name",
+            "otelcol",
+            "--version",
+            version,
+        ])
+        .expect_code(0);
+        let signature = format!("{file}.sig");
+        operator(
+            &work,
+            &admin,
+            &[
+                "package",
+                "add",
+                file,
+                "--name",
+                "otelcol",
+                "--version",
+                version,
+                "--signature",
+                &signature,
+            ],
+        )
+        .expect_code(0);
+    }
+
+    let _supervisors: Vec<SupervisorProcess> = ports[2..]
+        .iter()
+        .enumerate()
+        .map(|(index, &health)| start_supervisor(&work, index, agent_port, health, &initial))
+        .collect();
+    wait_until("all agents run 1.0.0 healthy", test_deadline, || {
+        let (count, output) = healthy_on(&work, &admin, "1.0.0");
+        (count == AGENTS, output)
+    });
+
+    // Canary share 0.33 of 3 agents is one canary; the other two follow in one batch.
+    let started = operator(
+        &work,
+        &admin,
+        &[
+            "rollout",
+            "start",
+            "--package",
+            "otelcol",
+            "--version",
+            "1.1.0",
+            "--selector",
+            "env=test",
+            "--canary-share",
+            "0.33",
+            "--batches",
+            "1",
+            "--bake-time",
+            "4s",
+            "--health-timeout",
+            "30s",
+            "--install-timeout",
+            "60s",
+        ],
+    )
+    .expect_code(0);
+    assert!(
+        started
+            .stdout
+            .contains(&format!("otelcol 1.1.0 to {AGENTS} agents")),
+        "{}",
+        started.stdout
+    );
+    let list = operator(&work, &admin, &["rollout", "list"]).expect_code(0);
+    let id = list
+        .stdout
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rollout listed:\n{}", list.stdout))
+        .to_owned();
+
+    // Kill the server while the canary runs the target and the batch has not moved yet.
+    wait_until("the canary runs 1.1.0", test_deadline, || {
+        let (count, output) = healthy_on(&work, &admin, "1.1.0");
+        (count >= 1, output)
+    });
+    let (moved, before_kill) = healthy_on(&work, &admin, "1.1.0");
+    assert!(
+        moved < AGENTS,
+        "the rollout finished before the kill:\n{before_kill}"
+    );
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    drop(server);
+
+    let _server = start_server(&work, agent_port, admin_port);
+    wait_until(
+        "the rollout completes after the restart",
+        test_deadline,
+        || {
+            let status = operator(&work, &admin, &["rollout", "status", &id]);
+            let output = status.stdout + &status.stderr;
+            assert!(
+                !output.contains("status aborted") && !output.contains("status failed"),
+                "{output}\naudit log:\n{}",
+                audit_log(admin_port)
+            );
+            (output.contains("status completed"), output)
+        },
+    );
+    wait_until("all agents run 1.1.0 healthy", test_deadline, || {
+        let (count, output) = healthy_on(&work, &admin, "1.1.0");
+        (count == AGENTS, output)
+    });
+
+    let audit = audit_log(admin_port);
+    let installs = audit.matches("\"agent_installed\"").count();
+    assert!(installs >= AGENTS, "{installs} install records:\n{audit}");
+    assert!(audit.contains("\"completed\""), "{audit}");
+}
