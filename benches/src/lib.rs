@@ -4,3 +4,4 @@
 
 pub mod cpu_time;
 pub mod messages;
+pub mod procfs;

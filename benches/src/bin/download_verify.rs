@@ -9,21 +9,13 @@
 //! Prints `<wall seconds> <process CPU seconds>` (server and downloader together).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
+use opamp_benches::procfs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use opamp_proto::ServerCapabilities;
 use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
 use opamp_transport::server::{DownloadConfig, OpampServer, ServerConfig};
-
-/// CPU time (user + system) of this process so far, from USER_HZ (100 per second) ticks.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -56,11 +48,13 @@ fn main() {
             .with_expected_size(size);
         let _ = downloader.discard("package");
 
-        let cpu_before = process_cpu();
+        let cpu_before = procfs::cpu_time(std::process::id()).unwrap();
         let started = Instant::now();
         let downloaded = downloader.download(&request, |_| {}).await.unwrap();
         let wall = started.elapsed();
-        let cpu = process_cpu().saturating_sub(cpu_before);
+        let cpu = procfs::cpu_time(std::process::id())
+            .unwrap()
+            .saturating_sub(cpu_before);
         assert_eq!(downloaded.size, size);
         assert_eq!(downloaded.sha256, expected);
         println!("{:.4} {:.4}", wall.as_secs_f64(), cpu.as_secs_f64());

@@ -15,6 +15,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
+use opamp_benches::procfs;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -234,22 +235,6 @@ impl Drop for ServerProcess {
     }
 }
 
-/// `VmRSS` or `VmHWM` of a process, KiB.
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// CPU time (user + system) used by a process so far, from USER_HZ (100 per second) ticks.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
-
 /// Counts of what the agents saw, shared by their tasks.
 #[derive(Default)]
 struct Tally {
@@ -273,7 +258,7 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
 
     let mut server = ServerProcess::spawn(&package_dir, args.agents);
     tokio::time::sleep(Duration::from_millis(300)).await; // let the child settle its heap
-    let rss_idle = memory_kib(server.pid(), "VmRSS:");
+    let rss_idle = procfs::memory_kib(server.pid(), "VmRSS:").unwrap();
 
     let tally = Arc::new(Tally::default());
     let connect_gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
@@ -327,10 +312,10 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
     );
     // Let first reports and their answers finish before measuring memory.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_connected = memory_kib(server.pid(), "VmRSS:");
+    let rss_connected = procfs::memory_kib(server.pid(), "VmRSS:").unwrap();
 
-    let server_cpu_before = cpu_time(server.pid());
-    let driver_cpu_before = cpu_time(std::process::id());
+    let server_cpu_before = procfs::cpu_time(server.pid()).unwrap();
+    let driver_cpu_before = procfs::cpu_time(std::process::id()).unwrap();
     let offered = Instant::now();
     writeln!(server.stdin, "OFFER").unwrap();
     server.stdin.flush().unwrap();
@@ -359,11 +344,15 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         }
     }
     let driver_wall = offered.elapsed();
-    let server_cpu = cpu_time(server.pid()).saturating_sub(server_cpu_before);
-    let driver_cpu = cpu_time(std::process::id()).saturating_sub(driver_cpu_before);
+    let server_cpu = procfs::cpu_time(server.pid())
+        .unwrap()
+        .saturating_sub(server_cpu_before);
+    let driver_cpu = procfs::cpu_time(std::process::id())
+        .unwrap()
+        .saturating_sub(driver_cpu_before);
     let seconds = all_installed.unwrap_or_default();
-    let rss_end = memory_kib(server.pid(), "VmRSS:");
-    let rss_peak = memory_kib(server.pid(), "VmHWM:");
+    let rss_end = procfs::memory_kib(server.pid(), "VmRSS:").unwrap();
+    let rss_peak = procfs::memory_kib(server.pid(), "VmHWM:").unwrap();
     println!(
         "agents: {} ({} over HTTP polling every {} s), package {} KiB, download concurrency {}",
         args.agents, http_agents, args.heartbeat_secs, args.package_kib, args.download_concurrency

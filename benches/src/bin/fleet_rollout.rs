@@ -11,6 +11,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
+use opamp_benches::procfs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -151,20 +152,6 @@ impl Drop for ServerProcess {
     }
 }
 
-fn memory_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
-
 async fn drive(args: Args) -> i32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     let work = tempfile::tempdir().unwrap();
@@ -186,7 +173,7 @@ async fn drive(args: Args) -> i32 {
             .await
             .unwrap();
     }
-    let rss_idle = memory_kib(pid, "VmRSS:");
+    let rss_idle = procfs::memory_kib(pid, "VmRSS:").unwrap();
 
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(200));
@@ -269,7 +256,7 @@ async fn drive(args: Args) -> i32 {
         started.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_connected = memory_kib(pid, "VmRSS:");
+    let rss_connected = procfs::memory_kib(pid, "VmRSS:").unwrap();
 
     let mut request = RolloutRequest::new(PACKAGE, "2.0.0");
     request.canary_share = Some(args.canary_share);
@@ -277,8 +264,8 @@ async fn drive(args: Args) -> i32 {
     request.bake_time = Some(Duration::ZERO);
     request.install_timeout = Some(Duration::from_secs(args.timeout_secs));
     request.health_timeout = Some(Duration::from_secs(args.timeout_secs));
-    let cpu_before = cpu_time(pid);
-    let driver_cpu_before = cpu_time(std::process::id());
+    let cpu_before = procfs::cpu_time(pid).unwrap();
+    let driver_cpu_before = procfs::cpu_time(std::process::id()).unwrap();
     let rollout_started = Instant::now();
     let rollout = admin.create_rollout(&request).await.unwrap();
     let id = rollout.id.to_string();
@@ -317,8 +304,10 @@ async fn drive(args: Args) -> i32 {
         }
     };
     let elapsed = rollout_started.elapsed();
-    let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
-    let driver_cpu = cpu_time(std::process::id()).saturating_sub(driver_cpu_before);
+    let server_cpu = procfs::cpu_time(pid).unwrap().saturating_sub(cpu_before);
+    let driver_cpu = procfs::cpu_time(std::process::id())
+        .unwrap()
+        .saturating_sub(driver_cpu_before);
     let view = admin.rollout(&id).await.unwrap();
     println!(
         "agents: {}, package {} KiB, canary {} then batches of {}, bake 0, download concurrency {}",
@@ -336,8 +325,8 @@ async fn drive(args: Args) -> i32 {
     println!(
         "server RSS: idle {rss_idle} KiB, {rss_connected} KiB connected ({:.1} KiB per agent), {} KiB after, peak {} KiB",
         rss_connected.saturating_sub(rss_idle) as f64 / args.agents as f64,
-        memory_kib(pid, "VmRSS:"),
-        memory_kib(pid, "VmHWM:")
+        procfs::memory_kib(pid, "VmRSS:").unwrap(),
+        procfs::memory_kib(pid, "VmHWM:").unwrap()
     );
     println!(
         "CPU during the rollout: server {server_cpu:.2?} ({:.0}% of one core), agents+downloads {driver_cpu:.2?}",
