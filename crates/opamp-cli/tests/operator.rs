@@ -6,21 +6,11 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Workdir;
-
-/// Kills the server if a test fails before stopping it.
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{ServerProcess, SupervisorProcess, Workdir, launcher};
 
 /// Starts `opamp server` on ephemeral loopback ports and returns it with its admin URL and
 /// agent URL, read from the line it prints once both listeners are up.
@@ -187,41 +177,6 @@ fn operator_commands_against_a_running_server() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
-}
-
-/// Stops the supervisor (SIGTERM, so it stops its collector) when the test ends.
-struct SupervisorProcess(Child);
-
-impl Drop for SupervisorProcess {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A collector package: a launcher script running `opamp __test-collector` as `version`.
-fn launcher(work: &Workdir, version: &str) -> String {
-    let name = format!("otelcol-{version}");
-    let script = format!(
-        "#!/bin/sh\nexec '{}' __test-collector --set-version {version} \"$@\"\n",
-        env!("CARGO_BIN_EXE_opamp")
-    );
-    let path = work.write(&name, script.as_bytes());
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    name
 }
 
 #[test]

@@ -9,47 +9,14 @@ mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Workdir;
+use common::{ServerProcess, SupervisorProcess, Workdir, launcher};
 
 const TOKEN: &str = "secret";
 const AGENTS: usize = 3;
-
-/// Kills the server (SIGKILL) if the test ends before doing so itself.
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Stops a supervisor with SIGTERM (so it stops its collector) when the test ends.
-struct SupervisorProcess(Child);
-
-impl Drop for SupervisorProcess {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `count` distinct free loopback ports, all held at once so none repeats.
 fn free_ports(count: usize) -> Vec<u16> {
@@ -103,18 +70,6 @@ fn start_server(work: &Workdir, agent_port: u16, admin_port: u16) -> ServerProce
         "unexpected first line: {line}"
     );
     server
-}
-
-/// A collector package: a launcher script running `opamp __test-collector` as `version`.
-fn launcher(work: &Workdir, version: &str) -> String {
-    let name = format!("otelcol-{version}");
-    let script = format!(
-        "#!/bin/sh\nexec '{}' __test-collector --set-version {version} \"$@\"\n",
-        env!("CARGO_BIN_EXE_opamp")
-    );
-    let path = work.write(&name, script.as_bytes());
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    name
 }
 
 /// Starts supervisor `index` on the `initial` collector with its own storage and health port.

@@ -95,3 +95,48 @@ impl Workdir {
         key_id
     }
 }
+
+/// Kills the server if a test fails before stopping it.
+pub struct ServerProcess(pub std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the supervisor (SIGTERM, so it stops its collector) when the test ends.
+pub struct SupervisorProcess(pub std::process::Child);
+
+impl Drop for SupervisorProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A collector package: a launcher script running `opamp __test-collector` as `version`.
+pub fn launcher(work: &Workdir, version: &str) -> String {
+    let name = format!("otelcol-{version}");
+    let script = format!(
+        "#!/bin/sh\nexec '{}' __test-collector --set-version {version} \"$@\"\n",
+        env!("CARGO_BIN_EXE_opamp")
+    );
+    let path = work.write(&name, script.as_bytes());
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    name
+}
