@@ -26,13 +26,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::storage::{self, safe_file_stem};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use crate::storage::{self, safe_file_stem};
+mod writer;
+use writer::PartialWriter;
 
 /// Limits and timeouts for one [`Downloader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -511,7 +512,7 @@ impl Downloader {
             }
         }
 
-        let mut file = open_partial(&partial, offset).await?;
+        let mut writer = PartialWriter::start(open_partial(&partial, offset).await?);
         let resumed_from = offset;
         let started = Instant::now();
         let mut last_report: Option<Instant> = None;
@@ -522,14 +523,14 @@ impl Downloader {
             let chunk = match tokio::time::timeout(self.limits.idle_timeout, response.chunk()).await
             {
                 Err(_) => {
-                    flush_partial(&mut file, &partial).await?;
+                    flush_partial(writer, &partial).await?;
                     return Err(DownloadError::TimedOut {
                         received: offset,
                         idle: self.limits.idle_timeout,
                     });
                 }
                 Ok(Err(source)) => {
-                    flush_partial(&mut file, &partial).await?;
+                    flush_partial(writer, &partial).await?;
                     return Err(DownloadError::Interrupted {
                         received: offset,
                         source,
@@ -540,21 +541,28 @@ impl Downloader {
             };
             let new_offset = offset.saturating_add(chunk.len() as u64);
             if new_offset > limit {
-                drop(file);
+                // Waits for the queued bytes so that no write lands after the discard.
+                let _ = writer.finish().await;
                 let _ = self.discard(&request.name);
                 return Err(DownloadError::TooLarge {
                     size: new_offset,
                     limit,
                 });
             }
-            file.write_all(&chunk)
-                .await
-                .map_err(|source| DownloadError::Io {
+            // Hashed before it is queued: the writer owns the chunk from then on.
+            hasher.update(&chunk);
+            if writer.write(chunk).await.is_err() {
+                // The writer stopped on an error; finishing it returns that error.
+                let source = match writer.finish().await {
+                    Err(source) => source,
+                    Ok(()) => io::Error::other("download writer stopped"),
+                };
+                return Err(DownloadError::Io {
                     action: "write",
                     path: partial.clone(),
                     source,
-                })?;
-            hasher.update(&chunk);
+                });
+            }
             offset = new_offset;
             let now = Instant::now();
             if last_report.is_none_or(|at| now.duration_since(at) >= self.limits.progress_interval)
@@ -563,8 +571,7 @@ impl Downloader {
                 progress(rate(offset, resumed_from, total, started, now));
             }
         }
-        flush_partial(&mut file, &partial).await?;
-        drop(file);
+        flush_partial(writer, &partial).await?;
         if let Some(total) = total
             && offset < total
         {
@@ -785,7 +792,7 @@ fn write_meta(path: &Path, meta: &PartialMeta) -> Result<(), DownloadError> {
     })
 }
 
-async fn open_partial(path: &Path, offset: u64) -> Result<tokio::fs::File, DownloadError> {
+async fn open_partial(path: &Path, offset: u64) -> Result<std::fs::File, DownloadError> {
     let mut options = tokio::fs::OpenOptions::new();
     options.create(true);
     if offset > 0 {
@@ -793,26 +800,25 @@ async fn open_partial(path: &Path, offset: u64) -> Result<tokio::fs::File, Downl
     } else {
         options.write(true).truncate(true);
     }
-    options
+    let file = options
         .open(path)
         .await
         .map_err(|source| DownloadError::Io {
             action: "open partial download",
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+    Ok(file.into_std().await)
 }
 
-/// Flushes and fsyncs the partial file: it must hold what the hasher saw before a resume trusts
-/// its length.
-async fn flush_partial(file: &mut tokio::fs::File, path: &Path) -> Result<(), DownloadError> {
-    let io_err = |source| DownloadError::Io {
-        action: "sync partial download",
+/// Writes out and fsyncs the partial file: it must hold what the hasher saw before a resume
+/// trusts its length.
+async fn flush_partial(writer: PartialWriter, path: &Path) -> Result<(), DownloadError> {
+    writer.finish().await.map_err(|source| DownloadError::Io {
+        action: "write partial download",
         path: path.to_path_buf(),
         source,
-    };
-    file.flush().await.map_err(io_err)?;
-    file.sync_all().await.map_err(io_err)
+    })
 }
 
 #[cfg(test)]

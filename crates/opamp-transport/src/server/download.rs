@@ -94,8 +94,8 @@ pub(crate) async fn serve(
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Ok(response);
     }
-    let etag = match tokio::fs::metadata(&file_path).await {
-        Ok(meta) if meta.is_file() => entity_tag(&meta),
+    let (etag, chunk_size) = match tokio::fs::metadata(&file_path).await {
+        Ok(meta) if meta.is_file() => (entity_tag(&meta), read_chunk_size(meta.len())),
         _ => return Ok(StatusCode::NOT_FOUND.into_response()),
     };
     let headers = request.headers();
@@ -119,7 +119,10 @@ pub(crate) async fn serve(
             request.headers_mut().remove(header::RANGE);
         }
     }
-    let result = ServeDir::new(&config.root).oneshot(request).await;
+    let result = ServeDir::new(&config.root)
+        .with_buf_chunk_size(chunk_size)
+        .oneshot(request)
+        .await;
     let mut response = match result {
         Ok(response) => response.map(Body::new),
         Err(error) => match error {},
@@ -153,6 +156,16 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// A strong tag from size and modification time: package files are written once per version,
 /// so a change in either means different bytes.
+/// Bytes read from the file per body chunk. Every read is a trip to tokio's blocking pool:
+/// tower-http's 64 KiB default cost a GiB package 16,000 trips and ~70,000 context switches,
+/// a fifth of the CPU of serving it (docs/benchmarks.md). Large chunks only for large files, so
+/// that thousands of agents fetching a small package do not each hold a big buffer.
+fn read_chunk_size(file_len: u64) -> usize {
+    const MIN: u64 = 16 << 10;
+    const MAX: u64 = 1 << 20;
+    usize::try_from(file_len.clamp(MIN, MAX)).unwrap_or(1 << 20)
+}
+
 fn entity_tag(meta: &std::fs::Metadata) -> Option<String> {
     let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
     Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
