@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::storage::{self, safe_file_stem};
+use opamp_verify::{ContentHasher, HashedContent};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 mod writer;
 use writer::PartialWriter;
@@ -167,6 +167,10 @@ pub struct DownloadedFile {
     pub path: PathBuf,
     /// SHA-256 of the whole file.
     pub sha256: [u8; 32],
+    /// The same digest and the size as `opamp-verify` computed them while the bytes streamed to
+    /// disk: hand it to [`accept_hashed`](opamp_verify::Verified::accept_hashed) instead of
+    /// reading the file again.
+    pub hashed: HashedContent,
     /// Size in bytes.
     pub size: u64,
     /// Bytes that came from an earlier, interrupted attempt.
@@ -452,7 +456,7 @@ impl Downloader {
             if status == StatusCode::OK {
                 if offset > 0 {
                     tracing::info!(offset, "server sent the whole file; restarting download");
-                    hasher = Sha256::new();
+                    hasher = new_hasher();
                     offset = 0;
                 }
                 let total = response.content_length();
@@ -487,7 +491,7 @@ impl Downloader {
                     status: status.as_u16(),
                 });
             }
-            hasher = Sha256::new();
+            hasher = new_hasher();
             offset = 0;
         };
         let (mut response, total) = response;
@@ -550,7 +554,14 @@ impl Downloader {
                 });
             }
             // Hashed before it is queued: the writer owns the chunk from then on.
-            hasher.update(&chunk);
+            if hasher.update(&chunk).is_err() {
+                let _ = writer.finish().await;
+                let _ = self.discard(&request.name);
+                return Err(DownloadError::TooLarge {
+                    size: new_offset,
+                    limit,
+                });
+            }
             if writer.write(chunk).await.is_err() {
                 // The writer stopped on an error; finishing it returns that error.
                 let source = match writer.finish().await {
@@ -622,7 +633,7 @@ impl Downloader {
         request: &DownloadRequest,
         partial: &Path,
         meta_path: &Path,
-    ) -> Result<(Sha256, u64, Option<String>), DownloadError> {
+    ) -> Result<(ContentHasher, u64, Option<String>), DownloadError> {
         let meta: Option<PartialMeta> = std::fs::read(meta_path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -643,12 +654,15 @@ impl Downloader {
                         path: partial.to_path_buf(),
                         source,
                     })?;
+                // What was hashed is what the resume continues from, even if the file changed
+                // between the two looks.
+                let len = hasher.len();
                 tracing::info!(bytes = len, url = %request.url, "resuming download");
                 Ok((hasher, len, Some(meta.validator)))
             }
             _ => {
                 self.discard(&request.name)?;
-                Ok((Sha256::new(), 0, None))
+                Ok((new_hasher(), 0, None))
             }
         }
     }
@@ -658,11 +672,12 @@ impl Downloader {
         request: &DownloadRequest,
         partial: &Path,
         meta_path: &Path,
-        hasher: Sha256,
+        hasher: ContentHasher,
         size: u64,
         resumed_from: u64,
     ) -> Result<DownloadedFile, DownloadError> {
-        let sha256: [u8; 32] = hasher.finalize().into();
+        let hashed = hasher.finish();
+        let sha256 = *hashed.hash().as_bytes();
         if let Some(expected) = request.expected_sha256
             && expected != sha256
         {
@@ -689,6 +704,7 @@ impl Downloader {
         Ok(DownloadedFile {
             path: complete,
             sha256,
+            hashed,
             size,
             resumed_from,
         })
@@ -764,15 +780,20 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
     Some((start, total))
 }
 
-fn hash_prefix(path: &Path) -> io::Result<Sha256> {
+/// A hasher without a limit of its own: the downloader checks sizes before hashing.
+fn new_hasher() -> ContentHasher {
+    ContentHasher::new(u64::MAX)
+}
+
+fn hash_prefix(path: &Path) -> io::Result<ContentHasher> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = new_hasher();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match file.read(&mut buf) {
             Ok(0) => return Ok(hasher),
-            Ok(n) => hasher.update(&buf[..n]),
+            Ok(n) => hasher.update(&buf[..n]).map_err(io::Error::other)?,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }

@@ -141,16 +141,34 @@ fn buffer_size(max_size: u64) -> usize {
         .map_or(HASH_BUFFER_SIZE, |n| n.min(HASH_BUFFER_SIZE))
 }
 
-/// The hashing state shared by the sync and async readers: counts bytes and refuses
-/// content over the limit before hashing it.
-struct LimitedHasher {
+/// A streaming SHA-256 over content arriving in pieces (for example network chunks), with a
+/// size limit checked before any byte of an over-long piece is hashed.
+///
+/// Its [`finish`](Self::finish) gives the [`HashedContent`] that
+/// [`Verified::<ApprovedPackage>::accept_hashed`](crate::Verified::accept_hashed) takes, so a
+/// download can be verified while it streams to disk, without reading the file again.
+///
+/// ```
+/// use opamp_verify::{ContentHash, ContentHasher};
+/// let mut hasher = ContentHasher::new(1024);
+/// hasher.update(b"hello ")?;
+/// hasher.update(b"world")?;
+/// assert_eq!(hasher.len(), 11);
+/// let hashed = hasher.finish();
+/// assert_eq!(hashed.hash(), ContentHash::of(b"hello world"));
+/// assert!(ContentHasher::new(3).update(b"four").is_err());
+/// # Ok::<(), opamp_verify::VerifyError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ContentHasher {
     hasher: Sha256,
     len: u64,
     max_size: u64,
 }
 
-impl LimitedHasher {
-    fn new(max_size: u64) -> Self {
+impl ContentHasher {
+    /// A hasher that accepts at most `max_size` bytes in all.
+    pub fn new(max_size: u64) -> Self {
         Self {
             hasher: Sha256::new(),
             len: 0,
@@ -158,18 +176,35 @@ impl LimitedHasher {
         }
     }
 
-    fn absorb(&mut self, chunk: &[u8]) -> Result<()> {
-        self.len += chunk.len() as u64;
-        if self.len > self.max_size {
+    /// Hashes the next piece of content.
+    ///
+    /// # Errors
+    /// [`VerifyError::TooLarge`] when the content would exceed the limit; the piece is not
+    /// hashed and the hasher stays as it was.
+    pub fn update(&mut self, piece: &[u8]) -> Result<()> {
+        let len = self.len.saturating_add(piece.len() as u64);
+        if len > self.max_size {
             return Err(VerifyError::TooLarge {
                 limit: self.max_size,
             });
         }
-        self.hasher.update(chunk);
+        self.len = len;
+        self.hasher.update(piece);
         Ok(())
     }
 
-    fn finish(self) -> HashedContent {
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when no byte was hashed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest and length of everything hashed.
+    pub fn finish(self) -> HashedContent {
         HashedContent {
             hash: ContentHash(self.hasher.finalize().into()),
             len: self.len,
@@ -202,11 +237,11 @@ fn read_error(source: io::Error) -> VerifyError {
 pub fn hash_reader<R: Read>(reader: R, max_size: u64) -> Result<HashedContent> {
     let mut limited = reader.take(max_size.saturating_add(1));
     let mut buffer = vec![0u8; buffer_size(max_size)];
-    let mut hasher = LimitedHasher::new(max_size);
+    let mut hasher = ContentHasher::new(max_size);
     loop {
         match limited.read(&mut buffer) {
             Ok(0) => return Ok(hasher.finish()),
-            Ok(read) => hasher.absorb(&buffer[..read])?,
+            Ok(read) => hasher.update(&buffer[..read])?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => return Err(read_error(source)),
         }
@@ -242,11 +277,11 @@ where
 
     let mut limited = reader.take(max_size.saturating_add(1));
     let mut buffer = vec![0u8; buffer_size(max_size)];
-    let mut hasher = LimitedHasher::new(max_size);
+    let mut hasher = ContentHasher::new(max_size);
     loop {
         match limited.read(&mut buffer).await {
             Ok(0) => return Ok(hasher.finish()),
-            Ok(read) => hasher.absorb(&buffer[..read])?,
+            Ok(read) => hasher.update(&buffer[..read])?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(source) => return Err(read_error(source)),
         }

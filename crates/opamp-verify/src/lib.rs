@@ -3,8 +3,9 @@
 //! An OpAMP server offers packages as `PackageAvailable { version, file: DownloadableFile {
 //! content_hash, signature, .. } }`. This crate decides whether an agent may install one:
 //!
-//! - [`hash_reader`], [`verify_reader`], [`HashingWriter`] (and `hash_async_reader` with the
-//!   `tokio` feature): streaming SHA-256 with a hard size limit and constant-time comparison.
+//! - [`hash_reader`], [`verify_reader`], [`HashingWriter`], [`ContentHasher`] (and
+//!   `hash_async_reader` with the `tokio` feature): streaming SHA-256 with a hard size limit and
+//!   constant-time comparison.
 //! - [`ReleaseSigner`] (release side) signs a [`Statement`] (name, version, content hash, size,
 //!   expiry, downgrade rule) into a [`SignatureEnvelope`] with Ed25519, RSA-PSS/SHA-256 or RSA
 //!   PKCS#1 v1.5/SHA-256, or makes a compatible-mode signature over the content hash only.
@@ -57,7 +58,8 @@ mod wire;
 #[cfg(feature = "tokio")]
 pub use digest::hash_async_reader;
 pub use digest::{
-    ContentHash, HASH_BUFFER_SIZE, HashedContent, HashingWriter, hash_reader, verify_reader,
+    ContentHash, ContentHasher, HASH_BUFFER_SIZE, HashedContent, HashingWriter, hash_reader,
+    verify_reader,
 };
 pub use envelope::{
     ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_SIGNATURE_LEN, MAX_STATEMENT_LEN, SIGNING_DOMAIN,

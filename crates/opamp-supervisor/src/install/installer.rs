@@ -222,17 +222,16 @@ impl Installer {
 
         self.journal.advance(record, InstallStep::Verifying)?;
         events(InstallEvent::Step(InstallStep::Verifying));
-        let path = downloaded.path.clone();
-        let verified = tokio::task::spawn_blocking(move || {
-            let reader = std::fs::File::open(&path)?;
-            Ok::<_, std::io::Error>(
-                approved.verify_content(std::io::BufReader::new(reader), max_size),
-            )
-        })
-        .await
-        .map_err(|join| io_error("verify", &downloaded.path)(std::io::Error::other(join)))?
-        .map_err(io_error("open download", &downloaded.path))?
-        .map_err(verify_error)?;
+        // The downloader hashed the bytes with opamp-verify's hasher as they streamed to disk, so
+        // the check needs no second read of the file; staging re-hashes what it copies.
+        if downloaded.size > max_size {
+            return Err(verify_error(opamp_verify::VerifyError::TooLarge {
+                limit: max_size,
+            }));
+        }
+        let verified = approved
+            .accept_hashed(downloaded.hashed)
+            .map_err(verify_error)?;
         // Extraction and copies of a large binary run on the blocking pool.
         let stager = Stager {
             journal: self.journal.clone(),
