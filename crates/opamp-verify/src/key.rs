@@ -8,6 +8,8 @@ use rsa::pkcs8::EncodePublicKey as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
 use signature::Verifier as _;
+
+use crate::ring_rsa::RingRsaKey;
 use spki::der::pem::{self, LineEnding};
 use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
 
@@ -155,6 +157,8 @@ pub(crate) enum PublicKeyMaterial {
 pub struct PublicKey {
     id: KeyId,
     material: PublicKeyMaterial,
+    /// The same RSA key for `ring`, when it takes it (see `ring_rsa`).
+    ring_rsa: Option<RingRsaKey>,
 }
 
 impl PublicKey {
@@ -197,10 +201,7 @@ impl PublicKey {
                 });
             }
         };
-        Ok(Self {
-            id: KeyId::of_spki_der(der),
-            material,
-        })
+        Ok(Self::new(KeyId::of_spki_der(der), material))
     }
 
     pub(crate) fn from_material(material: PublicKeyMaterial) -> Result<Self> {
@@ -214,10 +215,19 @@ impl PublicKey {
             kind: "public key",
             reason: e.to_string(),
         })?;
-        Ok(Self {
-            id: KeyId::of_spki_der(der.as_bytes()),
+        Ok(Self::new(KeyId::of_spki_der(der.as_bytes()), material))
+    }
+
+    fn new(id: KeyId, material: PublicKeyMaterial) -> Self {
+        let ring_rsa = match &material {
+            PublicKeyMaterial::Rsa(key) => RingRsaKey::for_key(key),
+            PublicKeyMaterial::Ed25519(_) => None,
+        };
+        Self {
+            id,
             material,
-        })
+            ring_rsa,
+        }
     }
 
     /// The key id (SHA-256 of the SPKI DER).
@@ -286,15 +296,21 @@ impl PublicKey {
             }
             (PublicKeyMaterial::Rsa(key), Scheme::RsaPssSha256) => {
                 let signature = rsa::pss::Signature::try_from(signature).map_err(|_| bad())?;
-                rsa::pss::VerifyingKey::<Sha256>::new(key.clone())
-                    .verify(message, &signature)
-                    .map_err(|_| bad())
+                match &self.ring_rsa {
+                    Some(fast) => fast.verify(message, &signature),
+                    None => rsa::pss::VerifyingKey::<Sha256>::new(key.clone())
+                        .verify(message, &signature),
+                }
+                .map_err(|_| bad())
             }
             (PublicKeyMaterial::Rsa(key), Scheme::RsaPkcs1v15Sha256) => {
                 let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| bad())?;
-                rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
-                    .verify(message, &signature)
-                    .map_err(|_| bad())
+                match &self.ring_rsa {
+                    Some(fast) => fast.verify(message, &signature),
+                    None => rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
+                        .verify(message, &signature),
+                }
+                .map_err(|_| bad())
             }
             _ => Err(VerifyError::SchemeKeyMismatch {
                 key_id: self.id,
