@@ -328,4 +328,29 @@ fn rollout_start_watch_moves_a_real_supervisor() {
     pause.push(&id);
     let refused = work.opamp(&pause).expect_code(1);
     assert!(refused.stderr.contains("409"), "{}", refused.stderr);
+
+    // The audit log names the operator who started it and shows the agent's result.
+    let mut audit = with(&["rollout", "audit"]);
+    audit.push(&id);
+    let audit = work.opamp(&audit).expect_code(0);
+    let started_by = audit
+        .stdout
+        .lines()
+        .find(|line| line.split_whitespace().nth(3) == Some("started"))
+        .unwrap_or_else(|| panic!("no started record in\n{}", audit.stdout));
+    assert_eq!(
+        started_by.split_whitespace().nth(2),
+        Some("admin"),
+        "{started_by}"
+    );
+    assert!(audit.stdout.contains("agent_installed"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("version=1.1.0"), "{}", audit.stdout);
+    let json = work
+        .opamp(&with(&["rollout", "audit", "--json"]))
+        .expect_code(0);
+    let records: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        records.as_array().is_some_and(|r| r.len() >= 3),
+        "{records}"
+    );
 }

@@ -130,6 +130,12 @@ pub struct AdminSettings {
     /// A file holding the token (surrounding whitespace ignored); used when `token` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Named operators, each with a token of their own. The audit log records the name of the
+    /// operator whose token authorised each action; `token`/`token_file` above is the operator
+    /// named `admin`. Give each person or automation its own entry, so that one can be revoked
+    /// (removed) without rotating everyone's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorSettings>,
 }
 
 impl Default for AdminSettings {
@@ -138,9 +144,58 @@ impl Default for AdminSettings {
             listen: default_admin_listen(),
             token: None,
             token_file: None,
+            operators: Vec::new(),
         }
     }
 }
+
+/// One named operator of the admin API (`[[admin.operators]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OperatorSettings {
+    /// The name the audit log records: 1 to 64 characters among `A-Z a-z 0-9 . _ @ -`.
+    pub name: String,
+    /// The operator's bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the token; used when `token` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl OperatorSettings {
+    /// An operator with an inline token.
+    pub fn new(name: impl Into<String>, token: impl Into<String>) -> Self {
+        OperatorSettings {
+            name: name.into(),
+            token: Some(token.into()),
+            token_file: None,
+        }
+    }
+}
+
+/// A resolved admin credential: who, and the token that proves it.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OperatorToken {
+    /// The operator's name, as the audit log records it.
+    pub name: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorToken")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The name of the operator whose token is `admin.token` / `admin.token_file`.
+pub const DEFAULT_OPERATOR: &str = "admin";
 
 impl AdminSettings {
     /// The admin token, from `token` or `token_file`.
@@ -149,28 +204,125 @@ impl AdminSettings {
     /// [`FleetError::Config`] when neither is set, the file cannot be read, or the token is
     /// empty.
     pub fn resolve_token(&self) -> Result<String, FleetError> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(token), _) => token.trim().to_owned(),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map_err(|source| FleetError::Io {
-                    context: format!("reading admin token file {}", file.display()),
-                    source,
-                })?
-                .trim()
-                .to_owned(),
-            (None, None) => {
-                return Err(FleetError::Config {
-                    reason: "admin.token or admin.token_file is required".into(),
-                });
-            }
-        };
-        if token.is_empty() {
-            return Err(FleetError::Config {
-                reason: "the admin token is empty".into(),
+        read_token(
+            DEFAULT_OPERATOR,
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+        )?
+        .ok_or_else(|| FleetError::Config {
+            reason: "admin.token or admin.token_file is required".into(),
+        })
+    }
+
+    /// Every operator allowed to use the admin API: `admin` (from `token`/`token_file`, when
+    /// set) and each `[[admin.operators]]` entry.
+    ///
+    /// ```
+    /// use opamp_fleet::config::{AdminSettings, OperatorSettings};
+    /// let mut admin = AdminSettings::default();
+    /// admin.token = Some("root-secret".into());
+    /// admin.operators.push(OperatorSettings::new("alice", "alice-secret"));
+    /// let operators = admin.resolve_operators()?;
+    /// assert_eq!(operators.len(), 2);
+    /// assert_eq!(operators[1].name, "alice");
+    /// # Ok::<(), opamp_fleet::FleetError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`FleetError::Config`] when there is no operator at all, a name is invalid or repeated,
+    /// a token is empty or shared by two operators, or an operator has no token; [`FleetError::Io`]
+    /// when a token file cannot be read.
+    pub fn resolve_operators(&self) -> Result<Vec<OperatorToken>, FleetError> {
+        let config = |reason: String| FleetError::Config { reason };
+        let mut resolved = Vec::with_capacity(self.operators.len() + 1);
+        if let Some(token) = read_token(
+            DEFAULT_OPERATOR,
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+        )? {
+            resolved.push(OperatorToken {
+                name: DEFAULT_OPERATOR.to_owned(),
+                token,
             });
         }
-        Ok(token)
+        for operator in &self.operators {
+            check_operator_name(&operator.name)?;
+            let token = read_token(
+                &operator.name,
+                operator.token.as_deref(),
+                operator.token_file.as_deref(),
+            )?
+            .ok_or_else(|| {
+                config(format!(
+                    "admin operator {:?} needs a token or token_file",
+                    operator.name
+                ))
+            })?;
+            if resolved.iter().any(|known| known.name == operator.name) {
+                return Err(config(format!(
+                    "admin operator {:?} is defined twice",
+                    operator.name
+                )));
+            }
+            if resolved.iter().any(|known| known.token == token) {
+                return Err(config(format!(
+                    "admin operator {:?} has the same token as another operator; the audit log \
+                     could not tell them apart",
+                    operator.name
+                )));
+            }
+            resolved.push(OperatorToken {
+                name: operator.name.clone(),
+                token,
+            });
+        }
+        if resolved.is_empty() {
+            return Err(config(
+                "admin.token, admin.token_file or an [[admin.operators]] entry is required".into(),
+            ));
+        }
+        Ok(resolved)
     }
+}
+
+/// The token from `inline` or `file` (trimmed), `None` when neither is set.
+fn read_token(
+    who: &str,
+    inline: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, FleetError> {
+    let token = match (inline, file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|source| FleetError::Io {
+                context: format!(
+                    "reading the token file of admin operator {who}: {}",
+                    file.display()
+                ),
+                source,
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        return Err(FleetError::Config {
+            reason: format!("the token of admin operator {who} is empty"),
+        });
+    }
+    Ok(Some(token))
+}
+
+fn check_operator_name(name: &str) -> Result<(), FleetError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+        return Err(FleetError::Config {
+            reason: format!(
+                "invalid admin operator name {name:?}: use 1 to 64 characters among A-Z a-z 0-9 . _ @ -"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -319,5 +471,71 @@ mod tests {
             config.admin.resolve_token(),
             Err(FleetError::Config { .. })
         ));
+    }
+    #[test]
+    fn named_operators_parse_and_bad_ones_are_refused() {
+        let config = FleetServerConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:4320"
+            data_dir = "/tmp/fleet"
+            [[admin.operators]]
+            name = "alice"
+            token = "a-secret"
+            [[admin.operators]]
+            name = "ci.deploy-bot"
+            token = " b-secret "
+            "#,
+        )
+        .unwrap();
+        let operators = config.admin.resolve_operators().unwrap();
+        let names: Vec<&str> = operators.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["alice", "ci.deploy-bot"]);
+        assert_eq!(operators[1].token, "b-secret");
+        assert!(!format!("{operators:?}").contains("secret"));
+        // No `admin` operator without admin.token: it is optional once others exist.
+        assert!(config.admin.resolve_token().is_err());
+
+        let refused = |admin: AdminSettings, needle: &str| match admin.resolve_operators() {
+            Err(FleetError::Config { reason }) => assert!(reason.contains(needle), "{reason}"),
+            other => panic!("expected a refusal mentioning {needle:?}, got {other:?}"),
+        };
+        let with = |operators: Vec<OperatorSettings>| AdminSettings {
+            token: Some("root".into()),
+            operators,
+            ..AdminSettings::default()
+        };
+        refused(AdminSettings::default(), "required");
+        refused(
+            with(vec![OperatorSettings::new("admin", "other")]),
+            "defined twice",
+        );
+        refused(
+            with(vec![
+                OperatorSettings::new("a", "same"),
+                OperatorSettings::new("b", "same"),
+            ]),
+            "same token",
+        );
+        refused(with(vec![OperatorSettings::new("c", "root")]), "same token");
+        refused(with(vec![OperatorSettings::new("d", "  ")]), "empty");
+        for bad in ["", "has space", "../x", "ünicode", &"x".repeat(65)] {
+            refused(with(vec![OperatorSettings::new(bad, "t")]), "invalid");
+        }
+        let mut no_token = OperatorSettings::new("e", "t");
+        no_token.token = None;
+        refused(with(vec![no_token]), "needs a token");
+        let mut missing_file = OperatorSettings::new("f", "t");
+        missing_file.token = None;
+        missing_file.token_file = Some("/nonexistent/opamp/token".into());
+        assert!(matches!(
+            with(vec![missing_file]).resolve_operators(),
+            Err(FleetError::Io { .. })
+        ));
+    }
+    #[test]
+    fn the_example_server_toml_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/server.toml");
+        let config = FleetServerConfig::from_file(std::path::Path::new(path)).unwrap();
+        assert_eq!(config.admin.listen, default_admin_listen());
     }
 }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
+use opamp_fleet::audit::Actor;
+use opamp_fleet::config::OperatorSettings;
 use opamp_fleet::{
     AgentPhase, BatchPlan, FleetError, FleetServer, FleetServerConfig, RolloutStatus,
     RunningFleetServer,
@@ -586,8 +588,22 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     let dir = tempfile::tempdir().unwrap();
     let mut settings = config(dir.path(), "127.0.0.1:0".parse().unwrap());
     settings.download_token = Some("download-secret".into());
+    // Two more operators with tokens of their own: the audit log must name who did what.
+    let alice_token = dir.path().join("alice.token");
+    std::fs::write(&alice_token, "alice-secret\n").unwrap();
+    let mut alice = OperatorSettings::new("alice", "unused");
+    alice.token = None;
+    alice.token_file = Some(alice_token);
+    settings.admin.operators.push(alice);
+    settings
+        .admin
+        .operators
+        .push(OperatorSettings::new("bob@ops", "bob-secret"));
     let server = FleetServer::start(settings).await.unwrap();
     let client = admin(&server);
+    let base = format!("http://{}", server.admin_addr());
+    let alice = AdminClient::new(&base, "alice-secret").unwrap();
+    let bob = AdminClient::new(&base, "bob-secret").unwrap();
     upload(&client, dir.path(), "1.0.0").await;
     upload(&client, dir.path(), "2.0.0").await;
     let addr = server.opamp_addr();
@@ -631,7 +647,7 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     let rollout = client.create_rollout(&request).await.unwrap();
     let id = rollout.id.to_string();
     wait_status(&client, &id, RolloutStatus::Baking).await;
-    let paused = client.pause(&id).await.unwrap();
+    let paused = alice.pause(&id).await.unwrap();
     assert_eq!(paused.status, RolloutStatus::Paused);
     match client.pause(&id).await {
         Err(FleetError::AdminApi {
@@ -639,7 +655,7 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         }) => {}
         other => panic!("pausing twice must be refused, got {other:?}"),
     }
-    let resumed = client.resume(&id).await.unwrap();
+    let resumed = bob.resume(&id).await.unwrap();
     assert_eq!(resumed.status, RolloutStatus::Baking);
     let moved: Vec<_> = resumed
         .agents
@@ -650,7 +666,7 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     assert_eq!(moved.len(), 4, "every agent moved to 2.0.0");
 
     // Abort: the agents, which run 2.0.0 now, are offered 1.0.0 again and install it.
-    let aborted = client
+    let aborted = alice
         .abort(&id, "operator changed their mind")
         .await
         .unwrap();
@@ -663,6 +679,17 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     assert_eq!(kinds.iter().filter(|k| **k == "agent_reverted").count(), 4);
+    let actor_of = |kind: &str| {
+        audit
+            .iter()
+            .find(|a| a.record.action.kind() == kind)
+            .map(|a| a.record.actor.clone())
+    };
+    let operator = |name: &str| Some(Actor::Operator(name.to_owned()));
+    assert_eq!(actor_of("started"), operator("admin"));
+    assert_eq!(actor_of("paused"), operator("alice"));
+    assert_eq!(actor_of("resumed"), operator("bob@ops"));
+    assert_eq!(actor_of("aborted"), operator("alice"));
     stop_all(agents).await;
     server.shutdown().await;
 }

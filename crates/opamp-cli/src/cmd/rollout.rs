@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
-use opamp_fleet::{BatchPlan, FailureBudget, RolloutStatus};
+use opamp_fleet::{Actor, AuditAction, BatchPlan, FailureBudget, RolloutStatus};
 
 use super::{
     AdminConnection, fleet_error, parse_duration, parse_label, parse_version, table, watch,
@@ -17,7 +17,8 @@ const AFTER_HELP: &str = "\
 Example:
   opamp rollout start --package otelcol --version 1.1.0 --selector env=prod \\
       --canary-share 0.05 --batches 4 --bake-time 10m --watch
-  opamp rollout status 7 --watch";
+  opamp rollout status 7 --watch
+  opamp rollout audit 7";
 
 /// Arguments of `opamp rollout`.
 #[derive(Debug, clap::Args)]
@@ -76,6 +77,18 @@ fails to install or turns unhealthy within the bake time aborts the rollout and 
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        connection: AdminConnection,
+    },
+    /// Show the audit log: who started, paused, resumed or aborted rollouts, every wave and
+    /// every agent's result.
+    #[command(after_help = "Example:\n  opamp rollout audit 7\n  opamp rollout audit --json")]
+    Audit {
+        /// Only this rollout's records (default: every rollout's).
+        id: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: AdminConnection,
     },
@@ -201,6 +214,37 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                     .map_err(|e| fleet_error(e, format!("cannot abort rollout {id}")))?;
                 output::line(format_args!("rollout {id}: {}", view.status))
             }
+            RolloutCommand::Audit {
+                id,
+                json,
+                connection,
+            } => {
+                let client = connection.client()?;
+                let records = client
+                    .audit(id.as_deref())
+                    .await
+                    .map_err(|e| fleet_error(e, "cannot read the audit log"))?;
+                if *json {
+                    return output::line(to_json(&records)?);
+                }
+                let rows: Vec<Vec<String>> = records
+                    .iter()
+                    .map(|stored| {
+                        let record = &stored.record;
+                        vec![
+                            record.at.to_string(),
+                            record.rollout_id.to_string(),
+                            actor(&record.actor),
+                            record.action.kind().to_owned(),
+                            details(&record.action),
+                        ]
+                    })
+                    .collect();
+                output::line(table::render(
+                    &["AT", "ROLLOUT", "WHO", "ACTION", "DETAILS"],
+                    &rows,
+                ))
+            }
             RolloutCommand::List { json, connection } => {
                 let client = connection.client()?;
                 let rollouts = client
@@ -320,6 +364,31 @@ async fn print_view(client: &AdminClient, view: &RolloutView) -> Result<(), Comm
         watch::counts(view),
         watch::versions(&fleet, &view.spec.package_name)
     ))
+}
+
+fn actor(actor: &Actor) -> String {
+    match actor {
+        Actor::Operator(name) => name.clone(),
+        Actor::Agent(uid) => format!("agent {uid}"),
+        Actor::Engine => "engine".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The action's fields as `key=value` pairs (its kind is a column of its own).
+fn details(action: &AuditAction) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(action) else {
+        return String::new();
+    };
+    fields
+        .iter()
+        .filter(|(key, _)| key.as_str() != "action")
+        .map(|(key, value)| match value {
+            serde_json::Value::String(text) => format!("{key}={text}"),
+            other => format!("{key}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CommandError> {

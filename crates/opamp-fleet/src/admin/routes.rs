@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::Extension;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
 use crate::FleetError;
 use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
+use crate::config::OperatorToken;
 use crate::metrics::FleetMetrics;
 use crate::rollout::{Rollout, RolloutId};
 use crate::server::driver::{Operation, Request as DriverRequest};
@@ -32,7 +34,7 @@ use crate::store::{AuditQuery, FleetStore, SqliteStore, StoreError};
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct AdminState {
-    pub(crate) token: Arc<str>,
+    pub(crate) operators: Arc<[OperatorToken]>,
     pub(crate) store: SharedStore,
     pub(crate) catalog: Catalog,
     pub(crate) driver: mpsc::Sender<DriverRequest>,
@@ -42,8 +44,9 @@ pub(crate) struct AdminState {
     pub(crate) shutdown: CancellationToken,
 }
 
-/// The operator identity recorded in the audit log (one admin token today).
-const OPERATOR: &str = "admin";
+/// The operator whose token authorised the request; the audit log records its name.
+#[derive(Clone, Debug)]
+struct Operator(Arc<str>);
 
 pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
@@ -66,16 +69,29 @@ pub(crate) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<AdminState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let authorised =
-        presented.is_some_and(|token| bool::from(token.as_bytes().ct_eq(state.token.as_bytes())));
-    if !authorised {
+    // Every token is compared, in constant time, so the answer's timing does not tell which
+    // operator's token a guess came close to.
+    let operator = presented.and_then(|presented| {
+        state.operators.iter().fold(None, |found, operator| {
+            let matches = bool::from(presented.as_bytes().ct_eq(operator.token.as_bytes()));
+            found.or(matches.then_some(operator.name.as_str()))
+        })
+    });
+    if let Some(name) = operator {
+        let operator = Operator(Arc::from(name));
+        request.extensions_mut().insert(operator);
+    } else {
         let mut response = failure(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -255,11 +271,12 @@ async fn ask<T>(
 
 async fn create_rollout(
     State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
     Json(request): Json<RolloutRequest>,
 ) -> Answer<Response> {
     let view: RolloutView = ask(&state, |reply| DriverRequest::Create {
         request,
-        by: OPERATOR.to_owned(),
+        by: operator.0.to_string(),
         reply,
     })
     .await?;
@@ -275,27 +292,41 @@ async fn rollout(State(state): State<AdminState>, Path(id): Path<String>) -> Ans
     Ok(Json(RolloutView::of(&rollout)).into_response())
 }
 
-async fn operate(state: &AdminState, id: String, operation: Operation) -> Answer<Response> {
+async fn operate(
+    state: &AdminState,
+    operator: Operator,
+    id: String,
+    operation: Operation,
+) -> Answer<Response> {
     let view = ask(state, |reply| DriverRequest::Operate {
         id: RolloutId::new(id),
         operation,
-        by: OPERATOR.to_owned(),
+        by: operator.0.to_string(),
         reply,
     })
     .await?;
     Ok(Json(view).into_response())
 }
 
-async fn pause(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
-    operate(&state, id, Operation::Pause).await
+async fn pause(
+    State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Answer<Response> {
+    operate(&state, operator, id, Operation::Pause).await
 }
 
-async fn resume(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
-    operate(&state, id, Operation::Resume).await
+async fn resume(
+    State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
+    Path(id): Path<String>,
+) -> Answer<Response> {
+    operate(&state, operator, id, Operation::Resume).await
 }
 
 async fn abort(
     State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Answer<Response> {
@@ -311,7 +342,7 @@ async fn abort(
     } else {
         request.reason
     };
-    operate(&state, id, Operation::Abort { reason }).await
+    operate(&state, operator, id, Operation::Abort { reason }).await
 }
 
 async fn rollout_events(

@@ -59,10 +59,10 @@ impl FleetServer {
     /// ```
     ///
     /// # Errors
-    /// [`FleetError::Config`] (no admin token), [`FleetError::Io`] (data directory, admin
+    /// [`FleetError::Config`] (no admin operator or a bad one), [`FleetError::Io`] (data directory, admin
     /// bind), store errors, [`FleetError::Transport`] (agent listener bind, TLS files).
     pub async fn start(config: FleetServerConfig) -> Result<RunningFleetServer, FleetError> {
-        let token = config.admin.resolve_token()?;
+        let operators = config.admin.resolve_operators()?;
         let packages_dir = config.packages_dir();
         std::fs::create_dir_all(&packages_dir).map_err(|source| FleetError::Io {
             context: format!("creating {}", packages_dir.display()),
@@ -122,7 +122,7 @@ impl FleetServer {
                 source,
             })?;
         let app = router(AdminState {
-            token: token.into(),
+            operators: operators.into(),
             store,
             catalog,
             driver: requests,
