@@ -7,6 +7,7 @@ mod collector_support;
 
 use agent_support::{Fleet, Host, InProcess, described_version, package, package_is};
 use collector_support::Behaviour;
+use opamp_packages::{OfferedPackage, PackageName, PackageOffer};
 use opamp_proto::v1::PackageStatusEnum;
 use opamp_verify::DowngradeAuthorisation;
 
@@ -222,5 +223,71 @@ async fn installed_is_reported_with_fresh_health_not_the_health_seen_during_the_
         health.healthy,
         "Installed must not arrive beside stale unhealthy health: {health:?}"
     );
+    supervisor.shutdown().await;
+}
+
+/// The spec's package statuses cover every package offered: an add-on this supervisor does not
+/// install is reported `InstallFailed` with the reason, while the collector upgrades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addon_packages_are_reported_not_installed_while_the_collector_upgrades() {
+    let mut fleet = Fleet::start().await;
+    let host = Host::new("1.0.0");
+    let (_, config) = host.config(&fleet.endpoint(), "300ms");
+    let supervisor = InProcess::spawn(config);
+    let uid = fleet.wait_connected().await;
+    fleet
+        .wait_until(uid, "initial Installed 1.0.0", |s| {
+            package_is(s, PackageStatusEnum::Installed, "1.0.0")
+        })
+        .await;
+
+    let new = host.build("1.1.0", Behaviour::default());
+    let collector = fleet.signed_package(
+        &host.signer,
+        "1.1.0",
+        &new,
+        &new,
+        DowngradeAuthorisation::Forbidden,
+    );
+    let addon = OfferedPackage::addon(
+        PackageName::new("geoip-db").unwrap(),
+        "2026.11",
+        fleet.publish("geoip-db", b"database"),
+        opamp_packages::ContentHash::from([7u8; 32]),
+    );
+    let offer = PackageOffer::new()
+        .with_package(collector)
+        .unwrap()
+        .with_package(addon)
+        .unwrap()
+        .build();
+    fleet.offer(uid, offer.clone());
+    let status = fleet
+        .wait_until(uid, "Installed 1.1.0 and the add-on refused", |s| {
+            package_is(s, PackageStatusEnum::Installed, "1.1.0")
+                && s.package_statuses
+                    .as_ref()
+                    .is_some_and(|all| all.packages.contains_key("geoip-db"))
+        })
+        .await;
+    let all = status.package_statuses.unwrap();
+    assert_eq!(
+        all.server_provided_all_packages_hash,
+        offer.all_packages_hash
+    );
+    let addon = &all.packages["geoip-db"];
+    assert_eq!(addon.status, PackageStatusEnum::InstallFailed as i32);
+    assert_eq!(addon.server_offered_version, "2026.11");
+    assert_eq!(addon.server_offered_hash, offer.packages["geoip-db"].hash);
+    assert!(addon.agent_has_version.is_empty());
+    assert!(
+        addon
+            .error_message
+            .contains("add-on packages are not supported")
+            && addon.error_message.contains("otelcol"),
+        "{}",
+        addon.error_message
+    );
+    assert_eq!(host.live_version(), "1.1.0");
     supervisor.shutdown().await;
 }

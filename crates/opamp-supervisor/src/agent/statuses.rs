@@ -39,22 +39,19 @@ impl StatusBoard {
         });
     }
 
-    /// Records the `all_packages_hash` of the last offer processed.
-    pub(super) fn set_all_packages_hash(&self, hash: &[u8]) {
-        self.tx.send_if_modified(|all| {
-            let changed = all.server_provided_all_packages_hash != hash;
-            if changed {
-                all.server_provided_all_packages_hash = hash.to_vec();
-            }
-            changed
-        });
-    }
-
-    /// Starts handling an offer: records its `all_packages_hash` and marks the package
-    /// `InstallPending` in one update, so no status of an earlier offer is ever reported
-    /// with this offer's hash.
-    pub(super) fn begin_offer(&self, all_packages_hash: &[u8], context: &StatusContext) {
-        let pending = PackageStatus {
+    /// Starts handling an offer: records its `all_packages_hash`, marks the collector's
+    /// package `InstallPending` (when the offer has one) and replaces every other package's
+    /// status with `refused` (the offered packages this supervisor does not install), all in
+    /// one update, so no status of an earlier offer is ever reported with this offer's hash.
+    /// The status of `running` (the collector package that runs now) stays until replaced.
+    pub(super) fn begin_offer(
+        &self,
+        all_packages_hash: &[u8],
+        running: &str,
+        collector: Option<&StatusContext>,
+        refused: Vec<PackageStatus>,
+    ) {
+        let pending = collector.map(|context| PackageStatus {
             name: context.name.clone(),
             agent_has_version: context.agent_has_version.clone(),
             agent_has_hash: context.agent_has_hash.clone(),
@@ -62,10 +59,19 @@ impl StatusBoard {
             server_offered_hash: context.server_offered_hash.clone(),
             status: PackageStatusEnum::InstallPending as i32,
             ..PackageStatus::default()
-        };
+        });
         self.tx.send_modify(|all| {
             all.server_provided_all_packages_hash = all_packages_hash.to_vec();
-            all.packages.insert(pending.name.clone(), pending);
+            // Statuses of packages an earlier offer had and this one does not are stale.
+            let pending_name = pending.as_ref().map(|p| p.name.as_str());
+            all.packages
+                .retain(|name, _| name == running || Some(name.as_str()) == pending_name);
+            for status in refused {
+                all.packages.insert(status.name.clone(), status);
+            }
+            if let Some(pending) = pending {
+                all.packages.insert(pending.name.clone(), pending);
+            }
         });
     }
 
@@ -197,13 +203,33 @@ mod tests {
                 error_message: "old".into(),
             },
         ));
+        board.set(package_status(
+            &StatusContext::new("gone-addon", "", vec![], "1", vec![4]),
+            &InstallEvent::InstallFailed {
+                error_message: "not installed".into(),
+            },
+        ));
         let new = StatusContext::new("otelcol", "1.0.0", vec![1], "1.2.0", vec![3]);
-        board.begin_offer(&[9; 32], &new);
+        let refused = package_status(
+            &StatusContext::new("plugin", "", vec![], "0.3.0", vec![5]),
+            &InstallEvent::InstallFailed {
+                error_message: "not supported".into(),
+            },
+        );
+        board.begin_offer(&[9; 32], "otelcol", Some(&new), vec![refused]);
         let all = rx.borrow().clone();
         assert_eq!(all.server_provided_all_packages_hash, vec![9; 32]);
         let status = &all.packages["otelcol"];
         assert_eq!(status.status, PackageStatusEnum::InstallPending as i32);
         assert_eq!(status.server_offered_version, "1.2.0");
         assert!(status.error_message.is_empty());
+        assert!(
+            !all.packages.contains_key("gone-addon"),
+            "a package the new offer lacks has no status any more"
+        );
+        let plugin = &all.packages["plugin"];
+        assert_eq!(plugin.status, PackageStatusEnum::InstallFailed as i32);
+        assert_eq!(plugin.server_offered_version, "0.3.0");
+        assert_eq!(plugin.error_message, "not supported");
     }
 }

@@ -248,24 +248,28 @@ impl Worker {
     /// Acts on one offer; returns it when it should be tried again later (a cut download).
     async fn handle_offer(&mut self, offer: Offer) -> Option<Offer> {
         let all_hash = offer.offer.all_packages_hash.clone();
-        let Some(planned) = self.top_level(&offer.plan).cloned() else {
+        let planned = self.top_level(&offer.plan).cloned();
+        let wire_key = planned.as_ref().map(|p| p.key.wire_key().to_owned());
+        let available = wire_key
+            .as_ref()
+            .and_then(|key| offer.offer.packages.get(key).cloned());
+        let refused = self.refused_packages(&offer.offer, wire_key.as_deref());
+        let (Some(planned), Some(wire_key), Some(available)) = (planned, wire_key, available)
+        else {
             tracing::info!("package offer has no top-level package for this collector");
-            self.statuses.set_all_packages_hash(&all_hash);
+            self.statuses
+                .begin_offer(&all_hash, &self.current.name, None, refused);
             return None;
         };
-        let wire_key = planned.key.wire_key().to_owned();
         let name = if wire_key.is_empty() {
             self.current.name.clone()
         } else {
             wire_key.clone()
         };
-        let Some(available) = offer.offer.packages.get(&wire_key).cloned() else {
-            self.statuses.set_all_packages_hash(&all_hash);
-            return None;
-        };
         // Received and being handled: the server need not send it again.
+        let context = self.status_context(&name, &available);
         self.statuses
-            .begin_offer(&all_hash, &self.status_context(&name, &available));
+            .begin_offer(&all_hash, &self.current.name, Some(&context), refused);
         let again = match &planned.action {
             PackageAction::Remove { .. } => {
                 tracing::warn!(package = %name, "the server no longer offers the collector; keeping it");
@@ -370,6 +374,43 @@ impl Worker {
                 failed.error.is_retryable().then_some(offer)
             }
         }
+    }
+
+    /// `InstallFailed` statuses for the offered packages other than the collector's: the
+    /// server learns they were received and why nothing happens to them (add-ons, or
+    /// packages meant for other agents), instead of waiting for an answer.
+    fn refused_packages(
+        &self,
+        offer: &v1::PackagesAvailable,
+        collector_key: Option<&str>,
+    ) -> Vec<v1::PackageStatus> {
+        offer
+            .packages
+            .iter()
+            .filter(|(name, _)| !name.is_empty() && Some(name.as_str()) != collector_key)
+            .map(|(name, available)| {
+                let kind = if available.r#type == v1::PackageType::Addon as i32 {
+                    "add-on packages are not supported"
+                } else {
+                    "it is not this collector's package"
+                };
+                let collector = collector_key
+                    .filter(|key| !key.is_empty())
+                    .unwrap_or(&self.current.name);
+                let error_message = format!(
+                    "not installed: this supervisor installs only the collector package \
+                     {collector:?}; {kind}"
+                );
+                let context = StatusContext::new(
+                    name,
+                    "",
+                    Vec::new(),
+                    &available.version,
+                    available.hash.clone(),
+                );
+                package_status(&context, &InstallEvent::InstallFailed { error_message })
+            })
+            .collect()
     }
 
     fn status_context(&self, name: &str, available: &v1::PackageAvailable) -> StatusContext {

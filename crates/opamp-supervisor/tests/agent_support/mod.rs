@@ -143,6 +143,19 @@ impl Fleet {
         signed: &[u8],
         downgrade: DowngradeAuthorisation,
     ) -> v1::PackagesAvailable {
+        let package = self.signed_package(signer, version, served, signed, downgrade);
+        PackageOffer::new().with_package(package).unwrap().build()
+    }
+
+    /// The collector package of [`Fleet::signed_offer`], to combine with others.
+    pub fn signed_package(
+        &self,
+        signer: &ReleaseSigner,
+        version: &str,
+        served: &[u8],
+        signed: &[u8],
+        downgrade: DowngradeAuthorisation,
+    ) -> OfferedPackage {
         let hash = opamp_verify::ContentHash::of(signed);
         let statement = Statement::new(
             PACKAGE,
@@ -156,14 +169,13 @@ impl Fleet {
         let signature = signer.sign_statement(&statement).unwrap();
         let file_name = format!("otelcol-{version}-{}", hex(&hash.as_bytes()[..6]));
         let url = self.publish(&file_name, served);
-        let package = OfferedPackage::top_level(
+        OfferedPackage::top_level(
             PackageName::new(PACKAGE).unwrap(),
             version,
             url,
             opamp_packages::ContentHash::from(*hash.as_bytes()),
         )
-        .with_signature(signature);
-        PackageOffer::new().with_package(package).unwrap().build()
+        .with_signature(signature)
     }
 }
 
