@@ -5,12 +5,12 @@
 //! view equals what the agents really run.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic fails the test
 
-mod fault_support;
+mod fleet_support;
 
 use std::time::Duration;
 
-use fault_support::proxy::{FaultProxy, chaos};
-use fault_support::{
+use fleet_support::proxy::{FaultProxy, chaos};
+use fleet_support::{
     WAIT, admin, assert_converged, config, request, spawn_fleet, stop_all, upload,
     wait_connected_at,
 };
@@ -40,7 +40,7 @@ async fn rollout_through_a_faulty_network(seed: u64) {
         .unwrap();
     let id = rollout.id.to_string();
     let (log, ()) = tokio::join!(chaos(&proxy, seed, stop.clone()), async {
-        let status = tokio::time::timeout(WAIT, fault_support::wait_terminal(&client, &id))
+        let status = tokio::time::timeout(WAIT, fleet_support::wait_terminal(&client, &id))
             .await
             .expect("the rollout ended in time");
         eprintln!("seed {seed}: rollout ended {}", status.as_str());

@@ -10,15 +10,15 @@
 //! says so, nobody was offered anything outside the plan, and the store audited every install.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic fails the test
 
-mod fault_support;
+mod fleet_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use fault_support::proxy::{FaultProxy, chaos};
-use fault_support::{
+use fleet_support::proxy::{FaultProxy, chaos};
+use fleet_support::{
     PACKAGE, WAIT, admin, assert_converged, config, request, spawn_fleet, stop_all, upload,
     wait_connected_at, wait_rollout,
 };
@@ -240,13 +240,13 @@ async fn server_killed_during_canary_and_while_reverting_an_abort_finishes_the_r
     server = ServerProcess::start(&data_dir, opamp, admin_addr, 2).await;
 
     assert_eq!(
-        fault_support::wait_terminal(&client, &id).await,
+        fleet_support::wait_terminal(&client, &id).await,
         RolloutStatus::RolledBack
     );
     let view = client.rollout(&id).await.unwrap();
     let canaries: Vec<_> = view.agents.iter().filter(|a| a.wave == 0).collect();
     assert!(canaries.len() >= 2, "{canaries:?}");
-    fault_support::poll("every agent back on 1.0.0 in the server's view", || async {
+    fleet_support::poll("every agent back on 1.0.0 in the server's view", || async {
         let records = client.agents().await.ok()?;
         let back = records.len() == 7
             && records
@@ -380,7 +380,7 @@ async fn server_kills_and_network_faults_together_still_converge() {
             server =
                 ServerProcess::start_with(&data_dir, opamp, admin_addr, &public_url, run).await;
         }
-        fault_support::wait_terminal(&client, &id).await;
+        fleet_support::wait_terminal(&client, &id).await;
         stop.cancel();
     };
     let (log, ()) = tokio::join!(network, kills);

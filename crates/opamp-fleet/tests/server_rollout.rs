@@ -1,17 +1,23 @@
-//! The fleet server end to end on 127.0.0.1: real WebSocket agents (the transport's client
-//! with an `AgentSession`) that install offers by downloading the file over HTTP, checking
-//! its SHA-256 and reporting `Installed` or `InstallFailed`; real SQLite files; the admin API
-//! through `AdminClient`.
+//! The fleet server end to end on 127.0.0.1: real WebSocket and HTTP agents
+//! (`tests/fleet_support`: the transport's client with an `AgentSession`) that install offers
+//! by downloading the file over HTTP, checking its SHA-256 and reporting `Installed` or
+//! `InstallFailed`; real SQLite files; the admin API through `AdminClient`.
 
 // Helpers here are test code too: a panic is a failed test (see clippy.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
+mod fleet_support;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_support::{
+    FailingVersions, PACKAGE, TestAgent, spawn_failing_agent, stop_all, upload, versions,
+    wait_connected_at,
+};
 use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
 use opamp_fleet::audit::Actor;
 use opamp_fleet::config::OperatorSettings;
@@ -19,14 +25,8 @@ use opamp_fleet::{
     AgentPhase, BatchPlan, FleetError, FleetServer, FleetServerConfig, RolloutStatus,
     RunningFleetServer,
 };
-use opamp_proto::{AgentCapabilities, InstanceUid, v1};
-use opamp_session::{AgentConfig, AgentEvent};
-use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "test-admin-token";
-const PACKAGE: &str = "otelcol";
 
 // ----- the server ---------------------------------------------------------------------
 
@@ -42,53 +42,6 @@ async fn start_server(data_dir: &Path, listen: SocketAddr) -> RunningFleetServer
 
 fn admin(server: &RunningFleetServer) -> AdminClient {
     AdminClient::new(&format!("http://{}", server.admin_addr()), TOKEN).unwrap()
-}
-
-/// Adds `version` of the package to the catalog through the admin API.
-async fn upload(client: &AdminClient, dir: &Path, version: &str) {
-    let file = dir.join(format!("otelcol-{version}.bin"));
-    std::fs::write(&file, format!("collector build {version}").repeat(1000)).unwrap();
-    let entry = client
-        .add_package(&file, PACKAGE, version, b"release-signature")
-        .await
-        .unwrap();
-    assert_eq!(entry.version, version);
-}
-
-/// Polls the admin API until `check` holds for the agent list (bounded).
-async fn wait_for_agents(
-    client: &AdminClient,
-    what: &str,
-    check: impl Fn(&[opamp_fleet::store::AgentRecord]) -> bool,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let agents = client.agents().await.unwrap();
-        if check(&agents) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {agents:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_connected_at(client: &AdminClient, count: usize, version: &str) {
-    wait_for_agents(
-        client,
-        &format!("{count} agents connected at {version}"),
-        |agents| {
-            agents.len() == count
-                && agents.iter().all(|a| {
-                    a.connected
-                        && a.package_versions.get(PACKAGE).map(String::as_str) == Some(version)
-                        && a.capabilities & AgentCapabilities::ACCEPTS_PACKAGES.bits() != 0
-                })
-        },
-    )
-    .await;
 }
 
 /// Follows the rollout's event stream until a terminal status.
@@ -124,201 +77,24 @@ async fn wait_status(client: &AdminClient, id: &str, status: RolloutStatus) {
         .expect("status reached in time");
 }
 
-// ----- the simulated agents -------------------------------------------------------------
+// ----- the simulated agents (tests/fleet_support) ----------------------------------------
 
-struct TestAgent {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl TestAgent {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-}
-
-/// Versions whose install this agent reports as failed.
-type FailingVersions = Arc<HashSet<String>>;
-
-fn package_status(
-    has: &str,
-    has_hash: &[u8],
-    offered: Option<&v1::PackageAvailable>,
-    status: v1::PackageStatusEnum,
-    error: &str,
-) -> v1::PackageStatus {
-    v1::PackageStatus {
-        name: PACKAGE.into(),
-        agent_has_version: has.into(),
-        agent_has_hash: has_hash.to_vec(),
-        server_offered_version: offered.map(|p| p.version.clone()).unwrap_or_default(),
-        server_offered_hash: offered.map(|p| p.hash.clone()).unwrap_or_default(),
-        status: status as i32,
-        error_message: error.into(),
-        download_details: None,
-    }
-}
-
-fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
-    v1::PackageStatuses {
-        packages: [(PACKAGE.to_owned(), status)].into_iter().collect(),
-        server_provided_all_packages_hash: all_hash.to_vec(),
-        error_message: String::new(),
-    }
-}
-
-fn spawn_agent(endpoint: &str, index: usize, version: &str, failing: FailingVersions) -> TestAgent {
-    let uid = InstanceUid::new_v7();
-    let mut description = v1::AgentDescription::default();
-    let attribute = |key: &str, value: String| v1::KeyValue {
-        key: key.into(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value)),
-        }),
-    };
-    description
-        .identifying_attributes
-        .push(attribute("service.instance.id", format!("agent-{index}")));
-    description
-        .non_identifying_attributes
-        .push(attribute("env", "test".into()));
-    let mut agent = AgentConfig::new(uid, description);
-    agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
-        | AgentCapabilities::REPORTS_PACKAGE_STATUSES
-        | AgentCapabilities::REPORTS_HEALTH;
-    // HTTP agents only hear from the server when they poll: poll often.
-    agent.heartbeat_interval = Some(Duration::from_millis(200));
-    let mut config = ClientConfig::new(endpoint).unwrap();
-    config.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
-    let (client, events) = OpampClient::start(config, agent).unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run_agent(
-        client,
-        events,
-        version.to_owned(),
-        failing,
-        stop.clone(),
-    ));
-    TestAgent { stop, task }
-}
-
-async fn run_agent(
-    client: ClientHandle,
-    mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
-    mut version: String,
-    failing: FailingVersions,
-    stop: CancellationToken,
-) {
-    let mut has_hash = b"preinstalled".to_vec();
-    let initial = statuses(
-        &[],
-        package_status(
-            &version,
-            &has_hash,
-            None,
-            v1::PackageStatusEnum::Installed,
-            "",
-        ),
-    );
-    client
-        .update(move |s| {
-            s.set_health(v1::ComponentHealth {
-                healthy: true,
-                ..Default::default()
-            });
-            s.set_package_statuses(initial);
-        })
-        .await
-        .unwrap();
-    let http = reqwest::Client::new();
-    loop {
-        let event = tokio::select! {
-            () = stop.cancelled() => break,
-            event = events.recv() => event,
-        };
-        let Some(event) = event else { break };
-        let ClientEvent::Agent(event) = event else {
-            continue;
-        };
-        let AgentEvent::PackagesAvailable { offer, .. } = *event else {
-            continue;
-        };
-        let Some(package) = offer.packages.get(PACKAGE).cloned() else {
-            continue;
-        };
-        if package.version == version {
-            // Already there (a revert to the running version): just acknowledge the offer.
-            let report = statuses(
-                &offer.all_packages_hash,
-                package_status(
-                    &version,
-                    &has_hash,
-                    Some(&package),
-                    v1::PackageStatusEnum::Installed,
-                    "",
-                ),
-            );
-            client
-                .update(move |s| s.set_package_statuses(report))
-                .await
-                .unwrap();
-            continue;
-        }
-        let file = package.file.clone().unwrap_or_default();
-        let mut download = http.get(&file.download_url);
-        for header in file.headers.iter().flat_map(|h| &h.headers) {
-            download = download.header(&header.key, &header.value);
-        }
-        let outcome = match download.send().await {
-            Ok(response) if response.status().is_success() => {
-                let body = response.bytes().await.unwrap_or_default();
-                let actual = opamp_verify::ContentHash::of(&body).to_string();
-                if actual != hex::encode(&file.content_hash) {
-                    Err(format!("content hash mismatch: {actual}"))
-                } else if failing.contains(&package.version) {
-                    Err(format!("version {} refuses to start", package.version))
-                } else {
-                    Ok(())
-                }
-            }
-            Ok(response) => Err(format!("download answered {}", response.status())),
-            Err(error) => Err(format!("download failed: {error}")),
-        };
-        let report = match outcome {
-            Ok(()) => {
-                version = package.version.clone();
-                has_hash = package.hash.clone();
-                package_status(
-                    &version,
-                    &has_hash,
-                    Some(&package),
-                    v1::PackageStatusEnum::Installed,
-                    "",
-                )
-            }
-            Err(error) => package_status(
-                &version,
-                &has_hash,
-                Some(&package),
-                v1::PackageStatusEnum::InstallFailed,
-                &error,
-            ),
-        };
-        let report = statuses(&offer.all_packages_hash, report);
-        client
-            .update(move |s| s.set_package_statuses(report))
-            .await
-            .unwrap();
-    }
-    let _ = client.shutdown().await;
-}
-
+/// `count` agents labelled `env=test` at 1.0.0 over WebSocket; installs of `failing` versions
+/// fail.
 fn spawn_fleet(addr: SocketAddr, count: usize, failing: &[&str]) -> Vec<TestAgent> {
     let failing: FailingVersions = Arc::new(failing.iter().map(|v| (*v).to_owned()).collect());
     let endpoint = format!("ws://{addr}/v1/opamp");
     (0..count)
-        .map(|i| spawn_agent(&endpoint, i, "1.0.0", failing.clone()))
+        .map(|i| {
+            spawn_failing_agent(
+                &endpoint,
+                i,
+                "test",
+                "1.0.0",
+                Duration::ZERO,
+                failing.clone(),
+            )
+        })
         .collect()
 }
 
@@ -331,25 +107,6 @@ fn request(version: &str, bake: Duration) -> RolloutRequest {
     request.install_timeout = Some(Duration::from_secs(20));
     request.health_timeout = Some(Duration::from_secs(20));
     request
-}
-
-fn versions(agents: &[opamp_fleet::store::AgentRecord]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for agent in agents {
-        let version = agent
-            .package_versions
-            .get(PACKAGE)
-            .cloned()
-            .unwrap_or_default();
-        *counts.entry(version).or_default() += 1;
-    }
-    counts
-}
-
-async fn stop_all(agents: Vec<TestAgent>) {
-    for agent in agents {
-        agent.stop().await;
-    }
 }
 
 // ----- tests ----------------------------------------------------------------------------
@@ -611,10 +368,12 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     let agents: Vec<TestAgent> = (0..4)
         .map(|i| {
             let scheme = if i % 2 == 0 { "ws" } else { "http" };
-            spawn_agent(
+            spawn_failing_agent(
                 &format!("{scheme}://{addr}/v1/opamp"),
                 i,
+                "test",
                 "1.0.0",
+                Duration::ZERO,
                 failing.clone(),
             )
         })

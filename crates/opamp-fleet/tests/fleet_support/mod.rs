@@ -1,15 +1,15 @@
-//! Shared pieces of the fault-injection tests: admin helpers that tolerate a server that is
-//! down, and in-test agents (the transport's client with an `AgentSession`) that download each
-//! offer over HTTP, check its SHA-256 and report the outcome, while recording everything they
-//! were offered and the version they really run, so tests can compare the server's view with
-//! the truth.
+//! Shared pieces of the fleet server's integration tests: admin helpers that tolerate a server
+//! that is down, and in-test agents (the transport's client with an `AgentSession`) that
+//! download each offer over HTTP, check its SHA-256 and report the outcome (or a configured
+//! failure), while recording everything they were offered and the version they really run, so
+//! tests can compare the server's view with the truth.
 
 // Helpers here are test code too: a panic is a failed test (see clippy.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
 pub mod proxy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -225,6 +225,9 @@ fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
     }
 }
 
+/// Versions whose install an agent reports as failed (as if the new collector would not start).
+pub type FailingVersions = Arc<HashSet<String>>;
+
 /// Starts an agent at `version` with label `env=<env>` connecting to `endpoint`. Each install
 /// takes at least `install_time` (a real collector needs time to stage and restart), which
 /// keeps the rollout inside each wave long enough for a fault to land there.
@@ -234,6 +237,18 @@ pub fn spawn_agent(
     env: &str,
     version: &str,
     install_time: Duration,
+) -> TestAgent {
+    spawn_failing_agent(endpoint, index, env, version, install_time, Arc::default())
+}
+
+/// Like [`spawn_agent`], with installs of the `failing` versions reported as failed.
+pub fn spawn_failing_agent(
+    endpoint: &str,
+    index: usize,
+    env: &str,
+    version: &str,
+    install_time: Duration,
+    failing: FailingVersions,
 ) -> TestAgent {
     let uid = InstanceUid::new_v7();
     let mut description = v1::AgentDescription::default();
@@ -266,7 +281,10 @@ pub fn spawn_agent(
         client,
         events,
         truth.clone(),
-        install_time,
+        Behaviour {
+            install_time,
+            failing,
+        },
         stop.clone(),
     ));
     TestAgent {
@@ -333,13 +351,23 @@ async fn fetch_once(http: &reqwest::Client, file: &v1::DownloadableFile) -> Fetc
     }
 }
 
+/// How an in-test agent's installs behave.
+struct Behaviour {
+    install_time: Duration,
+    failing: FailingVersions,
+}
+
 async fn run_agent(
     client: ClientHandle,
     mut events: tokio::sync::mpsc::Receiver<ClientEvent>,
     truth: Arc<Mutex<AgentTruth>>,
-    install_time: Duration,
+    behaviour: Behaviour,
     stop: CancellationToken,
 ) {
+    let Behaviour {
+        install_time,
+        failing,
+    } = behaviour;
     let mut version = truth.lock().unwrap().version.clone();
     let mut has_hash = b"preinstalled".to_vec();
     let initial = statuses(
@@ -399,6 +427,13 @@ async fn run_agent(
                 fetch_and_verify(&http, &file),
                 tokio::time::sleep(install_time)
             );
+            let outcome = outcome.and_then(|()| {
+                if failing.contains(&package.version) {
+                    Err(format!("version {} refuses to start", package.version))
+                } else {
+                    Ok(())
+                }
+            });
             match outcome {
                 Ok(()) => {
                     version = package.version.clone();
