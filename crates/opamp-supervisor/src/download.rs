@@ -814,22 +814,35 @@ fn write_meta(path: &Path, meta: &PartialMeta) -> Result<(), DownloadError> {
 }
 
 async fn open_partial(path: &Path, offset: u64) -> Result<std::fs::File, DownloadError> {
+    let io_err = |action: &'static str| {
+        let path = path.to_path_buf();
+        move |source| DownloadError::Io {
+            action,
+            path,
+            source,
+        }
+    };
     let mut options = tokio::fs::OpenOptions::new();
-    options.create(true);
-    if offset > 0 {
-        options.append(true);
-    } else {
-        options.write(true).truncate(true);
+    options.create(true).write(true);
+    if offset == 0 {
+        options.truncate(true);
     }
-    let file = options
+    let mut file = options
         .open(path)
         .await
-        .map_err(|source| DownloadError::Io {
-            action: "open partial download",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(file.into_std().await)
+        .map_err(io_err("open partial download"))?
+        .into_std()
+        .await;
+    if offset > 0 {
+        // The file must hold exactly what the hasher saw: anything past it (bytes written after
+        // the prefix was hashed) would end up in the middle of the download.
+        use std::io::{Seek, SeekFrom};
+        file.set_len(offset)
+            .map_err(io_err("truncate partial download"))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_err("seek partial download"))?;
+    }
+    Ok(file)
 }
 
 /// Writes out and fsyncs the partial file: it must hold what the hasher saw before a resume

@@ -9,6 +9,7 @@
 
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
@@ -20,10 +21,15 @@ const QUEUE_BYTES: usize = 16 << 20;
 const SYNC_EVERY: u64 = 32 << 20;
 
 /// Feeds one open file from async code; see the module documentation.
+///
+/// Dropped without [`finish`](Self::finish) (the download was cancelled), it tells the thread to
+/// stop at the next chunk without writing the rest of the queue, so a new attempt that resumes
+/// the partial file does not race a writer still appending to it.
 pub(super) struct PartialWriter {
-    queue: mpsc::UnboundedSender<(Bytes, u32)>,
+    queue: Option<mpsc::UnboundedSender<(Bytes, u32)>>,
     room: Arc<Semaphore>,
-    task: JoinHandle<io::Result<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl PartialWriter {
@@ -31,9 +37,18 @@ impl PartialWriter {
     pub(super) fn start(file: std::fs::File) -> Self {
         let (queue, chunks) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(QUEUE_BYTES));
-        let writer_room = Arc::clone(&room);
-        let task = tokio::task::spawn_blocking(move || write_loop(file, chunks, writer_room));
-        Self { queue, room, task }
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            room: CloseOnDrop(Arc::clone(&room)),
+            abandoned: Arc::clone(&abandoned),
+        };
+        let task = tokio::task::spawn_blocking(move || writer.run(file, chunks));
+        Self {
+            queue: Some(queue),
+            room,
+            task: Some(task),
+            abandoned,
+        }
     }
 
     /// Queues `chunk`, waiting while the queue is full.
@@ -47,7 +62,8 @@ impl PartialWriter {
             Ok(permit) => permit.forget(),
             Err(_closed) => return Err(WriterStopped),
         }
-        self.queue
+        let queue = self.queue.as_ref().ok_or(WriterStopped)?;
+        queue
             .send((chunk, permits))
             .map_err(|_closed| WriterStopped)
     }
@@ -56,10 +72,21 @@ impl PartialWriter {
     ///
     /// # Errors
     /// A write or the fsync failed.
-    pub(super) async fn finish(self) -> io::Result<()> {
-        let Self { queue, task, .. } = self;
-        drop(queue);
+    pub(super) async fn finish(mut self) -> io::Result<()> {
+        drop(self.queue.take());
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
         task.await.map_err(io::Error::other)?
+    }
+}
+
+impl Drop for PartialWriter {
+    fn drop(&mut self) {
+        // `finish` took the task: only an unfinished writer is abandoned.
+        if self.task.is_some() {
+            self.abandoned.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -77,49 +104,62 @@ impl Drop for CloseOnDrop {
     }
 }
 
-fn write_loop(
-    mut file: std::fs::File,
-    mut chunks: mpsc::UnboundedReceiver<(Bytes, u32)>,
-    room: Arc<Semaphore>,
-) -> io::Result<()> {
-    let room = CloseOnDrop(room);
-    let syncer_file = file.try_clone()?;
-    // One pending request at most: requests made while the syncer is busy merge into one.
-    let (request_sync, sync_requests) = std::sync::mpsc::sync_channel::<()>(1);
-    std::thread::scope(|scope| {
-        // fdatasync on its own thread: the disk flushes one stretch while the next is written.
-        let syncer = scope.spawn(move || -> io::Result<()> {
-            while sync_requests.recv().is_ok() {
-                syncer_file.sync_data()?;
-            }
-            Ok(())
-        });
-        let mut write_all = || -> io::Result<()> {
-            let mut unsynced: u64 = 0;
-            while let Some((chunk, permits)) = chunks.blocking_recv() {
-                let written = file.write_all(&chunk);
-                room.0.add_permits(permits as usize);
-                written?;
-                unsynced += chunk.len() as u64;
-                if unsynced >= SYNC_EVERY {
-                    // Full means a sync is already due; a stopped syncer reports at the join.
-                    let _ = request_sync.try_send(());
-                    unsynced = 0;
+/// The thread's side of a [`PartialWriter`].
+struct Writer {
+    room: CloseOnDrop,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(
+        self,
+        mut file: std::fs::File,
+        mut chunks: mpsc::UnboundedReceiver<(Bytes, u32)>,
+    ) -> io::Result<()> {
+        let syncer_file = file.try_clone()?;
+        // One pending request at most: requests made while the syncer is busy merge into one.
+        let (request_sync, sync_requests) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::scope(|scope| {
+            // fdatasync on its own thread: the disk flushes one stretch while the next is written.
+            let syncer = scope.spawn(move || -> io::Result<()> {
+                while sync_requests.recv().is_ok() {
+                    syncer_file.sync_data()?;
                 }
+                Ok(())
+            });
+            let mut write_all = || -> io::Result<()> {
+                let mut unsynced: u64 = 0;
+                while let Some((chunk, permits)) = chunks.blocking_recv() {
+                    if self.abandoned.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
+                    let written = file.write_all(&chunk);
+                    self.room.0.add_permits(permits as usize);
+                    written?;
+                    unsynced += chunk.len() as u64;
+                    if unsynced >= SYNC_EVERY {
+                        // Full means a sync is already due; a stopped syncer reports at the join.
+                        let _ = request_sync.try_send(());
+                        unsynced = 0;
+                    }
+                }
+                Ok(())
+            };
+            let written = write_all();
+            drop(request_sync);
+            // A failed fdatasync may leave pages marked clean but unwritten; a later fsync would
+            // then succeed, so the syncer's error must not be lost.
+            let synced = syncer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("download sync thread panicked")));
+            written?;
+            synced?;
+            if self.abandoned.load(Ordering::Acquire) {
+                return Ok(());
             }
-            Ok(())
-        };
-        let written = write_all();
-        drop(request_sync);
-        // A failed fdatasync may leave pages marked clean but unwritten; a later fsync would
-        // then succeed, so the syncer's error must not be lost.
-        let synced = syncer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("download sync thread panicked")));
-        written?;
-        synced?;
-        file.sync_all()
-    })
+            file.sync_all()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +209,51 @@ mod tests {
         let error = writer.finish().await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::StorageFull, "{error}");
         assert!(outcome, "64 MiB into /dev/full must fail before the end");
+    }
+    /// A cancelled download's writer must not keep appending its queue to the partial file,
+    /// which the next attempt may already be resuming. A FIFO holds the writer inside its first
+    /// chunk while the writer is dropped.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_abandoned_writer_drops_the_rest_of_its_queue() {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("partial");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&fifo)
+            .unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let mut writer = PartialWriter::start(file);
+        const CHUNK: usize = 1 << 20;
+        for fill in [1u8, 2, 3] {
+            writer.write(Bytes::from(vec![fill; CHUNK])).await.unwrap();
+        }
+        drop(writer);
+
+        let mut received = Vec::new();
+        let mut buffer = vec![0u8; 64 << 10];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match reader.read(&mut buffer) {
+                Ok(0) => break, // every write end closed: the thread is gone
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "writer never stopped");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            received.len() <= CHUNK,
+            "the abandoned writer wrote {} bytes; at most the chunk in progress may land",
+            received.len()
+        );
+        assert!(received.iter().all(|&b| b == 1));
     }
 }
