@@ -99,6 +99,14 @@ pub enum AuditAction {
     Completed,
     /// Every moved agent is back on its previous version.
     RolledBack,
+    /// An agent that joined the rollout's selector after it completed was offered its version
+    /// (see the fleet server's standing versions).
+    AgentCaughtUp {
+        /// The agent.
+        uid: InstanceUid,
+        /// The version offered.
+        version: String,
+    },
     /// The rollback did not complete.
     Failed {
         /// Why.
@@ -126,6 +134,7 @@ impl AuditAction {
             AuditAction::Completed => "completed",
             AuditAction::RolledBack => "rolled_back",
             AuditAction::Failed { .. } => "failed",
+            AuditAction::AgentCaughtUp { .. } => "agent_caught_up",
         }
     }
 
@@ -136,7 +145,8 @@ impl AuditAction {
             AuditAction::AgentInstalled { uid, .. }
             | AuditAction::AgentHealthy { uid }
             | AuditAction::AgentFailed { uid, .. }
-            | AuditAction::AgentReverted { uid, .. } => Some(*uid),
+            | AuditAction::AgentReverted { uid, .. }
+            | AuditAction::AgentCaughtUp { uid, .. } => Some(*uid),
             _ => None,
         }
     }

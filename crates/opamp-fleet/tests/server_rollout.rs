@@ -25,6 +25,7 @@ use opamp_fleet::{
     AgentPhase, BatchPlan, FleetError, FleetServer, FleetServerConfig, RolloutStatus,
     RunningFleetServer,
 };
+use opamp_proto::InstanceUid;
 
 const TOKEN: &str = "test-admin-token";
 
@@ -253,6 +254,102 @@ async fn a_server_restarted_mid_rollout_resumes_and_completes() {
     assert_eq!(planned, 1);
     stop_all(agents).await;
     server.shutdown().await;
+}
+
+/// Agents that register after a rollout completed (new hosts) and match its selector are
+/// offered its version, also after a server restart; agents outside the selector are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomers_matching_a_completed_rollout_get_its_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let opamp_addr = server.opamp_addr();
+    let client = admin(&server);
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let mut agents = spawn_fleet(opamp_addr, 3, &[]);
+    wait_connected_at(&client, 3, "1.0.0").await;
+    let rollout = client
+        .create_rollout(&request("2.0.0", Duration::ZERO))
+        .await
+        .unwrap();
+    let id = rollout.id.to_string();
+    assert_eq!(wait_terminal(&client, &id).await, RolloutStatus::Completed);
+    wait_connected_at(&client, 3, "2.0.0").await;
+
+    // A new host at the old version, and one outside the selector.
+    let endpoint = format!("ws://{opamp_addr}/v1/opamp");
+    let none = FailingVersions::default();
+    agents.push(spawn_failing_agent(
+        &endpoint,
+        3,
+        "test",
+        "1.0.0",
+        Duration::ZERO,
+        none.clone(),
+    ));
+    let bystander =
+        spawn_failing_agent(&endpoint, 4, "other", "1.0.0", Duration::ZERO, none.clone());
+    let newcomer = agents[3].uid;
+    let caught_up = |agents: &[opamp_fleet::store::AgentRecord], uid: InstanceUid| {
+        agents.iter().any(|a| {
+            a.uid == uid && a.package_versions.get(PACKAGE).map(String::as_str) == Some("2.0.0")
+        })
+    };
+    wait_for(&client, "the newcomer on 2.0.0", |all| {
+        caught_up(all, newcomer)
+    })
+    .await;
+    let audit = client.audit(Some(&id)).await.unwrap();
+    let catch_ups: Vec<_> = audit
+        .iter()
+        .filter(|a| a.record.action.kind() == "agent_caught_up")
+        .map(|a| a.record.action.agent())
+        .collect();
+    assert_eq!(catch_ups, vec![Some(newcomer)]);
+    assert_eq!(bystander.version(), "1.0.0");
+    assert!(bystander.offered().is_empty(), "{:?}", bystander.offered());
+    for member in &agents[..3] {
+        assert_eq!(
+            member.offered(),
+            vec!["2.0.0".to_owned()],
+            "members get the rollout's offer once"
+        );
+    }
+
+    // After a restart the completed rollout still stands for the next newcomer.
+    server.shutdown().await;
+    let server = start_server(dir.path(), opamp_addr).await;
+    let client = admin(&server);
+    agents.push(spawn_failing_agent(
+        &endpoint,
+        5,
+        "test",
+        "1.0.0",
+        Duration::ZERO,
+        none,
+    ));
+    let second = agents[4].uid;
+    wait_for(&client, "the second newcomer on 2.0.0", |all| {
+        caught_up(all, second)
+    })
+    .await;
+    assert_eq!(bystander.version(), "1.0.0");
+    bystander.stop().await;
+    stop_all(agents).await;
+    server.shutdown().await;
+}
+
+/// Polls the agent list until `check` holds (bounded).
+async fn wait_for(
+    client: &AdminClient,
+    what: &str,
+    check: impl Fn(&[opamp_fleet::store::AgentRecord]) -> bool,
+) {
+    fleet_support::poll(what, || async {
+        let agents = client.agents().await.ok()?;
+        check(&agents).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,14 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::agents::{PackageReport, apply_reports, labels, package_reports, report_event};
 use super::offers::{OfferSettings, build_offer};
+use super::standing::StandingVersions;
 use crate::FleetError;
 use crate::admin::types::{RolloutRequest, RolloutUpdate, RolloutView};
-use crate::audit::AuditRecord;
+use crate::audit::{Actor, AuditAction, AuditRecord};
 use crate::catalog::{Catalog, SharedStore, lock};
 use crate::events::{Command, Event};
 use crate::metrics::FleetMetrics;
 use crate::registry::RolloutRegistry;
-use crate::rollout::{AgentPhase, Rollout, RolloutId};
+use crate::rollout::{AgentPhase, Rollout, RolloutId, RolloutStatus};
 use crate::selector::Labels;
 use crate::store::{AgentRecord, FleetStore, apply};
 use crate::time::Timestamp;
@@ -73,6 +74,8 @@ pub(crate) struct Driver {
     offered: HashMap<InstanceUid, BTreeMap<String, String>>,
     /// Agents whose registry row changed since the last write (see [`Driver::flush_agents`]).
     dirty: HashSet<InstanceUid>,
+    /// What completed rollouts leave for agents that join later.
+    standing: StandingVersions,
 }
 
 /// Most notifications handled before the registry is written out.
@@ -90,7 +93,7 @@ impl Driver {
         metrics: Arc<FleetMetrics>,
         updates: broadcast::Sender<RolloutUpdate>,
     ) -> Result<Self, FleetError> {
-        let (agents, active) = {
+        let (agents, active, standing) = {
             let mut db = lock(&store);
             let mut agents = HashMap::new();
             let mut was_connected = Vec::new();
@@ -107,7 +110,16 @@ impl Driver {
                 .filter_map(|uid| agents.get(uid))
                 .collect();
             db.upsert_agents(&records)?;
-            (agents, db.active_rollouts()?)
+            let mut standing = StandingVersions::default();
+            for summary in db.list_rollouts()? {
+                if summary.status != RolloutStatus::Completed {
+                    continue;
+                }
+                if let Some(rollout) = db.load_rollout(&summary.id)? {
+                    standing.record(&rollout, summary.updated_at);
+                }
+            }
+            (agents, db.active_rollouts()?, standing)
         };
         let conflicts = RolloutRegistry::from_rollouts(&active);
         let mut offered: HashMap<InstanceUid, BTreeMap<String, String>> = HashMap::new();
@@ -141,6 +153,7 @@ impl Driver {
             agents,
             offered,
             dirty: HashSet::new(),
+            standing,
         })
     }
 
@@ -259,6 +272,7 @@ impl Driver {
             ServerEvent::DescriptionChanged(description) => {
                 record.labels = labels(&description);
                 self.save_agent(uid);
+                self.catch_up(uid, now);
             }
             ServerEvent::HealthChanged(health) => {
                 record.healthy = health.healthy;
@@ -276,6 +290,7 @@ impl Driver {
                 let healthy = record.healthy;
                 self.save_agent(uid);
                 self.on_package_reports(uid, &reports, healthy, now);
+                self.catch_up(uid, now);
             }
             ServerEvent::Disconnected { .. } => self.disconnected(uid, now),
             _ => {
@@ -314,6 +329,51 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Offers a newcomer the versions completed rollouts established for agents like it (see
+    /// `server::standing`), for each package it runs that no active rollout has it in.
+    fn catch_up(&mut self, uid: InstanceUid, now: Timestamp) {
+        let Some(record) = self.agents.get(&uid) else {
+            return;
+        };
+        let mut offers = Vec::new();
+        for (package, running) in &record.package_versions {
+            let Some(standing) = self.standing.for_newcomer(&uid, package, &record.labels) else {
+                continue;
+            };
+            let offered = self.offered.get(&uid).and_then(|o| o.get(package));
+            let in_rollout = self
+                .rollouts
+                .values()
+                .any(|r| r.spec().package_name == *package && r.agent(&uid).is_some());
+            if *running == standing.version || offered == Some(&standing.version) || in_rollout {
+                continue;
+            }
+            offers.push((
+                package.clone(),
+                standing.version.clone(),
+                standing.rollout.clone(),
+            ));
+        }
+        if offers.is_empty() {
+            return;
+        }
+        let mut audit = Vec::new();
+        for (package, version, rollout) in offers {
+            tracing::info!(%uid, %package, %version, %rollout, "offering a newcomer the fleet's version");
+            self.offered
+                .entry(uid)
+                .or_default()
+                .insert(package, version.clone());
+            let action = AuditAction::AgentCaughtUp { uid, version };
+            self.metrics.count_audit(&action);
+            audit.push(AuditRecord::new(now, rollout, Actor::Engine, action));
+        }
+        if let Err(error) = lock(&self.store).append_audit(&audit) {
+            tracing::error!(%uid, %error, "cannot write the catch-up offer to the audit log");
+        }
+        self.push_offer(uid);
     }
 
     fn record(&mut self, uid: InstanceUid, now: Timestamp) -> &mut AgentRecord {
@@ -415,6 +475,7 @@ impl Driver {
             let _ = self.updates.send(RolloutUpdate::of(rollout, audit));
             if rollout.is_terminal() {
                 tracing::info!(rollout = %id, status = %rollout.status(), "rollout finished");
+                self.standing.record(rollout, now);
                 self.conflicts.update(rollout);
                 self.rollouts.remove(id);
             }

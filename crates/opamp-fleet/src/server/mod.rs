@@ -11,6 +11,7 @@
 pub(crate) mod agents;
 pub(crate) mod driver;
 pub(crate) mod offers;
+pub(crate) mod standing;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
