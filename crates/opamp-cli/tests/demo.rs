@@ -51,6 +51,7 @@ fn demo_with_five_agents_ends_as_expected() {
         "server",
         "agents",
         "rollout 1.1.0",
+        "new host joins",
         "rollout bad 1.2.0",
         "downgrade, no authorisation",
         "downgrade, tampered file",
@@ -65,6 +66,15 @@ fn demo_with_five_agents_ends_as_expected() {
     assert!(!stdout.contains("FAILED"), "{stdout}");
     assert!(
         stdout.contains("all 5 agents on 1.0.0, healthy"),
+        "{stdout}"
+    );
+    // The host added after the 1.1.0 rollout was moved to 1.1.0 and took part from then on.
+    assert!(
+        stdout.contains("all 6 agents on 1.1.0, healthy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("all 6 agents on 1.0.0, healthy"),
         "{stdout}"
     );
     assert!(stdout.contains("rollback refused"), "{stdout}");

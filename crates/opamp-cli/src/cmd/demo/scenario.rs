@@ -46,7 +46,7 @@ pub(crate) async fn run(agents: u32, timing: Timing) -> Result<(), CommandError>
         server.shutdown().await;
     }
     output::line(format_args!(
-        "\nSummary ({agents} agents, {:.0}s):\n{}",
+        "\nSummary ({agents} agents and one that joins later, {:.0}s):\n{}",
         started.elapsed().as_secs_f64(),
         summary.table()
     ))?;
@@ -177,7 +177,26 @@ async fn steps(
         return;
     }
 
-    // 5. Bad upgrade, then the two refused downgrades.
+    // 5. A host added after the rollout joins at the fleet's version, without a new rollout.
+    let at = Instant::now();
+    let result = async {
+        supervisors
+            .start(&opamp, dir, agents, &settings)
+            .map_err(|error| error.report())?;
+        wait_fleet(&client, supervisors, agents + 1, "1.1.0", timing).await
+    }
+    .await;
+    if !summary.record(
+        "new host joins",
+        "a host added on 1.0.0 is moved to 1.1.0",
+        at,
+        result,
+    ) {
+        return;
+    }
+    let agents = agents + 1;
+
+    // 6. Bad upgrade, then the two refused downgrades.
     let refused: [(&str, &str, &SignedPackage, Option<&[&str]>); 3] = [
         (
             "rollout bad 1.2.0",
@@ -212,7 +231,7 @@ async fn steps(
         }
     }
 
-    // 6. The signed downgrade.
+    // 7. The signed downgrade.
     let at = Instant::now();
     let result = async {
         let view = rollout(&client, &release.downgrade.version, timing).await?;
