@@ -162,6 +162,10 @@ pub struct OperatorSettings {
     /// A file holding the token; used when `token` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// Only reads (agents, packages, rollouts, audit log, metrics): every request that would
+    /// change something is refused with 403. For dashboards and Prometheus scrapers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl OperatorSettings {
@@ -171,7 +175,15 @@ impl OperatorSettings {
             name: name.into(),
             token: Some(token.into()),
             token_file: None,
+            read_only: false,
         }
+    }
+
+    /// The same operator, limited to reading.
+    #[must_use]
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 }
 
@@ -183,6 +195,8 @@ pub struct OperatorToken {
     pub name: String,
     /// The bearer token.
     pub token: String,
+    /// Whether the operator may only read.
+    pub read_only: bool,
 }
 
 impl std::fmt::Debug for OperatorToken {
@@ -190,6 +204,7 @@ impl std::fmt::Debug for OperatorToken {
         f.debug_struct("OperatorToken")
             .field("name", &self.name)
             .field("token", &"<redacted>")
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -243,6 +258,7 @@ impl AdminSettings {
             resolved.push(OperatorToken {
                 name: DEFAULT_OPERATOR.to_owned(),
                 token,
+                read_only: false,
             });
         }
         for operator in &self.operators {
@@ -274,6 +290,7 @@ impl AdminSettings {
             resolved.push(OperatorToken {
                 name: operator.name.clone(),
                 token,
+                read_only: operator.read_only,
             });
         }
         if resolved.is_empty() {
@@ -484,13 +501,19 @@ mod tests {
             [[admin.operators]]
             name = "ci.deploy-bot"
             token = " b-secret "
+            [[admin.operators]]
+            name = "prometheus"
+            token = "c-secret"
+            read_only = true
             "#,
         )
         .unwrap();
         let operators = config.admin.resolve_operators().unwrap();
         let names: Vec<&str> = operators.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, ["alice", "ci.deploy-bot"]);
+        assert_eq!(names, ["alice", "ci.deploy-bot", "prometheus"]);
         assert_eq!(operators[1].token, "b-secret");
+        let read_only: Vec<bool> = operators.iter().map(|o| o.read_only).collect();
+        assert_eq!(read_only, [false, false, true]);
         assert!(!format!("{operators:?}").contains("secret"));
         // No `admin` operator without admin.token: it is optional once others exist.
         assert!(config.admin.resolve_token().is_err());

@@ -453,11 +453,16 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         .admin
         .operators
         .push(OperatorSettings::new("bob@ops", "bob-secret"));
+    settings
+        .admin
+        .operators
+        .push(OperatorSettings::new("prometheus", "scrape-secret").read_only());
     let server = FleetServer::start(settings).await.unwrap();
     let client = admin(&server);
     let base = format!("http://{}", server.admin_addr());
     let alice = AdminClient::new(&base, "alice-secret").unwrap();
     let bob = AdminClient::new(&base, "bob-secret").unwrap();
+    let viewer = AdminClient::new(&base, "scrape-secret").unwrap();
     upload(&client, dir.path(), "1.0.0").await;
     upload(&client, dir.path(), "2.0.0").await;
     let addr = server.opamp_addr();
@@ -510,6 +515,25 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
             status: Some(409), ..
         }) => {}
         other => panic!("pausing twice must be refused, got {other:?}"),
+    }
+    // A read-only operator sees everything and changes nothing.
+    assert!(
+        viewer
+            .metrics()
+            .await
+            .unwrap()
+            .contains("opamp_agents_connected")
+    );
+    assert_eq!(
+        viewer.rollout(&id).await.unwrap().status,
+        RolloutStatus::Paused
+    );
+    match viewer.resume(&id).await {
+        Err(FleetError::AdminApi {
+            status: Some(403),
+            message,
+        }) => assert!(message.contains("prometheus"), "{message}"),
+        other => panic!("a read-only operator must not resume, got {other:?}"),
     }
     let resumed = bob.resume(&id).await.unwrap();
     assert_eq!(resumed.status, RolloutStatus::Baking);

@@ -85,11 +85,18 @@ async fn require_token(
     let operator = presented.and_then(|presented| {
         state.operators.iter().fold(None, |found, operator| {
             let matches = bool::from(presented.as_bytes().ct_eq(operator.token.as_bytes()));
-            found.or(matches.then_some(operator.name.as_str()))
+            found.or(matches.then_some(operator))
         })
     });
-    if let Some(name) = operator {
-        let operator = Operator(Arc::from(name));
+    if let Some(operator) = operator {
+        let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+        if operator.read_only && !reads {
+            return failure(
+                StatusCode::FORBIDDEN,
+                format!("operator {} may only read", operator.name),
+            );
+        }
+        let operator = Operator(Arc::from(operator.name.as_str()));
         request.extensions_mut().insert(operator);
     } else {
         let mut response = failure(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
