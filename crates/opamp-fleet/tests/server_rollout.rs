@@ -300,12 +300,12 @@ async fn newcomers_matching_a_completed_rollout_get_its_version() {
     })
     .await;
     let audit = client.audit(Some(&id)).await.unwrap();
-    let catch_ups: Vec<_> = audit
+    let about_newcomer: Vec<&str> = audit
         .iter()
-        .filter(|a| a.record.action.kind() == "agent_caught_up")
-        .map(|a| a.record.action.agent())
+        .filter(|a| a.record.action.agent() == Some(newcomer))
+        .map(|a| a.record.action.kind())
         .collect();
-    assert_eq!(catch_ups, vec![Some(newcomer)]);
+    assert_eq!(about_newcomer, ["agent_caught_up", "agent_installed"]);
     assert_eq!(bystander.version(), "1.0.0");
     assert!(bystander.offered().is_empty(), "{:?}", bystander.offered());
     for member in &agents[..3] {

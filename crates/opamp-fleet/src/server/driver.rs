@@ -24,7 +24,7 @@ use crate::catalog::{Catalog, SharedStore, lock};
 use crate::events::{Command, Event};
 use crate::metrics::FleetMetrics;
 use crate::registry::RolloutRegistry;
-use crate::rollout::{AgentPhase, Rollout, RolloutId, RolloutStatus};
+use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutStatus};
 use crate::selector::Labels;
 use crate::store::{AgentRecord, FleetStore, apply};
 use crate::time::Timestamp;
@@ -76,6 +76,9 @@ pub(crate) struct Driver {
     dirty: HashSet<InstanceUid>,
     /// What completed rollouts leave for agents that join later.
     standing: StandingVersions,
+    /// Catch-up offers whose outcome is still to be audited: (agent, package) to the rollout
+    /// whose version was offered, and that version.
+    catching_up: HashMap<(InstanceUid, String), (RolloutId, String)>,
 }
 
 /// Most notifications handled before the registry is written out.
@@ -154,6 +157,7 @@ impl Driver {
             offered,
             dirty: HashSet::new(),
             standing,
+            catching_up: HashMap::new(),
         })
     }
 
@@ -290,6 +294,7 @@ impl Driver {
                 let healthy = record.healthy;
                 self.save_agent(uid);
                 self.on_package_reports(uid, &reports, healthy, now);
+                self.audit_catch_up_results(uid, &reports, now);
                 self.catch_up(uid, now);
             }
             ServerEvent::Disconnected { .. } => self.disconnected(uid, now),
@@ -365,7 +370,9 @@ impl Driver {
             self.offered
                 .entry(uid)
                 .or_default()
-                .insert(package, version.clone());
+                .insert(package.clone(), version.clone());
+            self.catching_up
+                .insert((uid, package), (rollout.clone(), version.clone()));
             let action = AuditAction::AgentCaughtUp { uid, version };
             self.metrics.count_audit(&action);
             audit.push(AuditRecord::new(now, rollout, Actor::Engine, action));
@@ -374,6 +381,51 @@ impl Driver {
             tracing::error!(%uid, %error, "cannot write the catch-up offer to the audit log");
         }
         self.push_offer(uid);
+    }
+
+    /// Audits how a newcomer's catch-up install ended, under the rollout whose version it was.
+    fn audit_catch_up_results(
+        &mut self,
+        uid: InstanceUid,
+        reports: &[(String, PackageReport)],
+        now: Timestamp,
+    ) {
+        let mut audit = Vec::new();
+        for (package, report) in reports {
+            let key = (uid, package.clone());
+            let Some((rollout, version)) = self.catching_up.get(&key) else {
+                continue;
+            };
+            let action = match report {
+                PackageReport::Installed(installed) if installed == version => {
+                    AuditAction::AgentInstalled {
+                        uid,
+                        version: installed.clone(),
+                    }
+                }
+                PackageReport::Failed(error) => AuditAction::AgentFailed {
+                    uid,
+                    reason: FailureReason::InstallFailed {
+                        error: error.clone(),
+                    },
+                },
+                _ => continue,
+            };
+            self.metrics.count_audit(&action);
+            audit.push(AuditRecord::new(
+                now,
+                rollout.clone(),
+                Actor::Agent(uid),
+                action,
+            ));
+            self.catching_up.remove(&key);
+        }
+        if audit.is_empty() {
+            return;
+        }
+        if let Err(error) = lock(&self.store).append_audit(&audit) {
+            tracing::error!(%uid, %error, "cannot write a catch-up result to the audit log");
+        }
     }
 
     fn record(&mut self, uid: InstanceUid, now: Timestamp) -> &mut AgentRecord {
