@@ -255,12 +255,21 @@ async fn addon_packages_are_reported_not_installed_while_the_collector_upgrades(
         fleet.publish("geoip-db", b"database"),
         opamp_packages::ContentHash::from([7u8; 32]),
     );
-    let offer = PackageOffer::new()
+    let mut offer = PackageOffer::new()
         .with_package(collector)
         .unwrap()
         .with_package(addon)
-        .unwrap()
-        .build();
+        .unwrap();
+    // Far more packages than the supervisor reports on: its report stays bounded.
+    for index in 0..100 {
+        let name = PackageName::new(format!("zz-plugin-{index:03}")).unwrap();
+        let url = fleet.publish(name.as_str(), b"plugin");
+        let hash = opamp_packages::ContentHash::from([index; 32]);
+        offer = offer
+            .with_package(OfferedPackage::addon(name, "1.0.0", url, hash))
+            .unwrap();
+    }
+    let offer = offer.build();
     fleet.offer(uid, offer.clone());
     let status = fleet
         .wait_until(uid, "Installed 1.1.0 and the add-on refused", |s| {
@@ -288,6 +297,13 @@ async fn addon_packages_are_reported_not_installed_while_the_collector_upgrades(
         "{}",
         addon.error_message
     );
+    let refused = all
+        .packages
+        .values()
+        .filter(|p| p.status == PackageStatusEnum::InstallFailed as i32)
+        .count();
+    assert_eq!(refused, 64, "at most 64 refused packages are reported");
+    assert_eq!(all.packages.len(), 65, "plus the collector");
     assert_eq!(host.live_version(), "1.1.0");
     supervisor.shutdown().await;
 }

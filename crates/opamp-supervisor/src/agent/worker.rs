@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opamp_packages::{
-    ContentHash, InstalledPackage, InstalledPackages, PackageAction, PackageKey, PlannedPackage,
-    SyncPlan,
+    ContentHash, InstalledPackage, InstalledPackages, PackageAction, PackageKey, PackageName,
+    PlannedPackage, SyncPlan,
 };
 use opamp_proto::v1;
 use opamp_transport::client::ClientHandle;
@@ -21,6 +21,9 @@ use crate::install::{Collector, InstallEvent, Installer};
 use crate::journal::{InstalledStateStore, Sha256Hash};
 use crate::process::ManagedCollector;
 use crate::storage;
+
+/// Most offered packages, besides the collector's, that get an `InstallFailed` status each.
+pub(super) const MAX_REFUSED_STATUSES: usize = 64;
 
 /// Delay before an install whose download was cut is tried again (it resumes).
 pub(super) const RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -379,15 +382,34 @@ impl Worker {
     /// `InstallFailed` statuses for the offered packages other than the collector's: the
     /// server learns they were received and why nothing happens to them (add-ons, or
     /// packages meant for other agents), instead of waiting for an answer.
+    ///
+    /// At most [`MAX_REFUSED_STATUSES`] of them, with valid names and short versions: a server
+    /// must not be able to make the agent echo an arbitrarily large report.
     fn refused_packages(
         &self,
         offer: &v1::PackagesAvailable,
         collector_key: Option<&str>,
     ) -> Vec<v1::PackageStatus> {
-        offer
+        let mut others: Vec<_> = offer
             .packages
             .iter()
             .filter(|(name, _)| !name.is_empty() && Some(name.as_str()) != collector_key)
+            .collect();
+        // The same packages are reported whatever the map's order.
+        others.sort_unstable_by_key(|(name, _)| name.as_str());
+        if others.len() > MAX_REFUSED_STATUSES {
+            tracing::warn!(
+                offered = others.len(),
+                reported = MAX_REFUSED_STATUSES,
+                "the offer has more packages than this supervisor reports on"
+            );
+        }
+        others
+            .into_iter()
+            .filter(|(name, available)| {
+                PackageName::new(name.as_str()).is_ok() && available.version.len() <= 256
+            })
+            .take(MAX_REFUSED_STATUSES)
             .map(|(name, available)| {
                 let kind = if available.r#type == v1::PackageType::Addon as i32 {
                     "add-on packages are not supported"
