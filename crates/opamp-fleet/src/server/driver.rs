@@ -114,8 +114,17 @@ impl Driver {
                 .collect();
             db.upsert_agents(&records)?;
             let mut standing = StandingVersions::default();
-            for summary in db.list_rollouts()? {
-                if summary.status != RolloutStatus::Completed {
+            // Only the newest completed rollout per package and selector can stand: loading
+            // the older ones would make start-up grow with the rollout history.
+            let mut seen = HashSet::new();
+            let mut completed: Vec<_> = db
+                .list_rollouts()?
+                .into_iter()
+                .filter(|summary| summary.status == RolloutStatus::Completed)
+                .collect();
+            completed.sort_by_key(|summary| std::cmp::Reverse(summary.updated_at));
+            for summary in completed {
+                if !seen.insert((summary.package.clone(), summary.selector.clone())) {
                     continue;
                 }
                 if let Some(rollout) = db.load_rollout(&summary.id)? {
