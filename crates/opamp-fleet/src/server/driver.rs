@@ -114,8 +114,9 @@ impl Driver {
                 .collect();
             db.upsert_agents(&records)?;
             let mut standing = StandingVersions::default();
-            // Only the newest completed rollout per package and selector can stand: loading
-            // the older ones would make start-up grow with the rollout history.
+            // Only the newest completed rollout per package and selector stands (see
+            // `StandingVersions::record`): skipping the others by their summary keeps start-up
+            // from loading the whole rollout history.
             let mut seen = HashSet::new();
             let mut completed: Vec<_> = db
                 .list_rollouts()?
@@ -516,6 +517,8 @@ impl Driver {
                         .entry(uid)
                         .or_default()
                         .insert(package.clone(), version);
+                    // A rollout owns this agent's offer now: its reports are that rollout's.
+                    self.catching_up.remove(&(uid, package.clone()));
                     touched.insert(uid);
                 }
                 Command::Audit(record) => {

@@ -58,14 +58,26 @@ pub(crate) struct StandingVersions {
 }
 
 impl StandingVersions {
-    /// Records a completed rollout's version (ignored for any other outcome).
+    /// Records a completed rollout's version (ignored for any other outcome). Only the newest
+    /// per package and selector is kept: an older one with the same selector can never be the
+    /// newest match again, and keeping it would grow memory with every rollout.
     pub(crate) fn record(&mut self, rollout: &Rollout, finished_at: Timestamp) {
-        if let Some(standing) = StandingVersion::of(rollout, finished_at) {
-            let at = self
-                .versions
-                .partition_point(|known| known.finished_at <= standing.finished_at);
-            self.versions.insert(at, standing);
+        let Some(standing) = StandingVersion::of(rollout, finished_at) else {
+            return;
+        };
+        let same_key = |known: &StandingVersion| {
+            known.package == standing.package && known.selector == standing.selector
+        };
+        if let Some(index) = self.versions.iter().position(same_key) {
+            if self.versions[index].finished_at > standing.finished_at {
+                return;
+            }
+            self.versions.remove(index);
         }
+        let at = self
+            .versions
+            .partition_point(|known| known.finished_at <= standing.finished_at);
+        self.versions.insert(at, standing);
     }
 
     /// The version a newcomer with `labels` should have of `package`: the newest completed
