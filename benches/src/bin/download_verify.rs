@@ -81,8 +81,8 @@ fn main() {
         let cpu = procfs::cpu_time(std::process::id())
             .unwrap()
             .saturating_sub(cpu_before);
-        assert_eq!(downloaded.size, size);
-        assert_eq!(downloaded.sha256, expected);
+        assert_eq!(downloaded.size(), size);
+        assert_eq!(downloaded.sha256(), expected);
         println!("{:.4} {:.4}", wall.as_secs_f64(), cpu.as_secs_f64());
         downloader.discard("package").unwrap();
         server.shutdown().await;

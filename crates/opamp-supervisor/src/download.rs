@@ -18,7 +18,7 @@
 //! let file = downloader
 //!     .download(&request, |p| println!("{} of {:?} bytes", p.bytes, p.total))
 //!     .await?;
-//! println!("{} has sha256 {}", file.path.display(), hex::encode(file.sha256));
+//! println!("{} has sha256 {}", file.path.display(), hex::encode(file.sha256()));
 //! # Ok(()) }
 //! ```
 
@@ -165,16 +165,24 @@ impl DownloadProgress {
 pub struct DownloadedFile {
     /// `downloads/<name>.download`.
     pub path: PathBuf,
-    /// SHA-256 of the whole file.
-    pub sha256: [u8; 32],
-    /// The same digest and the size as `opamp-verify` computed them while the bytes streamed to
-    /// disk: hand it to [`accept_hashed`](opamp_verify::Verified::accept_hashed) instead of
-    /// reading the file again.
+    /// SHA-256 and size of the whole file as `opamp-verify` computed them while the bytes
+    /// streamed to disk: hand it to [`accept_hashed`](opamp_verify::Verified::accept_hashed)
+    /// instead of reading the file again.
     pub hashed: HashedContent,
-    /// Size in bytes.
-    pub size: u64,
     /// Bytes that came from an earlier, interrupted attempt.
     pub resumed_from: u64,
+}
+
+impl DownloadedFile {
+    /// SHA-256 of the whole file.
+    pub fn sha256(&self) -> [u8; 32] {
+        *self.hashed.hash().as_bytes()
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.hashed.len()
+    }
 }
 
 /// Why a download failed. After `Interrupted`, `Truncated` and `TimedOut` the partial file is kept
@@ -481,7 +489,7 @@ impl Downloader {
                     // The partial already holds the whole file.
                     self.check_size(request, total)?;
                     return self
-                        .finish(request, &partial, &meta_path, hasher, offset, offset)
+                        .finish(request, &partial, &meta_path, hasher, offset)
                         .await;
                 }
                 tracing::warn!(range, offset, "server refused the resume; restarting");
@@ -544,17 +552,10 @@ impl Downloader {
                 Ok(Ok(Some(chunk))) => chunk,
             };
             let new_offset = offset.saturating_add(chunk.len() as u64);
-            if new_offset > limit {
+            // Hashed before it is queued: the writer owns the chunk from then on. The hasher
+            // has no limit of its own, so only the size check can refuse here.
+            if new_offset > limit || hasher.update(&chunk).is_err() {
                 // Waits for the queued bytes so that no write lands after the discard.
-                let _ = writer.finish().await;
-                let _ = self.discard(&request.name);
-                return Err(DownloadError::TooLarge {
-                    size: new_offset,
-                    limit,
-                });
-            }
-            // Hashed before it is queued: the writer owns the chunk from then on.
-            if hasher.update(&chunk).is_err() {
                 let _ = writer.finish().await;
                 let _ = self.discard(&request.name);
                 return Err(DownloadError::TooLarge {
@@ -601,7 +602,7 @@ impl Downloader {
             });
         }
         progress(rate(offset, resumed_from, total, started, Instant::now()));
-        self.finish(request, &partial, &meta_path, hasher, offset, resumed_from)
+        self.finish(request, &partial, &meta_path, hasher, resumed_from)
             .await
     }
 
@@ -673,7 +674,6 @@ impl Downloader {
         partial: &Path,
         meta_path: &Path,
         hasher: ContentHasher,
-        size: u64,
         resumed_from: u64,
     ) -> Result<DownloadedFile, DownloadError> {
         let hashed = hasher.finish();
@@ -703,9 +703,7 @@ impl Downloader {
         storage::sync_dir(&self.dir).map_err(io_err("sync directory", &self.dir))?;
         Ok(DownloadedFile {
             path: complete,
-            sha256,
             hashed,
-            size,
             resumed_from,
         })
     }

@@ -35,8 +35,8 @@ async fn complete_download_reports_progress_and_sends_offer_headers() {
         .unwrap();
 
     assert_eq!(std::fs::read(&file.path).unwrap(), body);
-    assert_eq!(file.sha256, sha256(&body));
-    assert_eq!(file.size, SIZE as u64);
+    assert_eq!(file.sha256(), sha256(&body));
+    assert_eq!(file.size(), SIZE as u64);
     assert_eq!(file.resumed_from, 0);
     assert!(!downloader.partial_path("otelcol").exists());
     let last = seen.last().unwrap();
@@ -68,7 +68,7 @@ async fn offer_headers_from_downloadable_file_are_sent() {
         .download(&request, |_| {})
         .await
         .unwrap();
-    assert_eq!(done.sha256, sha256(&body));
+    assert_eq!(done.sha256(), sha256(&body));
 }
 
 #[tokio::test]
@@ -137,7 +137,7 @@ async fn server_gone_mid_download_then_back_resumes() {
     let _back = FileServer::serve(addr, state).await;
     let file = downloader.download(&request, |_| {}).await.unwrap();
     assert_eq!(file.resumed_from, 64 * 1024);
-    assert_eq!(file.sha256, sha256(&body));
+    assert_eq!(file.sha256(), sha256(&body));
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn complete_partial_is_finished_on_416() {
     std::fs::write(&partial, bytes).unwrap();
 
     let file = downloader.download(&request, |_| {}).await.unwrap();
-    assert_eq!(file.sha256, sha256(&body));
+    assert_eq!(file.sha256(), sha256(&body));
     assert_eq!(server.requests().last().unwrap().status, 416);
 }
 
@@ -277,7 +277,7 @@ async fn stalled_server_times_out_and_keeps_the_partial() {
     );
     let file = downloader.download(&request, |_| {}).await.unwrap();
     assert_eq!(file.resumed_from, 40_000);
-    assert_eq!(file.sha256, sha256(&body));
+    assert_eq!(file.sha256(), sha256(&body));
 }
 
 proptest::proptest! {
@@ -308,7 +308,7 @@ proptest::proptest! {
                 match downloader.download(&request, |_| {}).await {
                     // A cut at or before the resume point can still complete the file.
                     Ok(file) => {
-                        assert_eq!(file.sha256, sha256(&body));
+                        assert_eq!(file.sha256(), sha256(&body));
                         downloader.discard("p").unwrap();
                     }
                     Err(err) => assert!(err.is_resumable(), "{err}"),

@@ -64,7 +64,7 @@ async fn https_download_with_a_configured_ca() {
         .download(&DownloadRequest::new("otelcol", url), |_| {})
         .await
         .unwrap();
-    assert_eq!(file.sha256, sha256(&body));
+    assert_eq!(file.sha256(), sha256(&body));
 }
 
 #[tokio::test]

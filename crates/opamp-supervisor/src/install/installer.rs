@@ -224,7 +224,7 @@ impl Installer {
         events(InstallEvent::Step(InstallStep::Verifying));
         // The downloader hashed the bytes with opamp-verify's hasher as they streamed to disk, so
         // the check needs no second read of the file; staging re-hashes what it copies.
-        if downloaded.size > max_size {
+        if downloaded.size() > max_size {
             return Err(verify_error(opamp_verify::VerifyError::TooLarge {
                 limit: max_size,
             }));
