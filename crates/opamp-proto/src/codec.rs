@@ -126,18 +126,11 @@ pub fn encode_ws_frame<M: Message>(message: &M) -> Vec<u8> {
 
 /// Splits an OpAMP WebSocket binary message into its protobuf payload, checking the header.
 pub fn ws_frame_payload<'a>(frame: &'a [u8], limits: &Limits) -> Result<&'a [u8], CodecError> {
-    let payload = match frame {
-        // The one header the spec defines, in its one-byte form: every peer sends this, and
-        // skipping the varint loop keeps a heartbeat's decode within a few percent of prost's.
-        [0x00, payload @ ..] => payload,
-        _ => {
-            let (header, header_len) = read_varint(frame).map_err(CodecError::BadWsHeader)?;
-            if header != WS_HEADER {
-                return Err(CodecError::BadWsHeader(WsHeaderError::UnknownValue(header)));
-            }
-            &frame[header_len..]
-        }
-    };
+    let (header, header_len) = read_varint(frame).map_err(CodecError::BadWsHeader)?;
+    if header != WS_HEADER {
+        return Err(CodecError::BadWsHeader(WsHeaderError::UnknownValue(header)));
+    }
+    let payload = &frame[header_len..];
     check_size(payload.len(), limits)?;
     Ok(payload)
 }
