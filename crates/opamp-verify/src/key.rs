@@ -8,12 +8,11 @@ use rsa::pkcs8::EncodePublicKey as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
 use signature::Verifier as _;
-
-use crate::ring_rsa::RingRsaKey;
 use spki::der::pem::{self, LineEnding};
 use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
 
 use crate::error::{Result, VerifyError};
+use crate::ring_rsa::RingRsaKey;
 
 /// Object identifier of `rsaEncryption` keys.
 pub(crate) const RSA_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");

@@ -154,18 +154,18 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// A strong tag from size and modification time: package files are written once per version,
-/// so a change in either means different bytes.
 /// Bytes read from the file per body chunk. Every read is a trip to tokio's blocking pool:
 /// tower-http's 64 KiB default cost a GiB package 16,000 trips and ~70,000 context switches,
 /// a fifth of the CPU of serving it (docs/benchmarks.md). Large chunks only for large files, so
 /// that thousands of agents fetching a small package do not each hold a big buffer.
 fn read_chunk_size(file_len: u64) -> usize {
-    const MIN: u64 = 16 << 10;
-    const MAX: u64 = 1 << 20;
-    usize::try_from(file_len.clamp(MIN, MAX)).unwrap_or(1 << 20)
+    const MIN: usize = 16 << 10;
+    const MAX: usize = 1 << 20;
+    usize::try_from(file_len).map_or(MAX, |len| len.clamp(MIN, MAX))
 }
 
+/// A strong tag from size and modification time: package files are written once per version,
+/// so a change in either means different bytes.
 fn entity_tag(meta: &std::fs::Metadata) -> Option<String> {
     let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
     Some(format!("\"{:x}-{:x}\"", meta.len(), modified.as_nanos()))
