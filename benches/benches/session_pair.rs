@@ -13,20 +13,14 @@ use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{AgentConfig, AgentSession, ServerConfig, ServerSession};
 
 fn description() -> v1::AgentDescription {
-    let attribute = |key: &str, value: &str| v1::KeyValue {
-        key: key.into(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value.into())),
-        }),
-    };
     v1::AgentDescription {
         identifying_attributes: vec![
-            attribute("service.name", "otelcol-contrib"),
-            attribute("service.instance.id", "a1b2c3"),
+            v1::KeyValue::string("service.name", "otelcol-contrib"),
+            v1::KeyValue::string("service.instance.id", "a1b2c3"),
         ],
         non_identifying_attributes: vec![
-            attribute("os.type", "linux"),
-            attribute("host.name", "node-17"),
+            v1::KeyValue::string("os.type", "linux"),
+            v1::KeyValue::string("host.name", "node-17"),
         ],
     }
 }

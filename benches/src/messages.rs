@@ -14,15 +14,6 @@ use opamp_proto::{AgentCapabilities, InstanceUid, v1};
 /// Nanoseconds since the epoch used for every timestamp, so messages are reproducible.
 const TIMESTAMP_UNIX_NANO: u64 = 1_790_000_000_000_000_000;
 
-fn attribute(key: &str, value: &str) -> v1::KeyValue {
-    v1::KeyValue {
-        key: key.to_owned(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value.to_owned())),
-        }),
-    }
-}
-
 fn capabilities() -> u64 {
     (AgentCapabilities::REPORTS_STATUS
         | AgentCapabilities::ACCEPTS_PACKAGES
@@ -49,19 +40,19 @@ pub fn heartbeat() -> v1::AgentToServer {
 pub fn description() -> v1::AgentDescription {
     v1::AgentDescription {
         identifying_attributes: vec![
-            attribute("service.name", "otelcol-contrib"),
-            attribute("service.namespace", "observability"),
-            attribute("service.version", "0.110.0"),
-            attribute(
+            v1::KeyValue::string("service.name", "otelcol-contrib"),
+            v1::KeyValue::string("service.namespace", "observability"),
+            v1::KeyValue::string("service.version", "0.110.0"),
+            v1::KeyValue::string(
                 "service.instance.id",
                 "0193a2b4-9c1d-7e2f-8a3b-4c5d6e7f8091",
             ),
         ],
         non_identifying_attributes: vec![
-            attribute("os.type", "linux"),
-            attribute("os.description", "Debian GNU/Linux 12 (bookworm)"),
-            attribute("host.arch", "amd64"),
-            attribute("host.name", "node-0017.eu-west-1.example.internal"),
+            v1::KeyValue::string("os.type", "linux"),
+            v1::KeyValue::string("os.description", "Debian GNU/Linux 12 (bookworm)"),
+            v1::KeyValue::string("host.arch", "amd64"),
+            v1::KeyValue::string("host.name", "node-0017.eu-west-1.example.internal"),
         ],
     }
 }

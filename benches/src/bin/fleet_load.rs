@@ -456,17 +456,11 @@ async fn install(
 }
 
 fn description(index: usize) -> v1::AgentDescription {
-    let attribute = |key: &str, value: String| v1::KeyValue {
-        key: key.to_owned(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value)),
-        }),
-    };
     v1::AgentDescription {
         identifying_attributes: vec![
-            attribute("service.name", "otelcol".to_owned()),
-            attribute("host.name", format!("fleet-agent-{index}")),
+            v1::KeyValue::string("service.name", "otelcol"),
+            v1::KeyValue::string("host.name", format!("fleet-agent-{index}")),
         ],
-        non_identifying_attributes: vec![attribute("os.type", "linux".to_owned())],
+        non_identifying_attributes: vec![v1::KeyValue::string("os.type", "linux")],
     }
 }

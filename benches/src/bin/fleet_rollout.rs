@@ -433,14 +433,11 @@ async fn run_agent(
 }
 
 fn description(index: usize) -> v1::AgentDescription {
-    let attribute = |key: &str, value: String| v1::KeyValue {
-        key: key.to_owned(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value)),
-        }),
-    };
     v1::AgentDescription {
-        identifying_attributes: vec![attribute("service.instance.id", format!("agent-{index}"))],
-        non_identifying_attributes: vec![attribute("env", "bench".to_owned())],
+        identifying_attributes: vec![v1::KeyValue::string(
+            "service.instance.id",
+            format!("agent-{index}"),
+        )],
+        non_identifying_attributes: vec![v1::KeyValue::string("env", "bench")],
     }
 }

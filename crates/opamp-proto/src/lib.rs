@@ -30,6 +30,7 @@
 mod capabilities;
 pub mod codec;
 mod instance_uid;
+mod key_value;
 
 pub use capabilities::{
     AgentCapabilities, AgentToServerFlags, ServerCapabilities, ServerToAgentFlags,

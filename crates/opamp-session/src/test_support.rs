@@ -13,12 +13,7 @@ pub(crate) fn agent_uid() -> InstanceUid {
 
 pub(crate) fn description(name: &str) -> v1::AgentDescription {
     v1::AgentDescription {
-        identifying_attributes: vec![v1::KeyValue {
-            key: "service.name".into(),
-            value: Some(v1::AnyValue {
-                value: Some(v1::any_value::Value::StringValue(name.into())),
-            }),
-        }],
+        identifying_attributes: vec![v1::KeyValue::string("service.name", name)],
         non_identifying_attributes: Vec::new(),
     }
 }

@@ -92,12 +92,7 @@ impl<T: Clone> Link<T> {
 }
 
 fn attribute(key: &str, value: &str) -> v1::KeyValue {
-    v1::KeyValue {
-        key: key.into(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value.into())),
-        }),
-    }
+    v1::KeyValue::string(key, value)
 }
 
 fn description(version: u32) -> v1::AgentDescription {

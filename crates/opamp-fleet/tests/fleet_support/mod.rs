@@ -252,18 +252,15 @@ pub fn spawn_failing_agent(
 ) -> TestAgent {
     let uid = InstanceUid::new_v7();
     let mut description = v1::AgentDescription::default();
-    let attribute = |key: &str, value: String| v1::KeyValue {
-        key: key.into(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value)),
-        }),
-    };
     description
         .identifying_attributes
-        .push(attribute("service.instance.id", format!("agent-{index}")));
+        .push(v1::KeyValue::string(
+            "service.instance.id",
+            format!("agent-{index}"),
+        ));
     description
         .non_identifying_attributes
-        .push(attribute("env", env.into()));
+        .push(v1::KeyValue::string("env", env));
     let mut agent = AgentConfig::new(uid, description);
     agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES

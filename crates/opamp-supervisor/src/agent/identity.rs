@@ -161,25 +161,16 @@ impl Identity {
     pub fn description(&self, version: &str) -> v1::AgentDescription {
         v1::AgentDescription {
             identifying_attributes: vec![
-                text_attribute("service.name", &self.service_name),
-                text_attribute("service.instance.id", &self.instance_uid.to_string()),
-                text_attribute("service.version", version),
+                v1::KeyValue::string("service.name", &self.service_name),
+                v1::KeyValue::string("service.instance.id", self.instance_uid.to_string()),
+                v1::KeyValue::string("service.version", version),
             ],
             non_identifying_attributes: self
                 .labels
                 .iter()
-                .map(|(k, v)| text_attribute(k, v))
+                .map(|(k, v)| v1::KeyValue::string(k, v))
                 .collect(),
         }
-    }
-}
-
-fn text_attribute(key: &str, value: &str) -> v1::KeyValue {
-    v1::KeyValue {
-        key: key.to_owned(),
-        value: Some(v1::AnyValue {
-            value: Some(v1::any_value::Value::StringValue(value.to_owned())),
-        }),
     }
 }
 

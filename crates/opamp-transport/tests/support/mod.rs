@@ -107,12 +107,7 @@ pub async fn start_server(
 
 pub fn agent_config() -> AgentConfig {
     let description = v1::AgentDescription {
-        identifying_attributes: vec![v1::KeyValue {
-            key: "service.name".to_owned(),
-            value: Some(v1::AnyValue {
-                value: Some(v1::any_value::Value::StringValue("test-agent".to_owned())),
-            }),
-        }],
+        identifying_attributes: vec![v1::KeyValue::string("service.name", "test-agent")],
         ..Default::default()
     };
     let mut config = AgentConfig::new(InstanceUid::new_v7(), description);
