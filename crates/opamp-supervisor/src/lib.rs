@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod decide;
 pub mod health;
 pub mod lock;
 pub mod process;

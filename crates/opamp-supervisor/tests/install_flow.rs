@@ -36,7 +36,7 @@ async fn upgrade_swaps_keeps_previous_and_reports_installed() {
     let mut host = Host::new(&old, "1.0.0").await;
     let server = FileServer::start(new.clone()).await;
     let offer = host.offer(&server.url(), "2.0.0", &new);
-    assert!(host.installer.should_attempt(PACKAGE, &offer));
+    assert!(host.would_install(&offer));
 
     let (result, events) = host.install(&offer).await;
     let installed = result.unwrap();
@@ -65,7 +65,7 @@ async fn upgrade_swaps_keeps_previous_and_reports_installed() {
     let state = host.state();
     assert_eq!(state.packages[PACKAGE].version, "2.0.0");
     assert_eq!(state.packages[PACKAGE].server_hash, offer.hash);
-    assert!(!host.installer.should_attempt(PACKAGE, &offer));
+    assert!(!host.would_install(&offer));
     let journal = Journal::new(host.layout.journal_path())
         .load()
         .unwrap()
@@ -165,10 +165,10 @@ async fn assert_rolls_back(bad: Vec<u8>, expected_in_message: &str) {
         InstallEvent::InstallFailed { error_message } if *error_message == failed.error_message
     ));
     // Not retried until the offer changes.
-    assert!(!host.installer.should_attempt(PACKAGE, &offer));
+    assert!(!host.would_install(&offer));
     let mut changed = offer.clone();
     changed.hash = vec![1, 2, 3];
-    assert!(host.installer.should_attempt(PACKAGE, &changed));
+    assert!(host.would_install(&changed));
     assert_eq!(host.state().packages[PACKAGE].version, "1.0.0");
     let journal = Journal::new(host.layout.journal_path())
         .load()
@@ -256,7 +256,7 @@ async fn served_bytes_that_do_not_match_the_signed_hash_are_refused() {
         "{}",
         failed.error_message
     );
-    assert!(!host.installer.should_attempt(PACKAGE, &offer));
+    assert!(!host.would_install(&offer));
 }
 
 #[tokio::test]
@@ -311,7 +311,10 @@ async fn downgrade_needs_a_signed_authorisation() {
     assert_eq!(host.collector.healthy_version.as_deref(), Some("0.9.0"));
     // The anti-rollback floor stays at the highest version ever installed.
     assert_eq!(
-        host.state().highest_version(PACKAGE),
+        host.installer
+            .rollback_floor()
+            .for_package(PACKAGE)
+            .unwrap(),
         Some(semver::Version::new(1, 0, 0))
     );
 }
@@ -328,10 +331,7 @@ async fn interrupted_download_is_retried_and_resumes() {
     let (result, _) = host.install(&offer).await;
     let failed = result.unwrap_err();
     assert!(failed.error.is_retryable(), "{}", failed.error);
-    assert!(
-        host.installer.should_attempt(PACKAGE, &offer),
-        "a cut download is retried"
-    );
+    assert!(host.would_install(&offer), "a cut download is retried");
     assert_eq!(host.collector.stops, 0);
 
     let (result, _) = host.install(&offer).await;

@@ -139,19 +139,102 @@ fn installed_state_survives_reopen_and_tracks_failures_and_floor() {
         .load()
         .unwrap();
     assert_eq!(reopened, state);
-    assert!(
-        !reopened.should_attempt("otelcol", &[1]),
-        "already installed"
-    );
-    assert!(!reopened.should_attempt("otelcol", &[2]), "failed before");
-    assert!(
-        reopened.should_attempt("otelcol", &[3]),
-        "a changed offer is tried"
-    );
+    assert_eq!(reopened.packages["otelcol"].server_hash, vec![1]);
+    assert_eq!(reopened.failed_offers["otelcol"].offered_hash, vec![2]);
     assert_eq!(
-        reopened.highest_version("otelcol"),
-        Some(semver::Version::new(1, 2, 0))
+        store.rollback_floor().for_package("otelcol"),
+        Ok(Some(semver::Version::new(1, 2, 0)))
     );
+}
+
+fn store_with_floor(dir: &std::path::Path, version: &str) -> InstalledStateStore {
+    let store = InstalledStateStore::new(dir.join("installed-state.json"));
+    let mut state = InstalledState::default();
+    state.record_installed("otelcol", version, vec![1], None, None);
+    store.save(&state).unwrap();
+    store
+}
+
+fn corrupt(path: &std::path::Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    fs::write(path, bytes).unwrap();
+}
+
+/// Issue: a corrupt installed-state.json used to be moved aside and rebuilt from the running
+/// version, which lowered the anti-rollback floor. The floor file keeps it.
+#[test]
+fn a_corrupt_installed_state_does_not_lower_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_floor(dir.path(), "2.0.0");
+    corrupt(store.path());
+    // The state is lost (moved aside), the floor is not.
+    assert_eq!(store.load_or_recover(), InstalledState::default());
+    assert!(dir.path().join("installed-state.json.corrupt").exists());
+    let floor = InstalledStateStore::new(dir.path().join("installed-state.json")).rollback_floor();
+    assert_eq!(
+        floor.for_package("otelcol"),
+        Ok(Some(semver::Version::new(2, 0, 0)))
+    );
+    // Rebuilding the state from a lower running version does not lower it either.
+    let mut rebuilt = InstalledState::default();
+    rebuilt.record_installed("otelcol", "1.0.0", vec![], None, None);
+    store.save(&rebuilt).unwrap();
+    assert_eq!(
+        store.rollback_floor().for_package("otelcol"),
+        Ok(Some(semver::Version::new(2, 0, 0)))
+    );
+}
+
+/// With both copies gone the floor is unknown, stays unknown across restarts, and only the
+/// operator's reset clears it.
+#[test]
+fn with_both_copies_corrupt_the_floor_fails_closed_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_floor(dir.path(), "2.0.0");
+    corrupt(store.path());
+    corrupt(store.floor_path());
+    assert_eq!(store.load_or_recover(), InstalledState::default());
+    for _restart in 0..2 {
+        let reopened = InstalledStateStore::new(dir.path().join("installed-state.json"));
+        let err = reopened
+            .rollback_floor()
+            .for_package("otelcol")
+            .unwrap_err();
+        assert!(err.to_string().contains("reset-rollback-floor"), "{err}");
+        // A save of a fresh state does not quietly make the floor known again.
+        reopened.save(&InstalledState::default()).unwrap();
+    }
+    assert!(
+        store
+            .reset_rollback_floor("otelcol", "not a version")
+            .is_err()
+    );
+    store.reset_rollback_floor("otelcol", "2.0.0").unwrap();
+    assert_eq!(
+        store.rollback_floor().for_package("otelcol"),
+        Ok(Some(semver::Version::new(2, 0, 0)))
+    );
+}
+
+/// A valid state heals a corrupt floor file; a floor file that says garbage fails closed.
+#[test]
+fn a_corrupt_floor_file_is_healed_from_the_state_and_an_unparsable_floor_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_floor(dir.path(), "1.5.0");
+    corrupt(store.floor_path());
+    assert_eq!(
+        store.rollback_floor().for_package("otelcol"),
+        Ok(Some(semver::Version::new(1, 5, 0)))
+    );
+    let mut state = store.load().unwrap();
+    if let Some(package) = state.packages.get_mut("otelcol") {
+        package.highest_version = "garbage".into();
+    }
+    // Written with a valid checksum: only the value is wrong.
+    store.save(&state).unwrap();
+    assert!(store.rollback_floor().for_package("otelcol").is_err());
 }
 
 #[test]

@@ -117,7 +117,8 @@ pub struct Identity {
     pub instance_uid: InstanceUid,
     /// `service.name`: `agent.package_name`, else the executable's file name.
     pub service_name: String,
-    /// `agent.labels` plus `host.name` and `os.type`.
+    /// `agent.labels` plus `host.name`, `host.arch` and `os.type` (semantic-convention values:
+    /// a server picks a platform build by them).
     pub labels: Vec<(String, String)>,
     /// The live executable.
     pub executable: PathBuf,
@@ -140,7 +141,8 @@ impl Identity {
             .unwrap_or_else(|| "otelcol".to_owned());
         let mut labels = vec![
             ("host.name".to_owned(), host_name()),
-            ("os.type".to_owned(), std::env::consts::OS.to_owned()),
+            ("host.arch".to_owned(), host_arch(std::env::consts::ARCH)),
+            ("os.type".to_owned(), os_type(std::env::consts::OS)),
         ];
         labels.extend(
             config
@@ -174,6 +176,32 @@ impl Identity {
     }
 }
 
+/// The semantic conventions' `host.arch` value for a Rust target architecture (Rust's own name
+/// when the conventions have none).
+fn host_arch(rust_arch: &str) -> String {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm32",
+        "x86" => "x86",
+        "powerpc" => "ppc32",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// The semantic conventions' `os.type` value for a Rust target OS.
+fn os_type(rust_os: &str) -> String {
+    match rust_os {
+        "macos" => "darwin",
+        "dragonfly" => "dragonflybsd",
+        other => other,
+    }
+    .to_owned()
+}
+
 fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -184,6 +212,15 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_attributes_use_semantic_convention_values() {
+        assert_eq!(host_arch("x86_64"), "amd64");
+        assert_eq!(host_arch("aarch64"), "arm64");
+        assert_eq!(host_arch("powerpc64"), "ppc64");
+        assert_eq!(os_type("linux"), "linux");
+        assert_eq!(os_type("macos"), "darwin");
+    }
 
     #[test]
     fn version_is_the_last_word_of_the_first_line() {

@@ -3,17 +3,18 @@
 //!
 //! Start-up: lock `storage_dir`, load (or create once) the instance uid, finish or undo an
 //! interrupted install ([`Installer::recover`]), start the collector, learn its version (the
-//! installed state, else `<exe> --version`), and connect. While running: health changes and
-//! package statuses go to the server; package offers and restart commands go to one
-//! worker task that owns the collector, so installs never overlap and a newer offer is
-//! handled after the install in progress. Shutdown: stop the collector gracefully, send
-//! `agent_disconnect`, release the lock.
+//! installed state, else `<exe> --version`), and connect. While running: package offers and
+//! restart commands go to one worker task that owns the collector and carries out what
+//! [`crate::decide::decide`] says, so installs never overlap; a newer offer abandons an install
+//! that is still downloading. Package statuses and health reach the session together through one
+//! channel (`uplink`). Shutdown: stop the collector gracefully, send `agent_disconnect`, release
+//! the lock.
 
 mod connection;
 mod error;
 pub mod identity;
-mod statuses;
 mod trust;
+mod uplink;
 mod worker;
 
 use std::future::Future;
@@ -26,20 +27,20 @@ use tokio::sync::{mpsc, watch};
 
 pub use connection::{capabilities, client_config};
 pub use error::Error;
-pub use statuses::DOWNLOAD_REPORT_INTERVAL;
 pub use trust::trust_policy;
+pub use uplink::DOWNLOAD_REPORT_INTERVAL;
 
 use crate::config::SupervisorConfig;
+use crate::decide::{Running, StatusReport};
 use crate::download::Downloader;
 use crate::health::HealthMonitor;
 use crate::install::{Collector, InstallConfig, InstallEvent, Installer};
-use crate::journal::InstalledStateStore;
 use crate::lock::StorageLock;
 use crate::process::ManagedCollector;
 use crate::storage::{self, StorageLayout};
 use identity::Identity;
-use statuses::StatusBoard;
-use worker::{Current, Inputs, Offer, Worker};
+use uplink::{Outbox, Uplink};
+use worker::{Inputs, Offer, Worker};
 
 /// Runs the supervisor for `config` until `shutdown` completes.
 ///
@@ -70,7 +71,6 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     let policy = trust_policy(&config.trust)?;
     let client_config = client_config(&config)?;
     let installer = build_installer(&config, layout.clone())?;
-    let state_store = InstalledStateStore::new(layout.installed_state_path());
     let mut collector = ManagedCollector::from_config(&config)?;
 
     let recovery = installer
@@ -117,32 +117,37 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         // One probe after the refresh is enough; the rest is slack for a busy host.
         settle_timeout: config.health.check_interval + Duration::from_secs(2),
     };
-    let (board, statuses_rx) = StatusBoard::new();
-    board.set(current.installed_status());
-    let initial_health = config
-        .capabilities
-        .reports_health
-        .then(|| health.borrow_and_update().clone());
-    let effective_config = effective_config(&config);
-    let installed = current.installed_packages(&[]);
     let accepts_packages = config.capabilities.accepts_packages;
-    let initial_statuses = board.current();
+    let report = StatusReport::at_start(&current, &installer.installed_state());
+    let initial = Outbox {
+        statuses: accepts_packages.then(|| report.to_proto()),
+        health: config
+            .capabilities
+            .reports_health
+            .then(|| health.borrow_and_update().clone()),
+        installed: accepts_packages.then(|| current.installed_packages()),
+        description: None,
+    };
+    let (uplink, outbox) = Uplink::new(initial, report, accepts_packages);
+    let effective_config = effective_config(&config);
+    let first = uplink.current();
     let _ = client
         .update(move |session| {
-            if let Some(h) = initial_health {
+            if let Some(h) = first.health {
                 session.set_health(h);
             }
             if let Some(c) = effective_config {
                 session.set_effective_config(c);
             }
-            if accepts_packages {
+            if let Some(installed) = first.installed {
                 session.set_installed_packages(installed);
-                session.set_package_statuses(initial_statuses);
+            }
+            if let Some(statuses) = first.statuses {
+                session.set_package_statuses(statuses);
             }
         })
         .await;
-    let forwarder =
-        accepts_packages.then(|| statuses::spawn_forwarder(client.clone(), statuses_rx));
+    let forwarder = uplink::spawn_forwarder(client.clone(), outbox);
 
     let (offers_tx, offers_rx) = watch::channel(None::<Offer>);
     let (restart_tx, restarts) = mpsc::channel(1);
@@ -151,12 +156,10 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         collector,
         installer,
         policy,
-        client: client.clone(),
         identity,
         configured_package: config.agent.package_name.clone(),
-        statuses: board,
-        current,
-        state_store,
+        running: current,
+        uplink: uplink.clone(),
         health: health_sync,
     };
     let worker = tokio::spawn(worker.run(Inputs {
@@ -185,14 +188,8 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                 if changed.is_err() {
                     continue;
                 }
-                health.borrow_and_update();
-                // Read the monitor when the update runs, not now: an update captured
-                // earlier and applied late must not overwrite newer health (the worker
-                // also pushes health right before it reports an install result).
-                let latest = health.clone();
-                let _ = client
-                    .update(move |session| session.set_health(latest.borrow().clone()))
-                    .await;
+                let latest = health.borrow_and_update().clone();
+                uplink.set_health(latest);
             }
         }
     }
@@ -200,11 +197,9 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     let _ = stop_tx.send(true);
     drop(offers_tx);
     let collector = worker.await;
-    if let Some(forwarder) = forwarder {
-        // Its client reference must be gone before the client can be shut down.
-        forwarder.abort();
-        let _ = forwarder.await;
-    }
+    // Its client reference must be gone before the client can be shut down.
+    forwarder.abort();
+    let _ = forwarder.await;
     if let Ok(mut collector) = collector
         && let Err(err) = collector.stop().await
     {
@@ -231,9 +226,9 @@ fn on_client_event(
             tracing::warn!(%reason, ?retry_in, "disconnected from the OpAMP server");
         }
         ClientEvent::Agent(event) => match *event {
-            AgentEvent::PackagesAvailable { offer, plan, .. } => {
+            AgentEvent::PackagesAvailable { offer, .. } => {
                 tracing::info!(packages = offer.packages.len(), "package offer received");
-                offers.send_replace(Some(Offer { offer, plan }));
+                offers.send_replace(Some(Offer { offer }));
             }
             AgentEvent::Restart => {
                 // A restart already waiting covers this one.
@@ -281,7 +276,7 @@ async fn current_package(
     config: &SupervisorConfig,
     identity: &Identity,
     installer: &Installer,
-) -> Current {
+) -> Running {
     let state = installer.installed_state();
     let recorded = match &config.agent.package_name {
         Some(name) => state.packages.get(name).map(|p| (name.clone(), p.clone())),
@@ -293,26 +288,26 @@ async fn current_package(
         None => None,
     };
     if let Some((name, package)) = recorded {
-        return Current {
+        return Running::new(
             name,
-            version: package.version,
-            server_hash: package.server_hash,
-            content_hash: package.content_hash.map(|h| h.0),
-        };
+            package.version,
+            package.server_hash,
+            package.content_hash.map(|h| h.0),
+        );
     }
     let version = identity::detect_version(&identity.executable)
         .await
         .unwrap_or_default();
-    Current {
-        name: config
+    Running::new(
+        config
             .agent
             .package_name
             .clone()
             .unwrap_or_else(|| identity.service_name.clone()),
         version,
-        server_hash: Vec::new(),
-        content_hash: storage::sha256_file(&identity.executable).ok(),
-    }
+        Vec::new(),
+        storage::sha256_file(&identity.executable).ok(),
+    )
 }
 
 fn effective_config(config: &SupervisorConfig) -> Option<opamp_proto::v1::EffectiveConfig> {

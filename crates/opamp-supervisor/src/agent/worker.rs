@@ -1,29 +1,24 @@
-//! The install worker: owns the collector and runs one job at a time (a package offer or a
-//! restart command), so installs never overlap. Offers arrive on a watch channel: an offer
-//! that arrives during an install replaces any older waiting one and runs right after.
+//! The install worker: owns the collector and carries out what [`decide`] says about each
+//! offer, one install at a time. Offers arrive on a watch channel; one that arrives during an
+//! install is decided at once: the same offer changes nothing, a newer one abandons an install
+//! that has not stopped the collector yet, and otherwise waits until the install ends.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use opamp_packages::{
-    ContentHash, InstalledPackage, InstalledPackages, PackageAction, PackageKey, PackageName,
-    PlannedPackage, SyncPlan,
-};
 use opamp_proto::v1;
-use opamp_transport::client::ClientHandle;
 use opamp_verify::TrustPolicy;
 use tokio::sync::{mpsc, watch};
 
 use super::identity::Identity;
-use super::statuses::StatusBoard;
-use crate::install::status::{StatusContext, package_status};
+use super::uplink::Uplink;
+use crate::decide::{
+    CollectorDecision, Decision, Facts, InFlight, Offered, Running, StatusReport, decide,
+};
 use crate::install::{Collector, InstallEvent, Installer};
-use crate::journal::{InstalledStateStore, Sha256Hash};
+use crate::journal::{InstallStep, Sha256Hash};
 use crate::process::ManagedCollector;
 use crate::storage;
-
-/// Most offered packages, besides the collector's, that get an `InstallFailed` status each.
-pub(super) const MAX_REFUSED_STATUSES: usize = 64;
 
 /// Delay before an install whose download was cut is tried again (it resumes).
 pub(super) const RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -33,64 +28,6 @@ pub(super) const RETRY_DELAY: Duration = Duration::from_secs(10);
 pub(super) struct Offer {
     /// The offer as received.
     pub(super) offer: v1::PackagesAvailable,
-    /// The session's plan for it.
-    pub(super) plan: SyncPlan,
-}
-
-/// What runs now: the top-level package's name, version and hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Current {
-    /// Package name (the offer's key, `agent.package_name`, or the executable's name).
-    pub(super) name: String,
-    /// Version (`agent_has_version`).
-    pub(super) version: String,
-    /// The server's package hash of the installed offer (`agent_has_hash`); empty before the
-    /// first install through OpAMP.
-    pub(super) server_hash: Vec<u8>,
-    /// SHA-256 of the package file (or of the executable before the first install).
-    pub(super) content_hash: Option<[u8; 32]>,
-}
-
-impl Current {
-    /// The `Installed` status of what runs.
-    pub(super) fn installed_status(&self) -> v1::PackageStatus {
-        let context = StatusContext::new(
-            &self.name,
-            &self.version,
-            self.server_hash.clone(),
-            &self.version,
-            self.server_hash.clone(),
-        );
-        package_status(
-            &context,
-            &InstallEvent::Installed {
-                version: self.version.clone(),
-            },
-        )
-    }
-
-    /// The session's view of what is installed, for planning the next offer.
-    pub(super) fn installed_packages(
-        &self,
-        last_applied_all_packages_hash: &[u8],
-    ) -> InstalledPackages {
-        let mut installed = InstalledPackages::new();
-        if let (Ok(key), Some(hash)) = (PackageKey::parse(&self.name), self.content_hash) {
-            installed = installed.with_package(
-                key,
-                InstalledPackage::new(
-                    &self.version,
-                    self.server_hash.clone(),
-                    ContentHash::from(hash),
-                ),
-            );
-        }
-        if !last_applied_all_packages_hash.is_empty() {
-            installed =
-                installed.with_last_applied_all_packages_hash(last_applied_all_packages_hash);
-        }
-        installed
-    }
 }
 
 /// The channels that feed a [`Worker`].
@@ -118,29 +55,24 @@ pub(super) struct Worker {
     pub(super) installer: Installer,
     /// The trust policy for offers.
     pub(super) policy: TrustPolicy,
-    /// The OpAMP client.
-    pub(super) client: Arc<ClientHandle>,
     /// Inputs of the description.
     pub(super) identity: Identity,
     /// `agent.package_name`.
     pub(super) configured_package: Option<String>,
-    /// Package statuses.
-    pub(super) statuses: StatusBoard,
     /// What runs now.
-    pub(super) current: Current,
-    /// Where the installed state lives (to seed the anti-rollback floor).
-    pub(super) state_store: InstalledStateStore,
-    /// Keeps reported health in step with install results.
+    pub(super) running: Running,
+    /// Statuses, health, installed packages and description to the session.
+    pub(super) uplink: Uplink,
+    /// Fresh health readings after an install.
     pub(super) health: HealthSync,
 }
 
-/// Makes the health the server sees current before an install result is reported.
+/// Reads the collector's health right after an install, so its outcome is reported together
+/// with the health of the collector that runs now.
 ///
 /// The health monitor checks on an interval; right after a swap its last value is the
-/// "stopped" health from the moment the old collector went down. Reporting `Installed`
-/// beside that would make the server's rollout count a healthy install as unhealthy, so
-/// the worker asks for a fresh check, waits (bounded) until it reflects the running
-/// collector, and puts it into the session before the package status.
+/// "stopped" health from the moment the old collector went down. The worker asks for a fresh
+/// check and waits (bounded) until it reflects the running collector.
 #[derive(Debug)]
 pub(super) struct HealthSync {
     /// Wakes the monitor for an immediate check.
@@ -154,10 +86,10 @@ pub(super) struct HealthSync {
 }
 
 impl HealthSync {
-    /// Refreshes health after an install or rollback and pushes it into the session.
-    async fn settle(&mut self, client: &ClientHandle) {
+    /// A health reading taken after now (`None` when health is not reported).
+    async fn fresh(&mut self) -> Option<v1::ComponentHealth> {
         if !self.reports_health {
-            return;
+            return None;
         }
         self.refresh.notify_one();
         let became_healthy = matches!(
@@ -173,11 +105,18 @@ impl HealthSync {
                 "collector health did not read healthy after the install; reporting it as it is"
             );
         }
-        let latest = self.health.clone();
-        let _ = client
-            .update(move |session| session.set_health(latest.borrow().clone()))
-            .await;
+        Some(self.health.borrow().clone())
     }
+}
+
+/// How an install job ended.
+enum InstallEnd {
+    /// Done (installed or failed and reported); `Some` to try the offer again later.
+    Finished(Option<Offer>),
+    /// Abandoned for a newer offer, which is decided next.
+    Preempted(Offer),
+    /// The supervisor is stopping.
+    Stopped,
 }
 
 impl Worker {
@@ -185,57 +124,60 @@ impl Worker {
     /// A shutdown during an install abandons it at its journaled step; the next start-up
     /// recovery finishes or undoes it.
     pub(super) async fn run(mut self, mut inputs: Inputs) -> ManagedCollector {
+        // Before any offer is decided, so a downgrade below what runs needs an authorisation.
+        self.seed_installed_state(&self.running.name.clone());
         let mut retry: Option<(tokio::time::Instant, Offer)> = None;
+        let mut next: Option<Offer> = None;
         loop {
             let retry_at = retry.as_ref().map(|(at, _)| *at);
-            let job = tokio::select! {
-                _ = inputs.stop.changed() => break,
-                changed = inputs.offers.changed() => {
-                    if changed.is_err() {
-                        break;
+            let job = match next.take() {
+                Some(offer) => Job::Offer(offer),
+                None => tokio::select! {
+                    _ = inputs.stop.changed() => break,
+                    changed = inputs.offers.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        match inputs.offers.borrow_and_update().clone() {
+                            Some(offer) => Job::Offer(offer),
+                            None => continue,
+                        }
                     }
-                    match inputs.offers.borrow_and_update().clone() {
-                        Some(offer) => Job::Offer(offer),
+                    Some(()) = inputs.restarts.recv() => Job::Restart,
+                    () = sleep_until_opt(retry_at), if retry_at.is_some() => match retry.take() {
+                        Some((_, offer)) => Job::Offer(offer),
                         None => continue,
-                    }
-                }
-                Some(()) = inputs.restarts.recv() => Job::Restart,
-                () = sleep_until_opt(retry_at), if retry_at.is_some() => match retry.take() {
-                    Some((_, offer)) => Job::Offer(offer),
-                    None => continue,
+                    },
                 },
             };
-            let stopped = {
-                let work = self.do_job(job);
-                tokio::pin!(work);
-                tokio::select! {
-                    _ = inputs.stop.changed() => true,
-                    again = &mut work => {
-                        if let Some(offer) = again {
-                            retry = Some((tokio::time::Instant::now() + RETRY_DELAY, offer));
-                        }
-                        false
+            let offer = match job {
+                Job::Restart => {
+                    let stopped = tokio::select! {
+                        _ = inputs.stop.changed() => true,
+                        () = self.restart() => false,
+                    };
+                    if stopped {
+                        break;
                     }
+                    continue;
                 }
+                Job::Offer(offer) => offer,
             };
-            if stopped {
-                tracing::warn!(
-                    "shutdown during a job; an interrupted install is finished or undone at the next start"
-                );
-                break;
+            retry = None;
+            match self.handle_offer(offer, &mut inputs).await {
+                InstallEnd::Finished(again) => {
+                    retry = again.map(|offer| (tokio::time::Instant::now() + RETRY_DELAY, offer));
+                }
+                InstallEnd::Preempted(newer) => next = Some(newer),
+                InstallEnd::Stopped => {
+                    tracing::warn!(
+                        "shutdown during an install; it is finished or undone at the next start"
+                    );
+                    break;
+                }
             }
         }
         self.collector
-    }
-
-    async fn do_job(&mut self, job: Job) -> Option<Offer> {
-        match job {
-            Job::Restart => {
-                self.restart().await;
-                None
-            }
-            Job::Offer(offer) => self.handle_offer(offer).await,
-        }
     }
 
     async fn restart(&mut self) {
@@ -248,247 +190,244 @@ impl Worker {
         }
     }
 
-    /// Acts on one offer; returns it when it should be tried again later (a cut download).
-    async fn handle_offer(&mut self, offer: Offer) -> Option<Offer> {
-        let all_hash = offer.offer.all_packages_hash.clone();
-        let planned = self.top_level(&offer.plan).cloned();
-        let wire_key = planned.as_ref().map(|p| p.key.wire_key().to_owned());
-        let available = wire_key
-            .as_ref()
-            .and_then(|key| offer.offer.packages.get(key).cloned());
-        let refused = self.refused_packages(&offer.offer, wire_key.as_deref());
-        let (Some(planned), Some(wire_key), Some(available)) = (planned, wire_key, available)
-        else {
-            tracing::info!("package offer has no top-level package for this collector");
-            self.statuses
-                .begin_offer(&all_hash, &self.current.name, None, refused);
-            return None;
-        };
-        let name = if wire_key.is_empty() {
-            self.current.name.clone()
-        } else {
-            wire_key.clone()
-        };
-        // Received and being handled: the server need not send it again.
-        let context = self.status_context(&name, &available);
-        self.statuses
-            .begin_offer(&all_hash, &self.current.name, Some(&context), refused);
-        let again = match &planned.action {
-            PackageAction::Remove { .. } => {
-                tracing::warn!(package = %name, "the server no longer offers the collector; keeping it");
-                None
-            }
-            PackageAction::NothingToDo { .. } => {
-                tracing::info!(package = %name, version = %available.version, "offer already installed");
-                self.current.name = name;
-                self.current.server_hash = available.hash.clone();
-                self.statuses.set(self.current.installed_status());
-                None
-            }
-            _ => self.install(&name, &available, offer.clone()).await,
-        };
-        if again.is_none() {
-            self.sync_session(&all_hash).await;
+    /// Decides on `offer` and carries the decision out.
+    async fn handle_offer(&mut self, offer: Offer, inputs: &mut Inputs) -> InstallEnd {
+        let decision = decide_now(
+            &self.installer,
+            &self.running,
+            &self.policy,
+            self.configured_package.as_deref(),
+            &offer.offer,
+            None,
+        );
+        tracing::info!(
+            decision = decision.collector.kind(),
+            others = decision.others.len(),
+            "package offer decided"
+        );
+        if let Some(report) = StatusReport::for_decision(&decision, &self.running) {
+            self.uplink.update(|r| *r = report, |_| {});
         }
-        again
+        match decision.collector {
+            CollectorDecision::AlreadyInstalled { offered } => {
+                self.record_already_installed(&offered, &decision.all_packages_hash);
+                InstallEnd::Finished(None)
+            }
+            CollectorDecision::Refused {
+                offered,
+                error,
+                remember,
+            } => {
+                let _ = self.installer.refuse(
+                    &offered.name,
+                    &offered.available,
+                    error,
+                    remember,
+                    &mut |_| {},
+                );
+                InstallEnd::Finished(None)
+            }
+            CollectorDecision::Install { offered, approved } => {
+                self.install(
+                    offer,
+                    offered,
+                    *approved,
+                    decision.all_packages_hash,
+                    inputs,
+                )
+                .await
+            }
+            CollectorDecision::NotOffered => {
+                tracing::info!("the offer has no package for this collector; keeping it");
+                InstallEnd::Finished(None)
+            }
+            CollectorDecision::PreviouslyFailed { offered, .. } => {
+                tracing::info!(package = %offered.name, version = %offered.available.version, "offer failed before; not retrying it");
+                InstallEnd::Finished(None)
+            }
+            CollectorDecision::InstallingAlready | CollectorDecision::AfterCurrentInstall => {
+                InstallEnd::Finished(None)
+            }
+        }
+    }
+
+    /// The server offers what runs: remember its package hash, report it applied.
+    fn record_already_installed(&mut self, offered: &Offered, all_packages_hash: &[u8]) {
+        tracing::info!(package = %offered.name, version = %self.running.version, "offer already installed");
+        self.running.name = offered.name.clone();
+        self.running.server_hash = offered.available.hash.clone();
+        self.installer.record_already_installed(
+            &offered.name,
+            &self.running.version,
+            &offered.available.hash,
+        );
+        let installed = self.applied(all_packages_hash);
+        self.uplink
+            .update(|_| {}, |outbox| outbox.installed = Some(installed));
     }
 
     async fn install(
         &mut self,
-        name: &str,
-        available: &v1::PackageAvailable,
         offer: Offer,
-    ) -> Option<Offer> {
-        let state = self.installer.installed_state();
-        if !state.should_attempt(name, &available.hash) {
-            if let Some(failed) = state
-                .failed_offers
-                .get(name)
-                .filter(|f| f.offered_hash == available.hash)
-            {
-                tracing::info!(package = %name, version = %available.version, "offer failed before; not retrying it");
-                let context = self.status_context(name, available);
-                self.statuses.set(package_status(
-                    &context,
-                    &InstallEvent::InstallFailed {
-                        error_message: failed.error.clone(),
-                    },
-                ));
-            } else {
-                self.current.name = name.to_owned();
-                self.statuses.set(self.current.installed_status());
+        offered: Offered,
+        approved: opamp_verify::Verified<opamp_verify::ApprovedPackage>,
+        all_packages_hash: Vec<u8>,
+        inputs: &mut Inputs,
+    ) -> InstallEnd {
+        tracing::info!(package = %offered.name, from = %self.running.version, to = %offered.available.version, "installing offer");
+        let step = Mutex::new(InstallStep::Idle);
+        let outcome = {
+            let uplink = &self.uplink;
+            let step = &step;
+            let mut report = move |event: InstallEvent| {
+                if let InstallEvent::Step(now) = &event {
+                    *step.lock().unwrap_or_else(PoisonError::into_inner) = *now;
+                }
+                uplink.progress(&event);
+            };
+            let work = self.installer.install_approved(
+                &mut self.collector,
+                &offered.name,
+                &offered.available,
+                approved,
+                &mut report,
+            );
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    _ = inputs.stop.changed() => return InstallEnd::Stopped,
+                    result = &mut work => break result,
+                    changed = inputs.offers.changed() => {
+                        let Ok(()) = changed else { continue };
+                        let Some(newer) = inputs.offers.borrow_and_update().clone() else {
+                            continue;
+                        };
+                        let at = *step.lock().unwrap_or_else(PoisonError::into_inner);
+                        let in_flight = InFlight::new(offered.available.hash.clone(), at);
+                        let decision = decide_now(&self.installer, &self.running, &self.policy, self.configured_package.as_deref(), &newer.offer, Some(&in_flight));
+                        match decision.collector {
+                            CollectorDecision::InstallingAlready => {}
+                            CollectorDecision::AfterCurrentInstall => {
+                                // Decided again once this install ends.
+                                inputs.offers.mark_changed();
+                                tracing::info!("a newer offer waits for the install in progress");
+                                let result = tokio::select! {
+                                    _ = inputs.stop.changed() => return InstallEnd::Stopped,
+                                    result = &mut work => result,
+                                };
+                                break result;
+                            }
+                            _ => {
+                                tracing::info!(step = ?at, "a newer offer replaces the install in progress");
+                                return InstallEnd::Preempted(newer);
+                            }
+                        }
+                    }
+                }
             }
-            return None;
-        }
-        self.seed_installed_state(name);
-        let context = self.status_context(name, available);
-        tracing::info!(package = %name, from = %self.current.version, to = %available.version, "installing offer");
-        let result = {
-            let mut report = self.statuses.install_reporter(&context);
-            self.installer
-                .install_offer(
-                    &mut self.collector,
-                    name,
-                    available,
-                    &self.policy,
-                    SystemTime::now(),
-                    &mut report,
-                )
-                .await
         };
-        match result {
+        match outcome {
             Ok(installed) => {
-                tracing::info!(package = %name, version = %installed.version, "installed");
-                let state = self.installer.installed_state();
-                let content_hash = state
+                tracing::info!(package = %offered.name, version = %installed.version, "installed");
+                let content_hash = self
+                    .installer
+                    .installed_state()
                     .packages
-                    .get(name)
+                    .get(&offered.name)
                     .and_then(|p| p.content_hash)
                     .map(|h| h.0);
-                self.current = Current {
-                    name: name.to_owned(),
-                    version: installed.version.clone(),
-                    server_hash: installed.server_hash.clone(),
+                self.running = Running::new(
+                    &offered.name,
+                    &installed.version,
+                    installed.server_hash.clone(),
                     content_hash,
-                };
-                self.health.settle(&self.client).await;
-                self.statuses.set(package_status(
-                    &context,
-                    &InstallEvent::Installed {
-                        version: installed.version,
+                );
+                let health = self.health.fresh().await;
+                let installed_packages = self.applied(&all_packages_hash);
+                let description = self.identity.description(&self.running.version);
+                let running = self.running.clone();
+                self.uplink.update(
+                    |r| r.installed(&running),
+                    |outbox| {
+                        if health.is_some() {
+                            outbox.health = health;
+                        }
+                        outbox.installed = Some(installed_packages);
+                        outbox.description = Some(description);
                     },
-                ));
-                let description = self.identity.description(&self.current.version);
-                let _ = self
-                    .client
-                    .update(move |session| session.set_description(description))
-                    .await;
-                None
+                );
+                InstallEnd::Finished(None)
             }
             Err(failed) => {
-                tracing::error!(package = %name, version = %available.version, error = %failed.error_message, "install failed");
-                self.health.settle(&self.client).await;
-                self.statuses.set(package_status(
-                    &context,
-                    &InstallEvent::InstallFailed {
-                        error_message: failed.error_message.clone(),
+                tracing::error!(package = %offered.name, version = %offered.available.version, error = %failed.error_message, "install failed");
+                let health = self.health.fresh().await;
+                let running = self.running.clone();
+                self.uplink.update(
+                    |r| r.failed(&running, &failed.error_message),
+                    |outbox| {
+                        if health.is_some() {
+                            outbox.health = health;
+                        }
                     },
-                ));
-                failed.error.is_retryable().then_some(offer)
+                );
+                InstallEnd::Finished(failed.error.is_retryable().then_some(offer))
             }
         }
     }
 
-    /// `InstallFailed` statuses for the offered packages other than the collector's: the
-    /// server learns they were received and why nothing happens to them (add-ons, or
-    /// packages meant for other agents), instead of waiting for an answer.
-    ///
-    /// At most [`MAX_REFUSED_STATUSES`] of them, with valid names and short versions: a server
-    /// must not be able to make the agent echo an arbitrarily large report.
-    fn refused_packages(
-        &self,
-        offer: &v1::PackagesAvailable,
-        collector_key: Option<&str>,
-    ) -> Vec<v1::PackageStatus> {
-        let mut others: Vec<_> = offer
-            .packages
-            .iter()
-            .filter(|(name, _)| !name.is_empty() && Some(name.as_str()) != collector_key)
-            .collect();
-        // The same packages are reported whatever the map's order.
-        others.sort_unstable_by_key(|(name, _)| name.as_str());
-        if others.len() > MAX_REFUSED_STATUSES {
-            tracing::warn!(
-                offered = others.len(),
-                reported = MAX_REFUSED_STATUSES,
-                "the offer has more packages than this supervisor reports on"
-            );
+    /// What is installed, with `all_packages_hash` recorded as applied (only after the offer
+    /// was fully carried out).
+    fn applied(&self, all_packages_hash: &[u8]) -> opamp_packages::InstalledPackages {
+        let installed = self.running.installed_packages();
+        if all_packages_hash.is_empty() {
+            installed
+        } else {
+            installed.with_last_applied_all_packages_hash(all_packages_hash)
         }
-        others
-            .into_iter()
-            .filter(|(name, available)| {
-                PackageName::new(name.as_str()).is_ok() && available.version.len() <= 256
-            })
-            .take(MAX_REFUSED_STATUSES)
-            .map(|(name, available)| {
-                let kind = if available.r#type == v1::PackageType::Addon as i32 {
-                    "add-on packages are not supported"
-                } else {
-                    "it is not this collector's package"
-                };
-                let collector = collector_key
-                    .filter(|key| !key.is_empty())
-                    .unwrap_or(&self.current.name);
-                let error_message = format!(
-                    "not installed: this supervisor installs only the collector package \
-                     {collector:?}; {kind}"
-                );
-                let context = StatusContext::new(
-                    name,
-                    "",
-                    Vec::new(),
-                    &available.version,
-                    available.hash.clone(),
-                );
-                package_status(&context, &InstallEvent::InstallFailed { error_message })
-            })
-            .collect()
-    }
-
-    fn status_context(&self, name: &str, available: &v1::PackageAvailable) -> StatusContext {
-        StatusContext::new(
-            name,
-            &self.current.version,
-            self.current.server_hash.clone(),
-            &available.version,
-            available.hash.clone(),
-        )
     }
 
     /// Before the first install through OpAMP the installed state does not know the running
-    /// version; record it so the trust policy's anti-rollback floor covers it.
+    /// version; record it (at start-up) so the anti-rollback floor covers it.
     fn seed_installed_state(&self, name: &str) {
-        if self.current.version.is_empty() {
+        if self.running.version.is_empty() {
             return;
         }
-        let mut state = self.installer.installed_state();
+        let state = self.installer.installed_state();
         if state.packages.contains_key(name) {
             return;
         }
         let executable_sha256 = storage::sha256_file(&self.identity.executable)
             .ok()
             .map(Sha256Hash);
+        let mut state = state;
         state.record_installed(
             name,
-            &self.current.version,
-            self.current.server_hash.clone(),
+            &self.running.version,
+            self.running.server_hash.clone(),
             None,
             executable_sha256,
         );
-        if let Err(err) = self.state_store.save(&state) {
+        if let Err(err) = self.installer.save_installed_state(&state) {
             tracing::warn!(%err, "cannot record the running version in the installed state");
         }
     }
+}
 
-    fn top_level<'p>(&self, plan: &'p SyncPlan) -> Option<&'p PlannedPackage> {
-        plan.packages()
-            .iter()
-            .find(|p| match &self.configured_package {
-                Some(name) => p.key.wire_key() == name,
-                None => p
-                    .action
-                    .target()
-                    .is_some_and(|t| t.package_type == v1::PackageType::TopLevel),
-            })
-    }
-
-    async fn sync_session(&self, all_hash: &[u8]) {
-        let installed = self.current.installed_packages(all_hash);
-        let _ = self
-            .client
-            .update(move |session| session.set_installed_packages(installed))
-            .await;
-    }
+/// [`decide`] with what the installer knows now.
+fn decide_now(
+    installer: &Installer,
+    running: &Running,
+    policy: &TrustPolicy,
+    configured_package: Option<&str>,
+    offer: &v1::PackagesAvailable,
+    in_flight: Option<&InFlight>,
+) -> Decision {
+    let state = installer.installed_state();
+    let floor = installer.rollback_floor();
+    let facts = Facts::new(running, &state, &floor, policy, SystemTime::now())
+        .collector_package(configured_package)
+        .in_flight(in_flight);
+    decide(offer, &facts)
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -3,18 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use opamp_proto::v1::PackageAvailable;
-use opamp_verify::{PackageOffer, TrustPolicy, VerificationContext, Verified, VerifiedPackage};
+use opamp_proto::v1::{PackageAvailable, PackagesAvailable};
+use opamp_verify::{ApprovedPackage, TrustPolicy, Verified, VerifiedPackage};
 
 use super::swap::{self, has_hash, hash_if_exists_async, next_path_for};
 use super::{
     Collector, InstallConfig, InstallError, InstallEvent, InstallFailed, Installed, io_error,
+    untouched_message,
 };
 use crate::archive;
+use crate::decide::{CollectorDecision, Facts, Running, decide};
 use crate::download::{DownloadRequest, Downloader};
 use crate::journal::{
     InstallRecord, InstallStep, InstalledState, InstalledStateStore, Journal, JournalError,
-    Sha256Hash,
+    RollbackFloor, Sha256Hash,
 };
 use crate::storage::{self, StorageLayout};
 
@@ -78,33 +80,63 @@ impl Installer {
     }
 
     /// The persistent installed state; a corrupt file is moved aside and an empty state returned
-    /// (logged), since refusing to run would leave the host without a collector.
+    /// (logged), since refusing to run would leave the host without a collector. The
+    /// anti-rollback floor it held is kept by [`Installer::rollback_floor`], which fails closed.
     pub fn installed_state(&self) -> InstalledState {
-        match self.state.load() {
-            Ok(state) => state,
-            Err(err @ JournalError::Corrupt { .. }) => {
-                tracing::error!(%err, "installed state corrupt; starting from an empty state");
-                let _ = self.state.quarantine();
-                InstalledState::default()
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot read installed state; using an empty state");
-                InstalledState::default()
-            }
-        }
+        self.state.load_or_recover()
     }
 
-    /// Whether `offer` for `package` is new: not what is installed, and not an offer that
-    /// already failed (which is retried only once the server changes it).
-    pub fn should_attempt(&self, package: &str, offer: &PackageAvailable) -> bool {
-        self.installed_state().should_attempt(package, &offer.hash)
+    /// Durably replaces the installed state (and raises the floor file with it).
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn save_installed_state(&self, state: &InstalledState) -> Result<(), JournalError> {
+        self.state.save(state)
     }
 
-    /// Downloads, verifies, stages and installs `offer`, reporting progress to `events`.
+    /// The anti-rollback floor (from both of its copies; unknown when neither can be read).
+    pub fn rollback_floor(&self) -> RollbackFloor {
+        self.state.rollback_floor()
+    }
+
+    /// What [`decide`] says about an offer of `package` alone, given what is installed: the
+    /// supervisor's one decision procedure, for callers that install one package directly.
+    pub fn decide_offer(
+        &self,
+        package: &str,
+        offer: &PackageAvailable,
+        policy: &TrustPolicy,
+        now: SystemTime,
+    ) -> CollectorDecision {
+        let state = self.installed_state();
+        let floor = self.rollback_floor();
+        let running = state.packages.get(package).map_or_else(
+            || Running::new(package, "", Vec::new(), None),
+            |installed| {
+                Running::new(
+                    package,
+                    &installed.version,
+                    installed.server_hash.clone(),
+                    installed.content_hash.map(|h| h.0),
+                )
+            },
+        );
+        let offers = PackagesAvailable {
+            packages: [(package.to_owned(), offer.clone())].into(),
+            all_packages_hash: Vec::new(),
+        };
+        let facts =
+            Facts::new(&running, &state, &floor, policy, now).collector_package(Some(package));
+        decide(&offers, &facts).collector
+    }
+
+    /// Decides on `offer` for `package` ([`Installer::decide_offer`]) and carries the decision
+    /// out, reporting progress to `events`.
     ///
     /// An offer that is already installed returns at once (`Installed` event); one that failed
     /// before returns its original failure ([`InstallError::PreviouslyFailed`]) without being
-    /// retried, until the server changes the offer's hash.
+    /// retried, until the server changes the offer's hash; one the trust policy refuses is
+    /// refused before anything is downloaded.
     ///
     /// On failure the previous collector is running again (restored if the swap had happened)
     /// and the failure is recorded so the same offer is not retried, except for interrupted
@@ -121,38 +153,129 @@ impl Installer {
         now: SystemTime,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<Installed, InstallFailed> {
-        let state = self.installed_state();
-        if let Some(installed) = state.packages.get(package)
-            && installed.server_hash == offer.hash
-        {
-            // Already done (e.g. the server re-sent its offer): report it, touch nothing.
-            events(InstallEvent::Installed {
-                version: installed.version.clone(),
-            });
-            return Ok(Installed {
-                package: package.to_owned(),
-                version: installed.version.clone(),
-                server_hash: installed.server_hash.clone(),
-            });
-        }
-        if let Some(failed) = state.failed_offers.get(package)
-            && failed.offered_hash == offer.hash
-        {
-            // Not retried until the offer changes; report the original failure again.
-            let error_message = failed.error.clone();
-            events(InstallEvent::InstallFailed {
-                error_message: error_message.clone(),
-            });
-            return Err(InstallFailed {
-                error: InstallError::PreviouslyFailed {
+        match self.decide_offer(package, offer, policy, now) {
+            CollectorDecision::Install { approved, .. } => {
+                self.install_approved(collector, package, offer, *approved, events)
+                    .await
+            }
+            CollectorDecision::AlreadyInstalled { .. } => {
+                let state = self.installed_state();
+                let version = state
+                    .packages
+                    .get(package)
+                    .map_or_else(|| offer.version.clone(), |p| p.version.clone());
+                events(InstallEvent::Installed {
+                    version: version.clone(),
+                });
+                Ok(Installed {
                     package: package.to_owned(),
-                    version: failed.version.clone(),
-                },
-                error_message,
-                rolled_back: false,
-                collector_healthy: None,
-            });
+                    version,
+                    server_hash: offer.hash.clone(),
+                })
+            }
+            CollectorDecision::PreviouslyFailed { error_message, .. } => {
+                events(InstallEvent::InstallFailed {
+                    error_message: error_message.clone(),
+                });
+                Err(InstallFailed {
+                    error: InstallError::PreviouslyFailed {
+                        package: package.to_owned(),
+                        version: offer.version.clone(),
+                    },
+                    error_message,
+                    rolled_back: false,
+                    collector_healthy: None,
+                })
+            }
+            CollectorDecision::Refused {
+                error, remember, ..
+            } => Err(self.refuse(package, offer, error, remember, events)),
+            _ => {
+                let error = InstallError::InvalidOffer {
+                    package: package.to_owned(),
+                    reason: "the offer cannot be installed as this collector".to_owned(),
+                };
+                Err(self.refuse(package, offer, error, false, events))
+            }
         }
+    }
+
+    /// Records an offer refused before anything was done (when `remember`, it is not retried
+    /// until the server changes it) and reports the failure.
+    pub fn refuse(
+        &self,
+        package: &str,
+        offer: &PackageAvailable,
+        error: InstallError,
+        remember: bool,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> InstallFailed {
+        let error_message = untouched_message(&error);
+        tracing::warn!(%package, version = %offer.version, %error_message, "offer refused");
+        if remember {
+            self.record_failed_offer(package, &offer.version, &offer.hash, &error_message);
+        }
+        events(InstallEvent::InstallFailed {
+            error_message: error_message.clone(),
+        });
+        InstallFailed {
+            error,
+            error_message,
+            rolled_back: false,
+            collector_healthy: None,
+        }
+    }
+
+    /// Records that the offer of `package` with `offered_hash` failed with `message`, so it is
+    /// not retried until the server changes it.
+    pub fn record_failed_offer(
+        &self,
+        package: &str,
+        version: &str,
+        offered_hash: &[u8],
+        message: &str,
+    ) {
+        let mut state = self.installed_state();
+        state.record_failure(package, version, offered_hash.to_vec(), message);
+        if let Err(err) = self.state.save(&state) {
+            tracing::error!(%err, "cannot record the failed offer");
+        }
+    }
+
+    /// Records that `package` runs `version` from the offer with `server_hash` without an
+    /// install (what runs is what the server offers).
+    pub fn record_already_installed(&self, package: &str, version: &str, server_hash: &[u8]) {
+        let mut state = self.installed_state();
+        let (content_hash, executable) = state
+            .packages
+            .get(package)
+            .map_or((None, None), |p| (p.content_hash, p.executable_sha256));
+        state.record_installed(
+            package,
+            version,
+            server_hash.to_vec(),
+            content_hash,
+            executable,
+        );
+        if let Err(err) = self.state.save(&state) {
+            tracing::error!(%err, "cannot record the installed package");
+        }
+    }
+
+    /// Downloads, verifies, stages and installs an offer the trust policy approved (see
+    /// [`decide`]), reporting progress to `events`.
+    ///
+    /// # Errors
+    /// [`InstallFailed`] with the exact message for the `InstallFailed` status.
+    pub async fn install_approved<C: Collector>(
+        &self,
+        collector: &mut C,
+        package: &str,
+        offer: &PackageAvailable,
+        approved: Verified<ApprovedPackage>,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<Installed, InstallFailed> {
+        let state = self.installed_state();
         let mut record = InstallRecord::new(
             package,
             offer.version.clone(),
@@ -166,7 +289,7 @@ impl Installer {
         }
         events(InstallEvent::Step(InstallStep::Downloading));
         let staged = match self
-            .fetch_and_stage(&mut record, &state, package, offer, policy, now, events)
+            .fetch_and_stage(&mut record, package, offer, approved, events)
             .await
         {
             Ok(staged) => staged,
@@ -175,22 +298,14 @@ impl Installer {
         self.install_staged(collector, staged, events).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn fetch_and_stage(
         &self,
         record: &mut InstallRecord,
-        state: &InstalledState,
         package: &str,
         offer: &PackageAvailable,
-        policy: &TrustPolicy,
-        now: SystemTime,
+        approved: Verified<ApprovedPackage>,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<StagedInstall, InstallError> {
-        if offer.r#type != opamp_proto::v1::PackageType::TopLevel as i32 {
-            return Err(InstallError::NotTopLevel {
-                package: package.to_owned(),
-            });
-        }
         let file = offer.file.as_ref().ok_or_else(|| InstallError::NoFile {
             package: package.to_owned(),
             version: offer.version.clone(),
@@ -200,16 +315,12 @@ impl Installer {
             version: offer.version.clone(),
             source: Box::new(source),
         };
-        let mut context = VerificationContext::new(now);
-        if let Some(highest) = state.highest_version(package) {
-            context = context.with_highest_installed(highest);
+        if approved.name() != package || approved.version() != offer.version {
+            return Err(InstallError::ProofMismatch {
+                verified: format!("{} {}", approved.name(), approved.version()),
+                offered: format!("{package} {}", offer.version),
+            });
         }
-        let offered =
-            PackageOffer::new(package, &offer.version, &file.content_hash, &file.signature);
-        let approved = policy
-            .verify_offer(&offered, &context)
-            .map_err(verify_error)?;
-
         let max_size = self.config.download.max_size;
         let mut request = DownloadRequest::from_downloadable_file(package, file);
         request.expected_size = approved.signed_size();
@@ -503,7 +614,7 @@ impl Installer {
         error: InstallError,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> InstallFailed {
-        let error_message = format!("{error}; the running collector was not changed");
+        let error_message = untouched_message(&error);
         tracing::warn!(package = %record.package_name, %error_message, "install failed");
         record.error = Some(error_message.clone());
         if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
@@ -527,7 +638,7 @@ impl Installer {
         error: InstallError,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> InstallFailed {
-        let error_message = format!("{error}; the running collector was not changed");
+        let error_message = untouched_message(&error);
         events(InstallEvent::InstallFailed {
             error_message: error_message.clone(),
         });
@@ -543,16 +654,12 @@ impl Installer {
         if error.is_retryable() {
             return;
         }
-        let mut state = self.installed_state();
-        state.record_failure(
+        self.record_failed_offer(
             &record.package_name,
             &record.offered_version,
-            record.offered_hash.clone(),
+            &record.offered_hash,
             message,
         );
-        if let Err(err) = self.state.save(&state) {
-            tracing::error!(%err, "cannot record the failed offer");
-        }
     }
 
     /// Removes staging files of a finished install (best effort: leftovers are harmless and are

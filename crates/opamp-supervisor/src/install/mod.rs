@@ -15,8 +15,9 @@
 //!    it is healthy) and `Failed`, with an error message that says what failed.
 //!
 //! [`Installer::recover`] runs at start-up and finishes or undoes an interrupted install.
-//! Progress is reported as [`InstallEvent`]s, which [`status::package_status`] maps to OpAMP
-//! `PackageStatus` messages.
+//! Progress is reported as [`InstallEvent`]s, which [`crate::decide::StatusReport`] turns into
+//! OpAMP `PackageStatus` messages. Whether to install an offer at all is decided by
+//! [`crate::decide::decide`]; [`Installer::install_offer`] asks it for one package.
 //!
 //! ```no_run
 //! # async fn demo(
@@ -45,7 +46,6 @@
 mod collector;
 mod installer;
 mod recovery;
-pub mod status;
 mod swap;
 
 use std::path::PathBuf;
@@ -167,6 +167,17 @@ pub enum InstallError {
         /// The version that failed.
         version: String,
     },
+    /// The offer is malformed (the planner refused it).
+    #[error("offer for {package} is invalid: {reason}")]
+    InvalidOffer {
+        /// Package name as offered.
+        package: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The anti-rollback floor cannot be read; installs wait for an operator's reset.
+    #[error(transparent)]
+    RollbackFloorUnknown(crate::journal::FloorUnknown),
     /// The offer has no file.
     #[error("offer for {package} {version} has no downloadable file")]
     NoFile {
@@ -285,6 +296,11 @@ impl InstallError {
             _ => false,
         }
     }
+}
+
+/// The `InstallFailed` message of a failure that happened before the collector was touched.
+pub(crate) fn untouched_message(error: &InstallError) -> String {
+    format!("{error}; the running collector was not changed")
 }
 
 pub(crate) fn io_error(

@@ -476,6 +476,15 @@ impl Host {
         }
     }
 
+    /// Whether the supervisor's decision on `offer` now is to install it.
+    pub fn would_install(&self, offer: &PackageAvailable) -> bool {
+        matches!(
+            self.installer
+                .decide_offer(PACKAGE, offer, &self.policy, std::time::SystemTime::now()),
+            opamp_supervisor::decide::CollectorDecision::Install { .. }
+        )
+    }
+
     /// Runs `install_offer` and returns its result with the events it reported.
     pub async fn install(
         &mut self,
