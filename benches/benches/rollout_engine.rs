@@ -43,7 +43,14 @@ fn drive(mut rollout: Rollout) -> Rollout {
         for command in std::mem::take(&mut commands) {
             if let Command::Offer { uid, version } = command {
                 rollout
-                    .handle(Event::AgentInstalled { uid, version }, now)
+                    .handle(
+                        Event::AgentInstalled {
+                            uid,
+                            version,
+                            healthy: None,
+                        },
+                        now,
+                    )
                     .expect("installed");
                 rollout
                     .handle(Event::AgentHealth { uid, healthy: true }, now)

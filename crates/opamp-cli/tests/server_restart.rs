@@ -1,6 +1,8 @@
 //! A rollout survives the server being killed mid-rollout: `opamp server` is SIGKILLed once the
 //! canary runs the target, restarted on the same ports and data directory, and the rollout
-//! still finishes with every real supervisor on the target version.
+//! still finishes with every real supervisor on the target version. The restarted server sends
+//! the canary the offer it already installed; the canary must go on reporting it as installed,
+//! which a server with a fresh database then sees.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -31,14 +33,14 @@ fn free_ports(count: usize) -> Vec<u16> {
 
 /// Starts `opamp server` on fixed ports (so a restart keeps them) and waits for the line it
 /// prints once both listeners are up.
-fn start_server(work: &Workdir, agent_port: u16, admin_port: u16) -> ServerProcess {
+fn start_server(work: &Workdir, data_dir: &str, agent_port: u16, admin_port: u16) -> ServerProcess {
     let listen = format!("127.0.0.1:{agent_port}");
     let admin = format!("127.0.0.1:{admin_port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
         .args([
             "server",
             "--data-dir",
-            "data",
+            data_dir,
             "--listen",
             &listen,
             "--admin-listen",
@@ -161,12 +163,12 @@ fn audit_log(admin_port: u16) -> String {
 
 #[test]
 fn rollout_completes_after_the_server_is_killed_and_restarted() {
-    let test_deadline = Instant::now() + Duration::from_secs(90);
+    let test_deadline = Instant::now() + Duration::from_secs(150);
     let work = Workdir::new();
     let ports = free_ports(2 + AGENTS);
     let (agent_port, admin_port) = (ports[0], ports[1]);
     let admin = format!("http://127.0.0.1:{admin_port}");
-    let mut server = start_server(&work, agent_port, admin_port);
+    let mut server = start_server(&work, "data", agent_port, admin_port);
 
     work.keygen("keys", &[]);
     let initial = launcher(&work, "1.0.0");
@@ -269,7 +271,7 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
     server.0.wait().unwrap();
     drop(server);
 
-    let _server = start_server(&work, agent_port, admin_port);
+    let mut server = start_server(&work, "data", agent_port, admin_port);
     wait_until(
         "the rollout completes after the restart",
         test_deadline,
@@ -293,4 +295,20 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
     let installs = audit.matches("\"agent_installed\"").count();
     assert!(installs >= AGENTS, "{installs} install records:\n{audit}");
     assert!(audit.contains("\"completed\""), "{audit}");
+
+    // A server with a fresh database knows only what the agents report. The canary was sent
+    // its installed offer again after the restart; it used to report its own package as a
+    // refused foreign package with no version from then on, and this listing missed it.
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    drop(server);
+    let _fresh = start_server(&work, "fresh-data", agent_port, admin_port);
+    wait_until(
+        "a server with a fresh database lists every agent on 1.1.0",
+        test_deadline,
+        || {
+            let (count, output) = healthy_on(&work, &admin, "1.1.0");
+            (count == AGENTS, output)
+        },
+    );
 }

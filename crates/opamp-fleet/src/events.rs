@@ -25,6 +25,11 @@ pub enum Event {
         uid: InstanceUid,
         /// The version it now runs.
         version: String,
+        /// The health the agent reported together with this status (`None`: not known). An
+        /// agent reports an install's outcome together with the health it read afterwards, so
+        /// this is the new version's first health reading.
+        #[serde(default)]
+        healthy: Option<bool>,
     },
     /// The agent reports the install failed (`PackageStatus` `InstallFailed`).
     AgentInstallFailed {
@@ -35,8 +40,8 @@ pub enum Event {
     },
     /// The agent's health (`ComponentHealth.healthy`) as reported after its last change.
     ///
-    /// Only health reported after the install report counts for the new version, so when one
-    /// `AgentToServer` carries both, feed [`Event::AgentInstalled`] first.
+    /// Only health reported with or after the install report counts for the new version (see
+    /// the `healthy` field of [`Event::AgentInstalled`]).
     AgentHealth {
         /// The agent.
         uid: InstanceUid,

@@ -104,6 +104,7 @@ fn event_for(step: &Step, rollout: &Rollout) -> Event {
         0 => Event::AgentInstalled {
             uid,
             version: step.version.to_owned(),
+            healthy: None,
         },
         1 => Event::AgentHealth {
             uid,

@@ -51,6 +51,7 @@ fn script(rollout: &Rollout) -> Vec<(Event, Timestamp)> {
                 Event::AgentInstalled {
                     uid: agent.uid,
                     version: NEW.into(),
+                    healthy: None,
                 },
                 at(start),
             ));
@@ -281,6 +282,7 @@ fn every_install_result_is_audited_per_agent() {
         Event::AgentInstalled {
             uid: canaries[0],
             version: NEW.into(),
+            healthy: None,
         },
         at(1),
     )

@@ -396,8 +396,13 @@ struct RolloutData {
 /// assert_eq!(canaries.len(), 1); // 5 % of 20, at least one
 ///
 /// // The canary installs and turns healthy; the wave then bakes for a minute.
-/// rollout.handle(Event::AgentInstalled { uid: canaries[0], version: "0.115.0".into() }, now)?;
-/// rollout.handle(Event::AgentHealth { uid: canaries[0], healthy: true }, now)?;
+/// // The canary reports the install together with the health it read afterwards.
+/// let installed = Event::AgentInstalled {
+///     uid: canaries[0],
+///     version: "0.115.0".into(),
+///     healthy: Some(true),
+/// };
+/// rollout.handle(installed, now)?;
 /// assert_eq!(rollout.status(), RolloutStatus::Baking);
 ///
 /// now = rollout.poll_timeout().expect("bake deadline");

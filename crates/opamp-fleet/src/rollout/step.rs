@@ -37,9 +37,11 @@ impl Rollout {
                     self.abort(Actor::Operator(by), reason, now, &mut out);
                 }
             }
-            Event::AgentInstalled { uid, version } => {
-                self.on_installed(uid, version, now, &mut out)
-            }
+            Event::AgentInstalled {
+                uid,
+                version,
+                healthy,
+            } => self.on_installed(uid, version, healthy, now, &mut out),
             Event::AgentInstallFailed { uid, error } => {
                 if let Some(index) = self.running_agent(&uid)
                     && matches!(
@@ -233,6 +235,7 @@ impl Rollout {
         &mut self,
         uid: InstanceUid,
         version: String,
+        healthy: Option<bool>,
         now: Timestamp,
         out: &mut Vec<Command>,
     ) {
@@ -280,6 +283,10 @@ impl Rollout {
         } else if is_target && offered && running {
             self.data.agents[index as usize].phase = AgentPhase::Installed { at: now };
             self.set_deadline(index, Some(health_deadline));
+            // The health that came with the report is the new version's first reading.
+            if let Some(healthy) = healthy {
+                self.on_health(uid, healthy, now, out);
+            }
         }
     }
 

@@ -73,6 +73,7 @@ fn install_healthy(rollout: &mut Rollout, uids: &[InstanceUid], now: Timestamp) 
                     Event::AgentInstalled {
                         uid: *uid,
                         version: NEW.into(),
+                        healthy: None,
                     },
                     now,
                 )
@@ -155,6 +156,7 @@ fn canary_install_failure_aborts_and_reverts_every_moved_agent() {
             Event::AgentInstalled {
                 uid: canaries[0],
                 version: OLD.into(),
+                healthy: None,
             },
             at(3),
         )
@@ -261,12 +263,49 @@ fn installed_agent_without_health_report_fails_at_health_timeout() {
             Event::AgentInstalled {
                 uid: canaries[0],
                 version: NEW.into(),
+                healthy: None,
             },
             at(1),
         )
         .unwrap();
     assert_eq!(rollout.poll_timeout(), Some(at(3)));
     rollout.handle(Event::Timeout, at(3)).unwrap();
+    assert_eq!(rollout.status(), RolloutStatus::Aborting);
+}
+
+/// The health an agent reports together with `Installed` is the new version's first reading:
+/// healthy settles the agent at once, unhealthy fails it at once; no separate health event is
+/// needed (the fleet server used to send one after every install to make up for it).
+#[test]
+fn health_reported_with_the_install_settles_or_fails_the_agent() {
+    let (mut rollout, canaries) = started(20, spec());
+    for canary in &canaries {
+        let commands = rollout
+            .handle(
+                Event::AgentInstalled {
+                    uid: *canary,
+                    version: NEW.into(),
+                    healthy: Some(true),
+                },
+                at(1),
+            )
+            .unwrap();
+        assert!(commands.iter().any(|c| matches!(c,
+            Command::Audit(r) if matches!(r.action, AuditAction::AgentHealthy { .. }))));
+    }
+    assert_eq!(rollout.status(), RolloutStatus::Baking);
+
+    let (mut rollout, canaries) = started(20, spec());
+    rollout
+        .handle(
+            Event::AgentInstalled {
+                uid: canaries[0],
+                version: NEW.into(),
+                healthy: Some(false),
+            },
+            at(1),
+        )
+        .unwrap();
     assert_eq!(rollout.status(), RolloutStatus::Aborting);
 }
 
@@ -336,6 +375,7 @@ fn operator_abort_reverts_only_agents_that_were_offered() {
                 Event::AgentInstalled {
                     uid: *uid,
                     version: OLD.into(),
+                    healthy: None,
                 },
                 at(13),
             )
@@ -348,6 +388,7 @@ fn operator_abort_reverts_only_agents_that_were_offered() {
             Event::AgentInstalled {
                 uid: batch1[0],
                 version: NEW.into(),
+                healthy: None,
             },
             at(14),
         )
@@ -400,6 +441,7 @@ fn serde_round_trip_mid_run_continues_identically() {
             Event::AgentInstalled {
                 uid: canaries[1],
                 version: NEW.into(),
+                healthy: None,
             },
             at(1),
         )
@@ -538,6 +580,7 @@ fn agent_that_installed_the_target_before_its_wave_counts_when_the_wave_starts()
             Event::AgentInstalled {
                 uid: early,
                 version: NEW.into(),
+                healthy: None,
             },
             at(0),
         )

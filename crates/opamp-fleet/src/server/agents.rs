@@ -1,5 +1,6 @@
 //! Turning what agents report into registry rows and engine events.
 
+use opamp_packages::{PackageState, parse_package_status};
 use opamp_proto::{InstanceUid, v1};
 
 use crate::events::Event;
@@ -46,27 +47,43 @@ pub(crate) enum PackageReport {
 }
 
 /// The statuses of `statuses` by package name (the map key; the unnamed top-level package
-/// has the empty name).
+/// has the empty name), read with `opamp_packages`' typed parser. A status that breaks the
+/// specification's field rules (for example `Installed` without the version the agent has)
+/// is left out with a warning: acting on half a report could count an install that did not
+/// happen.
 pub(crate) fn package_reports(statuses: &v1::PackageStatuses) -> Vec<(String, PackageReport)> {
     let mut reports: Vec<(String, PackageReport)> = statuses
         .packages
         .iter()
-        .map(|(name, status)| {
-            let report = match v1::PackageStatusEnum::try_from(status.status) {
-                Ok(v1::PackageStatusEnum::Installed) if !status.agent_has_version.is_empty() => {
-                    PackageReport::Installed(status.agent_has_version.clone())
+        .filter_map(|(name, status)| {
+            let parsed = if *name == status.name {
+                parse_package_status(status).map_err(|err| err.to_string())
+            } else {
+                Err(format!("map key {name:?} differs from its name {:?}", status.name))
+            };
+            let (_, state) = match parsed {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    let package: String = name.chars().take(64).collect();
+                    tracing::warn!(package = %package.escape_debug(), %error, "package status ignored");
+                    return None;
                 }
-                Ok(v1::PackageStatusEnum::InstallFailed) => {
-                    let message = if status.error_message.is_empty() {
+            };
+            let report = match state {
+                PackageState::Installed { has, .. } => {
+                    PackageReport::Installed(has.version().to_owned())
+                }
+                PackageState::InstallFailed { error_message, .. } => {
+                    let message = if error_message.is_empty() {
                         statuses.error_message.clone()
                     } else {
-                        status.error_message.clone()
+                        error_message
                     };
                     PackageReport::Failed(message)
                 }
                 _ => PackageReport::InProgress,
             };
-            (name.clone(), report)
+            Some((name.clone(), report))
         })
         .collect();
     reports.sort_by(|a, b| a.0.cmp(&b.0));
@@ -84,12 +101,18 @@ pub(crate) fn apply_reports(record: &mut AgentRecord, reports: &[(String, Packag
     }
 }
 
-/// The engine event a package report gives, if any.
-pub(crate) fn report_event(uid: InstanceUid, report: &PackageReport) -> Option<Event> {
+/// The engine event a package report gives, if any; `healthy` is the health the agent
+/// reported with (or before) the report.
+pub(crate) fn report_event(
+    uid: InstanceUid,
+    report: &PackageReport,
+    healthy: Option<bool>,
+) -> Option<Event> {
     match report {
         PackageReport::Installed(version) => Some(Event::AgentInstalled {
             uid,
             version: version.clone(),
+            healthy,
         }),
         PackageReport::Failed(error) => Some(Event::AgentInstallFailed {
             uid,
@@ -137,6 +160,7 @@ mod tests {
             v1::PackageStatus {
                 name: "otelcol".into(),
                 agent_has_version: "1.0.0".into(),
+                agent_has_hash: vec![1],
                 status: v1::PackageStatusEnum::Installed as i32,
                 ..Default::default()
             },
@@ -145,6 +169,8 @@ mod tests {
             "addon".into(),
             v1::PackageStatus {
                 name: "addon".into(),
+                server_offered_version: "2.0.0".into(),
+                server_offered_hash: vec![2],
                 status: v1::PackageStatusEnum::InstallFailed as i32,
                 error_message: "bad hash".into(),
                 ..Default::default()
@@ -158,5 +184,32 @@ mod tests {
                 ("otelcol".into(), PackageReport::Installed("1.0.0".into())),
             ]
         );
+    }
+
+    /// A status that breaks the specification's rules is not acted on: `Installed` without the
+    /// hash the agent has, or filed under another name.
+    #[test]
+    fn statuses_that_break_the_rules_are_ignored() {
+        let mut statuses = v1::PackageStatuses::default();
+        statuses.packages.insert(
+            "otelcol".into(),
+            v1::PackageStatus {
+                name: "otelcol".into(),
+                agent_has_version: "1.0.0".into(),
+                status: v1::PackageStatusEnum::Installed as i32,
+                ..Default::default()
+            },
+        );
+        statuses.packages.insert(
+            "other".into(),
+            v1::PackageStatus {
+                name: "otelcol".into(),
+                agent_has_version: "1.0.0".into(),
+                agent_has_hash: vec![1],
+                status: v1::PackageStatusEnum::Installed as i32,
+                ..Default::default()
+            },
+        );
+        assert!(package_reports(&statuses).is_empty());
     }
 }

@@ -322,7 +322,7 @@ impl Driver {
         now: Timestamp,
     ) {
         for (package, report) in reports {
-            let Some(event) = report_event(uid, report) else {
+            let Some(event) = report_event(uid, report, Some(healthy)) else {
                 continue;
             };
             let ids: Vec<RolloutId> = self
@@ -334,14 +334,6 @@ impl Driver {
                 .collect();
             for id in ids {
                 self.step_logged(&id, event.clone(), now);
-                // The supervisor reports `Installed` only after its health gate passed, so the
-                // health it reports alongside describes the new version: give it to the engine
-                // right after the install (the engine counts health only after an install).
-                if matches!(report, PackageReport::Installed(_))
-                    && self.rollouts.get(&id).is_some_and(|r| offered(r, uid))
-                {
-                    self.step_logged(&id, Event::AgentHealth { uid, healthy }, now);
-                }
             }
         }
     }
@@ -741,6 +733,7 @@ mod tests {
                 Event::AgentInstalled {
                     uid: canary,
                     version: "2.0.0".into(),
+                    healthy: None,
                 },
                 Timestamp::EPOCH,
             )

@@ -489,6 +489,7 @@ fn sim_event(
             Some(Event::AgentInstalled {
                 uid: a.uid,
                 version,
+                healthy: None,
             })
         }
         Action::InstallFail { agent } => {
