@@ -183,6 +183,19 @@ pub enum VerifyError {
         /// Offered version.
         version: String,
     },
+    /// The signature is in no format this agent knows, and cannot be a compatible-mode RSA
+    /// signature either (its size is no RSA modulus size).
+    #[error(
+        "package {name} {version} carries a signature in no format this agent knows: {seen}; expected a signed statement (`opamp package sign`) or, with allow_compatible_mode, a bare RSA signature"
+    )]
+    UnrecognisedSignature {
+        /// Offered package name.
+        name: String,
+        /// Offered version.
+        version: String,
+        /// What the signature looks like.
+        seen: String,
+    },
     /// The signing key is not in the trusted set.
     #[error("signing key {key_id} is not trusted")]
     UnknownKey {
@@ -224,7 +237,7 @@ pub enum VerifyError {
         scheme: Scheme,
     },
     /// No trusted RSA key verifies a compatible-mode signature.
-    #[error("compatible-mode signature does not verify with any of the {tried} trusted RSA keys")]
+    #[error("{}", no_trusted_key_message(*tried))]
     NoTrustedKeyVerifies {
         /// How many trusted, unrevoked, unexpired RSA keys were tried.
         tried: usize,
@@ -294,5 +307,17 @@ mod tests {
     #[test]
     fn error_stays_small_enough_to_return_by_value() {
         assert!(std::mem::size_of::<super::VerifyError>() < 128);
+    }
+}
+
+fn no_trusted_key_message(tried: usize) -> String {
+    if tried == 0 {
+        "compatible-mode signature cannot be checked: the trust policy has no usable RSA key \
+         (compatible mode only verifies RSA PKCS#1 v1.5 signatures)"
+            .to_owned()
+    } else {
+        format!(
+            "compatible-mode signature does not verify with any of the {tried} trusted RSA keys"
+        )
     }
 }

@@ -192,6 +192,15 @@ impl TrustPolicy {
         if let Some(verifier) = self.verifiers.iter().find(|v| v.recognises(signature)) {
             return verifier.verify_signature(offer, &self.keys, context.now());
         }
+        // Name the format actually seen: a signature that cannot be a bare RSA signature is
+        // not reported as one (and enabling compatible mode would not help).
+        if !could_be_rsa_signature(signature) {
+            return Err(VerifyError::UnrecognisedSignature {
+                name: offer.name().to_owned(),
+                version: offer.version().to_owned(),
+                seen: describe_signature(signature),
+            });
+        }
         if !self.allow_compatible_mode {
             return Err(VerifyError::CompatibleModeDisabled {
                 name: offer.name().to_owned(),
@@ -200,6 +209,39 @@ impl TrustPolicy {
         }
         CompatibleVerifier.verify_signature(offer, &self.keys, context.now())
     }
+}
+
+/// Whether `signature` has the size of an RSA signature (the modulus size: 1024 to 8192 bits
+/// in whole bytes, in practice a multiple of 16 bytes).
+fn could_be_rsa_signature(signature: &[u8]) -> bool {
+    (128..=1024).contains(&signature.len()) && signature.len() % 16 == 0
+}
+
+/// A short description of a signature no verifier recognised, for the refusal message.
+fn describe_signature(signature: &[u8]) -> String {
+    let len = signature.len();
+    if signature.starts_with(b"-----BEGIN") {
+        let first = signature.split(|&b| b == b'\n').next().unwrap_or_default();
+        return format!(
+            "a PEM block ({}); OpAMP carries the signature bytes themselves",
+            String::from_utf8_lossy(first).trim()
+        );
+    }
+    let text = signature
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=-_ \r\n".contains(b));
+    if text {
+        return format!(
+            "{len} bytes of text (an encoded signature? OpAMP carries the signature bytes \
+             themselves, not base64 or hex)"
+        );
+    }
+    if len == 64 {
+        return "64 raw bytes, the size of a bare Ed25519 signature, which names neither key nor \
+                version"
+            .to_owned();
+    }
+    format!("{len} bytes in no known format")
 }
 
 /// The checks every scheme shares: claims match the offer, expiry, anti-rollback.

@@ -107,11 +107,61 @@ fn external_errors_carry_the_verifier_name() {
 }
 
 #[test]
-fn unrecognised_signatures_fall_to_compatible_mode() {
+fn unrecognised_signatures_of_rsa_size_fall_to_compatible_mode() {
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), b"OTHER");
+    let raw = [0x5au8; 256];
+    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &raw);
     let err = policy()
         .verify_offer(&offer, &VerificationContext::new(now()))
         .unwrap_err();
     assert!(matches!(err, VerifyError::CompatibleModeDisabled { .. }));
+}
+
+/// A signature that cannot be a bare RSA signature is described as what it is, not as a
+/// compatible-mode signature (which enabling compatible mode would not fix).
+#[test]
+fn other_unrecognised_signatures_are_described_as_seen() {
+    let hash = ContentHash::of(&file());
+    let cases: [(&[u8], &str); 4] = [
+        (b"OTHER", "5 bytes of text"),
+        (
+            b"-----BEGIN SIGNATURE-----\nabc\n",
+            "a PEM block (-----BEGIN SIGNATURE-----)",
+        ),
+        (&[0xa5; 64], "the size of a bare Ed25519 signature"),
+        (&[0xa5; 77], "77 bytes in no known format"),
+    ];
+    for (signature, seen) in cases {
+        let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), signature);
+        let err = policy()
+            .allow_compatible_mode(true)
+            .verify_offer(&offer, &VerificationContext::new(now()))
+            .unwrap_err();
+        assert!(
+            matches!(err, VerifyError::UnrecognisedSignature { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(seen), "{err}");
+        assert!(
+            !err.to_string().contains("compatible-mode signature ("),
+            "{err}"
+        );
+    }
+}
+
+/// Compatible mode with no RSA key to check with says so instead of "0 trusted RSA keys".
+#[test]
+fn compatible_mode_without_rsa_keys_says_there_is_none() {
+    let hash = ContentHash::of(&file());
+    let raw = [0x5au8; 256];
+    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &raw);
+    let err = policy()
+        .allow_compatible_mode(true)
+        .verify_offer(&offer, &VerificationContext::new(now()))
+        .unwrap_err();
+    assert!(
+        matches!(err, VerifyError::NoTrustedKeyVerifies { tried: 0 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("has no usable RSA key"), "{err}");
 }
