@@ -35,4 +35,4 @@ pub mod install;
 pub mod journal;
 pub mod storage;
 
-pub use agent::{Error, run};
+pub use agent::{Error, reset_rollback_floor, run};

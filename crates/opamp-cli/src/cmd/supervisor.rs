@@ -10,6 +10,11 @@ const AFTER_HELP: &str = "\
 Example:
   opamp supervisor --config /etc/opamp/supervisor.yaml
 
+After both copies of the anti-rollback floor were lost (installed-state.json and
+rollback-floor.json corrupt), every install is refused until an operator sets the floor again,
+with the supervisor stopped:
+  opamp supervisor --config /etc/opamp/supervisor.yaml --reset-rollback-floor 0.115.0
+
 The YAML names the server (server.endpoint, server.tls.*), the collector (agent.executable,
 agent.storage_dir), its health check and the trusted release keys.";
 
@@ -20,6 +25,12 @@ pub(crate) struct SupervisorArgs {
     /// Supervisor configuration (YAML).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: PathBuf,
+
+    /// Set the anti-rollback floor of the collector package to VERSION (the highest version
+    /// this host may run without a signed downgrade authorisation) and exit. Refused while a
+    /// supervisor runs on the same storage directory.
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) reset_rollback_floor: Option<String>,
 }
 
 /// Runs the supervisor until Ctrl-C or SIGTERM, then stops the collector and disconnects.
@@ -28,6 +39,12 @@ pub(crate) fn run(args: &SupervisorArgs) -> Result<(), CommandError> {
     let config = SupervisorConfig::load(&args.config).or_fail(Failure::Operation, || {
         format!("cannot load {}", args.config.display())
     })?;
+    if let Some(version) = &args.reset_rollback_floor {
+        let package = opamp_supervisor::reset_rollback_floor(&config, version)
+            .or_fail(Failure::Operation, || "cannot reset the rollback floor")?;
+        println!("anti-rollback floor of {package} set to {version}");
+        return Ok(());
+    }
     super::runtime()?.block_on(async move {
         // A failure to listen for signals is reported by the shutdown future completing; the
         // supervisor then stops cleanly rather than running without a way to stop it.

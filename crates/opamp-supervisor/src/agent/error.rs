@@ -66,4 +66,7 @@ pub enum Error {
     /// The OpAMP client task ended on its own; the collector was stopped.
     #[error("the OpAMP client stopped unexpectedly; the collector was stopped")]
     ClientStopped,
+    /// The anti-rollback floor could not be reset.
+    #[error("cannot reset the rollback floor: {0}")]
+    FloorReset(#[source] crate::journal::JournalError),
 }

@@ -110,6 +110,22 @@ pub fn version_from_output(text: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The collector's package name: `agent.package_name`, else the executable's file name.
+pub fn collector_package_name(config: &SupervisorConfig) -> String {
+    config
+        .agent
+        .package_name
+        .clone()
+        .or_else(|| {
+            config
+                .agent
+                .executable
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "otelcol".to_owned())
+}
+
 /// The inputs of the agent description that do not change while the supervisor runs.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -127,18 +143,7 @@ pub struct Identity {
 impl Identity {
     /// The identity for `config` and `instance_uid`.
     pub fn new(config: &SupervisorConfig, instance_uid: InstanceUid) -> Self {
-        let service_name = config
-            .agent
-            .package_name
-            .clone()
-            .or_else(|| {
-                config
-                    .agent
-                    .executable
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-            })
-            .unwrap_or_else(|| "otelcol".to_owned());
+        let service_name = collector_package_name(config);
         let mut labels = vec![
             ("host.name".to_owned(), host_name()),
             ("host.arch".to_owned(), host_arch(std::env::consts::ARCH)),

@@ -214,6 +214,25 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     Ok(())
 }
 
+/// Sets the anti-rollback floor of the configured collector package to `version` and clears an
+/// unknown floor (after both copies of it were lost, every install is refused until this is
+/// done). Takes the storage directory's lock, so it refuses while a supervisor runs on it.
+/// Returns the package name.
+///
+/// # Errors
+/// [`Error::Lock`] while a supervisor runs, [`Error::FloorReset`] for a version that does not
+/// parse or a failed write.
+pub fn reset_rollback_floor(config: &SupervisorConfig, version: &str) -> Result<String, Error> {
+    let _lock = StorageLock::acquire(&config.agent.storage_dir)?;
+    let layout = StorageLayout::create(&config.agent.storage_dir)?;
+    let package = identity::collector_package_name(config);
+    crate::journal::InstalledStateStore::new(layout.installed_state_path())
+        .reset_rollback_floor(&package, version)
+        .map_err(Error::FloorReset)?;
+    tracing::warn!(%package, %version, "anti-rollback floor reset by the operator");
+    Ok(package)
+}
+
 fn on_client_event(
     event: ClientEvent,
     offers: &watch::Sender<Option<Offer>>,
