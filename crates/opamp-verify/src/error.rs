@@ -302,14 +302,6 @@ pub enum VerifyError {
 /// Result alias for this crate.
 pub type Result<T, E = VerifyError> = std::result::Result<T, E>;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn error_stays_small_enough_to_return_by_value() {
-        assert!(std::mem::size_of::<super::VerifyError>() < 128);
-    }
-}
-
 fn no_trusted_key_message(tried: usize) -> String {
     if tried == 0 {
         "compatible-mode signature cannot be checked: the trust policy has no usable RSA key \
@@ -319,5 +311,13 @@ fn no_trusted_key_message(tried: usize) -> String {
         format!(
             "compatible-mode signature does not verify with any of the {tried} trusted RSA keys"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_stays_small_enough_to_return_by_value() {
+        assert!(std::mem::size_of::<super::VerifyError>() < 128);
     }
 }

@@ -214,7 +214,7 @@ impl TrustPolicy {
 /// Whether `signature` has the size of an RSA signature (the modulus size: 1024 to 8192 bits
 /// in whole bytes, in practice a multiple of 16 bytes).
 fn could_be_rsa_signature(signature: &[u8]) -> bool {
-    (128..=1024).contains(&signature.len()) && signature.len() % 16 == 0
+    (128..=1024).contains(&signature.len()) && signature.len().is_multiple_of(16)
 }
 
 /// A short description of a signature no verifier recognised, for the refusal message.

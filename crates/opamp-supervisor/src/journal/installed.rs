@@ -218,10 +218,10 @@ impl InstalledStateStore {
             )),
         };
         // Remember the unknown floor; an unreadable (not corrupt) file is left alone.
-        if floor_file_damaged || !self.floor_path.exists() {
-            if let Err(err) = save_checked(&self.floor_path, "rollback-floor", &floor) {
-                tracing::error!(%err, "cannot record the unknown rollback floor");
-            }
+        if (floor_file_damaged || !self.floor_path.exists())
+            && let Err(err) = save_checked(&self.floor_path, "rollback-floor", &floor)
+        {
+            tracing::error!(%err, "cannot record the unknown rollback floor");
         }
         floor
     }
