@@ -116,20 +116,25 @@ fn decide_with(
     decide(offer, &facts)
 }
 
+/// [`decide_with`] on a host with no failed offers and no floor.
+fn decide_plain(release: &Release, offer: &v1::PackagesAvailable, running: &Running) -> Decision {
+    decide_with(
+        release,
+        offer,
+        running,
+        &InstalledState::default(),
+        &RollbackFloor::default(),
+        None,
+    )
+}
+
 /// A decision to install 1.1.0 over `running`, for tests elsewhere in the crate.
 pub(crate) fn install_decision(running: &Running) -> Decision {
     let release = Release::new();
     let offer = offer(vec![(NAME, release.package("1.1.0", b"new", 0))], 1);
     let mut running = running.clone();
     running.name = NAME.to_owned();
-    decide_with(
-        &release,
-        &offer,
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    )
+    decide_plain(&release, &offer, &running)
 }
 
 fn collector_status(decision: &Decision, running: &Running) -> v1::PackageStatus {
@@ -142,14 +147,7 @@ fn a_new_version_is_installed() {
     let release = Release::new();
     let running = running_from(&release.package("1.0.0", b"old", 0));
     let offer = offer(vec![(NAME, release.package("1.1.0", b"new", 0))], 1);
-    let decision = decide_with(
-        &release,
-        &offer,
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    );
+    let decision = decide_plain(&release, &offer, &running);
     assert!(matches!(
         decision.collector,
         CollectorDecision::Install { .. }
@@ -170,14 +168,7 @@ fn the_installed_offer_sent_again_is_reported_installed_whatever_the_aggregate_h
     let running = running_from(&installed);
     for all in [1, 2] {
         let offer = offer(vec![(NAME, installed.clone())], all);
-        let decision = decide_with(
-            &release,
-            &offer,
-            &running,
-            &InstalledState::default(),
-            &RollbackFloor::default(),
-            None,
-        );
+        let decision = decide_plain(&release, &offer, &running);
         assert!(
             matches!(
                 decision.collector,
@@ -202,14 +193,7 @@ fn a_restarted_server_with_new_package_hashes_gets_installed_for_the_same_file()
     // Same version and file, another server hash (a fresh database, another URL).
     let resent = release.package("1.1.0", b"new", 7);
     let offer = offer(vec![(NAME, resent.clone())], 3);
-    let decision = decide_with(
-        &release,
-        &offer,
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    );
+    let decision = decide_plain(&release, &offer, &running);
     assert!(matches!(
         decision.collector,
         CollectorDecision::AlreadyInstalled { .. }
@@ -222,14 +206,7 @@ fn a_restarted_server_with_new_package_hashes_gets_installed_for_the_same_file()
     // Same version but another file is not the same package.
     let other_file = release.package("1.1.0", b"changed", 7);
     let offer = self::offer(vec![(NAME, other_file)], 4);
-    let decision = decide_with(
-        &release,
-        &offer,
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    );
+    let decision = decide_plain(&release, &offer, &running);
     assert!(matches!(
         decision.collector,
         CollectorDecision::Install { .. }
@@ -347,14 +324,7 @@ fn an_offer_without_the_collector_keeps_it_and_reports_it_installed() {
     let running = running_from(&release.package("1.1.0", b"new", 0));
     let mut addon = release.package("0.3.0", b"plugin", 0);
     addon.r#type = v1::PackageType::Addon as i32;
-    let decision = decide_with(
-        &release,
-        &offer(vec![("plugin", addon)], 5),
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    );
+    let decision = decide_plain(&release, &offer(vec![("plugin", addon)], 5), &running);
     assert!(matches!(decision.collector, CollectorDecision::NotOffered));
     let report = StatusReport::for_decision(&decision, &running)
         .expect("report")
@@ -394,14 +364,7 @@ fn foreign_packages_are_reported_bounded_and_in_name_order() {
         packages: packages.into_iter().collect(),
         all_packages_hash: vec![1; 32],
     };
-    let decision = decide_with(
-        &release,
-        &offer,
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    );
+    let decision = decide_plain(&release, &offer, &running);
     assert!(
         matches!(decision.collector, CollectorDecision::Install { .. }),
         "the collector is still found"
@@ -587,14 +550,7 @@ fn statuses_never_go_back_after_an_outcome() {
     let release = Release::new();
     let running = running_from(&release.package("1.0.0", b"old", 0));
     let target = release.package("1.1.0", b"new", 0);
-    let decision = decide_with(
-        &release,
-        &offer(vec![(NAME, target.clone())], 1),
-        &running,
-        &InstalledState::default(),
-        &RollbackFloor::default(),
-        None,
-    );
+    let decision = decide_plain(&release, &offer(vec![(NAME, target.clone())], 1), &running);
     let mut report = StatusReport::for_decision(&decision, &running).expect("report");
     report.progress(&crate::install::InstallEvent::Step(InstallStep::Swapping));
     let after = running_from(&target);
@@ -721,4 +677,29 @@ proptest! {
             prop_assert!(decision.others.is_empty());
         }
     }
+}
+
+/// Offers without package hashes (a server that sets none) are never taken for what runs or
+/// for the install in progress, and no status is made up for them.
+#[test]
+fn offers_without_package_hashes_are_installed_not_matched() {
+    let release = Release::new();
+    let running = Running::new(NAME, "1.0.0", Vec::new(), None);
+    let mut unhashed = release.package("1.1.0", b"new", 0);
+    unhashed.hash.clear();
+    let in_flight = InFlight::new(Vec::new(), InstallStep::Downloading);
+    let decision = decide_with(
+        &release,
+        &offer(vec![(NAME, unhashed)], 1),
+        &running,
+        &InstalledState::default(),
+        &RollbackFloor::default(),
+        Some(&in_flight),
+    );
+    assert!(matches!(
+        decision.collector,
+        CollectorDecision::Install { .. }
+    ));
+    let report = StatusReport::for_decision(&decision, &running).expect("report");
+    assert!(report.to_proto().packages.is_empty(), "{report:?}");
 }

@@ -215,15 +215,7 @@ impl Installer {
         if remember {
             self.record_failed_offer(package, &offer.version, &offer.hash, &error_message);
         }
-        events(InstallEvent::InstallFailed {
-            error_message: error_message.clone(),
-        });
-        InstallFailed {
-            error,
-            error_message,
-            rolled_back: false,
-            collector_healthy: None,
-        }
+        self.failed_untouched(error, events)
     }
 
     /// Records that the offer of `package` with `offered_hash` failed with `message`, so it is
@@ -622,17 +614,10 @@ impl Installer {
         }
         self.remember_failure(record, &error, &error_message);
         let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
-        events(InstallEvent::InstallFailed {
-            error_message: error_message.clone(),
-        });
-        InstallFailed {
-            error,
-            error_message,
-            rolled_back: false,
-            collector_healthy: None,
-        }
+        self.failed_untouched(error, events)
     }
 
+    /// Reports a failure that left the collector untouched.
     fn failed_untouched(
         &self,
         error: InstallError,
