@@ -4,6 +4,8 @@
 //! Files live under `<data_dir>/packages/<name>/<version>/<file name>` and are served by the
 //! transport's download route at `<public_url>/packages/<name>/<version>/<file name>`.
 
+mod statement_check;
+
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
@@ -79,13 +81,14 @@ impl Catalog {
     }
 
     /// Copies `path` into the catalog as `name` `version`, hashing it on the way (SHA-256),
-    /// and records it with `signature`. The copy is written to a temporary file, synced and
+    /// and records it with `signature`. A signed statement must name this file's content,
+    /// `name` and `version`, or the file is refused before it is kept. The copy is written to a temporary file, synced and
     /// renamed, so a crash never leaves a partial file under the served name. Adding the same
     /// bytes again is a no-op; different bytes for an existing version are refused.
     ///
     /// # Errors
-    /// [`FleetError::InvalidPackage`] for an unsafe name, an unusable version or an
-    /// unreadable or too large file; [`FleetError::Io`]; store errors
+    /// [`FleetError::InvalidPackage`] for an unsafe name, an unusable version, an
+    /// unreadable or too large file, or a signed statement for another file, name or version; [`FleetError::Io`]; store errors
     /// ([`crate::store::StoreError::AlreadyExists`] for changed bytes).
     pub fn add_file(
         &self,
@@ -118,6 +121,7 @@ impl Catalog {
         let (temp, hashed) = writer
             .finish()
             .map_err(|e| invalid(format!("hashing: {e}")))?;
+        statement_check::check_statement(name, version, &hashed, &signature).map_err(invalid)?;
         temp.as_file()
             .sync_all()
             .map_err(io_error("syncing", temp.path()))?;

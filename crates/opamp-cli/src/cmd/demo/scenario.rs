@@ -277,16 +277,31 @@ async fn start_server(
         &release.tampered,
     ];
     for package in packages {
-        client
+        let entry = client
             .add_package(&package.file, PACKAGE, &package.version, &package.signature)
             .await
             .map_err(|e| format!("cannot add {PACKAGE} {}: {e}", package.version))?;
+        if std::ptr::eq(package, &release.tampered) {
+            tamper_with_stored_copy(&entry.file_path)?;
+        }
     }
     let listed = client.packages().await.map_err(|e| e.to_string())?;
     Ok((
         client,
         format!("{text}; {} packages in the catalog", listed.len()),
     ))
+}
+
+/// Changes the server's stored copy of a package after it was added, as someone with write
+/// access to the server's disk could: the offer still carries the hash recorded at add time,
+/// so the canary's download no longer matches it.
+fn tamper_with_stored_copy(path: &Path) -> Result<(), String> {
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(b"# changed after signing\n"))
+        .map_err(|e| format!("cannot change {}: {e}", path.display()))
 }
 
 /// Starts a rollout of `version` to the demo agents and follows it to its end.
