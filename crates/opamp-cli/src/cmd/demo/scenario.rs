@@ -293,15 +293,16 @@ async fn start_server(
 }
 
 /// Changes the server's stored copy of a package after it was added, as someone with write
-/// access to the server's disk could: the offer still carries the hash recorded at add time,
-/// so the canary's download no longer matches it.
+/// access to the server's disk could: one byte, so the size still fits and only the canary's
+/// hash check (against the hash recorded at add time) can tell.
 fn tamper_with_stored_copy(path: &Path) -> Result<(), String> {
-    use std::io::Write as _;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .and_then(|mut file| file.write_all(b"# changed after signing\n"))
-        .map_err(|e| format!("cannot change {}: {e}", path.display()))
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let middle = bytes.len() / 2;
+    if let Some(byte) = bytes.get_mut(middle) {
+        *byte ^= 0x01;
+    }
+    std::fs::write(path, &bytes).map_err(|e| format!("cannot change {}: {e}", path.display()))
 }
 
 /// Starts a rollout of `version` to the demo agents and follows it to its end.
