@@ -9,24 +9,48 @@ use crate::failure::{CommandError, Failure, ResultExt as _};
 const AFTER_HELP: &str = "\
 Example:
   opamp supervisor --config /etc/opamp/supervisor.yaml
+  opamp supervisor convert-config --from opampsupervisor.yaml --trust-key release.pub \\
+      --out supervisor.yaml
 
 The YAML names the server (server.endpoint, server.tls.*), the collector (agent.executable,
 agent.storage_dir), its health check and the trusted release keys.";
 
 /// Arguments of `opamp supervisor`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = AFTER_HELP)]
+#[command(
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub(crate) struct SupervisorArgs {
     /// Supervisor configuration (YAML).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) config: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<SupervisorCommand>,
+}
+
+/// `opamp supervisor` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SupervisorCommand {
+    /// Write this supervisor's config from an upstream `opampsupervisor` config.
+    ConvertConfig(super::convert_config::ConvertArgs),
 }
 
 /// Runs the supervisor until Ctrl-C or SIGTERM, then stops the collector and disconnects.
 pub(crate) fn run(args: &SupervisorArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "supervisor requested");
-    let config = SupervisorConfig::load(&args.config).or_fail(Failure::Operation, || {
-        format!("cannot load {}", args.config.display())
+    if let Some(SupervisorCommand::ConvertConfig(convert)) = &args.command {
+        return super::convert_config::run(convert);
+    }
+    let Some(path) = &args.config else {
+        return Err(CommandError::operation(anyhow::anyhow!(
+            "--config is required"
+        )));
+    };
+    let config = SupervisorConfig::load(path).or_fail(Failure::Operation, || {
+        format!("cannot load {}", path.display())
     })?;
     super::runtime()?.block_on(async move {
         // A failure to listen for signals is reported by the shutdown future completing; the

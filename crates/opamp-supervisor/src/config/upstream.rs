@@ -187,7 +187,9 @@ pub fn convert(text: &str, trust_keys: &[PathBuf]) -> Result<Conversion, Upstrea
         key: "agent.executable",
     })?;
 
-    let mut yaml = String::from("# Converted from an opampsupervisor config by `opamp supervisor convert-config`.\n");
+    let mut yaml = String::from(
+        "# Converted from an opampsupervisor config by `opamp supervisor convert-config`.\n",
+    );
     line(&mut yaml, 0, "server:");
     line(&mut yaml, 1, &format!("endpoint: {}", quote(&endpoint)));
     if let Some(tls) = server.tls {
@@ -217,7 +219,11 @@ pub fn convert(text: &str, trust_keys: &[PathBuf]) -> Result<Conversion, Upstrea
 
     line(&mut yaml, 0, "agent:");
     line(&mut yaml, 1, &format!("executable: {}", quote(&executable)));
-    line(&mut yaml, 1, &format!("storage_dir: {}", quote(&storage_dir)));
+    line(
+        &mut yaml,
+        1,
+        &format!("storage_dir: {}", quote(&storage_dir)),
+    );
     // Upstream passes each config file to the collector itself; here the arguments are explicit.
     let mut args: Vec<&str> = Vec::new();
     for file in &agent.config_files {
@@ -230,7 +236,12 @@ pub fn convert(text: &str, trust_keys: &[PathBuf]) -> Result<Conversion, Upstrea
     list(&mut yaml, 1, "config_files", &files);
     if let Some(description) = &agent.description {
         ignore("agent.description.", &description.other);
-        map(&mut yaml, 1, "labels", &description.non_identifying_attributes);
+        map(
+            &mut yaml,
+            1,
+            "labels",
+            &description.non_identifying_attributes,
+        );
     }
 
     line(&mut yaml, 0, "capabilities:");
@@ -245,13 +256,21 @@ pub fn convert(text: &str, trust_keys: &[PathBuf]) -> Result<Conversion, Upstrea
     }
     if let Some(port) = agent.health_check_port {
         line(&mut yaml, 0, "health:");
-        line(&mut yaml, 1, &format!("http_url: \"http://127.0.0.1:{port}/\""));
+        line(
+            &mut yaml,
+            1,
+            &format!("http_url: \"http://127.0.0.1:{port}/\""),
+        );
     }
     if !trust_keys.is_empty() {
         line(&mut yaml, 0, "trust:");
         line(&mut yaml, 1, "keys:");
         for key in trust_keys {
-            line(&mut yaml, 2, &format!("- file: {}", quote(&key.to_string_lossy())));
+            line(
+                &mut yaml,
+                2,
+                &format!("- file: {}", quote(&key.to_string_lossy())),
+            );
         }
     }
     Ok(Conversion { yaml, warnings })
@@ -276,7 +295,11 @@ fn map(out: &mut String, depth: usize, key: &str, entries: &BTreeMap<String, Str
     }
     line(out, depth, &format!("{key}:"));
     for (name, value) in entries {
-        line(out, depth + 1, &format!("{}: {}", quote(name), quote(value)));
+        line(
+            out,
+            depth + 1,
+            &format!("{}: {}", quote(name), quote(value)),
+        );
     }
 }
 
@@ -381,10 +404,8 @@ telemetry:
 
     #[test]
     fn skipping_certificate_checks_and_missing_keys_are_refused() {
-        let insecure = UPSTREAM.replace(
-            "insecure_skip_verify: false",
-            "insecure_skip_verify: true",
-        );
+        let insecure =
+            UPSTREAM.replace("insecure_skip_verify: false", "insecure_skip_verify: true");
         assert!(matches!(
             convert(&insecure, &[]),
             Err(UpstreamError::Unsupported {
@@ -392,7 +413,8 @@ telemetry:
                 ..
             })
         ));
-        let no_storage = UPSTREAM.replace("storage:\n  directory: /var/lib/otelcol/supervisor\n", "");
+        let no_storage =
+            UPSTREAM.replace("storage:\n  directory: /var/lib/otelcol/supervisor\n", "");
         assert!(matches!(
             convert(&no_storage, &[]),
             Err(UpstreamError::Missing {
