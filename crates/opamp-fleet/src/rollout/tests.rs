@@ -675,3 +675,31 @@ fn without_adoption_the_same_failure_reverts_both_canaries() {
             .any(|a| matches!(a, AuditAction::AgentNotReverted { .. }))
     );
 }
+
+/// The documented rule (docs/operations.md, "Agents without a package status"): a
+/// `service.version` attribute is a label, never the version a rollout reverts to; an agent
+/// that reports no package status for the package is skipped as `unknown_version`.
+#[test]
+fn service_version_without_a_package_status_is_skipped_as_unknown() {
+    let labels: crate::selector::Labels = [
+        ("env".to_owned(), "prod".to_owned()),
+        ("service.version".to_owned(), OLD.to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let unmanaged = crate::store::AgentRecord::new(uid(1), labels.clone(), 0, at(0));
+    let mut managed = crate::store::AgentRecord::new(uid(2), labels, 0, at(0));
+    managed
+        .package_versions
+        .insert("otelcol".to_owned(), OLD.to_owned());
+    let fleet = [
+        unmanaged.snapshot_for("otelcol"),
+        managed.snapshot_for("otelcol"),
+    ];
+    let rollout = Rollout::plan(RolloutId::new("r"), spec(), &fleet, at(0)).unwrap();
+    assert_eq!(rollout.skipped().len(), 1);
+    assert_eq!(rollout.skipped()[0].uid, uid(1));
+    assert_eq!(rollout.skipped()[0].reason, SkipReason::UnknownVersion);
+    assert_eq!(rollout.agents().len(), 1);
+    assert_eq!(rollout.agents()[0].previous_version, OLD);
+}
