@@ -17,14 +17,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, SupervisorProcess, Workdir};
+use common::{SupervisorProcess, Workdir, start_server};
 
 const PACKAGE: &str = "otelcol-contrib";
 const HOSTS: usize = 2;
@@ -272,35 +272,6 @@ fn rss_kib(pid: u32) -> (u64, Vec<u64>) {
 
 // ----- the operator side --------------------------------------------------------------------
 
-/// Starts `opamp server` on ephemeral loopback ports; returns it with its admin and agent URLs.
-fn start_server(work: &Workdir, token: &str) -> (ServerProcess, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["server", "--data-dir", "data", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--admin-token", token])
-        .current_dir(work.root())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = ServerProcess(child);
-    let (lines, ready) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = ready.recv_timeout(Duration::from_secs(30)).unwrap();
-    let (agents, admin) = line
-        .strip_prefix("opamp server: agents at ")
-        .and_then(|rest| rest.split_once(", admin API at "))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (server, admin.trim().to_owned(), agents.trim().to_owned())
-}
-
 /// `otelcol-contrib_<version>_linux_amd64.tar.gz` as upstream ships it: the executable with a
 /// README and a LICENSE. `truncate_to` cuts the executable short (a bad release).
 fn release_archive(
@@ -367,7 +338,7 @@ fn real_collector_upgrade_failed_upgrade_and_signed_downgrade() {
     };
     let work = Workdir::new();
     let (sink, sink_url) = Sink::start();
-    let (_server, admin, agents_url) = start_server(&work, "secret");
+    let (_server, admin, agents_url) = start_server(&work, "secret", &[]);
     let connection = ["--server", admin.as_str(), "--token", "secret"];
     let opamp = |args: &[&str]| {
         let mut all = args.to_vec();

@@ -2,7 +2,7 @@
 //! name and version it is added as, so a mismatch is refused by the operator's `package add`
 //! instead of by the first canary.
 
-use opamp_verify::{HashedContent, SignatureEnvelope};
+use opamp_verify::{HashedContent, PublicKey, Scheme, SignatureEnvelope};
 
 /// Why a signature does not fit the file it is added with, or `Ok` when it does or cannot be
 /// judged here.
@@ -56,13 +56,72 @@ pub(crate) fn check_statement(
     Ok(())
 }
 
+/// When the server is configured with release keys: the signature must verify under one of
+/// them (a statement under the key it names, a compatible-mode signature under any RSA key).
+/// With no keys configured every signature passes; each supervisor's trust policy decides.
+///
+/// # Errors
+/// A one-line reason.
+pub(crate) fn check_release_key(
+    keys: &[PublicKey],
+    content: &HashedContent,
+    signature: &[u8],
+) -> Result<(), String> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    if signature.is_empty() {
+        return Err(
+            "the package is unsigned and this server requires a release key's signature".into(),
+        );
+    }
+    if SignatureEnvelope::is_envelope(signature) {
+        let envelope = SignatureEnvelope::parse(signature)
+            .map_err(|e| format!("the signature cannot be read: {e}"))?;
+        let key = keys
+            .iter()
+            .find(|key| key.id() == envelope.key_id())
+            .ok_or_else(|| {
+                format!(
+                    "the signature was made with key {}, which is not one of this server's release keys",
+                    envelope.key_id()
+                )
+            })?;
+        return key
+            .verify(
+                envelope.scheme(),
+                &envelope.signed_message(),
+                envelope.signature(),
+            )
+            .map_err(|e| format!("the signature does not verify under key {}: {e}", key.id()));
+    }
+    let verifies = keys.iter().any(|key| {
+        key.supports(Scheme::RsaPkcs1v15Sha256)
+            && key
+                .verify(
+                    Scheme::RsaPkcs1v15Sha256,
+                    content.hash().as_bytes(),
+                    signature,
+                )
+                .is_ok()
+    });
+    if verifies {
+        Ok(())
+    } else {
+        Err(
+            "the compatible-mode signature does not verify under any of this server's release keys"
+                .into(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
 
     use opamp_verify::{ContentHash, ReleaseSigner, Statement, hash_reader};
 
-    use super::check_statement;
+    use super::{check_release_key, check_statement};
 
     fn signed(name: &str, version: &str, bytes: &[u8]) -> Vec<u8> {
         let signer = ReleaseSigner::generate_ed25519(&mut rand::rngs::OsRng).unwrap();
@@ -97,6 +156,41 @@ mod tests {
         let longer = hash_reader(b"collector 1.1.0!".as_slice(), 1 << 20).unwrap();
         let other_size = check_statement("otelcol", "1.1.0", &longer, &signature);
         assert!(other_size.unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn configured_release_keys_must_have_made_the_signature() {
+        let file = b"collector 1.1.0".as_slice();
+        let content = hash_reader(file, 1 << 20).unwrap();
+        let release = ReleaseSigner::generate_ed25519(&mut rand::rngs::OsRng).unwrap();
+        let statement = Statement::new(
+            "otelcol",
+            "1.1.0",
+            ContentHash::of(file),
+            15,
+            SystemTime::now() + Duration::from_secs(3600),
+        )
+        .unwrap();
+        let good = release.sign_statement(&statement).unwrap();
+        let keys = [release.public_key().clone()];
+        assert_eq!(check_release_key(&keys, &content, &good), Ok(()));
+        assert_eq!(check_release_key(&[], &content, b""), Ok(()));
+        let stranger = signed("otelcol", "1.1.0", file);
+        let refused = check_release_key(&keys, &content, &stranger).unwrap_err();
+        assert!(
+            refused.contains("not one of this server's release keys"),
+            "{refused}"
+        );
+        let mut forged = good.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(check_release_key(&keys, &content, &forged).is_err());
+        assert!(
+            check_release_key(&keys, &content, b"")
+                .unwrap_err()
+                .contains("unsigned")
+        );
+        assert!(check_release_key(&keys, &content, b"bare bytes").is_err());
     }
 
     #[test]
