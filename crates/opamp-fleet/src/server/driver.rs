@@ -597,7 +597,8 @@ impl Driver {
                 what: format!(
                     "package {} {version} in the catalog ({agents} agents run it and would \
                      need it offered to revert; add it, or accept that the server will not \
-                     revert them with --adopt-unknown-versions)",
+                     revert them: `opamp rollout start --adopt-unknown-versions`, \
+                     `adopt_unknown_versions: true` in the API)",
                     spec.package_name
                 ),
             });
