@@ -41,6 +41,20 @@ pub enum AuditAction {
     },
     /// An operator started the rollout.
     Started,
+    /// The operator accepted agents running versions the catalog does not have: the server
+    /// will not revert them (their supervisors still roll back locally).
+    AdoptedVersions {
+        /// The versions.
+        versions: Vec<String>,
+    },
+    /// A failed or aborted agent was not offered its previous version: it is an adopted
+    /// version the catalog does not have.
+    AgentNotReverted {
+        /// The agent.
+        uid: InstanceUid,
+        /// The version the server could not offer back.
+        version: String,
+    },
     /// An operator paused it.
     Paused,
     /// An operator resumed it.
@@ -121,6 +135,8 @@ impl AuditAction {
         match self {
             AuditAction::Planned { .. } => "planned",
             AuditAction::Started => "started",
+            AuditAction::AdoptedVersions { .. } => "adopted_versions",
+            AuditAction::AgentNotReverted { .. } => "agent_not_reverted",
             AuditAction::Paused => "paused",
             AuditAction::Resumed => "resumed",
             AuditAction::Aborted { .. } => "aborted",
@@ -146,6 +162,7 @@ impl AuditAction {
             | AuditAction::AgentHealthy { uid }
             | AuditAction::AgentFailed { uid, .. }
             | AuditAction::AgentReverted { uid, .. }
+            | AuditAction::AgentNotReverted { uid, .. }
             | AuditAction::AgentCaughtUp { uid, .. } => Some(*uid),
             _ => None,
         }

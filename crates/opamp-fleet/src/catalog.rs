@@ -4,6 +4,8 @@
 //! Files live under `<data_dir>/packages/<name>/<version>/<file name>` and are served by the
 //! transport's download route at `<public_url>/packages/<name>/<version>/<file name>`.
 
+mod statement_check;
+
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use opamp_packages::PackageName;
-use opamp_verify::HashingWriter;
+use opamp_verify::{HashingWriter, PublicKey};
 
 use crate::FleetError;
 use crate::store::{FleetStore, PackageEntry, SqliteStore};
@@ -59,6 +61,8 @@ pub struct Catalog {
     /// Serialises the check-rename-record sequence of [`Catalog::add_file`], so two uploads of
     /// one version can never leave served bytes that differ from the recorded hash.
     adding: Arc<Mutex<()>>,
+    /// When not empty, every added package's signature must verify under one of these.
+    release_keys: Arc<Vec<PublicKey>>,
 }
 
 impl Catalog {
@@ -69,7 +73,16 @@ impl Catalog {
             store,
             root: root.into(),
             adding: Arc::new(Mutex::new(())),
+            release_keys: Arc::new(Vec::new()),
         }
+    }
+
+    /// Requires every package added from now on to be signed by one of `keys` (the release
+    /// public keys; the server still never holds a private key). Empty: no such requirement.
+    #[must_use]
+    pub fn with_release_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.release_keys = Arc::new(keys);
+        self
     }
 
     /// The directory files are kept in.
@@ -79,13 +92,15 @@ impl Catalog {
     }
 
     /// Copies `path` into the catalog as `name` `version`, hashing it on the way (SHA-256),
-    /// and records it with `signature`. The copy is written to a temporary file, synced and
+    /// and records it with `signature`. A signed statement must name this file's content,
+    /// `name` and `version`, or the file is refused before it is kept. The copy is written to a temporary file, synced and
     /// renamed, so a crash never leaves a partial file under the served name. Adding the same
     /// bytes again is a no-op; different bytes for an existing version are refused.
     ///
     /// # Errors
-    /// [`FleetError::InvalidPackage`] for an unsafe name, an unusable version or an
-    /// unreadable or too large file; [`FleetError::Io`]; store errors
+    /// [`FleetError::InvalidPackage`] for an unsafe name, an unusable version, an
+    /// unreadable or too large file, a signed statement for another file, name or version, or
+    /// (with [`Catalog::with_release_keys`]) a signature none of the release keys made; [`FleetError::Io`]; store errors
     /// ([`crate::store::StoreError::AlreadyExists`] for changed bytes).
     pub fn add_file(
         &self,
@@ -118,6 +133,9 @@ impl Catalog {
         let (temp, hashed) = writer
             .finish()
             .map_err(|e| invalid(format!("hashing: {e}")))?;
+        statement_check::check_statement(name, version, &hashed, &signature).map_err(invalid)?;
+        statement_check::check_release_key(&self.release_keys, &hashed, &signature)
+            .map_err(invalid)?;
         temp.as_file()
             .sync_all()
             .map_err(io_error("syncing", temp.path()))?;

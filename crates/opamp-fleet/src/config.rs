@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use opamp_verify::PublicKey;
+
 use crate::FleetError;
 use crate::store::{SqliteOptions, Synchronous};
 
@@ -64,6 +66,11 @@ pub struct FleetServerConfig {
     /// The SQLite store's durability.
     #[serde(default)]
     pub store: StoreSettings,
+    /// Release public keys (SPKI PEM files, as `opamp package keygen` writes them). When set,
+    /// `package add` refuses a package whose signature none of them made; the supervisors'
+    /// own trust settings still decide what they install.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release_keys: Vec<PathBuf>,
 }
 
 /// Tuning of the embedded SQLite store.
@@ -372,6 +379,7 @@ impl FleetServerConfig {
             max_connections: default_max_connections(),
             download_token: None,
             store: StoreSettings::default(),
+            release_keys: Vec::new(),
         }
     }
 
@@ -395,6 +403,24 @@ impl FleetServerConfig {
             source,
         })?;
         Self::from_toml(&text)
+    }
+
+    /// Reads [`FleetServerConfig::release_keys`].
+    ///
+    /// # Errors
+    /// [`FleetError::Config`] naming the file that cannot be read or is not a public key.
+    pub fn load_release_keys(&self) -> Result<Vec<PublicKey>, FleetError> {
+        self.release_keys
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).map_err(|e| FleetError::Config {
+                    reason: format!("release key {}: {e}", path.display()),
+                })?;
+                PublicKey::from_spki_pem(&text).map_err(|e| FleetError::Config {
+                    reason: format!("release key {}: {e}", path.display()),
+                })
+            })
+            .collect()
     }
 
     /// The SQLite database file.

@@ -89,6 +89,16 @@ pub struct RolloutSpec {
     pub failure_budget: FailureBudget,
     /// Who asked for the rollout (operator identity for the audit log).
     pub created_by: String,
+    /// The operator accepts agents that run a version the catalog does not have: the server
+    /// cannot offer it back, so such agents are never reverted by the server (their supervisor
+    /// still rolls back locally when the new version fails its health gate). Without it such a
+    /// rollout is refused.
+    #[serde(default)]
+    pub adopt_unknown_versions: bool,
+    /// The versions adopted that way, filled in by the server when it plans the rollout:
+    /// agents whose previous version is listed here get no revert offer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted_versions: Vec<String>,
 }
 
 impl RolloutSpec {
@@ -113,7 +123,23 @@ impl RolloutSpec {
             health_timeout: Duration::from_secs(300),
             failure_budget: FailureBudget::default(),
             created_by: created_by.into(),
+            adopt_unknown_versions: false,
+            adopted_versions: Vec::new(),
         }
+    }
+
+    /// Sets [`RolloutSpec::adopt_unknown_versions`].
+    #[must_use]
+    pub fn adopt_unknown_versions(mut self, adopt: bool) -> Self {
+        self.adopt_unknown_versions = adopt;
+        self
+    }
+
+    /// Whether the server must not offer `version` back to an agent (see
+    /// [`RolloutSpec::adopted_versions`]).
+    #[must_use]
+    pub fn is_adopted(&self, version: &str) -> bool {
+        self.adopted_versions.iter().any(|v| v == version)
     }
 
     /// Sets [`RolloutSpec::target_ref`].

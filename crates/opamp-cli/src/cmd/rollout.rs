@@ -146,6 +146,13 @@ pub(crate) struct StartArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) failure_budget: u32,
 
+    /// Accept agents that run a version the catalog does not have (hosts set up before this
+    /// server): the server cannot offer that version back, so it will not revert them; their
+    /// supervisors still roll back by themselves when the new version fails its health gate.
+    /// Without it such a rollout is refused until the old version is signed and added.
+    #[arg(long)]
+    pub(crate) adopt_unknown_versions: bool,
+
     /// Keep showing live progress until the rollout ends.
     #[arg(long)]
     pub(crate) watch: bool,
@@ -299,6 +306,7 @@ pub(crate) fn request(args: &StartArgs, fleet_size: usize) -> RolloutRequest {
     request.health_timeout = Some(args.health_timeout);
     request.install_timeout = Some(args.install_timeout);
     request.failure_budget = Some(FailureBudget::Count(args.failure_budget));
+    request.adopt_unknown_versions = args.adopt_unknown_versions;
     request
 }
 
@@ -355,15 +363,27 @@ async fn follow(client: &AdminClient, id: &str) -> Result<RolloutView, CommandEr
 async fn print_view(client: &AdminClient, view: &RolloutView) -> Result<(), CommandError> {
     let fleet = client.agents().await.unwrap_or_default();
     output::line(format_args!(
-        "rollout {}: {} {} | status {} | stage {}\n  agents: {}\n  fleet: {}",
+        "rollout {}: {} {} | status {} | stage {}\n  agents: {}\n  fleet: {}{}",
         view.id,
         view.spec.package_name,
         view.spec.target_version,
         view.status,
         watch::stage(view),
         watch::counts(view),
-        watch::versions(&fleet, &view.spec.package_name)
+        watch::versions(&fleet, &view.spec.package_name),
+        adopted_line(view)
     ))
+}
+
+/// The status line naming adopted versions, which the server will not revert to.
+fn adopted_line(view: &RolloutView) -> String {
+    if view.spec.adopted_versions.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n  adopted (not in the catalog, not reverted by the server): {}",
+        view.spec.adopted_versions.join(", ")
+    )
 }
 
 fn actor(actor: &Actor) -> String {

@@ -62,6 +62,11 @@ pub(crate) struct ServerArgs {
     /// CA bundle (PEM) that agent client certificates must chain to (turns on mTLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) client_ca: Option<PathBuf>,
+
+    /// A release public key (repeatable): `package add` then refuses packages none of them
+    /// signed. Added to the config file's `release_keys`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) release_key: Vec<PathBuf>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -130,6 +135,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandErro
         .or_fail(Failure::Operation, || "invalid TLS file names")?;
         config.tls = Some(tls);
     }
+    config.release_keys.extend(args.release_key.iter().cloned());
     Ok(config)
 }
 

@@ -9,6 +9,8 @@ use crate::failure::{CommandError, Failure, ResultExt as _};
 const AFTER_HELP: &str = "\
 Example:
   opamp supervisor --config /etc/opamp/supervisor.yaml
+  opamp supervisor convert-config --from opampsupervisor.yaml --trust-key release.pub \\
+      --out supervisor.yaml
 
 After both copies of the anti-rollback floor were lost (installed-state.json and
 rollback-floor.json corrupt), every install is refused until an operator sets the floor again,
@@ -20,24 +22,46 @@ agent.storage_dir), its health check and the trusted release keys.";
 
 /// Arguments of `opamp supervisor`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = AFTER_HELP)]
+#[command(
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub(crate) struct SupervisorArgs {
     /// Supervisor configuration (YAML).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) config: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    pub(crate) config: Option<PathBuf>,
 
     /// Set the anti-rollback floor of the collector package to VERSION (the highest version
     /// this host may run without a signed downgrade authorisation) and exit. Refused while a
     /// supervisor runs on the same storage directory.
     #[arg(long, value_name = "VERSION")]
     pub(crate) reset_rollback_floor: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<SupervisorCommand>,
+}
+
+/// `opamp supervisor` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SupervisorCommand {
+    /// Write this supervisor's config from an upstream `opampsupervisor` config.
+    ConvertConfig(super::convert_config::ConvertArgs),
 }
 
 /// Runs the supervisor until Ctrl-C or SIGTERM, then stops the collector and disconnects.
 pub(crate) fn run(args: &SupervisorArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "supervisor requested");
-    let config = SupervisorConfig::load(&args.config).or_fail(Failure::Operation, || {
-        format!("cannot load {}", args.config.display())
+    if let Some(SupervisorCommand::ConvertConfig(convert)) = &args.command {
+        return super::convert_config::run(convert);
+    }
+    let Some(path) = &args.config else {
+        return Err(CommandError::operation(anyhow::anyhow!(
+            "--config is required"
+        )));
+    };
+    let config = SupervisorConfig::load(path).or_fail(Failure::Operation, || {
+        format!("cannot load {}", path.display())
     })?;
     if let Some(version) = &args.reset_rollback_floor {
         let package = opamp_supervisor::reset_rollback_floor(&config, version)

@@ -129,6 +129,48 @@ impl Drop for SupervisorProcess {
     }
 }
 
+/// Starts `opamp server` (plus `extra` arguments) on ephemeral loopback ports and returns it
+/// with its admin URL and agent URL, read from the line it prints once both listeners are up.
+pub fn start_server(
+    work: &Workdir,
+    token: &str,
+    extra: &[&str],
+) -> (ServerProcess, String, String) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
+        .args(["server", "--data-dir", "data", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--admin-token", token])
+        .args(extra)
+        .current_dir(work.root())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = ServerProcess(child);
+    let (lines, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = ready
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    // "opamp server: agents at ws://ADDR/v1/opamp, admin API at http://ADDR"
+    let (agents, admin) = line
+        .strip_prefix("opamp server: agents at ")
+        .and_then(|rest| rest.split_once(", admin API at "))
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    (server, admin.trim().to_owned(), agents.trim().to_owned())
+}
+
 /// A collector package: a launcher script running `opamp __test-collector` as `version`.
 pub fn launcher(work: &Workdir, version: &str) -> String {
     let name = format!("otelcol-{version}");

@@ -58,6 +58,10 @@ pub struct RolloutRequest {
     /// Failures each batch tolerates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_budget: Option<FailureBudget>,
+    /// Accept agents on versions the catalog does not have
+    /// ([`RolloutSpec::adopt_unknown_versions`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_unknown_versions: bool,
 }
 
 impl RolloutRequest {
@@ -74,6 +78,7 @@ impl RolloutRequest {
             install_timeout: None,
             health_timeout: None,
             failure_budget: None,
+            adopt_unknown_versions: false,
         }
     }
 
@@ -102,6 +107,7 @@ impl RolloutRequest {
         if let Some(budget) = self.failure_budget {
             spec = spec.failure_budget(budget);
         }
+        spec = spec.adopt_unknown_versions(self.adopt_unknown_versions);
         spec.validate()?;
         Ok(spec)
     }

@@ -123,7 +123,8 @@ impl AgentSnapshot {
 pub enum SkipReason {
     /// It already runs the target version.
     AlreadyAtTarget,
-    /// It reported no version of the package, so there is nothing to revert to.
+    /// It reported no version of the package, so there is nothing to revert to. Only a package
+    /// status counts: a `service.version` attribute alone does not (docs/operations.md).
     UnknownVersion,
     /// It was unhealthy before the rollout, so its health says nothing about the target.
     Unhealthy,

@@ -126,7 +126,16 @@ impl Rollout {
     }
 
     fn start(&mut self, by: String, now: Timestamp, out: &mut Vec<Command>) {
-        self.audit(now, Actor::Operator(by), AuditAction::Started, out);
+        self.audit(now, Actor::Operator(by.clone()), AuditAction::Started, out);
+        if !self.data.spec.adopted_versions.is_empty() {
+            let versions = self.data.spec.adopted_versions.clone();
+            self.audit(
+                now,
+                Actor::Operator(by),
+                AuditAction::AdoptedVersions { versions },
+                out,
+            );
+        }
         self.set_state(RolloutState::Canary, out);
         self.start_wave(0, now, out);
     }
@@ -346,11 +355,14 @@ impl Rollout {
         let uid = agent.uid;
         let wave_index = agent.wave;
         let to_version = agent.previous_version.clone();
-        let first_revert = !agent.reverted;
-        let was_pending = agent.revert_pending();
-        agent.reverted = true;
-        let is_pending = agent.revert_pending();
-        self.adjust_pending_reverts(was_pending, is_pending);
+        let adopted = self.data.spec.is_adopted(&to_version);
+        let first_revert = !agent.reverted && !adopted;
+        if !adopted {
+            let was_pending = agent.revert_pending();
+            agent.reverted = true;
+            let is_pending = agent.revert_pending();
+            self.adjust_pending_reverts(was_pending, is_pending);
+        }
         let actor = match reason {
             FailureReason::InstallFailed { .. } | FailureReason::Unhealthy => Actor::Agent(uid),
             _ => Actor::Engine,
@@ -359,6 +371,16 @@ impl Rollout {
         self.audit(now, actor, AuditAction::AgentFailed { uid, reason }, out);
         if first_revert {
             out.push(Command::Revert { uid, to_version });
+        } else if adopted {
+            self.audit(
+                now,
+                Actor::Engine,
+                AuditAction::AgentNotReverted {
+                    uid,
+                    version: to_version,
+                },
+                out,
+            );
         }
         let wave = &mut self.data.waves[wave_index as usize];
         wave.failed += 1;
@@ -391,8 +413,19 @@ impl Rollout {
             },
             out,
         );
+        let mut not_reverted = Vec::new();
         for agent in &mut self.data.agents {
             agent.deadline = None;
+            if agent.was_offered()
+                && !agent.reverted
+                && self.data.spec.is_adopted(&agent.previous_version)
+            {
+                // Failed agents were logged when they failed.
+                if !matches!(agent.phase, AgentPhase::Failed { .. }) {
+                    not_reverted.push((agent.uid, agent.previous_version.clone()));
+                }
+                continue;
+            }
             if agent.was_offered() && !agent.reverted {
                 agent.reverted = true;
                 if agent.revert_pending() {
@@ -403,6 +436,14 @@ impl Rollout {
                     to_version: agent.previous_version.clone(),
                 });
             }
+        }
+        for (uid, version) in not_reverted {
+            self.audit(
+                now,
+                Actor::Engine,
+                AuditAction::AgentNotReverted { uid, version },
+                out,
+            );
         }
         self.deadlines.clear();
         let deadline = now.saturating_add(self.data.spec.install_timeout);

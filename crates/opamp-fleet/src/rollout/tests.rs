@@ -646,3 +646,103 @@ fn desired_version_follows_offers_and_reverts() {
     assert_eq!(rollout.desired_version(&canaries[0]), Some(OLD));
     assert_eq!(rollout.desired_version(&canaries[1]), Some(OLD));
 }
+
+fn audited(commands: &[Command]) -> Vec<AuditAction> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Audit(record) => Some(record.action.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn adopted_versions_are_logged_and_never_offered_back() {
+    let mut spec = spec().adopt_unknown_versions(true);
+    spec.adopted_versions = vec![OLD.to_owned()];
+    let mut rollout = Rollout::plan(RolloutId::new("r1"), spec, &fleet(20), at(0)).unwrap();
+    let start = rollout
+        .handle(Event::Start { by: "alice".into() }, at(0))
+        .unwrap();
+    assert!(audited(&start).contains(&AuditAction::AdoptedVersions {
+        versions: vec![OLD.to_owned()]
+    }));
+    let canaries = offers(&start);
+    assert_eq!(canaries.len(), 2);
+    install_healthy(&mut rollout, &canaries[..1], at(1));
+    let commands = rollout
+        .handle(
+            Event::AgentInstallFailed {
+                uid: canaries[1],
+                error: "health gate failed; rolled back locally".into(),
+            },
+            at(2),
+        )
+        .unwrap();
+    assert!(reverts(&commands).is_empty(), "{commands:?}");
+    let not_reverted: Vec<InstanceUid> = audited(&commands)
+        .into_iter()
+        .filter_map(|a| match a {
+            AuditAction::AgentNotReverted { uid, version } if version == OLD => Some(uid),
+            _ => None,
+        })
+        .collect();
+    let mut expected = canaries.clone();
+    expected.sort();
+    let mut got = not_reverted;
+    got.sort();
+    assert_eq!(got, expected, "both canaries, each logged once");
+    // Nothing to wait for: the server cannot offer OLD back.
+    assert_eq!(rollout.status(), RolloutStatus::RolledBack);
+    assert_eq!(rollout.progress().pending, 18);
+}
+
+#[test]
+fn without_adoption_the_same_failure_reverts_both_canaries() {
+    let (mut rollout, canaries) = started(20, spec());
+    install_healthy(&mut rollout, &canaries[..1], at(1));
+    let commands = rollout
+        .handle(
+            Event::AgentInstallFailed {
+                uid: canaries[1],
+                error: "disk full".into(),
+            },
+            at(2),
+        )
+        .unwrap();
+    assert_eq!(reverts(&commands).len(), 2);
+    assert!(
+        !audited(&commands)
+            .iter()
+            .any(|a| matches!(a, AuditAction::AgentNotReverted { .. }))
+    );
+}
+
+/// The documented rule (docs/operations.md, "Agents without a package status"): a
+/// `service.version` attribute is a label, never the version a rollout reverts to; an agent
+/// that reports no package status for the package is skipped as `unknown_version`.
+#[test]
+fn service_version_without_a_package_status_is_skipped_as_unknown() {
+    let labels: crate::selector::Labels = [
+        ("env".to_owned(), "prod".to_owned()),
+        ("service.version".to_owned(), OLD.to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let unmanaged = crate::store::AgentRecord::new(uid(1), labels.clone(), 0, at(0));
+    let mut managed = crate::store::AgentRecord::new(uid(2), labels, 0, at(0));
+    managed
+        .package_versions
+        .insert("otelcol".to_owned(), OLD.to_owned());
+    let fleet = [
+        unmanaged.snapshot_for("otelcol"),
+        managed.snapshot_for("otelcol"),
+    ];
+    let rollout = Rollout::plan(RolloutId::new("r"), spec(), &fleet, at(0)).unwrap();
+    assert_eq!(rollout.skipped().len(), 1);
+    assert_eq!(rollout.skipped()[0].uid, uid(1));
+    assert_eq!(rollout.skipped()[0].reason, SkipReason::UnknownVersion);
+    assert_eq!(rollout.agents().len(), 1);
+    assert_eq!(rollout.agents()[0].previous_version, OLD);
+}

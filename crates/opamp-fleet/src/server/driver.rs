@@ -557,7 +557,7 @@ impl Driver {
 
     fn create(&mut self, request: RolloutRequest, by: String) -> Result<RolloutView, FleetError> {
         let now = now();
-        let spec = request.into_spec(&by)?;
+        let mut spec = request.into_spec(&by)?;
         if self
             .catalog
             .get(&spec.package_name, &spec.target_version)?
@@ -580,9 +580,27 @@ impl Driver {
             .map(|a| a.snapshot_for(&spec.package_name))
             .collect();
         let id = RolloutId::new(uuid::Uuid::now_v7().to_string());
-        let rollout = Rollout::plan(id.clone(), spec, &fleet, now)?;
+        let mut rollout = Rollout::plan(id.clone(), spec.clone(), &fleet, now)?;
+        let unknown = self.versions_not_in_catalog(&rollout)?;
+        if let Some((version, agents)) = unknown.first()
+            && !spec.adopt_unknown_versions
+        {
+            return Err(FleetError::NotFound {
+                what: format!(
+                    "package {} {version} in the catalog ({agents} agents run it and would \
+                     need it offered to revert; add it, or accept that the server will not \
+                     revert them: `opamp rollout start --adopt-unknown-versions`, \
+                     `adopt_unknown_versions: true` in the API)",
+                    spec.package_name
+                ),
+            });
+        }
+        if !unknown.is_empty() {
+            // Planned again with the same id, so the same agents in the same waves.
+            spec.adopted_versions = unknown.into_iter().map(|(version, _)| version).collect();
+            rollout = Rollout::plan(id.clone(), spec, &fleet, now)?;
+        }
         self.conflicts.check(&rollout)?;
-        self.check_revertible(&rollout)?;
         lock(&self.store).create_rollout(&rollout)?;
         self.conflicts.register(&rollout)?;
         tracing::info!(rollout = %id, by, agents = rollout.agents().len(), "rollout planned");
@@ -591,15 +609,20 @@ impl Driver {
         self.view(&id)
     }
 
-    /// Refuses a rollout whose agents could not be reverted: every version an agent would go
-    /// back to must be in the catalog, or an abort could only end in `Failed`.
-    fn check_revertible(&self, rollout: &Rollout) -> Result<(), FleetError> {
+    /// The versions agents of `rollout` would go back to that the catalog does not have, with
+    /// how many agents run each: the server could not offer them, so an abort could only end
+    /// in `Failed` unless the operator adopts them.
+    fn versions_not_in_catalog(
+        &self,
+        rollout: &Rollout,
+    ) -> Result<Vec<(String, usize)>, FleetError> {
         let package = &rollout.spec().package_name;
         let previous: BTreeSet<&str> = rollout
             .agents()
             .iter()
             .map(|a| a.previous_version.as_str())
             .collect();
+        let mut unknown = Vec::new();
         for version in previous {
             if self.catalog.get(package, version)?.is_none() {
                 let agents = rollout
@@ -607,15 +630,10 @@ impl Driver {
                     .iter()
                     .filter(|a| a.previous_version == version)
                     .count();
-                return Err(FleetError::NotFound {
-                    what: format!(
-                        "package {package} {version} in the catalog ({agents} agents run it and \
-                         would need it offered to revert)"
-                    ),
-                });
+                unknown.push((version.to_owned(), agents));
             }
         }
-        Ok(())
+        Ok(unknown)
     }
 
     fn operate(

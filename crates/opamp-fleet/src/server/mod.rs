@@ -73,7 +73,8 @@ impl FleetServer {
             config.database_path(),
             config.store.options(),
         )?));
-        let catalog = Catalog::new(store.clone(), packages_dir.clone());
+        let catalog = Catalog::new(store.clone(), packages_dir.clone())
+            .with_release_keys(config.load_release_keys()?);
 
         let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
         let opamp_addr = opamp.local_addr();

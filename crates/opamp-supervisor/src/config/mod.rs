@@ -29,6 +29,7 @@
 mod effective;
 mod locate;
 mod types;
+pub mod upstream;
 mod values;
 
 use std::fmt;

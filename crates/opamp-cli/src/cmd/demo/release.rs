@@ -47,7 +47,8 @@ pub(crate) struct Release {
     pub(crate) downgrade: SignedPackage,
     /// The 1.0.0 bytes signed WITHOUT a downgrade authorisation.
     pub(crate) unauthorised: SignedPackage,
-    /// 1.0.0 signed with a downgrade authorisation, then changed after signing.
+    /// 1.0.0 signed with a downgrade authorisation; its copy on the server is changed after
+    /// it is added.
     pub(crate) tampered: SignedPackage,
 }
 
@@ -81,14 +82,9 @@ pub(crate) fn prepare(dir: &Path, opamp: &Path) -> Result<Release, CommandError>
     // The catalog keeps one signature per version text, so the two refused 1.0.0 offers carry
     // semver build metadata, which has no effect on version precedence.
     let unauthorised = sign(&signer, &initial, "1.0.0+unauthorised", None)?;
-    let mut tampered = sign(&signer, &initial, "1.0.0+tampered", Some(&allow_from))?;
-    let tampered_file = dir.join("otelcol-1.0.0-tampered");
-    let mut bytes = std::fs::read(&initial).or_fail(Failure::Unreachable, || {
-        format!("cannot read {}", initial.display())
-    })?;
-    bytes.extend_from_slice(b"# changed after signing\n");
-    write(&tampered_file, &bytes, 0o755)?;
-    tampered.file = tampered_file;
+    // Added as signed (the catalog refuses a statement that does not fit the file), then
+    // changed in the server's storage: see `scenario::tamper_with_stored_copy`.
+    let tampered = sign(&signer, &initial, "1.0.0+tampered", Some(&allow_from))?;
 
     Ok(Release {
         public_key,

@@ -277,16 +277,32 @@ async fn start_server(
         &release.tampered,
     ];
     for package in packages {
-        client
+        let entry = client
             .add_package(&package.file, PACKAGE, &package.version, &package.signature)
             .await
             .map_err(|e| format!("cannot add {PACKAGE} {}: {e}", package.version))?;
+        if std::ptr::eq(package, &release.tampered) {
+            tamper_with_stored_copy(&entry.file_path)?;
+        }
     }
     let listed = client.packages().await.map_err(|e| e.to_string())?;
     Ok((
         client,
         format!("{text}; {} packages in the catalog", listed.len()),
     ))
+}
+
+/// Changes the server's stored copy of a package after it was added, as someone with write
+/// access to the server's disk could: one byte, so the size still fits and only the canary's
+/// hash check (against the hash recorded at add time) can tell.
+fn tamper_with_stored_copy(path: &Path) -> Result<(), String> {
+    let mut bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let middle = bytes.len() / 2;
+    if let Some(byte) = bytes.get_mut(middle) {
+        *byte ^= 0x01;
+    }
+    std::fs::write(path, &bytes).map_err(|e| format!("cannot change {}: {e}", path.display()))
 }
 
 /// Starts a rollout of `version` to the demo agents and follows it to its end.
