@@ -48,8 +48,10 @@ pub(crate) struct AdminState {
 #[derive(Clone, Debug)]
 struct Operator(Arc<str>);
 
+/// The admin listener's routes: the bearer-token API, the unauthenticated health probes and
+/// the dashboard (its own sign-in).
 pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/agents", get(agents))
         .route(
             "/api/v1/packages",
@@ -66,7 +68,23 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone());
+    Router::new()
+        .merge(api)
+        .merge(super::health::router(state.clone()))
+        .merge(super::dashboard::router(state))
+}
+
+/// The operator whose token is `presented`. Every token is compared, in constant time, so
+/// the answer's timing does not tell which operator's token a guess came close to.
+pub(crate) fn find_operator<'a>(
+    operators: &'a [OperatorToken],
+    presented: &str,
+) -> Option<&'a OperatorToken> {
+    operators.iter().fold(None, |found, operator| {
+        let matches = bool::from(presented.as_bytes().ct_eq(operator.token.as_bytes()));
+        found.or(matches.then_some(operator))
+    })
 }
 
 async fn require_token(
@@ -80,14 +98,7 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // Every token is compared, in constant time, so the answer's timing does not tell which
-    // operator's token a guess came close to.
-    let operator = presented.and_then(|presented| {
-        state.operators.iter().fold(None, |found, operator| {
-            let matches = bool::from(presented.as_bytes().ct_eq(operator.token.as_bytes()));
-            found.or(matches.then_some(operator))
-        })
-    });
+    let operator = presented.and_then(|presented| find_operator(&state.operators, presented));
     if let Some(operator) = operator {
         let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
         if operator.read_only && !reads {
@@ -134,23 +145,28 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// The HTTP status that answers `error`.
+pub(crate) fn status_of(error: &FleetError) -> StatusCode {
+    match error {
+        FleetError::InvalidSpec { .. }
+        | FleetError::InvalidSelector { .. }
+        | FleetError::InvalidPackage { .. }
+        | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
+        FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
+        FleetError::Conflict { .. }
+        | FleetError::InvalidTransition { .. }
+        | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
+        FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            FleetError::InvalidSpec { .. }
-            | FleetError::InvalidSelector { .. }
-            | FleetError::InvalidPackage { .. }
-            | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
-            FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
-            FleetError::Conflict { .. }
-            | FleetError::InvalidTransition { .. }
-            | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
-            FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = status_of(&self.0);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self.0, "admin request failed");
         }
@@ -162,7 +178,7 @@ type Answer<T> = Result<T, Failure>;
 
 /// Runs a store read on the blocking pool: the driver may hold the store for a write (with
 /// fsync), which must not stall a runtime worker.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     state: &AdminState,
     f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, FleetError> {
@@ -263,7 +279,7 @@ async fn add_package(
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     state: &AdminState,
     request: impl FnOnce(oneshot::Sender<Result<T, FleetError>>) -> DriverRequest,
 ) -> Result<T, FleetError> {
