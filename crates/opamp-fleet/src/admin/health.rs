@@ -2,7 +2,8 @@
 //!
 //! `GET /healthz` says the process is up (it answers at all). `GET /readyz` says it can do its
 //! work: the store answers a query and the rollout driver is running (the agent listener is
-//! bound before the admin listener, and both stop together).
+//! bound before the admin listener, and both stop together). The API's OpenAPI document is
+//! public too: it describes routes, not data.
 
 use axum::Router;
 use axum::extract::State;
@@ -19,14 +20,29 @@ pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/openapi.json", get(openapi_json))
         .with_state(state)
 }
 
-async fn healthz() -> Response {
+/// `GET /api/v1/openapi.json`: the admin API's description (public: it holds no data).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    axum::Json(<super::routes::AdminApiDoc as utoipa::OpenApi>::openapi()).into_response()
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "the process is up", body = String)))]
+pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-async fn readyz(State(state): State<AdminState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "the store answers and the rollout driver runs", body = String),
+        (status = 503, description = "not ready, with the reason", body = String),
+    ))]
+pub(crate) async fn readyz(State(state): State<AdminState>) -> Response {
     if state.driver.is_closed() || state.shutdown.is_cancelled() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -45,7 +45,9 @@
       if (indicator) { indicator.className = 'live on'; }
     });
     source.addEventListener('error', function () {
-      if (indicator && source.readyState !== EventSource.CLOSED) { indicator.className = 'live off'; }
+      if (indicator && source.readyState !== EventSource.CLOSED && indicator.className !== 'live done') {
+        indicator.className = 'live off';
+      }
     });
   }
 
