@@ -594,7 +594,7 @@ async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        super::process_metrics::append_to(&state.metrics.encode()),
     )
         .into_response())
 }
