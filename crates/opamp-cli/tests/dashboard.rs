@@ -121,25 +121,53 @@ fn publish(work: &Workdir, admin: &str, file: &str, version: &str) {
     .expect_code(0);
 }
 
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `GET /metrics` of a supervisor's metrics endpoint, as text.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// The value of the sample line starting with `name` (labels included) in `text`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
 fn start_supervisor(
     work: &Workdir,
     agents_listen: &str,
     initial: &str,
     n: usize,
+    metrics_port: u16,
 ) -> SupervisorProcess {
     // Each supervisor swaps its executable in place: every one needs its own copy.
     let own = format!("{initial}-agent{n}");
     std::fs::copy(work.path(initial), work.path(&own)).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let health_port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let health_port = free_port();
+    // The first supervisor also serves its own metrics.
+    let metrics = if n == 0 {
+        format!("metrics_listen: 127.0.0.1:{}\n", metrics_port)
+    } else {
+        String::new()
+    };
     let region = ["eu-west", "us-east", "ap-south"][n % 3];
     let yaml = format!(
         "server:\n  endpoint: {agents_listen}\nagent:\n  executable: '{}'\n  storage_dir: '{}'\n  \
          package_name: otelcol\n  args: [\"--health-port\", \"{health_port}\"]\n  labels:\n    \
          env: test\n    region: {region}\nhealth:\n  http_url: http://127.0.0.1:{health_port}/health\n  \
          liveness_window: 1s\n  start_timeout: 10s\n  check_interval: 300ms\ntrust:\n  keys:\n    \
-         - file: '{}'\nheartbeat_interval: 2s\n",
+         - file: '{}'\nheartbeat_interval: 2s\n{metrics}",
         work.path(&own).display(),
         work.path(&format!("storage-{n}")).display(),
         work.path("keys/release.pub").display(),
@@ -192,8 +220,9 @@ fn an_operator_runs_rollouts_from_the_dashboard_in_a_real_browser() {
     publish(&work, &admin, &good, "1.1.0");
     publish(&work, &admin, bad, "1.2.0");
 
+    let metrics_port = free_port();
     let _supervisors: Vec<SupervisorProcess> = (0..AGENTS)
-        .map(|n| start_supervisor(&work, &agents_listen, &initial, n))
+        .map(|n| start_supervisor(&work, &agents_listen, &initial, n, metrics_port))
         .collect();
     // The browser test starts once every agent is known, healthy, on 1.0.0.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -249,6 +278,34 @@ fn an_operator_runs_rollouts_from_the_dashboard_in_a_real_browser() {
         run.status
     );
     eprintln!("{stdout}");
+    // Every agent installed 1.1.0 in the good rollout: the first supervisor's own metrics
+    // counted it, and the restarts that came with it.
+    let metrics = scrape(metrics_port);
+    assert!(
+        sample(
+            &metrics,
+            "opamp_supervisor_installs_total{result=\"installed\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "opamp_supervisor_collector_starts_total").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(
+            &metrics,
+            "opamp_supervisor_install_duration_seconds_count{result=\"installed\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "opamp_supervisor_collector_up"),
+        Some(1.0),
+        "{metrics}"
+    );
     for page in [
         "overview",
         "agents",

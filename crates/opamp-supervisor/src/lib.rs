@@ -25,6 +25,7 @@ pub mod agent;
 pub mod config;
 pub mod health;
 pub mod lock;
+pub mod metrics;
 pub mod process;
 
 // Install pipeline.

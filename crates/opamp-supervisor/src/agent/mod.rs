@@ -118,6 +118,15 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         settle_timeout: config.health.check_interval + Duration::from_secs(2),
     };
     let (board, statuses_rx) = StatusBoard::new();
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(listen) = config.metrics_listen {
+        let sources = crate::metrics::MetricsSources {
+            run_state: collector.watch(),
+            health: health.clone(),
+            statuses: statuses_rx.clone(),
+        };
+        crate::metrics::serve(listen, sources, metrics_stop.clone()).await?;
+    }
     board.set(current.installed_status());
     let initial_health = config
         .capabilities
@@ -211,6 +220,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         tracing::error!(%err, "stopping the collector failed");
     }
     health_task.abort();
+    metrics_stop.cancel();
     disconnect(client).await;
     drop(lock);
     if client_stopped {
