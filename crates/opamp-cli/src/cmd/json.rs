@@ -41,18 +41,17 @@ fn humanise(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             for (key, field) in fields.iter_mut() {
-                if TIME_FIELDS.contains(&key.as_str()) {
-                    if let Some(millis) = field.as_u64() {
-                        *field = Value::String(rfc3339(millis));
-                        continue;
-                    }
+                let replacement = if TIME_FIELDS.contains(&key.as_str()) {
+                    field.as_u64().map(rfc3339)
                 } else if BYTES_FIELDS.contains(&key.as_str()) {
-                    if let Some(text) = bytes_as_hex(field) {
-                        *field = Value::String(text);
-                        continue;
-                    }
+                    bytes_as_hex(field)
+                } else {
+                    None
+                };
+                match replacement {
+                    Some(text) => *field = Value::String(text),
+                    None => humanise(field),
                 }
-                humanise(field);
             }
         }
         Value::Array(items) => items.iter_mut().for_each(humanise),
