@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Dashboard;
 use super::pages::fleet_fragment_now;
-use super::rollouts::rollout_fragment;
+use super::rollouts::{AuditTail, rollout_fragment};
 use super::session::Session;
 use crate::rollout::RolloutId;
 
@@ -116,10 +116,11 @@ pub(super) async fn rollout(
     tokio::spawn(async move {
         // Render once straight away: a step may have happened since the page was rendered.
         let mut dirty = true;
+        let mut tail = AuditTail::default();
         loop {
             if dirty {
                 let Ok(Some((fragment, status))) =
-                    rollout_fragment(&dashboard, &session, id.clone()).await
+                    rollout_fragment(&dashboard, &session, id.clone(), &mut tail).await
                 else {
                     return;
                 };

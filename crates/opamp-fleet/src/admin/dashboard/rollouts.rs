@@ -82,11 +82,13 @@ pub(super) async fn show(
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Response {
-    let fragment = match rollout_fragment(&dashboard, &session, RolloutId::new(id.clone())).await {
-        Ok(Some((fragment, _))) => fragment,
-        Ok(None) => return refusal(StatusCode::NOT_FOUND, "No such rollout."),
-        Err(error) => return store_failure(&error),
-    };
+    let mut tail = AuditTail::default();
+    let fragment =
+        match rollout_fragment(&dashboard, &session, RolloutId::new(id.clone()), &mut tail).await {
+            Ok(Some((fragment, _))) => fragment,
+            Ok(None) => return refusal(StatusCode::NOT_FOUND, "No such rollout."),
+            Err(error) => return store_failure(&error),
+        };
     let body = format!(
         "<section id=\"rollout\" data-live=\"/ui/live/rollouts/{id}\" data-event=\"rollout\">{fragment}</section>",
         id = esc(&id)
@@ -100,25 +102,56 @@ pub(super) async fn show(
     .into_response()
 }
 
+/// The newest audit records of one rollout, kept up to date by reading only what was added
+/// since the last read (a 10,000-agent rollout logs tens of thousands of records; the page
+/// shows the newest [`AUDIT_SHOWN`]).
+#[derive(Debug, Default)]
+pub(super) struct AuditTail {
+    records: std::collections::VecDeque<StoredAudit>,
+    total: usize,
+    last_position: Option<i64>,
+}
+
+impl AuditTail {
+    fn take(&mut self, new: Vec<StoredAudit>) {
+        self.total += new.len();
+        if let Some(last) = new.last() {
+            self.last_position = Some(last.position);
+        }
+        self.records.extend(new);
+        while self.records.len() > AUDIT_SHOWN {
+            self.records.pop_front();
+        }
+    }
+}
+
 /// The live part of a rollout page and the rollout's status, read from the store now; `None`
-/// if there is no such rollout.
+/// if there is no such rollout. `tail` carries the audit records between calls.
 pub(super) async fn rollout_fragment(
     dashboard: &Dashboard,
     session: &Session,
     id: RolloutId,
+    tail: &mut AuditTail,
 ) -> Result<Option<(String, RolloutStatus)>, FleetError> {
+    let after = tail.last_position;
     let found = read(&dashboard.admin, move |store| {
         let Some(rollout) = store.load_rollout(&id)? else {
             return Ok(None);
         };
-        let audit = store.audit_log(&AuditQuery::all().rollout(id))?;
-        Ok(Some((rollout, audit)))
+        let mut query = AuditQuery::all().rollout(id);
+        if let Some(after) = after {
+            query = query.after(after);
+        }
+        Ok(Some((rollout, store.audit_log(&query)?)))
     })
     .await?;
-    Ok(found.map(|(rollout, audit)| (render_rollout(&rollout, &audit, session), rollout.status())))
+    Ok(found.map(|(rollout, new)| {
+        tail.take(new);
+        (render_rollout(&rollout, tail, session), rollout.status())
+    }))
 }
 
-fn render_rollout(rollout: &Rollout, audit: &[StoredAudit], session: &Session) -> String {
+fn render_rollout(rollout: &Rollout, audit: &AuditTail, session: &Session) -> String {
     let view = RolloutView::of(rollout);
     let status = view.status;
     let p = view.progress;
@@ -262,13 +295,14 @@ fn render_rollout(rollout: &Rollout, audit: &[StoredAudit], session: &Session) -
         }
     }
     out.push_str("<h2>Audit trail</h2>");
-    let newest = audit.len().saturating_sub(AUDIT_SHOWN);
-    out.push_str(&audit_table(audit.iter().skip(newest)));
-    if newest > 0 {
+    out.push_str(&audit_table(audit.records.iter()));
+    if audit.total > audit.records.len() {
         let _ = write!(
             out,
-            "<p class=\"hint\">Showing the newest {AUDIT_SHOWN} of {} records.</p>",
-            audit.len()
+            "<p class=\"hint\">Showing the newest {} of {} records: the whole trail is in the \
+             <a href=\"/ui/audit\">audit log</a>.</p>",
+            audit.records.len(),
+            audit.total
         );
     }
     out
