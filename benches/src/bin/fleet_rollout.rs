@@ -330,6 +330,15 @@ async fn drive(args: Args) -> i32 {
         // The rollout page's stream ends by itself after the terminal render.
         let _ = tokio::time::timeout(Duration::from_secs(10), rollout_task).await;
         fleet_task.abort();
+        let cookie = cookie.as_deref().unwrap_or_default();
+        let rollout_page = format!("/ui/rollouts/{id}");
+        let after = ["/ui", rollout_page.as_str(), "/ui/audit"];
+        for load in dashboard_probe::time_pages(&base, cookie, &after, 5).await {
+            println!(
+                "dashboard page {} after the rollout: median {:.1?}, worst {:.1?}, {} bytes",
+                load.path, load.median, load.worst, load.bytes
+            );
+        }
         for (name, traffic) in [
             ("rollout page", rollout_live),
             ("fleet overview", fleet_live),
