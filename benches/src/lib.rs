@@ -3,5 +3,6 @@
 //! measurement for criterion.
 
 pub mod cpu_time;
+pub mod dashboard_probe;
 pub mod messages;
 pub mod procfs;

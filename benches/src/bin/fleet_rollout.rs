@@ -11,7 +11,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
-use opamp_benches::procfs;
+use opamp_benches::{dashboard_probe, procfs};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,10 @@ struct Args {
     /// SQLite durability of the fleet store: `full` (default, fsync per commit) or `normal`.
     #[arg(long, default_value = "full")]
     store_sync: String,
+    /// Also measure the web dashboard: page loads with the whole fleet registered, and the
+    /// live pages' event traffic during the rollout.
+    #[arg(long)]
+    dashboard: bool,
     /// Hard limit for the whole run, seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
@@ -258,6 +262,13 @@ async fn drive(args: Args) -> i32 {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = procfs::memory_kib(pid, "VmRSS:").unwrap();
 
+    let base = format!("http://{}", server.admin);
+    let cookie = if args.dashboard {
+        Some(measure_pages(&base).await)
+    } else {
+        None
+    };
+
     let mut request = RolloutRequest::new(PACKAGE, "2.0.0");
     request.canary_share = Some(args.canary_share);
     request.batches = Some(BatchPlan::Share(args.batch_share));
@@ -269,6 +280,12 @@ async fn drive(args: Args) -> i32 {
     let rollout_started = Instant::now();
     let rollout = admin.create_rollout(&request).await.unwrap();
     let id = rollout.id.to_string();
+    let live = cookie.as_deref().map(|cookie| {
+        (
+            dashboard_probe::follow(&base, cookie, &format!("/ui/live/rollouts/{id}")),
+            dashboard_probe::follow(&base, cookie, "/ui/live/fleet"),
+        )
+    });
     let mut events = admin.rollout_events(&id).await.unwrap();
     let status = loop {
         match tokio::time::timeout_at(deadline, events.next()).await {
@@ -309,6 +326,33 @@ async fn drive(args: Args) -> i32 {
         .unwrap()
         .saturating_sub(driver_cpu_before);
     let view = admin.rollout(&id).await.unwrap();
+    if let Some(((rollout_task, rollout_live), (fleet_task, fleet_live))) = live {
+        // The rollout page's stream ends by itself after the terminal render.
+        let _ = tokio::time::timeout(Duration::from_secs(10), rollout_task).await;
+        fleet_task.abort();
+        let cookie = cookie.as_deref().unwrap_or_default();
+        let rollout_page = format!("/ui/rollouts/{id}");
+        let after = ["/ui", rollout_page.as_str(), "/ui/audit"];
+        for load in dashboard_probe::time_pages(&base, cookie, &after, 5).await {
+            println!(
+                "dashboard page {} after the rollout: median {:.1?}, worst {:.1?}, {} bytes",
+                load.path, load.median, load.worst, load.bytes
+            );
+        }
+        for (name, traffic) in [
+            ("rollout page", rollout_live),
+            ("fleet overview", fleet_live),
+        ] {
+            let traffic = traffic.borrow();
+            println!(
+                "dashboard SSE {name}: {} events, {} bytes in {:.1?} ({:.1} KiB/s)",
+                traffic.events,
+                traffic.bytes,
+                traffic.open_for,
+                traffic.bytes as f64 / 1024.0 / traffic.open_for.as_secs_f64().max(0.001)
+            );
+        }
+    }
     println!(
         "agents: {}, package {} KiB, canary {} then batches of {}, bake 0, download concurrency {}",
         args.agents,
@@ -333,6 +377,28 @@ async fn drive(args: Args) -> i32 {
         server_cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0
     );
     i32::from(status != opamp_fleet::RolloutStatus::Completed)
+}
+
+/// Signs in to the dashboard and times its pages with the whole fleet registered.
+async fn measure_pages(base: &str) -> String {
+    let cookie = dashboard_probe::sign_in(base, TOKEN).await;
+    let pages = [
+        "/ui",
+        "/ui/agents",
+        "/ui/agents?page=100",
+        "/ui/agents?labels=env%3Dbench&health=healthy&page=50",
+        "/ui/agents?labels=service.instance.id%3Dagent-4242",
+        "/ui/catalog",
+        "/ui/rollouts",
+        "/ui/audit",
+    ];
+    for load in dashboard_probe::time_pages(base, &cookie, &pages, 5).await {
+        println!(
+            "dashboard page {}: median {:.1?}, worst {:.1?}, {} bytes",
+            load.path, load.median, load.worst, load.bytes
+        );
+    }
+    cookie
 }
 
 fn package_status(

@@ -113,6 +113,20 @@ fn operator_commands_against_a_running_server() {
         "{}",
         json.stdout
     );
+    // JSON carries hashes as hex and times as RFC 3339, not byte arrays and epoch numbers.
+    let packages: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let hash = packages[0]["content_hash"].as_str().unwrap_or_default();
+    assert!(
+        hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "{packages}"
+    );
+    let added_at = packages[0]["added_at"].as_str().unwrap_or_default();
+    assert!(
+        added_at.len() == 24 && added_at.ends_with('Z') && added_at.contains('T'),
+        "{packages}"
+    );
+    // The table shows how long ago, not epoch milliseconds.
+    assert!(listed.stdout.contains(" ago"), "{}", listed.stdout);
 
     // A wrong token is refused by the server: exit 1 with its answer.
     let refused = work
@@ -257,6 +271,8 @@ fn rollout_start_watch_moves_a_real_supervisor() {
     loop {
         let list = work.opamp(&with(&["agents", "list", "--selector", "env=test"]));
         if list.code == 0 && list.stdout.contains("otelcol=1.0.0  healthy  yes") {
+            // LAST SEEN is relative, not epoch milliseconds.
+            assert!(list.stdout.contains(" ago"), "{}", list.stdout);
             break;
         }
         assert!(
@@ -323,6 +339,18 @@ fn rollout_start_watch_moves_a_real_supervisor() {
         "{}",
         status.stdout
     );
+    let mut status_json = with(&["rollout", "status", "--json"]);
+    status_json.push(&id);
+    let status_json = work.opamp(&status_json).expect_code(0);
+    let view: serde_json::Value = serde_json::from_str(&status_json.stdout).unwrap();
+    assert_eq!(view["id"], id.as_str(), "{view}");
+    assert_eq!(view["status"], "completed", "{view}");
+    assert!(
+        view["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{view}"
+    );
     // A finished rollout cannot be paused: the server's refusal exits 1.
     let mut pause = with(&["rollout", "pause"]);
     pause.push(&id);
@@ -336,10 +364,11 @@ fn rollout_start_watch_moves_a_real_supervisor() {
     let started_by = audit
         .stdout
         .lines()
-        .find(|line| line.split_whitespace().nth(3) == Some("started"))
+        .find(|line| line.split_whitespace().nth(4) == Some("started"))
         .unwrap_or_else(|| panic!("no started record in\n{}", audit.stdout));
+    // AT is relative ("3s ago", two words), then ROLLOUT, WHO, ACTION.
     assert_eq!(
-        started_by.split_whitespace().nth(2),
+        started_by.split_whitespace().nth(3),
         Some("admin"),
         "{started_by}"
     );

@@ -517,3 +517,57 @@ fn hash_streams_files_larger_than_the_progress_threshold() {
     // stderr is not a terminal here, so no progress bar is drawn into it.
     assert!(run.stderr.is_empty(), "{}", run.stderr);
 }
+
+#[test]
+fn release_commands_print_json_on_request() {
+    let work = Workdir::new();
+    let keygen = work
+        .opamp(&["package", "keygen", "--out", "keys", "--json"])
+        .expect_code(0);
+    let keygen: serde_json::Value = serde_json::from_str(&keygen.stdout).unwrap();
+    let key_id = keygen["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(key_id.len(), 64, "{keygen}");
+    work.write("pkg", b"collector bytes");
+    let hash = work
+        .opamp(&["package", "hash", "pkg", "--json"])
+        .expect_code(0);
+    let hash: serde_json::Value = serde_json::from_str(&hash.stdout).unwrap();
+    let sha256 = hash[0]["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(hash[0]["size"], 15, "{hash}");
+    let sign = work
+        .opamp(&[
+            "package",
+            "sign",
+            "pkg",
+            "--key",
+            "keys/release.key",
+            "--name",
+            "otelcol",
+            "--version",
+            "1.1.0",
+            "--json",
+        ])
+        .expect_code(0);
+    let sign: serde_json::Value = serde_json::from_str(&sign.stdout).unwrap();
+    assert_eq!(sign["sha256"], sha256.as_str(), "{sign}");
+    assert_eq!(sign["version"], "1.1.0", "{sign}");
+    let verify = work
+        .opamp(&[
+            "package",
+            "verify",
+            "pkg",
+            "--sig",
+            "pkg.sig",
+            "--pub",
+            "keys/release.pub",
+            "--json",
+        ])
+        .expect_code(0);
+    let verify: serde_json::Value = serde_json::from_str(&verify.stdout).unwrap();
+    assert_eq!(verify["verified"], true, "{verify}");
+    assert_eq!(verify["sha256"], sha256.as_str(), "{verify}");
+    assert!(
+        verify["signed_by"].as_str().unwrap().contains(&key_id),
+        "{verify}"
+    );
+}

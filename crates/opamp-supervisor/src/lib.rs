@@ -26,6 +26,7 @@ pub mod config;
 pub mod decide;
 pub mod health;
 pub mod lock;
+pub mod metrics;
 pub mod process;
 
 // Install pipeline.

@@ -61,7 +61,7 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
                 })
                 .collect();
             if *json {
-                return output::line(super::rollout::to_json(&agents)?);
+                return output::line(super::json::to_json(&agents)?);
             }
             output::line(table::render(
                 &[
@@ -100,6 +100,6 @@ fn row(agent: &AgentRecord) -> Vec<String> {
         .to_owned(),
         if agent.connected { "yes" } else { "no" }.to_owned(),
         labels.join(","),
-        agent.last_seen.to_string(),
+        super::json::ago(agent.last_seen.as_millis()),
     ]
 }

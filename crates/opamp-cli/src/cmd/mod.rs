@@ -3,6 +3,7 @@
 pub(crate) mod agents;
 pub(crate) mod convert_config;
 pub(crate) mod demo;
+pub(crate) mod json;
 pub(crate) mod package;
 pub(crate) mod rollout;
 pub(crate) mod server;

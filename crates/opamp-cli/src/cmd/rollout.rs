@@ -7,18 +7,19 @@ use clap::Subcommand;
 use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
 use opamp_fleet::{Actor, AuditAction, BatchPlan, FailureBudget, RolloutStatus};
 
+use super::json::{self, to_json};
 use super::{
     AdminConnection, fleet_error, parse_duration, parse_label, parse_version, table, watch,
 };
-use crate::failure::{CommandError, Failure, ResultExt as _};
+use crate::failure::CommandError;
 use crate::output;
 
 const AFTER_HELP: &str = "\
 Example:
   opamp rollout start --package otelcol --version 1.1.0 --selector env=prod \\
       --canary-share 0.05 --batches 4 --bake-time 10m --watch
-  opamp rollout status 7 --watch
-  opamp rollout audit 7";
+  opamp rollout status 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67 --watch
+  opamp rollout audit 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67";
 
 /// Arguments of `opamp rollout`.
 #[derive(Debug, clap::Args)]
@@ -41,35 +42,48 @@ The canary share is a fraction of the selected agents (at least one agent). Any 
 fails to install or turns unhealthy within the bake time aborts the rollout and reverts it.")]
     Start(StartArgs),
     /// Show a rollout's stage and its agents per version and state.
-    #[command(after_help = "Example:\n  opamp rollout status 7 --watch")]
+    #[command(
+        after_help = "Example:\n  opamp rollout status 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67 --watch"
+    )]
     Status {
         /// Rollout id.
         id: String,
         /// Keep showing live progress until the rollout ends.
         #[arg(long)]
         watch: bool,
+        /// Print the rollout as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: AdminConnection,
     },
     /// Pause a rollout: no new agents are offered the target until it resumes.
-    #[command(after_help = "Example:\n  opamp rollout pause 7")]
+    #[command(
+        after_help = "Example:\n  opamp rollout pause 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67 --json"
+    )]
     Pause {
         /// Rollout id.
         id: String,
+        /// Print the rollout as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: AdminConnection,
     },
     /// Resume a paused rollout.
-    #[command(after_help = "Example:\n  opamp rollout resume 7")]
+    #[command(after_help = "Example:\n  opamp rollout resume 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67")]
     Resume {
         /// Rollout id.
         id: String,
+        /// Print the rollout as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: AdminConnection,
     },
     /// Abort a rollout and offer the previous version to every agent already moved.
     #[command(
-        after_help = "Example:\n  opamp rollout abort 7 --reason \"error rate up in eu-west\""
+        after_help = "Example:\n  opamp rollout abort 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67 --reason \"error rate up in eu-west\""
     )]
     Abort {
         /// Rollout id.
@@ -77,12 +91,17 @@ fails to install or turns unhealthy within the bake time aborts the rollout and 
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Print the rollout as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: AdminConnection,
     },
     /// Show the audit log: who started, paused, resumed or aborted rollouts, every wave and
     /// every agent's result.
-    #[command(after_help = "Example:\n  opamp rollout audit 7\n  opamp rollout audit --json")]
+    #[command(
+        after_help = "Example:\n  opamp rollout audit 0193a5f2-7c4e-7d1b-9a3e-5f2c8b1d4e67\n  opamp rollout audit --json"
+    )]
     Audit {
         /// Only this rollout's records (default: every rollout's).
         id: Option<String>,
@@ -157,6 +176,10 @@ pub(crate) struct StartArgs {
     #[arg(long)]
     pub(crate) watch: bool,
 
+    /// Print the rollout as JSON (with --watch: once it has ended).
+    #[arg(long)]
+    pub(crate) json: bool,
+
     #[command(flatten)]
     pub(crate) connection: AdminConnection,
 }
@@ -179,6 +202,7 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
             RolloutCommand::Status {
                 id,
                 watch,
+                json,
                 connection,
             } => {
                 let client = connection.client()?;
@@ -190,27 +214,39 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                         .await
                         .map_err(|e| fleet_error(e, format!("cannot read rollout {id}")))?
                 };
+                if *json {
+                    return output::line(to_json(&view)?);
+                }
                 print_view(&client, &view).await
             }
-            RolloutCommand::Pause { id, connection } => {
+            RolloutCommand::Pause {
+                id,
+                json,
+                connection,
+            } => {
                 let client = connection.client()?;
                 let view = client
                     .pause(id)
                     .await
                     .map_err(|e| fleet_error(e, format!("cannot pause rollout {id}")))?;
-                output::line(format_args!("rollout {id}: {}", view.status))
+                print_changed(&view, *json)
             }
-            RolloutCommand::Resume { id, connection } => {
+            RolloutCommand::Resume {
+                id,
+                json,
+                connection,
+            } => {
                 let client = connection.client()?;
                 let view = client
                     .resume(id)
                     .await
                     .map_err(|e| fleet_error(e, format!("cannot resume rollout {id}")))?;
-                output::line(format_args!("rollout {id}: {}", view.status))
+                print_changed(&view, *json)
             }
             RolloutCommand::Abort {
                 id,
                 reason,
+                json,
                 connection,
             } => {
                 let client = connection.client()?;
@@ -219,7 +255,7 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                     .abort(id, reason)
                     .await
                     .map_err(|e| fleet_error(e, format!("cannot abort rollout {id}")))?;
-                output::line(format_args!("rollout {id}: {}", view.status))
+                print_changed(&view, *json)
             }
             RolloutCommand::Audit {
                 id,
@@ -239,7 +275,7 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                     .map(|stored| {
                         let record = &stored.record;
                         vec![
-                            record.at.to_string(),
+                            json::ago(record.at.as_millis()),
                             record.rollout_id.to_string(),
                             actor(&record.actor),
                             record.action.kind().to_owned(),
@@ -270,7 +306,7 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                             r.target_version.clone(),
                             r.status.to_string(),
                             r.selector.clone(),
-                            r.created_at.to_string(),
+                            json::ago(r.created_at.as_millis()),
                         ]
                     })
                     .collect();
@@ -332,19 +368,32 @@ async fn run_start(args: &StartArgs) -> Result<(), CommandError> {
                 ),
             )
         })?;
-    output::line(format_args!(
+    if args.json && !args.watch {
+        return output::line(to_json(&view)?);
+    }
+    let started = format!(
         "rollout {} started: {} {} to {} agents ({} waves)",
         view.id,
         view.spec.package_name,
         view.spec.target_version,
         view.progress.total,
         view.waves.len()
-    ))?;
+    );
+    if args.json {
+        // stdout carries only the JSON document printed when the rollout ends.
+        output::note(started);
+    } else {
+        output::line(started)?;
+    }
     if !args.watch {
         return Ok(());
     }
     let view = follow(&client, &view.id.to_string()).await?;
-    print_view(&client, &view).await?;
+    if args.json {
+        output::line(to_json(&view)?)?;
+    } else {
+        print_view(&client, &view).await?;
+    }
     match view.status {
         RolloutStatus::Completed => Ok(()),
         status => Err(CommandError::operation(anyhow::anyhow!(
@@ -411,8 +460,12 @@ fn details(action: &AuditAction) -> String {
         .join(" ")
 }
 
-pub(crate) fn to_json(value: &impl serde::Serialize) -> Result<String, CommandError> {
-    serde_json::to_string_pretty(value).or_fail(Failure::Operation, || "cannot encode JSON")
+/// The answer to pause, resume or abort: one line, or the whole rollout as JSON.
+fn print_changed(view: &RolloutView, json: bool) -> Result<(), CommandError> {
+    if json {
+        return output::line(to_json(view)?);
+    }
+    output::line(format_args!("rollout {}: {}", view.id, view.status))
 }
 
 #[cfg(test)]

@@ -16,9 +16,16 @@
 //! | `POST /api/v1/rollouts/{id}/pause`, `/resume`, `/abort` | abort: [`AbortRequest`] (optional) | [`RolloutView`] |
 //! | `GET /api/v1/rollouts/{id}/events` | | Server-Sent Events `progress`: [`RolloutUpdate`], ends when terminal |
 //! | `GET /api/v1/audit?rollout=&after=&limit=` | | `[StoredAudit]` |
-//! | `GET /metrics` | | Prometheus text |
+//! | `GET /metrics` | | OpenMetrics text: the fleet's metrics, `opamp_build_info` and `process_*` |
+//!
+//! Without a token: `GET /healthz` (the process answers) and `GET /readyz` (the store answers
+//! and the rollout driver runs), both `200` or `503` with a one-line reason. The web dashboard
+//! lives under `/ui` (signed in with an operator token, then a session cookie).
 
 mod client;
+mod dashboard;
+mod health;
+mod process_metrics;
 mod routes;
 pub mod types;
 

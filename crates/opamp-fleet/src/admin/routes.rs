@@ -23,6 +23,41 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
+
+/// The admin API's OpenAPI 3.1 document, generated from the handlers' annotations and served
+/// at `/api/v1/openapi.json`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "opamp-rs fleet server admin API",
+        description = "Agents, the package catalog, staged rollouts and the audit log. Every \
+                       route but the health probes and this document needs \
+                       `Authorization: Bearer <operator token>`; read-only operators get 403 on writes."
+    ),
+    paths(
+        agents, packages, add_package, create_rollout, rollouts, rollout, pause, resume, abort,
+        rollout_events, audit, metrics, super::health::healthz, super::health::readyz,
+        super::health::openapi_json
+    ),
+    components(schemas(RolloutRequest, AbortRequest, ApiError)),
+    modifiers(&BearerToken),
+    security(("bearer" = []))
+)]
+pub(crate) struct AdminApiDoc;
+
+/// Declares the bearer-token scheme the document's `security` refers to.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 use crate::FleetError;
 use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
 use crate::config::OperatorToken;
@@ -48,8 +83,10 @@ pub(crate) struct AdminState {
 #[derive(Clone, Debug)]
 struct Operator(Arc<str>);
 
+/// The admin listener's routes: the bearer-token API, the unauthenticated health probes and
+/// the dashboard (its own sign-in).
 pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/agents", get(agents))
         .route(
             "/api/v1/packages",
@@ -66,7 +103,23 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone());
+    Router::new()
+        .merge(api)
+        .merge(super::health::router(state.clone()))
+        .merge(super::dashboard::router(state))
+}
+
+/// The operator whose token is `presented`. Every token is compared, in constant time, so
+/// the answer's timing does not tell which operator's token a guess came close to.
+pub(crate) fn find_operator<'a>(
+    operators: &'a [OperatorToken],
+    presented: &str,
+) -> Option<&'a OperatorToken> {
+    operators.iter().fold(None, |found, operator| {
+        let matches = bool::from(presented.as_bytes().ct_eq(operator.token.as_bytes()));
+        found.or(matches.then_some(operator))
+    })
 }
 
 async fn require_token(
@@ -80,14 +133,7 @@ async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // Every token is compared, in constant time, so the answer's timing does not tell which
-    // operator's token a guess came close to.
-    let operator = presented.and_then(|presented| {
-        state.operators.iter().fold(None, |found, operator| {
-            let matches = bool::from(presented.as_bytes().ct_eq(operator.token.as_bytes()));
-            found.or(matches.then_some(operator))
-        })
-    });
+    let operator = presented.and_then(|presented| find_operator(&state.operators, presented));
     if let Some(operator) = operator {
         let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
         if operator.read_only && !reads {
@@ -134,23 +180,28 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// The HTTP status that answers `error`.
+pub(crate) fn status_of(error: &FleetError) -> StatusCode {
+    match error {
+        FleetError::InvalidSpec { .. }
+        | FleetError::InvalidSelector { .. }
+        | FleetError::InvalidPackage { .. }
+        | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
+        FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
+        FleetError::Conflict { .. }
+        | FleetError::InvalidTransition { .. }
+        | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
+        FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            FleetError::InvalidSpec { .. }
-            | FleetError::InvalidSelector { .. }
-            | FleetError::InvalidPackage { .. }
-            | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
-            FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
-            FleetError::Conflict { .. }
-            | FleetError::InvalidTransition { .. }
-            | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
-            FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = status_of(&self.0);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self.0, "admin request failed");
         }
@@ -162,7 +213,7 @@ type Answer<T> = Result<T, Failure>;
 
 /// Runs a store read on the blocking pool: the driver may hold the store for a write (with
 /// fsync), which must not stall a runtime worker.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     state: &AdminState,
     f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, FleetError> {
@@ -179,11 +230,21 @@ async fn load_rollout(state: &AdminState, id: RolloutId) -> Result<Rollout, Flee
         .ok_or(FleetError::NotFound { what })
 }
 
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses(
+        (status = 200, description = "every agent the server knows (`AgentRecord`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms)", body = [Object]),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ))]
 async fn agents(State(state): State<AdminState>) -> Answer<Response> {
     let agents = read(&state, |store| store.agents()).await?;
     Ok(Json(agents).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/packages", tag = "packages",
+    responses(
+        (status = 200, description = "the catalog (`PackageEntry`: name, version, content_hash, size, signature, file_path, added_at)", body = [Object]),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ))]
 async fn packages(State(state): State<AdminState>) -> Answer<Response> {
     Ok(Json(read(&state, |store| store.packages()).await?).into_response())
 }
@@ -199,6 +260,22 @@ struct UploadQuery {
     file_name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/packages", tag = "packages",
+    params(
+        ("name" = String, Query, description = "package name"),
+        ("version" = String, Query, description = "version"),
+        ("signature" = Option<String>, Query, description = "standard base64 of the release signature"),
+        ("file_name" = Option<String>, Query, description = "file name agents see in the download URL"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the package file"),
+    responses(
+        (status = 201, description = "added (`PackageEntry`)", body = Object),
+        (status = 400, description = "bad name, version or signature", body = ApiError),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 409, description = "that version exists with other bytes", body = ApiError),
+        (status = 413, description = "larger than the package size limit", body = ApiError),
+    ))]
 async fn add_package(
     State(state): State<AdminState>,
     Query(query): Query<UploadQuery>,
@@ -263,7 +340,7 @@ async fn add_package(
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     state: &AdminState,
     request: impl FnOnce(oneshot::Sender<Result<T, FleetError>>) -> DriverRequest,
 ) -> Result<T, FleetError> {
@@ -276,6 +353,16 @@ async fn ask<T>(
     answer.await.map_err(|_| FleetError::Stopped)?
 }
 
+#[utoipa::path(post, path = "/api/v1/rollouts", tag = "rollouts",
+    request_body = RolloutRequest,
+    responses(
+        (status = 201, description = "planned and started (`RolloutView`)", body = Object),
+        (status = 400, description = "invalid spec or selector", body = ApiError),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 409, description = "conflicts with a running rollout", body = ApiError),
+        (status = 422, description = "no agent to roll out to", body = ApiError),
+    ))]
 async fn create_rollout(
     State(state): State<AdminState>,
     Extension(operator): Extension<Operator>,
@@ -290,10 +377,22 @@ async fn create_rollout(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",
+    responses(
+        (status = 200, description = "every rollout (`RolloutSummary`)", body = [Object]),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ))]
 async fn rollouts(State(state): State<AdminState>) -> Answer<Response> {
     Ok(Json(read(&state, |store| store.list_rollouts()).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id (a UUID)")),
+    responses(
+        (status = 200, description = "the rollout (`RolloutView`: spec, status, state, progress, waves, agents, skipped)", body = Object),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 404, description = "no such rollout", body = ApiError),
+    ))]
 async fn rollout(State(state): State<AdminState>, Path(id): Path<String>) -> Answer<Response> {
     let rollout = load_rollout(&state, RolloutId::new(id)).await?;
     Ok(Json(RolloutView::of(&rollout)).into_response())
@@ -315,6 +414,15 @@ async fn operate(
     Ok(Json(view).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/pause", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses(
+        (status = 200, description = "paused (`RolloutView`)", body = Object),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 404, description = "no such rollout", body = ApiError),
+        (status = 409, description = "cannot pause in its state", body = ApiError),
+    ))]
 async fn pause(
     State(state): State<AdminState>,
     Extension(operator): Extension<Operator>,
@@ -323,6 +431,15 @@ async fn pause(
     operate(&state, operator, id, Operation::Pause).await
 }
 
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/resume", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses(
+        (status = 200, description = "resumed (`RolloutView`)", body = Object),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 404, description = "no such rollout", body = ApiError),
+        (status = 409, description = "not paused", body = ApiError),
+    ))]
 async fn resume(
     State(state): State<AdminState>,
     Extension(operator): Extension<Operator>,
@@ -331,6 +448,16 @@ async fn resume(
     operate(&state, operator, id, Operation::Resume).await
 }
 
+#[utoipa::path(post, path = "/api/v1/rollouts/{id}/abort", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    request_body(content = Option<AbortRequest>, description = "optional reason"),
+    responses(
+        (status = 200, description = "aborting (`RolloutView`)", body = Object),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 404, description = "no such rollout", body = ApiError),
+        (status = 409, description = "already over", body = ApiError),
+    ))]
 async fn abort(
     State(state): State<AdminState>,
     Extension(operator): Extension<Operator>,
@@ -352,6 +479,13 @@ async fn abort(
     operate(&state, operator, id, Operation::Abort { reason }).await
 }
 
+#[utoipa::path(get, path = "/api/v1/rollouts/{id}/events", tag = "rollouts",
+    params(("id" = String, Path, description = "rollout id")),
+    responses(
+        (status = 200, description = "Server-Sent Events named `progress`, each a `RolloutUpdate` (rollout, sequence, status, progress, audit); the stream ends when the rollout does", content_type = "text/event-stream", body = String),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 404, description = "no such rollout", body = ApiError),
+    ))]
 async fn rollout_events(
     State(state): State<AdminState>,
     Path(id): Path<String>,
@@ -420,6 +554,16 @@ struct AuditParams {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(
+        ("rollout" = Option<String>, Query, description = "only this rollout's records"),
+        ("after" = Option<i64>, Query, description = "only records after this position"),
+        ("limit" = Option<u32>, Query, description = "at most this many, oldest first"),
+    ),
+    responses(
+        (status = 200, description = "audit records (`StoredAudit`: position, record)", body = [Object]),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ))]
 async fn audit(
     State(state): State<AdminState>,
     Query(params): Query<AuditParams>,
@@ -437,6 +581,11 @@ async fn audit(
     Ok(Json(read(&state, move |store| store.audit_log(&query)).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus / OpenMetrics text", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+    ))]
 async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
     let agents = read(&state, |store| store.agents()).await?;
     state.metrics.set_agents(&agents);
@@ -445,7 +594,34 @@ async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        super::process_metrics::append_to(&state.metrics.encode()),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::OpenApi as _;
+
+    use super::AdminApiDoc;
+
+    /// The paths the API and probe routers register, read from their source: every one must
+    /// be in the OpenAPI document and the document must hold no other (the dashboard's HTML
+    /// pages under `/ui` are not API).
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routed_paths() {
+        let sources = [include_str!("routes.rs"), include_str!("health.rs")];
+        let routed: BTreeSet<String> = sources
+            .iter()
+            .flat_map(|source| source.split(".route(").skip(1))
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|path| path.starts_with('/'))
+            .map(str::to_owned)
+            .collect();
+        let documented: BTreeSet<String> = AdminApiDoc::openapi().paths.paths.into_keys().collect();
+        assert_eq!(routed, documented);
+    }
 }

@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 
 /// `POST /api/v1/rollouts`: what to roll out where. Unset knobs take the engine's defaults
 /// ([`RolloutSpec::new`]). Durations are humantime text (`90s`, `10m`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RolloutRequest {
@@ -31,8 +31,10 @@ pub struct RolloutRequest {
     /// Share of agents in the canary wave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_share: Option<f64>,
-    /// Batch plan.
+    /// Batch plan: `{"share": 0.25}` (a fraction of the agents per batch) or
+    /// `{"sizes": [10, 50]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub batches: Option<BatchPlan>,
     /// Bake time between waves.
     #[serde(
@@ -40,6 +42,7 @@ pub struct RolloutRequest {
         with = "duration_text::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "90s")]
     pub bake_time: Option<Duration>,
     /// Time an agent has to install after its offer.
     #[serde(
@@ -47,6 +50,7 @@ pub struct RolloutRequest {
         with = "duration_text::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "90s")]
     pub install_timeout: Option<Duration>,
     /// Time an agent has to report healthy after installing.
     #[serde(
@@ -54,9 +58,11 @@ pub struct RolloutRequest {
         with = "duration_text::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, example = "90s")]
     pub health_timeout: Option<Duration>,
-    /// Failures each batch tolerates.
+    /// Failures each batch tolerates: `{"count": 2}` or `{"share": 0.1}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub failure_budget: Option<FailureBudget>,
     /// Accept agents on versions the catalog does not have
     /// ([`RolloutSpec::adopt_unknown_versions`]).
@@ -190,7 +196,7 @@ impl RolloutUpdate {
 }
 
 /// `POST /api/v1/rollouts/{id}/abort` body (optional).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct AbortRequest {
     /// Why, for the audit log.
@@ -199,7 +205,7 @@ pub struct AbortRequest {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct ApiError {
     /// What went wrong.

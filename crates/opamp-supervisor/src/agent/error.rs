@@ -63,6 +63,9 @@ pub enum Error {
     /// The OpAMP client could not be started (endpoint, TLS files).
     #[error("OpAMP client: {0}")]
     Transport(#[from] opamp_transport::TransportError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The OpAMP client task ended on its own; the collector was stopped.
     #[error("the OpAMP client stopped unexpectedly; the collector was stopped")]
     ClientStopped,

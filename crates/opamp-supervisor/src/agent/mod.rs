@@ -129,6 +129,15 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         description: None,
     };
     let (uplink, outbox) = Uplink::new(initial, report, accepts_packages);
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(listen) = config.metrics_listen {
+        let sources = crate::metrics::MetricsSources {
+            run_state: collector.watch(),
+            health: health.clone(),
+            statuses: uplink.statuses(),
+        };
+        crate::metrics::serve(listen, sources, metrics_stop.clone()).await?;
+    }
     let effective_config = effective_config(&config);
     let first = uplink.current();
     let _ = client
@@ -206,6 +215,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         tracing::error!(%err, "stopping the collector failed");
     }
     health_task.abort();
+    metrics_stop.cancel();
     disconnect(client).await;
     drop(lock);
     if client_stopped {

@@ -40,6 +40,8 @@ pub(super) struct Outbox {
 #[derive(Debug, Clone)]
 pub(super) struct Uplink {
     tx: watch::Sender<Outbox>,
+    /// The package statuses alone, for local observers (the metrics endpoint).
+    statuses: watch::Sender<v1::PackageStatuses>,
     report: Arc<Mutex<Progress>>,
     reports_packages: bool,
 }
@@ -57,9 +59,11 @@ impl Uplink {
         report: StatusReport,
         reports_packages: bool,
     ) -> (Self, watch::Receiver<Outbox>) {
+        let statuses = watch::Sender::new(initial.statuses.clone().unwrap_or_default());
         let (tx, rx) = watch::channel(initial);
         let uplink = Self {
             tx,
+            statuses,
             report: Arc::new(Mutex::new(Progress {
                 report,
                 last_download: None,
@@ -72,6 +76,11 @@ impl Uplink {
     /// The outbox as it is now.
     pub(super) fn current(&self) -> Outbox {
         self.tx.borrow().clone()
+    }
+
+    /// The package statuses as they are reported, for local observers.
+    pub(super) fn statuses(&self) -> watch::Receiver<v1::PackageStatuses> {
+        self.statuses.subscribe()
     }
 
     /// Publishes a new health reading.
@@ -125,13 +134,22 @@ impl Uplink {
 
     fn publish(&self, change: impl FnOnce(&mut Outbox)) {
         let reports_packages = self.reports_packages;
+        let mut reported = None;
         self.tx.send_modify(|outbox| {
             change(outbox);
             if !reports_packages {
                 outbox.statuses = None;
                 outbox.installed = None;
             }
+            reported.clone_from(&outbox.statuses);
         });
+        if let Some(statuses) = reported {
+            self.statuses.send_if_modified(|current| {
+                let changed = *current != statuses;
+                *current = statuses;
+                changed
+            });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {

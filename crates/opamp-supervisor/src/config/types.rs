@@ -41,6 +41,10 @@ pub struct SupervisorConfig {
         deserialize_with = "values::positive_duration"
     )]
     pub heartbeat_interval: Duration,
+    /// Loopback address of the supervisor's own metrics endpoint (`GET /metrics`,
+    /// OpenMetrics text; see [`crate::metrics`]). Off when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `server`: the OpAMP server connection.

@@ -30,6 +30,10 @@ pub(crate) struct AddArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) signature: PathBuf,
 
+    /// Print the catalog entry as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+
     #[command(flatten)]
     pub(crate) connection: AdminConnection,
 }
@@ -66,6 +70,9 @@ pub(crate) fn add(args: &AddArgs) -> Result<(), CommandError> {
                 ),
             )
         })?;
+    if args.json {
+        return output::line(crate::cmd::json::to_json(&entry)?);
+    }
     output::line(format_args!(
         "added {} {} ({} bytes, sha256 {})",
         entry.name,
@@ -83,7 +90,7 @@ pub(crate) fn list(args: &ListArgs) -> Result<(), CommandError> {
         .block_on(client.packages())
         .map_err(|e| fleet_error(e, "cannot list the packages"))?;
     if args.json {
-        return output::line(crate::cmd::rollout::to_json(&packages)?);
+        return output::line(crate::cmd::json::to_json(&packages)?);
     }
     let rows: Vec<Vec<String>> = packages
         .iter()
@@ -93,7 +100,7 @@ pub(crate) fn list(args: &ListArgs) -> Result<(), CommandError> {
                 p.version.clone(),
                 p.size.to_string(),
                 hex(&p.content_hash),
-                p.added_at.to_string(),
+                crate::cmd::json::ago(p.added_at.as_millis()),
             ]
         })
         .collect();

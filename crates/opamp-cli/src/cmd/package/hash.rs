@@ -17,13 +17,29 @@ pub(crate) struct HashArgs {
     /// Files to hash.
     #[arg(required = true, value_name = "FILE")]
     pub(crate) files: Vec<PathBuf>,
+
+    /// Print `[{"file", "sha256", "size"}]` as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Runs `opamp package hash`.
 pub(crate) fn run(args: &HashArgs) -> Result<(), CommandError> {
+    let mut hashes = Vec::new();
     for path in &args.files {
         let hashed = hash_file(path)?;
-        crate::output::line(format_args!("{}  {}", hashed.hash(), path.display()))?;
+        if args.json {
+            hashes.push(serde_json::json!({
+                "file": path,
+                "sha256": hashed.hash().to_string(),
+                "size": hashed.len(),
+            }));
+        } else {
+            crate::output::line(format_args!("{}  {}", hashed.hash(), path.display()))?;
+        }
+    }
+    if args.json {
+        crate::output::line(crate::cmd::json::to_json(&hashes)?)?;
     }
     Ok(())
 }

@@ -62,6 +62,10 @@ pub(crate) struct KeygenArgs {
     /// Replace existing key files.
     #[arg(long)]
     force: bool,
+
+    /// Print the key id, scheme and file names as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Default RSA modulus size.
@@ -118,6 +122,15 @@ pub(crate) fn run(args: &KeygenArgs) -> Result<(), CommandError> {
     write_private(&private_path, private_pem.as_bytes(), args.force)?;
     write_public(&public_path, public_pem.as_bytes(), args.force)?;
 
+    if args.json {
+        let written = serde_json::json!({
+            "key_id": signer.key_id().to_string(),
+            "scheme": scheme.to_string(),
+            "private_key": private_path,
+            "public_key": public_path,
+        });
+        return output::line(crate::cmd::json::to_json(&written)?);
+    }
     output::note(format_args!(
         "wrote {} (private key, mode 0600): keep it offline",
         private_path.display()

@@ -73,6 +73,10 @@ pub(crate) struct SignArgs {
     /// Replace an existing signature file.
     #[arg(long)]
     force: bool,
+
+    /// Print the summary as JSON (field names as in the text summary, snake_case).
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
@@ -137,6 +141,20 @@ pub(crate) fn run(args: &SignArgs) -> Result<(), CommandError> {
     };
     summary.push(format!("key id:      {} ({scheme})", signer.key_id()));
     summary.push(format!("signature:   {}", out.display()));
+    if args.json {
+        // The same facts as the text lines, keyed by their labels.
+        let fields: serde_json::Map<String, serde_json::Value> = summary
+            .iter()
+            .filter_map(|line| line.split_once(':'))
+            .map(|(label, value)| {
+                (
+                    label.trim().replace(' ', "_"),
+                    serde_json::Value::String(value.trim().to_owned()),
+                )
+            })
+            .collect();
+        return crate::output::line(crate::cmd::json::to_json(&fields)?);
+    }
     crate::output::line(summary.join("\n"))
 }
 

@@ -19,6 +19,7 @@ use crate::progress::hash_file;
 #[command(after_help = "\
 Example:
   opamp package verify otelcol-1.1.0 --sig otelcol-1.1.0.sig --pub keys/release.pub
+  opamp package verify otelcol-1.1.0 --sig otelcol-1.1.0.sig --pub keys/release.pub --json
   # would an agent that has run 1.2.0 accept this downgrade?
   opamp package verify otelcol-1.0.0 --sig otelcol-1.0.0.sig --pub keys/release.pub \\
       --name otelcol --version 1.0.0 --highest-installed 1.2.0
@@ -58,6 +59,10 @@ pub(crate) struct VerifyArgs {
     /// Accept compatible-mode signatures (RSA PKCS#1 v1.5 over the content hash only).
     #[arg(long)]
     allow_compatible: bool,
+
+    /// Print the verified package as JSON (a refusal still exits 3 with the reason).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `opamp package verify`.
@@ -90,6 +95,18 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), CommandError> {
         .and_then(|approved| approved.accept_hashed(hashed))
         .map_err(|error| refusal(error, &name, &version, args))?;
 
+    if args.json {
+        let summary = serde_json::json!({
+            "verified": true,
+            "name": verified.name(),
+            "version": verified.version().to_string(),
+            "sha256": verified.content_hash().to_string(),
+            "size": verified.size(),
+            "signed_by": verified.provenance().to_string(),
+            "downgrade_authorised": verified.downgrade_authorised(),
+        });
+        return crate::output::line(crate::cmd::json::to_json(&summary)?);
+    }
     let mut summary = format!(
         "verified:    {} {}\nsha256:      {}\nsize:        {}\nsigned by:   {}",
         verified.name(),
