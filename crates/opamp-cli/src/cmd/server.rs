@@ -62,6 +62,11 @@ pub(crate) struct ServerArgs {
     /// CA bundle (PEM) that agent client certificates must chain to (turns on mTLS).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) client_ca: Option<PathBuf>,
+
+    /// Start a new, empty store although fleet.db is missing or empty while packages/ holds
+    /// files (without it the server refuses to start in that state).
+    #[arg(long)]
+    pub(crate) initialise_store: bool,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -116,6 +121,9 @@ pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandErro
     if let Some(file) = &args.admin_token_file {
         config.admin.token = None;
         config.admin.token_file = Some(file.clone());
+    }
+    if args.initialise_store {
+        config.store.initialise = true;
     }
     if let Some(url) = &args.public_url {
         config.public_url = Some(url.clone());

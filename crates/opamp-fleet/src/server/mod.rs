@@ -12,6 +12,7 @@ pub(crate) mod agents;
 pub(crate) mod driver;
 pub(crate) mod offers;
 pub(crate) mod standing;
+pub mod startup;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -64,15 +65,18 @@ impl FleetServer {
     /// bind), store errors, [`FleetError::Transport`] (agent listener bind, TLS files).
     pub async fn start(config: FleetServerConfig) -> Result<RunningFleetServer, FleetError> {
         let operators = config.admin.resolve_operators()?;
+        let lock = startup::lock_data_dir(&config.data_dir)?;
+        startup::check_store_present(&config)?;
+        let upload_dir = config.data_dir.join("uploads");
+        startup::clear_uploads(&upload_dir)?;
         let packages_dir = config.packages_dir();
         std::fs::create_dir_all(&packages_dir).map_err(|source| FleetError::Io {
             context: format!("creating {}", packages_dir.display()),
             source,
         })?;
-        let store = Arc::new(Mutex::new(SqliteStore::open_with(
-            config.database_path(),
-            config.store.options(),
-        )?));
+        let store = SqliteStore::open_with(config.database_path(), config.store.options())?;
+        store.quick_check()?;
+        let store = Arc::new(Mutex::new(store));
         let catalog = Catalog::new(store.clone(), packages_dir.clone());
 
         let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
@@ -129,7 +133,7 @@ impl FleetServer {
             driver: requests,
             updates,
             metrics,
-            upload_dir: config.data_dir.join("uploads"),
+            upload_dir,
             shutdown: shutdown.clone(),
         });
         let admin_shutdown = shutdown.clone();
@@ -148,6 +152,7 @@ impl FleetServer {
             opamp,
             shutdown,
             tasks: vec![driver_task, admin_task],
+            _lock: lock,
         })
     }
 }
@@ -222,6 +227,8 @@ pub struct RunningFleetServer {
     opamp: RunningServer,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Released when the server is shut down (or the process ends).
+    _lock: startup::DataDirLock,
 }
 
 impl RunningFleetServer {
