@@ -149,6 +149,9 @@ impl IntoResponse for Failure {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -254,7 +257,7 @@ async fn add_package(
     drop(file);
     let catalog = state.catalog.clone();
     let entry = tokio::task::spawn_blocking(move || {
-        let added = catalog.add_file(&upload_path, &query.name, &query.version, signature);
+        let added = catalog.add_owned_file(&upload_path, &query.name, &query.version, signature);
         drop(upload);
         added
     })
