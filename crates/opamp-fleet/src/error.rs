@@ -141,6 +141,15 @@ pub enum FleetError {
         /// Package files found in it.
         files: usize,
     },
+    /// The rollout has steps the store could not save yet; they are being retried.
+    #[error(
+        "rollout {rollout} has steps the store could not save yet (retrying); try again once \
+         the store accepts writes"
+    )]
+    Unsaved {
+        /// The rollout.
+        rollout: RolloutId,
+    },
     /// The server's rollout driver has stopped.
     #[error("the fleet server has stopped")]
     Stopped,

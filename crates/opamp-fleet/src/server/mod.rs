@@ -13,6 +13,7 @@ pub(crate) mod driver;
 pub(crate) mod offers;
 pub(crate) mod standing;
 pub mod startup;
+pub(crate) mod unsaved;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
