@@ -114,6 +114,9 @@ impl FleetServer {
         let shutdown = CancellationToken::new();
         let (requests, requests_rx) = mpsc::channel(64);
         let driver_task = spawn_driver(driver, notifications, requests_rx, shutdown.clone())?;
+        // A start that fails from here on must still stop the driver thread: nothing would
+        // cancel it, and a runtime waiting for it would never exit.
+        let stop_on_failure = shutdown.clone().drop_guard();
 
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
@@ -146,6 +149,7 @@ impl FleetServer {
                 tracing::error!(%error, "admin API stopped");
             }
         });
+        stop_on_failure.disarm();
         tracing::info!(%opamp_addr, %admin_addr, %public_url, "fleet server started");
         Ok(RunningFleetServer {
             opamp_addr,
