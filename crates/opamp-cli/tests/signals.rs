@@ -36,7 +36,13 @@ fn exit_within(child: &mut Child, within: Duration) -> ExitStatus {
 /// banner; returns the child and its stdout reader (dropping it closes the pipe).
 fn start_server(data_dir: &std::path::Path) -> (Child, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["server", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--admin-token", "secret"])
@@ -66,7 +72,11 @@ fn server_with_closed_output_stops_on(stop: Signal) {
     signal(&child, stop);
     // The shutdown logs "shutting down" into the closed stderr.
     let status = exit_within(&mut child, Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0), "{stop} with closed output: {status}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{stop} with closed output: {status}"
+    );
 }
 
 #[test]
@@ -84,7 +94,13 @@ fn a_second_server_on_the_same_data_directory_refuses_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _stdout) = start_server(dir.path());
     let second = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["server", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--admin-token", "secret"])

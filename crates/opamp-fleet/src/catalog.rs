@@ -124,12 +124,23 @@ impl Catalog {
         let content_hash = hex_bytes(&hashed.hash().to_string());
         let final_path = dir.join(&file_name);
         let placed = |final_path: &Path| {
-            temp.persist(final_path).map(drop).map_err(|e| FleetError::Io {
-                context: format!("renaming into {}", final_path.display()),
-                source: e.error,
-            })
+            temp.persist(final_path)
+                .map(drop)
+                .map_err(|e| FleetError::Io {
+                    context: format!("renaming into {}", final_path.display()),
+                    source: e.error,
+                })
         };
-        self.record(name, version, signature, content_hash, hashed.len(), &dir, &final_path, placed)
+        self.record(
+            name,
+            version,
+            signature,
+            content_hash,
+            hashed.len(),
+            &dir,
+            &final_path,
+            placed,
+        )
     }
 
     /// Like [`Catalog::add_file`] for a file the caller hands over (an upload on the same file
@@ -161,8 +172,8 @@ impl Catalog {
         std::fs::create_dir_all(&dir).map_err(io_error("creating the package directory", &dir))?;
         let file = File::open(path).map_err(io_error("opening", path))?;
         let device = |meta: std::fs::Metadata| std::os::unix::fs::MetadataExt::dev(&meta);
-        let same_device = file.metadata().map(device).ok()
-            == std::fs::metadata(&dir).map(device).ok();
+        let same_device =
+            file.metadata().map(device).ok() == std::fs::metadata(&dir).map(device).ok();
         if !same_device {
             drop(file);
             return self.add_file(path, name, version, signature);
@@ -182,7 +193,16 @@ impl Catalog {
                 source,
             })
         };
-        self.record(name, version, signature, content_hash, hashed.len(), &dir, &final_path, placed)
+        self.record(
+            name,
+            version,
+            signature,
+            content_hash,
+            hashed.len(),
+            &dir,
+            &final_path,
+            placed,
+        )
     }
 
     /// Refuses changed bytes for a known version, places the file with `place` and records
@@ -199,7 +219,6 @@ impl Catalog {
         final_path: &Path,
         place: impl FnOnce(&Path) -> Result<(), FleetError>,
     ) -> Result<CatalogEntry, FleetError> {
-
         let _adding = self
             .adding
             .lock()

@@ -43,7 +43,10 @@ async fn a_report_the_store_could_not_save_is_saved_later_and_the_rollout_comple
     blocker.busy_timeout(Duration::from_secs(10)).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let canary = poll("the canary to run 2.0.0", || async {
-        agents.iter().find(|a| a.version() == "2.0.0").map(|a| a.uid)
+        agents
+            .iter()
+            .find(|a| a.version() == "2.0.0")
+            .map(|a| a.uid)
     })
     .await;
     // The fault's duration, not a synchronisation: the report arrives and its save fails.

@@ -53,7 +53,14 @@ async fn a_missing_or_empty_store_next_to_package_files_is_refused() {
     std::fs::remove_file(&database).unwrap();
     let err = FleetServer::start(loopback(dir.path())).await.unwrap_err();
     assert!(
-        matches!(err, FleetError::StoreMissing { state: "missing", files: 2, .. }),
+        matches!(
+            err,
+            FleetError::StoreMissing {
+                state: "missing",
+                files: 2,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(!database.exists(), "the refusal must not create the store");
@@ -61,7 +68,13 @@ async fn a_missing_or_empty_store_next_to_package_files_is_refused() {
     std::fs::write(&database, b"").unwrap();
     let err = FleetServer::start(loopback(dir.path())).await.unwrap_err();
     assert!(
-        matches!(err, FleetError::StoreMissing { state: "empty (0 bytes)", .. }),
+        matches!(
+            err,
+            FleetError::StoreMissing {
+                state: "empty (0 bytes)",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("--initialise-store"), "{err}");
@@ -70,7 +83,13 @@ async fn a_missing_or_empty_store_next_to_package_files_is_refused() {
     let mut settings = loopback(dir.path());
     settings.store.initialise = true;
     let server = FleetServer::start(settings).await.unwrap();
-    assert!(admin(server.admin_addr()).packages().await.unwrap().is_empty());
+    assert!(
+        admin(server.admin_addr())
+            .packages()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     server.shutdown().await;
 }
 
@@ -87,13 +106,19 @@ async fn a_damaged_database_page_is_found_at_start() {
     let database = dir.path().join("fleet.db");
     assert!(
         !dir.path().join("fleet.db-wal").exists()
-            || std::fs::metadata(dir.path().join("fleet.db-wal")).unwrap().len() == 0,
+            || std::fs::metadata(dir.path().join("fleet.db-wal"))
+                .unwrap()
+                .len()
+                == 0,
         "the stopped server should have checkpointed its WAL"
     );
     // Overwrite the last page (table or index content, never the schema on page 1).
     let len = std::fs::metadata(&database).unwrap().len();
     assert!(len >= 3 * 4096, "database has {len} bytes");
-    let mut file = std::fs::OpenOptions::new().write(true).open(&database).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&database)
+        .unwrap();
     file.seek(SeekFrom::Start(len - 4096)).unwrap();
     file.write_all(&[0xA5; 4096]).unwrap();
     file.sync_all().unwrap();

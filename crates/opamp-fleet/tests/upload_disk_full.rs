@@ -92,7 +92,10 @@ async fn uploads_on_a_full_disk_need_their_size_once_and_answer_507() {
         .await
         .expect("an upload that fits once must be accepted");
     assert_eq!(entry.size, 2560 * 1024);
-    assert_eq!(std::fs::read(&entry.file_path).unwrap(), std::fs::read(&big).unwrap());
+    assert_eq!(
+        std::fs::read(&entry.file_path).unwrap(),
+        std::fs::read(&big).unwrap()
+    );
 
     // 2 MiB more does not fit: the server's disk is full, not the request wrong.
     let too_big = package(sources.path(), "otelcol-too-big", 2048 * 1024);
@@ -101,7 +104,13 @@ async fn uploads_on_a_full_disk_need_their_size_once_and_answer_507() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, FleetError::AdminApi { status: Some(507), .. }),
+        matches!(
+            err,
+            FleetError::AdminApi {
+                status: Some(507),
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(

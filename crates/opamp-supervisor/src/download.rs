@@ -852,10 +852,9 @@ impl Halt {
     fn into_error(self, received: u64) -> DownloadError {
         match self {
             Self::Expired(Expired::Idle(idle)) => DownloadError::TimedOut { received, idle },
-            Self::Expired(Expired::Deadline(deadline)) => DownloadError::DeadlineExceeded {
-                received,
-                deadline,
-            },
+            Self::Expired(Expired::Deadline(deadline)) => {
+                DownloadError::DeadlineExceeded { received, deadline }
+            }
             Self::Expired(Expired::TooSlow { measured, minimum }) => DownloadError::TooSlow {
                 received,
                 measured,

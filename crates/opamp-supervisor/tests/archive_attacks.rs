@@ -302,7 +302,10 @@ fn gzip_bomb_stops_at_the_unpacked_limit() {
         "{err}"
     );
     // Nothing of the refused extraction stays in staging (issue 23, item 5).
-    assert!(!fx.staging().exists(), "staging left behind after a refused bomb");
+    assert!(
+        !fx.staging().exists(),
+        "staging left behind after a refused bomb"
+    );
     assert!(
         started.elapsed().as_secs() < 5,
         "took {:?}",

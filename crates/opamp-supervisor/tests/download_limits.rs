@@ -81,22 +81,21 @@ async fn serve(State(state): State<ServeState>, headers: HeaderMap) -> Response 
             let chunk = ok(Bytes::from(vec![7u8; 8 * 1024]));
             async move { Some((chunk, ())) }
         })),
-        Answer::Trickle(interval) => Body::from_stream(futures_util::stream::unfold(
-            (),
-            move |()| {
-                async move {
-                    tokio::time::sleep(interval).await;
-                    Some((ok(Bytes::from_static(b"x")), ()))
-                }
-            },
-        )),
-        Answer::Steady => Body::from_stream(futures_util::stream::unfold((), move |()| {
-            async move {
+        Answer::Trickle(interval) => {
+            Body::from_stream(futures_util::stream::unfold((), move |()| async move {
+                tokio::time::sleep(interval).await;
+                Some((ok(Bytes::from_static(b"x")), ()))
+            }))
+        }
+        Answer::Steady => {
+            Body::from_stream(futures_util::stream::unfold((), move |()| async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 Some((ok(Bytes::from(vec![1u8; 1024])), ()))
-            }
-        })),
-        Answer::Stall => Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>()),
+            }))
+        }
+        Answer::Stall => {
+            Body::from_stream(futures_util::stream::pending::<Result<Bytes, std::io::Error>>())
+        }
         Answer::Redirect => {
             return Response::builder()
                 .status(StatusCode::FOUND)
@@ -161,7 +160,11 @@ async fn a_trickling_body_fails_the_minimum_throughput_rule() {
         matches!(err, DownloadError::TooSlow { minimum: 100, measured, .. } if measured < 100),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.is_resumable());
 }
 

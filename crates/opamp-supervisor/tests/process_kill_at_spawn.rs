@@ -32,10 +32,8 @@ fn manager(storage: &Path) -> ProcessManager {
 
 #[tokio::test]
 async fn supervisor_loop() {
-    let (Some(storage), Some(exe)) = (
-        std::env::var_os(STORAGE_ENV),
-        std::env::var_os(EXE_ENV),
-    ) else {
+    let (Some(storage), Some(exe)) = (std::env::var_os(STORAGE_ENV), std::env::var_os(EXE_ENV))
+    else {
         return; // Only meaningful when re-executed by the test below.
     };
     let mut manager = manager(Path::new(&storage));
@@ -84,7 +82,12 @@ async fn a_supervisor_killed_at_any_step_of_a_start_leaves_nothing_untracked() {
     let mut strays_seen = 0;
     for (run, delay) in delays(0x23).take(KILLS).enumerate() {
         let mut supervisor = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "supervisor_loop", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "supervisor_loop",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(STORAGE_ENV, &storage)
             .env(EXE_ENV, &exe)
             .stdin(Stdio::null())

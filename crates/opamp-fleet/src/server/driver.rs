@@ -545,7 +545,9 @@ impl Driver {
                 tracing::error!(rollout = %id, event = kind, %error, "rollout step could not be saved; keeping it to retry");
                 self.unsaved.push(id.clone(), event, now);
             }
-            Err(error) => tracing::error!(rollout = %id, event = kind, %error, "rollout step failed"),
+            Err(error) => {
+                tracing::error!(rollout = %id, event = kind, %error, "rollout step failed")
+            }
         }
     }
 
@@ -708,7 +710,9 @@ impl Driver {
             // An operator's step must come after the events already received.
             self.retry_unsaved();
             if self.unsaved.holds(id) {
-                return Err(FleetError::Unsaved { rollout: id.clone() });
+                return Err(FleetError::Unsaved {
+                    rollout: id.clone(),
+                });
             }
         }
         let event = match operation {

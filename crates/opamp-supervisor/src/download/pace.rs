@@ -110,12 +110,13 @@ mod tests {
     use super::*;
 
     fn limits(minimum: u64) -> DownloadLimits {
-        let mut limits = DownloadLimits::default();
-        limits.idle_timeout = Duration::from_secs(60);
-        limits.total_timeout = Duration::from_secs(600);
-        limits.min_bytes_per_second = minimum;
-        limits.throughput_window = Duration::from_secs(10);
-        limits
+        DownloadLimits {
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(600),
+            min_bytes_per_second: minimum,
+            throughput_window: Duration::from_secs(10),
+            ..DownloadLimits::default()
+        }
     }
 
     #[test]
@@ -147,7 +148,10 @@ mod tests {
         let t0 = Instant::now();
         let mut pace = Pace::start(&limits(0), t0);
         assert_eq!(pace.received(1, t0 + Duration::from_secs(590)), Ok(()));
-        assert_eq!(pace.wait(t0 + Duration::from_secs(590)), Duration::from_secs(10));
+        assert_eq!(
+            pace.wait(t0 + Duration::from_secs(590)),
+            Duration::from_secs(10)
+        );
         assert_eq!(
             pace.received(1, t0 + Duration::from_secs(600)),
             Err(Expired::Deadline(Duration::from_secs(600)))
