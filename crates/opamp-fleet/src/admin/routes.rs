@@ -240,6 +240,9 @@ async fn add_package(
         .map_err(io("creating the upload file"))?;
     let mut chunks = body.into_data_stream();
     let mut received: u64 = 0;
+    // A failed write (a full disk) is answered once the body is read: a client still sending
+    // would otherwise see a broken connection instead of the 507.
+    let mut write_error = None;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| invalid(format!("reading the body: {e}")))?;
         received = received.saturating_add(chunk.len() as u64);
@@ -249,9 +252,14 @@ async fn add_package(
                 format!("packages are limited to {MAX_PACKAGE_SIZE} bytes"),
             ));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(io("writing the upload"))?;
+        if write_error.is_none()
+            && let Err(error) = file.write_all(&chunk).await
+        {
+            write_error = Some(error);
+        }
+    }
+    if let Some(error) = write_error {
+        return Err(io("writing the upload")(error).into());
     }
     file.flush().await.map_err(io("writing the upload"))?;
     drop(file);

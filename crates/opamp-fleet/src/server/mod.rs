@@ -149,7 +149,9 @@ impl FleetServer {
                 tracing::error!(%error, "admin API stopped");
             }
         });
-        stop_on_failure.disarm();
+        // Dropped without `shutdown` (a panicking caller), the server still stops its driver
+        // thread, so the runtime it was started on can exit.
+        let stop_driver = stop_on_failure;
         tracing::info!(%opamp_addr, %admin_addr, %public_url, "fleet server started");
         Ok(RunningFleetServer {
             opamp_addr,
@@ -158,6 +160,7 @@ impl FleetServer {
             shutdown,
             tasks: vec![driver_task, admin_task],
             _lock: lock,
+            _stop_driver: stop_driver,
         })
     }
 }
@@ -223,8 +226,8 @@ fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetErr
     Ok(transport)
 }
 
-/// A running fleet server. Dropping it does not stop it; call
-/// [`RunningFleetServer::shutdown`].
+/// A running fleet server. Call [`RunningFleetServer::shutdown`] to stop it; dropping it only
+/// stops the rollout driver (so that a runtime waiting for the driver thread can exit).
 #[derive(Debug)]
 pub struct RunningFleetServer {
     opamp_addr: SocketAddr,
@@ -234,6 +237,8 @@ pub struct RunningFleetServer {
     tasks: Vec<JoinHandle<()>>,
     /// Released when the server is shut down (or the process ends).
     _lock: startup::DataDirLock,
+    /// Cancels the driver when the server is dropped.
+    _stop_driver: tokio_util::sync::DropGuard,
 }
 
 impl RunningFleetServer {

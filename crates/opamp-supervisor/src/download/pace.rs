@@ -70,11 +70,11 @@ impl Pace {
         if now >= self.deadline {
             return Err(Expired::Deadline(self.total));
         }
-        self.judge_window(now)?;
+        // Silence is reported as such, not as a slow window.
         if now.saturating_duration_since(self.last_activity) >= self.idle {
             return Err(Expired::Idle(self.idle));
         }
-        Ok(())
+        self.judge_window(now)
     }
 
     /// `bytes` arrived at `now`.
