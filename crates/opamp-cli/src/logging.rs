@@ -1,6 +1,6 @@
 //! Logging to stderr through `tracing`, as text or JSON lines, filtered by `RUST_LOG` or `-v`.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -40,7 +40,7 @@ pub(crate) fn init(format: LogFormat, base: BaseLevel, verbosity: u8) -> anyhow:
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
@@ -48,6 +48,23 @@ pub(crate) fn init(format: LogFormat, base: BaseLevel, verbosity: u8) -> anyhow:
         LogFormat::Json => builder.json().try_init(),
     }
     .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Standard error that never fails: with its reader gone (`opamp server 2>&1 | head -3`),
+/// a log line is dropped instead of reaching tracing-subscriber's error path, which reports
+/// the failed write with `eprintln!` and so panics on the same closed stderr.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ impl Catalog {
         let temp = tempfile::NamedTempFile::new_in(&dir)
             .map_err(io_error("creating a temporary file in", &dir))?;
         let mut writer = HashingWriter::new(temp, MAX_PACKAGE_SIZE);
-        io::copy(&mut source, &mut writer).map_err(|e| invalid(format!("copying: {e}")))?;
+        io::copy(&mut source, &mut writer).map_err(copy_error(&invalid, &dir))?;
         let (temp, hashed) = writer
             .finish()
             .map_err(|e| invalid(format!("hashing: {e}")))?;
@@ -141,7 +141,102 @@ impl Catalog {
             .map_err(io_error("syncing", temp.path()))?;
         let content_hash = hex_bytes(&hashed.hash().to_string());
         let final_path = dir.join(&file_name);
+        let placed = |final_path: &Path| {
+            temp.persist(final_path)
+                .map(drop)
+                .map_err(|e| FleetError::Io {
+                    context: format!("renaming into {}", final_path.display()),
+                    source: e.error,
+                })
+        };
+        self.record(
+            name,
+            version,
+            signature,
+            content_hash,
+            hashed.len(),
+            &dir,
+            &final_path,
+            placed,
+        )
+    }
 
+    /// Like [`Catalog::add_file`] for a file the caller hands over (an upload on the same file
+    /// system as the catalog): hashed where it is and renamed into place, so adding it needs
+    /// no second copy of its size on disk. On another file system it is copied instead.
+    ///
+    /// # Errors
+    /// As for [`Catalog::add_file`].
+    pub fn add_owned_file(
+        &self,
+        path: &Path,
+        name: &str,
+        version: &str,
+        signature: Vec<u8>,
+    ) -> Result<CatalogEntry, FleetError> {
+        let invalid = |reason: String| FleetError::InvalidPackage {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            reason,
+        };
+        let safe_name = PackageName::new(name).map_err(|e| invalid(e.to_string()))?;
+        PackageName::new(version).map_err(|e| invalid(format!("version: {e}")))?;
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| PackageName::new(n).ok())
+            .map_or_else(|| "package".to_owned(), PackageName::into_string);
+        let dir = self.root.join(safe_name.as_str()).join(version);
+        std::fs::create_dir_all(&dir).map_err(io_error("creating the package directory", &dir))?;
+        let file = File::open(path).map_err(io_error("opening", path))?;
+        let device = |meta: std::fs::Metadata| std::os::unix::fs::MetadataExt::dev(&meta);
+        let same_device =
+            file.metadata().map(device).ok() == std::fs::metadata(&dir).map(device).ok();
+        if !same_device {
+            drop(file);
+            return self.add_file(path, name, version, signature);
+        }
+        let mut writer = HashingWriter::new(io::sink(), MAX_PACKAGE_SIZE);
+        io::copy(&mut BufReader::new(&file), &mut writer).map_err(copy_error(&invalid, path))?;
+        let (_, hashed) = writer
+            .finish()
+            .map_err(|e| invalid(format!("hashing: {e}")))?;
+        file.sync_all().map_err(io_error("syncing", path))?;
+        drop(file);
+        let content_hash = hex_bytes(&hashed.hash().to_string());
+        let final_path = dir.join(&file_name);
+        let placed = |final_path: &Path| {
+            std::fs::rename(path, final_path).map_err(|source| FleetError::Io {
+                context: format!("renaming into {}", final_path.display()),
+                source,
+            })
+        };
+        self.record(
+            name,
+            version,
+            signature,
+            content_hash,
+            hashed.len(),
+            &dir,
+            &final_path,
+            placed,
+        )
+    }
+
+    /// Refuses changed bytes for a known version, places the file with `place` and records
+    /// it, all under the `adding` lock.
+    #[allow(clippy::too_many_arguments)] // one private step shared by the two public entries
+    fn record(
+        &self,
+        name: &str,
+        version: &str,
+        signature: Vec<u8>,
+        content_hash: Vec<u8>,
+        size: u64,
+        dir: &Path,
+        final_path: &Path,
+        place: impl FnOnce(&Path) -> Result<(), FleetError>,
+    ) -> Result<CatalogEntry, FleetError> {
         let _adding = self
             .adding
             .lock()
@@ -155,18 +250,15 @@ impl Catalog {
             }
             .into());
         }
-        temp.persist(&final_path).map_err(|e| FleetError::Io {
-            context: format!("renaming into {}", final_path.display()),
-            source: e.error,
-        })?;
-        sync_dir(&dir);
+        place(final_path)?;
+        sync_dir(dir);
         let entry = PackageEntry::new(
             name,
             version,
             content_hash,
-            hashed.len(),
+            size,
             signature,
-            final_path,
+            final_path.to_path_buf(),
             Timestamp::from_system_time(SystemTime::now()),
         );
         lock(&self.store).add_package(&entry)?;
@@ -219,6 +311,27 @@ fn io_error<'a>(what: &'a str, path: &'a Path) -> impl FnOnce(io::Error) -> Flee
 fn sync_dir(dir: &Path) {
     if let Err(error) = File::open(dir).and_then(|d| d.sync_all()) {
         tracing::warn!(dir = %dir.display(), %error, "syncing the package directory failed");
+    }
+}
+
+/// A failed copy is the package's fault only when it is over the size limit; anything else
+/// (a full disk, an I/O error) is the server's.
+fn copy_error<'a>(
+    invalid: &'a impl Fn(String) -> FleetError,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> FleetError + 'a {
+    move |err| {
+        let over_limit = err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<opamp_verify::VerifyError>());
+        if over_limit {
+            invalid(format!("copying: {err}"))
+        } else {
+            FleetError::Io {
+                context: format!("copying the package into {}", path.display()),
+                source: err,
+            }
+        }
     }
 }
 

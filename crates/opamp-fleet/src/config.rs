@@ -83,6 +83,11 @@ pub struct StoreSettings {
     /// several times faster per commit (each rollout step and registry write is one).
     #[serde(default)]
     pub synchronous: Durability,
+    /// Start with a new, empty store even though `fleet.db` is missing or empty while
+    /// `packages/` holds files. Without it the server refuses to start in that state, since
+    /// the catalog, rollouts and audit log would silently vanish from view.
+    #[serde(default)]
+    pub initialise: bool,
 }
 
 /// Commit durability (SQLite `synchronous`).

@@ -110,6 +110,46 @@ pub enum FleetError {
         /// The server's message or the client error.
         message: String,
     },
+    /// Another server holds the data directory's lock.
+    #[error(
+        "another opamp server already uses the data directory {} (lock {} is held); \
+         stop it first, or give this one another --data-dir",
+        data_dir.display(),
+        lock.display()
+    )]
+    DataDirInUse {
+        /// The data directory.
+        data_dir: std::path::PathBuf,
+        /// Its lock file.
+        lock: std::path::PathBuf,
+    },
+    /// The store is missing or empty while package files exist: starting would hide them.
+    #[error(
+        "the store {} is {state} but {} holds {files} package file(s): refusing to start with \
+         an empty store (restore fleet.db from a backup, or start once with \
+         --initialise-store / [store] initialise = true to begin a new, empty catalog)",
+        database.display(),
+        packages.display()
+    )]
+    StoreMissing {
+        /// The database file.
+        database: std::path::PathBuf,
+        /// `missing` or `empty (0 bytes)`.
+        state: &'static str,
+        /// The packages directory.
+        packages: std::path::PathBuf,
+        /// Package files found in it.
+        files: usize,
+    },
+    /// The rollout has steps the store could not save yet; they are being retried.
+    #[error(
+        "rollout {rollout} has steps the store could not save yet (retrying); try again once \
+         the store accepts writes"
+    )]
+    Unsaved {
+        /// The rollout.
+        rollout: RolloutId,
+    },
     /// The server's rollout driver has stopped.
     #[error("the fleet server has stopped")]
     Stopped,

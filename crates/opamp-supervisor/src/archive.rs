@@ -192,9 +192,27 @@ pub fn detect_format(package: &Path) -> Result<PackageFormat, ArchiveError> {
 /// directory; for an archive, its relative path inside the archive (e.g. `otelcol-contrib`).
 ///
 /// # Errors
-/// See [`ArchiveError`]; the staging directory may hold a partial extraction afterwards, which
-/// the next call removes.
+/// See [`ArchiveError`]. A failed call removes the staging directory, so a refused archive (a
+/// decompression bomb stopped at the limit) leaves nothing on disk.
 pub fn stage_package(
+    package: &Path,
+    staging_dir: &Path,
+    executable: &str,
+    limits: &ArchiveLimits,
+) -> Result<StagedExecutable, ArchiveError> {
+    let staged = stage_into(package, staging_dir, executable, limits);
+    if staged.is_err() {
+        match fs::remove_dir_all(staging_dir) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(%err, dir = %staging_dir.display(), "cannot remove failed staging");
+            }
+            _ => {}
+        }
+    }
+    staged
+}
+
+fn stage_into(
     package: &Path,
     staging_dir: &Path,
     executable: &str,

@@ -7,6 +7,13 @@
 //! download restarts from zero, `416` means the partial is already complete or is garbage.
 //! The finished file is fsynced and renamed to `downloads/<name>.download` before it is returned.
 //!
+//! Every attempt runs against three clocks ([`DownloadLimits`]): silence longer than the idle
+//! timeout, a throughput window below the minimum rate, and the total deadline each end it, and
+//! a caller's [`CancellationToken`] ends it at once ([`Downloader::download_cancellable`]). The
+//! body is cut at the smallest of the declared length, the trusted expected size (the signed
+//! size) and [`DownloadLimits::max_size`], whatever the server declares. Redirects are followed
+//! by the downloader itself: the offer's headers go only to the offer's own origin.
+//!
 //! The SHA-256 computed here is a convenience (early mismatch detection, no second read); the
 //! authoritative check is the verification step that follows.
 //!
@@ -31,9 +38,15 @@ use opamp_verify::{ContentHasher, HashedContent};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
+mod pace;
 mod writer;
+use pace::{Expired, Pace};
 use writer::PartialWriter;
+
+/// Redirects followed for one request at most.
+const MAX_REDIRECTS: usize = 10;
 
 /// Limits and timeouts for one [`Downloader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +61,15 @@ pub struct DownloadLimits {
     pub idle_timeout: Duration,
     /// Minimum interval between two progress callbacks. Default 250 ms.
     pub progress_interval: Duration,
+    /// Longest time one attempt may take from request to last byte. Default 1 hour.
+    pub total_timeout: Duration,
+    /// Slowest average rate accepted over a [`throughput_window`](Self::throughput_window), in
+    /// bytes per second; 0 disables the rule. Default 1 KiB/s: a body that trickles (which the
+    /// idle timeout never catches) is given up after one window.
+    pub min_bytes_per_second: u64,
+    /// Window over which [`min_bytes_per_second`](Self::min_bytes_per_second) is measured (at
+    /// least 1 s). Default 60 s.
+    pub throughput_window: Duration,
 }
 
 impl Default for DownloadLimits {
@@ -57,6 +79,9 @@ impl Default for DownloadLimits {
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             progress_interval: Duration::from_millis(250),
+            total_timeout: Duration::from_secs(60 * 60),
+            min_bytes_per_second: 1024,
+            throughput_window: Duration::from_secs(60),
         }
     }
 }
@@ -185,8 +210,9 @@ impl DownloadedFile {
     }
 }
 
-/// Why a download failed. After `Interrupted`, `Truncated` and `TimedOut` the partial file is kept
-/// and the next attempt resumes; after the other errors it is discarded.
+/// Why a download failed. After `Interrupted`, `Truncated`, `TimedOut`, `TooSlow`,
+/// `DeadlineExceeded` and `Cancelled` the partial file is kept and the next attempt of the same
+/// URL resumes; after the other errors it is discarded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DownloadError {
@@ -238,6 +264,39 @@ pub enum DownloadError {
         /// The idle timeout that expired.
         idle: Duration,
     },
+    /// A whole throughput window brought less than the minimum rate.
+    #[error(
+        "download too slow: {measured} bytes/s is below the minimum of {minimum} bytes/s \
+         (after {received} bytes)"
+    )]
+    TooSlow {
+        /// Bytes on disk so far.
+        received: u64,
+        /// Rate measured over the last window.
+        measured: u64,
+        /// The minimum in force.
+        minimum: u64,
+    },
+    /// The attempt took longer than the total deadline.
+    #[error("download took longer than its deadline of {deadline:?} (after {received} bytes)")]
+    DeadlineExceeded {
+        /// Bytes on disk so far.
+        received: u64,
+        /// The deadline that expired.
+        deadline: Duration,
+    },
+    /// The caller cancelled the download (e.g. a newer offer replaced it).
+    #[error("download cancelled after {received} bytes")]
+    Cancelled {
+        /// Bytes on disk so far.
+        received: u64,
+    },
+    /// More redirects than the downloader follows.
+    #[error("too many redirects (more than {MAX_REDIRECTS}) for {url}")]
+    TooManyRedirects {
+        /// The URL requested.
+        url: String,
+    },
     /// The file is (or is declared to be) larger than allowed.
     #[error("download too large: {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
@@ -286,7 +345,12 @@ impl DownloadError {
     pub fn is_resumable(&self) -> bool {
         matches!(
             self,
-            Self::Interrupted { .. } | Self::Truncated { .. } | Self::TimedOut { .. }
+            Self::Interrupted { .. }
+                | Self::Truncated { .. }
+                | Self::TimedOut { .. }
+                | Self::TooSlow { .. }
+                | Self::DeadlineExceeded { .. }
+                | Self::Cancelled { .. }
         )
     }
 }
@@ -319,6 +383,8 @@ impl Downloader {
             .connect_timeout(limits.connect_timeout)
             // Transparent decompression would break ranges and hashes: we want the file's bytes.
             .no_gzip()
+            // Redirects are followed by `send`, which keeps the offer's headers on its origin.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| DownloadError::InvalidRequest {
                 reason: format!("cannot build HTTP client: {source}"),
@@ -344,7 +410,8 @@ impl Downloader {
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(limits.connect_timeout)
-            .no_gzip();
+            .no_gzip()
+            .redirect(reqwest::redirect::Policy::none());
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
@@ -355,7 +422,9 @@ impl Downloader {
     }
 
     /// A downloader using a caller-built client (custom roots, proxies, client certificates).
-    /// The client must not decompress transparently (`ClientBuilder::no_gzip`).
+    /// The client must not decompress transparently (`ClientBuilder::no_gzip`) and must not
+    /// follow redirects itself (`redirect::Policy::none()`): the downloader follows them and
+    /// forwards the offer's headers only within the offer's origin.
     ///
     /// # Errors
     /// The directory cannot be created.
@@ -423,9 +492,25 @@ impl Downloader {
     pub async fn download(
         &self,
         request: &DownloadRequest,
+        progress: impl FnMut(DownloadProgress),
+    ) -> Result<DownloadedFile, DownloadError> {
+        self.download_cancellable(request, &CancellationToken::new(), progress)
+            .await
+    }
+
+    /// Like [`Downloader::download`], ending with [`DownloadError::Cancelled`] as soon as
+    /// `cancel` is cancelled (the bytes received so far are kept for a resume of the same URL).
+    ///
+    /// # Errors
+    /// See [`DownloadError`].
+    pub async fn download_cancellable(
+        &self,
+        request: &DownloadRequest,
+        cancel: &CancellationToken,
         mut progress: impl FnMut(DownloadProgress),
     ) -> Result<DownloadedFile, DownloadError> {
         let extra_headers = build_headers(&request.headers)?;
+        let mut pace = Pace::start(&self.limits, Instant::now());
         let partial = self.partial_path(&request.name);
         let meta_path = self.meta_path(&request.name);
         let complete = self.complete_path(&request.name);
@@ -440,26 +525,13 @@ impl Downloader {
         // The loop runs at most twice: a refused resume restarts from zero without a Range header,
         // and then anything but 200 is an error.
         let response = loop {
-            let mut builder = self
-                .client
-                .get(&request.url)
-                .headers(extra_headers.clone())
-                .header(header::ACCEPT_ENCODING, "identity");
-            if let (true, Some(validator)) = (offset > 0, &validator) {
-                builder = builder
-                    .header(header::RANGE, format!("bytes={offset}-"))
-                    .header(header::IF_RANGE, validator.as_str());
-            }
-            let response = tokio::time::timeout(self.limits.idle_timeout, builder.send())
-                .await
-                .map_err(|_| DownloadError::TimedOut {
-                    received: offset,
-                    idle: self.limits.idle_timeout,
-                })?
-                .map_err(|source| DownloadError::Connect {
-                    url: request.url.clone(),
-                    source,
-                })?;
+            let resume = validator
+                .as_deref()
+                .filter(|_| offset > 0)
+                .map(|validator| (offset, validator));
+            let response = self
+                .send(request, &extra_headers, resume, &mut pace, cancel)
+                .await?;
             let status = response.status();
             if status == StatusCode::OK {
                 if offset > 0 {
@@ -528,18 +600,18 @@ impl Downloader {
         let resumed_from = offset;
         let started = Instant::now();
         let mut last_report: Option<Instant> = None;
-        let limit = total
-            .unwrap_or(self.limits.max_size)
-            .min(self.limits.max_size);
+        // Whatever the server declares (or not, for a chunked or endless body), no byte past
+        // the trusted size is written.
+        let limit = [total, request.expected_size, Some(self.limits.max_size)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.limits.max_size);
         loop {
-            let chunk = match tokio::time::timeout(self.limits.idle_timeout, response.chunk()).await
-            {
-                Err(_) => {
+            let chunk = match paced(&mut pace, cancel, response.chunk()).await {
+                Err(halt) => {
                     flush_partial(writer, &partial).await?;
-                    return Err(DownloadError::TimedOut {
-                        received: offset,
-                        idle: self.limits.idle_timeout,
-                    });
+                    return Err(halt.into_error(offset));
                 }
                 Ok(Err(source)) => {
                     flush_partial(writer, &partial).await?;
@@ -563,6 +635,7 @@ impl Downloader {
                     limit,
                 });
             }
+            let chunk_len = chunk.len() as u64;
             if writer.write(chunk).await.is_err() {
                 // The writer stopped on an error; finishing it returns that error.
                 let source = match writer.finish().await {
@@ -577,6 +650,10 @@ impl Downloader {
             }
             offset = new_offset;
             let now = Instant::now();
+            if let Err(expired) = pace.received(chunk_len, now) {
+                flush_partial(writer, &partial).await?;
+                return Err(Halt::Expired(expired).into_error(offset));
+            }
             if last_report.is_none_or(|at| now.duration_since(at) >= self.limits.progress_interval)
             {
                 last_report = Some(now);
@@ -604,6 +681,62 @@ impl Downloader {
         progress(rate(offset, resumed_from, total, started, Instant::now()));
         self.finish(request, &partial, &meta_path, hasher, resumed_from)
             .await
+    }
+
+    /// Sends the GET for `request` (a range request when `resume` holds the offset and its
+    /// validator), following redirects itself: reqwest's own policy forwards every header but
+    /// `Authorization` to another host, while the offer's headers are meant for the offer's
+    /// origin only.
+    async fn send(
+        &self,
+        request: &DownloadRequest,
+        extra_headers: &HeaderMap,
+        resume: Option<(u64, &str)>,
+        pace: &mut Pace,
+        cancel: &CancellationToken,
+    ) -> Result<reqwest::Response, DownloadError> {
+        let received = resume.map_or(0, |(offset, _)| offset);
+        let mut url =
+            reqwest::Url::parse(&request.url).map_err(|err| DownloadError::InvalidRequest {
+                reason: format!("invalid URL {:?}: {err}", request.url),
+            })?;
+        let origin = url.origin();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut builder = self
+                .client
+                .get(url.clone())
+                .header(header::ACCEPT_ENCODING, "identity");
+            if url.origin() == origin {
+                builder = builder.headers(extra_headers.clone());
+            }
+            if let Some((offset, validator)) = resume {
+                builder = builder
+                    .header(header::RANGE, format!("bytes={offset}-"))
+                    .header(header::IF_RANGE, validator);
+            }
+            let response = paced(pace, cancel, builder.send())
+                .await
+                .map_err(|halt| halt.into_error(received))?
+                .map_err(|source| DownloadError::Connect {
+                    url: url.to_string(),
+                    source,
+                })?;
+            let location = header_opt(&response, header::LOCATION);
+            match location {
+                Some(location) if response.status().is_redirection() => {
+                    url = url
+                        .join(&location)
+                        .map_err(|err| DownloadError::InvalidRequest {
+                            reason: format!("invalid redirect location {location:?}: {err}"),
+                        })?;
+                    tracing::debug!(%url, same_origin = url.origin() == origin, "following redirect");
+                }
+                _ => return Ok(response),
+            }
+        }
+        Err(DownloadError::TooManyRedirects {
+            url: request.url.clone(),
+        })
     }
 
     fn check_size(&self, request: &DownloadRequest, total: u64) -> Result<(), DownloadError> {
@@ -706,6 +839,49 @@ impl Downloader {
             hashed,
             resumed_from,
         })
+    }
+}
+
+/// Why a wait ended without its result.
+enum Halt {
+    Expired(Expired),
+    Cancelled,
+}
+
+impl Halt {
+    fn into_error(self, received: u64) -> DownloadError {
+        match self {
+            Self::Expired(Expired::Idle(idle)) => DownloadError::TimedOut { received, idle },
+            Self::Expired(Expired::Deadline(deadline)) => {
+                DownloadError::DeadlineExceeded { received, deadline }
+            }
+            Self::Expired(Expired::TooSlow { measured, minimum }) => DownloadError::TooSlow {
+                received,
+                measured,
+                minimum,
+            },
+            Self::Cancelled => DownloadError::Cancelled { received },
+        }
+    }
+}
+
+/// Awaits `work` while the download's clocks run and `cancel` is not cancelled.
+async fn paced<F: std::future::Future>(
+    pace: &mut Pace,
+    cancel: &CancellationToken,
+    work: F,
+) -> Result<F::Output, Halt> {
+    tokio::pin!(work);
+    loop {
+        let wait = pace.wait(Instant::now());
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Halt::Cancelled),
+            done = tokio::time::timeout(wait, &mut work) => match done {
+                Ok(output) => return Ok(output),
+                Err(_) => pace.woke(Instant::now()).map_err(Halt::Expired)?,
+            },
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use opamp_fleet::FleetServerConfig;
 use opamp_fleet::config::TlsSettings;
@@ -67,26 +68,49 @@ pub(crate) struct ServerArgs {
     /// signed. Added to the config file's `release_keys`.
     #[arg(long, value_name = "FILE")]
     pub(crate) release_key: Vec<PathBuf>,
+
+    /// Start a new, empty store although fleet.db is missing or empty while packages/ holds
+    /// files (without it the server refuses to start in that state).
+    #[arg(long)]
+    pub(crate) initialise_store: bool,
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
+/// Longest graceful stop after SIGINT, SIGTERM or SIGHUP; a second signal ends it at once.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the server until SIGINT (Ctrl-C), SIGTERM or SIGHUP, then stops it within [`DRAIN`].
 pub(crate) fn run(args: &ServerArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "server requested");
     let config = config(args)?;
-    super::runtime()?.block_on(async move {
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(async move {
+        let mut signals = StopSignals::listen()?;
         let server = FleetServer::start(config)
             .await
             .map_err(|e| fleet_error(e, "cannot start the fleet server"))?;
-        output::line(format_args!(
+        // The operator may have gone (`| head`): the server runs on without its banner.
+        let _ = output::line(format_args!(
             "opamp server: agents at ws://{}/v1/opamp, admin API at http://{}",
             server.opamp_addr(),
             server.admin_addr()
-        ))?;
-        let reason = stop_signal().await?;
+        ));
+        let reason = signals.recv().await;
         tracing::info!(reason, "shutting down");
-        server.shutdown().await;
+        tokio::select! {
+            () = server.shutdown() => {}
+            () = tokio::time::sleep(DRAIN) => {
+                tracing::warn!(drain = ?DRAIN, "graceful stop took too long; exiting");
+            }
+            again = signals.recv() => {
+                tracing::warn!(signal = again, "second signal; exiting now");
+            }
+        }
         Ok(())
-    })
+    });
+    // A driver thread still inside a store write must not hold the exit (dropping the
+    // runtime would wait for it without limit).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// The configuration: the file (if any) with flags on top.
@@ -122,6 +146,9 @@ pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandErro
         config.admin.token = None;
         config.admin.token_file = Some(file.clone());
     }
+    if args.initialise_store {
+        config.store.initialise = true;
+    }
     if let Some(url) = &args.public_url {
         config.public_url = Some(url.clone());
     }
@@ -142,12 +169,40 @@ pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandErro
 /// The default agent listener address.
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 4320);
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM and names which one came.
+/// Waits for Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) and names which one
+/// came. All three mean the same: stop gracefully, children first.
 pub(crate) async fn stop_signal() -> Result<&'static str, CommandError> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .or_fail(Failure::Operation, || "cannot listen for SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
-        _ = terminate.recv() => Ok("SIGTERM"),
+    Ok(StopSignals::listen()?.recv().await)
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from [`StopSignals::listen`] on: a signal that comes
+/// before anyone waits is kept, not left to its default action (which ends the process).
+pub(crate) struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Starts catching the three signals.
+    pub(crate) fn listen() -> Result<Self, CommandError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let catch = |kind: SignalKind, name: &'static str| {
+            signal(kind).or_fail(Failure::Operation, || format!("cannot listen for {name}"))
+        };
+        Ok(Self {
+            interrupt: catch(SignalKind::interrupt(), "SIGINT")?,
+            terminate: catch(SignalKind::terminate(), "SIGTERM")?,
+            hangup: catch(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The next signal's name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.hangup.recv() => "SIGHUP",
+        }
     }
 }

@@ -195,6 +195,9 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -314,6 +317,9 @@ async fn add_package(
         .map_err(io("creating the upload file"))?;
     let mut chunks = body.into_data_stream();
     let mut received: u64 = 0;
+    // A failed write (a full disk) is answered once the body is read: a client still sending
+    // would otherwise see a broken connection instead of the 507.
+    let mut write_error = None;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| invalid(format!("reading the body: {e}")))?;
         received = received.saturating_add(chunk.len() as u64);
@@ -323,15 +329,20 @@ async fn add_package(
                 format!("packages are limited to {MAX_PACKAGE_SIZE} bytes"),
             ));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(io("writing the upload"))?;
+        if write_error.is_none()
+            && let Err(error) = file.write_all(&chunk).await
+        {
+            write_error = Some(error);
+        }
+    }
+    if let Some(error) = write_error {
+        return Err(io("writing the upload")(error).into());
     }
     file.flush().await.map_err(io("writing the upload"))?;
     drop(file);
     let catalog = state.catalog.clone();
     let entry = tokio::task::spawn_blocking(move || {
-        let added = catalog.add_file(&upload_path, &query.name, &query.version, signature);
+        let added = catalog.add_owned_file(&upload_path, &query.name, &query.version, signature);
         drop(upload);
         added
     })

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::agents::{PackageReport, apply_reports, labels, package_reports, report_event};
 use super::offers::{OfferSettings, build_offer};
 use super::standing::StandingVersions;
+use super::unsaved::UnsavedSteps;
 use crate::FleetError;
 use crate::admin::types::{RolloutRequest, RolloutUpdate, RolloutView};
 use crate::audit::{Actor, AuditAction, AuditRecord};
@@ -79,6 +80,8 @@ pub(crate) struct Driver {
     /// Catch-up offers whose outcome is still to be audited: (agent, package) to the rollout
     /// whose version was offered, and that version.
     catching_up: HashMap<(InstanceUid, String), (RolloutId, String)>,
+    /// Steps the store could not save, retried in order (see `server::unsaved`).
+    unsaved: UnsavedSteps,
 }
 
 /// Most notifications handled before the registry is written out.
@@ -168,6 +171,7 @@ impl Driver {
             dirty: HashSet::new(),
             standing,
             catching_up: HashMap::new(),
+            unsaved: UnsavedSteps::default(),
         })
     }
 
@@ -214,7 +218,9 @@ impl Driver {
             .filter_map(|uid| self.agents.get(&uid))
             .collect();
         if let Err(error) = lock(&self.store).upsert_agents(&records) {
-            tracing::error!(%error, agents = records.len(), "saving agent registry rows failed");
+            tracing::error!(%error, agents = records.len(), "saving agent registry rows failed; kept for the next write");
+            let uids: Vec<InstanceUid> = records.iter().map(|r| r.uid).collect();
+            self.dirty.extend(uids);
         }
     }
 
@@ -222,19 +228,56 @@ impl Driver {
         let deadline = self
             .rollouts
             .values()
+            // A rollout with unsaved steps waits for them before its deadlines count.
+            .filter(|r| !self.unsaved.holds(r.id()))
             .filter_map(Rollout::poll_timeout)
-            .min()?;
-        let delay = deadline.saturating_since(now());
-        // Engine deadlines are in milliseconds; waking a millisecond late avoids spinning on a
-        // deadline that truncation placed just ahead of `now`.
-        Some(tokio::time::Instant::now() + delay + std::time::Duration::from_millis(1))
+            .min();
+        let engine = deadline.map(|deadline| {
+            let delay = deadline.saturating_since(now());
+            // Engine deadlines are in milliseconds; waking a millisecond late avoids spinning
+            // on a deadline that truncation placed just ahead of `now`.
+            tokio::time::Instant::now() + delay + std::time::Duration::from_millis(1)
+        });
+        match (engine, self.unsaved.retry_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Tries the unsaved steps again, oldest first per rollout; stops at the first that still
+    /// cannot be saved.
+    fn retry_unsaved(&mut self) {
+        let mut all_saved = true;
+        'rollouts: for id in self.unsaved.rollouts() {
+            while let Some((event, at)) = self.unsaved.front(&id) {
+                let kind = event.kind();
+                match self.step(&id, event, at) {
+                    Ok(()) => self.unsaved.pop(&id),
+                    Err(FleetError::Store(error)) => {
+                        tracing::warn!(rollout = %id, event = kind, %error, waiting = self.unsaved.len(), "rollout step still cannot be saved; retrying later");
+                        all_saved = false;
+                        break 'rollouts;
+                    }
+                    Err(error) => {
+                        tracing::error!(rollout = %id, event = kind, %error, "saved-late rollout step refused");
+                        self.unsaved.pop(&id);
+                    }
+                }
+            }
+            tracing::info!(rollout = %id, "rollout steps saved after a store failure");
+        }
+        self.unsaved.round_done(all_saved);
     }
 
     fn on_timeout(&mut self) {
+        if self.unsaved.due(tokio::time::Instant::now()) {
+            self.retry_unsaved();
+        }
         let now = now();
         let due: Vec<RolloutId> = self
             .rollouts
             .iter()
+            .filter(|(id, _)| !self.unsaved.holds(id))
             .filter(|(_, r)| r.poll_timeout().is_some_and(|d| d <= now))
             .map(|(id, _)| id.clone())
             .collect();
@@ -479,10 +522,24 @@ impl Driver {
 
     // ----- rollouts -------------------------------------------------------------------
 
+    /// Applies an event nobody waits for an answer to. One the store cannot save is kept and
+    /// retried (with everything after it for the same rollout): it is news that will not come
+    /// again.
     fn step_logged(&mut self, id: &RolloutId, event: Event, now: Timestamp) {
         let kind = event.kind();
-        if let Err(error) = self.step(id, event, now) {
-            tracing::error!(rollout = %id, event = kind, %error, "rollout step failed");
+        if self.unsaved.holds(id) {
+            self.unsaved.push(id.clone(), event, now);
+            return;
+        }
+        match self.step(id, event.clone(), now) {
+            Ok(()) => {}
+            Err(FleetError::Store(error)) => {
+                tracing::error!(rollout = %id, event = kind, %error, "rollout step could not be saved; keeping it to retry");
+                self.unsaved.push(id.clone(), event, now);
+            }
+            Err(error) => {
+                tracing::error!(rollout = %id, event = kind, %error, "rollout step failed")
+            }
         }
     }
 
@@ -658,6 +715,15 @@ impl Driver {
                     what: format!("rollout {id}"),
                 }),
             };
+        }
+        if self.unsaved.holds(id) {
+            // An operator's step must come after the events already received.
+            self.retry_unsaved();
+            if self.unsaved.holds(id) {
+                return Err(FleetError::Unsaved {
+                    rollout: id.clone(),
+                });
+            }
         }
         let event = match operation {
             Operation::Pause => Event::Pause { by },

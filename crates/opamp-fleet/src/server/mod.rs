@@ -12,6 +12,8 @@ pub(crate) mod agents;
 pub(crate) mod driver;
 pub(crate) mod offers;
 pub(crate) mod standing;
+pub mod startup;
+pub(crate) mod unsaved;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -64,15 +66,18 @@ impl FleetServer {
     /// bind), store errors, [`FleetError::Transport`] (agent listener bind, TLS files).
     pub async fn start(config: FleetServerConfig) -> Result<RunningFleetServer, FleetError> {
         let operators = config.admin.resolve_operators()?;
+        let lock = startup::lock_data_dir(&config.data_dir)?;
+        startup::check_store_present(&config)?;
+        let upload_dir = config.data_dir.join("uploads");
+        startup::clear_uploads(&upload_dir)?;
         let packages_dir = config.packages_dir();
         std::fs::create_dir_all(&packages_dir).map_err(|source| FleetError::Io {
             context: format!("creating {}", packages_dir.display()),
             source,
         })?;
-        let store = Arc::new(Mutex::new(SqliteStore::open_with(
-            config.database_path(),
-            config.store.options(),
-        )?));
+        let store = SqliteStore::open_with(config.database_path(), config.store.options())?;
+        store.quick_check()?;
+        let store = Arc::new(Mutex::new(store));
         let catalog = Catalog::new(store.clone(), packages_dir.clone())
             .with_release_keys(config.load_release_keys()?);
 
@@ -110,6 +115,9 @@ impl FleetServer {
         let shutdown = CancellationToken::new();
         let (requests, requests_rx) = mpsc::channel(64);
         let driver_task = spawn_driver(driver, notifications, requests_rx, shutdown.clone())?;
+        // A start that fails from here on must still stop the driver thread: nothing would
+        // cancel it, and a runtime waiting for it would never exit.
+        let stop_on_failure = shutdown.clone().drop_guard();
 
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
@@ -130,7 +138,7 @@ impl FleetServer {
             driver: requests,
             updates,
             metrics,
-            upload_dir: config.data_dir.join("uploads"),
+            upload_dir,
             shutdown: shutdown.clone(),
         });
         let admin_shutdown = shutdown.clone();
@@ -142,6 +150,9 @@ impl FleetServer {
                 tracing::error!(%error, "admin API stopped");
             }
         });
+        // Dropped without `shutdown` (a panicking caller), the server still stops its driver
+        // thread, so the runtime it was started on can exit.
+        let stop_driver = stop_on_failure;
         tracing::info!(%opamp_addr, %admin_addr, %public_url, "fleet server started");
         Ok(RunningFleetServer {
             opamp_addr,
@@ -149,6 +160,8 @@ impl FleetServer {
             opamp,
             shutdown,
             tasks: vec![driver_task, admin_task],
+            _lock: lock,
+            _stop_driver: stop_driver,
         })
     }
 }
@@ -214,8 +227,8 @@ fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetErr
     Ok(transport)
 }
 
-/// A running fleet server. Dropping it does not stop it; call
-/// [`RunningFleetServer::shutdown`].
+/// A running fleet server. Call [`RunningFleetServer::shutdown`] to stop it; dropping it only
+/// stops the rollout driver (so that a runtime waiting for the driver thread can exit).
 #[derive(Debug)]
 pub struct RunningFleetServer {
     opamp_addr: SocketAddr,
@@ -223,6 +236,10 @@ pub struct RunningFleetServer {
     opamp: RunningServer,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Released when the server is shut down (or the process ends).
+    _lock: startup::DataDirLock,
+    /// Cancels the driver when the server is dropped.
+    _stop_driver: tokio_util::sync::DropGuard,
 }
 
 impl RunningFleetServer {

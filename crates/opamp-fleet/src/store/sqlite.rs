@@ -158,6 +158,34 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Runs `PRAGMA quick_check`: a damaged page is found here, at start, instead of as a
+    /// failed read later.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] with SQLite's findings; [`StoreError::Database`] when the check
+    /// cannot run (a page so damaged that reading it fails).
+    pub fn quick_check(&self) -> Result<(), StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("PRAGMA quick_check")
+            .map_err(db("checking the database"))?;
+        let findings: Vec<String> = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(db("checking the database"))?
+            .collect::<Result<_, _>>()
+            .map_err(db("checking the database"))?;
+        if findings.len() == 1 && findings[0] == "ok" {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt {
+            what: format!(
+                "{} failed PRAGMA quick_check: {}",
+                self.path.display(),
+                findings.join("; ")
+            ),
+        })
+    }
+
     /// The database file.
     #[must_use]
     pub fn path(&self) -> &Path {

@@ -42,7 +42,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use managed::{ManagedCollector, PID_FILE_NAME};
-pub use pid_file::{LeftoverStopped, PidFile};
+pub use pid_file::{COLLECTOR_MARKER_ENV, LeftoverStopped, PidFile};
 pub use policy::RestartPolicy;
 
 /// How to run the collector, apart from which executable.

@@ -5,6 +5,12 @@
 //! The file holds the pid and the process start time from `/proc/<pid>/stat`. Both must match
 //! before anything is signalled: after a reboot or a long outage the pid may belong to an
 //! unrelated process, and the start time tells them apart.
+//!
+//! The pid is only known once the child exists, so a supervisor killed between the spawn and
+//! the record would leave a collector nobody knows about. Every collector therefore also
+//! carries [`COLLECTOR_MARKER_ENV`] = the pid file's absolute path in its environment, set
+//! before the spawn; looking for leftovers also scans `/proc/*/environ` for that exact entry,
+//! which finds such a stray (and anything it forked) whatever the timing of the kill.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +22,10 @@ use nix::unistd::Pid;
 /// How often a leftover process (not our child, so it cannot be awaited) is checked for exit.
 const LEFTOVER_POLL: Duration = Duration::from_millis(10);
 
+/// Environment variable every supervised collector carries: the absolute path of the pid file
+/// of the supervisor that started it.
+pub const COLLECTOR_MARKER_ENV: &str = "OPAMP_SUPERVISOR_PID_FILE";
+
 /// Where the supervisor records its collector's pid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PidFile {
@@ -25,16 +35,25 @@ pub struct PidFile {
 /// A collector left behind by an earlier supervisor, and how it was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeftoverStopped {
-    /// Its pid.
+    /// Its pid (the recorded one when there were several).
     pub pid: u32,
     /// Whether SIGKILL was needed.
     pub killed: bool,
 }
 
 impl PidFile {
-    /// A pid file at `path` (conventionally `<storage_dir>/collector.pid`).
+    /// A pid file at `path` (conventionally `<storage_dir>/collector.pid`), made absolute so
+    /// that the marker its collectors carry names it whatever the working directory.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        PidFile { path: path.into() }
+        let path = path.into();
+        let path = std::path::absolute(&path).unwrap_or(path);
+        PidFile { path }
+    }
+
+    /// The environment entry (name, value) a collector recorded here carries; see the module
+    /// documentation.
+    pub fn marker(&self) -> (&'static str, &Path) {
+        (COLLECTOR_MARKER_ENV, &self.path)
     }
 
     /// The file's path.
@@ -67,13 +86,52 @@ impl PidFile {
         }
     }
 
-    /// The recorded pid if that same process (pid and start time) still runs.
+    /// A leftover collector of this pid file that still runs: the recorded pid if that same
+    /// process (pid and start time) runs, else any process carrying this file's marker.
     pub fn live_leftover(&self) -> Option<u32> {
+        self.live_leftovers().into_iter().next()
+    }
+
+    /// Every leftover: the recorded process, if it still runs, then every other process that
+    /// carries this file's marker (started by a supervisor killed before it could record it).
+    pub fn live_leftovers(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.recorded().into_iter().collect();
+        for pid in self.marked() {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn recorded(&self) -> Option<u32> {
         let text = std::fs::read_to_string(&self.path).ok()?;
         let mut fields = text.split_whitespace();
         let pid: u32 = fields.next()?.parse().ok()?;
         let recorded_start: u64 = fields.next()?.parse().ok()?;
         (is_running(pid) && start_time(pid).ok() == Some(recorded_start)).then_some(pid)
+    }
+
+    /// Running processes (never this one) whose environment holds this file's marker.
+    fn marked(&self) -> Vec<u32> {
+        let mut wanted = format!("{COLLECTOR_MARKER_ENV}=").into_bytes();
+        wanted.extend_from_slice(self.path.as_os_str().as_encoded_bytes());
+        let own = std::process::id();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut pids: Vec<u32> = entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| pid != own)
+            .filter(|&pid| {
+                // Unreadable (another user's process, or gone meanwhile): not ours.
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|environ| environ.split(|&b| b == 0).any(|kv| kv == wanted))
+            })
+            .filter(|&pid| is_running(pid))
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// Stops a collector recorded by an earlier supervisor: SIGTERM, then SIGKILL after
@@ -86,20 +144,25 @@ impl PidFile {
         &self,
         stop_timeout: Duration,
     ) -> io::Result<Option<LeftoverStopped>> {
-        let Some(pid) = self.live_leftover() else {
+        let pids = self.live_leftovers();
+        let Some(&pid) = pids.first() else {
             self.clear()?;
             return Ok(None);
         };
-        tracing::warn!(pid, pid_file = %self.path.display(), "stopping a collector left behind by an earlier supervisor");
-        signal(pid, Signal::SIGTERM)?;
+        tracing::warn!(?pids, pid_file = %self.path.display(), "stopping collectors left behind by an earlier supervisor");
+        for &pid in &pids {
+            signal(pid, Signal::SIGTERM)?;
+        }
         let mut killed = false;
-        if !wait_gone(pid, stop_timeout).await {
+        if !wait_all_gone(&pids, stop_timeout).await {
             killed = true;
-            signal(pid, Signal::SIGKILL)?;
-            if !wait_gone(pid, stop_timeout).await {
+            for &pid in &pids {
+                signal(pid, Signal::SIGKILL)?;
+            }
+            if !wait_all_gone(&pids, stop_timeout).await {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("leftover collector pid {pid} survived SIGKILL for {stop_timeout:?}"),
+                    format!("leftover collectors {pids:?} survived SIGKILL for {stop_timeout:?}"),
                 ));
             }
         }
@@ -117,9 +180,9 @@ fn signal(pid: u32, signal: Signal) -> io::Result<()> {
     }
 }
 
-async fn wait_gone(pid: u32, within: Duration) -> bool {
+async fn wait_all_gone(pids: &[u32], within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
-    while is_running(pid) {
+    while pids.iter().any(|&pid| is_running(pid)) {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }

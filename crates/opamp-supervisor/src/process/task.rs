@@ -29,7 +29,14 @@ impl Supervision {
         // Taken before the spawn, so durations measured from it never undercount the child's
         // own lifetime.
         let spawned_at = (Instant::now(), std::time::SystemTime::now());
-        let mut child = spawn_retrying_busy(&mut self.command.to_command(&self.executable))?;
+        let mut command = self.command.to_command(&self.executable);
+        if let Some(pid_file) = &self.pid_file {
+            // Set before the spawn: a supervisor killed before `record` below still leaves a
+            // collector its successor can find.
+            let (name, value) = pid_file.marker();
+            command.env(name, value);
+        }
+        let mut child = spawn_retrying_busy(&mut command)?;
         let pid = child
             .id()
             .ok_or_else(|| std::io::Error::other("child exited before its pid could be read"))?;

@@ -23,7 +23,7 @@ use crate::output;
 const FLEET_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Runs every step, then stops every process, prints the summary and keeps the files when a
-/// step failed. Ctrl-C or SIGTERM stops the demo the same way.
+/// step failed. Ctrl-C, SIGTERM or SIGHUP stops the demo the same way.
 pub(crate) async fn run(agents: u32, timing: Timing) -> Result<(), CommandError> {
     let dir = tempfile::Builder::new()
         .prefix("opamp-demo-")
@@ -40,7 +40,8 @@ pub(crate) async fn run(agents: u32, timing: Timing) -> Result<(), CommandError>
         () = steps(dir.path(), agents, &timing, &supervisors, &mut server, &mut summary) => None,
         signal = crate::cmd::server::stop_signal() => Some(signal.unwrap_or("a signal")),
     };
-    output::line("stopping the supervisors and the server ...")?;
+    // Children first, whatever happened to the terminal (after SIGHUP stdout may be gone).
+    let _ = output::line("stopping the supervisors and the server ...");
     supervisors.stop_all().await;
     if let Some(server) = server {
         server.shutdown().await;
