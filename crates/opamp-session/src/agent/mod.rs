@@ -13,9 +13,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use opamp_packages::{InstalledPackages, plan_sync};
-use opamp_proto::{
-    AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAgentFlags, codec, v1,
-};
+use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAgentFlags, v1};
 
 pub use self::config::{AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, RetryPolicy};
 pub use self::event::{AgentEvent, OfferKind};
@@ -182,17 +180,13 @@ impl AgentSession {
     /// In HTTP mode a body that does not decode counts as a failed request.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) -> Result<(), SessionError> {
         let limits = &self.config.limits.codec;
-        let decoded = match self.config.mode {
-            TransportMode::WebSocket => codec::decode_ws_frame::<v1::ServerToAgent>(bytes, limits),
-            TransportMode::HttpPolling => codec::decode::<v1::ServerToAgent>(bytes, limits),
-        };
-        match decoded {
+        match crate::framing::decode_server_message(self.config.mode, bytes, limits) {
             Ok(msg) => self.handle_message(msg, now),
             Err(err) => {
                 if self.config.mode == TransportMode::HttpPolling {
                     self.handle_request_failed(now);
                 }
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -465,10 +459,7 @@ impl AgentSession {
     #[must_use]
     pub fn poll_transmit_bytes(&mut self, now: Instant) -> Option<Vec<u8>> {
         let msg = self.poll_transmit(now)?;
-        Some(match self.config.mode {
-            TransportMode::WebSocket => codec::encode_ws_frame(&msg),
-            TransportMode::HttpPolling => codec::encode(&msg),
-        })
+        Some(crate::framing::encode_agent_message(self.config.mode, &msg))
     }
 
     /// The next event for the application, oldest first.

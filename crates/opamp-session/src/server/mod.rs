@@ -12,7 +12,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use opamp_proto::{InstanceUid, ServerCapabilities, codec, v1};
+use opamp_proto::{InstanceUid, ServerCapabilities, v1};
 
 pub use self::config::ServerConfig;
 pub use self::event::ServerEvent;
@@ -130,14 +130,9 @@ impl ServerSession {
     /// answered with `BAD_REQUEST`.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) -> Result<(), SessionError> {
         let limits = &self.config.limits.codec;
-        let decoded = match self.config.mode {
-            TransportMode::WebSocket => codec::decode_ws_frame::<v1::AgentToServer>(bytes, limits),
-            TransportMode::HttpPolling => codec::decode::<v1::AgentToServer>(bytes, limits),
-        };
-        match decoded {
+        match crate::framing::decode_agent_message(self.config.mode, bytes, limits) {
             Ok(msg) => self.handle_message(msg, now),
             Err(err) => {
-                let err = SessionError::from(err);
                 self.refuse(&err);
                 Err(err)
             }
@@ -243,10 +238,10 @@ impl ServerSession {
     #[must_use]
     pub fn poll_transmit_bytes(&mut self, now: Instant) -> Option<Vec<u8>> {
         let msg = self.poll_transmit(now)?;
-        Some(match self.config.mode {
-            TransportMode::WebSocket => codec::encode_ws_frame(&msg),
-            TransportMode::HttpPolling => codec::encode(&msg),
-        })
+        Some(crate::framing::encode_server_message(
+            self.config.mode,
+            &msg,
+        ))
     }
 
     /// The next event for the server, oldest first.
@@ -270,6 +265,28 @@ impl ServerSession {
     /// Whether the server is still waiting for a full report it asked for.
     pub fn is_awaiting_full_state(&self) -> bool {
         self.awaiting_full_state.is_some()
+    }
+
+    /// The uid given with [`assign_instance_uid`](Self::assign_instance_uid) that the
+    /// agent has not switched to yet.
+    pub fn assigned_instance_uid(&self) -> Option<InstanceUid> {
+        self.assigned_uid.map(|(uid, _)| uid)
+    }
+
+    /// The agent now talks over another transport (it switched between WebSocket and
+    /// HTTP): the old connection ends, the agent's state and standing offers stay, and
+    /// answers follow the new transport's rules.
+    pub fn switch_transport(&mut self, mode: TransportMode, now: Instant) {
+        self.handle_disconnected(now);
+        self.config.mode = mode;
+    }
+
+    /// Sets the URL agents reach this server at, offered as
+    /// `OpAMPConnectionSettings.destination_endpoint` when no
+    /// [`ServerConfig::opamp_endpoint`] is configured. The endpoint sets it from the
+    /// connection an agent arrived on.
+    pub fn set_opamp_endpoint(&mut self, url: impl Into<String>) {
+        self.config.opamp_endpoint = Some(url.into());
     }
 
     // ----- internals ------------------------------------------------------------------

@@ -671,23 +671,42 @@ fn heartbeat_interval_is_offered_to_agents_that_report_heartbeats() {
     let now = t0();
     let mut config = ServerConfig::new(SERVER_CAPS);
     config.heartbeat_interval = Some(Duration::from_secs(15));
+    config.opamp_endpoint = Some("wss://opamp.example/v1/opamp".into());
     let mut server = ServerSession::new(config);
     server
         .handle_message(full(0, STATUS | AgentCapabilities::REPORTS_HEARTBEAT), now)
         .unwrap();
+    let answer = server.poll_transmit(now).unwrap();
+    let offers = answer.connection_settings.clone().expect("offered");
+    // The spec requires the destination in every OpAMP offer, and a hash of the offers.
+    assert_eq!(offers.hash.len(), 32);
     assert_eq!(
-        server.poll_transmit(now),
-        Some(v1::ServerToAgent {
+        answer,
+        v1::ServerToAgent {
             connection_settings: Some(v1::ConnectionSettingsOffers {
+                hash: offers.hash.clone(),
                 opamp: Some(v1::OpAmpConnectionSettings {
+                    destination_endpoint: "wss://opamp.example/v1/opamp".into(),
                     heartbeat_interval_seconds: 15,
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..first_answer()
-        })
+        }
     );
+}
+
+#[test]
+fn no_opamp_offer_without_a_destination_endpoint() {
+    let now = t0();
+    let mut config = ServerConfig::new(SERVER_CAPS);
+    config.heartbeat_interval = Some(Duration::from_secs(15));
+    let mut server = ServerSession::new(config);
+    server
+        .handle_message(full(0, STATUS | AgentCapabilities::REPORTS_HEARTBEAT), now)
+        .unwrap();
+    assert_eq!(server.poll_transmit(now), Some(first_answer()));
 }
 
 #[test]
