@@ -76,7 +76,9 @@ pub enum EndpointEvent {
         /// Its transport.
         mode: TransportMode,
     },
-    /// The agent's session reported a change ([`ServerEvent`]).
+    /// The agent's session reported a change ([`ServerEvent`]). Connection lifecycle is
+    /// reported by `Connected`/`Disconnected` of this enum instead; the session's
+    /// `Disconnected { by_agent: true }` (the agent's goodbye) is passed on here too.
     #[non_exhaustive]
     Agent {
         /// The agent, by its current uid.
@@ -130,5 +132,8 @@ pub enum EndpointEvent {
     CloseConnection {
         /// The connection.
         connection: ConnectionId,
+        /// Why its last agent left ([`DisconnectReason::Idle`] or
+        /// [`DisconnectReason::Forgotten`]).
+        reason: DisconnectReason,
     },
 }

@@ -302,7 +302,7 @@ impl ServerEndpoint {
         let key = self.drain_session(key);
         if result.is_ok() && goodbye {
             // The session already ended its connection; only the link is left to drop.
-            self.unlink(key, false);
+            self.unlink(key, None);
             self.events.push_back(EndpointEvent::Disconnected {
                 uid: key,
                 reason: DisconnectReason::AgentDisconnect,
@@ -553,7 +553,7 @@ impl ServerEndpoint {
     /// Removes the agent from its WebSocket's set and marks it gone. `close_if_empty`:
     /// the server ended the link (idle, forgotten), so a WebSocket left without agents
     /// should be closed; an agent that said goodbye closes its socket itself.
-    fn unlink(&mut self, uid: InstanceUid, close_if_empty: bool) {
+    fn unlink(&mut self, uid: InstanceUid, close_if_empty: Option<DisconnectReason>) {
         let Some(agent) = self.agents.get_mut(&uid) else {
             return;
         };
@@ -561,9 +561,9 @@ impl ServerEndpoint {
             && let Some(open) = self.connections.get_mut(&connection)
         {
             open.agents.remove(&uid);
-            if close_if_empty && open.agents.is_empty() {
+            if let (Some(reason), true) = (close_if_empty, open.agents.is_empty()) {
                 self.events
-                    .push_back(EndpointEvent::CloseConnection { connection });
+                    .push_back(EndpointEvent::CloseConnection { connection, reason });
             }
         }
         agent.link = Link::Gone;
@@ -571,7 +571,7 @@ impl ServerEndpoint {
 
     fn disconnect(&mut self, uid: InstanceUid, reason: DisconnectReason, now: Instant) {
         let server_ended = matches!(reason, DisconnectReason::Idle | DisconnectReason::Forgotten);
-        self.unlink(uid, server_ended);
+        self.unlink(uid, server_ended.then_some(reason));
         if let Some(agent) = self.agents.get_mut(&uid) {
             agent.session.handle_disconnected(now);
         }
@@ -656,8 +656,12 @@ impl ServerEndpoint {
             .and_then(|a| a.session.poll_event())
         {
             match event {
-                // The endpoint reports the link's lifecycle itself.
-                ServerEvent::Connected { .. } | ServerEvent::Disconnected { .. } => {}
+                // The endpoint reports the link's lifecycle itself; only the agent's own
+                // goodbye (a message content) is passed on as well.
+                ServerEvent::Connected { .. }
+                | ServerEvent::Disconnected {
+                    by_agent: false, ..
+                } => {}
                 ServerEvent::InstanceUidChanged(new) => {
                     if self.rekey(uid, new) {
                         self.events

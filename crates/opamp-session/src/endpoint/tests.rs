@@ -246,7 +246,10 @@ fn idle_websocket_agent_is_disconnected_and_its_empty_socket_closed() {
     t += endpoint.config().idle_bound(interval);
     endpoint.handle_timeout(t);
     let (_, events) = drain(&mut endpoint);
-    assert!(events.contains(&EndpointEvent::CloseConnection { connection: WS }));
+    assert!(events.contains(&EndpointEvent::CloseConnection {
+        connection: WS,
+        reason: DisconnectReason::Idle
+    }));
 }
 
 #[test]
