@@ -614,20 +614,18 @@ impl ServerEndpoint {
             .agent_state()
             .capabilities
             .contains(AgentCapabilities::REPORTS_HEARTBEAT);
-        let offered = agent
+        // Only an interval the agent was actually sent counts: one it never received (no
+        // OpAMP endpoint known, or a sub-second setting that rounds to "disabled") would
+        // make a healthy agent look dead.
+        let delivered = agent
             .session
-            .config()
-            .heartbeat_interval
+            .delivered_heartbeat_interval()
             .filter(|interval| !interval.is_zero());
-        let interval = match (agent.link, heartbeats, offered) {
+        let interval = match (agent.link, heartbeats, delivered) {
             (Link::Gone, _, _) => return None,
-            (_, true, Some(offered)) => offered,
-            // An HTTP agent polls on an interval we do not know: never shorter than the
-            // default, and not shorter than what the server offers either (an agent that
-            // does not report heartbeats may still follow the offer).
-            (Link::Http, _, offered) => offered.map_or(self.config.fallback_interval, |offered| {
-                offered.max(self.config.fallback_interval)
-            }),
+            (_, true, Some(delivered)) => delivered,
+            // An HTTP agent without a heartbeat setting from us polls at the default.
+            (Link::Http, _, _) => self.config.fallback_interval,
             // A WebSocket agent without heartbeats is alive while its socket is.
             (Link::WebSocket(_), _, _) => return None,
         };

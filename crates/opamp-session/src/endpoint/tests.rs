@@ -12,6 +12,14 @@ const WS: ConnectionId = ConnectionId(1);
 const OTHER_WS: ConnectionId = ConnectionId(2);
 const HTTP: ConnectionId = ConnectionId(3);
 
+fn ws_params() -> ConnectionParams {
+    ConnectionParams::new(TransportMode::WebSocket).endpoint_url("ws://127.0.0.1:4320/v1/opamp")
+}
+
+fn http_params() -> ConnectionParams {
+    ConnectionParams::new(TransportMode::HttpPolling).endpoint_url("http://127.0.0.1:4320/v1/opamp")
+}
+
 fn uid(n: u8) -> InstanceUid {
     InstanceUid::from([n; 16])
 }
@@ -54,7 +62,7 @@ fn answered_uids(transmits: &[(ConnectionId, v1::ServerToAgent)]) -> Vec<Instanc
 fn several_agents_share_one_websocket_and_each_is_answered_on_it() {
     let mut endpoint = endpoint(None);
     let now = t0();
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
+    endpoint.open_connection(now, WS, ws_params());
     for n in 1..=50 {
         endpoint
             .handle(now, WS, hello(uid(n), 0))
@@ -105,13 +113,9 @@ fn several_agents_share_one_websocket_and_each_is_answered_on_it() {
 fn a_second_connection_claiming_a_held_uid_is_refused_and_changes_nothing() {
     let mut endpoint = endpoint(None);
     let now = t0();
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
-    endpoint.open_connection(
-        now,
-        OTHER_WS,
-        ConnectionParams::new(TransportMode::WebSocket),
-    );
-    endpoint.open_connection(now, HTTP, ConnectionParams::new(TransportMode::HttpPolling));
+    endpoint.open_connection(now, WS, ws_params());
+    endpoint.open_connection(now, OTHER_WS, ws_params());
+    endpoint.open_connection(now, HTTP, http_params());
     endpoint
         .handle(now, WS, hello(uid(1), 0))
         .expect("accepted");
@@ -154,7 +158,7 @@ fn a_second_connection_claiming_a_held_uid_is_refused_and_changes_nothing() {
 fn restricted_connection_may_speak_only_for_its_uids() {
     let mut endpoint = endpoint(None);
     let now = t0();
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
+    endpoint.open_connection(now, WS, ws_params());
     endpoint.restrict_connection(WS, [uid(1)]).expect("open");
     endpoint.handle(now, WS, hello(uid(1), 0)).expect("allowed");
     let error = endpoint
@@ -171,7 +175,7 @@ fn http_agent_polling_at_its_heartbeat_never_flaps_and_a_silent_one_expires_with
     let bound = endpoint.config().idle_bound(interval);
     let mut now = t0();
     for seq in 0..20 {
-        endpoint.open_connection(now, HTTP, ConnectionParams::new(TransportMode::HttpPolling));
+        endpoint.open_connection(now, HTTP, http_params());
         endpoint
             .handle(now, HTTP, hello(uid(1), seq))
             .expect("accepted");
@@ -224,7 +228,7 @@ fn idle_websocket_agent_is_disconnected_and_its_empty_socket_closed() {
     let interval = Duration::from_secs(5);
     let mut endpoint = endpoint(Some(interval));
     let now = t0();
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
+    endpoint.open_connection(now, WS, ws_params());
     endpoint
         .handle(now, WS, hello(uid(1), 0))
         .expect("accepted");
@@ -256,13 +260,13 @@ fn idle_websocket_agent_is_disconnected_and_its_empty_socket_closed() {
 fn transport_switch_keeps_the_agents_state() {
     let mut endpoint = endpoint(None);
     let now = t0();
-    endpoint.open_connection(now, HTTP, ConnectionParams::new(TransportMode::HttpPolling));
+    endpoint.open_connection(now, HTTP, http_params());
     endpoint
         .handle(now, HTTP, hello(uid(1), 0))
         .expect("accepted");
     endpoint.close_connection(now, HTTP);
     drain(&mut endpoint);
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
+    endpoint.open_connection(now, WS, ws_params());
     endpoint
         .handle(now, WS, hello(uid(1), 1))
         .expect("accepted");
@@ -298,7 +302,7 @@ fn transport_switch_keeps_the_agents_state() {
 fn reassigned_uid_reaches_the_same_agent_and_the_agent_is_rekeyed() {
     let mut endpoint = endpoint(None);
     let now = t0();
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
+    endpoint.open_connection(now, WS, ws_params());
     let mut first = hello(uid(1), 0);
     first.flags = AgentToServerFlags::REQUEST_INSTANCE_UID.bits();
     endpoint.handle(now, WS, first).expect("accepted");
@@ -342,7 +346,7 @@ fn reassigned_uid_reaches_the_same_agent_and_the_agent_is_rekeyed() {
 fn gone_agents_are_forgotten_after_forget_after() {
     let mut endpoint = endpoint(None);
     let now = t0();
-    endpoint.open_connection(now, WS, ConnectionParams::new(TransportMode::WebSocket));
+    endpoint.open_connection(now, WS, ws_params());
     endpoint
         .handle(now, WS, hello(uid(1), 0))
         .expect("accepted");
@@ -400,7 +404,7 @@ fn without_a_known_endpoint_no_invalid_opamp_offer_is_sent() {
 fn undecodable_bytes_are_answered_and_refused() {
     let mut endpoint = endpoint(None);
     let now: Instant = t0();
-    endpoint.open_connection(now, HTTP, ConnectionParams::new(TransportMode::HttpPolling));
+    endpoint.open_connection(now, HTTP, http_params());
     let error = endpoint
         .handle_bytes(now, HTTP, b"\xff\xff\xff")
         .expect_err("refused");

@@ -70,6 +70,8 @@ pub struct ServerSession {
     /// Waiting for the full report asked for; counts the requests made so far.
     awaiting_full_state: Option<u32>,
     heartbeat_offer_due: bool,
+    /// The heartbeat interval sent to the agent (zero: heartbeats disabled).
+    delivered_heartbeat: Option<std::time::Duration>,
     bad_requests: VecDeque<String>,
     packages: Standing<v1::PackagesAvailable>,
     remote_config: Standing<v1::AgentRemoteConfig>,
@@ -101,6 +103,7 @@ impl ServerSession {
         state.connected = false;
         Self {
             heartbeat_offer_due: config.heartbeat_interval.is_some(),
+            delivered_heartbeat: None,
             custom_capabilities_due: config.custom_capabilities.is_some(),
             config,
             state,
@@ -265,6 +268,12 @@ impl ServerSession {
     /// Whether the server is still waiting for a full report it asked for.
     pub fn is_awaiting_full_state(&self) -> bool {
         self.awaiting_full_state.is_some()
+    }
+
+    /// The heartbeat interval the agent was sent (in whole seconds, as the protocol
+    /// carries it; zero means heartbeats were disabled), once an offer went out.
+    pub fn delivered_heartbeat_interval(&self) -> Option<std::time::Duration> {
+        self.delivered_heartbeat
     }
 
     /// The uid given with [`assign_instance_uid`](Self::assign_instance_uid) that the

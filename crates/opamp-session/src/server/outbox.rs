@@ -133,12 +133,14 @@ impl ServerSession {
         } else {
             None
         };
+        let mut heartbeat_offered = None;
         if self.heartbeat_offer_allowed() {
             self.heartbeat_offer_due = false;
             let seconds = self
                 .config
                 .heartbeat_interval
                 .map_or(0, |interval| interval.as_secs());
+            heartbeat_offered = Some(seconds);
             let offers = settings.get_or_insert_with(Default::default);
             let opamp = offers.opamp.get_or_insert_with(Default::default);
             opamp.heartbeat_interval_seconds = seconds;
@@ -165,6 +167,13 @@ impl ServerSession {
             } else {
                 offers.hash = settings_hash(offers);
             }
+        }
+        if let Some(seconds) = heartbeat_offered
+            && settings
+                .as_ref()
+                .is_some_and(|offers| offers.opamp.is_some())
+        {
+            self.delivered_heartbeat = Some(std::time::Duration::from_secs(seconds));
         }
         msg.connection_settings = settings;
         if let Some((uid, delivered)) = &mut self.assigned_uid

@@ -3,6 +3,7 @@
 //! (routing, holding uids, idle deadlines, reassignment) are the endpoint's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -78,10 +79,51 @@ pub(crate) enum Outbound {
     Close(u16, &'static str),
 }
 
+/// A WebSocket's send queue, bounded by the registry (the bound grows with the number of
+/// agents sharing the socket).
+struct OutboundQueue {
+    sender: mpsc::UnboundedSender<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboundQueue {
+    /// Queues `message` unless `room` messages already wait; false when it did not fit
+    /// or the task is gone.
+    fn push(&self, message: Outbound, room: usize) -> bool {
+        if self.queued.load(Ordering::Acquire) >= room {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.sender.send(message).is_ok()
+    }
+}
+
+/// The WebSocket task's end of its queue.
+pub(crate) struct OutboundReceiver {
+    receiver: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboundReceiver {
+    /// The next message to send.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        let message = self.receiver.recv().await?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(message)
+    }
+
+    /// A message already waiting, without waiting.
+    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
+        let message = self.receiver.try_recv().ok()?;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        Some(message)
+    }
+}
+
 struct Socket {
     info: ConnectionInfo,
     /// WebSocket: the task's queue. HTTP: none, the answer waits in `http_answer`.
-    outbound: Option<mpsc::Sender<Outbound>>,
+    outbound: Option<OutboundQueue>,
     /// Cancelled when the socket must close at once (the agent does not read).
     close: CancellationToken,
     http_answer: Option<ServerToAgent>,
@@ -90,6 +132,9 @@ struct Socket {
 struct State {
     endpoint: ServerEndpoint,
     sockets: HashMap<ConnectionId, Socket>,
+    /// Messages that may wait per agent on a WebSocket (a shared socket gets room for
+    /// each of its agents).
+    queue_per_agent: usize,
     /// Where each agent last connected from.
     seen_on: HashMap<InstanceUid, ConnectionInfo>,
     next_connection: u64,
@@ -123,12 +168,17 @@ const GOING_AWAY: u16 = 1001;
 const POLICY_VIOLATION: u16 = 1008;
 
 impl Registry {
-    pub(crate) fn new(config: EndpointConfig, notify: mpsc::Sender<ServerNotification>) -> Self {
+    pub(crate) fn new(
+        config: EndpointConfig,
+        queue_per_agent: usize,
+        notify: mpsc::Sender<ServerNotification>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     endpoint: ServerEndpoint::new(config),
                     sockets: HashMap::new(),
+                    queue_per_agent: queue_per_agent.max(1),
                     seen_on: HashMap::new(),
                     next_connection: 1,
                 }),
@@ -253,19 +303,23 @@ impl Registry {
         &self,
         info: ConnectionInfo,
         endpoint_url: Option<String>,
-        queue: usize,
-    ) -> (ConnectionId, mpsc::Receiver<Outbound>, CancellationToken) {
-        let (sender, receiver) = mpsc::channel(queue.max(1));
+    ) -> (ConnectionId, OutboundReceiver, CancellationToken) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let close = CancellationToken::new();
+        let queue = OutboundQueue {
+            sender,
+            queued: queued.clone(),
+        };
         let mut state = self.lock();
         let id = state.open(
             info,
             endpoint_url,
             TransportMode::WebSocket,
-            Some(sender),
+            Some(queue),
             close.clone(),
         );
-        (id, receiver, close)
+        (id, OutboundReceiver { receiver, queued }, close)
     }
 
     /// Handles one message of a WebSocket; answers and pushes go to the sockets' queues.
@@ -377,7 +431,7 @@ impl State {
         info: ConnectionInfo,
         endpoint_url: Option<String>,
         mode: TransportMode,
-        outbound: Option<mpsc::Sender<Outbound>>,
+        outbound: Option<OutboundQueue>,
         close: CancellationToken,
     ) -> ConnectionId {
         let id = ConnectionId(self.next_connection);
@@ -406,10 +460,10 @@ impl State {
             match &socket.outbound {
                 Some(outbound) => {
                     let frame = framing::encode_server_message(TransportMode::WebSocket, &message);
-                    if outbound
-                        .try_send(Outbound::Frame(Bytes::from(frame)))
-                        .is_err()
-                    {
+                    let room = self
+                        .queue_per_agent
+                        .saturating_mul(self.endpoint.agents_on(connection).count().max(1));
+                    if !outbound.push(Outbound::Frame(Bytes::from(frame)), room) {
                         // The agent does not read what we send: close the socket; its task
                         // reports the close, which disconnects its agents.
                         tracing::warn!(%connection, "agent not reading; closing its WebSocket");
@@ -470,7 +524,7 @@ impl State {
                         _ => Outbound::Close(POLICY_VIOLATION, "agent forgotten by the server"),
                     };
                     if let Some(outbound) = &socket.outbound
-                        && outbound.try_send(close).is_err()
+                        && !outbound.push(close, usize::MAX)
                     {
                         socket.close.cancel();
                     }

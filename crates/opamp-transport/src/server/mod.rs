@@ -73,8 +73,8 @@ pub struct ServerConfig {
     pub idle_grace: Duration,
     /// Capacity of the notification channel returned by [`OpampServer::start`].
     pub notification_capacity: usize,
-    /// Messages that may wait on one WebSocket; an agent that falls further behind is
-    /// disconnected.
+    /// Messages that may wait on one WebSocket per agent it carries; a socket that falls
+    /// further behind is closed (1008).
     pub outbound_queue: usize,
     /// Optional authorisation of OpAMP requests.
     pub authorize: Option<RequestAuthorizer>,
@@ -248,7 +248,7 @@ impl OpampServer {
         let mut endpoint = opamp_session::EndpointConfig::new(config.session.clone());
         endpoint.forget_after = config.forget_after;
         endpoint.idle_grace = config.idle_grace;
-        let registry = Registry::new(endpoint, notify);
+        let registry = Registry::new(endpoint, config.outbound_queue, notify);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             config: config.clone(),

@@ -22,7 +22,7 @@ use opamp_proto::codec::CodecError;
 use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
-use super::hub::Outbound;
+use super::hub::{Outbound, OutboundReceiver};
 use super::listener::{ConnectionInfo, ConnectionSlot};
 
 /// Close codes (RFC 6455 section 7.4.1).
@@ -81,11 +81,7 @@ async fn run(
     mut socket: WebSocket,
 ) {
     let registry = &shared.registry;
-    let (id, mut outbound, dropped) = registry.open_websocket(
-        connection.clone(),
-        endpoint_url,
-        shared.config.outbound_queue,
-    );
+    let (id, mut outbound, dropped) = registry.open_websocket(connection.clone(), endpoint_url);
     // Several agents may share this socket (OpAMP multiplexing); each uid is authorised
     // once, on its first message.
     let mut authorized: HashSet<InstanceUid> = HashSet::new();
@@ -131,6 +127,11 @@ async fn run(
                     authorized.insert(uid);
                 }
                 registry.websocket_message(id, message).await;
+                // Send the answers before reading on, so a burst of messages from many
+                // agents on this socket does not pile up its queue.
+                if let Some(close) = send_queued(&mut socket, &mut outbound).await {
+                    break close;
+                }
             }
             queued = outbound.recv() => {
                 match queued {
@@ -175,6 +176,25 @@ async fn run(
         .await;
     }
     registry.websocket_closed(id).await;
+}
+
+/// Sends what is already queued. `Some` when the socket must close: with a close frame
+/// the registry asked for, or `None` inside when sending failed.
+async fn send_queued(
+    socket: &mut WebSocket,
+    outbound: &mut OutboundReceiver,
+) -> Option<Option<(u16, &'static str)>> {
+    while let Some(queued) = outbound.try_recv() {
+        match queued {
+            Outbound::Frame(frame) => {
+                if socket.send(Message::Binary(frame)).await.is_err() {
+                    return Some(None);
+                }
+            }
+            Outbound::Close(code, reason) => return Some(Some((code, reason))),
+        }
+    }
+    None
 }
 
 /// Time allowed for the peer's half of a close handshake.
