@@ -306,6 +306,8 @@ pub struct Downloader {
     client: reqwest::Client,
     dir: PathBuf,
     limits: DownloadLimits,
+    /// Relative `download_url`s are resolved against this (the OpAMP endpoint).
+    base_url: Option<reqwest::Url>,
 }
 
 impl Downloader {
@@ -374,6 +376,7 @@ impl Downloader {
             client,
             dir,
             limits,
+            base_url: None,
         })
     }
 
@@ -415,6 +418,54 @@ impl Downloader {
         Ok(())
     }
 
+    /// Resolves relative `download_url`s (for example `/packages/otelcol`, which a server
+    /// may offer) against `opamp_endpoint`, the URL the agent reaches its OpAMP server at;
+    /// `ws` and `wss` become `http` and `https`.
+    ///
+    /// # Errors
+    /// [`DownloadError::InvalidRequest`] when `opamp_endpoint` is not an absolute URL.
+    pub fn with_base_url(mut self, opamp_endpoint: &str) -> Result<Self, DownloadError> {
+        let mut base =
+            reqwest::Url::parse(opamp_endpoint).map_err(|e| DownloadError::InvalidRequest {
+                reason: format!("OpAMP endpoint {opamp_endpoint:?} is not a URL: {e}"),
+            })?;
+        let scheme = match base.scheme() {
+            "ws" => Some("http"),
+            "wss" => Some("https"),
+            _ => None,
+        };
+        if let Some(scheme) = scheme {
+            // Switching between these special schemes is always allowed.
+            let _ = base.set_scheme(scheme);
+        }
+        self.base_url = Some(base);
+        Ok(self)
+    }
+
+    /// The absolute `http`/`https` URL to fetch for an offer's `download_url`.
+    fn resolve_url(&self, url: &str) -> Result<reqwest::Url, DownloadError> {
+        let resolved = match (reqwest::Url::parse(url), &self.base_url) {
+            (Ok(absolute), _) => absolute,
+            // Not absolute: a path such as `/packages/otelcol`, relative to the endpoint.
+            (Err(_), Some(base)) => base.join(url).map_err(|e| DownloadError::InvalidRequest {
+                reason: format!("download_url {url:?} cannot be resolved against {base}: {e}"),
+            })?,
+            (Err(e), None) => {
+                return Err(DownloadError::InvalidRequest {
+                    reason: format!(
+                        "download_url {url:?} is not an absolute URL ({e}) and no OpAMP endpoint is known to resolve it against"
+                    ),
+                });
+            }
+        };
+        if !matches!(resolved.scheme(), "http" | "https") {
+            return Err(DownloadError::InvalidRequest {
+                reason: format!("download_url {resolved} is not http or https"),
+            });
+        }
+        Ok(resolved)
+    }
+
     /// Downloads `request`, resuming an earlier partial attempt of the same URL, calling
     /// `progress` at most every [`DownloadLimits::progress_interval`] and once at the end.
     ///
@@ -426,6 +477,7 @@ impl Downloader {
         mut progress: impl FnMut(DownloadProgress),
     ) -> Result<DownloadedFile, DownloadError> {
         let extra_headers = build_headers(&request.headers)?;
+        let url = self.resolve_url(&request.url)?;
         let partial = self.partial_path(&request.name);
         let meta_path = self.meta_path(&request.name);
         let complete = self.complete_path(&request.name);
@@ -442,7 +494,7 @@ impl Downloader {
         let response = loop {
             let mut builder = self
                 .client
-                .get(&request.url)
+                .get(url.clone())
                 .headers(extra_headers.clone())
                 .header(header::ACCEPT_ENCODING, "identity");
             if let (true, Some(validator)) = (offset > 0, &validator) {

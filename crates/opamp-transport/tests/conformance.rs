@@ -158,13 +158,12 @@ async fn multiplexed_agents_are_all_served(count: u8) {
         .write_all(&opamp_frame(&agent_to_server(uids[0], 2, true)))
         .await
         .unwrap();
-    wait_for(&mut notifications, |n| match n {
-        ServerNotification::Disconnected { uid } => {
-            Some(assert_eq!(*uid, InstanceUid::from(uids[0])))
-        }
+    let gone = wait_for(&mut notifications, |n| match n {
+        ServerNotification::Disconnected { uid } => Some(*uid),
         _ => None,
     })
     .await;
+    assert_eq!(gone, InstanceUid::from(uids[0]));
     assert_eq!(server.registry().connected().len(), uids.len() - 1);
     server.shutdown().await;
 }
