@@ -309,8 +309,12 @@ impl ServerEndpoint {
             });
             self.set_deadline(key, self.config.forget_after.map(|after| now + after));
         } else {
-            let bound = self.idle_bound(key);
-            self.set_deadline(key, bound.map(|bound| now + bound));
+            // Only an accepted message shows the agent alive: refused ones (a stale uid, an
+            // absurd sequence number) must not keep a silent agent connected.
+            if result.is_ok() || newly_linked {
+                let bound = self.idle_bound(key);
+                self.set_deadline(key, bound.map(|bound| now + bound));
+            }
             if result.is_ok() && !newly_linked && self.events.len() == events_before {
                 self.events.push_back(EndpointEvent::Heartbeat { uid: key });
             }

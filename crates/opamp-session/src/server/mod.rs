@@ -25,6 +25,9 @@ use crate::{SessionError, TransportMode};
 /// an agent whose full reports legitimately lack a description.
 const MAX_FULL_STATE_REQUESTS: u32 = 8;
 
+/// Delivered assignments remembered after a newer one replaced them.
+const MAX_SUPERSEDED_UIDS: usize = 4;
+
 /// The server side of OpAMP for one agent, as a state machine without IO.
 ///
 /// Feed it what the agent sends ([`handle_message`](Self::handle_message) or
@@ -83,6 +86,9 @@ pub struct ServerSession {
     assigned_uid: Option<(InstanceUid, bool)>,
     /// The uid the agent used before switching to an assigned one.
     previous_uid: Option<InstanceUid>,
+    /// Assigned uids a newer assignment replaced after they were delivered: the agent
+    /// may already use one while the newer assignment is on its way.
+    superseded_uids: Vec<InstanceUid>,
     /// HTTP: the answer to an `agent_disconnect` request is a bare acknowledgement.
     goodbye_due: bool,
     uid_request_reported: bool,
@@ -120,6 +126,7 @@ impl ServerSession {
             custom_messages: VecDeque::new(),
             assigned_uid: None,
             previous_uid: None,
+            superseded_uids: Vec::new(),
             goodbye_due: false,
             uid_request_reported: false,
             events: VecDeque::new(),
@@ -216,6 +223,15 @@ impl ServerSession {
     /// Gives the agent a new instance uid (`AgentIdentification.new_instance_uid`).
     /// Messages with the old uid stay accepted until the agent switches.
     pub fn assign_instance_uid(&mut self, uid: InstanceUid) {
+        if let Some((earlier, true)) = self.assigned_uid
+            && earlier != uid
+        {
+            // Bounded: an agent only ever uses the newest few.
+            if self.superseded_uids.len() >= MAX_SUPERSEDED_UIDS {
+                self.superseded_uids.remove(0);
+            }
+            self.superseded_uids.push(earlier);
+        }
         self.assigned_uid = Some((uid, false));
     }
 

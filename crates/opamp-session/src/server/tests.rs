@@ -923,3 +923,47 @@ fn offers_are_sent_again_when_a_withdrawn_capability_returns() {
         })
     );
 }
+
+/// Found by the endpoint simulation: the server assigned a uid, the agent took it, and
+/// before its first message under that uid arrived the server assigned another. The
+/// agent's messages under the first assignment must be accepted (not refused forever,
+/// which also kept the newer assignment from ever reaching it).
+#[test]
+fn an_agent_using_a_superseded_assignment_is_accepted_and_sent_the_newer_one() {
+    let now = t0();
+    let mut server = server();
+    server.handle_message(full(0, STATUS), now).unwrap();
+    let first = InstanceUid::from([0x01; 16]);
+    let second = InstanceUid::from([0x02; 16]);
+    server.assign_instance_uid(first);
+    assert!(
+        server
+            .poll_transmit(now)
+            .unwrap()
+            .agent_identification
+            .is_some()
+    );
+    server.assign_instance_uid(second);
+    let _ = server.poll_transmit(now);
+    let under_first = v1::AgentToServer {
+        instance_uid: first.to_vec(),
+        ..report(1, STATUS)
+    };
+    server.handle_message(under_first, now).unwrap();
+    assert_eq!(server.agent_state().instance_uid, Some(first));
+    assert!(events(&mut server).contains(&ServerEvent::InstanceUidChanged(first)));
+    let answer = server.poll_transmit(now).unwrap();
+    assert_eq!(
+        answer.agent_identification,
+        Some(v1::AgentIdentification {
+            new_instance_uid: second.to_vec()
+        }),
+        "the newer assignment is sent again"
+    );
+    let under_second = v1::AgentToServer {
+        instance_uid: second.to_vec(),
+        ..report(2, STATUS)
+    };
+    server.handle_message(under_second, now).unwrap();
+    assert_eq!(server.agent_state().instance_uid, Some(second));
+}
