@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use opamp_packages::{InstalledPackages, plan_sync};
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAgentFlags, v1};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 pub use self::config::{AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, RetryPolicy};
 pub use self::event::{AgentEvent, OfferKind};
@@ -84,6 +86,8 @@ pub struct AgentSession {
     heartbeat_interval: Option<Duration>,
     retry_not_before: Option<Instant>,
     consecutive_failures: u32,
+    /// Source of back-off jitter, seeded (see [`AgentConfig::retry_seed`]).
+    jitter: ChaCha8Rng,
     server_capabilities: Option<ServerCapabilities>,
     server_custom_capabilities: Option<v1::CustomCapabilities>,
     custom_messages: VecDeque<v1::CustomMessage>,
@@ -123,6 +127,11 @@ impl AgentSession {
                 .filter(|interval| !interval.is_zero()),
             retry_not_before: None,
             consecutive_failures: 0,
+            jitter: ChaCha8Rng::seed_from_u64(config.retry_seed.unwrap_or_else(|| {
+                let uid = config.instance_uid.to_vec();
+                uid.iter()
+                    .fold(0u64, |seed, byte| seed.rotate_left(8) ^ u64::from(*byte))
+            })),
             server_capabilities: None,
             server_custom_capabilities: None,
             custom_messages: VecDeque::new(),
@@ -164,6 +173,24 @@ impl AgentSession {
         self.restore_in_flight();
         // The transport knows the request failed; the deadline shows in `poll_timeout`.
         let _ = self.back_off(now);
+    }
+
+    /// A connection attempt failed or an open connection was lost. Counts a failure and
+    /// returns how long to wait before the next attempt: the jittered back-off of
+    /// [`AgentConfig::retry`], or longer if the server asked for more (`server_retry_after`
+    /// from a `Retry-After` header, or a `RetryInfo` received earlier). Sending is held
+    /// back until then. The next message from the server resets the count.
+    pub fn handle_connection_failed(
+        &mut self,
+        now: Instant,
+        server_retry_after: Option<Duration>,
+    ) -> Duration {
+        if let Some(asked) = server_retry_after.and_then(|delay| now.checked_add(delay)) {
+            self.hold_until(asked);
+        }
+        let _ = self.back_off(now);
+        self.retry_not_before
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
     }
 
     /// The transport learnt that the server wants no traffic before `not_before`
