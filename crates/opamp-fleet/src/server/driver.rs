@@ -82,7 +82,7 @@ pub(crate) struct Driver {
 }
 
 /// How stale a stored LAST SEEN may get while an agent only sends heartbeats.
-const LAST_SEEN_WRITE_PERIOD: Duration = Duration::from_secs(10);
+const LAST_SEEN_WRITE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Most notifications handled before the registry is written out.
 const NOTIFICATION_BATCH: usize = 1024;
@@ -276,9 +276,9 @@ impl Driver {
             .agents
             .entry(uid)
             .or_insert_with(|| AgentRecord::new(uid, Labels::new(), 0, now));
-        let due = record.last_seen.saturating_add(LAST_SEEN_WRITE_PERIOD) <= now;
-        record.last_seen = now;
-        if due {
+        // Moved only when due: the row written is the one compared against next time.
+        if record.last_seen.saturating_add(LAST_SEEN_WRITE_PERIOD) <= now {
+            record.last_seen = now;
             self.save_agent(uid);
         }
     }
