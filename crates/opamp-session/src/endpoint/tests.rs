@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use opamp_proto::{AgentCapabilities, AgentToServerFlags, InstanceUid, ServerCapabilities, v1};
 
 use super::*;
-use crate::ServerConfig;
+use crate::{ServerConfig, ServerEvent};
 use crate::test_support::{description, health, t0};
 
 const WS: ConnectionId = ConnectionId(1);
