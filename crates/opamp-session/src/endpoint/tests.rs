@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use opamp_proto::{AgentCapabilities, AgentToServerFlags, InstanceUid, ServerCapabilities, v1};
 
 use super::*;
-use crate::{ServerConfig, ServerEvent};
 use crate::test_support::{description, health, t0};
+use crate::{ServerConfig, ServerEvent};
 
 const WS: ConnectionId = ConnectionId(1);
 const OTHER_WS: ConnectionId = ConnectionId(2);
