@@ -77,6 +77,7 @@ pub fn health_tree(components: usize) -> v1::ComponentHealth {
         .to_owned(),
         status_time_unix_nano: TIMESTAMP_UNIX_NANO + index as u64,
         component_health_map: HashMap::new(),
+        attributes: Vec::new(),
     };
     let mut pipelines: HashMap<String, v1::ComponentHealth> = HashMap::new();
     for index in 0..components {

@@ -618,3 +618,24 @@ async fn scale_rollout_timing() {
     stop_all(agents).await;
     server.shutdown().await;
 }
+
+/// LAST SEEN follows an agent that only sends heartbeats (it changes nothing else), so an
+/// operator can tell a quiet healthy agent from one that went away.
+#[tokio::test]
+async fn last_seen_moves_on_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let client = admin(&server);
+    let agents = spawn_fleet(server.opamp_addr(), 1, &[]);
+    wait_connected_at(&client, 1, "1.0.0").await;
+    let first = client.agents().await.unwrap()[0].last_seen;
+    // The agent heartbeats every 300 ms; the row is written at most once a second.
+    let later = fleet_support::poll("LAST SEEN to move on heartbeats", || async {
+        let seen = client.agents().await.ok()?.first()?.last_seen;
+        (seen.as_millis() >= first.as_millis() + 1500).then_some(seen)
+    })
+    .await;
+    assert!(later.as_millis() > first.as_millis());
+    stop_all(agents).await;
+    server.shutdown().await;
+}

@@ -88,6 +88,7 @@ fn agent_full_report() -> v1::AgentToServer {
                 ..Default::default()
             },
         ),
+        attributes: vec![v1::KeyValue::string("component.kind", "collector")],
     };
     v1::AgentToServer {
         instance_uid: UID.to_vec(),

@@ -63,16 +63,25 @@ fn key_values() -> impl Strategy<Value = Vec<v1::KeyValue>> {
 }
 
 fn health() -> impl Strategy<Value = v1::ComponentHealth> {
-    let leaf = (any::<bool>(), any::<u64>(), text(), text(), any::<u64>()).prop_map(
-        |(healthy, start, last_error, status, status_time)| v1::ComponentHealth {
-            healthy,
-            start_time_unix_nano: start,
-            last_error,
-            status,
-            status_time_unix_nano: status_time,
-            component_health_map: HashMap::new(),
-        },
-    );
+    let leaf = (
+        any::<bool>(),
+        any::<u64>(),
+        text(),
+        text(),
+        any::<u64>(),
+        key_values(),
+    )
+        .prop_map(
+            |(healthy, start, last_error, status, status_time, attributes)| v1::ComponentHealth {
+                healthy,
+                start_time_unix_nano: start,
+                last_error,
+                status,
+                status_time_unix_nano: status_time,
+                component_health_map: HashMap::new(),
+                attributes,
+            },
+        );
     leaf.prop_recursive(3, 20, 3, |inner| {
         (inner.clone(), hash_map(text(), inner, 1..3)).prop_map(|(mut node, children)| {
             node.component_health_map = children;

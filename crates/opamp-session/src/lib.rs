@@ -94,7 +94,9 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod endpoint;
 mod error;
+pub mod framing;
 mod limits;
 mod mode;
 mod server;
@@ -105,6 +107,10 @@ mod validate;
 
 pub use agent::{
     AgentConfig, AgentEvent, AgentSession, DEFAULT_HEARTBEAT_INTERVAL, OfferKind, RetryPolicy,
+};
+pub use endpoint::{
+    ConnectionId, ConnectionParams, DisconnectReason, EndpointConfig, EndpointError, EndpointEvent,
+    ServerEndpoint,
 };
 pub use error::SessionError;
 pub use limits::SessionLimits;

@@ -370,6 +370,8 @@ pub struct Downloader {
     client: reqwest::Client,
     dir: PathBuf,
     limits: DownloadLimits,
+    /// Relative `download_url`s are resolved against this (the OpAMP endpoint).
+    base_url: Option<reqwest::Url>,
 }
 
 impl Downloader {
@@ -443,6 +445,7 @@ impl Downloader {
             client,
             dir,
             limits,
+            base_url: None,
         })
     }
 
@@ -482,6 +485,54 @@ impl Downloader {
             })?;
         }
         Ok(())
+    }
+
+    /// Resolves relative `download_url`s (for example `/packages/otelcol`, which a server
+    /// may offer) against `opamp_endpoint`, the URL the agent reaches its OpAMP server at;
+    /// `ws` and `wss` become `http` and `https`.
+    ///
+    /// # Errors
+    /// [`DownloadError::InvalidRequest`] when `opamp_endpoint` is not an absolute URL.
+    pub fn with_base_url(mut self, opamp_endpoint: &str) -> Result<Self, DownloadError> {
+        let mut base =
+            reqwest::Url::parse(opamp_endpoint).map_err(|e| DownloadError::InvalidRequest {
+                reason: format!("OpAMP endpoint {opamp_endpoint:?} is not a URL: {e}"),
+            })?;
+        let scheme = match base.scheme() {
+            "ws" => Some("http"),
+            "wss" => Some("https"),
+            _ => None,
+        };
+        if let Some(scheme) = scheme {
+            // Switching between these special schemes is always allowed.
+            let _ = base.set_scheme(scheme);
+        }
+        self.base_url = Some(base);
+        Ok(self)
+    }
+
+    /// The absolute `http`/`https` URL to fetch for an offer's `download_url`.
+    fn resolve_url(&self, url: &str) -> Result<reqwest::Url, DownloadError> {
+        let resolved = match (reqwest::Url::parse(url), &self.base_url) {
+            (Ok(absolute), _) => absolute,
+            // Not absolute: a path such as `/packages/otelcol`, relative to the endpoint.
+            (Err(_), Some(base)) => base.join(url).map_err(|e| DownloadError::InvalidRequest {
+                reason: format!("download_url {url:?} cannot be resolved against {base}: {e}"),
+            })?,
+            (Err(e), None) => {
+                return Err(DownloadError::InvalidRequest {
+                    reason: format!(
+                        "download_url {url:?} is not an absolute URL ({e}) and no OpAMP endpoint is known to resolve it against"
+                    ),
+                });
+            }
+        };
+        if !matches!(resolved.scheme(), "http" | "https") {
+            return Err(DownloadError::InvalidRequest {
+                reason: format!("download_url {resolved} is not http or https"),
+            });
+        }
+        Ok(resolved)
     }
 
     /// Downloads `request`, resuming an earlier partial attempt of the same URL, calling
@@ -696,10 +747,8 @@ impl Downloader {
         cancel: &CancellationToken,
     ) -> Result<reqwest::Response, DownloadError> {
         let received = resume.map_or(0, |(offset, _)| offset);
-        let mut url =
-            reqwest::Url::parse(&request.url).map_err(|err| DownloadError::InvalidRequest {
-                reason: format!("invalid URL {:?}: {err}", request.url),
-            })?;
+        // A relative download_url is resolved against the OpAMP endpoint.
+        let mut url = self.resolve_url(&request.url)?;
         let origin = url.origin();
         for _ in 0..=MAX_REDIRECTS {
             let mut builder = self

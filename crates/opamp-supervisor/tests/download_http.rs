@@ -320,3 +320,29 @@ proptest::proptest! {
         });
     }
 }
+
+/// A server may offer `download_url: "/file"`: it is fetched from the host of the OpAMP
+/// endpoint (`ws` → `http`). Without an endpoint the error says what is wrong.
+#[tokio::test]
+async fn relative_download_url_is_resolved_against_the_opamp_endpoint() {
+    let body = test_bytes(4096, 7);
+    let server = FileServer::start(body.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relative = DownloadRequest::new("otelcol", "/file").with_expected_sha256(sha256(&body));
+
+    let error = downloader(&dir, DownloadLimits::default())
+        .download(&relative, |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, DownloadError::InvalidRequest { reason } if reason.contains("relative") || reason.contains("no OpAMP endpoint")),
+        "{error}"
+    );
+
+    let downloader = downloader(&dir, DownloadLimits::default())
+        .with_base_url(&format!("ws://{}/v1/opamp", server.addr))
+        .unwrap();
+    let file = downloader.download(&relative, |_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&file.path).unwrap(), body);
+    assert_eq!(server.requests().len(), 1);
+}

@@ -407,11 +407,15 @@ async fn trickled_http_body_gets_408() {
     bystander.assert_still_served().await;
 }
 
+/// The endpoint's rule: an open WebSocket holds the uids of its agents. A second
+/// connection claiming one (an impostor, or the agent itself before its old socket was
+/// seen to close) gets an error response and changes nothing; the first stays served.
 #[tokio::test]
-async fn a_second_connection_for_the_same_agent_replaces_the_first() {
+async fn a_second_connection_claiming_a_held_uid_is_refused_and_the_first_kept() {
     let bystander = Bystander::start(server_config()).await;
     let url = bystander.url("ws");
-    let message = codec::encode_ws_frame(&agent_to_server(0));
+    let hello = agent_to_server(0);
+    let message = codec::encode_ws_frame(&hello);
     let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     first
         .send(Message::Binary(message.clone().into()))
@@ -424,23 +428,38 @@ async fn a_second_connection_for_the_same_agent_replaces_the_first() {
         "{answered:?}"
     );
     let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    second.send(Message::Binary(message.into())).await.unwrap();
-    let code = tokio::time::timeout(WAIT, async {
-        loop {
-            match first.next().await {
-                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
-                Some(Ok(_)) => {}
-                other => panic!("expected a close frame, got {other:?}"),
-            }
+    let mut forged = hello.clone();
+    forged.sequence_num = 1;
+    forged.agent_disconnect = Some(v1::AgentDisconnect {});
+    second
+        .send(Message::Binary(codec::encode_ws_frame(&forged).into()))
+        .await
+        .unwrap();
+    let answer = match tokio::time::timeout(WAIT, second.next()).await.unwrap() {
+        Some(Ok(Message::Binary(frame))) => {
+            codec::decode_ws_frame::<v1::ServerToAgent>(&frame, &Default::default()).unwrap()
         }
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, 1008);
-    let answered = tokio::time::timeout(WAIT, second.next()).await.unwrap();
+        other => panic!("expected an answer, got {other:?}"),
+    };
+    assert!(
+        answer
+            .error_response
+            .is_some_and(|e| e.error_message.contains("connected on")),
+        "the impostor is told the uid is in use"
+    );
+    // The first connection still holds the agent, which is still connected.
+    assert_eq!(bystander.server.registry().connected().len(), 2);
+    let mut next = hello;
+    next.sequence_num = 1;
+    next.agent_description = None;
+    first
+        .send(Message::Binary(codec::encode_ws_frame(&next).into()))
+        .await
+        .unwrap();
+    let answered = tokio::time::timeout(WAIT, first.next()).await.unwrap();
     assert!(
         matches!(answered, Some(Ok(Message::Binary(_)))),
-        "the newer connection is served: {answered:?}"
+        "the first connection is still served: {answered:?}"
     );
     bystander.assert_still_served().await;
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use opamp_proto::{AgentCapabilities, InstanceUid};
 use opamp_session::ServerEvent;
@@ -83,6 +83,9 @@ pub(crate) struct Driver {
     /// Steps the store could not save, retried in order (see `server::unsaved`).
     unsaved: UnsavedSteps,
 }
+
+/// How stale a stored LAST SEEN may get while an agent only sends heartbeats.
+const LAST_SEEN_WRITE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Most notifications handled before the registry is written out.
 const NOTIFICATION_BATCH: usize = 1024;
@@ -302,8 +305,24 @@ impl Driver {
                 self.push_offer(uid);
             }
             ServerNotification::Disconnected { uid } => self.disconnected(uid, now),
+            ServerNotification::Heartbeat { uid } => self.heartbeat(uid, now),
             ServerNotification::Event { uid, event } => self.on_agent_event(uid, event, now),
             _ => {}
+        }
+    }
+
+    /// A message that changed nothing: the agent is alive, so LAST SEEN moves. The row
+    /// is written at most every [`LAST_SEEN_WRITE_PERIOD`] per agent; frequent heartbeats
+    /// of a large fleet would otherwise be a write each.
+    fn heartbeat(&mut self, uid: InstanceUid, now: Timestamp) {
+        let record = self
+            .agents
+            .entry(uid)
+            .or_insert_with(|| AgentRecord::new(uid, Labels::new(), 0, now));
+        // Moved only when due: the row written is the one compared against next time.
+        if record.last_seen.saturating_add(LAST_SEEN_WRITE_PERIOD) <= now {
+            record.last_seen = now;
+            self.save_agent(uid);
         }
     }
 

@@ -73,6 +73,7 @@ def messages(av, pb):
         component_health_map={
             "pipeline:traces": pb.ComponentHealth(healthy=False, last_error="exporter down")
         },
+        attributes=[kv(av, "component.kind", string_value="collector")],
     )
     config_map = pb.AgentConfigMap(
         config_map={"collector.yaml": pb.AgentConfigFile(body=b"receivers: {}\n", content_type="text/yaml")}

@@ -42,8 +42,12 @@ pub struct AgentConfig {
     /// Ask the server to assign an instance uid (`AgentToServerFlags::REQUEST_INSTANCE_UID`)
     /// until it does.
     pub request_instance_uid: bool,
-    /// Back-off after a failed HTTP request or an `UNAVAILABLE` answer without `RetryInfo`.
+    /// Back-off after failed connects and HTTP requests, and `UNAVAILABLE` answers without
+    /// `RetryInfo`.
     pub retry: RetryPolicy,
+    /// Seed of the back-off jitter. `None` derives it from the instance uid: agents of a
+    /// fleet spread differently, and one agent's run is reproducible.
+    pub retry_seed: Option<u64>,
     /// Bounds on what the server may send.
     pub limits: SessionLimits,
 }
@@ -59,32 +63,58 @@ impl AgentConfig {
             mode: TransportMode::WebSocket,
             request_instance_uid: false,
             retry: RetryPolicy::default(),
+            retry_seed: None,
             limits: SessionLimits::default(),
         }
     }
 }
 
-/// Deterministic exponential back-off: `initial`, doubled after each further failure, at
-/// most `max`. Reset by the next successful exchange.
+/// Exponential back-off with seeded jitter, the one back-off of an agent: after failed HTTP
+/// requests, `UNAVAILABLE` answers without `RetryInfo`, and failed (re)connects
+/// ([`crate::AgentSession::handle_connection_failed`]).
+///
+/// The n-th consecutive failure waits `base = min(initial × 2^(n-1), max)`; with `jitter`
+/// a random time in `[base/2, base]`, so a fleet that lost its server at the same moment
+/// does not come back in the same second. The randomness comes from the session's own
+/// generator, seeded from [`AgentConfig::retry_seed`] (by default the instance uid), so a
+/// run replays exactly. Reset by the next message from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
-    /// Wait after the first failure. Default 1 second.
+    /// Base wait after the first failure. Default 1 second.
     pub initial: Duration,
-    /// Longest wait. Default 60 seconds.
+    /// Longest base wait. Default 60 seconds.
     pub max: Duration,
+    /// Whether to spread waits over `[base/2, base]`. Default `true`.
+    pub jitter: bool,
 }
 
 impl RetryPolicy {
-    /// A policy with the given first and longest wait.
+    /// A jittered policy with the given first and longest base wait.
     pub const fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max }
+        Self {
+            initial,
+            max,
+            jitter: true,
+        }
     }
 
-    /// Wait before attempt number `failures + 1`, counting from one failure.
+    /// The base wait before attempt number `failures + 1`, counting from one failure
+    /// (the upper end of the jittered range).
     pub fn delay(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(30);
         self.initial.saturating_mul(1 << doublings).min(self.max)
+    }
+
+    /// The wait after `failures` consecutive failures, with jitter when enabled: `unit`
+    /// (in `[0, 1]`) picks the point in `[base/2, base]`.
+    pub fn jittered_delay(&self, failures: u32, unit: f64) -> Duration {
+        let base = self.delay(failures);
+        if !self.jitter {
+            return base;
+        }
+        let half = base / 2;
+        half + (base - half).mul_f64(unit.clamp(0.0, 1.0))
     }
 }
 

@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use opamp_packages::{InstalledPackages, plan_sync};
-use opamp_proto::{
-    AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAgentFlags, codec, v1,
-};
+use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAgentFlags, v1};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 pub use self::config::{AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, RetryPolicy};
 pub use self::event::{AgentEvent, OfferKind};
@@ -86,6 +86,8 @@ pub struct AgentSession {
     heartbeat_interval: Option<Duration>,
     retry_not_before: Option<Instant>,
     consecutive_failures: u32,
+    /// Source of back-off jitter, seeded (see [`AgentConfig::retry_seed`]).
+    jitter: ChaCha8Rng,
     server_capabilities: Option<ServerCapabilities>,
     server_custom_capabilities: Option<v1::CustomCapabilities>,
     custom_messages: VecDeque<v1::CustomMessage>,
@@ -125,6 +127,11 @@ impl AgentSession {
                 .filter(|interval| !interval.is_zero()),
             retry_not_before: None,
             consecutive_failures: 0,
+            jitter: ChaCha8Rng::seed_from_u64(config.retry_seed.unwrap_or_else(|| {
+                let uid = config.instance_uid.to_vec();
+                uid.iter()
+                    .fold(0u64, |seed, byte| seed.rotate_left(8) ^ u64::from(*byte))
+            })),
             server_capabilities: None,
             server_custom_capabilities: None,
             custom_messages: VecDeque::new(),
@@ -168,6 +175,24 @@ impl AgentSession {
         let _ = self.back_off(now);
     }
 
+    /// A connection attempt failed or an open connection was lost. Counts a failure and
+    /// returns how long to wait before the next attempt: the jittered back-off of
+    /// [`AgentConfig::retry`], or longer if the server asked for more (`server_retry_after`
+    /// from a `Retry-After` header, or a `RetryInfo` received earlier). Sending is held
+    /// back until then. The next message from the server resets the count.
+    pub fn handle_connection_failed(
+        &mut self,
+        now: Instant,
+        server_retry_after: Option<Duration>,
+    ) -> Duration {
+        if let Some(asked) = server_retry_after.and_then(|delay| now.checked_add(delay)) {
+            self.hold_until(asked);
+        }
+        let _ = self.back_off(now);
+        self.retry_not_before
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now))
+    }
+
     /// The transport learnt that the server wants no traffic before `not_before`
     /// (HTTP `Retry-After` on 429/503, a refused WebSocket upgrade). Later deadlines win.
     /// Unlike a `RetryInfo` from the server, this emits no [`AgentEvent::RetryAfter`].
@@ -182,17 +207,13 @@ impl AgentSession {
     /// In HTTP mode a body that does not decode counts as a failed request.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) -> Result<(), SessionError> {
         let limits = &self.config.limits.codec;
-        let decoded = match self.config.mode {
-            TransportMode::WebSocket => codec::decode_ws_frame::<v1::ServerToAgent>(bytes, limits),
-            TransportMode::HttpPolling => codec::decode::<v1::ServerToAgent>(bytes, limits),
-        };
-        match decoded {
+        match crate::framing::decode_server_message(self.config.mode, bytes, limits) {
             Ok(msg) => self.handle_message(msg, now),
             Err(err) => {
                 if self.config.mode == TransportMode::HttpPolling {
                     self.handle_request_failed(now);
                 }
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -465,10 +486,7 @@ impl AgentSession {
     #[must_use]
     pub fn poll_transmit_bytes(&mut self, now: Instant) -> Option<Vec<u8>> {
         let msg = self.poll_transmit(now)?;
-        Some(match self.config.mode {
-            TransportMode::WebSocket => codec::encode_ws_frame(&msg),
-            TransportMode::HttpPolling => codec::encode(&msg),
-        })
+        Some(crate::framing::encode_agent_message(self.config.mode, &msg))
     }
 
     /// The next event for the application, oldest first.

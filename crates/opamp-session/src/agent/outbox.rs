@@ -137,7 +137,12 @@ impl AgentSession {
     /// Starts the next back-off step; returns its deadline.
     pub(super) fn back_off(&mut self, now: Instant) -> Option<Instant> {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let deadline = now.checked_add(self.config.retry.delay(self.consecutive_failures))?;
+        let unit = rand::Rng::gen_range(&mut self.jitter, 0.0..=1.0);
+        let delay = self
+            .config
+            .retry
+            .jittered_delay(self.consecutive_failures, unit);
+        let deadline = now.checked_add(delay)?;
         self.hold_until(deadline);
         Some(deadline)
     }

@@ -337,7 +337,9 @@ fn http_polls_even_when_heartbeats_are_disabled() {
 #[test]
 fn failed_http_request_backs_off_then_resends_a_full_report() {
     let now = t0();
-    let mut agent = settled(http_config(), now);
+    let mut config = http_config();
+    config.retry.jitter = false; // exact deadlines; jitter has its own test
+    let mut agent = settled(config, now);
     agent.set_health(health(false));
     let _ = agent.poll_transmit(now).unwrap();
     agent.handle_request_failed(now);
@@ -874,7 +876,9 @@ fn package_offers_carry_a_sync_plan_against_installed_packages() {
 #[test]
 fn unavailable_without_retry_info_backs_off_exponentially() {
     let now = t0();
-    let mut agent = settled(config(), now);
+    let mut no_jitter = config();
+    no_jitter.retry.jitter = false;
+    let mut agent = settled(no_jitter, now);
     let unavailable = v1::ServerToAgent {
         error_response: Some(v1::ServerErrorResponse {
             r#type: v1::ServerErrorResponseType::Unavailable.into(),
@@ -933,4 +937,33 @@ fn connection_settings_request_goes_out_once_and_survives_a_failed_request() {
             .connection_settings_request,
         None
     );
+}
+
+#[test]
+fn reconnect_back_off_is_jittered_seeded_and_honours_the_server() {
+    let now = t0();
+    let delays = |seed: u64| {
+        let mut config = config();
+        config.retry_seed = Some(seed);
+        let mut agent = AgentSession::new(config);
+        (1..=8)
+            .map(|_| agent.handle_connection_failed(now, None))
+            .collect::<Vec<_>>()
+    };
+    let first = delays(7);
+    assert_eq!(first, delays(7), "the same seed replays the same waits");
+    assert_ne!(first, delays(8), "another seed spreads differently");
+    let policy = RetryPolicy::default();
+    for (failures, delay) in (1..).zip(&first) {
+        let base = policy.delay(failures);
+        assert!(
+            *delay >= base / 2 && *delay <= base,
+            "{failures}: {delay:?}"
+        );
+    }
+    // A server's Retry-After longer than the back-off wins, and holds sending.
+    let mut agent = AgentSession::new(config());
+    let asked = Duration::from_secs(120);
+    assert_eq!(agent.handle_connection_failed(now, Some(asked)), asked);
+    assert_eq!(agent.retry_not_before(), Some(now + asked));
 }

@@ -29,6 +29,12 @@ pub struct ServerConfig {
     /// The transport this session answers on. With HTTP the session sends exactly one
     /// message per received request and never pushes.
     pub mode: TransportMode,
+    /// The URL agents reach this server at (for example `wss://opamp.example/v1/opamp`),
+    /// sent as `OpAMPConnectionSettings.destination_endpoint`, which the spec requires in
+    /// every OpAMP connection settings offer. Without it the heartbeat interval is not
+    /// offered (an offer without a destination would be invalid);
+    /// [`crate::ServerEndpoint`] fills it from the connection when it is `None`.
+    pub opamp_endpoint: Option<String>,
     /// Custom capabilities announced to the agent in the first message.
     pub custom_capabilities: Option<v1::CustomCapabilities>,
     /// Bounds on what the agent may send.
@@ -41,6 +47,7 @@ impl ServerConfig {
         Self {
             capabilities,
             heartbeat_interval: None,
+            opamp_endpoint: None,
             mode: TransportMode::WebSocket,
             custom_capabilities: None,
             limits: SessionLimits::default(),

@@ -31,12 +31,23 @@ impl ServerSession {
 
         // Validation passed: from here on the message takes effect.
         self.goodbye_due = false;
-        let switched = self
-            .assigned_uid
-            .is_some_and(|(assigned, _)| assigned == uid && self.state.instance_uid != Some(uid));
-        if switched {
+        let new_uid = self.state.instance_uid != Some(uid);
+        let to_assigned = new_uid
+            && self
+                .assigned_uid
+                .is_some_and(|(assigned, _)| assigned == uid);
+        let to_superseded = new_uid && self.superseded_uids.contains(&uid);
+        if to_assigned || to_superseded {
             self.previous_uid = self.state.instance_uid;
-            self.assigned_uid = None;
+            if to_assigned {
+                self.assigned_uid = None;
+                self.superseded_uids.clear();
+            } else if let Some((_, delivered)) = &mut self.assigned_uid {
+                // The agent took an earlier assignment; the newer one may have crossed
+                // its message: send it again.
+                self.superseded_uids.retain(|superseded| *superseded != uid);
+                *delivered = false;
+            }
             self.events.push_back(ServerEvent::InstanceUidChanged(uid));
             self.state.instance_uid = Some(uid);
         } else if self.state.instance_uid.is_none() {
@@ -148,6 +159,7 @@ impl ServerSession {
             Some(expected)
                 if expected != uid
                     && !known(self.previous_uid)
+                    && !self.superseded_uids.contains(&uid)
                     && !known(self.assigned_uid.map(|(assigned, _)| assigned)) =>
             {
                 Err(SessionError::InstanceUidMismatch {

@@ -12,7 +12,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use opamp_proto::{InstanceUid, ServerCapabilities, codec, v1};
+use opamp_proto::{InstanceUid, ServerCapabilities, v1};
 
 pub use self::config::ServerConfig;
 pub use self::event::ServerEvent;
@@ -24,6 +24,9 @@ use crate::{SessionError, TransportMode};
 /// carry no description. Repeating repairs a lost request; the cap stops a ping-pong with
 /// an agent whose full reports legitimately lack a description.
 const MAX_FULL_STATE_REQUESTS: u32 = 8;
+
+/// Delivered assignments remembered after a newer one replaced them.
+const MAX_SUPERSEDED_UIDS: usize = 4;
 
 /// The server side of OpAMP for one agent, as a state machine without IO.
 ///
@@ -70,6 +73,8 @@ pub struct ServerSession {
     /// Waiting for the full report asked for; counts the requests made so far.
     awaiting_full_state: Option<u32>,
     heartbeat_offer_due: bool,
+    /// The heartbeat interval sent to the agent (zero: heartbeats disabled).
+    delivered_heartbeat: Option<std::time::Duration>,
     bad_requests: VecDeque<String>,
     packages: Standing<v1::PackagesAvailable>,
     remote_config: Standing<v1::AgentRemoteConfig>,
@@ -81,6 +86,9 @@ pub struct ServerSession {
     assigned_uid: Option<(InstanceUid, bool)>,
     /// The uid the agent used before switching to an assigned one.
     previous_uid: Option<InstanceUid>,
+    /// Assigned uids a newer assignment replaced after they were delivered: the agent
+    /// may already use one while the newer assignment is on its way.
+    superseded_uids: Vec<InstanceUid>,
     /// HTTP: the answer to an `agent_disconnect` request is a bare acknowledgement.
     goodbye_due: bool,
     uid_request_reported: bool,
@@ -101,6 +109,7 @@ impl ServerSession {
         state.connected = false;
         Self {
             heartbeat_offer_due: config.heartbeat_interval.is_some(),
+            delivered_heartbeat: None,
             custom_capabilities_due: config.custom_capabilities.is_some(),
             config,
             state,
@@ -117,6 +126,7 @@ impl ServerSession {
             custom_messages: VecDeque::new(),
             assigned_uid: None,
             previous_uid: None,
+            superseded_uids: Vec::new(),
             goodbye_due: false,
             uid_request_reported: false,
             events: VecDeque::new(),
@@ -130,14 +140,9 @@ impl ServerSession {
     /// answered with `BAD_REQUEST`.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) -> Result<(), SessionError> {
         let limits = &self.config.limits.codec;
-        let decoded = match self.config.mode {
-            TransportMode::WebSocket => codec::decode_ws_frame::<v1::AgentToServer>(bytes, limits),
-            TransportMode::HttpPolling => codec::decode::<v1::AgentToServer>(bytes, limits),
-        };
-        match decoded {
+        match crate::framing::decode_agent_message(self.config.mode, bytes, limits) {
             Ok(msg) => self.handle_message(msg, now),
             Err(err) => {
-                let err = SessionError::from(err);
                 self.refuse(&err);
                 Err(err)
             }
@@ -218,6 +223,15 @@ impl ServerSession {
     /// Gives the agent a new instance uid (`AgentIdentification.new_instance_uid`).
     /// Messages with the old uid stay accepted until the agent switches.
     pub fn assign_instance_uid(&mut self, uid: InstanceUid) {
+        if let Some((earlier, true)) = self.assigned_uid
+            && earlier != uid
+        {
+            // Bounded: an agent only ever uses the newest few.
+            if self.superseded_uids.len() >= MAX_SUPERSEDED_UIDS {
+                self.superseded_uids.remove(0);
+            }
+            self.superseded_uids.push(earlier);
+        }
         self.assigned_uid = Some((uid, false));
     }
 
@@ -243,10 +257,10 @@ impl ServerSession {
     #[must_use]
     pub fn poll_transmit_bytes(&mut self, now: Instant) -> Option<Vec<u8>> {
         let msg = self.poll_transmit(now)?;
-        Some(match self.config.mode {
-            TransportMode::WebSocket => codec::encode_ws_frame(&msg),
-            TransportMode::HttpPolling => codec::encode(&msg),
-        })
+        Some(crate::framing::encode_server_message(
+            self.config.mode,
+            &msg,
+        ))
     }
 
     /// The next event for the server, oldest first.
@@ -270,6 +284,34 @@ impl ServerSession {
     /// Whether the server is still waiting for a full report it asked for.
     pub fn is_awaiting_full_state(&self) -> bool {
         self.awaiting_full_state.is_some()
+    }
+
+    /// The heartbeat interval the agent was sent (in whole seconds, as the protocol
+    /// carries it; zero means heartbeats were disabled), once an offer went out.
+    pub fn delivered_heartbeat_interval(&self) -> Option<std::time::Duration> {
+        self.delivered_heartbeat
+    }
+
+    /// The uid given with [`assign_instance_uid`](Self::assign_instance_uid) that the
+    /// agent has not switched to yet.
+    pub fn assigned_instance_uid(&self) -> Option<InstanceUid> {
+        self.assigned_uid.map(|(uid, _)| uid)
+    }
+
+    /// The agent now talks over another transport (it switched between WebSocket and
+    /// HTTP): the old connection ends, the agent's state and standing offers stay, and
+    /// answers follow the new transport's rules.
+    pub fn switch_transport(&mut self, mode: TransportMode, now: Instant) {
+        self.handle_disconnected(now);
+        self.config.mode = mode;
+    }
+
+    /// Sets the URL agents reach this server at, offered as
+    /// `OpAMPConnectionSettings.destination_endpoint` when no
+    /// [`ServerConfig::opamp_endpoint`] is configured. The endpoint sets it from the
+    /// connection an agent arrived on.
+    pub fn set_opamp_endpoint(&mut self, url: impl Into<String>) {
+        self.config.opamp_endpoint = Some(url.into());
     }
 
     // ----- internals ------------------------------------------------------------------

@@ -133,17 +133,47 @@ impl ServerSession {
         } else {
             None
         };
+        let mut heartbeat_offered = None;
         if self.heartbeat_offer_allowed() {
             self.heartbeat_offer_due = false;
             let seconds = self
                 .config
                 .heartbeat_interval
                 .map_or(0, |interval| interval.as_secs());
+            heartbeat_offered = Some(seconds);
             let offers = settings.get_or_insert_with(Default::default);
-            offers
+            let opamp = offers.opamp.get_or_insert_with(Default::default);
+            opamp.heartbeat_interval_seconds = seconds;
+        }
+        if let Some(offers) = &mut settings {
+            complete_offers(offers, self.config.opamp_endpoint.as_deref());
+        }
+        // An OpAMP offer without a destination is invalid (the spec says MUST be set); an
+        // agent would refuse it, so it is left out rather than sent.
+        if let Some(offers) = &mut settings
+            && offers
                 .opamp
-                .get_or_insert_with(Default::default)
-                .heartbeat_interval_seconds = seconds;
+                .as_ref()
+                .is_some_and(|opamp| opamp.destination_endpoint.is_empty())
+        {
+            tracing::debug!("no OpAMP endpoint known; OpAMP connection settings not offered");
+            offers.opamp = None;
+            if offers.own_metrics.is_none()
+                && offers.own_traces.is_none()
+                && offers.own_logs.is_none()
+                && offers.other_connections.is_empty()
+            {
+                settings = None;
+            } else {
+                offers.hash = settings_hash(offers);
+            }
+        }
+        if let Some(seconds) = heartbeat_offered
+            && settings
+                .as_ref()
+                .is_some_and(|offers| offers.opamp.is_some())
+        {
+            self.delivered_heartbeat = Some(std::time::Duration::from_secs(seconds));
         }
         msg.connection_settings = settings;
         if let Some((uid, delivered)) = &mut self.assigned_uid
@@ -162,4 +192,28 @@ impl ServerSession {
         }
         msg
     }
+}
+
+/// Fills what the spec requires of an offer: the OpAMP destination (when the server
+/// knows its own URL and the offer left it empty) and a hash of the offers, so the agent
+/// can tell a new offer from one it already applied.
+fn complete_offers(offers: &mut v1::ConnectionSettingsOffers, opamp_endpoint: Option<&str>) {
+    if let (Some(opamp), Some(url)) = (&mut offers.opamp, opamp_endpoint)
+        && opamp.destination_endpoint.is_empty()
+    {
+        url.clone_into(&mut opamp.destination_endpoint);
+    }
+    if offers.hash.is_empty() {
+        offers.hash = settings_hash(offers);
+    }
+}
+
+/// SHA-256 of the offers' encoding without the hash field. It is computed once per offer
+/// (a later send reuses it), so map order in the encoding does not matter.
+fn settings_hash(offers: &v1::ConnectionSettingsOffers) -> Vec<u8> {
+    let mut unhashed = offers.clone();
+    unhashed.hash.clear();
+    opamp_packages::ContentHash::digest(&opamp_proto::codec::encode(&unhashed))
+        .as_bytes()
+        .to_vec()
 }

@@ -671,23 +671,42 @@ fn heartbeat_interval_is_offered_to_agents_that_report_heartbeats() {
     let now = t0();
     let mut config = ServerConfig::new(SERVER_CAPS);
     config.heartbeat_interval = Some(Duration::from_secs(15));
+    config.opamp_endpoint = Some("wss://opamp.example/v1/opamp".into());
     let mut server = ServerSession::new(config);
     server
         .handle_message(full(0, STATUS | AgentCapabilities::REPORTS_HEARTBEAT), now)
         .unwrap();
+    let answer = server.poll_transmit(now).unwrap();
+    let offers = answer.connection_settings.clone().expect("offered");
+    // The spec requires the destination in every OpAMP offer, and a hash of the offers.
+    assert_eq!(offers.hash.len(), 32);
     assert_eq!(
-        server.poll_transmit(now),
-        Some(v1::ServerToAgent {
+        answer,
+        v1::ServerToAgent {
             connection_settings: Some(v1::ConnectionSettingsOffers {
+                hash: offers.hash.clone(),
                 opamp: Some(v1::OpAmpConnectionSettings {
+                    destination_endpoint: "wss://opamp.example/v1/opamp".into(),
                     heartbeat_interval_seconds: 15,
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
             ..first_answer()
-        })
+        }
     );
+}
+
+#[test]
+fn no_opamp_offer_without_a_destination_endpoint() {
+    let now = t0();
+    let mut config = ServerConfig::new(SERVER_CAPS);
+    config.heartbeat_interval = Some(Duration::from_secs(15));
+    let mut server = ServerSession::new(config);
+    server
+        .handle_message(full(0, STATUS | AgentCapabilities::REPORTS_HEARTBEAT), now)
+        .unwrap();
+    assert_eq!(server.poll_transmit(now), Some(first_answer()));
 }
 
 #[test]
@@ -903,4 +922,48 @@ fn offers_are_sent_again_when_a_withdrawn_capability_returns() {
             ..ack()
         })
     );
+}
+
+/// Found by the endpoint simulation: the server assigned a uid, the agent took it, and
+/// before its first message under that uid arrived the server assigned another. The
+/// agent's messages under the first assignment must be accepted (not refused forever,
+/// which also kept the newer assignment from ever reaching it).
+#[test]
+fn an_agent_using_a_superseded_assignment_is_accepted_and_sent_the_newer_one() {
+    let now = t0();
+    let mut server = server();
+    server.handle_message(full(0, STATUS), now).unwrap();
+    let first = InstanceUid::from([0x01; 16]);
+    let second = InstanceUid::from([0x02; 16]);
+    server.assign_instance_uid(first);
+    assert!(
+        server
+            .poll_transmit(now)
+            .unwrap()
+            .agent_identification
+            .is_some()
+    );
+    server.assign_instance_uid(second);
+    let _ = server.poll_transmit(now);
+    let under_first = v1::AgentToServer {
+        instance_uid: first.to_vec(),
+        ..report(1, STATUS)
+    };
+    server.handle_message(under_first, now).unwrap();
+    assert_eq!(server.agent_state().instance_uid, Some(first));
+    assert!(events(&mut server).contains(&ServerEvent::InstanceUidChanged(first)));
+    let answer = server.poll_transmit(now).unwrap();
+    assert_eq!(
+        answer.agent_identification,
+        Some(v1::AgentIdentification {
+            new_instance_uid: second.to_vec()
+        }),
+        "the newer assignment is sent again"
+    );
+    let under_second = v1::AgentToServer {
+        instance_uid: second.to_vec(),
+        ..report(2, STATUS)
+    };
+    server.handle_message(under_second, now).unwrap();
+    assert_eq!(server.agent_state().instance_uid, Some(second));
 }

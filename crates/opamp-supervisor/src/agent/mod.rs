@@ -282,20 +282,27 @@ fn build_installer(config: &SupervisorConfig, layout: StorageLayout) -> Result<I
     }
     install.health_timeout = config.health.start_timeout;
     let ca_file = config.server.tls.as_ref().and_then(|t| t.ca_file.as_ref());
-    let Some(ca_file) = ca_file else {
-        return Installer::new(layout, install).map_err(Error::Installer);
-    };
-    // A private CA for the OpAMP server is trusted for package downloads too.
-    let pem = std::fs::read(ca_file).map_err(|source| {
-        Error::Installer(crate::install::InstallError::Io {
-            action: "read CA file",
-            path: ca_file.clone(),
-            source,
-        })
-    })?;
-    let downloader =
-        Downloader::with_root_certificates(layout.downloads_dir(), install.download.clone(), &pem)
-            .map_err(|e| Error::Installer(e.into()))?;
+    let downloader = match ca_file {
+        None => Downloader::new(layout.downloads_dir(), install.download.clone()),
+        Some(ca_file) => {
+            // A private CA for the OpAMP server is trusted for package downloads too.
+            let pem = std::fs::read(ca_file).map_err(|source| {
+                Error::Installer(crate::install::InstallError::Io {
+                    action: "read CA file",
+                    path: ca_file.clone(),
+                    source,
+                })
+            })?;
+            Downloader::with_root_certificates(
+                layout.downloads_dir(),
+                install.download.clone(),
+                &pem,
+            )
+        }
+    }
+    // Servers may offer download URLs relative to their OpAMP endpoint.
+    .and_then(|downloader| downloader.with_base_url(config.server.endpoint.url()))
+    .map_err(|e| Error::Installer(e.into()))?;
     Ok(Installer::with_downloader(layout, install, downloader))
 }
 

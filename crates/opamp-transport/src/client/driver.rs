@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opamp_session::{AgentEvent, AgentSession};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ClientConfig, ClientEvent, Command};
@@ -17,11 +15,6 @@ pub(crate) struct Driver {
     pub(crate) session: AgentSession,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<ClientEvent>,
-    /// Consecutive failed connects or requests.
-    pub(crate) failures: u32,
-    /// The server asked for quiet until then (`Retry-After`, `RetryInfo`).
-    pub(crate) not_before: Option<Instant>,
-    rng: StdRng,
 }
 
 /// What the embedder asked for while the driver was busy.
@@ -44,9 +37,6 @@ impl Driver {
             session,
             commands,
             events,
-            failures: 0,
-            not_before: None,
-            rng: StdRng::from_entropy(),
         }
     }
 
@@ -55,15 +45,12 @@ impl Driver {
         let _ = self.events.send(event).await;
     }
 
-    /// Forwards the session's events; remembers a `RetryAfter` for the reconnect logic.
-    /// Returns whether the server asked the agent to back off.
+    /// Forwards the session's events. Returns whether the server asked the agent to back
+    /// off (`RetryInfo`; the session holds sending until then).
     pub(crate) async fn forward_events(&mut self) -> bool {
         let mut retry = false;
         while let Some(event) = self.session.poll_event() {
-            if let AgentEvent::RetryAfter(until) = &event {
-                self.not_before = Some(self.not_before.map_or(*until, |t| t.max(*until)));
-                retry = true;
-            }
+            retry |= matches!(event, AgentEvent::RetryAfter(_));
             self.emit(ClientEvent::Agent(Box::new(event))).await;
         }
         retry
@@ -88,17 +75,11 @@ impl Driver {
         }
     }
 
-    /// The delay before the next attempt after a failure; the server's wish wins when longer.
+    /// The delay before the next attempt after a failed or lost connection: the session's
+    /// jittered back-off, or the server's wish when longer.
     pub(crate) fn next_delay(&mut self, server_retry_after: Option<Duration>) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let mut delay = self.config.backoff.delay(self.failures, &mut self.rng);
-        if let Some(asked) = server_retry_after {
-            delay = delay.max(asked);
-        }
-        if let Some(until) = self.not_before.take() {
-            delay = delay.max(until.saturating_duration_since(Instant::now()));
-        }
-        delay
+        self.session
+            .handle_connection_failed(Instant::now(), server_retry_after)
     }
 
     /// Sleeps `delay` while still applying the embedder's updates to the session.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderValue, StatusCode, header};
 use opamp_proto::codec;
 use opamp_proto::v1::{AgentToServer, ServerToAgent};
-use opamp_session::AgentSession;
+use opamp_session::{AgentSession, TransportMode, framing};
 use tokio::sync::oneshot;
 
 use super::ClientEvent;
@@ -57,7 +57,7 @@ impl HttpTransport {
             reason,
             retry_after: None,
         };
-        let mut body = codec::encode(message);
+        let mut body = framing::encode_agent_message(TransportMode::HttpPolling, message);
         let mut request = self
             .client
             .post(self.endpoint.clone())
@@ -122,7 +122,8 @@ impl HttpTransport {
             }
             bytes.extend_from_slice(&chunk);
         }
-        codec::decode(&bytes, &self.limits).map_err(|e| failure(format!("bad reply: {e}")))
+        framing::decode_server_message(TransportMode::HttpPolling, &bytes, &self.limits)
+            .map_err(|e| failure(format!("bad reply: {e}")))
     }
 }
 
@@ -150,7 +151,6 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
             };
             match outcome {
                 Ok(reply) => {
-                    driver.failures = 0;
                     if !connected {
                         connected = true;
                         driver.emit(ClientEvent::Connected).await;
@@ -164,13 +164,18 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
                     retry_after,
                 }) => {
                     connected = false;
-                    // The session re-queues the message and holds it back; the jittered
-                    // delay (at least the server's Retry-After) extends that hold.
+                    // The session re-queues the message and holds it back for its jittered
+                    // back-off, or for the server's Retry-After when longer.
                     let now = Instant::now();
                     driver.session.handle_request_failed(now);
+                    if let Some(asked) = retry_after {
+                        driver.session.handle_retry_after(now + asked);
+                    }
                     if shutdown.is_none() {
-                        let retry_in = driver.next_delay(retry_after);
-                        driver.session.handle_retry_after(now + retry_in);
+                        let retry_in = driver
+                            .session
+                            .retry_not_before()
+                            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
                         tracing::info!(%reason, ?retry_in, "OpAMP request failed; retrying");
                         driver
                             .emit(ClientEvent::Disconnected { reason, retry_in })

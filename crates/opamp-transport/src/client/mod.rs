@@ -161,12 +161,8 @@ impl OpampClient {
             Scheme::WebSocket => TransportMode::WebSocket,
             Scheme::Http => TransportMode::HttpPolling,
         };
-        if agent.mode == TransportMode::HttpPolling {
-            // The session's own deterministic back-off covers the lower half of the jitter
-            // band; the transport adds the random part (see `Backoff`).
-            agent.retry =
-                opamp_session::RetryPolicy::new(config.backoff.initial / 2, config.backoff.max / 2);
-        }
+        // One back-off for the agent: the session's, seeded jitter included.
+        agent.retry = config.backoff;
         let tls = config.tls.build()?;
         let session = AgentSession::new(agent);
         let (commands_tx, commands) = mpsc::channel(64);

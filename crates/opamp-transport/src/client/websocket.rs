@@ -3,9 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
-use opamp_proto::codec;
-use opamp_proto::v1::ServerToAgent;
-use opamp_session::AgentSession;
+use opamp_session::{AgentSession, TransportMode, framing};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -110,7 +108,6 @@ async fn connect(config: ClientConfig, tls: Arc<rustls::ClientConfig>) -> Result
 }
 
 async fn serve(driver: &mut Driver, mut socket: Socket) -> Ended {
-    let mut heard_from_server = false;
     loop {
         if let Err(reason) = flush(driver, &mut socket).await {
             return Ended::Lost {
@@ -132,12 +129,8 @@ async fn serve(driver: &mut Driver, mut socket: Socket) -> Ended {
                 None => return Ended::Lost { reason: "server closed the connection".to_owned(), retry_after: None },
                 Some(Err(error)) => return Ended::Lost { reason: format!("read failed: {error}"), retry_after: None },
                 Some(Ok(Message::Binary(frame))) => {
-                    match codec::decode_ws_frame::<ServerToAgent>(&frame, &driver.config.limits) {
+                    match framing::decode_server_message(TransportMode::WebSocket, &frame, &driver.config.limits) {
                         Ok(message) => {
-                            if !heard_from_server {
-                                heard_from_server = true;
-                                driver.failures = 0;
-                            }
                             if let Err(error) = driver.session.handle_message(message, Instant::now()) {
                                 tracing::warn!(%error, "server message refused by the session");
                             }
@@ -169,7 +162,7 @@ async fn serve(driver: &mut Driver, mut socket: Socket) -> Ended {
 
 async fn flush(driver: &mut Driver, socket: &mut Socket) -> Result<(), String> {
     while let Some(message) = driver.session.poll_transmit(Instant::now()) {
-        let frame = codec::encode_ws_frame(&message);
+        let frame = framing::encode_agent_message(TransportMode::WebSocket, &message);
         socket
             .send(Message::Binary(frame.into()))
             .await

@@ -8,7 +8,6 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -17,10 +16,10 @@ use http_body_util::{BodyExt, Limited};
 use opamp_proto::InstanceUid;
 use opamp_proto::codec::{self, CodecError};
 use opamp_proto::v1::{AgentToServer, ServerToAgent};
+use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
 use super::listener::ConnectionInfo;
-use super::registry::LinkHandle;
 
 /// The media type of OpAMP HTTP bodies.
 pub(crate) const PROTOBUF: &str = "application/x-protobuf";
@@ -28,12 +27,13 @@ pub(crate) const PROTOBUF: &str = "application/x-protobuf";
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     connection: ConnectionInfo,
+    endpoint_url: Option<String>,
     request: axum::extract::Request,
 ) -> Response {
     let accepts_gzip = accepts_gzip(request.headers());
-    match handle_inner(&shared, &connection, request).await {
+    match handle_inner(&shared, &connection, endpoint_url, request).await {
         Ok(reply) => {
-            let body = codec::encode(&reply);
+            let body = framing::encode_server_message(TransportMode::HttpPolling, &reply);
             // The spec asks servers to compress when the agent accepts it; tiny answers
             // (most of them) are not worth the gzip header.
             let compressed = (accepts_gzip && body.len() >= GZIP_THRESHOLD)
@@ -59,6 +59,7 @@ type Refusal = (StatusCode, &'static str);
 async fn handle_inner(
     shared: &Shared,
     connection: &ConnectionInfo,
+    endpoint_url: Option<String>,
     request: axum::extract::Request,
 ) -> Result<ServerToAgent, Refusal> {
     let limit = shared.config.limits.max_message_size;
@@ -133,21 +134,10 @@ async fn handle_inner(
             "not authorised for this instance_uid",
         ));
     }
-    let mut pending = Vec::new();
-    let reply = shared.registry.deliver(
-        message,
-        uid,
-        &mut LinkHandle::Http,
-        connection,
-        Instant::now(),
-        &mut pending,
-    );
-    shared.registry.notify(pending).await;
-    // HTTP needs an answer even when the session has nothing to say.
-    Ok(reply.unwrap_or_else(|| ServerToAgent {
-        instance_uid: uid.to_vec(),
-        ..ServerToAgent::default()
-    }))
+    Ok(shared
+        .registry
+        .http_request(connection.clone(), endpoint_url, message)
+        .await)
 }
 
 /// Answers at least this large are gzipped for agents that accept it.
@@ -220,9 +210,11 @@ pub fn decode_agent_body(
     } else {
         body
     };
-    codec::decode(payload, limits).map_err(|error| {
+    framing::decode_agent_message(TransportMode::HttpPolling, payload, limits).map_err(|error| {
         BodyRefusal::from(match error {
-            CodecError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "message too large"),
+            SessionError::Decode(CodecError::TooLarge { .. }) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "message too large")
+            }
             _ => (StatusCode::BAD_REQUEST, "not an AgentToServer message"),
         })
     })

@@ -3,9 +3,9 @@
 
 mod download;
 mod http_poll;
+mod hub;
 mod identity;
 mod listener;
-mod registry;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use download::{DownloadAuthorizer, DownloadConfig};
 pub use http_poll::{BodyRefusal, decode_agent_body};
+pub use hub::{Registry, ServerNotification, TransportKind};
 pub use identity::ClientIdentity;
 pub use listener::ConnectionInfo;
-pub use registry::{Registry, ServerNotification, TransportKind};
 
 use crate::error::{Result, TransportError};
 use crate::tls::ServerTls;
@@ -62,15 +62,19 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Time a client has to send a complete HTTP request body; slower ones get 408.
     pub body_read_timeout: Duration,
-    /// A WebSocket agent that sends nothing for this long is closed with 1001; the server
+    /// A WebSocket that carries nothing for this long is closed with 1001; the server
     /// pings after a third of it in silence, so a live agent without heartbeats stays
-    /// connected through its pongs. An HTTP agent that does not poll for this long is
-    /// reported disconnected.
+    /// connected through its pongs. Agents (HTTP, or WebSocket with heartbeats) are
+    /// reported disconnected when silent beyond the bound derived from their heartbeat or
+    /// poll interval ([`opamp_session::EndpointConfig::idle_bound`]), whatever this is.
     pub idle_timeout: Duration,
+    /// Added to an agent's idle bound (2.5 heartbeat or poll intervals) for network and
+    /// scheduling delay. Default 5 s.
+    pub idle_grace: Duration,
     /// Capacity of the notification channel returned by [`OpampServer::start`].
     pub notification_capacity: usize,
-    /// Messages that may wait on one WebSocket; an agent that falls further behind is
-    /// disconnected.
+    /// Messages that may wait on one WebSocket per agent it carries; a socket that falls
+    /// further behind is closed (1008).
     pub outbound_queue: usize,
     /// Optional authorisation of OpAMP requests.
     pub authorize: Option<RequestAuthorizer>,
@@ -118,6 +122,7 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            idle_grace: Duration::from_secs(5),
             notification_capacity: 4096,
             outbound_queue: 32,
             authorize: None,
@@ -240,7 +245,10 @@ impl OpampServer {
                 source,
             })?;
         let (notify, notifications) = mpsc::channel(config.notification_capacity.max(1));
-        let registry = Registry::new(config.session.clone(), notify);
+        let mut endpoint = opamp_session::EndpointConfig::new(config.session.clone());
+        endpoint.forget_after = config.forget_after;
+        endpoint.idle_grace = config.idle_grace;
+        let registry = Registry::new(endpoint, config.outbound_queue, notify);
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -272,12 +280,7 @@ impl OpampServer {
             app,
             shutdown.clone(),
         ));
-        let sweeper = tokio::spawn(sweep(
-            registry.clone(),
-            config.idle_timeout,
-            config.forget_after,
-            shutdown.clone(),
-        ));
+        let sweeper = tokio::spawn(drive_timeouts(registry.clone(), shutdown.clone()));
         Ok((
             RunningServer {
                 local_addr,
@@ -334,27 +337,43 @@ async fn opamp_endpoint(
     {
         return http::StatusCode::UNAUTHORIZED.into_response();
     }
-    if request.headers().contains_key(http::header::UPGRADE) {
-        websocket::upgrade(shared, connection, request).await
+    let websocket = request.headers().contains_key(http::header::UPGRADE);
+    let url = endpoint_url(&shared, request.headers(), websocket);
+    if websocket {
+        websocket::upgrade(shared, connection, url, request).await
     } else if request.method() == http::Method::POST {
-        http_poll::handle(shared, connection, request).await
+        http_poll::handle(shared, connection, url, request).await
     } else {
         http::StatusCode::METHOD_NOT_ALLOWED.into_response()
     }
 }
 
-async fn sweep(
-    registry: Registry,
-    idle_timeout: Duration,
-    forget_after: Option<Duration>,
-    shutdown: CancellationToken,
-) {
-    let period = (idle_timeout / 4).max(Duration::from_millis(100));
-    let mut ticker = tokio::time::interval(period);
+/// Calls the endpoint's `handle_timeout` when its next deadline passes. Re-checks at
+/// least every quarter second, so deadlines set meanwhile are never late by more.
+async fn drive_timeouts(registry: Registry, shutdown: CancellationToken) {
+    const RECHECK: Duration = Duration::from_millis(250);
     loop {
+        let now = Instant::now();
+        let wake = registry
+            .poll_timeout()
+            .map_or(now + RECHECK, |deadline| deadline.min(now + RECHECK));
         tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                registry.handle_timeout().await;
+            }
             () = shutdown.cancelled() => return,
-            _ = ticker.tick() => registry.sweep(idle_timeout, forget_after, Instant::now()),
         }
     }
+}
+
+/// The URL the agent connected to, offered back as the OpAMP destination endpoint.
+fn endpoint_url(shared: &Shared, headers: &http::HeaderMap, websocket: bool) -> Option<String> {
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let scheme = match (websocket, shared.config.tls.is_some()) {
+        (true, true) => "wss",
+        (true, false) => "ws",
+        (false, true) => "https",
+        (false, false) => "http",
+    };
+    Some(format!("{scheme}://{host}{}", shared.config.path))
 }

@@ -3,25 +3,27 @@
 //! Close codes sent on refusal (documented in the crate docs):
 //! 1009 message too big, 1002 bad OpAMP header byte, 1003 text message, 1007 undecodable
 //! protobuf or invalid instance uid, 1001 idle timeout (no frame, not even the pong to our
-//! ping, for the idle timeout) or server shutdown, 1008 the agent
-//! did not read what the server sent, was replaced by a newer connection, or may not speak
-//! for the instance uid it claims.
+//! ping, for the idle timeout; or every agent on it went silent beyond its idle bound) or
+//! server shutdown, 1008 the agent did not read what the server sent, was forgotten by the
+//! server, or may not speak for the instance uid it claims.
+//!
+//! Several agents may share one WebSocket: messages are routed by instance uid (the
+//! endpoint's rule). A uid held by another open connection is answered with an error
+//! response and changes nothing; the socket stays open.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::FromRequest;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use opamp_proto::InstanceUid;
-use opamp_proto::codec::{self, CodecError};
-use opamp_proto::v1::AgentToServer;
-use tokio::sync::mpsc;
+use opamp_proto::codec::CodecError;
+use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
+use super::hub::{Outbound, OutboundReceiver};
 use super::listener::{ConnectionInfo, ConnectionSlot};
-use super::registry::LinkHandle;
 
 /// Close codes (RFC 6455 section 7.4.1).
 pub(crate) mod close_code {
@@ -45,6 +47,7 @@ const HEADER_ALLOWANCE: usize = 10;
 pub(crate) async fn upgrade(
     shared: Arc<Shared>,
     connection: ConnectionInfo,
+    endpoint_url: Option<String>,
     request: axum::extract::Request,
 ) -> Response {
     let slot = request.extensions().get::<Arc<ConnectionSlot>>().cloned();
@@ -66,22 +69,22 @@ pub(crate) async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            run(shared, connection, socket).await;
+            run(shared, connection, endpoint_url, socket).await;
             drop(slot);
         })
 }
 
-async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSocket) {
+async fn run(
+    shared: Arc<Shared>,
+    connection: ConnectionInfo,
+    endpoint_url: Option<String>,
+    mut socket: WebSocket,
+) {
     let registry = &shared.registry;
-    let link_id = registry.new_link_id();
-    let (outbound_tx, mut outbound) = mpsc::channel::<Bytes>(shared.config.outbound_queue.max(1));
-    let dropped = tokio_util::sync::CancellationToken::new();
-    let mut link = LinkHandle::WebSocket {
-        id: link_id,
-        outbound: outbound_tx,
-        dropped: dropped.clone(),
-    };
-    let mut agent: Option<InstanceUid> = None;
+    let (id, mut outbound, dropped) = registry.open_websocket(connection.clone(), endpoint_url);
+    // Several agents may share this socket (OpAMP multiplexing); each uid is authorised
+    // once, on its first message.
+    let mut authorized: HashSet<InstanceUid> = HashSet::new();
     let idle = shared.config.idle_timeout;
     let mut deadline = tokio::time::Instant::now() + idle;
     // Agents without heartbeats are legal: after a third of the idle timeout in silence we
@@ -102,46 +105,47 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
                 let frame = match message {
                     Message::Binary(frame) => frame,
                     Message::Text(_) => break Some((close_code::UNSUPPORTED_DATA, "OpAMP uses binary messages")),
-                    Message::Close(_) => break None,
+                    Message::Close(_) => {
+                        finish_close_handshake(&mut socket).await;
+                        break None;
+                    }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                let message: AgentToServer = match codec::decode_ws_frame(&frame, &shared.config.limits) {
+                let limits = &shared.config.limits;
+                let message = match framing::decode_agent_message(TransportMode::WebSocket, &frame, limits) {
                     Ok(message) => message,
-                    Err(error) => break Some(refusal_for_codec_error(&error)),
+                    Err(SessionError::Decode(error)) => break Some(refusal_for_codec_error(&error)),
+                    Err(_) => break Some((close_code::INVALID_PAYLOAD, "not an AgentToServer message")),
                 };
                 let Ok(uid) = InstanceUid::from_slice(&message.instance_uid) else {
                     break Some((close_code::INVALID_PAYLOAD, "instance_uid must be 16 bytes"));
                 };
-                if agent.is_some_and(|known| known != uid) {
-                    // A connection belongs to one agent; a new uid here would be a second
-                    // agent sharing the socket.
-                    if let Some(previous) = agent.take() {
-                        let mut pending = Vec::new();
-                        registry.websocket_closed(previous, link_id, Instant::now(), &mut pending);
-                        registry.notify(pending).await;
+                if !authorized.contains(&uid) {
+                    if !agent_authorized(&shared, uid, &connection) {
+                        break Some((close_code::POLICY_VIOLATION, "not authorised for this instance_uid"));
                     }
-                    break Some((close_code::INVALID_PAYLOAD, "instance_uid changed on an open connection"));
+                    authorized.insert(uid);
                 }
-                if agent.is_none() && !agent_authorized(&shared, uid, &connection) {
-                    break Some((close_code::POLICY_VIOLATION, "not authorised for this instance_uid"));
+                registry.websocket_message(id, message).await;
+                // Send the answers before reading on, so a burst of messages from many
+                // agents on this socket does not pile up its queue.
+                if let Some(close) = send_queued(&mut socket, &mut outbound).await {
+                    break close;
                 }
-                agent = Some(uid);
-                let mut pending = Vec::new();
-                registry.deliver(message, uid, &mut link, &connection, Instant::now(), &mut pending);
-                registry.notify(pending).await;
             }
-            frame = outbound.recv() => {
-                let Some(frame) = frame else {
-                    break None; // Unreachable while `link` holds a sender.
-                };
-                if socket.send(Message::Binary(frame)).await.is_err() {
-                    break None;
+            queued = outbound.recv() => {
+                match queued {
+                    Some(Outbound::Frame(frame)) => {
+                        if socket.send(Message::Binary(frame)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => break Some((code, reason)),
+                    None => break None, // Unreachable while the registry holds the sender.
                 }
             }
             () = dropped.cancelled() => {
-                // The registry let go of this connection: replaced by a newer one for the
-                // same agent, the agent was forgotten, or it fell behind.
-                break Some((close_code::POLICY_VIOLATION, "connection replaced or too slow"));
+                break Some((close_code::POLICY_VIOLATION, "agent does not read what the server sends"));
             }
             () = tokio::time::sleep_until(deadline) => {
                 break Some((close_code::GOING_AWAY, "idle timeout"));
@@ -163,18 +167,48 @@ async fn run(shared: Arc<Shared>, connection: ConnectionInfo, mut socket: WebSoc
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            socket.send(Message::Close(Some(frame))),
-        )
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            if socket.send(Message::Close(Some(frame))).await.is_ok() {
+                // Wait for the peer's Close so the TCP connection ends cleanly.
+                finish_close_handshake(&mut socket).await;
+            }
+        })
         .await;
     }
-    drop(link);
-    if let Some(uid) = agent {
-        let mut pending = Vec::new();
-        registry.websocket_closed(uid, link_id, Instant::now(), &mut pending);
-        registry.notify(pending).await;
+    registry.websocket_closed(id).await;
+}
+
+/// Sends what is already queued. `Some` when the socket must close: with a close frame
+/// the registry asked for, or `None` inside when sending failed.
+async fn send_queued(
+    socket: &mut WebSocket,
+    outbound: &mut OutboundReceiver,
+) -> Option<Option<(u16, &'static str)>> {
+    while let Some(queued) = outbound.try_recv() {
+        match queued {
+            Outbound::Frame(frame) => {
+                if socket.send(Message::Binary(frame)).await.is_err() {
+                    return Some(None);
+                }
+            }
+            Outbound::Close(code, reason) => return Some(Some((code, reason))),
+        }
     }
+    None
+}
+
+/// Time allowed for the peer's half of a close handshake.
+const CLOSE_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After a Close was received or sent: keeps reading until the stream ends, which makes
+/// tungstenite send its queued reply to the peer's Close (RFC 6455 section 5.5.1: the
+/// endpoint that receives a Close answers with a Close) and flush it before the TCP
+/// connection is dropped.
+async fn finish_close_handshake(socket: &mut WebSocket) {
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
 }
 
 pub(crate) fn agent_authorized(
