@@ -100,6 +100,7 @@ pub enum FleetError {
         what: String,
     },
     /// The agent transport failed (bind, TLS).
+    #[cfg(feature = "server")]
     #[error("transport: {0}")]
     Transport(#[from] opamp_transport::TransportError),
     /// The admin API answered with an error (or could not be reached: `status` is `None`).

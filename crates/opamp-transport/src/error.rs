@@ -40,6 +40,7 @@ pub enum TransportError {
         source: std::io::Error,
     },
     /// Building the HTTP client failed.
+    #[cfg(feature = "client")]
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     /// The background task ended before the request could be handled.

@@ -13,7 +13,9 @@
 //! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
+#[cfg(feature = "sqlite")]
 mod migrations;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::FleetError;
@@ -37,6 +41,8 @@ use crate::time::Timestamp;
 pub enum StoreError {
     /// The database failed.
     #[error("{context}: {source}")]
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     Database {
         /// What the store was doing.
         context: &'static str,

@@ -134,7 +134,7 @@ impl SupervisorConfig {
     /// [`ConfigError::Invalid`] with the line and reason.
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
         let mut config: SupervisorConfig =
-            serde_yaml::from_str(text).map_err(|e| yaml_error(origin, &e))?;
+            serde_norway::from_str(text).map_err(|e| yaml_error(origin, &e))?;
         config
             .check_consistency()
             .map_err(|(key_path, reason)| ConfigError::Invalid {
@@ -155,14 +155,14 @@ impl SupervisorConfig {
     }
 }
 
-fn yaml_error(origin: &Path, error: &serde_yaml::Error) -> ConfigError {
+fn yaml_error(origin: &Path, error: &serde_norway::Error) -> ConfigError {
     let mut reason = error.to_string();
     let position = error.location().map(|l| Position {
         line: l.line(),
         column: Some(l.column()),
     });
     if let Some(p) = position {
-        // serde_yaml appends the position to its message; we report it in front instead.
+        // serde_norway appends the position to its message; we report it in front instead.
         let suffix = format!(" at line {} column {}", p.line, p.column.unwrap_or(0));
         if let Some(stripped) = reason.strip_suffix(&suffix) {
             reason = stripped.to_owned();
