@@ -40,7 +40,7 @@ use crate::time::Timestamp;
 #[non_exhaustive]
 pub enum StoreError {
     /// The database failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     Database {
@@ -51,7 +51,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// A stored JSON value could not be written or read.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Json {
         /// What the store was doing.
         context: &'static str,

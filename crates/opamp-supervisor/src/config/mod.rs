@@ -62,7 +62,7 @@ impl fmt::Display for Position {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read supervisor config {}: {source}", path.display())]
+    #[error("cannot read supervisor config {}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
@@ -72,7 +72,7 @@ pub enum ConfigError {
     },
     /// A collector config file listed in `agent.config_files` cannot be read for the
     /// effective-config report.
-    #[error("cannot read collector config file {} for the effective-config report: {source}", path.display())]
+    #[error("cannot read collector config file {} for the effective-config report", path.display())]
     EffectiveConfig {
         /// The collector config file.
         path: PathBuf,
