@@ -61,7 +61,6 @@ impl Identity {
 
 /// TLS settings of the agent side.
 #[cfg(feature = "client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct ClientTls {

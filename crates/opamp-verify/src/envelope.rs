@@ -110,6 +110,7 @@ impl SignatureEnvelope {
     }
 
     /// Builds an envelope around a signature made over [`signed_message`].
+    #[cfg(feature = "sign")]
     pub(crate) fn assemble(
         scheme: Scheme,
         key_id: KeyId,

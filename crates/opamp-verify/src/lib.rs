@@ -8,6 +8,7 @@ mod key;
 mod keyring;
 mod policy;
 mod ring_rsa;
+#[cfg(feature = "sign")]
 mod signer;
 mod statement;
 mod verified;
@@ -28,6 +29,7 @@ pub use error::{Result, VerifyError};
 pub use key::{KeyId, MIN_RSA_BITS, PublicKey, Scheme};
 pub use keyring::{KeyRing, TrustedKey};
 pub use policy::{TrustPolicy, VerificationContext};
+#[cfg(feature = "sign")]
 pub use signer::{PrivateKeyPem, ReleaseSigner};
 pub use statement::{
     DowngradeAuthorisation, MAX_NAME_LEN, MAX_VERSION_LEN, Statement, parse_version,

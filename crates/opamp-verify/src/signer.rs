@@ -11,9 +11,7 @@ use spki::der::zeroize::Zeroizing;
 use crate::digest::ContentHash;
 use crate::envelope::{SignatureEnvelope, signed_message};
 use crate::error::{Result, VerifyError};
-use crate::key::{
-    ED25519_OID, KeyId, PublicKey, PublicKeyMaterial, RSA_OID, Scheme, check_rsa_size,
-};
+use crate::key::{ED25519_OID, KeyId, PublicKey, RSA_OID, Scheme, check_rsa_size};
 use crate::statement::Statement;
 
 enum SigningMaterial {
@@ -69,7 +67,7 @@ impl ReleaseSigner {
     }
 
     fn ed25519_from_key(key: ed25519_dalek::SigningKey) -> Result<Self> {
-        let public = PublicKey::from_material(PublicKeyMaterial::Ed25519(key.verifying_key()))?;
+        let public = PublicKey::of_ed25519(key.verifying_key())?;
         Ok(Self {
             material: SigningMaterial::Ed25519(Box::new(key)),
             scheme: Scheme::Ed25519,
@@ -113,8 +111,7 @@ impl ReleaseSigner {
             ED25519_OID => {
                 let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
                     .map_err(|e| invalid(e.to_string()))?;
-                let public =
-                    PublicKey::from_material(PublicKeyMaterial::Ed25519(key.verifying_key()))?;
+                let public = PublicKey::of_ed25519(key.verifying_key())?;
                 match scheme.unwrap_or(Scheme::Ed25519) {
                     Scheme::Ed25519 => Ok(Self {
                         material: SigningMaterial::Ed25519(Box::new(key)),
@@ -136,7 +133,7 @@ impl ReleaseSigner {
 
     fn from_rsa(key: rsa::RsaPrivateKey, scheme: Scheme) -> Result<Self> {
         check_rsa_size(key.size() * 8)?;
-        let public = PublicKey::from_material(PublicKeyMaterial::Rsa(key.to_public_key()))?;
+        let public = PublicKey::of_rsa(&key.to_public_key())?;
         if !scheme.is_rsa() {
             return Err(VerifyError::SchemeKeyMismatch {
                 key_id: public.id(),

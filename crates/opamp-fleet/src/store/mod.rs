@@ -25,7 +25,6 @@ use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::FleetError;
@@ -42,7 +41,6 @@ pub enum StoreError {
     /// The database failed.
     #[error("{context}")]
     #[cfg(feature = "sqlite")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     Database {
         /// What the store was doing.
         context: &'static str,
