@@ -398,3 +398,37 @@ pub(crate) fn check_rsa_size(bits: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2048-bit RSA key with public exponent 3 (`openssl genpkey ... rsa_keygen_pubexp:3`):
+    /// a shape `ring` does not verify with.
+    const EXPONENT_3_KEY: &str = include_str!("../tests/data/rsa-exponent-3.pub.pem");
+
+    #[cfg(feature = "sign")]
+    #[test]
+    fn unusual_rsa_keys_load_with_the_sign_feature() {
+        let key = PublicKey::from_spki_pem(EXPONENT_3_KEY).unwrap();
+        assert_eq!(key.key_type(), "RSA");
+        // The key id covers the key as given, and the key writes back the same bytes.
+        let der = key.to_spki_der().unwrap();
+        assert_eq!(key.id(), KeyId::of_spki_der(&der));
+        assert_eq!(PublicKey::from_spki_der(&der).unwrap(), key);
+        assert!(matches!(
+            key.verify(Scheme::RsaPssSha256, b"m", &[0; 256]),
+            Err(VerifyError::BadSignature { .. })
+        ));
+    }
+
+    #[cfg(not(feature = "sign"))]
+    #[test]
+    fn unusual_rsa_keys_are_refused_by_name_without_the_sign_feature() {
+        let error = PublicKey::from_spki_pem(EXPONENT_3_KEY).unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::InvalidKey { reason, .. } if reason.contains("`sign` feature")),
+            "{error}"
+        );
+    }
+}
