@@ -53,7 +53,9 @@ mod tests {
     use signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _, Verifier as _};
 
     fn ring_key(public: &rsa::RsaPublicKey) -> Option<RingRsaKey> {
-        let der = public.to_pkcs1_der().unwrap();
+        let der = public
+            .to_pkcs1_der()
+            .expect("a public key encodes as PKCS#1");
         RingRsaKey::for_key(der.as_bytes(), public.n().bits(), &public.e().to_bytes_be())
     }
 
