@@ -8,6 +8,18 @@ use opamp_fleet::FleetServerConfig;
 use opamp_supervisor::agent::{capabilities, client_config};
 use opamp_supervisor::config::SupervisorConfig;
 
+/// The error and its sources, one per line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push('\n');
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn repository_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -48,5 +60,6 @@ fn example_supervisor_yaml_is_valid_and_declares_every_capability() {
     }
     // The TLS files do not exist on a build machine: the client refuses them by name.
     let error = client_config(&config).expect_err("missing TLS files");
-    assert!(error.to_string().contains("ca.pem"), "{error}");
+    let chain = error_chain(&error);
+    assert!(chain.contains("ca.pem"), "{chain}");
 }

@@ -405,7 +405,7 @@ mod tests {
 
     /// A 2048-bit RSA key with public exponent 3 (`openssl genpkey ... rsa_keygen_pubexp:3`):
     /// a shape `ring` does not verify with.
-    const EXPONENT_3_KEY: &str = include_str!("../tests/data/rsa-exponent-3.pub.pem");
+    const EXPONENT_3_KEY: &str = include_str!("../tests/keys/rsa-exponent-3.pub.pem");
 
     #[cfg(feature = "sign")]
     #[test]
