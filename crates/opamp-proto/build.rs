@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]");
         config.type_attribute(".", "#[serde(rename_all = \"camelCase\")]");
     }
+    if std::env::var_os("CARGO_FEATURE_ARBITRARY").is_some() {
+        config.type_attribute(".", "#[derive(arbitrary::Arbitrary)]");
+    }
     config.compile_fds(descriptors)?;
     Ok(())
 }
