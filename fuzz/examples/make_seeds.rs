@@ -34,7 +34,7 @@ fn signature_envelope() {
         None,
     )
     .unwrap();
-    let stranger = ReleaseSigner::generate_ed25519(&mut ChaCha20Rng::seed_from_u64(77)).unwrap();
+    let stranger = ReleaseSigner::ed25519_from_secret(&[77; 32]).unwrap();
     let file = b"collector".to_vec();
     let statement = Statement::new(
         "otelcol-contrib",

@@ -36,7 +36,7 @@ fn main() {
     let name = file.file_name().unwrap().to_str().unwrap().to_owned();
     let size = std::fs::metadata(&file).unwrap().len();
     let content_hash = ContentHash::from_bytes(expected);
-    let signer = ReleaseSigner::generate_ed25519(&mut opamp_verify::rand_core::OsRng).unwrap();
+    let signer = ReleaseSigner::generate_ed25519().unwrap();
     let now = SystemTime::now();
     let statement = Statement::new(
         "package",

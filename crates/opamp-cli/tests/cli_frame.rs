@@ -352,3 +352,53 @@ fn closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.code(), Some(0), "{stderr}");
 }
+
+/// Each line of an error report says something new: no cause repeats the one below it.
+fn assert_each_cause_once(stderr: &str, root_cause: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let occurrences = stderr.matches(root_cause).count();
+    assert_eq!(
+        occurrences, 1,
+        "{root_cause:?} must appear exactly once:\n{stderr}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.contains(root_cause)),
+        "the root cause comes last:\n{stderr}"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let text = line.trim_start().trim_start_matches("caused by: ");
+        for later in &lines[i + 1..] {
+            assert!(
+                !later.contains(text),
+                "{later:?} repeats {text:?}:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn errors_print_each_cause_once_down_to_the_os_error() {
+    let work = Workdir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let run = work.opamp(&[
+        "server",
+        "--data-dir",
+        "data",
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "t",
+    ]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert_each_cause_once(&run.stderr, "Address already in use");
+
+    let url = closed_admin_url();
+    let run = work
+        .opamp(&["package", "list", "--server", &url, "--token", "t"])
+        .expect_code(4);
+    assert_each_cause_once(&run.stderr, "Connection refused");
+    drop(taken);
+}

@@ -586,10 +586,4 @@ mod tests {
             Err(FleetError::Io { .. })
         ));
     }
-    #[test]
-    fn the_example_server_toml_parses() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/server.toml");
-        let config = FleetServerConfig::from_file(std::path::Path::new(path)).unwrap();
-        assert_eq!(config.admin.listen, default_admin_listen());
-    }
 }

@@ -66,7 +66,7 @@ pub enum FleetError {
         reason: String,
     },
     /// The store failed.
-    #[error("store: {0}")]
+    #[error("fleet store failed")]
     Store(#[from] crate::store::StoreError),
     /// The server configuration is unusable.
     #[error("configuration: {reason}")]
@@ -75,7 +75,7 @@ pub enum FleetError {
         reason: String,
     },
     /// A file system operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What the server was doing.
         context: String,
@@ -100,8 +100,17 @@ pub enum FleetError {
         what: String,
     },
     /// The agent transport failed (bind, TLS).
-    #[error("transport: {0}")]
+    #[cfg(feature = "server")]
+    #[error("agent transport failed")]
     Transport(#[from] opamp_transport::TransportError),
+    /// The admin API could not be reached, or the connection broke before an answer.
+    #[cfg(feature = "server")]
+    #[error("cannot reach the admin API")]
+    AdminUnreachable {
+        /// The HTTP client's error (its sources name the OS error).
+        #[source]
+        source: reqwest::Error,
+    },
     /// The admin API answered with an error (or could not be reached: `status` is `None`).
     #[error("admin API{}: {message}", status.map(|s| format!(" ({s})")).unwrap_or_default())]
     AdminApi {

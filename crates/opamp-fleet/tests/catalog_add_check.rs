@@ -32,7 +32,7 @@ async fn a_statement_for_another_file_name_or_version_is_refused_at_add_time() {
         .await
         .unwrap();
     let client = admin(server.admin_addr());
-    let signer = ReleaseSigner::generate_ed25519(&mut rand::rngs::OsRng).unwrap();
+    let signer = ReleaseSigner::generate_ed25519().unwrap();
     let file = dir.path().join("otelcol-1.1.0");
     std::fs::write(&file, b"collector 1.1.0").unwrap();
     let other = b"collector 1.1.1";

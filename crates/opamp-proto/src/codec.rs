@@ -49,7 +49,7 @@ pub enum CodecError {
         limit: usize,
     },
     /// The bytes are not a valid protobuf encoding of the expected message.
-    #[error("malformed protobuf: {0}")]
+    #[error("malformed protobuf")]
     Malformed(#[from] prost::DecodeError),
     /// The WebSocket header is missing, truncated or not the value OpAMP defines.
     #[error("bad OpAMP WebSocket header: {0}")]

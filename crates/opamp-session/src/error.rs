@@ -11,10 +11,10 @@ use opamp_proto::{CodecError, InstanceUid, InstanceUidError};
 #[non_exhaustive]
 pub enum SessionError {
     /// The bytes handed to `handle_bytes` are not a valid message for this transport mode.
-    #[error("could not decode the peer's message: {0}")]
+    #[error("could not decode the peer's message")]
     Decode(#[from] CodecError),
     /// An instance uid field did not hold exactly 16 bytes.
-    #[error("invalid instance uid in `{field}`: {source}")]
+    #[error("invalid instance uid in `{field}`")]
     InvalidInstanceUid {
         /// The protobuf field that carried it, e.g. `AgentToServer.instance_uid`.
         field: &'static str,

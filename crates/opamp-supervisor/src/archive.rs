@@ -144,14 +144,14 @@ pub enum ArchiveError {
         name: String,
     },
     /// The gzip or tar data is malformed.
-    #[error("malformed archive: {source}")]
+    #[error("malformed archive")]
     Malformed {
         /// The decoder's error.
         #[source]
         source: io::Error,
     },
     /// A local file operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,

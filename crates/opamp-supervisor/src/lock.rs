@@ -43,7 +43,7 @@ pub enum LockError {
         holder_pid: Option<u32>,
     },
     /// The directory or lock file could not be created, opened or locked.
-    #[error("cannot lock storage directory {}: {source}", dir.display())]
+    #[error("cannot lock storage directory {}", dir.display())]
     Io {
         /// The storage directory.
         dir: PathBuf,

@@ -81,7 +81,7 @@ impl StorageLayout {
 
 /// A storage operation failed; says what was being done to which path.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {}: {source}", path.display())]
+#[error("cannot {action} {}", path.display())]
 pub struct StorageError {
     /// What was being done, e.g. "create directory".
     pub action: &'static str,

@@ -93,7 +93,7 @@ async fn corrupted_signature_is_refused() {
 async fn signature_by_an_unknown_key_is_refused() {
     let (mut fleet, host, supervisor, uid) = running("1.0.0", "300ms").await;
     let new = host.build("1.1.0", Behaviour::default());
-    let stranger = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+    let stranger = ReleaseSigner::generate_ed25519().unwrap();
     fleet.offer_signed(
         uid,
         &stranger,

@@ -58,7 +58,7 @@ fn check(text: &str) {
         Err(err @ ConfigError::Invalid { .. }) => {
             let lines = text.lines().count().max(1);
             if let Some(line) = err.line() {
-                // serde_yaml may point one past the last line for "unexpected end of input".
+                // serde_norway may point one past the last line for "unexpected end of input".
                 assert!(
                     line >= 1 && line <= lines + 1,
                     "line {line} outside 1..={lines}: {err}"

@@ -66,7 +66,7 @@ fn padded_script(version: &str, len: usize) -> Vec<u8> {
 
 /// An offer of `bytes` signed by a fresh release key, and a policy trusting that key.
 fn signed_offer(url: &str, version: &str, bytes: &[u8]) -> (PackageAvailable, TrustPolicy) {
-    let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+    let signer = ReleaseSigner::generate_ed25519().unwrap();
     let mut keys = KeyRing::new();
     keys.trust(TrustedKey::new(
         PublicKey::from_spki_pem(&signer.public_key().to_spki_pem().unwrap()).unwrap(),

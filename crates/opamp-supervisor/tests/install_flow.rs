@@ -264,7 +264,7 @@ async fn signature_by_an_unknown_key_is_refused_before_downloading() {
     let mut host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
     let new = healthy_script("2.0.0");
     let server = FileServer::start(new.clone()).await;
-    let stranger = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+    let stranger = ReleaseSigner::generate_ed25519().unwrap();
     let offer = host.offer_signed(
         &server.url(),
         "2.0.0",

@@ -17,7 +17,7 @@ pub enum TransportError {
         reason: String,
     },
     /// rustls refused the TLS configuration (bad key, mismatched certificate...).
-    #[error("invalid TLS configuration: {0}")]
+    #[error("invalid TLS configuration")]
     Tls(#[from] rustls::Error),
     /// The client-certificate verifier could not be built from the given CA.
     #[error("invalid client-certificate verifier: {0}")]
@@ -31,7 +31,7 @@ pub enum TransportError {
         reason: &'static str,
     },
     /// Binding the listening socket failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: std::net::SocketAddr,
@@ -40,7 +40,8 @@ pub enum TransportError {
         source: std::io::Error,
     },
     /// Building the HTTP client failed.
-    #[error("cannot build the HTTP client: {0}")]
+    #[cfg(feature = "client")]
+    #[error("cannot build the HTTP client")]
     HttpClient(#[from] reqwest::Error),
     /// The background task ended before the request could be handled.
     #[error("the transport task has stopped")]

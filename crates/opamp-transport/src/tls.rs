@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::{self, PemObject as _};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Result, TransportError};
@@ -50,14 +51,16 @@ impl Identity {
 
     fn parse(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let chain = parse_certs(&self.cert_chain_pem, "certificate chain")?;
-        let key = rustls_pemfile::private_key(&mut self.key_pem.as_slice())
-            .map_err(|e| pem_error("private key", e.to_string()))?
-            .ok_or_else(|| pem_error("private key", "no private key found".to_owned()))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => pem_error("private key", "no private key found".to_owned()),
+            other => pem_error("private key", other.to_string()),
+        })?;
         Ok((chain, key))
     }
 }
 
 /// TLS settings of the agent side.
+#[cfg(feature = "client")]
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct ClientTls {
@@ -69,6 +72,7 @@ pub struct ClientTls {
     pub identity: Option<Identity>,
 }
 
+#[cfg(feature = "client")]
 impl ClientTls {
     /// Settings that trust only the CA certificates in `ca_certs_pem`.
     pub fn with_ca_pem(ca_certs_pem: impl Into<Vec<u8>>) -> Self {
@@ -239,7 +243,7 @@ fn pem_error(what: &'static str, reason: String) -> TransportError {
 }
 
 fn parse_certs(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| pem_error(what, e.to_string()))?;
     if certs.is_empty() {

@@ -18,6 +18,7 @@ fn server_config_at(addr: std::net::SocketAddr) -> ServerConfig {
     config
 }
 use opamp_transport::tls::ClientTls;
+use rustls_pki_types::pem::PemObject as _;
 use support::*;
 use tokio::sync::mpsc;
 
@@ -160,7 +161,7 @@ async fn agent_and_server_talk_over_wss_with_mutual_tls() {
         .peer_certificates
         .clone()
         .expect("client certificate is visible to the server");
-    let expected = rustls_pemfile::certs(&mut agent_cert.cert_pem.as_bytes())
+    let expected = rustls_pki_types::CertificateDer::pem_slice_iter(agent_cert.cert_pem.as_bytes())
         .next()
         .unwrap()
         .unwrap();

@@ -53,7 +53,7 @@ pub const MAX_SIGNATURE_LEN: usize = 1024;
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
 /// use opamp_verify::{ContentHash, ReleaseSigner, SignatureEnvelope, Statement};
-/// let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng)?;
+/// let signer = ReleaseSigner::generate_ed25519()?;
 /// let statement = Statement::new("otelcol", "1.0.0", ContentHash::of(b"bin"), 3,
 ///     UNIX_EPOCH + Duration::from_secs(2_000_000_000))?;
 /// let bytes = signer.sign_statement(&statement)?;
@@ -110,6 +110,7 @@ impl SignatureEnvelope {
     }
 
     /// Builds an envelope around a signature made over [`signed_message`].
+    #[cfg(feature = "sign")]
     pub(crate) fn assemble(
         scheme: Scheme,
         key_id: KeyId,

@@ -13,7 +13,7 @@ use crate::key::{KeyId, Scheme};
 pub enum VerifyError {
     // ---- content ----
     /// Reading or writing the package content failed.
-    #[error("I/O error while {operation}: {source}")]
+    #[error("I/O error while {operation}")]
     Io {
         /// What was being done, e.g. "reading package content".
         operation: &'static str,
@@ -289,7 +289,7 @@ pub enum VerifyError {
         authorised_from: semver::Version,
     },
     /// An embedder-supplied verifier refused the package.
-    #[error("verifier {verifier} refused the package: {source}")]
+    #[error("verifier {verifier} refused the package")]
     External {
         /// The verifier's name.
         verifier: String,

@@ -4,9 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use ed25519_dalek::pkcs8::DecodePublicKey as _;
+#[cfg(feature = "sign")]
 use rsa::pkcs8::EncodePublicKey as _;
-use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
+#[cfg(feature = "sign")]
 use signature::Verifier as _;
 use spki::der::pem::{self, LineEnding};
 use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
@@ -136,8 +137,86 @@ impl FromStr for Scheme {
 /// The key material behind a [`PublicKey`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum PublicKeyMaterial {
-    Rsa(rsa::RsaPublicKey),
+    Rsa(RsaPublic),
     Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+/// An RSA public key as loaded: its SPKI DER, and what verifies with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RsaPublic {
+    spki_der: Vec<u8>,
+    /// `ring`'s form of the key, when it takes the key's shape.
+    ring: Option<RingRsaKey>,
+    /// The `rsa` crate's form, for keys `ring` does not take (feature `sign`).
+    #[cfg(feature = "sign")]
+    full: rsa::RsaPublicKey,
+}
+
+impl RsaPublic {
+    /// Parses the key of an `rsaEncryption` SPKI (`spki_der`; `pkcs1_der` is its bit string).
+    fn parse(spki_der: &[u8], pkcs1_der: &[u8]) -> Result<Self> {
+        let invalid = |reason: String| VerifyError::InvalidKey {
+            kind: "SPKI public key",
+            reason,
+        };
+        let key = pkcs1::RsaPublicKey::try_from(pkcs1_der).map_err(|e| invalid(e.to_string()))?;
+        let modulus = key.modulus.as_bytes();
+        check_rsa_size(modulus.len() * 8)?;
+        let modulus_bits = match modulus.first() {
+            Some(&top) => modulus.len() * 8 - top.leading_zeros() as usize,
+            None => 0,
+        };
+        let ring = RingRsaKey::for_key(pkcs1_der, modulus_bits, key.public_exponent.as_bytes());
+        #[cfg(feature = "sign")]
+        let full = {
+            let spki =
+                SubjectPublicKeyInfoRef::try_from(spki_der).map_err(|e| invalid(e.to_string()))?;
+            rsa::RsaPublicKey::try_from(spki).map_err(|e| invalid(e.to_string()))?
+        };
+        #[cfg(not(feature = "sign"))]
+        if ring.is_none() {
+            return Err(invalid(
+                "this RSA key needs opamp-verify's `sign` feature: without it only keys of \
+                 2048 to 8192 bits with public exponent 65537 are verified"
+                    .to_owned(),
+            ));
+        }
+        Ok(Self {
+            spki_der: spki_der.to_vec(),
+            ring,
+            #[cfg(feature = "sign")]
+            full,
+        })
+    }
+
+    fn verify(&self, scheme: Scheme, message: &[u8], signature: &[u8]) -> bool {
+        if let Some(fast) = &self.ring {
+            return fast.verify(scheme, message, signature);
+        }
+        #[cfg(feature = "sign")]
+        {
+            match scheme {
+                Scheme::RsaPssSha256 => rsa::pss::Signature::try_from(signature).is_ok_and(|s| {
+                    rsa::pss::VerifyingKey::<Sha256>::new(self.full.clone())
+                        .verify(message, &s)
+                        .is_ok()
+                }),
+                Scheme::RsaPkcs1v15Sha256 => rsa::pkcs1v15::Signature::try_from(signature)
+                    .is_ok_and(|s| {
+                        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(self.full.clone())
+                            .verify(message, &s)
+                            .is_ok()
+                    }),
+                Scheme::Ed25519 => false,
+            }
+        }
+        #[cfg(not(feature = "sign"))]
+        {
+            // Unreachable: `parse` refuses keys ring does not take without `sign`.
+            let _ = (scheme, message, signature);
+            false
+        }
+    }
 }
 
 /// A public key that verifies release signatures, with its [`KeyId`].
@@ -156,8 +235,6 @@ pub(crate) enum PublicKeyMaterial {
 pub struct PublicKey {
     id: KeyId,
     material: PublicKeyMaterial,
-    /// The same RSA key for `ring`, when it takes it (see `ring_rsa`).
-    ring_rsa: Option<RingRsaKey>,
 }
 
 impl PublicKey {
@@ -186,9 +263,7 @@ impl PublicKey {
         let spki = SubjectPublicKeyInfoRef::try_from(der).map_err(|e| invalid(e.to_string()))?;
         let material = match spki.algorithm.oid {
             RSA_OID => {
-                let key = rsa::RsaPublicKey::try_from(spki).map_err(|e| invalid(e.to_string()))?;
-                check_rsa_size(key.size() * 8)?;
-                PublicKeyMaterial::Rsa(key)
+                PublicKeyMaterial::Rsa(RsaPublic::parse(der, spki.subject_public_key.raw_bytes())?)
             }
             ED25519_OID => PublicKeyMaterial::Ed25519(
                 ed25519_dalek::VerifyingKey::from_public_key_der(der)
@@ -203,30 +278,35 @@ impl PublicKey {
         Ok(Self::new(KeyId::of_spki_der(der), material))
     }
 
-    pub(crate) fn from_material(material: PublicKeyMaterial) -> Result<Self> {
-        let der = match &material {
-            PublicKeyMaterial::Rsa(key) => key.to_public_key_der(),
-            PublicKeyMaterial::Ed25519(key) => {
-                ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_der(key)
+    /// The public half of a signing key.
+    #[cfg(feature = "sign")]
+    pub(crate) fn of_ed25519(key: ed25519_dalek::VerifyingKey) -> Result<Self> {
+        let der = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_der(&key).map_err(|e| {
+            VerifyError::InvalidKey {
+                kind: "public key",
+                reason: e.to_string(),
             }
-        }
-        .map_err(|e| VerifyError::InvalidKey {
-            kind: "public key",
-            reason: e.to_string(),
         })?;
-        Ok(Self::new(KeyId::of_spki_der(der.as_bytes()), material))
+        Ok(Self::new(
+            KeyId::of_spki_der(der.as_bytes()),
+            PublicKeyMaterial::Ed25519(key),
+        ))
+    }
+
+    /// The public half of a signing key.
+    #[cfg(feature = "sign")]
+    pub(crate) fn of_rsa(key: &rsa::RsaPublicKey) -> Result<Self> {
+        let der = key
+            .to_public_key_der()
+            .map_err(|e| VerifyError::InvalidKey {
+                kind: "public key",
+                reason: e.to_string(),
+            })?;
+        Self::from_spki_der(der.as_bytes())
     }
 
     fn new(id: KeyId, material: PublicKeyMaterial) -> Self {
-        let ring_rsa = match &material {
-            PublicKeyMaterial::Rsa(key) => RingRsaKey::for_key(key),
-            PublicKeyMaterial::Ed25519(_) => None,
-        };
-        Self {
-            id,
-            material,
-            ring_rsa,
-        }
+        Self { id, material }
     }
 
     /// The key id (SHA-256 of the SPKI DER).
@@ -263,17 +343,17 @@ impl PublicKey {
 
     /// The key as DER SubjectPublicKeyInfo.
     pub fn to_spki_der(&self) -> Result<Vec<u8>> {
-        let der = match &self.material {
-            PublicKeyMaterial::Rsa(key) => key.to_public_key_der(),
+        match &self.material {
+            PublicKeyMaterial::Rsa(key) => Ok(key.spki_der.clone()),
             PublicKeyMaterial::Ed25519(key) => {
                 ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_der(key)
+                    .map(|d| d.into_vec())
+                    .map_err(|e| VerifyError::InvalidKey {
+                        kind: "public key",
+                        reason: e.to_string(),
+                    })
             }
-        };
-        der.map(|d| d.into_vec())
-            .map_err(|e| VerifyError::InvalidKey {
-                kind: "public key",
-                reason: e.to_string(),
-            })
+        }
     }
 
     /// Checks `signature` over `message` with `scheme`.
@@ -293,23 +373,12 @@ impl PublicKey {
                 // so one statement has exactly one accepted signature per key.
                 key.verify_strict(message, &signature).map_err(|_| bad())
             }
-            (PublicKeyMaterial::Rsa(key), Scheme::RsaPssSha256) => {
-                let signature = rsa::pss::Signature::try_from(signature).map_err(|_| bad())?;
-                match &self.ring_rsa {
-                    Some(fast) => fast.verify(message, &signature),
-                    None => rsa::pss::VerifyingKey::<Sha256>::new(key.clone())
-                        .verify(message, &signature),
+            (PublicKeyMaterial::Rsa(key), Scheme::RsaPssSha256 | Scheme::RsaPkcs1v15Sha256) => {
+                if key.verify(scheme, message, signature) {
+                    Ok(())
+                } else {
+                    Err(bad())
                 }
-                .map_err(|_| bad())
-            }
-            (PublicKeyMaterial::Rsa(key), Scheme::RsaPkcs1v15Sha256) => {
-                let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| bad())?;
-                match &self.ring_rsa {
-                    Some(fast) => fast.verify(message, &signature),
-                    None => rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key.clone())
-                        .verify(message, &signature),
-                }
-                .map_err(|_| bad())
             }
             _ => Err(VerifyError::SchemeKeyMismatch {
                 key_id: self.id,
@@ -328,4 +397,38 @@ pub(crate) fn check_rsa_size(bits: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2048-bit RSA key with public exponent 3 (`openssl genpkey ... rsa_keygen_pubexp:3`):
+    /// a shape `ring` does not verify with.
+    const EXPONENT_3_KEY: &str = include_str!("../tests/keys/rsa-exponent-3.pub.pem");
+
+    #[cfg(feature = "sign")]
+    #[test]
+    fn unusual_rsa_keys_load_with_the_sign_feature() {
+        let key = PublicKey::from_spki_pem(EXPONENT_3_KEY).unwrap();
+        assert_eq!(key.key_type(), "RSA");
+        // The key id covers the key as given, and the key writes back the same bytes.
+        let der = key.to_spki_der().unwrap();
+        assert_eq!(key.id(), KeyId::of_spki_der(&der));
+        assert_eq!(PublicKey::from_spki_der(&der).unwrap(), key);
+        assert!(matches!(
+            key.verify(Scheme::RsaPssSha256, b"m", &[0; 256]),
+            Err(VerifyError::BadSignature { .. })
+        ));
+    }
+
+    #[cfg(not(feature = "sign"))]
+    #[test]
+    fn unusual_rsa_keys_are_refused_by_name_without_the_sign_feature() {
+        let error = PublicKey::from_spki_pem(EXPONENT_3_KEY).unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::InvalidKey { reason, .. } if reason.contains("`sign` feature")),
+            "{error}"
+        );
+    }
 }

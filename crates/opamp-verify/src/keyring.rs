@@ -58,7 +58,7 @@ impl TrustedKey {
 ///
 /// ```
 /// use opamp_verify::{KeyRing, ReleaseSigner, TrustedKey, VerifyError};
-/// let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng)?;
+/// let signer = ReleaseSigner::generate_ed25519()?;
 /// let mut keys = KeyRing::new();
 /// keys.trust(TrustedKey::new(signer.public_key().clone()));
 /// let now = std::time::SystemTime::UNIX_EPOCH;

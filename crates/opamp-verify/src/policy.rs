@@ -61,7 +61,7 @@ impl VerificationContext {
 ///
 /// // Release side.
 /// let file = b"collector binary".to_vec();
-/// let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng)?;
+/// let signer = ReleaseSigner::generate_ed25519()?;
 /// let hash = ContentHash::of(&file);
 /// let statement = Statement::new("otelcol", "1.2.0", hash, file.len() as u64,
 ///     UNIX_EPOCH + Duration::from_secs(2_000_000_000))?;
@@ -98,11 +98,12 @@ impl TrustPolicy {
         }
     }
 
-    /// Whether an offer without any signature is refused (default `true`). Turning it off
-    /// trusts whoever controls the server with the agent's binary; meant for test setups.
+    /// Accepts offers that carry no signature at all (default `false`: they are refused).
+    /// Turning it on trusts whoever controls the server, or the network path to it, with the
+    /// agent's binary; meant for test setups only, hence the name.
     #[must_use]
-    pub fn require_signature(mut self, require: bool) -> Self {
-        self.require_signature = require;
+    pub fn dangerous_accept_unsigned(mut self, accept: bool) -> Self {
+        self.require_signature = !accept;
         self
     }
 

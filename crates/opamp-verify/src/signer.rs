@@ -1,7 +1,7 @@
 //! The release side: keys that sign statements (and compatible-mode signatures).
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use rand_core::{CryptoRngCore, OsRng};
+use rand_core::OsRng;
 use rsa::traits::PublicKeyParts as _;
 use sha2::Sha256;
 use signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _};
@@ -11,9 +11,7 @@ use spki::der::zeroize::Zeroizing;
 use crate::digest::ContentHash;
 use crate::envelope::{SignatureEnvelope, signed_message};
 use crate::error::{Result, VerifyError};
-use crate::key::{
-    ED25519_OID, KeyId, PublicKey, PublicKeyMaterial, RSA_OID, Scheme, check_rsa_size,
-};
+use crate::key::{ED25519_OID, KeyId, PublicKey, RSA_OID, Scheme, check_rsa_size};
 use crate::statement::Statement;
 
 enum SigningMaterial {
@@ -29,7 +27,7 @@ enum SigningMaterial {
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
 /// use opamp_verify::{ContentHash, PublicKey, ReleaseSigner, Statement};
-/// let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng)?;
+/// let signer = ReleaseSigner::generate_ed25519()?;
 /// let private_pem = signer.to_pkcs8_pem()?;          // store this securely
 /// let public_pem = signer.public_key().to_spki_pem()?; // hand this to agents
 /// let reloaded = ReleaseSigner::from_pkcs8_pem(&private_pem, None)?;
@@ -56,10 +54,20 @@ impl std::fmt::Debug for ReleaseSigner {
 }
 
 impl ReleaseSigner {
-    /// A fresh Ed25519 key.
-    pub fn generate_ed25519<R: CryptoRngCore + ?Sized>(rng: &mut R) -> Result<Self> {
-        let key = ed25519_dalek::SigningKey::generate(rng);
-        let public = PublicKey::from_material(PublicKeyMaterial::Ed25519(key.verifying_key()))?;
+    /// A fresh Ed25519 key from the operating system's random source.
+    pub fn generate_ed25519() -> Result<Self> {
+        Self::ed25519_from_key(ed25519_dalek::SigningKey::generate(&mut OsRng))
+    }
+
+    /// The Ed25519 key whose 32-byte secret is `secret` (RFC 8032). Deterministic, for tests
+    /// and for keys kept as raw secrets; [`generate_ed25519`](Self::generate_ed25519) makes a
+    /// fresh one.
+    pub fn ed25519_from_secret(secret: &[u8; 32]) -> Result<Self> {
+        Self::ed25519_from_key(ed25519_dalek::SigningKey::from_bytes(secret))
+    }
+
+    fn ed25519_from_key(key: ed25519_dalek::SigningKey) -> Result<Self> {
+        let public = PublicKey::of_ed25519(key.verifying_key())?;
         Ok(Self {
             material: SigningMaterial::Ed25519(Box::new(key)),
             scheme: Scheme::Ed25519,
@@ -67,14 +75,11 @@ impl ReleaseSigner {
         })
     }
 
-    /// A fresh RSA key of `bits` bits (at least 2048) signing with `scheme` (an RSA scheme).
-    pub fn generate_rsa<R: CryptoRngCore + ?Sized>(
-        rng: &mut R,
-        bits: usize,
-        scheme: Scheme,
-    ) -> Result<Self> {
+    /// A fresh RSA key of `bits` bits (at least 2048) signing with `scheme` (an RSA scheme),
+    /// from the operating system's random source.
+    pub fn generate_rsa(bits: usize, scheme: Scheme) -> Result<Self> {
         check_rsa_size(bits)?;
-        let key = rsa::RsaPrivateKey::new(rng, bits).map_err(|e| VerifyError::Signing {
+        let key = rsa::RsaPrivateKey::new(&mut OsRng, bits).map_err(|e| VerifyError::Signing {
             reason: format!("RSA key generation failed: {e}"),
         })?;
         Self::from_rsa(key, scheme)
@@ -106,8 +111,7 @@ impl ReleaseSigner {
             ED25519_OID => {
                 let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
                     .map_err(|e| invalid(e.to_string()))?;
-                let public =
-                    PublicKey::from_material(PublicKeyMaterial::Ed25519(key.verifying_key()))?;
+                let public = PublicKey::of_ed25519(key.verifying_key())?;
                 match scheme.unwrap_or(Scheme::Ed25519) {
                     Scheme::Ed25519 => Ok(Self {
                         material: SigningMaterial::Ed25519(Box::new(key)),
@@ -129,7 +133,7 @@ impl ReleaseSigner {
 
     fn from_rsa(key: rsa::RsaPrivateKey, scheme: Scheme) -> Result<Self> {
         check_rsa_size(key.size() * 8)?;
-        let public = PublicKey::from_material(PublicKeyMaterial::Rsa(key.to_public_key()))?;
+        let public = PublicKey::of_rsa(&key.to_public_key())?;
         if !scheme.is_rsa() {
             return Err(VerifyError::SchemeKeyMismatch {
                 key_id: public.id(),
@@ -145,13 +149,14 @@ impl ReleaseSigner {
     }
 
     /// The private key as PEM `PRIVATE KEY` (unencrypted PKCS#8), wiped from memory on drop.
-    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
+    pub fn to_pkcs8_pem(&self) -> Result<PrivateKeyPem> {
         match &self.material {
             SigningMaterial::Rsa(key) => {
                 rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(key.as_ref(), LineEnding::LF)
             }
             SigningMaterial::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
         }
+        .map(PrivateKeyPem)
         .map_err(|e| VerifyError::InvalidKey {
             kind: "PKCS#8 private key",
             reason: e.to_string(),
@@ -221,5 +226,30 @@ impl ReleaseSigner {
                 key_type: self.public.key_type(),
             }),
         }
+    }
+}
+
+/// The PEM text of a private key. Its memory is wiped when it is dropped; it derefs to `str`
+/// and its `Debug` output hides the key.
+pub struct PrivateKeyPem(Zeroizing<String>);
+
+impl PrivateKeyPem {
+    /// The PEM text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for PrivateKeyPem {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PrivateKeyPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKeyPem(..)")
     }
 }

@@ -187,7 +187,7 @@ impl Verified<ApprovedPackage> {
     ///
     /// let file = b"collector".to_vec();
     /// let hash = ContentHash::of(&file);
-    /// let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng)?;
+    /// let signer = ReleaseSigner::generate_ed25519()?;
     /// let expiry = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
     /// let signature = signer.sign_statement(&Statement::new("otelcol", "1.0.0", hash, 9, expiry)?)?;
     /// let mut keys = KeyRing::new();

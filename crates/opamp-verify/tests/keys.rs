@@ -9,8 +9,6 @@ use std::process::Command;
 
 use common::*;
 use opamp_verify::{ContentHash, KeyId, PublicKey, ReleaseSigner, Scheme, VerifyError};
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng;
 
 #[test]
 fn ed25519_private_and_public_pem_round_trip() {
@@ -41,8 +39,7 @@ fn rsa_private_pem_round_trips_and_defaults_to_pss() {
 #[test]
 fn rsa_key_generation_produces_a_working_signer() {
     // Runs the real prime search: a few seconds in an unoptimised build.
-    let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let signer = ReleaseSigner::generate_rsa(&mut rng, 2048, Scheme::RsaPssSha256).unwrap();
+    let signer = ReleaseSigner::generate_rsa(2048, Scheme::RsaPssSha256).unwrap();
     let envelope = signer.sign_statement(&statement("1.0.0")).unwrap();
     let policy = policy_trusting(&[&signer]);
     let hash = ContentHash::of(&file());
@@ -55,8 +52,7 @@ fn rsa_key_generation_produces_a_working_signer() {
 
 #[test]
 fn weak_rsa_generation_is_refused_before_any_work() {
-    let mut rng = ChaCha20Rng::seed_from_u64(5);
-    let err = ReleaseSigner::generate_rsa(&mut rng, 1024, Scheme::RsaPssSha256).unwrap_err();
+    let err = ReleaseSigner::generate_rsa(1024, Scheme::RsaPssSha256).unwrap_err();
     assert!(matches!(
         err,
         VerifyError::WeakKey {

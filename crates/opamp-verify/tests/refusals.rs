@@ -370,7 +370,7 @@ fn missing_signature() {
 
 #[test]
 fn unsigned_is_accepted_only_when_not_required_and_still_hash_checked() {
-    let policy = TrustPolicy::new(KeyRing::new()).require_signature(false);
+    let policy = TrustPolicy::new(KeyRing::new()).dangerous_accept_unsigned(true);
     let verified = verify(&policy, "otelcol-contrib", "1.2.0", &[], &context()).unwrap();
     assert_eq!(verified.provenance(), &Provenance::Unsigned);
     let hash = ContentHash::of(b"something else");
@@ -390,7 +390,7 @@ fn a_bad_signature_is_refused_even_when_signatures_are_optional() {
     let mut signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let last = signature.len() - 1;
     signature[last] ^= 1;
-    let policy = policy_trusting(&[&signer]).require_signature(false);
+    let policy = policy_trusting(&[&signer]).dangerous_accept_unsigned(true);
     let err = verify(&policy, "otelcol-contrib", "1.2.0", &signature, &context()).unwrap_err();
     assert!(matches!(err, VerifyError::BadSignature { .. }));
 }
@@ -613,7 +613,7 @@ fn bad_signature() {
 
 #[test]
 fn offered_version_must_be_semver() {
-    let policy = TrustPolicy::new(KeyRing::new()).require_signature(false);
+    let policy = TrustPolicy::new(KeyRing::new()).dangerous_accept_unsigned(true);
     let err = verify(&policy, "otelcol-contrib", "latest", &[], &context()).unwrap_err();
     assert!(matches!(err, VerifyError::InvalidVersion { ref version, .. } if version == "latest"));
 }

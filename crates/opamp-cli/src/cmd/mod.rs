@@ -57,7 +57,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
 /// anything the server or the library refused is 1.
 pub(crate) fn fleet_error(error: FleetError, context: impl std::fmt::Display) -> CommandError {
     let failure = match &error {
-        FleetError::AdminApi { status: None, .. } | FleetError::Io { .. } => Failure::Unreachable,
+        FleetError::AdminApi { status: None, .. }
+        | FleetError::AdminUnreachable { .. }
+        | FleetError::Io { .. } => Failure::Unreachable,
         _ => Failure::Operation,
     };
     CommandError::new(

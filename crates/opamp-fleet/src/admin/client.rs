@@ -36,10 +36,14 @@ pub struct AdminClient {
     token: String,
 }
 
-fn transport_error(error: &reqwest::Error) -> FleetError {
-    FleetError::AdminApi {
-        status: error.status().map(|s| s.as_u16()),
-        message: error.to_string(),
+fn transport_error(error: reqwest::Error) -> FleetError {
+    match error.status() {
+        Some(status) => FleetError::AdminApi {
+            status: Some(status.as_u16()),
+            message: error.to_string(),
+        },
+        // No answer: keep the error as the source so the OS error below it stays visible.
+        None => FleetError::AdminUnreachable { source: error },
     }
 }
 
@@ -78,7 +82,7 @@ impl AdminClient {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| transport_error(&e))?;
+            .map_err(transport_error)?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -94,7 +98,7 @@ impl AdminClient {
     }
 
     async fn json<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, FleetError> {
-        let body = response.bytes().await.map_err(|e| transport_error(&e))?;
+        let body = response.bytes().await.map_err(transport_error)?;
         serde_json::from_slice(&body).map_err(|e| FleetError::AdminApi {
             status: None,
             message: format!("unexpected answer: {e}"),
@@ -252,7 +256,7 @@ impl AdminClient {
     pub async fn metrics(&self) -> Result<String, FleetError> {
         let url = self.url("/metrics")?;
         let response = self.send(self.http.get(url)).await?;
-        response.text().await.map_err(|e| transport_error(&e))
+        response.text().await.map_err(transport_error)
     }
 
     /// Follows a rollout's progress (`GET /api/v1/rollouts/{id}/events`): the current state
@@ -313,7 +317,7 @@ impl RolloutEvents {
             }
             match self.body.next().await? {
                 Ok(chunk) => self.buffer.extend_from_slice(&chunk),
-                Err(error) => return Some(Err(transport_error(&error))),
+                Err(error) => return Some(Err(transport_error(error))),
             }
         }
     }

@@ -124,7 +124,7 @@ mod tests {
     use super::{check_release_key, check_statement};
 
     fn signed(name: &str, version: &str, bytes: &[u8]) -> Vec<u8> {
-        let signer = ReleaseSigner::generate_ed25519(&mut rand::rngs::OsRng).unwrap();
+        let signer = ReleaseSigner::generate_ed25519().unwrap();
         let size = u64::try_from(bytes.len()).unwrap();
         let statement = Statement::new(
             name,
@@ -162,7 +162,7 @@ mod tests {
     fn configured_release_keys_must_have_made_the_signature() {
         let file = b"collector 1.1.0".as_slice();
         let content = hash_reader(file, 1 << 20).unwrap();
-        let release = ReleaseSigner::generate_ed25519(&mut rand::rngs::OsRng).unwrap();
+        let release = ReleaseSigner::generate_ed25519().unwrap();
         let statement = Statement::new(
             "otelcol",
             "1.1.0",

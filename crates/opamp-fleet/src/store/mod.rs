@@ -13,7 +13,9 @@
 //! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
+#[cfg(feature = "sqlite")]
 mod migrations;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 use crate::FleetError;
@@ -36,7 +39,8 @@ use crate::time::Timestamp;
 #[non_exhaustive]
 pub enum StoreError {
     /// The database failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
+    #[cfg(feature = "sqlite")]
     Database {
         /// What the store was doing.
         context: &'static str,
@@ -45,7 +49,7 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// A stored JSON value could not be written or read.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Json {
         /// What the store was doing.
         context: &'static str,

@@ -58,7 +58,7 @@ fn example_offer() -> v1::PackagesAvailable {
 /// line `<!-- check: LABEL -->` just before each block. The doc is the source of truth: this
 /// test fails if the code and the documented bytes ever disagree.
 fn documented_hex() -> HashMap<String, String> {
-    let doc = include_str!("../../../../docs/hashes.md");
+    let doc = include_str!("../../docs/hashes.md");
     let mut blocks = HashMap::new();
     let mut label: Option<String> = None;
     let mut current: Option<String> = None;

@@ -22,7 +22,7 @@ import tempfile
 from grpc_tools import protoc
 
 HERE = pathlib.Path(__file__).resolve().parent
-PROTO_ROOT = HERE.parents[2] / ".." / "proto"
+PROTO_ROOT = HERE.parents[1] / "proto"
 VECTORS = HERE / "vectors.json"
 UID = bytes(range(16))
 

@@ -35,16 +35,16 @@ pub enum Error {
         reason: String,
     },
     /// The installer (downloads directory, HTTP client) cannot be set up.
-    #[error("cannot set up the installer: {0}")]
+    #[error("cannot set up the installer")]
     Installer(#[source] InstallError),
     /// Start-up recovery of an interrupted install failed; nothing was started.
-    #[error("start-up recovery of an interrupted install failed: {0}")]
+    #[error("start-up recovery of an interrupted install failed")]
     Recovery(#[source] InstallError),
     /// The health check cannot be built.
     #[error(transparent)]
     Health(#[from] HealthError),
     /// The collector could not be started.
-    #[error("cannot start the collector {}: {source}", executable.display())]
+    #[error("cannot start the collector {}", executable.display())]
     Start {
         /// The executable.
         executable: PathBuf,
@@ -61,8 +61,9 @@ pub enum Error {
         reason: String,
     },
     /// The OpAMP client could not be started (endpoint, TLS files).
-    #[error("OpAMP client: {0}")]
+    #[error("OpAMP client failed")]
     Transport(#[from] opamp_transport::TransportError),
+    #[cfg(feature = "metrics")]
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),

@@ -130,6 +130,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     };
     let (uplink, outbox) = Uplink::new(initial, report, accepts_packages);
     let metrics_stop = tokio_util::sync::CancellationToken::new();
+    #[cfg(feature = "metrics")]
     if let Some(listen) = config.metrics_listen {
         let sources = crate::metrics::MetricsSources {
             run_state: collector.watch(),
@@ -137,6 +138,10 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
             statuses: uplink.statuses(),
         };
         crate::metrics::serve(listen, sources, metrics_stop.clone()).await?;
+    }
+    #[cfg(not(feature = "metrics"))]
+    if let Some(listen) = config.metrics_listen {
+        tracing::warn!(%listen, "metrics_listen is set but this build has no `metrics` feature; no metrics endpoint");
     }
     let effective_config = effective_config(&config);
     let first = uplink.current();

@@ -1,8 +1,10 @@
 //! Finds the line of a key in YAML text, for errors found after parsing (cross-field checks).
 //!
-//! serde_yaml's value tree carries no positions, so this follows block-style indentation. It
-//! handles what supervisor configs look like (nested block mappings); anything it cannot follow
-//! yields `None` and the error is reported without a line.
+//! serde_norway (the maintained fork of serde_yaml) reports positions for its own errors but
+//! gives deserialized values no spans, so this follows block-style indentation. It handles what
+//! supervisor configs look like (nested block mappings); anything it cannot follow yields `None`
+//! and the error is reported without a line. (serde-saphyr has spanned values but needs a newer
+//! Rust than this workspace's rust-version.)
 
 /// 1-based line of the key at `path` (e.g. `["health", "liveness_window"]`), if found.
 pub(super) fn line_of(text: &str, path: &[&str]) -> Option<usize> {

@@ -63,7 +63,7 @@ impl fmt::Display for Position {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read supervisor config {}: {source}", path.display())]
+    #[error("cannot read supervisor config {}", path.display())]
     Read {
         /// The config file.
         path: PathBuf,
@@ -73,7 +73,7 @@ pub enum ConfigError {
     },
     /// A collector config file listed in `agent.config_files` cannot be read for the
     /// effective-config report.
-    #[error("cannot read collector config file {} for the effective-config report: {source}", path.display())]
+    #[error("cannot read collector config file {} for the effective-config report", path.display())]
     EffectiveConfig {
         /// The collector config file.
         path: PathBuf,
@@ -135,7 +135,7 @@ impl SupervisorConfig {
     /// [`ConfigError::Invalid`] with the line and reason.
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
         let mut config: SupervisorConfig =
-            serde_yaml::from_str(text).map_err(|e| yaml_error(origin, &e))?;
+            serde_norway::from_str(text).map_err(|e| yaml_error(origin, &e))?;
         config
             .check_consistency()
             .map_err(|(key_path, reason)| ConfigError::Invalid {
@@ -156,14 +156,14 @@ impl SupervisorConfig {
     }
 }
 
-fn yaml_error(origin: &Path, error: &serde_yaml::Error) -> ConfigError {
+fn yaml_error(origin: &Path, error: &serde_norway::Error) -> ConfigError {
     let mut reason = error.to_string();
     let position = error.location().map(|l| Position {
         line: l.line(),
         column: Some(l.column()),
     });
     if let Some(p) = position {
-        // serde_yaml appends the position to its message; we report it in front instead.
+        // serde_norway appends the position to its message; we report it in front instead.
         let suffix = format!(" at line {} column {}", p.line, p.column.unwrap_or(0));
         if let Some(stripped) = reason.strip_suffix(&suffix) {
             reason = stripped.to_owned();

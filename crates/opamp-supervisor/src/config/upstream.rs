@@ -155,7 +155,7 @@ struct Description {
 /// [`UpstreamError`] for text that is not an upstream config, a missing `server.endpoint`,
 /// `storage.directory` or `agent.executable`, or `insecure_skip_verify: true`.
 pub fn convert(text: &str, trust_keys: &[PathBuf]) -> Result<Conversion, UpstreamError> {
-    let upstream: Upstream = serde_yaml::from_str(text).map_err(|e| UpstreamError::Parse {
+    let upstream: Upstream = serde_norway::from_str(text).map_err(|e| UpstreamError::Parse {
         reason: e.to_string(),
     })?;
     let mut warnings = Vec::new();

@@ -1,4 +1,4 @@
-//! Deserializers for single values. Each rejects a bad value while serde_yaml still knows its
+//! Deserializers for single values. Each rejects a bad value while serde_norway still knows its
 //! position, so the error names the line of the value itself.
 
 use std::collections::BTreeMap;
@@ -178,7 +178,7 @@ pub(super) fn url<'de, D: Deserializer<'de>>(
     })
 }
 
-/// Deserializes a string and converts it inside the visitor: serde_yaml attaches the scalar's
+/// Deserializes a string and converts it inside the visitor: serde_norway attaches the scalar's
 /// own position only to errors raised there (errors raised after `deserialize` returns get the
 /// position of the enclosing mapping).
 fn parse_str<'de, D, T>(

@@ -25,7 +25,7 @@ pub(crate) struct Release {
 
 impl Release {
     pub(crate) fn new() -> Self {
-        let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).expect("key");
+        let signer = ReleaseSigner::generate_ed25519().expect("key");
         let mut keys = KeyRing::new();
         let public = signer.public_key().to_spki_pem().expect("pem");
         keys.trust(TrustedKey::new(

@@ -24,7 +24,7 @@ use crate::process::RunState;
 #[non_exhaustive]
 pub enum HealthError {
     /// The HTTP client for the health URL could not be built.
-    #[error("cannot build HTTP client for health URL {url}: {source}")]
+    #[error("cannot build HTTP client for health URL {url}")]
     Client {
         /// The health URL.
         url: String,

@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use opamp_packages::{OfferedPackage, PackageName, PackageOffer};
@@ -230,7 +230,7 @@ impl Host {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("bin")).unwrap();
         let exe = variant_in(&dir.path().join("bin"), PACKAGE, &Variant::healthy(version));
-        let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+        let signer = ReleaseSigner::generate_ed25519().unwrap();
         let key_file = dir.path().join("release.pub.pem");
         std::fs::write(&key_file, signer.public_key().to_spki_pem().unwrap()).unwrap();
         Host {
@@ -428,9 +428,4 @@ pub async fn assert_still_runs(fleet: &mut Fleet, uid: InstanceUid, host: &Host,
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Path of the supervisor binary.
-pub fn supervisor_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_opamp-supervisor"))
 }

@@ -415,7 +415,7 @@ impl Host {
         InstalledStateStore::new(layout.installed_state_path())
             .save(&state)
             .unwrap();
-        let signer = ReleaseSigner::generate_ed25519(&mut rand_core::OsRng).unwrap();
+        let signer = ReleaseSigner::generate_ed25519().unwrap();
         let mut keys = KeyRing::new();
         keys.trust(TrustedKey::new(
             PublicKey::from_spki_pem(&signer.public_key().to_spki_pem().unwrap()).unwrap(),

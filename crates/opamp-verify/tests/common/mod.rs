@@ -8,8 +8,6 @@ use opamp_verify::{
     ContentHash, DowngradeAuthorisation, KeyRing, ReleaseSigner, Scheme, Statement, TrustPolicy,
     TrustedKey,
 };
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng;
 
 /// The agent's clock in the tests: 2030-01-01T00:00:00Z.
 pub const NOW_SECS: u64 = 1_893_456_000;
@@ -35,7 +33,9 @@ pub fn rsa_signer(which: char, scheme: Scheme) -> ReleaseSigner {
 }
 
 pub fn ed25519_signer(seed: u64) -> ReleaseSigner {
-    ReleaseSigner::generate_ed25519(&mut ChaCha20Rng::seed_from_u64(seed)).unwrap()
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_le_bytes());
+    ReleaseSigner::ed25519_from_secret(&secret).unwrap()
 }
 
 /// The package file every test offers.

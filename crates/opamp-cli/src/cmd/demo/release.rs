@@ -9,9 +9,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use opamp_verify::{
-    ContentHash, DowngradeAuthorisation, ReleaseSigner, Statement, rand_core::OsRng,
-};
+use opamp_verify::{ContentHash, DowngradeAuthorisation, ReleaseSigner, Statement};
 
 use crate::failure::{CommandError, Failure, ResultExt as _};
 
@@ -61,7 +59,7 @@ pub(crate) fn prepare(dir: &Path, opamp: &Path) -> Result<Release, CommandError>
     std::fs::create_dir_all(&dir).or_fail(Failure::Unreachable, || {
         format!("cannot create {}", dir.display())
     })?;
-    let signer = ReleaseSigner::generate_ed25519(&mut OsRng)
+    let signer = ReleaseSigner::generate_ed25519()
         .or_fail(Failure::Operation, || "cannot generate the release key")?;
     let public_key = dir.join("release.pub");
     let public_pem = signer

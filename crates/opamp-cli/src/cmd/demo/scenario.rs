@@ -9,7 +9,6 @@ use opamp_fleet::{
     AgentPhase, AuditAction, BatchPlan, FailureBudget, FailureReason, FleetServerConfig,
     RolloutStatus,
 };
-use opamp_verify::rand_core::{OsRng, RngCore as _};
 
 use super::Timing;
 use super::agents::{AgentSettings, DEMO_LABEL, Supervisors};
@@ -480,7 +479,6 @@ async fn wait_fleet(
 
 /// A random admin token for this run.
 fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    OsRng.fill_bytes(&mut bytes);
+    let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use opamp_verify::{ReleaseSigner, Scheme, rand_core::OsRng};
+use opamp_verify::{ReleaseSigner, Scheme};
 
 use super::files::{write_private, write_public};
 use crate::failure::{CommandError, Failure, ResultExt as _};
@@ -81,12 +81,12 @@ pub(crate) fn run(args: &KeygenArgs) -> Result<(), CommandError> {
                     "--bits applies to RSA keys only; Ed25519 keys have a fixed size"
                 )));
             }
-            ReleaseSigner::generate_ed25519(&mut OsRng)
+            ReleaseSigner::generate_ed25519()
         }
         SchemeArg::RsaPss | SchemeArg::RsaPkcs1 => {
             let bits = args.bits.unwrap_or(DEFAULT_RSA_BITS);
             let spinner = crate::progress::spinner(format!("generating a {bits}-bit RSA key"));
-            let signer = ReleaseSigner::generate_rsa(&mut OsRng, bits as usize, scheme);
+            let signer = ReleaseSigner::generate_rsa(bits as usize, scheme);
             spinner.finish_and_clear();
             signer
         }

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use opamp_verify::{DowngradeAuthorisation, ReleaseSigner, Statement, Zeroizing};
+use opamp_verify::{DowngradeAuthorisation, ReleaseSigner, Statement};
+use zeroize::Zeroizing;
 
 use super::files::{read_text, write_public};
 use super::keygen::SchemeArg;
