@@ -551,6 +551,9 @@ fn release_commands_print_json_on_request() {
     let sign: serde_json::Value = serde_json::from_str(&sign.stdout).unwrap();
     assert_eq!(sign["sha256"], sha256.as_str(), "{sign}");
     assert_eq!(sign["version"], "1.1.0", "{sign}");
+    assert_eq!(sign["size"], 15, "{sign}");
+    assert_eq!(sign["key_id"], key_id.as_str(), "{sign}");
+    assert_eq!(sign["scheme"], "ed25519", "{sign}");
     let verify = work
         .opamp(&[
             "package",

@@ -143,17 +143,17 @@ pub(crate) fn run(args: &SignArgs) -> Result<(), CommandError> {
     summary.push(format!("key id:      {} ({scheme})", signer.key_id()));
     summary.push(format!("signature:   {}", out.display()));
     if args.json {
-        // The same facts as the text lines, keyed by their labels.
-        let fields: serde_json::Map<String, serde_json::Value> = summary
-            .iter()
-            .filter_map(|line| line.split_once(':'))
-            .map(|(label, value)| {
-                (
-                    label.trim().replace(' ', "_"),
-                    serde_json::Value::String(value.trim().to_owned()),
-                )
-            })
-            .collect();
+        // The text lines' facts with typed values; the statement's fields when there is one.
+        let mut fields = serde_json::Map::new();
+        for line in &summary {
+            if let Some((label, value)) = line.split_once(':') {
+                fields.insert(label.trim().replace(' ', "_"), value.trim().into());
+            }
+        }
+        fields.insert("size".into(), hashed.len().into());
+        fields.insert("key_id".into(), signer.key_id().to_string().into());
+        fields.insert("scheme".into(), scheme.to_string().into());
+        fields.insert("compatible_mode".into(), args.compatible.into());
         return crate::output::line(crate::cmd::json::to_json(&fields)?);
     }
     crate::output::line(summary.join("\n"))
