@@ -36,6 +36,18 @@ fn example_server_toml_parses() {
     );
 }
 
+/// `deploy/server.toml`, the config the container image and systemd unit ship.
+#[test]
+fn the_shipped_server_config_parses() {
+    let config = FleetServerConfig::from_file(&repository_file("deploy/server.toml"))
+        .expect("deploy/server.toml parses");
+    assert_eq!(config.admin.listen.port(), 4321);
+    assert!(
+        config.admin.resolve_operators().is_err(),
+        "its token file is not here"
+    );
+}
+
 #[test]
 fn example_supervisor_yaml_is_valid_and_declares_every_capability() {
     let path = repository_file("examples/supervisor.yaml");
