@@ -208,7 +208,7 @@ impl ServerEndpoint {
     ///
     /// # Errors
     /// As [`handle`](Self::handle); undecodable bytes are [`EndpointError::Session`] with
-    /// [`SessionError::Decode`] and are answered with an error response.
+    /// [`crate::SessionError::Decode`] and are answered with an error response.
     pub fn handle_bytes(
         &mut self,
         now: Instant,
