@@ -6,6 +6,8 @@
 
 mod statement_check;
 
+pub(crate) use statement_check::downgrade_refusal;
+
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
@@ -133,8 +135,7 @@ impl Catalog {
         let (temp, hashed) = writer
             .finish()
             .map_err(|e| invalid(format!("hashing: {e}")))?;
-        statement_check::check_statement(name, version, &hashed, &signature).map_err(invalid)?;
-        statement_check::check_release_key(&self.release_keys, &hashed, &signature)
+        self.check_signature_for(name, version, &hashed, &signature)
             .map_err(invalid)?;
         temp.as_file()
             .sync_all()
@@ -201,6 +202,8 @@ impl Catalog {
         let (_, hashed) = writer
             .finish()
             .map_err(|e| invalid(format!("hashing: {e}")))?;
+        self.check_signature_for(name, version, &hashed, &signature)
+            .map_err(invalid)?;
         file.sync_all().map_err(io_error("syncing", path))?;
         drop(file);
         let content_hash = hex_bytes(&hashed.hash().to_string());
@@ -221,6 +224,20 @@ impl Catalog {
             &final_path,
             placed,
         )
+    }
+
+    /// The add-time checks of a signature against the file it comes with (both entries): a
+    /// signed statement must describe this file, name and version, and with release keys
+    /// configured one of them must have made it.
+    fn check_signature_for(
+        &self,
+        name: &str,
+        version: &str,
+        hashed: &opamp_verify::HashedContent,
+        signature: &[u8],
+    ) -> Result<(), String> {
+        statement_check::check_statement(name, version, hashed, signature)?;
+        statement_check::check_release_key(&self.release_keys, hashed, signature)
     }
 
     /// Refuses changed bytes for a known version, places the file with `place` and records
