@@ -48,12 +48,15 @@ pub enum AuditAction {
         versions: Vec<String>,
     },
     /// A failed or aborted agent was not offered its previous version: it is an adopted
-    /// version the catalog does not have.
+    /// version the catalog does not have, or one the agent would refuse (`reason`).
     AgentNotReverted {
         /// The agent.
         uid: InstanceUid,
         /// The version the server could not offer back.
         version: String,
+        /// Why, when it is not an adopted version.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
     },
     /// An operator paused it.
     Paused,

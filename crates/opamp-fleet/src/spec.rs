@@ -1,5 +1,6 @@
 //! What an operator asks for: [`RolloutSpec`] and its knobs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,12 @@ pub struct RolloutSpec {
     /// agents whose previous version is listed here get no revert offer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adopted_versions: Vec<String>,
+    /// Versions the server can offer back but that an agent already running the target will
+    /// likely refuse, with why (filled in by the server when it plans the rollout: the
+    /// version's signed statement authorises no downgrade from the target). An abort still
+    /// offers them, names those agents at once and does not wait for them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unrevertible_versions: BTreeMap<String, String>,
 }
 
 impl RolloutSpec {
@@ -125,6 +132,7 @@ impl RolloutSpec {
             created_by: created_by.into(),
             adopt_unknown_versions: false,
             adopted_versions: Vec::new(),
+            unrevertible_versions: BTreeMap::new(),
         }
     }
 

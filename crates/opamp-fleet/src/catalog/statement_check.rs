@@ -2,7 +2,7 @@
 //! name and version it is added as, so a mismatch is refused by the operator's `package add`
 //! instead of by the first canary.
 
-use opamp_verify::{HashedContent, PublicKey, Scheme, SignatureEnvelope};
+use opamp_verify::{DowngradeAuthorisation, HashedContent, PublicKey, Scheme, SignatureEnvelope};
 
 /// Why a signature does not fit the file it is added with, or `Ok` when it does or cannot be
 /// judged here.
@@ -54,6 +54,28 @@ pub(crate) fn check_statement(
         ));
     }
     Ok(())
+}
+
+/// Why an agent that runs `target` will refuse the version signed by `signature` as a
+/// downgrade, or `None` when its signed statement authorises that downgrade or the signature is
+/// no signed statement (unsigned or compatible-mode packages are judged by each agent's own
+/// policy, which the server does not know). Only meaningful for a version lower than the
+/// target: the trust policy needs no authorisation to go up.
+pub(crate) fn downgrade_refusal(signature: &[u8], target: &semver::Version) -> Option<String> {
+    if !SignatureEnvelope::is_envelope(signature) {
+        return None;
+    }
+    let envelope = match SignatureEnvelope::parse(signature) {
+        Ok(envelope) => envelope,
+        Err(err) => return Some(format!("its signature cannot be read: {err}")),
+    };
+    match envelope.statement().downgrade() {
+        DowngradeAuthorisation::AllowFromAtMost(bound) if bound >= target => None,
+        DowngradeAuthorisation::AllowFromAtMost(bound) => Some(format!(
+            "its signature authorises a downgrade only from {bound} or lower"
+        )),
+        _ => Some("its signature does not authorise a downgrade".to_owned()),
+    }
 }
 
 /// When the server is configured with release keys: the signature must verify under one of
@@ -121,7 +143,7 @@ mod tests {
 
     use opamp_verify::{ContentHash, ReleaseSigner, Statement, hash_reader};
 
-    use super::{check_release_key, check_statement};
+    use super::{DowngradeAuthorisation, check_release_key, check_statement, downgrade_refusal};
 
     fn signed(name: &str, version: &str, bytes: &[u8]) -> Vec<u8> {
         let signer = ReleaseSigner::generate_ed25519().unwrap();
@@ -206,5 +228,40 @@ mod tests {
             Ok(())
         );
         assert_eq!(check_statement("otelcol", "1.0.0", &content, b""), Ok(()));
+    }
+
+    #[test]
+    fn downgrade_refusals_name_what_the_signature_lacks() {
+        let target = semver::Version::new(1, 1, 0);
+        assert_eq!(downgrade_refusal(b"", &target), None);
+        assert_eq!(downgrade_refusal(&[7; 256], &target), None);
+        let signer = ReleaseSigner::generate_ed25519().unwrap();
+        let sign = |downgrade| {
+            let statement = Statement::new(
+                "otelcol",
+                "1.0.0",
+                ContentHash::of(b"old"),
+                3,
+                std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+            )
+            .unwrap()
+            .with_downgrade(downgrade);
+            signer.sign_statement(&statement).unwrap()
+        };
+        let forbidden = sign(DowngradeAuthorisation::Forbidden);
+        assert!(
+            downgrade_refusal(&forbidden, &target)
+                .is_some_and(|r| r.contains("does not authorise a downgrade"))
+        );
+        let too_low = sign(DowngradeAuthorisation::AllowFromAtMost(
+            semver::Version::new(1, 0, 5),
+        ));
+        assert!(
+            downgrade_refusal(&too_low, &target).is_some_and(|r| r.contains("only from 1.0.5"))
+        );
+        let enough = sign(DowngradeAuthorisation::AllowFromAtMost(
+            semver::Version::new(1, 1, 0),
+        ));
+        assert_eq!(downgrade_refusal(&enough, &target), None);
     }
 }

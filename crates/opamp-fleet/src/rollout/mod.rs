@@ -214,6 +214,11 @@ pub struct AgentProgress {
     pub phase: AgentPhase,
     /// Whether it was told to go back to `previous_version`.
     pub reverted: bool,
+    /// Why the agent is expected to refuse that revert (its previous version is signed without
+    /// a downgrade authorisation from the target): it is still offered, but an abort does not
+    /// wait for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_refusal: Option<String>,
     /// Health last reported since the agent's current version was installed (`None` before
     /// any report).
     pub health: Option<bool>,
@@ -231,7 +236,9 @@ impl AgentProgress {
     /// Whether a revert was requested and the agent has not yet confirmed it.
     #[must_use]
     pub fn revert_pending(&self) -> bool {
-        self.reverted && self.reported_version != self.previous_version
+        self.reverted
+            && self.revert_refusal.is_none()
+            && self.reported_version != self.previous_version
     }
 }
 

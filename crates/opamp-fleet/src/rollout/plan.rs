@@ -136,6 +136,7 @@ impl Rollout {
                     connected: snapshot.connected,
                     phase: AgentPhase::Pending,
                     reverted: false,
+                    revert_refusal: None,
                     health: None,
                     deadline: None,
                 });

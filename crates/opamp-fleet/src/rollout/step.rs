@@ -2,7 +2,7 @@
 
 use opamp_proto::InstanceUid;
 
-use super::{AgentPhase, FailureReason, Rollout, RolloutState};
+use super::{AgentPhase, AgentProgress, FailureReason, Rollout, RolloutState};
 use crate::FleetError;
 use crate::audit::{Actor, AuditAction, AuditRecord};
 use crate::events::{Command, Event, RolloutStatus};
@@ -355,11 +355,19 @@ impl Rollout {
         let uid = agent.uid;
         let wave_index = agent.wave;
         let to_version = agent.previous_version.clone();
-        let adopted = self.data.spec.is_adopted(&to_version);
+        let plan = revert_plan(&self.data.spec, agent);
+        let adopted = plan == RevertPlan::Adopted;
         let first_revert = !agent.reverted && !adopted;
+        let refusal = match &plan {
+            RevertPlan::MayBeRefused(why) if first_revert => Some(why.clone()),
+            _ => None,
+        };
         if !adopted {
             let was_pending = agent.revert_pending();
             agent.reverted = true;
+            if refusal.is_some() {
+                agent.revert_refusal.clone_from(&refusal);
+            }
             let is_pending = agent.revert_pending();
             self.adjust_pending_reverts(was_pending, is_pending);
         }
@@ -370,6 +378,15 @@ impl Rollout {
         tracing::debug!(rollout = %self.data.id, %uid, ?reason, "agent failed");
         self.audit(now, actor, AuditAction::AgentFailed { uid, reason }, out);
         if first_revert {
+            if let Some(reason) = refusal {
+                let version = to_version.clone();
+                let action = AuditAction::AgentNotReverted {
+                    uid,
+                    version,
+                    reason,
+                };
+                self.audit(now, Actor::Engine, action, out);
+            }
             out.push(Command::Revert { uid, to_version });
         } else if adopted {
             self.audit(
@@ -378,6 +395,7 @@ impl Rollout {
                 AuditAction::AgentNotReverted {
                     uid,
                     version: to_version,
+                    reason: String::new(),
                 },
                 out,
             );
@@ -416,17 +434,21 @@ impl Rollout {
         let mut not_reverted = Vec::new();
         for agent in &mut self.data.agents {
             agent.deadline = None;
-            if agent.was_offered()
-                && !agent.reverted
-                && self.data.spec.is_adopted(&agent.previous_version)
-            {
+            let plan = revert_plan(&self.data.spec, agent);
+            if agent.was_offered() && !agent.reverted && plan == RevertPlan::Adopted {
                 // Failed agents were logged when they failed.
                 if !matches!(agent.phase, AgentPhase::Failed { .. }) {
-                    not_reverted.push((agent.uid, agent.previous_version.clone()));
+                    not_reverted.push((agent.uid, agent.previous_version.clone(), String::new()));
                 }
                 continue;
             }
             if agent.was_offered() && !agent.reverted {
+                if let RevertPlan::MayBeRefused(why) = plan {
+                    // Offered all the same (an agent that does not check may comply), but
+                    // not waited for, and said now.
+                    agent.revert_refusal = Some(why.clone());
+                    not_reverted.push((agent.uid, agent.previous_version.clone(), why));
+                }
                 agent.reverted = true;
                 if agent.revert_pending() {
                     self.data.pending_reverts += 1;
@@ -437,11 +459,28 @@ impl Rollout {
                 });
             }
         }
-        for (uid, version) in not_reverted {
+        let refused = not_reverted
+            .iter()
+            .filter(|(_, _, why)| !why.is_empty())
+            .count();
+        let mut reason = reason;
+        if let Some((_, version, why)) = not_reverted.iter().find(|(_, _, why)| !why.is_empty()) {
+            // Said at abort time, so nobody waits for reverts that cannot happen.
+            reason = format!(
+                "{reason}; not waiting for {refused} agents on {}, which will likely refuse \
+                 {version} ({why})",
+                self.data.spec.target_version
+            );
+        }
+        for (uid, version, why) in not_reverted {
             self.audit(
                 now,
                 Actor::Engine,
-                AuditAction::AgentNotReverted { uid, version },
+                AuditAction::AgentNotReverted {
+                    uid,
+                    version,
+                    reason: why,
+                },
                 out,
             );
         }
@@ -530,5 +569,31 @@ impl Rollout {
                 _ => return,
             }
         }
+    }
+}
+
+/// How the server reverts an agent after a failure or an abort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RevertPlan {
+    /// Offer the previous version and wait for the agent to confirm it.
+    Offer,
+    /// An adopted version the catalog does not have: nothing can be offered.
+    Adopted,
+    /// The agent runs the target and its previous version is signed without a downgrade
+    /// authorisation from it (why): offered, but not waited for.
+    MayBeRefused(String),
+}
+
+fn revert_plan(spec: &crate::spec::RolloutSpec, agent: &AgentProgress) -> RevertPlan {
+    if spec.is_adopted(&agent.previous_version) {
+        return RevertPlan::Adopted;
+    }
+    if agent.reported_version != spec.target_version {
+        // Not on the target: the revert offer only confirms what it runs.
+        return RevertPlan::Offer;
+    }
+    match spec.unrevertible_versions.get(&agent.previous_version) {
+        Some(why) => RevertPlan::MayBeRefused(why.clone()),
+        None => RevertPlan::Offer,
     }
 }

@@ -684,7 +684,7 @@ fn adopted_versions_are_logged_and_never_offered_back() {
     let not_reverted: Vec<InstanceUid> = audited(&commands)
         .into_iter()
         .filter_map(|a| match a {
-            AuditAction::AgentNotReverted { uid, version } if version == OLD => Some(uid),
+            AuditAction::AgentNotReverted { uid, version, .. } if version == OLD => Some(uid),
             _ => None,
         })
         .collect();
@@ -745,4 +745,73 @@ fn service_version_without_a_package_status_is_skipped_as_unknown() {
     assert_eq!(rollout.skipped()[0].reason, SkipReason::UnknownVersion);
     assert_eq!(rollout.agents().len(), 1);
     assert_eq!(rollout.agents()[0].previous_version, OLD);
+}
+
+/// Issue 23 item 8: an abort whose previous version the agents would refuse (its signature
+/// authorises no downgrade from the target) names those agents at once and ends promptly,
+/// instead of sitting in `aborting` for the install timeout and ending `failed` while
+/// showing them reverted.
+#[test]
+fn an_abort_names_agents_that_would_refuse_their_previous_version_and_ends_at_once() {
+    let why = "its signature does not authorise a downgrade";
+    let mut spec = spec();
+    spec.unrevertible_versions = [(OLD.to_owned(), why.to_owned())].into();
+    let mut rollout = Rollout::plan(RolloutId::new("r1"), spec, &fleet(20), at(0)).unwrap();
+    let canaries = offers(
+        &rollout
+            .handle(Event::Start { by: "alice".into() }, at(0))
+            .unwrap(),
+    );
+    // The first canary runs the target; the second fails its install and keeps OLD.
+    install_healthy(&mut rollout, &canaries[..1], at(1));
+    let commands = rollout
+        .handle(
+            Event::AgentInstallFailed {
+                uid: canaries[1],
+                error: "health gate failed; rolled back locally".into(),
+            },
+            at(2),
+        )
+        .unwrap();
+    // Both are offered OLD; the one on the target is named with the reason and not waited
+    // for (the one still on OLD has nothing to confirm).
+    let mut offered_back = reverts(&commands);
+    offered_back.sort();
+    let mut both = canaries.clone();
+    both.sort();
+    assert_eq!(offered_back, both);
+    let named: Vec<(InstanceUid, String)> = audited(&commands)
+        .into_iter()
+        .filter_map(|a| match a {
+            AuditAction::AgentNotReverted { uid, reason, .. } => Some((uid, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named, vec![(canaries[0], why.to_owned())]);
+    assert_eq!(rollout.status(), RolloutStatus::RolledBack);
+    let RolloutState::RolledBack { reason } = rollout.state() else {
+        panic!("{:?}", rollout.state());
+    };
+    assert!(
+        reason.contains(&format!("not waiting for 1 agents on {NEW}")),
+        "{reason}"
+    );
+    assert!(reason.contains(why), "{reason}");
+}
+
+/// Without the knowledge, the same abort waits for a revert that never comes.
+#[test]
+fn without_it_the_abort_waits_for_the_revert() {
+    let (mut rollout, canaries) = started(20, spec());
+    install_healthy(&mut rollout, &canaries[..1], at(1));
+    rollout
+        .handle(
+            Event::AgentInstallFailed {
+                uid: canaries[1],
+                error: "boom".into(),
+            },
+            at(2),
+        )
+        .unwrap();
+    assert_eq!(rollout.status(), RolloutStatus::Aborting);
 }

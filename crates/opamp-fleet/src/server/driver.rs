@@ -671,9 +671,11 @@ impl Driver {
                 ),
             });
         }
-        if !unknown.is_empty() {
+        let unrevertible = self.versions_agents_would_refuse(&rollout)?;
+        if !unknown.is_empty() || !unrevertible.is_empty() {
             // Planned again with the same id, so the same agents in the same waves.
             spec.adopted_versions = unknown.into_iter().map(|(version, _)| version).collect();
+            spec.unrevertible_versions = unrevertible;
             rollout = Rollout::plan(id.clone(), spec, &fleet, now)?;
         }
         self.conflicts.check(&rollout)?;
@@ -683,6 +685,38 @@ impl Driver {
         self.rollouts.insert(id.clone(), rollout);
         self.step(&id, Event::Start { by }, now)?;
         self.view(&id)
+    }
+
+    /// The versions below the target that agents of `rollout` would go back to and that an
+    /// agent running the target would refuse (their signature authorises no downgrade from
+    /// it), with why: an abort names those agents at once instead of waiting for them.
+    fn versions_agents_would_refuse(
+        &self,
+        rollout: &Rollout,
+    ) -> Result<BTreeMap<String, String>, FleetError> {
+        let spec = rollout.spec();
+        let Ok(target) = semver::Version::parse(&spec.target_version) else {
+            return Ok(BTreeMap::new());
+        };
+        let previous: BTreeSet<&str> = rollout
+            .agents()
+            .iter()
+            .map(|a| a.previous_version.as_str())
+            .collect();
+        let mut refused = BTreeMap::new();
+        for version in previous {
+            let lower = semver::Version::parse(version).is_ok_and(|v| v < target);
+            if !lower {
+                continue;
+            }
+            let Some(entry) = self.catalog.get(&spec.package_name, version)? else {
+                continue;
+            };
+            if let Some(why) = crate::catalog::downgrade_refusal(&entry.signature, &target) {
+                refused.insert(version.to_owned(), why);
+            }
+        }
+        Ok(refused)
     }
 
     /// The versions agents of `rollout` would go back to that the catalog does not have, with
