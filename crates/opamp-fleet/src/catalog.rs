@@ -111,27 +111,13 @@ impl Catalog {
         version: &str,
         signature: Vec<u8>,
     ) -> Result<CatalogEntry, FleetError> {
-        let invalid = |reason: String| FleetError::InvalidPackage {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            reason,
-        };
-        let safe_name = PackageName::new(name).map_err(|e| invalid(e.to_string()))?;
-        // The version becomes a directory name too: hold it to the same rules as names.
-        PackageName::new(version).map_err(|e| invalid(format!("version: {e}")))?;
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| PackageName::new(n).ok())
-            .map_or_else(|| "package".to_owned(), PackageName::into_string);
-
-        let dir = self.root.join(safe_name.as_str()).join(version);
-        std::fs::create_dir_all(&dir).map_err(io_error("creating the package directory", &dir))?;
+        let invalid = invalid_package(name, version);
+        let target = self.placement(path, name, version)?;
         let mut source = BufReader::new(File::open(path).map_err(io_error("opening", path))?);
-        let temp = tempfile::NamedTempFile::new_in(&dir)
-            .map_err(io_error("creating a temporary file in", &dir))?;
+        let temp = tempfile::NamedTempFile::new_in(&target.dir)
+            .map_err(io_error("creating a temporary file in", &target.dir))?;
         let mut writer = HashingWriter::new(temp, MAX_PACKAGE_SIZE);
-        io::copy(&mut source, &mut writer).map_err(copy_error(&invalid, &dir))?;
+        io::copy(&mut source, &mut writer).map_err(copy_error(&invalid, &target.dir))?;
         let (temp, hashed) = writer
             .finish()
             .map_err(|e| invalid(format!("hashing: {e}")))?;
@@ -140,8 +126,6 @@ impl Catalog {
         temp.as_file()
             .sync_all()
             .map_err(io_error("syncing", temp.path()))?;
-        let content_hash = hex_bytes(&hashed.hash().to_string());
-        let final_path = dir.join(&file_name);
         let placed = |final_path: &Path| {
             temp.persist(final_path)
                 .map(drop)
@@ -150,16 +134,7 @@ impl Catalog {
                     source: e.error,
                 })
         };
-        self.record(
-            name,
-            version,
-            signature,
-            content_hash,
-            hashed.len(),
-            &dir,
-            &final_path,
-            placed,
-        )
+        self.record(&target, signature, &hashed, placed)
     }
 
     /// Like [`Catalog::add_file`] for a file the caller hands over (an upload on the same file
@@ -175,24 +150,12 @@ impl Catalog {
         version: &str,
         signature: Vec<u8>,
     ) -> Result<CatalogEntry, FleetError> {
-        let invalid = |reason: String| FleetError::InvalidPackage {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            reason,
-        };
-        let safe_name = PackageName::new(name).map_err(|e| invalid(e.to_string()))?;
-        PackageName::new(version).map_err(|e| invalid(format!("version: {e}")))?;
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| PackageName::new(n).ok())
-            .map_or_else(|| "package".to_owned(), PackageName::into_string);
-        let dir = self.root.join(safe_name.as_str()).join(version);
-        std::fs::create_dir_all(&dir).map_err(io_error("creating the package directory", &dir))?;
+        let invalid = invalid_package(name, version);
+        let target = self.placement(path, name, version)?;
         let file = File::open(path).map_err(io_error("opening", path))?;
         let device = |meta: std::fs::Metadata| std::os::unix::fs::MetadataExt::dev(&meta);
         let same_device =
-            file.metadata().map(device).ok() == std::fs::metadata(&dir).map(device).ok();
+            file.metadata().map(device).ok() == std::fs::metadata(&target.dir).map(device).ok();
         if !same_device {
             drop(file);
             return self.add_file(path, name, version, signature);
@@ -206,24 +169,41 @@ impl Catalog {
             .map_err(invalid)?;
         file.sync_all().map_err(io_error("syncing", path))?;
         drop(file);
-        let content_hash = hex_bytes(&hashed.hash().to_string());
-        let final_path = dir.join(&file_name);
         let placed = |final_path: &Path| {
             std::fs::rename(path, final_path).map_err(|source| FleetError::Io {
                 context: format!("renaming into {}", final_path.display()),
                 source,
             })
         };
-        self.record(
+        self.record(&target, signature, &hashed, placed)
+    }
+
+    /// Checks `name` and `version` against the path rules (both become directory names) and
+    /// creates the directory the file of `path` will be placed in.
+    fn placement<'a>(
+        &self,
+        path: &Path,
+        name: &'a str,
+        version: &'a str,
+    ) -> Result<Placement<'a>, FleetError> {
+        let invalid = invalid_package(name, version);
+        let safe_name = PackageName::new(name).map_err(|e| invalid(e.to_string()))?;
+        // The version becomes a directory name too: hold it to the same rules as names.
+        PackageName::new(version).map_err(|e| invalid(format!("version: {e}")))?;
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| PackageName::new(n).ok())
+            .map_or_else(|| "package".to_owned(), PackageName::into_string);
+        let dir = self.root.join(safe_name.as_str()).join(version);
+        std::fs::create_dir_all(&dir).map_err(io_error("creating the package directory", &dir))?;
+        let final_path = dir.join(file_name);
+        Ok(Placement {
             name,
             version,
-            signature,
-            content_hash,
-            hashed.len(),
-            &dir,
-            &final_path,
-            placed,
-        )
+            dir,
+            final_path,
+        })
     }
 
     /// The add-time checks of a signature against the file it comes with (both entries): a
@@ -242,18 +222,20 @@ impl Catalog {
 
     /// Refuses changed bytes for a known version, places the file with `place` and records
     /// it, all under the `adding` lock.
-    #[allow(clippy::too_many_arguments)] // one private step shared by the two public entries
     fn record(
         &self,
-        name: &str,
-        version: &str,
+        target: &Placement<'_>,
         signature: Vec<u8>,
-        content_hash: Vec<u8>,
-        size: u64,
-        dir: &Path,
-        final_path: &Path,
+        hashed: &opamp_verify::HashedContent,
         place: impl FnOnce(&Path) -> Result<(), FleetError>,
     ) -> Result<CatalogEntry, FleetError> {
+        let Placement {
+            name,
+            version,
+            dir,
+            final_path,
+        } = target;
+        let content_hash = hex_bytes(&hashed.hash().to_string());
         let _adding = self
             .adding
             .lock()
@@ -270,12 +252,12 @@ impl Catalog {
         place(final_path)?;
         sync_dir(dir);
         let entry = PackageEntry::new(
-            name,
-            version,
+            *name,
+            *version,
             content_hash,
-            size,
+            hashed.len(),
             signature,
-            final_path.to_path_buf(),
+            final_path.clone(),
             Timestamp::from_system_time(SystemTime::now()),
         );
         lock(&self.store).add_package(&entry)?;
@@ -314,6 +296,23 @@ impl Catalog {
             .map(|c| c.as_os_str().to_str())
             .collect();
         Some(parts?.join("/"))
+    }
+}
+
+/// Where an added file goes: its checked name and version, its directory (created) and path.
+struct Placement<'a> {
+    name: &'a str,
+    version: &'a str,
+    dir: PathBuf,
+    final_path: PathBuf,
+}
+
+/// The error for a package refused for `reason`.
+fn invalid_package<'a>(name: &'a str, version: &'a str) -> impl Fn(String) -> FleetError + 'a {
+    move |reason| FleetError::InvalidPackage {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        reason,
     }
 }
 

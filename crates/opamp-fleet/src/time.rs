@@ -61,6 +61,39 @@ impl Timestamp {
     pub fn saturating_since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+
+    /// This time seen from `now`, in the largest whole unit: `12s ago`, `5m ago`, `3h ago`,
+    /// `3d ago`, `in 40s`; `never` for the epoch (the "not yet" value of stored times).
+    ///
+    /// ```
+    /// use opamp_fleet::time::Timestamp;
+    ///
+    /// let now = Timestamp::from_millis(100_000);
+    /// assert_eq!(Timestamp::from_millis(88_000).relative_to(now), "12s ago");
+    /// assert_eq!(Timestamp::from_millis(140_000).relative_to(now), "in 40s");
+    /// ```
+    #[must_use]
+    pub fn relative_to(self, now: Timestamp) -> String {
+        if self == Timestamp::EPOCH {
+            return "never".to_owned();
+        }
+        let (seconds, future) = if self.0 > now.0 {
+            ((self.0 - now.0) / 1000, true)
+        } else {
+            ((now.0 - self.0) / 1000, false)
+        };
+        let amount = match seconds {
+            0..60 => format!("{seconds}s"),
+            60..3600 => format!("{}m", seconds / 60),
+            3600..172_800 => format!("{}h", seconds / 3600),
+            _ => format!("{}d", seconds / 86_400),
+        };
+        if future {
+            format!("in {amount}")
+        } else {
+            format!("{amount} ago")
+        }
+    }
 }
 
 impl From<SystemTime> for Timestamp {
@@ -78,6 +111,18 @@ impl fmt::Display for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_times_pick_the_largest_whole_unit() {
+        let now = Timestamp::from_millis(1_000_000_000);
+        let at = |millis: u64| Timestamp::from_millis(millis).relative_to(now);
+        assert_eq!(at(1_000_000_000 - 12_000), "12s ago");
+        assert_eq!(at(1_000_000_000 - 5 * 60_000 - 1), "5m ago");
+        assert_eq!(at(1_000_000_000 - 3 * 3_600_000), "3h ago");
+        assert_eq!(at(1_000_000_000 - 3 * 86_400_000), "3d ago");
+        assert_eq!(at(1_000_000_000 + 40_000), "in 40s");
+        assert_eq!(at(0), "never");
+    }
 
     #[test]
     fn system_time_round_trips_at_millisecond_precision() {

@@ -100,6 +100,6 @@ fn row(agent: &AgentRecord) -> Vec<String> {
         .to_owned(),
         if agent.connected { "yes" } else { "no" }.to_owned(),
         labels.join(","),
-        super::json::ago(agent.last_seen.as_millis()),
+        super::json::ago(agent.last_seen),
     ]
 }

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use opamp_fleet::Timestamp;
 use serde_json::Value;
 
 use crate::failure::{CommandError, Failure, ResultExt as _};
@@ -76,35 +77,10 @@ pub(crate) fn rfc3339(millis: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// Epoch milliseconds relative to now: `12s ago`, `5m ago`, `3h ago`, `2d ago` (`in 40s` for
+/// `at` relative to now: `12s ago`, `5m ago`, `3h ago`, `2d ago` (`in 40s` for
 /// the future), for tables.
-pub(crate) fn ago(millis: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    relative(millis, now)
-}
-
-fn relative(millis: u64, now: u64) -> String {
-    if millis == 0 {
-        return "never".to_owned();
-    }
-    let (seconds, future) = if millis > now {
-        ((millis - now) / 1000, true)
-    } else {
-        ((now - millis) / 1000, false)
-    };
-    let amount = match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m", seconds / 60),
-        3600..172_800 => format!("{}h", seconds / 3600),
-        _ => format!("{}d", seconds / 86_400),
-    };
-    if future {
-        format!("in {amount}")
-    } else {
-        format!("{amount} ago")
-    }
+pub(crate) fn ago(at: Timestamp) -> String {
+    at.relative_to(Timestamp::from(SystemTime::now()))
 }
 
 #[cfg(test)]
@@ -126,16 +102,5 @@ mod tests {
         assert_eq!(value["waves"][0]["started_at"], "1970-01-01T00:00:00.000Z");
         assert_eq!(value["waves"][0]["settled_at"], Value::Null);
         assert_eq!(value["waves"][0]["agents"], serde_json::json!([1, 2]));
-    }
-
-    #[test]
-    fn relative_times_pick_the_largest_whole_unit() {
-        let now = 1_000_000_000;
-        assert_eq!(relative(now - 12_000, now), "12s ago");
-        assert_eq!(relative(now - 5 * 60_000 - 1, now), "5m ago");
-        assert_eq!(relative(now - 3 * 3_600_000, now), "3h ago");
-        assert_eq!(relative(now - 3 * 86_400_000, now), "3d ago");
-        assert_eq!(relative(now + 40_000, now), "in 40s");
-        assert_eq!(relative(0, now), "never");
     }
 }

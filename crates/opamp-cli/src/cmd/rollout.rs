@@ -275,7 +275,7 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                     .map(|stored| {
                         let record = &stored.record;
                         vec![
-                            json::ago(record.at.as_millis()),
+                            json::ago(record.at),
                             record.rollout_id.to_string(),
                             actor(&record.actor),
                             record.action.kind().to_owned(),
@@ -306,7 +306,7 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                             r.target_version.clone(),
                             r.status.to_string(),
                             r.selector.clone(),
-                            json::ago(r.created_at.as_millis()),
+                            json::ago(r.created_at),
                         ]
                     })
                     .collect();

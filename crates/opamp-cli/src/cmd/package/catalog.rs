@@ -100,7 +100,7 @@ pub(crate) fn list(args: &ListArgs) -> Result<(), CommandError> {
                 p.version.clone(),
                 p.size.to_string(),
                 hex(&p.content_hash),
-                crate::cmd::json::ago(p.added_at.as_millis()),
+                crate::cmd::json::ago(p.added_at),
             ]
         })
         .collect();

@@ -1,7 +1,7 @@
 //! Escaping and the page frame shared by every dashboard page.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::session::Session;
 use crate::time::Timestamp;
@@ -36,34 +36,8 @@ pub(super) fn time(at: Timestamp) -> String {
     let exact = humantime::format_rfc3339_millis(at.to_system_time()).to_string();
     format!(
         "<time datetime=\"{exact}\" title=\"{exact}\">{}</time>",
-        relative(millis, now_millis())
+        at.relative_to(Timestamp::from(SystemTime::now()))
     )
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `millis` relative to `now`: `12s ago`, `5m ago`, `in 40s`.
-pub(super) fn relative(millis: u64, now: u64) -> String {
-    let (seconds, future) = if millis > now {
-        ((millis - now) / 1000, true)
-    } else {
-        ((now - millis) / 1000, false)
-    };
-    let amount = match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m", seconds / 60),
-        3600..172_800 => format!("{}h", seconds / 3600),
-        _ => format!("{}d", seconds / 86_400),
-    };
-    if future {
-        format!("in {amount}")
-    } else {
-        format!("{amount} ago")
-    }
 }
 
 /// Which navigation entry is current.
@@ -145,12 +119,5 @@ mod tests {
             esc("<script>\"a\" & 'b'</script>"),
             "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
         );
-    }
-
-    #[test]
-    fn relative_times() {
-        assert_eq!(relative(88_000, 100_000), "12s ago");
-        assert_eq!(relative(100_000 + 40_000, 100_000), "in 40s");
-        assert_eq!(relative(0, 7_200_000), "2h ago");
     }
 }

@@ -316,10 +316,7 @@ fn stage(state: &RolloutState) -> String {
         RolloutState::Canary => "canary wave installing".to_owned(),
         RolloutState::Batch { wave } => format!("batch {wave} installing"),
         RolloutState::Baking { wave, until } => {
-            format!(
-                "wave {wave} baking until {}",
-                super::html::relative(until.as_millis(), now())
-            )
+            format!("wave {wave} baking until {}", until.relative_to(now()))
         }
         RolloutState::Paused { by, .. } => format!("paused by {by}"),
         RolloutState::Aborting { .. } => "aborting: reverting moved agents".to_owned(),
@@ -329,8 +326,8 @@ fn stage(state: &RolloutState) -> String {
     }
 }
 
-fn now() -> u64 {
-    crate::time::Timestamp::from_system_time(std::time::SystemTime::now()).as_millis()
+fn now() -> crate::time::Timestamp {
+    crate::time::Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 fn reason(state: &RolloutState) -> Option<&str> {
