@@ -12,13 +12,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, SupervisorProcess, Workdir, launcher};
+use common::{ServerProcess, SupervisorProcess, Workdir, launcher, spawn_server};
 
 const AGENTS: usize = 3;
 
@@ -56,31 +54,7 @@ fn start_server(work: &Workdir) -> (ServerProcess, String, String) {
           [[admin.operators]]\nname = \"alice\"\ntoken = \"alice-token\"\n\n\
           [[admin.operators]]\nname = \"viewer\"\ntoken = \"viewer-token\"\nread_only = true\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["server", "--config", "server.toml"])
-        .current_dir(work.root())
-        .env_remove("RUST_LOG")
-        .env_remove("OPAMP_ADMIN_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = ServerProcess(child);
-    let (lines, ready) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = ready.recv_timeout(Duration::from_secs(30)).unwrap();
-    let (agents, admin) = line
-        .strip_prefix("opamp server: agents at ")
-        .and_then(|rest| rest.split_once(", admin API at "))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
-    (server, admin.trim().to_owned(), agents.trim().to_owned())
+    spawn_server(work, &["server", "--config", "server.toml"])
 }
 
 /// Signs `file` as otelcol `version` and adds it to the catalog. Good versions may be

@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, SupervisorProcess, Workdir, launcher};
+use common::{ServerProcess, SupervisorProcess, Workdir, launcher, spawn_server};
 
 const TOKEN: &str = "secret";
 const AGENTS: usize = 3;
@@ -36,40 +35,21 @@ fn free_ports(count: usize) -> Vec<u16> {
 fn start_server(work: &Workdir, data_dir: &str, agent_port: u16, admin_port: u16) -> ServerProcess {
     let listen = format!("127.0.0.1:{agent_port}");
     let admin = format!("127.0.0.1:{admin_port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args([
-            "server",
-            "--data-dir",
-            data_dir,
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-            "--admin-token",
-            TOKEN,
-        ])
-        .current_dir(work.root())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = ServerProcess(child);
-    let (lines, ready) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = ready
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server never reported its listeners");
+    let args = [
+        "server",
+        "--data-dir",
+        data_dir,
+        "--listen",
+        &listen,
+        "--admin-listen",
+        &admin,
+        "--admin-token",
+        TOKEN,
+    ];
+    let (server, admin_url, _) = spawn_server(work, &args);
     assert!(
-        line.starts_with("opamp server: agents at ") && line.contains(&admin),
-        "unexpected first line: {line}"
+        admin_url.ends_with(&admin),
+        "the server listens where it was told: {admin_url}"
     );
     server
 }

@@ -136,13 +136,23 @@ pub fn start_server(
     token: &str,
     extra: &[&str],
 ) -> (ServerProcess, String, String) {
+    let mut args = vec!["server", "--data-dir", "data", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(&["--admin-listen", "127.0.0.1:0", "--admin-token", token]);
+    args.extend_from_slice(extra);
+    spawn_server(work, &args)
+}
+
+/// Runs `opamp ARGS` (a server command) in the work directory, without the caller's
+/// `RUST_LOG` or `OPAMP_ADMIN_TOKEN`, and waits for the line it prints once both listeners are
+/// up ("opamp server: agents at URL, admin API at URL"); returns it with the admin URL and the
+/// agent URL.
+pub fn spawn_server(work: &Workdir, args: &[&str]) -> (ServerProcess, String, String) {
     use std::io::BufRead as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["server", "--data-dir", "data", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--admin-token", token])
-        .args(extra)
+        .args(args)
         .current_dir(work.root())
         .env_remove("RUST_LOG")
+        .env_remove("OPAMP_ADMIN_TOKEN")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -162,8 +172,7 @@ pub fn start_server(
     });
     let line = ready
         .recv_timeout(std::time::Duration::from_secs(30))
-        .unwrap();
-    // "opamp server: agents at ws://ADDR/v1/opamp, admin API at http://ADDR"
+        .expect("the server never reported its listeners");
     let (agents, admin) = line
         .strip_prefix("opamp server: agents at ")
         .and_then(|rest| rest.split_once(", admin API at "))
