@@ -517,13 +517,25 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         other => panic!("pausing twice must be refused, got {other:?}"),
     }
     // A read-only operator sees everything and changes nothing.
-    assert!(
-        viewer
-            .metrics()
-            .await
-            .unwrap()
-            .contains("opamp_agents_connected")
-    );
+    let metrics = viewer.metrics().await.unwrap();
+    assert!(metrics.contains("opamp_agents_connected"));
+    // The listener counts both transports' traffic.
+    for transport in ["websocket", "http"] {
+        for family in [
+            "opamp_transport_messages_received_total",
+            "opamp_transport_messages_sent_total",
+            "opamp_transport_received_bytes_total",
+        ] {
+            let prefix = format!("{family}{{transport=\"{transport}\"}} ");
+            let value: u64 = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+                .parse()
+                .unwrap();
+            assert!(value > 0, "{prefix}{value}");
+        }
+    }
     assert_eq!(
         viewer.rollout(&id).await.unwrap().status,
         RolloutStatus::Paused

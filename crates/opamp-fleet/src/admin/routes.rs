@@ -65,6 +65,7 @@ use crate::metrics::FleetMetrics;
 use crate::rollout::{Rollout, RolloutId};
 use crate::server::driver::{Operation, Request as DriverRequest};
 use crate::store::{AuditQuery, FleetStore, SqliteStore, StoreError};
+use opamp_transport::server::TransportStats;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -75,6 +76,7 @@ pub(crate) struct AdminState {
     pub(crate) driver: mpsc::Sender<DriverRequest>,
     pub(crate) updates: broadcast::Sender<RolloutUpdate>,
     pub(crate) metrics: Arc<FleetMetrics>,
+    pub(crate) transport: TransportStats,
     pub(crate) upload_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
 }
@@ -605,7 +607,10 @@ async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        super::process_metrics::append_to(&state.metrics.encode()),
+        super::process_metrics::append_to(
+            &state.metrics.encode(),
+            &super::transport_metrics::encode(&state.transport.snapshot()),
+        ),
     )
         .into_response())
 }

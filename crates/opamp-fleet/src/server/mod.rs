@@ -138,6 +138,7 @@ impl FleetServer {
             driver: requests,
             updates,
             metrics,
+            transport: opamp.stats(),
             upload_dir,
             shutdown: shutdown.clone(),
         });
