@@ -464,7 +464,7 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     let bob = AdminClient::new(&base, "bob-secret").unwrap();
     let viewer = AdminClient::new(&base, "scrape-secret").unwrap();
     upload(&client, dir.path(), "1.0.0").await;
-    upload(&client, dir.path(), "2.0.0").await;
+    upload(&alice, dir.path(), "2.0.0").await;
     let addr = server.opamp_addr();
     let failing: FailingVersions = Arc::default();
     let agents: Vec<TestAgent> = (0..4)
@@ -482,8 +482,11 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         .collect();
     wait_connected_at(&client, 4, "1.0.0").await;
 
-    // Downloads need the token; offers carry it as a header for the agents.
+    // The catalog names who added each package.
     let packages = client.packages().await.unwrap();
+    let added_by: Vec<_> = packages.iter().map(|p| p.added_by.as_deref()).collect();
+    assert_eq!(added_by, [Some("admin"), Some("alice")]);
+    // Downloads need the token; offers carry it as a header for the agents.
     let relative = packages[0]
         .file_path
         .strip_prefix(dir.path().join("packages"))

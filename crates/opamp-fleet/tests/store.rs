@@ -85,13 +85,43 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
 }
 
 #[test]
+fn a_database_from_before_added_by_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+    let entry = PackageEntry::new(
+        "otelcol",
+        "1.0.0",
+        vec![7; 32],
+        10,
+        Vec::new(),
+        PathBuf::from("/p"),
+        Timestamp::from_millis(5),
+    );
+    store
+        .add_package(&entry.clone().with_added_by("alice"))
+        .unwrap();
+    drop(store);
+    // Back to the schema before step 2, as an older server left it.
+    let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    raw.execute_batch(
+        "ALTER TABLE packages DROP COLUMN added_by; DELETE FROM schema_migrations WHERE version >= 2;",
+    )
+    .unwrap();
+    drop(raw);
+    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    assert!(store.schema_version().unwrap() >= 2);
+    assert_eq!(store.packages().unwrap(), [entry]);
+}
+
+#[test]
 fn migrations_apply_once_and_refuse_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(db_path(&dir)).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    let latest = store.schema_version().unwrap();
+    assert!(latest >= 2, "{latest}");
     drop(store);
     let store = SqliteStore::open(db_path(&dir)).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), latest);
     drop(store);
 
     let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
@@ -108,8 +138,8 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
     match SqliteStore::open(db_path(&dir)) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported: 1,
-        }) => {}
+            supported,
+        }) if supported == latest => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }

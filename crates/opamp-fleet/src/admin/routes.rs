@@ -247,7 +247,7 @@ async fn agents(State(state): State<AdminState>) -> Answer<Response> {
 
 #[utoipa::path(get, path = "/api/v1/packages", tag = "packages",
     responses(
-        (status = 200, description = "the catalog (`PackageEntry`: name, version, content_hash, size, signature, file_path, added_at)", body = [Object]),
+        (status = 200, description = "the catalog (`PackageEntry`: name, version, content_hash, size, signature, file_path, added_at, added_by)", body = [Object]),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn packages(State(state): State<AdminState>) -> Answer<Response> {
@@ -283,6 +283,7 @@ struct UploadQuery {
     ))]
 async fn add_package(
     State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
     Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Answer<Response> {
@@ -344,7 +345,13 @@ async fn add_package(
     drop(file);
     let catalog = state.catalog.clone();
     let entry = tokio::task::spawn_blocking(move || {
-        let added = catalog.add_owned_file(&upload_path, &query.name, &query.version, signature);
+        let added = catalog.add_owned_file_by(
+            &upload_path,
+            &query.name,
+            &query.version,
+            signature,
+            &operator.0,
+        );
         drop(upload);
         added
     })

@@ -2,9 +2,10 @@
 //! `schema_migrations`.
 
 /// `(version, SQL)`; append only, never edit a released step.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE rollouts (
     id              TEXT PRIMARY KEY,
     package         TEXT NOT NULL,
@@ -70,4 +71,13 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 ",
-)];
+    ),
+    (
+        2,
+        r"
+-- The operator who added each package (NULL for packages added before this step, or
+-- through the library without an operator).
+ALTER TABLE packages ADD COLUMN added_by TEXT;
+",
+    ),
+];
