@@ -2,9 +2,10 @@
 //! `schema_migrations`.
 
 /// `(version, SQL)`; append only, never edit a released step.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE rollouts (
     id              TEXT PRIMARY KEY,
     package         TEXT NOT NULL,
@@ -70,4 +71,16 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 ",
-)];
+    ),
+    (
+        2,
+        // What agents report beyond the registry row (`AgentDetails` as JSON), kept out of
+        // `agents` so that listing the fleet does not read every agent's config files.
+        r"
+CREATE TABLE agent_details (
+    uid      TEXT PRIMARY KEY,
+    details  TEXT NOT NULL
+);
+",
+    ),
+];

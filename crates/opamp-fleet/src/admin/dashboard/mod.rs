@@ -17,6 +17,7 @@
 //! | `POST /ui/rollouts/{id}/pause`, `/resume`, `/abort` | the controls (CSRF token required) |
 //! | `GET /ui/audit?after=` | the audit log, a page at a time |
 
+mod agent_details;
 mod html;
 mod live;
 mod pages;
