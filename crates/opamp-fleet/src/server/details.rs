@@ -9,8 +9,9 @@ use opamp_proto::{InstanceUid, v1};
 use opamp_session::ServerEvent;
 use opamp_transport::server::{ConnectionInfo, TransportKind};
 
+use crate::catalog::{SharedStore, lock};
 use crate::store::{
-    AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, FleetStore, HealthNode,
+    AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, FleetStore as _, HealthNode,
     PackageStatusView, RemoteConfigStatusView, StoreError,
 };
 use crate::time::Timestamp;
@@ -252,23 +253,22 @@ pub(crate) struct DetailsBook {
 }
 
 impl DetailsBook {
-    fn entry(&mut self, store: &dyn FleetStore, uid: InstanceUid) -> &mut AgentDetails {
+    /// The store is locked only the first time an agent is seen.
+    fn entry(&mut self, store: &SharedStore, uid: InstanceUid) -> &mut AgentDetails {
         self.dirty.insert(uid);
-        self.details.entry(uid).or_insert_with(|| {
-            store.agent_details(&uid).ok().flatten().unwrap_or_else(|| {
-                tracing::debug!(%uid, "no stored details");
-                AgentDetails::default()
+        self.details
+            .entry(uid)
+            .or_insert_with(|| match lock(store).agent_details(&uid) {
+                Ok(stored) => stored.unwrap_or_default(),
+                Err(error) => {
+                    tracing::error!(%uid, %error, "cannot read the agent's stored details");
+                    AgentDetails::default()
+                }
             })
-        })
     }
 
     /// Records what `event` reports about `uid`; other events change nothing.
-    pub(crate) fn observe(
-        &mut self,
-        store: &dyn FleetStore,
-        uid: InstanceUid,
-        event: &ServerEvent,
-    ) {
+    pub(crate) fn observe(&mut self, store: &SharedStore, uid: InstanceUid, event: &ServerEvent) {
         match event {
             ServerEvent::DescriptionChanged(description) => {
                 let details = self.entry(store, uid);
@@ -295,7 +295,7 @@ impl DetailsBook {
     /// Records the connection `uid` arrived on.
     pub(crate) fn connected(
         &mut self,
-        store: &dyn FleetStore,
+        store: &SharedStore,
         uid: InstanceUid,
         view: ConnectionView,
     ) {
@@ -303,7 +303,7 @@ impl DetailsBook {
     }
 
     /// Writes the changed details; on failure they stay marked for the next write.
-    pub(crate) fn flush(&mut self, store: &mut dyn FleetStore) -> Result<(), StoreError> {
+    pub(crate) fn flush(&mut self, store: &SharedStore) -> Result<(), StoreError> {
         if self.dirty.is_empty() {
             return Ok(());
         }
@@ -312,7 +312,7 @@ impl DetailsBook {
             .iter()
             .filter_map(|uid| self.details.get(uid).map(|d| (*uid, d)))
             .collect();
-        store.upsert_agent_details(&rows)?;
+        lock(store).upsert_agent_details(&rows)?;
         self.dirty.clear();
         Ok(())
     }

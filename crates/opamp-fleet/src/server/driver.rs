@@ -222,7 +222,7 @@ impl Driver {
     /// full status on every connection), so a crash losing the latest ones costs nothing a
     /// reconnect does not repair; rollout steps, in contrast, are written before they act.
     fn flush_agents(&mut self) {
-        if let Err(error) = self.details.flush(&mut *lock(&self.store)) {
+        if let Err(error) = self.details.flush(&self.store) {
             tracing::error!(%error, "saving agent details failed; kept for the next write");
         }
         if self.dirty.is_empty() {
@@ -313,7 +313,7 @@ impl Driver {
                 connection,
             } => {
                 let view = details::connection(transport, &connection, now);
-                self.details.connected(&*lock(&self.store), uid, view);
+                self.details.connected(&self.store, uid, view);
                 let record = self.record(uid, now);
                 record.connected = true;
                 self.save_agent(uid);
@@ -357,7 +357,7 @@ impl Driver {
     }
 
     fn on_agent_event(&mut self, uid: InstanceUid, event: ServerEvent, now: Timestamp) {
-        self.details.observe(&*lock(&self.store), uid, &event);
+        self.details.observe(&self.store, uid, &event);
         let record = self.record(uid, now);
         match event {
             ServerEvent::CapabilitiesChanged(capabilities) => {
