@@ -124,6 +124,30 @@ async fn details(admin: &opamp_fleet::admin::AdminClient, uid: InstanceUid) -> A
     .await
 }
 
+/// Signs in to the dashboard with the admin token and reads `uid`'s page.
+async fn agent_page(admin: std::net::SocketAddr, uid: InstanceUid) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = http
+        .post(format!("http://{admin}/ui/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = http
+        .get(format!("http://{admin}/ui/agents/{uid}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    page.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn reported_details_are_kept_served_and_restarts_reach_only_willing_agents() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,6 +193,19 @@ async fn reported_details_are_kept_served_and_restarts_reach_only_willing_agents
         ),
         "{unknown:?}"
     );
+
+    // The dashboard's agent page shows the config, escaped, and the health tree.
+    let page = agent_page(server.admin_addr(), ws_uid).await;
+    assert!(
+        page.contains(
+            "<pre class=\"config\" data-testid=\"config-file\">receivers:\n  otlp: {}\n</pre>"
+        ),
+        "{page}"
+    );
+    assert!(page.contains(&documented_hash()), "{page}");
+    assert!(page.contains("<code>exporter:otlp</code>"), "{page}");
+    assert!(page.contains("connection refused"), "{page}");
+    assert!(page.contains("unknown exporter &quot;file&quot;"), "{page}");
 
     // Only the agent that accepts restarts is sent one; the other is named as not accepting.
     let sent = client
