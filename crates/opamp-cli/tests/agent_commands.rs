@@ -192,7 +192,14 @@ fn agents_show_restart_and_the_offered_heartbeat_with_a_real_supervisor() {
         .expect_code(1);
     assert!(refused.stderr.contains("403"), "{}", refused.stderr);
     let nobody = opamp(with(&["agents", "restart", "--selector", "env=none"])).expect_code(1);
-    assert!(nobody.stderr.contains("422"), "{}", nobody.stderr);
+    assert!(
+        nobody.stderr.contains("422")
+            && nobody
+                .stderr
+                .contains("no connected agent matching `env=none`"),
+        "{}",
+        nobody.stderr
+    );
 
     // Restart: the supervisor stops its collector and starts a new one.
     let before = collector_pid(&work).unwrap();

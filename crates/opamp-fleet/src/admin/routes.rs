@@ -194,9 +194,9 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
         FleetError::Conflict { .. }
         | FleetError::InvalidTransition { .. }
         | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
-        FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        FleetError::NoAgents { .. }
+        | FleetError::DuplicateAgent { .. }
+        | FleetError::NothingToRestart { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
             StatusCode::INSUFFICIENT_STORAGE

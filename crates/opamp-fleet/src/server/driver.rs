@@ -679,9 +679,9 @@ impl Driver {
             }
         }
         if report.restarted.is_empty() {
-            return Err(FleetError::NoAgents {
-                selected: report.not_accepting.len(),
-                skipped: report.not_accepting.len(),
+            return Err(FleetError::NothingToRestart {
+                selector: selector.to_string(),
+                not_accepting: report.not_accepting.len(),
             });
         }
         let command = opamp_proto::v1::ServerToAgentCommand {
