@@ -1,7 +1,8 @@
 //! What agents report beyond versions, over real sockets: a WebSocket agent and an HTTP agent
 //! report their effective config, remote config status and health tree; the server keeps them
-//! (across its own restart), serves them at `GET /api/v1/agents/{uid}`, and sends the Restart
-//! command only to the connected agents that accept it.
+//! (across its own restart), serves them at `GET /api/v1/agents/{uid}` and on the dashboard,
+//! and sends the Restart command (from the API or the agent page's button) only to the
+//! connected agents that accept it.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -124,28 +125,73 @@ async fn details(admin: &opamp_fleet::admin::AdminClient, uid: InstanceUid) -> A
     .await
 }
 
-/// Signs in to the dashboard with the admin token and reads `uid`'s page.
-async fn agent_page(admin: std::net::SocketAddr, uid: InstanceUid) -> String {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed_in = http
-        .post(format!("http://{admin}/ui/login"))
-        .form(&[("token", TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_owned();
-    let page = http
-        .get(format!("http://{admin}/ui/agents/{uid}"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), reqwest::StatusCode::OK);
-    page.text().await.unwrap()
+/// A dashboard session: signed in with the admin token.
+struct Browser {
+    http: reqwest::Client,
+    cookie: String,
+    base: String,
+}
+
+impl Browser {
+    async fn sign_in(admin: std::net::SocketAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let base = format!("http://{admin}");
+        let signed_in = http
+            .post(format!("{base}/ui/login"))
+            .form(&[("token", TOKEN)])
+            .send()
+            .await
+            .unwrap();
+        let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        Browser { http, cookie, base }
+    }
+
+    async fn agent_page(&self, uid: InstanceUid) -> String {
+        let page = self
+            .http
+            .get(format!("{}/ui/agents/{uid}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), reqwest::StatusCode::OK);
+        page.text().await.unwrap()
+    }
+
+    /// Presses the page's restart button (its form, with the page's CSRF token).
+    async fn restart(&self, uid: InstanceUid, page: &str) -> reqwest::StatusCode {
+        let marker = "name=\"csrf\" value=\"";
+        let start = page.find(marker).unwrap() + marker.len();
+        let csrf = &page[start..start + 64];
+        self.http
+            .post(format!("{}/ui/agents/{uid}/restart", self.base))
+            .header("cookie", &self.cookie)
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+/// Waits for the Restart command among the agent's events.
+async fn restart_arrives(events: &mut mpsc::Receiver<ClientEvent>) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.recv().await {
+            if let ClientEvent::Agent(event) = event
+                && matches!(*event, AgentEvent::Restart)
+            {
+                return;
+            }
+        }
+        panic!("the agent's events ended without a restart");
+    })
+    .await
+    .expect("the restart command arrives");
 }
 
 #[tokio::test]
@@ -195,7 +241,8 @@ async fn reported_details_are_kept_served_and_restarts_reach_only_willing_agents
     );
 
     // The dashboard's agent page shows the config, escaped, and the health tree.
-    let page = agent_page(server.admin_addr(), ws_uid).await;
+    let browser = Browser::sign_in(server.admin_addr()).await;
+    let page = browser.agent_page(ws_uid).await;
     assert!(
         page.contains(
             "<pre class=\"config\" data-testid=\"config-file\">receivers:\n  otlp: {}\n</pre>"
@@ -214,18 +261,20 @@ async fn reported_details_are_kept_served_and_restarts_reach_only_willing_agents
         .unwrap();
     assert_eq!(sent.restarted, vec![ws_uid]);
     assert_eq!(sent.not_accepting, vec![http_uid]);
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(event) = ws_events.recv().await {
-            if let ClientEvent::Agent(event) = event
-                && matches!(*event, AgentEvent::Restart)
-            {
-                return;
-            }
-        }
-        panic!("the agent's events ended without a restart");
-    })
-    .await
-    .expect("the restart command arrives");
+    restart_arrives(&mut ws_events).await;
+    // The page's button does the same for its one agent; the HTTP agent, which does not
+    // accept the command, has no button.
+    assert_eq!(
+        browser.restart(ws_uid, &page).await,
+        reqwest::StatusCode::SEE_OTHER
+    );
+    restart_arrives(&mut ws_events).await;
+    assert!(
+        !browser
+            .agent_page(http_uid)
+            .await
+            .contains("data-testid=\"restart\"")
+    );
     let refused = client.restart_agents(&RestartRequest::new("env=b")).await;
     assert!(
         matches!(
@@ -242,7 +291,7 @@ async fn reported_details_are_kept_served_and_restarts_reach_only_willing_agents
         .iter()
         .filter(|stored| stored.record.action.kind() == "restart_sent")
         .collect();
-    assert_eq!(restarts.len(), 1, "{audit:?}");
+    assert_eq!(restarts.len(), 2, "{audit:?}");
 
     // A restarted server still knows what the agents reported (the store, not memory).
     let _ = ws.shutdown().await;

@@ -34,6 +34,10 @@ pub struct RestartRequest {
     /// Label selector text (`env=prod,region in (eu,us)`); empty selects every agent.
     #[serde(default)]
     pub selector: String,
+    /// When not empty, only these agents (those of them the selector also matches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub agents: Vec<InstanceUid>,
 }
 
 impl RestartRequest {
@@ -42,6 +46,16 @@ impl RestartRequest {
     pub fn new(selector: impl Into<String>) -> Self {
         RestartRequest {
             selector: selector.into(),
+            agents: Vec::new(),
+        }
+    }
+
+    /// A request for one agent (the dashboard's restart button).
+    #[must_use]
+    pub fn agent(uid: InstanceUid) -> Self {
+        RestartRequest {
+            selector: String::new(),
+            agents: vec![uid],
         }
     }
 }

@@ -667,6 +667,7 @@ impl Driver {
             .agents
             .values()
             .filter(|a| a.connected && selector.matches(&a.labels))
+            .filter(|a| request.agents.is_empty() || request.agents.contains(&a.uid))
             .collect();
         matching.sort_by_key(|a| a.uid);
         for agent in matching {

@@ -338,6 +338,7 @@ pub(super) async fn agent(
         );
     }
     body.push_str("</tbody></table>");
+    body.push_str(&super::agent_restart::button(&session, &agent));
     body.push_str(&super::agent_details::sections(&agent, &details));
     body.push_str("<h2>Audit entries</h2>");
     body.push_str(&audit_table(audit.iter()));
