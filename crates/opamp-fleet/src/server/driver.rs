@@ -654,20 +654,18 @@ impl Driver {
         }
     }
 
-    /// Sends the `Restart` command to the connected agents the selector matches that accept
-    /// it, and audits who asked.
-    fn restart(
-        &mut self,
-        request: &RestartRequest,
-        by: String,
-    ) -> Result<RestartReport, FleetError> {
+    /// Sends the `Restart` command to the connected agents the request selects that accept
+    /// it. The audit record is written first: a restart nobody could account for must not
+    /// happen.
+    fn restart(&self, request: &RestartRequest, by: String) -> Result<RestartReport, FleetError> {
         let selector: LabelSelector = request.selector.trim().parse()?;
+        let named: HashSet<InstanceUid> = request.agents.iter().copied().collect();
         let mut report = RestartReport::default();
         let mut matching: Vec<&AgentRecord> = self
             .agents
             .values()
             .filter(|a| a.connected && selector.matches(&a.labels))
-            .filter(|a| request.agents.is_empty() || request.agents.contains(&a.uid))
+            .filter(|a| named.is_empty() || named.contains(&a.uid))
             .collect();
         matching.sort_by_key(|a| a.uid);
         for agent in matching {
@@ -685,14 +683,6 @@ impl Driver {
                 not_accepting: report.not_accepting.len(),
             });
         }
-        let command = opamp_proto::v1::ServerToAgentCommand {
-            r#type: opamp_proto::v1::CommandType::Restart.into(),
-        };
-        let sent = self
-            .sessions
-            .with_sessions(&report.restarted, |_, session| {
-                session.send_command(command);
-            });
         let action = AuditAction::RestartSent {
             selector: selector.to_string(),
             agents: report.restarted.clone(),
@@ -705,6 +695,14 @@ impl Driver {
             action,
         );
         lock(&self.store).append_audit(&[record])?;
+        let command = opamp_proto::v1::ServerToAgentCommand {
+            r#type: opamp_proto::v1::CommandType::Restart.into(),
+        };
+        let sent = self
+            .sessions
+            .with_sessions(&report.restarted, |_, session| {
+                session.send_command(command);
+            });
         tracing::info!(by, selector = %selector, agents = sent, "restart command sent");
         Ok(report)
     }
