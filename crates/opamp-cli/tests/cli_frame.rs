@@ -14,6 +14,8 @@ const COMMANDS: &[&[&str]] = &[
     &["supervisor"],
     &["agents"],
     &["agents", "list"],
+    &["agents", "show"],
+    &["agents", "restart"],
     &["package"],
     &["package", "keygen"],
     &["package", "sign"],

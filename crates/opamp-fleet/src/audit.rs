@@ -129,6 +129,14 @@ pub enum AuditAction {
         /// Why.
         reason: String,
     },
+    /// An operator sent the `Restart` command to these agents (not about a rollout: the
+    /// record's rollout id is empty).
+    RestartSent {
+        /// The label selector the operator gave, as text.
+        selector: String,
+        /// The connected agents that accept the command and were sent it.
+        agents: Vec<InstanceUid>,
+    },
 }
 
 impl AuditAction {
@@ -154,6 +162,7 @@ impl AuditAction {
             AuditAction::RolledBack => "rolled_back",
             AuditAction::Failed { .. } => "failed",
             AuditAction::AgentCaughtUp { .. } => "agent_caught_up",
+            AuditAction::RestartSent { .. } => "restart_sent",
         }
     }
 

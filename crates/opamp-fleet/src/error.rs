@@ -39,6 +39,17 @@ pub enum FleetError {
         /// Of those, agents skipped (already at target, no version, unhealthy).
         skipped: usize,
     },
+    /// No connected agent that matches the selector accepts the `Restart` command.
+    #[error(
+        "no connected agent matching `{selector}` accepts restart commands \
+         ({not_accepting} matching agents do not)"
+    )]
+    NothingToRestart {
+        /// The selector, as text.
+        selector: String,
+        /// Connected, matching agents that do not accept the command.
+        not_accepting: usize,
+    },
     /// More agents than the engine indexes (u32).
     #[error("{count} agents exceed the engine's limit")]
     TooManyAgents {

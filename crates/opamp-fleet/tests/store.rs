@@ -6,8 +6,8 @@ use std::process::Command as Process;
 use std::time::Duration;
 
 use opamp_fleet::store::{
-    AgentRecord, AuditQuery, FleetStore, PackageEntry, SqliteOptions, SqliteStore, StoreError,
-    apply,
+    AgentDetails, AgentRecord, AuditQuery, ConnectionView, EffectiveConfigView, FleetStore,
+    PackageEntry, SqliteOptions, SqliteStore, StoreError, apply,
 };
 use opamp_fleet::{
     AgentSnapshot, AuditAction, BatchPlan, Command, Event, FleetError, LabelSelector, Labels,
@@ -84,6 +84,13 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("fleet.db")
 }
 
+/// Takes a current database back to schema step 1; each new step adds its undo here.
+const UNDO_STEPS_AFTER_1: &str = "
+    ALTER TABLE packages DROP COLUMN added_by;
+    DROP TABLE agent_details;
+    DELETE FROM schema_migrations WHERE version >= 2;
+";
+
 #[test]
 fn a_database_from_before_added_by_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,10 +110,7 @@ fn a_database_from_before_added_by_is_upgraded_in_place() {
     drop(store);
     // Back to the schema before step 2, as an older server left it.
     let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
-    raw.execute_batch(
-        "ALTER TABLE packages DROP COLUMN added_by; DELETE FROM schema_migrations WHERE version >= 2;",
-    )
-    .unwrap();
+    raw.execute_batch(UNDO_STEPS_AFTER_1).unwrap();
     drop(raw);
     let store = SqliteStore::open(db_path(&dir)).unwrap();
     assert!(store.schema_version().unwrap() >= 2);
@@ -170,6 +174,41 @@ fn agent_registry_round_trips_and_updates_in_place() {
     let snapshot = agent.snapshot_for("otelcol");
     assert_eq!(snapshot.current_version.as_deref(), Some(OLD));
     assert!(!snapshot.healthy && !snapshot.connected);
+}
+
+/// Details live in their own table: written in batches, replaced whole, read back after a
+/// reopen, and absent for an agent that never reported any.
+#[test]
+fn agent_details_round_trip_apart_from_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+    let mut details = AgentDetails::default();
+    details
+        .identifying_attributes
+        .insert("service.name".into(), "otelcol".into());
+    let mut config = EffectiveConfigView::default();
+    config.hash = vec![1, 2, 3];
+    details.effective_config = Some(config);
+    details.connection = Some(ConnectionView::new(
+        "websocket",
+        "127.0.0.1:5000",
+        false,
+        at(3),
+    ));
+    let other = AgentDetails::default();
+    store
+        .upsert_agent_details(&[(uid(1), &details), (uid(2), &other)])
+        .unwrap();
+    details.connection = Some(ConnectionView::new("http", "127.0.0.1:6000", true, at(8)));
+    store.upsert_agent_details(&[(uid(1), &details)]).unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    assert_eq!(store.agent_details(&uid(1)).unwrap(), Some(details));
+    assert_eq!(store.agent_details(&uid(2)).unwrap(), Some(other));
+    assert_eq!(store.agent_details(&uid(3)).unwrap(), None);
+    // The registry is untouched: details alone make no agent.
+    assert!(store.agents().unwrap().is_empty());
 }
 
 #[test]

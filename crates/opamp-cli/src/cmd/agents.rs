@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 
+use opamp_fleet::admin::RestartRequest;
 use opamp_fleet::store::AgentRecord;
 
 use super::{AdminConnection, fleet_error, table};
@@ -9,8 +10,10 @@ use crate::failure::CommandError;
 use crate::output;
 
 const AFTER_HELP: &str = "\
-Example:
-  opamp agents list --selector region=eu-west --server http://127.0.0.1:4321 --token \"$TOKEN\"";
+Examples:
+  opamp agents list --selector region=eu-west --server http://127.0.0.1:4321 --token \"$TOKEN\"
+  opamp agents show 0193a5f0-6c2e-7d41-9a8b-2f1e0c3d4b5a
+  opamp agents restart --selector env=staging,region=eu-west";
 
 /// Arguments of `opamp agents`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +34,39 @@ pub(crate) enum AgentsCommand {
         selector: Vec<(String, String)>,
 
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+
+        #[command(flatten)]
+        connection: AdminConnection,
+    },
+    /// Show one agent: description, packages, effective config, health tree, connection.
+    #[command(
+        after_help = "Example:\n  opamp agents show 0193a5f0-6c2e-7d41-9a8b-2f1e0c3d4b5a --json"
+    )]
+    Show {
+        /// The agent's instance uid (as `agents list` prints it).
+        uid: String,
+
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+
+        #[command(flatten)]
+        connection: AdminConnection,
+    },
+    /// Send the Restart command to the connected agents the selector matches (their
+    /// supervisors restart the collector).
+    #[command(
+        after_help = "Example:\n  opamp agents restart --selector env=staging,region=eu-west"
+    )]
+    Restart {
+        /// Agents whose labels match: key=value terms, comma-separated or repeated, all must
+        /// match. Required, so that no typo restarts the whole fleet.
+        #[arg(long, required = true, value_name = "KEY=VALUE[,..]", value_delimiter = ',', value_parser = super::parse_label)]
+        selector: Vec<(String, String)>,
+
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
 
@@ -75,7 +111,60 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
                 &agents.iter().map(row).collect::<Vec<_>>(),
             ))
         }
+        AgentsCommand::Show {
+            uid,
+            json,
+            connection,
+        } => show(uid, *json, connection),
+        AgentsCommand::Restart {
+            selector,
+            json,
+            connection,
+        } => restart(selector, *json, connection),
     }
+}
+
+fn show(uid: &str, json: bool, connection: &AdminConnection) -> Result<(), CommandError> {
+    let client = connection.client()?;
+    let view = super::runtime()?
+        .block_on(client.agent(uid))
+        .map_err(|e| fleet_error(e, format!("cannot show agent {uid}")))?;
+    if json {
+        return output::line(super::json::to_json(&view)?);
+    }
+    output::line(super::agent_show::render(&view))
+}
+
+fn restart(
+    selector: &[(String, String)],
+    json: bool,
+    connection: &AdminConnection,
+) -> Result<(), CommandError> {
+    let client = connection.client()?;
+    let text = selector
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let report = super::runtime()?
+        .block_on(client.restart_agents(&RestartRequest::new(text.clone())))
+        .map_err(|e| fleet_error(e, format!("cannot restart the agents matching {text}")))?;
+    if json {
+        return output::line(super::json::to_json(&report)?);
+    }
+    let mut lines = vec![format!(
+        "restart sent to {} agents matching {text}",
+        report.restarted.len()
+    )];
+    lines.extend(report.restarted.iter().map(|uid| format!("  {uid}")));
+    if !report.not_accepting.is_empty() {
+        lines.push(format!(
+            "{} matching agents do not accept restart commands:",
+            report.not_accepting.len()
+        ));
+        lines.extend(report.not_accepting.iter().map(|uid| format!("  {uid}")));
+    }
+    output::line(lines.join("\n"))
 }
 
 fn row(agent: &AgentRecord) -> Vec<String> {

@@ -24,6 +24,7 @@ const TIME_FIELDS: &[&str] = &[
     "deadline",
     "until",
     "clock",
+    "connected_since",
 ];
 
 /// Fields holding bytes (hashes, signatures) in the admin API's bodies.

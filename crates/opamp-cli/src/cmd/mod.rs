@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod agent_show;
 pub(crate) mod agents;
 pub(crate) mod convert_config;
 pub(crate) mod demo;

@@ -274,9 +274,14 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                     .iter()
                     .map(|stored| {
                         let record = &stored.record;
+                        // Records about no rollout (an operator's restart) have no id.
+                        let rollout = match record.rollout_id.as_str() {
+                            "" => "-".to_owned(),
+                            id => id.to_owned(),
+                        };
                         vec![
                             json::ago(record.at),
-                            record.rollout_id.to_string(),
+                            rollout,
                             actor(&record.actor),
                             record.action.kind().to_owned(),
                             details(&record.action),

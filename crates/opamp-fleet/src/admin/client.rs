@@ -8,6 +8,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::agents::{AgentView, RestartReport, RestartRequest};
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
 use crate::FleetError;
 use crate::store::{AgentRecord, PackageEntry, RolloutSummary, StoredAudit};
@@ -133,6 +134,27 @@ impl AdminClient {
     /// [`FleetError::AdminApi`].
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, FleetError> {
         self.get("/api/v1/agents").await
+    }
+
+    /// One agent with everything it reported (`GET /api/v1/agents/{uid}`).
+    ///
+    /// # Errors
+    /// [`FleetError::AdminApi`] (404 for an unknown agent).
+    pub async fn agent(&self, uid: &str) -> Result<AgentView, FleetError> {
+        let uid: String = url::form_urlencoded::byte_serialize(uid.as_bytes()).collect();
+        self.get(&format!("/api/v1/agents/{uid}")).await
+    }
+
+    /// Sends the `Restart` command to the connected agents `request` selects
+    /// (`POST /api/v1/agents/restart`).
+    ///
+    /// # Errors
+    /// [`FleetError::AdminApi`] (422 when none matches that accepts the command).
+    pub async fn restart_agents(
+        &self,
+        request: &RestartRequest,
+    ) -> Result<RestartReport, FleetError> {
+        self.post("/api/v1/agents/restart", request).await
     }
 
     /// `GET /api/v1/packages`.

@@ -8,6 +8,8 @@
 //! | method and path | body | answer |
 //! | --- | --- | --- |
 //! | `GET /api/v1/agents` | | `[AgentRecord]` |
+//! | `GET /api/v1/agents/{uid}` | | [`AgentView`] (details: description, package statuses, effective config, remote config status, health tree, connection) |
+//! | `POST /api/v1/agents/restart` | [`RestartRequest`] | [`RestartReport`]; 422 when no connected agent that accepts the command matches |
 //! | `GET /api/v1/packages` | | `[PackageEntry]` |
 //! | `POST /api/v1/packages?name=&version=&signature=<base64>&file_name=` | the file | `201 PackageEntry` |
 //! | `POST /api/v1/rollouts` | [`RolloutRequest`] | `201` [`RolloutView`] (started) |
@@ -22,6 +24,7 @@
 //! and the rollout driver runs), both `200` or `503` with a one-line reason. The web dashboard
 //! lives under `/ui` (signed in with an operator token, then a session cookie).
 
+pub mod agents;
 mod client;
 mod dashboard;
 mod health;
@@ -30,6 +33,7 @@ mod routes;
 mod transport_metrics;
 pub mod types;
 
+pub use agents::{AgentView, RestartReport, RestartRequest};
 pub use client::{AdminClient, RolloutEvents};
 pub(crate) use routes::{AdminState, router};
 pub use types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};

@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::agents::{AgentView, RestartReport, RestartRequest};
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
 
 /// The admin API's OpenAPI 3.1 document, generated from the handlers' annotations and served
@@ -35,11 +36,11 @@ use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, Rollou
                        `Authorization: Bearer <operator token>`; read-only operators get 403 on writes."
     ),
     paths(
-        agents, packages, add_package, create_rollout, rollouts, rollout, pause, resume, abort,
+        agents, agent, restart_agents, packages, add_package, create_rollout, rollouts, rollout, pause, resume, abort,
         rollout_events, audit, metrics, super::health::healthz, super::health::readyz,
         super::health::openapi_json
     ),
-    components(schemas(RolloutRequest, AbortRequest, ApiError)),
+    components(schemas(RolloutRequest, AbortRequest, ApiError, RestartRequest, RestartReport)),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]
@@ -90,6 +91,8 @@ struct Operator(Arc<str>);
 pub(crate) fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/api/v1/agents", get(agents))
+        .route("/api/v1/agents/restart", post(restart_agents))
+        .route("/api/v1/agents/{uid}", get(agent))
         .route(
             "/api/v1/packages",
             get(packages)
@@ -193,9 +196,9 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
         FleetError::Conflict { .. }
         | FleetError::InvalidTransition { .. }
         | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
-        FleetError::NoAgents { .. } | FleetError::DuplicateAgent { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        FleetError::NoAgents { .. }
+        | FleetError::DuplicateAgent { .. }
+        | FleetError::NothingToRestart { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
             StatusCode::INSUFFICIENT_STORAGE
@@ -243,6 +246,55 @@ async fn load_rollout(state: &AdminState, id: RolloutId) -> Result<Rollout, Flee
 async fn agents(State(state): State<AdminState>) -> Answer<Response> {
     let agents = read(&state, |store| store.agents()).await?;
     Ok(Json(agents).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{uid}", tag = "agents",
+    params(("uid" = String, Path, description = "instance uid (UUID text)")),
+    responses(
+        (status = 200, description = "the agent (`AgentView`: the `AgentRecord` fields plus `details`: identifying and non-identifying attributes, package statuses, effective config with its SHA-256, remote config status, component health tree, connection)", body = Object),
+        (status = 400, description = "not an instance uid", body = ApiError),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 404, description = "no such agent", body = ApiError),
+    ))]
+async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Answer<Response> {
+    let parsed: opamp_proto::InstanceUid = uid.parse().map_err(|_| FleetError::Config {
+        reason: format!("{uid:?} is not an instance uid"),
+    })?;
+    let found = read(&state, move |store| {
+        let Some(record) = store.agent(&parsed)? else {
+            return Ok(None);
+        };
+        let details = store.agent_details(&parsed)?.unwrap_or_default();
+        Ok(Some(AgentView::new(record, details)))
+    })
+    .await?;
+    let view = found.ok_or(FleetError::NotFound {
+        what: format!("agent {uid}"),
+    })?;
+    Ok(Json(view).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/restart", tag = "agents",
+    request_body = RestartRequest,
+    responses(
+        (status = 200, description = "the `Restart` command was sent to the connected agents that match and accept it", body = RestartReport),
+        (status = 400, description = "invalid selector", body = ApiError),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 422, description = "no connected agent that accepts restart commands matches", body = ApiError),
+    ))]
+async fn restart_agents(
+    State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
+    Json(request): Json<RestartRequest>,
+) -> Answer<Response> {
+    let report: RestartReport = ask(&state, |reply| DriverRequest::Restart {
+        request,
+        by: operator.0.to_string(),
+        reply,
+    })
+    .await?;
+    Ok(Json(report).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/packages", tag = "packages",

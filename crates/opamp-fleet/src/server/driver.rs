@@ -15,10 +15,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::agents::{PackageReport, apply_reports, labels, package_reports, report_event};
+use super::details::{self, DetailsBook};
 use super::offers::{OfferSettings, build_offer};
 use super::standing::StandingVersions;
 use super::unsaved::UnsavedSteps;
 use crate::FleetError;
+use crate::admin::agents::{RestartReport, RestartRequest};
 use crate::admin::types::{RolloutRequest, RolloutUpdate, RolloutView};
 use crate::audit::{Actor, AuditAction, AuditRecord};
 use crate::catalog::{Catalog, SharedStore, lock};
@@ -26,7 +28,7 @@ use crate::events::{Command, Event};
 use crate::metrics::FleetMetrics;
 use crate::registry::RolloutRegistry;
 use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutStatus};
-use crate::selector::Labels;
+use crate::selector::{LabelSelector, Labels};
 use crate::store::{AgentRecord, FleetStore, apply};
 use crate::time::Timestamp;
 
@@ -53,6 +55,11 @@ pub(crate) enum Request {
         operation: Operation,
         by: String,
         reply: Reply<RolloutView>,
+    },
+    Restart {
+        request: RestartRequest,
+        by: String,
+        reply: Reply<RestartReport>,
     },
 }
 
@@ -82,6 +89,8 @@ pub(crate) struct Driver {
     catching_up: HashMap<(InstanceUid, String), (RolloutId, String)>,
     /// Steps the store could not save, retried in order (see `server::unsaved`).
     unsaved: UnsavedSteps,
+    /// What agents report beyond their registry rows (see `server::details`).
+    details: DetailsBook,
 }
 
 /// How stale a stored LAST SEEN may get while an agent only sends heartbeats.
@@ -175,6 +184,7 @@ impl Driver {
             standing,
             catching_up: HashMap::new(),
             unsaved: UnsavedSteps::default(),
+            details: DetailsBook::default(),
         })
     }
 
@@ -212,6 +222,9 @@ impl Driver {
     /// full status on every connection), so a crash losing the latest ones costs nothing a
     /// reconnect does not repair; rollout steps, in contrast, are written before they act.
     fn flush_agents(&mut self) {
+        if let Err(error) = self.details.flush(&self.store) {
+            tracing::error!(%error, "saving agent details failed; kept for the next write");
+        }
         if self.dirty.is_empty() {
             return;
         }
@@ -294,7 +307,13 @@ impl Driver {
     fn on_notification(&mut self, notification: ServerNotification) {
         let now = now();
         match notification {
-            ServerNotification::Connected { uid, .. } => {
+            ServerNotification::Connected {
+                uid,
+                transport,
+                connection,
+            } => {
+                let view = details::connection(transport, &connection, now);
+                self.details.connected(&self.store, uid, view);
                 let record = self.record(uid, now);
                 record.connected = true;
                 self.save_agent(uid);
@@ -338,6 +357,7 @@ impl Driver {
     }
 
     fn on_agent_event(&mut self, uid: InstanceUid, event: ServerEvent, now: Timestamp) {
+        self.details.observe(&self.store, uid, &event);
         let record = self.record(uid, now);
         match event {
             ServerEvent::CapabilitiesChanged(capabilities) => {
@@ -628,7 +648,63 @@ impl Driver {
             } => {
                 let _ = reply.send(self.operate(&id, operation, by));
             }
+            Request::Restart { request, by, reply } => {
+                let _ = reply.send(self.restart(&request, by));
+            }
         }
+    }
+
+    /// Sends the `Restart` command to the connected agents the request selects that accept
+    /// it. The audit record is written first: a restart nobody could account for must not
+    /// happen.
+    fn restart(&self, request: &RestartRequest, by: String) -> Result<RestartReport, FleetError> {
+        let selector: LabelSelector = request.selector.trim().parse()?;
+        let named: HashSet<InstanceUid> = request.agents.iter().copied().collect();
+        let mut report = RestartReport::default();
+        let mut matching: Vec<&AgentRecord> = self
+            .agents
+            .values()
+            .filter(|a| a.connected && selector.matches(&a.labels))
+            .filter(|a| named.is_empty() || named.contains(&a.uid))
+            .collect();
+        matching.sort_by_key(|a| a.uid);
+        for agent in matching {
+            let accepts = AgentCapabilities::from_wire(agent.capabilities)
+                .contains(AgentCapabilities::ACCEPTS_RESTART_COMMAND);
+            if accepts {
+                report.restarted.push(agent.uid);
+            } else {
+                report.not_accepting.push(agent.uid);
+            }
+        }
+        if report.restarted.is_empty() {
+            return Err(FleetError::NothingToRestart {
+                selector: selector.to_string(),
+                not_accepting: report.not_accepting.len(),
+            });
+        }
+        let action = AuditAction::RestartSent {
+            selector: selector.to_string(),
+            agents: report.restarted.clone(),
+        };
+        // Not about a rollout: filed under the empty rollout id.
+        let record = AuditRecord::new(
+            now(),
+            RolloutId::new(""),
+            Actor::Operator(by.clone()),
+            action,
+        );
+        lock(&self.store).append_audit(&[record])?;
+        let command = opamp_proto::v1::ServerToAgentCommand {
+            r#type: opamp_proto::v1::CommandType::Restart.into(),
+        };
+        let sent = self
+            .sessions
+            .with_sessions(&report.restarted, |_, session| {
+                session.send_command(command);
+            });
+        tracing::info!(by, selector = %selector, agents = sent, "restart command sent");
+        Ok(report)
     }
 
     fn create(&mut self, request: RolloutRequest, by: String) -> Result<RolloutView, FleetError> {

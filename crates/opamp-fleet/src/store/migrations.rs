@@ -80,4 +80,15 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 ALTER TABLE packages ADD COLUMN added_by TEXT;
 ",
     ),
+    (
+        3,
+        // What agents report beyond the registry row (`AgentDetails` as JSON), kept out of
+        // `agents` so that listing the fleet does not read every agent's config files.
+        r"
+CREATE TABLE agent_details (
+    uid      TEXT PRIMARY KEY,
+    details  TEXT NOT NULL
+);
+",
+    ),
 ];

@@ -13,6 +13,7 @@
 //! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
+mod details;
 #[cfg(feature = "sqlite")]
 mod migrations;
 #[cfg(feature = "sqlite")]
@@ -24,6 +25,10 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+pub use details::{
+    AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
+    PackageStatusView, RemoteConfigStatusView,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -345,6 +350,22 @@ pub trait FleetStore {
     /// # Errors
     /// Database errors.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Inserts or replaces the details of several agents together (one transaction where the
+    /// backend can).
+    ///
+    /// # Errors
+    /// Database errors; a backend that batches writes none of the rows then.
+    fn upsert_agent_details(
+        &mut self,
+        details: &[(InstanceUid, &AgentDetails)],
+    ) -> Result<(), StoreError>;
+
+    /// One agent's details, when it ever reported any.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn agent_details(&self, uid: &InstanceUid) -> Result<Option<AgentDetails>, StoreError>;
 
     /// Adds a catalog entry. Adding the same name and version again with identical content is a
     /// no-op; with different content it is refused (a version's bytes never change).

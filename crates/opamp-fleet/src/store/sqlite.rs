@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::migrations::MIGRATIONS;
 use super::{
-    AgentRecord, AuditQuery, FleetStore, PackageEntry, RolloutSummary, StoreError, StoredAudit,
-    StoredEvent,
+    AgentDetails, AgentRecord, AuditQuery, FleetStore, PackageEntry, RolloutSummary, StoreError,
+    StoredAudit, StoredEvent,
 };
 use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
@@ -552,6 +552,41 @@ impl FleetStore for SqliteStore {
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.query_agents("", params![])
+    }
+
+    fn upsert_agent_details(
+        &mut self,
+        details: &[(InstanceUid, &AgentDetails)],
+    ) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("starting an agent details batch"))?;
+        for (uid, details) in details {
+            let text = serde_json::to_string(details).map_err(json("encoding agent details"))?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO agent_details (uid, details) VALUES (?1, ?2)
+                     ON CONFLICT (uid) DO UPDATE SET details = excluded.details",
+                )
+                .and_then(|mut statement| statement.execute(params![uid.to_string(), text]))
+                .map_err(db("writing agent details"))?;
+        }
+        transaction.commit().map_err(db("committing agent details"))
+    }
+
+    fn agent_details(&self, uid: &InstanceUid) -> Result<Option<AgentDetails>, StoreError> {
+        let text: Option<String> = self
+            .connection
+            .query_row(
+                "SELECT details FROM agent_details WHERE uid = ?1",
+                params![uid.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db("reading agent details"))?;
+        text.map(|text| serde_json::from_str(&text).map_err(json("decoding agent details")))
+            .transpose()
     }
 
     fn add_package(&mut self, entry: &PackageEntry) -> Result<(), StoreError> {

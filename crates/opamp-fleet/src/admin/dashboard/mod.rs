@@ -11,12 +11,15 @@
 //! | `GET /ui` | fleet overview: agents per version and health, running rollouts (live) |
 //! | `GET /ui/agents?labels=&version=&health=&connection=&page=` | agents, filtered and paged on the server |
 //! | `GET /ui/agents/{uid}` | one agent and the audit records that name it |
+//! | `POST /ui/agents/{uid}/restart` | sends it the Restart command (CSRF token required) |
 //! | `GET /ui/catalog` | packages, versions, sizes, hashes, signer key ids, who added them |
 //! | `GET /ui/rollouts`, `POST /ui/rollouts` | rollouts; the start form |
 //! | `GET /ui/rollouts/{id}` | waves, failures with reasons, pause/resume/abort, audit trail (live) |
 //! | `POST /ui/rollouts/{id}/pause`, `/resume`, `/abort` | the controls (CSRF token required) |
 //! | `GET /ui/audit?after=` | the audit log, a page at a time |
 
+mod agent_details;
+mod agent_restart;
 mod html;
 mod live;
 mod pages;
@@ -66,6 +69,7 @@ pub(crate) fn router(admin: AdminState) -> Router {
         .route("/ui", get(pages::overview))
         .route("/ui/agents", get(pages::agents))
         .route("/ui/agents/{uid}", get(pages::agent))
+        .route("/ui/agents/{uid}/restart", post(agent_restart::restart))
         .route("/ui/catalog", get(pages::catalog))
         .route("/ui/rollouts", get(rollouts::list).post(rollouts::start))
         .route("/ui/rollouts/{id}", get(rollouts::show))

@@ -307,12 +307,13 @@ pub(super) async fn agent(
         let audit: Vec<StoredAudit> = store
             .audit_log(&AuditQuery::all())?
             .into_iter()
-            .filter(|stored| stored.record.action.agent() == Some(uid))
+            .filter(|stored| names_agent(&stored.record.action, uid))
             .collect();
-        Ok(Some((agent, audit)))
+        let details = store.agent_details(&uid)?.unwrap_or_default();
+        Ok(Some((agent, details, audit)))
     })
     .await;
-    let (agent, audit) = match found {
+    let (agent, details, audit) = match found {
         Ok(Some(found)) => found,
         Ok(None) => return refusal(StatusCode::NOT_FOUND, "No such agent."),
         Err(error) => return store_failure(&error),
@@ -321,7 +322,7 @@ pub(super) async fn agent(
         "<dl class=\"facts\"><dt>Instance uid</dt><dd><code>{uid}</code></dd>\
          <dt>Health</dt><dd>{health}</dd><dt>Connected</dt><dd>{conn}</dd>\
          <dt>Last seen</dt><dd>{seen}</dd><dt>Capabilities</dt><dd><code>0x{caps:x}</code></dd></dl>\
-         <h2>Description</h2><table><thead><tr><th>Label</th><th>Value</th></tr></thead><tbody>",
+         <h2>Labels</h2><table><thead><tr><th>Label</th><th>Value</th></tr></thead><tbody>",
         uid = agent.uid,
         health = health_badge(agent.healthy),
         conn = if agent.connected { "yes" } else { "no" },
@@ -336,23 +337,10 @@ pub(super) async fn agent(
             esc(value)
         );
     }
-    body.push_str(
-        "</tbody></table><h2>Packages</h2><table><thead><tr><th>Package</th>\
-         <th>Installed version</th></tr></thead><tbody>",
-    );
-    for (package, version) in &agent.package_versions {
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td></tr>",
-            esc(package),
-            esc(version)
-        );
-    }
-    body.push_str(
-        "</tbody></table><p class=\"hint\">The server keeps each agent's installed versions and \
-         overall health; the component health tree and effective configuration are not stored \
-         by the server.</p><h2>Audit entries</h2>",
-    );
+    body.push_str("</tbody></table>");
+    body.push_str(&super::agent_restart::button(&session, &agent));
+    body.push_str(&super::agent_details::sections(&agent, &details));
+    body.push_str("<h2>Audit entries</h2>");
     body.push_str(&audit_table(audit.iter()));
     Html(page(
         &format!("Agent {}", agent.uid),
@@ -361,6 +349,15 @@ pub(super) async fn agent(
         &body,
     ))
     .into_response()
+}
+
+/// Whether an audit record is about `uid` (as its subject, or among the agents an operator
+/// restarted).
+fn names_agent(action: &crate::audit::AuditAction, uid: opamp_proto::InstanceUid) -> bool {
+    match action {
+        crate::audit::AuditAction::RestartSent { agents, .. } => agents.contains(&uid),
+        other => other.agent() == Some(uid),
+    }
 }
 
 /// `GET /ui/catalog`.
@@ -474,17 +471,25 @@ fn audit_row(position: i64, record: &AuditRecord) -> String {
             .join(" "),
         _ => String::new(),
     };
+    // Records about no rollout (an operator's restart) have an empty rollout id.
+    let rollout = if record.rollout_id.as_str().is_empty() {
+        "—".to_owned()
+    } else {
+        format!(
+            "<a href=\"/ui/rollouts/{id}\">{short}</a>",
+            id = esc(record.rollout_id.as_str()),
+            short = esc(record
+                .rollout_id
+                .as_str()
+                .get(..8)
+                .unwrap_or(record.rollout_id.as_str())),
+        )
+    };
     format!(
         "<tr><td class=\"num\">{position}</td><td>{when}</td>\
-         <td><a href=\"/ui/rollouts/{id}\">{short}</a></td><td>{who}</td>\
+         <td>{rollout}</td><td>{who}</td>\
          <td><span class=\"action\">{kind}</span></td><td>{details}</td></tr>",
         when = time(record.at),
-        id = esc(record.rollout_id.as_str()),
-        short = esc(record
-            .rollout_id
-            .as_str()
-            .get(..8)
-            .unwrap_or(record.rollout_id.as_str())),
         kind = record.action.kind(),
     )
 }
