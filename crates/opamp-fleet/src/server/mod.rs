@@ -10,6 +10,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod driver;
+pub(crate) mod identity;
 pub(crate) mod offers;
 pub(crate) mod standing;
 pub mod startup;
@@ -65,6 +66,7 @@ impl FleetServer {
     /// [`FleetError::Config`] (no admin operator or a bad one), [`FleetError::Io`] (data directory, admin
     /// bind), store errors, [`FleetError::Transport`] (agent listener bind, TLS files).
     pub async fn start(config: FleetServerConfig) -> Result<RunningFleetServer, FleetError> {
+        config.validate()?;
         let operators = config.admin.resolve_operators()?;
         let lock = startup::lock_data_dir(&config.data_dir)?;
         startup::check_store_present(&config)?;
@@ -81,7 +83,12 @@ impl FleetServer {
         let catalog = Catalog::new(store.clone(), packages_dir.clone())
             .with_release_keys(config.load_release_keys()?);
 
-        let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
+        let gate = identity::IdentityGate::start(config.agent_identity.mode, store.clone())?;
+        let mut transport = transport_config(&config)?;
+        if let Some(gate) = gate {
+            transport = transport.authorize_agent(move |claim| gate.authorize(claim));
+        }
+        let (opamp, notifications) = OpampServer::start(transport).await?;
         let opamp_addr = opamp.local_addr();
         let public_url = config.public_url.clone().unwrap_or_else(|| {
             if opamp_addr.ip().is_unspecified() {
@@ -140,6 +147,7 @@ impl FleetServer {
             metrics,
             upload_dir,
             shutdown: shutdown.clone(),
+            agent_identity: config.agent_identity.mode,
         });
         let admin_shutdown = shutdown.clone();
         let admin_task = tokio::spawn(async move {

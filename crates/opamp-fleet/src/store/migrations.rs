@@ -2,9 +2,10 @@
 //! `schema_migrations`.
 
 /// `(version, SQL)`; append only, never edit a released step.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE rollouts (
     id              TEXT PRIMARY KEY,
     package         TEXT NOT NULL,
@@ -70,4 +71,26 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 ",
-)];
+    ),
+    (
+        2,
+        // Agent identity (enrollment mode): one-time tokens and per-agent credentials, both
+        // stored only as SHA-256 digests.
+        r"
+CREATE TABLE enrollment_tokens (
+    token_sha256  BLOB PRIMARY KEY,
+    created_by    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    used_at       INTEGER,
+    used_by       TEXT
+) WITHOUT ROWID;
+
+CREATE TABLE agent_credentials (
+    uid                TEXT PRIMARY KEY,
+    credential_sha256  BLOB NOT NULL,
+    enrolled_at        INTEGER NOT NULL
+) WITHOUT ROWID;
+",
+    ),
+];

@@ -14,6 +14,8 @@
 //! commands, so nothing is carried out that a restart would forget.
 
 #[cfg(feature = "sqlite")]
+mod identity;
+#[cfg(feature = "sqlite")]
 mod migrations;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -24,6 +26,8 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "sqlite")]
+pub use identity::EnrollmentOutcome;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
