@@ -106,6 +106,24 @@ impl IdentityGate {
         })))
     }
 
+    /// Whether this gate enrolls agents (and so knows their credentials).
+    pub(crate) fn issues_credentials(&self) -> bool {
+        self.mode == AgentIdentityMode::Enrollment
+    }
+
+    /// Whether `secret` is the credential of an enrolled agent (for package downloads, which
+    /// do not say which agent is asking). Compared in constant time against every one.
+    pub(crate) fn is_agent_credential(&self, secret: &str) -> bool {
+        let digest = sha256(secret);
+        self.credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .fold(false, |found, known| {
+                found | bool::from(digest.ct_eq(known))
+            })
+    }
+
     /// The verdict on one claim; refusals are logged and audited.
     pub(crate) fn authorize(&self, claim: &AgentClaim<'_>) -> AgentVerdict {
         let identity = claim.connection.client_identity();

@@ -84,7 +84,7 @@ impl FleetServer {
             .with_release_keys(config.load_release_keys()?);
 
         let gate = identity::IdentityGate::start(config.agent_identity.mode, store.clone())?;
-        let mut transport = transport_config(&config)?;
+        let mut transport = transport_config(&config, gate.clone())?;
         if let Some(gate) = gate {
             transport = transport.authorize_agent(move |claim| gate.authorize(claim));
         }
@@ -204,15 +204,29 @@ fn spawn_driver(
     }))
 }
 
-fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetError> {
+/// The agent listener's settings. Downloads need the `download_token` when one is set and,
+/// under enrollment, an enrolled agent's credential (either one will do).
+fn transport_config(
+    config: &FleetServerConfig,
+    gate: Option<Arc<identity::IdentityGate>>,
+) -> Result<ServerConfig, FleetError> {
     let mut session = opamp_session::ServerConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = config.heartbeat_interval;
     let mut downloads = DownloadConfig::new(config.packages_dir());
-    if let Some(expected) = config.download_token.clone() {
+    let enrolled = gate.filter(|gate| gate.issues_credentials());
+    let expected = config.download_token.clone();
+    if expected.is_some() || enrolled.is_some() {
         downloads = downloads.authorize(move |token, _path| {
-            token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.as_bytes())))
+            let Some(token) = token else { return false };
+            let download_token = expected
+                .as_ref()
+                .is_some_and(|expected| bool::from(token.as_bytes().ct_eq(expected.as_bytes())));
+            download_token
+                || enrolled
+                    .as_ref()
+                    .is_some_and(|gate| gate.is_agent_credential(token))
         });
     }
     let mut transport = ServerConfig::new(config.listen)

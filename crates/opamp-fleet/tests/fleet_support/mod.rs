@@ -345,11 +345,12 @@ pub fn spawn_agent_with(
 async fn fetch_and_verify(
     http: &reqwest::Client,
     file: &v1::DownloadableFile,
+    credential: Option<&str>,
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut pause = Duration::from_millis(50);
     loop {
-        match fetch_once(http, file).await {
+        match fetch_once(http, file, credential).await {
             Fetch::Done(outcome) => return outcome,
             Fetch::Transient(error) if tokio::time::Instant::now() >= deadline => {
                 return Err(error);
@@ -367,8 +368,16 @@ enum Fetch {
     Transient(String),
 }
 
-async fn fetch_once(http: &reqwest::Client, file: &v1::DownloadableFile) -> Fetch {
+async fn fetch_once(
+    http: &reqwest::Client,
+    file: &v1::DownloadableFile,
+    credential: Option<&str>,
+) -> Fetch {
     let mut download = http.get(&file.download_url);
+    // Like the supervisor: an enrolled agent's credential, unless the offer says otherwise.
+    if let Some(credential) = credential {
+        download = download.bearer_auth(credential);
+    }
     for header in file.headers.iter().flat_map(|h| &h.headers) {
         download = download.header(&header.key, &header.value);
     }
@@ -473,8 +482,9 @@ async fn run_agent(
             )
         } else {
             let file = package.file.clone().unwrap_or_default();
+            let credential = truth.lock().unwrap().credential.clone();
             let (outcome, ()) = tokio::join!(
-                fetch_and_verify(&http, &file),
+                fetch_and_verify(&http, &file, credential.as_deref()),
                 tokio::time::sleep(install_time)
             );
             let outcome = outcome.and_then(|()| {
