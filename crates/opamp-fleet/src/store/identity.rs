@@ -124,3 +124,70 @@ impl SqliteStore {
         Ok(credentials)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Actor, AuditAction, FLEET_RECORDS};
+    use crate::rollout::RolloutId;
+
+    fn enrolled(uid: InstanceUid, at: Timestamp) -> AuditRecord {
+        AuditRecord::new(
+            at,
+            RolloutId::new(FLEET_RECORDS),
+            Actor::Agent(uid),
+            AuditAction::AgentEnrolled {
+                uid,
+                peer: "127.0.0.1:1".into(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_token_enrolls_one_uid_once_and_never_after_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path().join("fleet.db")).unwrap();
+        let created = Timestamp::from_millis(1_000);
+        let expires = Timestamp::from_millis(10_000);
+        let now = Timestamp::from_millis(5_000);
+        let (token, expiring) = ([1u8; 32], [2u8; 32]);
+        store
+            .add_enrollment_token(&token, "alice", created, expires)
+            .unwrap();
+        store
+            .add_enrollment_token(&expiring, "alice", created, now)
+            .unwrap();
+        let (a, b) = (InstanceUid::new_v7(), InstanceUid::new_v7());
+        let enroll = |store: &mut SqliteStore, token: &[u8; 32], uid| {
+            store
+                .enroll(token, uid, &[9u8; 32], now, &enrolled(uid, now))
+                .unwrap()
+        };
+        assert_eq!(enroll(&mut store, &token, a), EnrollmentOutcome::Enrolled);
+        assert_eq!(
+            enroll(&mut store, &token, b),
+            EnrollmentOutcome::TokenInvalid
+        );
+        assert_eq!(
+            enroll(&mut store, &expiring, b),
+            EnrollmentOutcome::TokenInvalid,
+            "a token is invalid from its expiry on"
+        );
+        assert_eq!(
+            enroll(&mut store, &[3u8; 32], b),
+            EnrollmentOutcome::TokenInvalid
+        );
+        store
+            .add_enrollment_token(&[4u8; 32], "alice", created, expires)
+            .unwrap();
+        assert_eq!(
+            enroll(&mut store, &[4u8; 32], a),
+            EnrollmentOutcome::AlreadyEnrolled,
+            "an enrolled uid keeps its credential"
+        );
+        assert_eq!(store.agent_credentials().unwrap(), vec![(a, [9u8; 32])]);
+        drop(store);
+        let store = SqliteStore::open(dir.path().join("fleet.db")).unwrap();
+        assert_eq!(store.agent_credentials().unwrap().len(), 1, "persisted");
+    }
+}
