@@ -55,8 +55,13 @@ pub(crate) async fn upgrade(
 ) -> Response {
     let slot = request.extensions().get::<Arc<ConnectionSlot>>().cloned();
     let headers = request.headers().clone();
-    // An upgrade that names its agent is authorised now, so a refusal is a plain 403 and a
-    // credential issued by the embedder can travel in the upgrade response.
+    let upgrade = match WebSocketUpgrade::from_request(request, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // A valid upgrade that names its agent is authorised now: a refusal is a plain 403,
+    // and a credential the embedder issues can travel in the upgrade response. (After the
+    // upgrade request was checked, so a malformed one never spends an enrollment.)
     let named = uid_from_headers(&headers);
     let mut credential = None;
     if let Some(uid) = named {
@@ -78,10 +83,6 @@ pub(crate) async fn upgrade(
         }
         credential = authorize::credential_header(&verdict);
     }
-    let upgrade = match WebSocketUpgrade::from_request(request, &()).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
-    };
     let limit = shared
         .config
         .limits
