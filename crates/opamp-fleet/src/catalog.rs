@@ -111,6 +111,17 @@ impl Catalog {
         version: &str,
         signature: Vec<u8>,
     ) -> Result<CatalogEntry, FleetError> {
+        self.copy_in(path, name, version, signature, None)
+    }
+
+    fn copy_in(
+        &self,
+        path: &Path,
+        name: &str,
+        version: &str,
+        signature: Vec<u8>,
+        added_by: Option<&str>,
+    ) -> Result<CatalogEntry, FleetError> {
         let invalid = invalid_package(name, version);
         let target = self.placement(path, name, version)?;
         let mut source = BufReader::new(File::open(path).map_err(io_error("opening", path))?);
@@ -134,7 +145,7 @@ impl Catalog {
                     source: e.error,
                 })
         };
-        self.record(&target, signature, &hashed, placed)
+        self.record(&target, signature, &hashed, added_by, placed)
     }
 
     /// Like [`Catalog::add_file`] for a file the caller hands over (an upload on the same file
@@ -150,6 +161,33 @@ impl Catalog {
         version: &str,
         signature: Vec<u8>,
     ) -> Result<CatalogEntry, FleetError> {
+        self.move_in(path, name, version, signature, None)
+    }
+
+    /// [`Catalog::add_owned_file`] on behalf of an operator, whose name the entry keeps
+    /// ([`PackageEntry::added_by`]).
+    ///
+    /// # Errors
+    /// As for [`Catalog::add_file`].
+    pub fn add_owned_file_by(
+        &self,
+        path: &Path,
+        name: &str,
+        version: &str,
+        signature: Vec<u8>,
+        operator: &str,
+    ) -> Result<CatalogEntry, FleetError> {
+        self.move_in(path, name, version, signature, Some(operator))
+    }
+
+    fn move_in(
+        &self,
+        path: &Path,
+        name: &str,
+        version: &str,
+        signature: Vec<u8>,
+        added_by: Option<&str>,
+    ) -> Result<CatalogEntry, FleetError> {
         let invalid = invalid_package(name, version);
         let target = self.placement(path, name, version)?;
         let file = File::open(path).map_err(io_error("opening", path))?;
@@ -158,7 +196,7 @@ impl Catalog {
             file.metadata().map(device).ok() == std::fs::metadata(&target.dir).map(device).ok();
         if !same_device {
             drop(file);
-            return self.add_file(path, name, version, signature);
+            return self.copy_in(path, name, version, signature, added_by);
         }
         let mut writer = HashingWriter::new(io::sink(), MAX_PACKAGE_SIZE);
         io::copy(&mut BufReader::new(&file), &mut writer).map_err(copy_error(&invalid, path))?;
@@ -175,7 +213,7 @@ impl Catalog {
                 source,
             })
         };
-        self.record(&target, signature, &hashed, placed)
+        self.record(&target, signature, &hashed, added_by, placed)
     }
 
     /// Checks `name` and `version` against the path rules (both become directory names) and
@@ -227,6 +265,7 @@ impl Catalog {
         target: &Placement<'_>,
         signature: Vec<u8>,
         hashed: &opamp_verify::HashedContent,
+        added_by: Option<&str>,
         place: impl FnOnce(&Path) -> Result<(), FleetError>,
     ) -> Result<CatalogEntry, FleetError> {
         let Placement {
@@ -260,11 +299,16 @@ impl Catalog {
             final_path.clone(),
             Timestamp::from_system_time(SystemTime::now()),
         );
+        let entry = match added_by {
+            Some(operator) => entry.with_added_by(operator),
+            None => entry,
+        };
         lock(&self.store).add_package(&entry)?;
         tracing::info!(
             package = name,
             version,
             size = entry.size,
+            added_by = added_by.unwrap_or("-"),
             "package added to the catalog"
         );
         Ok(entry)

@@ -464,7 +464,7 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
     let bob = AdminClient::new(&base, "bob-secret").unwrap();
     let viewer = AdminClient::new(&base, "scrape-secret").unwrap();
     upload(&client, dir.path(), "1.0.0").await;
-    upload(&client, dir.path(), "2.0.0").await;
+    upload(&alice, dir.path(), "2.0.0").await;
     let addr = server.opamp_addr();
     let failing: FailingVersions = Arc::default();
     let agents: Vec<TestAgent> = (0..4)
@@ -482,8 +482,11 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         .collect();
     wait_connected_at(&client, 4, "1.0.0").await;
 
-    // Downloads need the token; offers carry it as a header for the agents.
+    // The catalog names who added each package.
     let packages = client.packages().await.unwrap();
+    let added_by: Vec<_> = packages.iter().map(|p| p.added_by.as_deref()).collect();
+    assert_eq!(added_by, [Some("admin"), Some("alice")]);
+    // Downloads need the token; offers carry it as a header for the agents.
     let relative = packages[0]
         .file_path
         .strip_prefix(dir.path().join("packages"))
@@ -517,13 +520,25 @@ async fn operators_pause_resume_and_abort_and_http_agents_fetch_with_the_downloa
         other => panic!("pausing twice must be refused, got {other:?}"),
     }
     // A read-only operator sees everything and changes nothing.
-    assert!(
-        viewer
-            .metrics()
-            .await
-            .unwrap()
-            .contains("opamp_agents_connected")
-    );
+    let metrics = viewer.metrics().await.unwrap();
+    assert!(metrics.contains("opamp_agents_connected"));
+    // The listener counts both transports' traffic.
+    for transport in ["websocket", "http"] {
+        for family in [
+            "opamp_transport_messages_received_total",
+            "opamp_transport_messages_sent_total",
+            "opamp_transport_received_bytes_total",
+        ] {
+            let prefix = format!("{family}{{transport=\"{transport}\"}} ");
+            let value: u64 = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+                .parse()
+                .unwrap();
+            assert!(value > 0, "{prefix}{value}");
+        }
+    }
     assert_eq!(
         viewer.rollout(&id).await.unwrap().status,
         RolloutStatus::Paused

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use opamp_proto::{InstanceUid, codec, v1};
 use opamp_transport::client::ClientHandle;
-use opamp_transport::server::{RunningServer, ServerConfig, ServerNotification};
+use opamp_transport::server::{RefusalReason, RunningServer, ServerConfig, ServerNotification};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -116,6 +116,30 @@ async fn close_code_for(url: &str, message: Message) -> u16 {
 }
 
 #[tokio::test]
+async fn counters_follow_websocket_traffic_and_open_connections() {
+    let bystander = Bystander::start(server_config()).await;
+    let stats = bystander.server.stats().snapshot();
+    assert_eq!((stats.websocket.opened, stats.websocket.open), (1, 1));
+    assert_eq!(stats.connections_open, 1);
+    assert!(stats.websocket.messages_received >= 1, "{stats:?}");
+    assert!(stats.websocket.bytes_received > 0);
+    assert!(stats.websocket.messages_sent >= 1);
+    assert_eq!(stats.http.opened, 0);
+    let Bystander { server, agent, .. } = bystander;
+    agent.shutdown().await.unwrap();
+    // The server counts the socket closed once its task ends.
+    let deadline = Instant::now() + WAIT;
+    while server.stats().snapshot().websocket.open != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the WebSocket never counted as closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stats().snapshot().connections_open, 0);
+}
+
+#[tokio::test]
 async fn oversize_websocket_message_is_closed_with_1009() {
     let bystander = Bystander::start(small_limit_config()).await;
     let url = bystander.url("ws");
@@ -131,6 +155,10 @@ async fn oversize_websocket_message_is_closed_with_1009() {
         close_code_for(&url, Message::Binary(far_over.into())).await,
         1009
     );
+    // Counted before the close frame is sent.
+    let stats = bystander.server.stats().snapshot();
+    assert_eq!(stats.websocket.refused(RefusalReason::TooLarge), 2);
+    assert_eq!(stats.websocket.refused(RefusalReason::Malformed), 0);
     bystander.assert_still_served().await;
 }
 
@@ -327,10 +355,30 @@ async fn http_refusals_use_the_documented_status_codes() {
         .await,
         400
     );
+    let before = bystander.server.stats().snapshot().http;
     assert_eq!(
-        post(&url, "application/x-protobuf; charset=binary", None, good).await,
+        post(
+            &url,
+            "application/x-protobuf; charset=binary",
+            None,
+            good.clone()
+        )
+        .await,
         200
     );
+    let stats = bystander.server.stats().snapshot().http;
+    assert_eq!(stats.refused(RefusalReason::TooLarge), 2);
+    assert_eq!(stats.refused(RefusalReason::Malformed), 4);
+    assert_eq!(stats.opened, 7);
+    assert_eq!(
+        (stats.messages_received, stats.bytes_received),
+        (
+            before.messages_received + 1,
+            before.bytes_received + good.len() as u64
+        )
+    );
+    assert_eq!(stats.messages_sent, before.messages_sent + 1);
+    assert!(stats.bytes_sent > before.bytes_sent);
     bystander.assert_still_served().await;
 }
 
@@ -421,6 +469,9 @@ async fn connections_over_the_maximum_get_503_with_retry_after() {
     let answer = read_to_close(&mut refused).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "got {answer:?}");
     assert!(answer.contains("Retry-After: 2"), "got {answer:?}");
+    let stats = bystander.server.stats().snapshot();
+    assert_eq!(stats.connections_refused_capacity, 1);
+    assert_eq!((stats.connections_accepted, stats.connections_open), (4, 3));
     // Freeing the slots lets agents in again (a newcomer refused in the meantime retries
     // after the 2 s Retry-After).
     drop(held);

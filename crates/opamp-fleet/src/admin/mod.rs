@@ -27,6 +27,7 @@ mod dashboard;
 mod health;
 mod process_metrics;
 mod routes;
+mod transport_metrics;
 pub mod types;
 
 pub use client::{AdminClient, RolloutEvents};

@@ -72,10 +72,11 @@ pub(super) fn encode() -> String {
     out
 }
 
-/// `fleet` (ending in `# EOF`) with the process families inserted before its end.
-pub(super) fn append_to(fleet: &str) -> String {
+/// `fleet` (ending in `# EOF`) with `more` families and the process families inserted
+/// before its end.
+pub(super) fn append_to(fleet: &str, more: &str) -> String {
     let body = fleet.trim_end().strip_suffix("# EOF").unwrap_or(fleet);
-    format!("{body}{}# EOF\n", encode())
+    format!("{body}{more}{}# EOF\n", encode())
 }
 
 fn read(path: &str) -> Option<String> {
@@ -143,11 +144,15 @@ mod tests {
 
     #[test]
     fn process_families_go_before_the_end_marker() {
-        let text = append_to("# TYPE opamp_agents_known gauge\nopamp_agents_known 3\n# EOF\n");
+        let text = append_to(
+            "# TYPE opamp_agents_known gauge\nopamp_agents_known 3\n# EOF\n",
+            "# TYPE opamp_transport_connections_open gauge\nopamp_transport_connections_open 0\n",
+        );
         assert!(text.starts_with("# TYPE opamp_agents_known gauge"));
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1);
         assert!(text.contains("opamp_build_info{version=\""));
+        assert!(text.contains("\nopamp_transport_connections_open 0\n"));
         #[cfg(target_os = "linux")]
         {
             assert!(text.contains("\nprocess_cpu_seconds_total "));

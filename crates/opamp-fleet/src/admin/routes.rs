@@ -68,6 +68,7 @@ use crate::metrics::FleetMetrics;
 use crate::rollout::{Rollout, RolloutId};
 use crate::server::driver::{Operation, Request as DriverRequest};
 use crate::store::{AuditQuery, FleetStore, SqliteStore, StoreError};
+use opamp_transport::server::TransportStats;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -78,6 +79,7 @@ pub(crate) struct AdminState {
     pub(crate) driver: mpsc::Sender<DriverRequest>,
     pub(crate) updates: broadcast::Sender<RolloutUpdate>,
     pub(crate) metrics: Arc<FleetMetrics>,
+    pub(crate) transport: TransportStats,
     pub(crate) upload_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
     pub(crate) agent_identity: crate::config::AgentIdentityMode,
@@ -250,7 +252,7 @@ async fn agents(State(state): State<AdminState>) -> Answer<Response> {
 
 #[utoipa::path(get, path = "/api/v1/packages", tag = "packages",
     responses(
-        (status = 200, description = "the catalog (`PackageEntry`: name, version, content_hash, size, signature, file_path, added_at)", body = [Object]),
+        (status = 200, description = "the catalog (`PackageEntry`: name, version, content_hash, size, signature, file_path, added_at, added_by)", body = [Object]),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn packages(State(state): State<AdminState>) -> Answer<Response> {
@@ -286,6 +288,7 @@ struct UploadQuery {
     ))]
 async fn add_package(
     State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
     Query(query): Query<UploadQuery>,
     body: Body,
 ) -> Answer<Response> {
@@ -347,7 +350,13 @@ async fn add_package(
     drop(file);
     let catalog = state.catalog.clone();
     let entry = tokio::task::spawn_blocking(move || {
-        let added = catalog.add_owned_file(&upload_path, &query.name, &query.version, signature);
+        let added = catalog.add_owned_file_by(
+            &upload_path,
+            &query.name,
+            &query.version,
+            signature,
+            &operator.0,
+        );
         drop(upload);
         added
     })
@@ -655,7 +664,10 @@ async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        super::process_metrics::append_to(&state.metrics.encode()),
+        super::process_metrics::append_to(
+            &state.metrics.encode(),
+            &super::transport_metrics::encode(&state.transport.snapshot()),
+        ),
     )
         .into_response())
 }

@@ -145,6 +145,7 @@ impl FleetServer {
             driver: requests,
             updates,
             metrics,
+            transport: opamp.stats(),
             upload_dir,
             shutdown: shutdown.clone(),
             agent_identity: config.agent_identity.mode,

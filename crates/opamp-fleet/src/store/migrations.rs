@@ -74,6 +74,14 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     ),
     (
         2,
+        r"
+-- The operator who added each package (NULL for packages added before this step, or
+-- through the library without an operator).
+ALTER TABLE packages ADD COLUMN added_by TEXT;
+",
+    ),
+    (
+        3,
         // Agent identity (enrollment mode): one-time tokens and per-agent credentials, both
         // stored only as SHA-256 digests.
         r"

@@ -149,6 +149,9 @@ pub struct PackageEntry {
     pub file_path: PathBuf,
     /// When it was added.
     pub added_at: Timestamp,
+    /// The operator who added it through the admin API (`None` when added otherwise).
+    #[serde(default)]
+    pub added_by: Option<String>,
 }
 
 impl PackageEntry {
@@ -171,7 +174,15 @@ impl PackageEntry {
             signature,
             file_path,
             added_at,
+            added_by: None,
         }
+    }
+
+    /// Names the operator who added it.
+    #[must_use]
+    pub fn with_added_by(mut self, operator: impl Into<String>) -> Self {
+        self.added_by = Some(operator.into());
+        self
     }
 }
 

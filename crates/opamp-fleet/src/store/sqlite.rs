@@ -575,8 +575,8 @@ impl FleetStore for SqliteStore {
         }
         self.connection
             .execute(
-                "INSERT INTO packages (name, version, content_hash, size, signature, file_path, added_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO packages (name, version, content_hash, size, signature, file_path, added_at, added_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     entry.name,
                     entry.version,
@@ -584,7 +584,8 @@ impl FleetStore for SqliteStore {
                     sql_u64(entry.size),
                     entry.signature,
                     entry.file_path.to_string_lossy(),
-                    millis(entry.added_at)
+                    millis(entry.added_at),
+                    entry.added_by
                 ],
             )
             .map_err(db("adding a package"))?;
@@ -693,7 +694,7 @@ impl SqliteStore {
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<PackageEntry>, StoreError> {
         let sql = format!(
-            "SELECT name, version, content_hash, size, signature, file_path, added_at
+            "SELECT name, version, content_hash, size, signature, file_path, added_at, added_by
              FROM packages {filter} ORDER BY name, added_at, version"
         );
         let mut statement = self
@@ -710,6 +711,7 @@ impl SqliteStore {
                     signature: row.get(4)?,
                     file_path: PathBuf::from(row.get::<_, String>(5)?),
                     added_at: timestamp(row.get(6)?),
+                    added_by: row.get(7)?,
                 })
             })
             .map_err(db("reading packages"))?;

@@ -20,7 +20,9 @@ use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
 use super::authorize::{self, AGENT_CREDENTIAL_HEADER, AgentClaim};
+use super::hub::TransportKind;
 use super::listener::ConnectionInfo;
+use super::stats::RefusalReason;
 
 /// The media type of OpAMP HTTP bodies.
 pub(crate) const PROTOBUF: &str = "application/x-protobuf";
@@ -32,6 +34,7 @@ pub(crate) async fn handle(
     request: axum::extract::Request,
 ) -> Response {
     let accepts_gzip = accepts_gzip(request.headers());
+    let _open = shared.stats.opened(TransportKind::Http);
     match handle_inner(&shared, &connection, endpoint_url, request).await {
         Ok((reply, credential)) => {
             let body = framing::encode_server_message(TransportMode::HttpPolling, &reply);
@@ -40,7 +43,9 @@ pub(crate) async fn handle(
             let compressed = (accepts_gzip && body.len() >= GZIP_THRESHOLD)
                 .then(|| gzip(&body))
                 .flatten();
-            let mut response = Body::from(compressed.clone().unwrap_or(body)).into_response();
+            let body = compressed.clone().unwrap_or(body);
+            shared.stats.sent(TransportKind::Http, body.len());
+            let mut response = Body::from(body).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
             if compressed.is_some() {
@@ -52,6 +57,9 @@ pub(crate) async fn handle(
             response
         }
         Err((status, reason)) => {
+            shared
+                .stats
+                .refused(TransportKind::Http, refusal_counted_as(status));
             tracing::info!(remote_addr = %connection.remote_addr, %status, reason, "HTTP request refused");
             (status, reason).into_response()
         }
@@ -123,6 +131,7 @@ async fn handle_inner(
         })?
         .to_bytes();
     let limits = shared.config.limits;
+    let received = body.len();
     let message = if gzip {
         tokio::task::spawn_blocking(move || decode_agent_body(&body, true, &limits))
             .await
@@ -146,11 +155,22 @@ async fn handle_inner(
             "not authorised for this instance_uid",
         ));
     }
+    shared.stats.received(TransportKind::Http, received);
     let reply = shared
         .registry
         .http_request(connection.clone(), endpoint_url, message)
         .await;
     Ok((reply, authorize::credential_header(&verdict)))
+}
+
+/// How a refused request is counted, from the status it is answered with.
+fn refusal_counted_as(status: StatusCode) -> RefusalReason {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => RefusalReason::TooLarge,
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => RefusalReason::Malformed,
+        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => RefusalReason::Unauthorized,
+        _ => RefusalReason::Other,
+    }
 }
 
 /// Answers at least this large are gzipped for agents that accept it.

@@ -17,6 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::stats::{OpenGuard, TransportStats};
+
 /// What the server knows about the peer of one connection, available to the embedding
 /// server for authorisation.
 #[derive(Clone, Debug)]
@@ -44,6 +46,7 @@ impl ConnectionInfo {
 #[derive(Debug)]
 pub(crate) struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
+    _counted: OpenGuard,
 }
 
 /// Settings of the accept loop.
@@ -54,6 +57,7 @@ pub(crate) struct ListenerSettings {
     pub(crate) header_read_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
     pub(crate) retry_after: Duration,
+    pub(crate) stats: TransportStats,
 }
 
 pub(crate) async fn accept_loop(
@@ -77,12 +81,22 @@ pub(crate) async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
+        let counted = settings.stats.connection();
         let permit = slots.clone().try_acquire_owned().ok();
         let settings = settings.clone();
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            handle_connection(stream, remote_addr, permit, settings, app, shutdown).await;
+            handle_connection(
+                stream,
+                remote_addr,
+                permit,
+                counted,
+                settings,
+                app,
+                shutdown,
+            )
+            .await;
         });
     }
 }
@@ -91,6 +105,7 @@ async fn handle_connection(
     stream: TcpStream,
     remote_addr: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
+    counted: OpenGuard,
     settings: ListenerSettings,
     app: Router,
     shutdown: CancellationToken,
@@ -102,7 +117,7 @@ async fn handle_connection(
                 tls: false,
                 peer_certificates: None,
             };
-            serve(stream, info, permit, &settings, app, shutdown).await;
+            serve(stream, info, permit, counted, &settings, app, shutdown).await;
         }
         Some(acceptor) => {
             let tls =
@@ -111,10 +126,12 @@ async fn handle_connection(
                 {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
+                        settings.stats.tls_handshake_failed();
                         tracing::info!(%remote_addr, %error, "TLS handshake refused");
                         return;
                     }
                     Err(_) => {
+                        settings.stats.tls_handshake_failed();
                         tracing::info!(%remote_addr, "TLS handshake timed out");
                         return;
                     }
@@ -129,7 +146,7 @@ async fn handle_connection(
                 tls: true,
                 peer_certificates,
             };
-            serve(tls, info, permit, &settings, app, shutdown).await;
+            serve(tls, info, permit, counted, &settings, app, shutdown).await;
         }
     }
 }
@@ -138,6 +155,7 @@ async fn serve<S>(
     mut stream: S,
     info: ConnectionInfo,
     permit: Option<OwnedSemaphorePermit>,
+    counted: OpenGuard,
     settings: &ListenerSettings,
     app: Router,
     shutdown: CancellationToken,
@@ -146,6 +164,7 @@ async fn serve<S>(
 {
     let Some(permit) = permit else {
         // Over the limit: a clear, cheap refusal that well-behaved agents back off from.
+        settings.stats.refused_for_capacity();
         tracing::warn!(remote_addr = %info.remote_addr, "connection refused: too many connections");
         let response = format!(
             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -158,7 +177,10 @@ async fn serve<S>(
         .await;
         return;
     };
-    let slot = Arc::new(ConnectionSlot { _permit: permit });
+    let slot = Arc::new(ConnectionSlot {
+        _permit: permit,
+        _counted: counted,
+    });
     let service = app.map_request(move |mut request: http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(info.clone());
         request.extensions_mut().insert(slot.clone());

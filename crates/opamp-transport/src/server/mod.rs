@@ -7,6 +7,7 @@ mod http_poll;
 mod hub;
 mod identity;
 mod listener;
+mod stats;
 mod websocket;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub use http_poll::{BodyRefusal, decode_agent_body};
 pub use hub::{Registry, ServerNotification, TransportKind};
 pub use identity::ClientIdentity;
 pub use listener::ConnectionInfo;
+pub use stats::{RefusalReason, TransportCounters, TransportStats, TransportStatsSnapshot};
 
 use crate::error::{Result, TransportError};
 use crate::tls::ServerTls;
@@ -190,6 +192,7 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) registry: Registry,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) stats: TransportStats,
 }
 
 /// Entry point of the server side.
@@ -253,10 +256,12 @@ impl OpampServer {
         endpoint.idle_grace = config.idle_grace;
         let registry = Registry::new(endpoint, config.outbound_queue, notify);
         let shutdown = CancellationToken::new();
+        let stats = TransportStats::default();
         let shared = Arc::new(Shared {
             config: config.clone(),
             registry: registry.clone(),
             shutdown: shutdown.clone(),
+            stats: stats.clone(),
         });
 
         let mut app = Router::new()
@@ -276,6 +281,7 @@ impl OpampServer {
             header_read_timeout: config.header_read_timeout,
             handshake_timeout: config.header_read_timeout,
             retry_after: config.retry_after,
+            stats: stats.clone(),
         };
         let accept = tokio::spawn(listener::accept_loop(
             listener,
@@ -289,6 +295,7 @@ impl OpampServer {
                 local_addr,
                 registry,
                 shutdown,
+                stats,
                 tasks: vec![accept, sweeper],
             },
             notifications,
@@ -303,6 +310,7 @@ pub struct RunningServer {
     local_addr: SocketAddr,
     registry: Registry,
     shutdown: CancellationToken,
+    stats: TransportStats,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -315,6 +323,11 @@ impl RunningServer {
     /// The agent sessions.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The listener's counters (connections, messages, bytes, refusals), for metrics.
+    pub fn stats(&self) -> TransportStats {
+        self.stats.clone()
     }
 
     /// Stops accepting, closes WebSockets with 1001 and lets in-flight HTTP requests finish
@@ -335,12 +348,18 @@ async fn opamp_endpoint(
     let Some(connection) = request.extensions().get::<ConnectionInfo>().cloned() else {
         return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    let websocket = request.headers().contains_key(http::header::UPGRADE);
     if let Some(authorize) = &shared.config.authorize
         && !authorize(&connection, request.headers())
     {
+        let kind = if websocket {
+            TransportKind::WebSocket
+        } else {
+            TransportKind::Http
+        };
+        shared.stats.refused(kind, RefusalReason::Unauthorized);
         return http::StatusCode::UNAUTHORIZED.into_response();
     }
-    let websocket = request.headers().contains_key(http::header::UPGRADE);
     let url = endpoint_url(&shared, request.headers(), websocket);
     if websocket {
         websocket::upgrade(shared, connection, url, request).await

@@ -25,8 +25,9 @@ use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
 use super::authorize::{self, AGENT_CREDENTIAL_HEADER, AgentClaim, uid_from_headers};
-use super::hub::{Outbound, OutboundReceiver};
+use super::hub::{Outbound, OutboundReceiver, TransportKind};
 use super::listener::{ConnectionInfo, ConnectionSlot};
+use super::stats::{RefusalReason, TransportStats};
 
 /// Close codes (RFC 6455 section 7.4.1).
 pub(crate) mod close_code {
@@ -75,6 +76,9 @@ pub(crate) async fn upgrade(
             },
         );
         if !verdict.is_allowed() {
+            shared
+                .stats
+                .refused(TransportKind::WebSocket, RefusalReason::Unauthorized);
             return (
                 http::StatusCode::FORBIDDEN,
                 "not authorised for this instance_uid",
@@ -125,6 +129,8 @@ async fn run(
     mut socket: WebSocket,
 ) {
     let registry = &shared.registry;
+    let stats = &shared.stats;
+    let _open = stats.opened(TransportKind::WebSocket);
     let (id, mut outbound, dropped) = registry.open_websocket(connection.clone(), endpoint_url);
     // Several agents may share this socket (OpAMP multiplexing); each uid is authorised
     // once, on its first message.
@@ -172,20 +178,23 @@ async fn run(
                         can_issue_credential: false,
                     };
                     if !authorize::check(&shared, &claim).is_allowed() {
+                        stats.refused(TransportKind::WebSocket, RefusalReason::Unauthorized);
                         break Some((close_code::POLICY_VIOLATION, "not authorised for this instance_uid"));
                     }
                     authorized.insert(uid);
                 }
+                stats.received(TransportKind::WebSocket, frame.len());
                 registry.websocket_message(id, message).await;
                 // Send the answers before reading on, so a burst of messages from many
                 // agents on this socket does not pile up its queue.
-                if let Some(close) = send_queued(&mut socket, &mut outbound).await {
+                if let Some(close) = send_queued(&mut socket, &mut outbound, stats).await {
                     break close;
                 }
             }
             queued = outbound.recv() => {
                 match queued {
                     Some(Outbound::Frame(frame)) => {
+                        stats.sent(TransportKind::WebSocket, frame.len());
                         if socket.send(Message::Binary(frame)).await.is_err() {
                             break None;
                         }
@@ -212,6 +221,9 @@ async fn run(
         }
     };
     if let Some((code, reason)) = close {
+        if let Some(refusal) = refusal_counted_as(code) {
+            stats.refused(TransportKind::WebSocket, refusal);
+        }
         tracing::info!(remote_addr = %connection.remote_addr, code, reason, "closing WebSocket");
         let frame = CloseFrame {
             code,
@@ -233,10 +245,12 @@ async fn run(
 async fn send_queued(
     socket: &mut WebSocket,
     outbound: &mut OutboundReceiver,
+    stats: &TransportStats,
 ) -> Option<Option<(u16, &'static str)>> {
     while let Some(queued) = outbound.try_recv() {
         match queued {
             Outbound::Frame(frame) => {
+                stats.sent(TransportKind::WebSocket, frame.len());
                 if socket.send(Message::Binary(frame)).await.is_err() {
                     return Some(None);
                 }
@@ -259,6 +273,18 @@ async fn finish_close_handshake(socket: &mut WebSocket) {
         while let Some(Ok(_)) = socket.recv().await {}
     })
     .await;
+}
+
+/// How a close for bad input is counted (authorisation refusals are counted where they
+/// happen: 1008 also closes agents that do not read).
+fn refusal_counted_as(code: u16) -> Option<RefusalReason> {
+    match code {
+        close_code::MESSAGE_TOO_BIG => Some(RefusalReason::TooLarge),
+        close_code::PROTOCOL_ERROR | close_code::UNSUPPORTED_DATA | close_code::INVALID_PAYLOAD => {
+            Some(RefusalReason::Malformed)
+        }
+        _ => None,
+    }
 }
 
 fn refusal_for_codec_error(error: &CodecError) -> (u16, &'static str) {

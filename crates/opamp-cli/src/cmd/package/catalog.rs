@@ -101,11 +101,12 @@ pub(crate) fn list(args: &ListArgs) -> Result<(), CommandError> {
                 p.size.to_string(),
                 hex(&p.content_hash),
                 crate::cmd::json::ago(p.added_at),
+                p.added_by.clone().unwrap_or_else(|| "-".to_owned()),
             ]
         })
         .collect();
     output::line(table::render(
-        &["NAME", "VERSION", "SIZE", "SHA256", "ADDED"],
+        &["NAME", "VERSION", "SIZE", "SHA256", "ADDED", "BY"],
         &rows,
     ))
 }

@@ -11,7 +11,7 @@
 //! | `GET /ui` | fleet overview: agents per version and health, running rollouts (live) |
 //! | `GET /ui/agents?labels=&version=&health=&connection=&page=` | agents, filtered and paged on the server |
 //! | `GET /ui/agents/{uid}` | one agent and the audit records that name it |
-//! | `GET /ui/catalog` | packages, versions, sizes, hashes, signer key ids |
+//! | `GET /ui/catalog` | packages, versions, sizes, hashes, signer key ids, who added them |
 //! | `GET /ui/rollouts`, `POST /ui/rollouts` | rollouts; the start form |
 //! | `GET /ui/rollouts/{id}` | waves, failures with reasons, pause/resume/abort, audit trail (live) |
 //! | `POST /ui/rollouts/{id}/pause`, `/resume`, `/abort` | the controls (CSRF token required) |

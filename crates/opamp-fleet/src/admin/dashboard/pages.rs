@@ -374,7 +374,7 @@ pub(super) async fn catalog(
     };
     let mut body = String::from(
         "<table><thead><tr><th>Package</th><th>Version</th><th>Size</th><th>SHA-256</th>\
-         <th>Signer key id</th><th>Added</th></tr></thead><tbody>",
+         <th>Signer key id</th><th>Added</th><th>Added by</th></tr></thead><tbody>",
     );
     for p in &packages {
         let signer = if p.signature.is_empty() {
@@ -388,16 +388,17 @@ pub(super) async fn catalog(
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td><code class=\"hash\">{}</code></td>\
-             <td>{signer}</td><td>{}</td></tr>",
+             <td>{signer}</td><td>{}</td><td>{}</td></tr>",
             esc(&p.name),
             esc(&p.version),
             p.size,
             hex::encode(&p.content_hash),
             time(p.added_at),
+            esc(p.added_by.as_deref().unwrap_or("-")),
         );
     }
     if packages.is_empty() {
-        body.push_str("<tr><td colspan=\"6\" class=\"empty\">The catalog is empty: add packages with <code>opamp package add</code>.</td></tr>");
+        body.push_str("<tr><td colspan=\"7\" class=\"empty\">The catalog is empty: add packages with <code>opamp package add</code>.</td></tr>");
     }
     body.push_str("</tbody></table>");
     Html(page("Catalog", Nav::Catalog, &session, &body)).into_response()
