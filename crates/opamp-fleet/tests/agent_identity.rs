@@ -151,6 +151,35 @@ async fn forged_poll(
     request.send().await.unwrap().status()
 }
 
+/// Everything the server logs at `warn` and above in this test binary, as text.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The `impersonation_refused` records claiming `uid`.
 async fn refusals(client: &AdminClient, uid: InstanceUid) -> Vec<(Actor, AuditAction)> {
     client
@@ -173,6 +202,7 @@ async fn refusals(client: &AdminClient, uid: InstanceUid) -> Vec<(Actor, AuditAc
 /// completes with only the real agents.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_mtls_a_forged_canary_report_during_the_bake_is_refused_and_the_rollout_completes() {
+    let logs = captured_logs();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let server = start(dir.path(), true, "mtls").await;
@@ -245,6 +275,15 @@ async fn under_mtls_a_forged_canary_report_during_the_bake_is_refused_and_the_ro
     let url = format!("https://localhost:{port}/v1/opamp");
     let status = forged_poll(&pki.http(&thief), &url, canary, None).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged
+            .lines()
+            .any(|line| line.contains("impersonation refused")
+                && line.contains(&canary.to_string())
+                && line.contains("thief")),
+        "the attempt is logged with the claimed uid and the certificate: {logged}"
+    );
 
     assert_converged(&client, &id, &agents, "2.0.0").await;
     let audit = client.audit(Some(&id)).await.unwrap();
