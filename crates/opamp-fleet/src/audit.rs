@@ -17,7 +17,17 @@ pub enum Actor {
     Agent(InstanceUid),
     /// The engine itself (timeouts, budget checks, wave progress).
     Engine,
+    /// A network peer that did not prove who it is (for example one refused for claiming
+    /// an agent's instance uid).
+    Peer {
+        /// Its address, `ip:port`.
+        address: String,
+    },
 }
+
+/// The rollout id under which records not tied to a rollout are filed (agent identity:
+/// enrollments, enrollment tokens, refused impersonations, restarts).
+pub const FLEET_RECORDS: &str = "fleet";
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,13 +139,39 @@ pub enum AuditAction {
         /// Why.
         reason: String,
     },
-    /// An operator sent the `Restart` command to these agents (not about a rollout: the
-    /// record's rollout id is empty).
+    /// An operator sent the `Restart` command to these agents (filed under
+    /// [`FLEET_RECORDS`]).
     RestartSent {
         /// The label selector the operator gave, as text.
         selector: String,
         /// The connected agents that accept the command and were sent it.
         agents: Vec<InstanceUid>,
+    },
+    /// A connection claimed an agent's instance uid it may not speak for, and was refused
+    /// (filed under [`FLEET_RECORDS`]).
+    ImpersonationRefused {
+        /// The uid it claimed.
+        uid: InstanceUid,
+        /// The peer's address.
+        peer: String,
+        /// The subject of its client certificate, when it presented one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate_subject: Option<String>,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An operator created a one-time enrollment token (filed under [`FLEET_RECORDS`]).
+    EnrollmentTokenCreated {
+        /// When the token stops being valid.
+        expires_at: crate::time::Timestamp,
+    },
+    /// An agent spent an enrollment token and received its credential (filed under
+    /// [`FLEET_RECORDS`]).
+    AgentEnrolled {
+        /// The agent.
+        uid: InstanceUid,
+        /// The peer's address.
+        peer: String,
     },
 }
 
@@ -163,6 +199,9 @@ impl AuditAction {
             AuditAction::Failed { .. } => "failed",
             AuditAction::AgentCaughtUp { .. } => "agent_caught_up",
             AuditAction::RestartSent { .. } => "restart_sent",
+            AuditAction::ImpersonationRefused { .. } => "impersonation_refused",
+            AuditAction::EnrollmentTokenCreated { .. } => "enrollment_token_created",
+            AuditAction::AgentEnrolled { .. } => "agent_enrolled",
         }
     }
 
@@ -175,7 +214,9 @@ impl AuditAction {
             | AuditAction::AgentFailed { uid, .. }
             | AuditAction::AgentReverted { uid, .. }
             | AuditAction::AgentNotReverted { uid, .. }
-            | AuditAction::AgentCaughtUp { uid, .. } => Some(*uid),
+            | AuditAction::AgentCaughtUp { uid, .. }
+            | AuditAction::ImpersonationRefused { uid, .. }
+            | AuditAction::AgentEnrolled { uid, .. } => Some(*uid),
             _ => None,
         }
     }

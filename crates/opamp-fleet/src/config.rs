@@ -15,6 +15,9 @@
 //! listen = "127.0.0.1:4321"
 //! token_file = "/etc/opamp/admin.token"
 //!
+//! [agent_identity]
+//! mode = "mtls"          # or "enrollment"; "dangerous_open" (default) trusts every peer
+//!
 //! [store]
 //! synchronous = "full"   # or "normal": faster commits, may lose the latest on power loss
 //! ```
@@ -71,6 +74,49 @@ pub struct FleetServerConfig {
     /// own trust settings still decide what they install.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub release_keys: Vec<PathBuf>,
+    /// Who may speak for an agent (`[agent_identity]`); see `docs/security.md`.
+    #[serde(default)]
+    pub agent_identity: AgentIdentitySettings,
+}
+
+/// How the server decides that a connection may speak for the instance uid it claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AgentIdentitySettings {
+    /// The mode (default `dangerous_open`).
+    #[serde(default)]
+    pub mode: AgentIdentityMode,
+}
+
+/// The agent identity modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentIdentityMode {
+    /// Any network peer may speak for any agent (labs and demos only): a forged report can
+    /// steer rollouts. The server warns at start.
+    #[default]
+    DangerousOpen,
+    /// Mutual TLS where each client certificate names its agent in a SAN URI
+    /// `urn:opamp:instance:<uid>`; messages for any other uid are refused. Needs
+    /// `[tls] client_ca_file`.
+    Mtls,
+    /// One-time enrollment tokens exchanged for a per-agent credential (stored hashed) that
+    /// the agent presents as `Authorization: Bearer` on every connection.
+    Enrollment,
+}
+
+impl AgentIdentityMode {
+    /// The mode's name in the configuration file.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentIdentityMode::DangerousOpen => "dangerous_open",
+            AgentIdentityMode::Mtls => "mtls",
+            AgentIdentityMode::Enrollment => "enrollment",
+        }
+    }
 }
 
 /// Tuning of the embedded SQLite store.
@@ -385,7 +431,26 @@ impl FleetServerConfig {
             download_token: None,
             store: StoreSettings::default(),
             release_keys: Vec::new(),
+            agent_identity: AgentIdentitySettings::default(),
         }
+    }
+
+    /// Checks settings that only make sense together.
+    ///
+    /// # Errors
+    /// [`FleetError::Config`] when `agent_identity.mode = "mtls"` but the agent listener
+    /// does not require client certificates (`[tls] client_ca_file`).
+    pub fn validate(&self) -> Result<(), FleetError> {
+        let mutual_tls = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_file.is_some());
+        if self.agent_identity.mode == AgentIdentityMode::Mtls && !mutual_tls {
+            return Err(FleetError::Config {
+                reason: "agent_identity.mode = \"mtls\" needs [tls] client_ca_file".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Parses TOML text.
@@ -393,9 +458,11 @@ impl FleetServerConfig {
     /// # Errors
     /// [`FleetError::Config`] naming what does not parse.
     pub fn from_toml(text: &str) -> Result<Self, FleetError> {
-        toml::from_str(text).map_err(|error| FleetError::Config {
+        let config: Self = toml::from_str(text).map_err(|error| FleetError::Config {
             reason: error.to_string(),
-        })
+        })?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Reads and parses a TOML file.
@@ -503,6 +570,32 @@ mod tests {
         assert_eq!(config.max_message_size, 64 * 1024 * 1024);
         assert_eq!(config.store.synchronous, Durability::Normal);
         assert!(config.tls.unwrap().client_ca_file.is_none());
+        assert_eq!(config.agent_identity.mode, AgentIdentityMode::DangerousOpen);
+    }
+
+    #[test]
+    fn agent_identity_modes_parse_and_mtls_needs_a_client_ca() {
+        let base = r#"
+            listen = "127.0.0.1:4320"
+            data_dir = "/tmp/fleet"
+            [admin]
+            token = "secret"
+        "#;
+        let with = |extra: &str| FleetServerConfig::from_toml(&format!("{base}{extra}"));
+        let enrollment = with("[agent_identity]\nmode = \"enrollment\"\n").unwrap();
+        assert_eq!(
+            enrollment.agent_identity.mode,
+            AgentIdentityMode::Enrollment
+        );
+        let error = with("[agent_identity]\nmode = \"mtls\"\n").unwrap_err();
+        assert!(error.to_string().contains("client_ca_file"), "{error}");
+        let mtls = with(
+            "[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n\
+             [agent_identity]\nmode = \"mtls\"\n",
+        )
+        .unwrap();
+        assert_eq!(mtls.agent_identity.mode, AgentIdentityMode::Mtls);
+        assert!(with("[agent_identity]\nmode = \"open\"\n").is_err());
     }
 
     #[test]

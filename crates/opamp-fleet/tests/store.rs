@@ -88,6 +88,8 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
 const UNDO_STEPS_AFTER_1: &str = "
     ALTER TABLE packages DROP COLUMN added_by;
     DROP TABLE agent_details;
+    DROP TABLE enrollment_tokens;
+    DROP TABLE agent_credentials;
     DELETE FROM schema_migrations WHERE version >= 2;
 ";
 
@@ -108,7 +110,8 @@ fn a_database_from_before_added_by_is_upgraded_in_place() {
         .add_package(&entry.clone().with_added_by("alice"))
         .unwrap();
     drop(store);
-    // Back to the schema before step 2, as an older server left it.
+    // Back to the schema before step 2, as an older server left it (without the tables of
+    // later steps too).
     let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
     raw.execute_batch(UNDO_STEPS_AFTER_1).unwrap();
     drop(raw);

@@ -372,6 +372,9 @@ pub struct Downloader {
     limits: DownloadLimits,
     /// Relative `download_url`s are resolved against this (the OpAMP endpoint).
     base_url: Option<reqwest::Url>,
+    /// The agent's credential for its OpAMP server, shared with the clones of this
+    /// downloader (it may be issued while they run); sent only to the server's origin.
+    server_credential: std::sync::Arc<std::sync::RwLock<Option<HeaderValue>>>,
 }
 
 impl Downloader {
@@ -404,23 +407,74 @@ impl Downloader {
         limits: DownloadLimits,
         pem_bundle: &[u8],
     ) -> Result<Self, DownloadError> {
+        Self::with_tls(dir, limits, Some(pem_bundle), None)
+    }
+
+    /// Like [`Downloader::new`], also trusting the CA certificates in `ca_pem` when given,
+    /// and presenting the client certificate in `client_identity_pem` (certificate chain
+    /// and private key, PEM) to servers that ask for one: the supervisor's
+    /// `server.tls.cert_file`/`key_file`, so downloads from a mutual-TLS OpAMP server work.
+    ///
+    /// # Errors
+    /// A PEM holds no valid certificate or key, or as for [`Downloader::new`].
+    pub fn with_tls(
+        dir: impl Into<PathBuf>,
+        limits: DownloadLimits,
+        ca_pem: Option<&[u8]>,
+        client_identity_pem: Option<&[u8]>,
+    ) -> Result<Self, DownloadError> {
         let invalid = |reason: String| DownloadError::InvalidRequest { reason };
-        let certificates = reqwest::Certificate::from_pem_bundle(pem_bundle)
-            .map_err(|err| invalid(format!("invalid CA certificate PEM: {err}")))?;
-        if certificates.is_empty() {
-            return Err(invalid("CA certificate PEM holds no certificate".into()));
-        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(limits.connect_timeout)
             .no_gzip()
             .redirect(reqwest::redirect::Policy::none());
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
+        if let Some(pem_bundle) = ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem_bundle)
+                .map_err(|err| invalid(format!("invalid CA certificate PEM: {err}")))?;
+            if certificates.is_empty() {
+                return Err(invalid("CA certificate PEM holds no certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(pem) = client_identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|err| invalid(format!("invalid client certificate or key PEM: {err}")))?;
+            builder = builder.identity(identity);
         }
         let client = builder
             .build()
             .map_err(|err| invalid(format!("cannot build HTTP client: {err}")))?;
         Self::with_client(client, dir, limits)
+    }
+
+    /// Sends `Authorization: Bearer <credential>` (the agent's enrollment credential) with
+    /// every download from the OpAMP server's own origin (see [`Downloader::with_base_url`]),
+    /// unless the offer carries its own `Authorization`; never to another origin. Clones of
+    /// this downloader share the setting.
+    pub fn set_server_credential(&self, credential: &str) {
+        let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {credential}")) else {
+            tracing::warn!("the agent credential is not a valid header value; not sent");
+            return;
+        };
+        value.set_sensitive(true);
+        *self
+            .server_credential
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+    }
+
+    /// The credential header for `url`, when it is on the OpAMP server's origin.
+    fn credential_for(&self, url: &reqwest::Url) -> Option<HeaderValue> {
+        let server = self.base_url.as_ref()?;
+        if server.origin() != url.origin() {
+            return None;
+        }
+        self.server_credential
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// A downloader using a caller-built client (custom roots, proxies, client certificates).
@@ -446,6 +500,7 @@ impl Downloader {
             dir,
             limits,
             base_url: None,
+            server_credential: std::sync::Arc::default(),
         })
     }
 
@@ -757,6 +812,11 @@ impl Downloader {
                 .header(header::ACCEPT_ENCODING, "identity");
             if url.origin() == origin {
                 builder = builder.headers(extra_headers.clone());
+            }
+            if !(url.origin() == origin && extra_headers.contains_key(header::AUTHORIZATION))
+                && let Some(credential) = self.credential_for(&url)
+            {
+                builder = builder.header(header::AUTHORIZATION, credential);
             }
             if let Some((offset, validator)) = resume {
                 builder = builder

@@ -34,6 +34,11 @@ fn example_server_toml_parses() {
         config.admin.listen,
         SocketAddr::from(([127, 0, 0, 1], 4321))
     );
+    // The production-shaped example names an identity mode rather than trusting every peer.
+    assert_eq!(
+        config.agent_identity.mode,
+        opamp_fleet::config::AgentIdentityMode::Enrollment
+    );
 }
 
 /// `deploy/server.toml`, the config the container image and systemd unit ship.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use opamp_proto::{InstanceUid, v1};
 use opamp_session::{AgentEvent, ServerEvent};
 use opamp_transport::client::{ClientEvent, ClientHandle};
-use opamp_transport::server::{ConnectionInfo, ServerConfig, ServerNotification, TransportKind};
+use opamp_transport::server::{
+    AgentVerdict, ConnectionInfo, ServerConfig, ServerNotification, TransportKind,
+};
 
 fn server_config_at(addr: std::net::SocketAddr) -> ServerConfig {
     let mut config = server_config();
@@ -490,11 +492,16 @@ async fn authoriser_checks_the_agents_authorization_header() {
 async fn agent_authoriser_binds_instance_uids_to_client_certificates() {
     init_tracing();
     let ca = TestCa::new("test CA");
-    let config = mtls_server_config(&ca).authorize_agent(|uid, connection| {
-        connection
+    let config = mtls_server_config(&ca).authorize_agent(|claim| {
+        let named = claim
+            .connection
             .client_identity()
-            .and_then(|identity| identity.common_name)
-            == Some(uid.to_string())
+            .and_then(|identity| identity.common_name);
+        if named == Some(claim.uid.to_string()) {
+            AgentVerdict::Allow
+        } else {
+            AgentVerdict::refuse("the certificate names another uid")
+        }
     });
     let (server, mut notifications) = start_server(config).await;
     for scheme in ["wss", "https"] {
@@ -520,12 +527,66 @@ async fn agent_authoriser_binds_instance_uids_to_client_certificates() {
             _ => None,
         })
         .await;
-        let expected = if scheme == "wss" { "1008" } else { "403" };
-        assert!(reason.contains(expected), "{scheme}: {reason}");
+        // Our client names its uid at the upgrade, so a WebSocket is refused there too.
+        assert!(reason.contains("403"), "{scheme}: {reason}");
         assert!(
             server.registry().connection_info(impostor_uid).is_none(),
             "the impostor never got a session"
         );
+        handle.shutdown().await.unwrap();
+    }
+    server.shutdown().await;
+}
+
+/// A credential the authoriser issues reaches the agent in the response (HTTP answer or
+/// WebSocket upgrade), is reported to the embedder, and replaces the one-time token on every
+/// later request: the token is refused on its second use, yet the agent stays in.
+#[tokio::test]
+async fn an_issued_credential_replaces_a_one_time_token() {
+    use http::header::AUTHORIZATION;
+    use std::sync::{Arc, Mutex};
+
+    init_tracing();
+    let spent: Arc<Mutex<std::collections::HashSet<InstanceUid>>> = Arc::default();
+    let config = server_config().authorize_agent(move |claim| {
+        let presented = claim
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let own = format!("Bearer credential-{}", claim.uid);
+        if presented == own {
+            AgentVerdict::Allow
+        } else if presented == "Bearer one-time" && spent.lock().unwrap().insert(claim.uid) {
+            AgentVerdict::AllowWithCredential {
+                credential: format!("credential-{}", claim.uid),
+            }
+        } else {
+            AgentVerdict::refuse("no valid credential")
+        }
+    });
+    let (server, mut notifications) = start_server(config).await;
+    for scheme in ["ws", "http"] {
+        let url = format!("{scheme}://{}/v1/opamp", server.local_addr());
+        let agent = agent_config();
+        let uid = agent.instance_uid;
+        let config =
+            client_config(&url, None).header(AUTHORIZATION, "Bearer one-time".parse().unwrap());
+        let (handle, mut events) = start_agent(config, agent);
+        let issued = wait_for_client(&mut events, |e| match e {
+            ClientEvent::CredentialIssued { credential } => Some(credential.clone()),
+            ClientEvent::Disconnected { reason, .. } => panic!("{scheme}: {reason}"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(issued, format!("credential-{uid}"), "{scheme}");
+        wait_connected(&mut notifications, uid).await;
+        // A later HTTP poll would be refused if it still carried the spent token.
+        handle
+            .update(|s| s.set_health(healthy("after enrolling")))
+            .await
+            .unwrap();
+        wait_for_health(&mut notifications, uid, "after enrolling").await;
         handle.shutdown().await.unwrap();
     }
     server.shutdown().await;

@@ -162,6 +162,42 @@ async fn oversize_websocket_message_is_closed_with_1009() {
     bystander.assert_still_served().await;
 }
 
+/// A WebSocket whose upgrade does not name its agent is authorised per uid on its first
+/// message: a refused uid closes it with 1008, and so does a verdict that would issue a
+/// credential, which can no longer reach the agent (the upgrade response is gone).
+#[tokio::test]
+async fn a_websocket_message_for_an_unauthorised_uid_is_closed_with_1008() {
+    use opamp_transport::server::AgentVerdict;
+    let refused = InstanceUid::new_v7();
+    let enrolling = InstanceUid::new_v7();
+    let config = server_config().authorize_agent(move |claim| {
+        if claim.uid == refused {
+            AgentVerdict::refuse("not this one")
+        } else if claim.uid == enrolling {
+            AgentVerdict::AllowWithCredential {
+                credential: "issued".into(),
+            }
+        } else {
+            AgentVerdict::Allow
+        }
+    });
+    let bystander = Bystander::start(config).await;
+    let url = bystander.url("ws");
+    for uid in [refused, enrolling] {
+        let message = v1::AgentToServer {
+            instance_uid: uid.to_vec(),
+            ..Default::default()
+        };
+        let frame = codec::encode_ws_frame(&message);
+        assert_eq!(
+            close_code_for(&url, Message::Binary(frame.into())).await,
+            1008
+        );
+        assert!(bystander.server.registry().connection_info(uid).is_none());
+    }
+    bystander.assert_still_served().await;
+}
+
 #[tokio::test]
 async fn wrong_websocket_header_byte_is_closed_with_1002() {
     let bystander = Bystander::start(server_config()).await;

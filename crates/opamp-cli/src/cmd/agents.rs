@@ -73,12 +73,51 @@ pub(crate) enum AgentsCommand {
         #[command(flatten)]
         connection: AdminConnection,
     },
+    /// One-time enrollment tokens (server in `[agent_identity] mode = "enrollment"`).
+    #[command(subcommand)]
+    EnrollToken(EnrollTokenCommand),
+}
+
+/// `opamp agents enroll-token` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum EnrollTokenCommand {
+    /// Create a one-time token an agent exchanges for its own credential; printed once.
+    #[command(
+        after_help = "Example:\n  opamp agents enroll-token create --ttl 1h > host-7.token\n  \
+                      (then server.enrollment_token_file: host-7.token in its supervisor.yaml)"
+    )]
+    Create {
+        /// How long the token stays valid (default: one day).
+        #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+        ttl: Option<std::time::Duration>,
+
+        /// Print JSON (`token`, `expires_at`) instead of the bare token.
+        #[arg(long)]
+        json: bool,
+
+        #[command(flatten)]
+        connection: AdminConnection,
+    },
 }
 
 /// Runs `opamp agents ...`.
 pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "agents requested");
     match &args.command {
+        AgentsCommand::EnrollToken(EnrollTokenCommand::Create {
+            ttl,
+            json,
+            connection,
+        }) => {
+            let client = connection.client()?;
+            let created = super::runtime()?
+                .block_on(client.create_enrollment_token(*ttl))
+                .map_err(|e| fleet_error(e, "cannot create an enrollment token"))?;
+            if *json {
+                return output::line(super::json::to_json(&created)?);
+            }
+            output::line(created.token)
+        }
         AgentsCommand::List {
             selector,
             json,

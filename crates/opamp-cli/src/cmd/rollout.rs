@@ -445,6 +445,7 @@ fn actor(actor: &Actor) -> String {
         Actor::Operator(name) => name.clone(),
         Actor::Agent(uid) => format!("agent {uid}"),
         Actor::Engine => "engine".to_owned(),
+        Actor::Peer { address } => format!("peer {address}"),
         other => format!("{other:?}"),
     }
 }

@@ -238,6 +238,20 @@ impl AdminClient {
             .await
     }
 
+    /// Creates a one-time enrollment token for one agent (`[agent_identity] mode =
+    /// "enrollment"`), valid for `ttl` (one day when `None`). The token is shown only here.
+    ///
+    /// # Errors
+    /// [`FleetError::AdminApi`] (409 when the server is not in enrollment mode, 403 for a
+    /// read-only operator).
+    pub async fn create_enrollment_token(
+        &self,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<super::EnrollmentToken, FleetError> {
+        let request = super::EnrollmentTokenRequest { ttl };
+        self.post("/api/v1/enrollment-tokens", &request).await
+    }
+
     /// Resumes a paused rollout.
     ///
     /// # Errors

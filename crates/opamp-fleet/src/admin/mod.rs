@@ -36,4 +36,7 @@ pub mod types;
 pub use agents::{AgentView, RestartReport, RestartRequest};
 pub use client::{AdminClient, RolloutEvents};
 pub(crate) use routes::{AdminState, router};
-pub use types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
+pub use types::{
+    AbortRequest, ApiError, EnrollmentToken, EnrollmentTokenRequest, RolloutRequest, RolloutUpdate,
+    RolloutView,
+};

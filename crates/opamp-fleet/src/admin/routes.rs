@@ -23,7 +23,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::agents::{AgentView, RestartReport, RestartRequest};
-use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
+use super::types::{
+    AbortRequest, ApiError, EnrollmentToken, EnrollmentTokenRequest, RolloutRequest, RolloutUpdate,
+    RolloutView,
+};
 
 /// The admin API's OpenAPI 3.1 document, generated from the handlers' annotations and served
 /// at `/api/v1/openapi.json`.
@@ -37,10 +40,10 @@ use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, Rollou
     ),
     paths(
         agents, agent, restart_agents, packages, add_package, create_rollout, rollouts, rollout, pause, resume, abort,
-        rollout_events, audit, metrics, super::health::healthz, super::health::readyz,
+        rollout_events, audit, metrics, create_enrollment_token, super::health::healthz, super::health::readyz,
         super::health::openapi_json
     ),
-    components(schemas(RolloutRequest, AbortRequest, ApiError, RestartRequest, RestartReport)),
+    components(schemas(RolloutRequest, AbortRequest, ApiError, RestartRequest, RestartReport, EnrollmentTokenRequest, EnrollmentToken)),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]
@@ -80,6 +83,7 @@ pub(crate) struct AdminState {
     pub(crate) transport: TransportStats,
     pub(crate) upload_dir: PathBuf,
     pub(crate) shutdown: CancellationToken,
+    pub(crate) agent_identity: crate::config::AgentIdentityMode,
 }
 
 /// The operator whose token authorised the request; the audit log records its name.
@@ -106,6 +110,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/rollouts/{id}/abort", post(abort))
         .route("/api/v1/rollouts/{id}/events", get(rollout_events))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/enrollment-tokens", post(create_enrollment_token))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone());
@@ -447,6 +452,51 @@ async fn create_rollout(
     })
     .await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "agents",
+    request_body = EnrollmentTokenRequest,
+    responses(
+        (status = 201, description = "a one-time enrollment token, shown this once", body = EnrollmentToken),
+        (status = 400, description = "invalid body", body = ApiError),
+        (status = 401, description = "missing or wrong token", body = ApiError),
+        (status = 403, description = "read-only operator", body = ApiError),
+        (status = 409, description = "agent_identity.mode is not enrollment", body = ApiError),
+    ))]
+async fn create_enrollment_token(
+    State(state): State<AdminState>,
+    Extension(operator): Extension<Operator>,
+    body: axum::body::Bytes,
+) -> Answer<Response> {
+    if state.agent_identity != crate::config::AgentIdentityMode::Enrollment {
+        return Ok(failure(
+            StatusCode::CONFLICT,
+            format!(
+                "agent_identity.mode is {}, not enrollment: no agent would use the token",
+                state.agent_identity.as_str()
+            ),
+        ));
+    }
+    let request: EnrollmentTokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        EnrollmentTokenRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| FleetError::Config {
+            reason: format!("invalid enrollment token request: {error}"),
+        })?
+    };
+    let store = state.store.clone();
+    let by = operator.0.to_string();
+    let (token, expires_at) = tokio::task::spawn_blocking(move || {
+        crate::server::identity::create_enrollment_token(&store, &by, request.ttl)
+    })
+    .await
+    .map_err(|_| FleetError::Stopped)??;
+    tracing::info!(operator = %operator.0, expires_at = expires_at.as_millis(), "enrollment token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollmentToken { token, expires_at }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",

@@ -211,3 +211,40 @@ pub struct ApiError {
     /// What went wrong.
     pub error: String,
 }
+
+/// `POST /api/v1/enrollment-tokens`: a one-time token an agent exchanges for its credential
+/// (`[agent_identity] mode = "enrollment"`). The body may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EnrollmentTokenRequest {
+    /// How long the token stays valid (humantime text; one day when unset).
+    #[serde(
+        default,
+        with = "duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, example = "1h")]
+    pub ttl: Option<Duration>,
+}
+
+/// The answer to `POST /api/v1/enrollment-tokens`. The token is shown this once: the server
+/// keeps only its SHA-256.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[non_exhaustive]
+pub struct EnrollmentToken {
+    /// The token, for the agent's `server.enrollment_token_file`.
+    pub token: String,
+    /// When it stops being valid (epoch milliseconds).
+    #[schema(value_type = u64)]
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for EnrollmentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}

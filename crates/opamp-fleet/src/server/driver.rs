@@ -687,10 +687,10 @@ impl Driver {
             selector: selector.to_string(),
             agents: report.restarted.clone(),
         };
-        // Not about a rollout: filed under the empty rollout id.
+        // Not about a rollout: filed with the other fleet-wide records.
         let record = AuditRecord::new(
             now(),
-            RolloutId::new(""),
+            RolloutId::new(crate::audit::FLEET_RECORDS),
             Actor::Operator(by.clone()),
             action,
         );

@@ -11,6 +11,7 @@
 pub(crate) mod agents;
 pub mod details;
 pub(crate) mod driver;
+pub(crate) mod identity;
 pub(crate) mod offers;
 pub(crate) mod standing;
 pub mod startup;
@@ -66,6 +67,7 @@ impl FleetServer {
     /// [`FleetError::Config`] (no admin operator or a bad one), [`FleetError::Io`] (data directory, admin
     /// bind), store errors, [`FleetError::Transport`] (agent listener bind, TLS files).
     pub async fn start(config: FleetServerConfig) -> Result<RunningFleetServer, FleetError> {
+        config.validate()?;
         let operators = config.admin.resolve_operators()?;
         let lock = startup::lock_data_dir(&config.data_dir)?;
         startup::check_store_present(&config)?;
@@ -82,7 +84,12 @@ impl FleetServer {
         let catalog = Catalog::new(store.clone(), packages_dir.clone())
             .with_release_keys(config.load_release_keys()?);
 
-        let (opamp, notifications) = OpampServer::start(transport_config(&config)?).await?;
+        let gate = identity::IdentityGate::start(config.agent_identity.mode, store.clone())?;
+        let mut transport = transport_config(&config, gate.clone())?;
+        if let Some(gate) = gate {
+            transport = transport.authorize_agent(move |claim| gate.authorize(claim));
+        }
+        let (opamp, notifications) = OpampServer::start(transport).await?;
         let opamp_addr = opamp.local_addr();
         let public_url = config.public_url.clone().unwrap_or_else(|| {
             if opamp_addr.ip().is_unspecified() {
@@ -142,6 +149,7 @@ impl FleetServer {
             transport: opamp.stats(),
             upload_dir,
             shutdown: shutdown.clone(),
+            agent_identity: config.agent_identity.mode,
         });
         let admin_shutdown = shutdown.clone();
         let admin_task = tokio::spawn(async move {
@@ -198,7 +206,12 @@ fn spawn_driver(
     }))
 }
 
-fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetError> {
+/// The agent listener's settings. Downloads need the `download_token` when one is set and,
+/// under enrollment, an enrolled agent's credential (either one will do).
+fn transport_config(
+    config: &FleetServerConfig,
+    gate: Option<Arc<identity::IdentityGate>>,
+) -> Result<ServerConfig, FleetError> {
     let mut session = opamp_session::ServerConfig::new(
         ServerCapabilities::OFFERS_PACKAGES
             | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
@@ -206,9 +219,18 @@ fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetErr
     );
     session.heartbeat_interval = config.heartbeat_interval;
     let mut downloads = DownloadConfig::new(config.packages_dir());
-    if let Some(expected) = config.download_token.clone() {
+    let enrolled = gate.filter(|gate| gate.issues_credentials());
+    let expected = config.download_token.clone();
+    if expected.is_some() || enrolled.is_some() {
         downloads = downloads.authorize(move |token, _path| {
-            token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.as_bytes())))
+            let Some(token) = token else { return false };
+            let download_token = expected
+                .as_ref()
+                .is_some_and(|expected| bool::from(token.as_bytes().ct_eq(expected.as_bytes())));
+            download_token
+                || enrolled
+                    .as_ref()
+                    .is_some_and(|gate| gate.is_agent_credential(token))
         });
     }
     let mut transport = ServerConfig::new(config.listen)

@@ -91,4 +91,25 @@ CREATE TABLE agent_details (
 );
 ",
     ),
+    (
+        4,
+        // Agent identity (enrollment mode): one-time tokens and per-agent credentials, both
+        // stored only as SHA-256 digests.
+        r"
+CREATE TABLE enrollment_tokens (
+    token_sha256  BLOB PRIMARY KEY,
+    created_by    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    used_at       INTEGER,
+    used_by       TEXT
+) WITHOUT ROWID;
+
+CREATE TABLE agent_credentials (
+    uid                TEXT PRIMARY KEY,
+    credential_sha256  BLOB NOT NULL,
+    enrolled_at        INTEGER NOT NULL
+) WITHOUT ROWID;
+",
+    ),
 ];

@@ -15,6 +15,8 @@
 
 mod details;
 #[cfg(feature = "sqlite")]
+mod identity;
+#[cfg(feature = "sqlite")]
 mod migrations;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -29,6 +31,8 @@ pub use details::{
     AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
     PackageStatusView, RemoteConfigStatusView,
 };
+#[cfg(feature = "sqlite")]
+pub use identity::EnrollmentOutcome;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

@@ -69,12 +69,12 @@ impl SqliteOptions {
 /// The fleet store in one SQLite file (WAL journal, versioned migrations).
 #[derive(Debug)]
 pub struct SqliteStore {
-    connection: Connection,
+    pub(super) connection: Connection,
     options: SqliteOptions,
     path: PathBuf,
 }
 
-fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(super) fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { context, source }
 }
 
@@ -82,11 +82,11 @@ fn json(context: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
     move |source| StoreError::Json { context, source }
 }
 
-fn millis(time: Timestamp) -> i64 {
+pub(super) fn millis(time: Timestamp) -> i64 {
     i64::try_from(time.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn timestamp(millis: i64) -> Timestamp {
+pub(super) fn timestamp(millis: i64) -> Timestamp {
     Timestamp::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
@@ -99,7 +99,7 @@ fn from_sql_u64(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
 }
 
-fn parse_uid(text: &str) -> Result<InstanceUid, StoreError> {
+pub(super) fn parse_uid(text: &str) -> Result<InstanceUid, StoreError> {
     text.parse().map_err(|_| StoreError::Corrupt {
         what: format!("bad instance uid {text:?}"),
     })
@@ -238,7 +238,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn insert_audit(tx: &Transaction<'_>, record: &AuditRecord) -> Result<(), StoreError> {
+    pub(super) fn insert_audit(
+        tx: &Transaction<'_>,
+        record: &AuditRecord,
+    ) -> Result<(), StoreError> {
         let text = serde_json::to_string(record).map_err(json("encoding an audit record"))?;
         tx.prepare_cached(
             "INSERT INTO audit_log (at, rollout_id, kind, agent_uid, record) VALUES (?1, ?2, ?3, ?4, ?5)",

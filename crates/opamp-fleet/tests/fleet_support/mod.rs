@@ -166,6 +166,10 @@ pub struct AgentTruth {
     pub offered: Vec<String>,
     /// Failed install attempts, with the reason.
     pub failures: Vec<String>,
+    /// The credential the server issued it (enrollment), if any.
+    pub credential: Option<String>,
+    /// Why its connection last failed, if it did.
+    pub last_disconnect: Option<String>,
 }
 
 /// One running in-test agent.
@@ -250,7 +254,49 @@ pub fn spawn_failing_agent(
     install_time: Duration,
     failing: FailingVersions,
 ) -> TestAgent {
-    let uid = InstanceUid::new_v7();
+    let options = AgentOptions::new(ClientConfig::new(endpoint).unwrap());
+    spawn_agent_with(options, index, env, version, install_time, failing)
+}
+
+/// How an in-test agent connects: its uid, its OpAMP client settings (TLS identity, headers)
+/// and the HTTP client it downloads with.
+pub struct AgentOptions {
+    /// The instance uid it claims.
+    pub uid: InstanceUid,
+    /// Its OpAMP client settings.
+    pub client: ClientConfig,
+    /// Its download client.
+    pub download: reqwest::Client,
+}
+
+impl AgentOptions {
+    /// A new uid, `client` as given, a plain download client.
+    pub fn new(client: ClientConfig) -> Self {
+        Self {
+            uid: InstanceUid::new_v7(),
+            client,
+            download: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+/// Like [`spawn_failing_agent`], connecting as `options` say.
+pub fn spawn_agent_with(
+    options: AgentOptions,
+    index: usize,
+    env: &str,
+    version: &str,
+    install_time: Duration,
+    failing: FailingVersions,
+) -> TestAgent {
+    let AgentOptions {
+        uid,
+        client: mut config,
+        download,
+    } = options;
     let mut description = v1::AgentDescription::default();
     description
         .identifying_attributes
@@ -266,7 +312,6 @@ pub fn spawn_failing_agent(
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES
         | AgentCapabilities::REPORTS_HEALTH;
     agent.heartbeat_interval = Some(Duration::from_millis(300));
-    let mut config = ClientConfig::new(endpoint).unwrap();
     config.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
     let (client, events) = OpampClient::start(config, agent).unwrap();
     let stop = CancellationToken::new();
@@ -281,6 +326,7 @@ pub fn spawn_failing_agent(
         Behaviour {
             install_time,
             failing,
+            download,
         },
         stop.clone(),
     ));
@@ -299,11 +345,12 @@ pub fn spawn_failing_agent(
 async fn fetch_and_verify(
     http: &reqwest::Client,
     file: &v1::DownloadableFile,
+    credential: Option<&str>,
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut pause = Duration::from_millis(50);
     loop {
-        match fetch_once(http, file).await {
+        match fetch_once(http, file, credential).await {
             Fetch::Done(outcome) => return outcome,
             Fetch::Transient(error) if tokio::time::Instant::now() >= deadline => {
                 return Err(error);
@@ -321,8 +368,16 @@ enum Fetch {
     Transient(String),
 }
 
-async fn fetch_once(http: &reqwest::Client, file: &v1::DownloadableFile) -> Fetch {
+async fn fetch_once(
+    http: &reqwest::Client,
+    file: &v1::DownloadableFile,
+    credential: Option<&str>,
+) -> Fetch {
     let mut download = http.get(&file.download_url);
+    // Like the supervisor: an enrolled agent's credential, unless the offer says otherwise.
+    if let Some(credential) = credential {
+        download = download.bearer_auth(credential);
+    }
     for header in file.headers.iter().flat_map(|h| &h.headers) {
         download = download.header(&header.key, &header.value);
     }
@@ -352,6 +407,7 @@ async fn fetch_once(http: &reqwest::Client, file: &v1::DownloadableFile) -> Fetc
 struct Behaviour {
     install_time: Duration,
     failing: FailingVersions,
+    download: reqwest::Client,
 }
 
 async fn run_agent(
@@ -364,6 +420,7 @@ async fn run_agent(
     let Behaviour {
         install_time,
         failing,
+        download: http,
     } = behaviour;
     let mut version = truth.lock().unwrap().version.clone();
     let mut has_hash = b"preinstalled".to_vec();
@@ -388,18 +445,23 @@ async fn run_agent(
             s.set_package_statuses(initial);
         })
         .await;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => break,
             event = events.recv() => event,
         };
         let Some(event) = event else { break };
-        let ClientEvent::Agent(event) = event else {
-            continue;
+        let event = match event {
+            ClientEvent::Agent(event) => event,
+            ClientEvent::CredentialIssued { credential } => {
+                truth.lock().unwrap().credential = Some(credential);
+                continue;
+            }
+            ClientEvent::Disconnected { reason, .. } => {
+                truth.lock().unwrap().last_disconnect = Some(reason);
+                continue;
+            }
+            _ => continue,
         };
         let AgentEvent::PackagesAvailable { offer, .. } = *event else {
             continue;
@@ -420,8 +482,9 @@ async fn run_agent(
             )
         } else {
             let file = package.file.clone().unwrap_or_default();
+            let credential = truth.lock().unwrap().credential.clone();
             let (outcome, ()) = tokio::join!(
-                fetch_and_verify(&http, &file),
+                fetch_and_verify(&http, &file, credential.as_deref()),
                 tokio::time::sleep(install_time)
             );
             let outcome = outcome.and_then(|()| {

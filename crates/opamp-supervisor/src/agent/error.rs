@@ -26,6 +26,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The agent credential or the enrollment token cannot be read or written.
+    #[error("agent credential {}: {reason}", path.display())]
+    Credential {
+        /// The file (`storage_dir/agent_credential` or `server.enrollment_token_file`).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A `trust.keys` entry or a `trust.revoked` id is unusable.
     #[error("trust configuration: {what}: {reason}")]
     Trust {

@@ -11,6 +11,7 @@
 //! the lock.
 
 mod connection;
+pub mod credential;
 mod error;
 pub mod identity;
 mod trust;
@@ -69,8 +70,31 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     let instance_uid = identity::load_or_create_instance_uid(layout.root())?;
     let identity = Identity::new(&config, instance_uid);
     let policy = trust_policy(&config.trust)?;
-    let client_config = client_config(&config)?;
-    let installer = build_installer(&config, layout.clone())?;
+    let mut client_config = client_config(&config)?;
+    let (installer, downloader) = build_installer(&config, layout.clone())?;
+    // The credential the server issued wins over the enrollment token that obtained it.
+    let presented = match credential::load(layout.root())? {
+        Some(credential) => {
+            downloader.set_server_credential(&credential);
+            Some(credential)
+        }
+        None => config
+            .server
+            .enrollment_token_file
+            .as_deref()
+            .map(credential::read_enrollment_token)
+            .transpose()?,
+    };
+    if let Some(secret) = presented {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|e| {
+            Error::Header {
+                name: "Authorization".into(),
+                reason: format!("the credential or enrollment token: {e}"),
+            }
+        })?;
+        value.set_sensitive(true);
+        client_config = client_config.header(http::header::AUTHORIZATION, value);
+    }
     let mut collector = ManagedCollector::from_config(&config)?;
 
     let recovery = installer
@@ -191,6 +215,13 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                 break;
             }
             event = events.recv() => match event {
+                Some(ClientEvent::CredentialIssued { credential }) => {
+                    // Kept for the next start; the client already uses it.
+                    downloader.set_server_credential(&credential);
+                    if let Err(err) = credential::store(layout.root(), &credential) {
+                        tracing::error!(%err, "cannot store the agent credential; the next start cannot reconnect");
+                    }
+                }
                 Some(event) => on_client_event(event, &offers_tx, &restart_tx, layout.root()),
                 None => {
                     tracing::error!("the OpAMP client stopped");
@@ -280,35 +311,55 @@ fn on_client_event(
     }
 }
 
-fn build_installer(config: &SupervisorConfig, layout: StorageLayout) -> Result<Installer, Error> {
+/// The installer, and a handle to its downloader (which shares the agent credential).
+fn build_installer(
+    config: &SupervisorConfig,
+    layout: StorageLayout,
+) -> Result<(Installer, Downloader), Error> {
     let mut install = InstallConfig::new(&config.agent.executable);
     if let Some(name) = config.agent.archive_executable_name() {
         install.archive_executable = name;
     }
     install.health_timeout = config.health.start_timeout;
-    let ca_file = config.server.tls.as_ref().and_then(|t| t.ca_file.as_ref());
-    let downloader = match ca_file {
-        None => Downloader::new(layout.downloads_dir(), install.download.clone()),
-        Some(ca_file) => {
-            // A private CA for the OpAMP server is trusted for package downloads too.
-            let pem = std::fs::read(ca_file).map_err(|source| {
-                Error::Installer(crate::install::InstallError::Io {
-                    action: "read CA file",
-                    path: ca_file.clone(),
-                    source,
-                })
-            })?;
-            Downloader::with_root_certificates(
-                layout.downloads_dir(),
-                install.download.clone(),
-                &pem,
-            )
+    let read = |path: &std::path::Path, action: &'static str| {
+        std::fs::read(path).map_err(|source| {
+            Error::Installer(crate::install::InstallError::Io {
+                action,
+                path: path.to_path_buf(),
+                source,
+            })
+        })
+    };
+    let tls = config.server.tls.as_ref();
+    // A private CA for the OpAMP server is trusted for package downloads too, and the client
+    // certificate of a mutual-TLS server is presented there as well.
+    let ca_pem = tls
+        .and_then(|t| t.ca_file.as_deref())
+        .map(|file| read(file, "read CA file"))
+        .transpose()?;
+    let identity_pem = match tls.and_then(|t| t.cert_file.as_deref().zip(t.key_file.as_deref())) {
+        Some((cert_file, key_file)) => {
+            let mut pem = read(cert_file, "read client certificate file")?;
+            pem.push(b'\n');
+            pem.extend(read(key_file, "read client key file")?);
+            Some(pem)
         }
-    }
+        None => None,
+    };
+    let downloader = Downloader::with_tls(
+        layout.downloads_dir(),
+        install.download.clone(),
+        ca_pem.as_deref(),
+        identity_pem.as_deref(),
+    )
     // Servers may offer download URLs relative to their OpAMP endpoint.
     .and_then(|downloader| downloader.with_base_url(config.server.endpoint.url()))
     .map_err(|e| Error::Installer(e.into()))?;
-    Ok(Installer::with_downloader(layout, install, downloader))
+    let handle = downloader.clone();
+    Ok((
+        Installer::with_downloader(layout, install, downloader),
+        handle,
+    ))
 }
 
 /// What runs after start-up: the installed state's record, else the executable's

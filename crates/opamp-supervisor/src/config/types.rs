@@ -60,6 +60,12 @@ pub struct ServerConfig {
     /// Extra HTTP headers on every request (e.g. `Authorization`).
     #[serde(default, deserialize_with = "values::headers")]
     pub headers: BTreeMap<String, String>,
+    /// A one-time enrollment token (`opamp agents enroll-token create`) for a server in
+    /// `[agent_identity] mode = "enrollment"`: sent as `Authorization: Bearer` until the
+    /// server issues this agent its credential, which is kept in
+    /// `<storage_dir>/agent_credential` and used from then on.
+    #[serde(default, deserialize_with = "some_path")]
+    pub enrollment_token_file: Option<PathBuf>,
 }
 
 /// A validated OpAMP server URL.
@@ -446,6 +452,9 @@ impl SupervisorConfig {
         fix(&mut self.agent.executable);
         fix(&mut self.agent.storage_dir);
         self.agent.config_files.iter_mut().for_each(fix);
+        if let Some(file) = &mut self.server.enrollment_token_file {
+            fix(file);
+        }
         if let Some(tls) = &mut self.server.tls {
             for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
                 .into_iter()

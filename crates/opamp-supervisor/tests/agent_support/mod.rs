@@ -29,10 +29,17 @@ pub struct Fleet {
     pub server: RunningServer,
     notifications: mpsc::Receiver<ServerNotification>,
     pub packages: tempfile::TempDir,
+    tls: bool,
 }
 
 impl Fleet {
     pub async fn start() -> Self {
+        Self::start_with(|config| config).await
+    }
+
+    /// A fleet whose transport settings `customize` changes (TLS, agent authoriser, download
+    /// authoriser); the download route is added first.
+    pub async fn start_with(customize: impl FnOnce(ServerConfig) -> ServerConfig) -> Self {
         let packages = tempfile::tempdir().unwrap();
         let config = ServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .session(opamp_session::ServerConfig::new(
@@ -41,22 +48,36 @@ impl Fleet {
                     | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
             ))
             .downloads(DownloadConfig::new(packages.path()));
+        let config = customize(config);
+        let tls = config.tls.is_some();
         let (server, notifications) = OpampServer::start(config).await.unwrap();
         Fleet {
             server,
             notifications,
             packages,
+            tls,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("ws://{}/v1/opamp", self.server.local_addr())
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/v1/opamp", self.authority())
+    }
+
+    /// `localhost:<port>` under TLS (the name test certificates carry), else the address.
+    fn authority(&self) -> String {
+        if self.tls {
+            format!("localhost:{}", self.server.local_addr().port())
+        } else {
+            self.server.local_addr().to_string()
+        }
     }
 
     /// Serves `bytes` as `file_name` and returns its URL.
     pub fn publish(&self, file_name: &str, bytes: &[u8]) -> String {
         std::fs::write(self.packages.path().join(file_name), bytes).unwrap();
-        format!("http://{}/packages/{file_name}", self.server.local_addr())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/packages/{file_name}", self.authority())
     }
 
     /// Waits for the next agent connection and returns its uid.
@@ -264,10 +285,22 @@ impl Host {
         liveness_window: &str,
         heartbeat: &str,
     ) -> (PathBuf, SupervisorConfig) {
+        self.config_with_server(endpoint, liveness_window, heartbeat, "")
+    }
+
+    /// As [`Host::config_with`], with more `server:` keys (YAML lines indented by two).
+    pub fn config_with_server(
+        &self,
+        endpoint: &str,
+        liveness_window: &str,
+        heartbeat: &str,
+        server_extra: &str,
+    ) -> (PathBuf, SupervisorConfig) {
         let path = self.dir.path().join("supervisor.yaml");
         let yaml = format!(
             r#"server:
   endpoint: {endpoint}
+{server_extra}
 agent:
   executable: {exe}
   storage_dir: {storage}

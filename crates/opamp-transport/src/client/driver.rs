@@ -45,6 +45,22 @@ impl Driver {
         let _ = self.events.send(event).await;
     }
 
+    /// Adopts a credential the server issued: later requests and upgrades carry it as
+    /// `Authorization: Bearer`, and the embedder hears of it.
+    pub(crate) async fn adopt_credential(&mut self, credential: String) {
+        match http::HeaderValue::from_str(&format!("Bearer {credential}")) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.config
+                    .headers
+                    .insert(http::header::AUTHORIZATION, value);
+                self.emit(ClientEvent::CredentialIssued { credential })
+                    .await;
+            }
+            Err(_) => tracing::warn!("the server issued a credential that is not a header value"),
+        }
+    }
+
     /// Forwards the session's events. Returns whether the server asked the agent to back
     /// off (`RetryInfo`; the session holds sending until then).
     pub(crate) async fn forward_events(&mut self) -> bool {

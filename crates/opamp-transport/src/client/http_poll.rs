@@ -25,6 +25,15 @@ pub(crate) struct HttpTransport {
     limits: codec::Limits,
 }
 
+/// The credential the server issued in a reply, if any.
+fn issued_credential(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(crate::AGENT_CREDENTIAL_HEADER)?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}
+
 /// A failed exchange, with the server's `Retry-After` when it sent one.
 struct Failure {
     reason: String,
@@ -52,7 +61,11 @@ impl HttpTransport {
         })
     }
 
-    async fn exchange(&self, message: &AgentToServer) -> Result<ServerToAgent, Failure> {
+    async fn exchange(
+        &self,
+        message: &AgentToServer,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<(ServerToAgent, Option<String>), Failure> {
         let failure = |reason: String| Failure {
             reason,
             retry_after: None,
@@ -62,6 +75,10 @@ impl HttpTransport {
             .client
             .post(self.endpoint.clone())
             .header(header::CONTENT_TYPE, PROTOBUF);
+        if let Some(authorization) = authorization {
+            // Replaces the configured one: a credential issued since the client started.
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
         if let Ok(uid) = opamp_proto::InstanceUid::from_slice(&message.instance_uid) {
             // The spec's hint for proxies and load balancers: who is asking, without
             // parsing the body.
@@ -100,6 +117,7 @@ impl HttpTransport {
                 retry_after,
             });
         }
+        let credential = issued_credential(response.headers());
         let limit = self.limits.max_message_size;
         if response
             .content_length()
@@ -123,6 +141,7 @@ impl HttpTransport {
             bytes.extend_from_slice(&chunk);
         }
         framing::decode_server_message(TransportMode::HttpPolling, &bytes, &self.limits)
+            .map(|reply| (reply, credential))
             .map_err(|e| failure(format!("bad reply: {e}")))
     }
 }
@@ -133,7 +152,8 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
     loop {
         driver.forward_events().await;
         if let Some(message) = driver.session.poll_transmit(Instant::now()) {
-            let mut exchange = std::pin::pin!(http.exchange(&message));
+            let authorization = issued_authorization(&driver);
+            let mut exchange = std::pin::pin!(http.exchange(&message, authorization.as_ref()));
             let (outcome, shutdown) = match driver.while_pending(&mut exchange).await {
                 Ok(outcome) => (outcome, None),
                 // Stopping mid-request: let it finish briefly so the goodbye can follow.
@@ -150,7 +170,10 @@ pub(crate) async fn run(mut driver: Driver, http: HttpTransport) -> AgentSession
                 }
             };
             match outcome {
-                Ok(reply) => {
+                Ok((reply, credential)) => {
+                    if let Some(credential) = credential {
+                        driver.adopt_credential(credential).await;
+                    }
                     if !connected {
                         connected = true;
                         driver.emit(ClientEvent::Connected).await;
@@ -213,7 +236,9 @@ async fn finish(
         driver.session.disconnect();
         while let Some(message) = driver.session.poll_transmit(Instant::now()) {
             // Bounded: a server that stopped answering must not hold up the shutdown.
-            let sent = tokio::time::timeout(Duration::from_secs(2), http.exchange(&message)).await;
+            let authorization = issued_authorization(&driver);
+            let exchange = http.exchange(&message, authorization.as_ref());
+            let sent = tokio::time::timeout(Duration::from_secs(2), exchange).await;
             if !matches!(sent, Ok(Ok(_))) {
                 break;
             }
@@ -221,4 +246,9 @@ async fn finish(
     }
     let _ = done.send(());
     driver.session
+}
+
+/// The `Authorization` the driver holds now (it changes when a credential is issued).
+fn issued_authorization(driver: &Driver) -> Option<HeaderValue> {
+    driver.config.headers.get(header::AUTHORIZATION).cloned()
 }

@@ -114,6 +114,14 @@ pub enum ClientEvent {
     /// The session reported something (offers, commands, server errors...). Boxed: some
     /// events carry whole offers.
     Agent(Box<AgentEvent>),
+    /// The server issued this agent a credential (response header
+    /// `opamp-agent-credential`, for example after enrolling). The client sends it as
+    /// `Authorization: Bearer <credential>` from now on; the embedder should store it for
+    /// the next start.
+    CredentialIssued {
+        /// The credential, as the server sent it.
+        credential: String,
+    },
 }
 
 type Update = Box<dyn FnOnce(&mut AgentSession) + Send>;

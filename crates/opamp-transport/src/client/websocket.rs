@@ -30,10 +30,14 @@ enum Ended {
 
 pub(crate) async fn run(mut driver: Driver) -> AgentSession {
     loop {
-        let attempt = std::pin::pin!(connect(driver.config.clone(), driver.tls.clone()));
+        let uid = driver.session.instance_uid();
+        let attempt = std::pin::pin!(connect(driver.config.clone(), driver.tls.clone(), uid));
         let ended = match driver.while_pending(attempt).await {
             Err(done) => Ended::Shutdown(done),
-            Ok(Ok(socket)) => {
+            Ok(Ok((socket, credential))) => {
+                if let Some(credential) = credential {
+                    driver.adopt_credential(credential).await;
+                }
                 driver.session.handle_connected(Instant::now());
                 driver.emit(ClientEvent::Connected).await;
                 let ended = serve(&mut driver, socket).await;
@@ -66,7 +70,11 @@ pub(crate) async fn run(mut driver: Driver) -> AgentSession {
     }
 }
 
-async fn connect(config: ClientConfig, tls: Arc<rustls::ClientConfig>) -> Result<Socket, Ended> {
+async fn connect(
+    config: ClientConfig,
+    tls: Arc<rustls::ClientConfig>,
+    uid: opamp_proto::InstanceUid,
+) -> Result<(Socket, Option<String>), Ended> {
     let lost = |reason: String, retry_after| Ended::Lost {
         reason,
         retry_after,
@@ -78,6 +86,11 @@ async fn connect(config: ClientConfig, tls: Arc<rustls::ClientConfig>) -> Result
         .map_err(|e| lost(format!("bad request: {e}"), None))?;
     for (name, value) in &config.headers {
         request.headers_mut().insert(name, value.clone());
+    }
+    // Names the agent at the upgrade, so the server can authorise it (and issue it a
+    // credential) before the socket opens. Valid ASCII: a UUID's text form.
+    if let Ok(value) = http::HeaderValue::from_str(&uid.to_string()) {
+        request.headers_mut().insert("opamp-instance-uid", value);
     }
     let limit = config.limits.max_message_size.saturating_add(10);
     let ws_config = WebSocketConfig::default()
@@ -103,7 +116,14 @@ async fn connect(config: ClientConfig, tls: Arc<rustls::ClientConfig>) -> Result
             ))
         }
         Ok(Err(error)) => Err(lost(format!("connect failed: {error}"), None)),
-        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Ok((socket, response))) => {
+            let credential = response
+                .headers()
+                .get(crate::AGENT_CREDENTIAL_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            Ok((socket, credential))
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use opamp_proto::v1::{AgentToServer, ServerToAgent};
 use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
+use super::authorize::{self, AGENT_CREDENTIAL_HEADER, AgentClaim};
 use super::hub::TransportKind;
 use super::listener::ConnectionInfo;
 use super::stats::RefusalReason;
@@ -35,7 +36,7 @@ pub(crate) async fn handle(
     let accepts_gzip = accepts_gzip(request.headers());
     let _open = shared.stats.opened(TransportKind::Http);
     match handle_inner(&shared, &connection, endpoint_url, request).await {
-        Ok(reply) => {
+        Ok((reply, credential)) => {
             let body = framing::encode_server_message(TransportMode::HttpPolling, &reply);
             // The spec asks servers to compress when the agent accepts it; tiny answers
             // (most of them) are not worth the gzip header.
@@ -49,6 +50,9 @@ pub(crate) async fn handle(
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
             if compressed.is_some() {
                 headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            if let Some(credential) = credential {
+                headers.insert(AGENT_CREDENTIAL_HEADER, credential);
             }
             response
         }
@@ -69,9 +73,10 @@ async fn handle_inner(
     connection: &ConnectionInfo,
     endpoint_url: Option<String>,
     request: axum::extract::Request,
-) -> Result<ServerToAgent, Refusal> {
+) -> Result<(ServerToAgent, Option<HeaderValue>), Refusal> {
     let limit = shared.config.limits.max_message_size;
-    let headers = request.headers();
+    let request_headers = request.headers().clone();
+    let headers = &request_headers;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -137,17 +142,25 @@ async fn handle_inner(
     .map_err(|refusal| (refusal.status, refusal.reason))?;
     let uid = InstanceUid::from_slice(&message.instance_uid)
         .map_err(|_| (StatusCode::BAD_REQUEST, "instance_uid must be 16 bytes"))?;
-    if !super::websocket::agent_authorized(shared, uid, connection) {
+    let claim = AgentClaim {
+        uid,
+        connection,
+        headers: &request_headers,
+        can_issue_credential: true,
+    };
+    let verdict = authorize::check(shared, &claim);
+    if !verdict.is_allowed() {
         return Err((
             StatusCode::FORBIDDEN,
             "not authorised for this instance_uid",
         ));
     }
     shared.stats.received(TransportKind::Http, received);
-    Ok(shared
+    let reply = shared
         .registry
         .http_request(connection.clone(), endpoint_url, message)
-        .await)
+        .await;
+    Ok((reply, authorize::credential_header(&verdict)))
 }
 
 /// How a refused request is counted, from the status it is answered with.

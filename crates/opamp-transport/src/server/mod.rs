@@ -1,6 +1,7 @@
 //! The OpAMP server transport: one listener on `/v1/opamp` for WebSocket and HTTP agents,
 //! plain or TLS (optionally mutual), with an optional package download route.
 
+mod authorize;
 mod download;
 mod http_poll;
 mod hub;
@@ -15,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::any;
-use opamp_proto::InstanceUid;
 use opamp_proto::codec::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use authorize::{AGENT_CREDENTIAL_HEADER, AgentClaim, AgentVerdict};
 pub use download::{DownloadAuthorizer, DownloadConfig};
 pub use http_poll::{BodyRefusal, decode_agent_body};
 pub use hub::{Registry, ServerNotification, TransportKind};
@@ -38,9 +39,11 @@ use crate::tls::ServerTls;
 pub type RequestAuthorizer = Arc<dyn Fn(&ConnectionInfo, &http::HeaderMap) -> bool + Send + Sync>;
 
 /// Decides whether a connection may speak for an agent, from the instance uid the agent
-/// claims and the connection (for example its client certificate). Checked on the first
-/// message of a WebSocket and on every HTTP request, before the session sees the message.
-pub type AgentAuthorizer = Arc<dyn Fn(InstanceUid, &ConnectionInfo) -> bool + Send + Sync>;
+/// claims, the connection (for example its client certificate) and the request headers (for
+/// example an `Authorization` credential). Checked on every HTTP request and once per uid on
+/// a WebSocket (at the upgrade when it names the uid in `OpAMP-Instance-UID`, otherwise on
+/// the uid's first message), before the session sees the message.
+pub type AgentAuthorizer = Arc<dyn Fn(&AgentClaim<'_>) -> AgentVerdict + Send + Sync>;
 
 /// Settings of an [`OpampServer`]. Start from [`ServerConfig::new`].
 #[derive(Clone)]
@@ -81,8 +84,8 @@ pub struct ServerConfig {
     /// Optional authorisation of OpAMP requests.
     pub authorize: Option<RequestAuthorizer>,
     /// Optional check that a connection may speak for the instance uid it claims (for
-    /// example: the client certificate names that uid). Refused: WebSocket close 1008,
-    /// HTTP 403.
+    /// example: the client certificate names that uid). Refused: HTTP 403 (also for a
+    /// WebSocket upgrade that names the uid), WebSocket close 1008 on a later message.
     pub authorize_agent: Option<AgentAuthorizer>,
     /// Agents disconnected for longer than this lose their session (and its state), so
     /// churning agents do not grow the registry without bound. `None` keeps them.
@@ -167,7 +170,7 @@ impl ServerConfig {
     #[must_use]
     pub fn authorize_agent(
         mut self,
-        authorize: impl Fn(InstanceUid, &ConnectionInfo) -> bool + Send + Sync + 'static,
+        authorize: impl Fn(&AgentClaim<'_>) -> AgentVerdict + Send + Sync + 'static,
     ) -> Self {
         self.authorize_agent = Some(Arc::new(authorize));
         self

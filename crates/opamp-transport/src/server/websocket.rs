@@ -5,7 +5,9 @@
 //! protobuf or invalid instance uid, 1001 idle timeout (no frame, not even the pong to our
 //! ping, for the idle timeout; or every agent on it went silent beyond its idle bound) or
 //! server shutdown, 1008 the agent did not read what the server sent, was forgotten by the
-//! server, or may not speak for the instance uid it claims.
+//! server, or may not speak for the instance uid it claims. An upgrade that names its agent
+//! in `OpAMP-Instance-UID` is authorised before it is accepted (403 when refused), and may
+//! carry a credential the embedder issued in its response.
 //!
 //! Several agents may share one WebSocket: messages are routed by instance uid (the
 //! endpoint's rule). A uid held by another open connection is answered with an error
@@ -22,6 +24,7 @@ use opamp_proto::codec::CodecError;
 use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
+use super::authorize::{self, AGENT_CREDENTIAL_HEADER, AgentClaim, uid_from_headers};
 use super::hub::{Outbound, OutboundReceiver, TransportKind};
 use super::listener::{ConnectionInfo, ConnectionSlot};
 use super::stats::{RefusalReason, TransportStats};
@@ -52,16 +55,44 @@ pub(crate) async fn upgrade(
     request: axum::extract::Request,
 ) -> Response {
     let slot = request.extensions().get::<Arc<ConnectionSlot>>().cloned();
+    let headers = request.headers().clone();
     let upgrade = match WebSocketUpgrade::from_request(request, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    // A valid upgrade that names its agent is authorised now: a refusal is a plain 403,
+    // and a credential the embedder issues can travel in the upgrade response. (After the
+    // upgrade request was checked, so a malformed one never spends an enrollment.)
+    let named = uid_from_headers(&headers);
+    let mut credential = None;
+    if let Some(uid) = named {
+        let verdict = authorize::check(
+            &shared,
+            &AgentClaim {
+                uid,
+                connection: &connection,
+                headers: &headers,
+                can_issue_credential: true,
+            },
+        );
+        if !verdict.is_allowed() {
+            shared
+                .stats
+                .refused(TransportKind::WebSocket, RefusalReason::Unauthorized);
+            return (
+                http::StatusCode::FORBIDDEN,
+                "not authorised for this instance_uid",
+            )
+                .into_response();
+        }
+        credential = authorize::credential_header(&verdict);
+    }
     let limit = shared
         .config
         .limits
         .max_message_size
         .saturating_add(HEADER_ALLOWANCE);
-    upgrade
+    let response = upgrade
         // Small buffers: most agents are idle most of the time, and memory per idle agent
         // is what bounds a server's fleet size.
         .read_buffer_size(4 * 1024)
@@ -70,15 +101,31 @@ pub(crate) async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            run(shared, connection, endpoint_url, socket).await;
+            let upgrade = UpgradeRequest { headers, named };
+            run(shared, connection, endpoint_url, upgrade, socket).await;
             drop(slot);
-        })
+        });
+    let mut response = response.into_response();
+    if let Some(credential) = credential {
+        response
+            .headers_mut()
+            .insert(AGENT_CREDENTIAL_HEADER, credential);
+    }
+    response
+}
+
+/// What the WebSocket keeps of its upgrade request.
+struct UpgradeRequest {
+    headers: http::HeaderMap,
+    /// The uid authorised at the upgrade, if the request named one.
+    named: Option<InstanceUid>,
 }
 
 async fn run(
     shared: Arc<Shared>,
     connection: ConnectionInfo,
     endpoint_url: Option<String>,
+    upgrade: UpgradeRequest,
     mut socket: WebSocket,
 ) {
     let registry = &shared.registry;
@@ -87,7 +134,7 @@ async fn run(
     let (id, mut outbound, dropped) = registry.open_websocket(connection.clone(), endpoint_url);
     // Several agents may share this socket (OpAMP multiplexing); each uid is authorised
     // once, on its first message.
-    let mut authorized: HashSet<InstanceUid> = HashSet::new();
+    let mut authorized: HashSet<InstanceUid> = upgrade.named.into_iter().collect();
     let idle = shared.config.idle_timeout;
     let mut deadline = tokio::time::Instant::now() + idle;
     // Agents without heartbeats are legal: after a third of the idle timeout in silence we
@@ -124,7 +171,13 @@ async fn run(
                     break Some((close_code::INVALID_PAYLOAD, "instance_uid must be 16 bytes"));
                 };
                 if !authorized.contains(&uid) {
-                    if !agent_authorized(&shared, uid, &connection) {
+                    let claim = AgentClaim {
+                        uid,
+                        connection: &connection,
+                        headers: &upgrade.headers,
+                        can_issue_credential: false,
+                    };
+                    if !authorize::check(&shared, &claim).is_allowed() {
                         stats.refused(TransportKind::WebSocket, RefusalReason::Unauthorized);
                         break Some((close_code::POLICY_VIOLATION, "not authorised for this instance_uid"));
                     }
@@ -220,18 +273,6 @@ async fn finish_close_handshake(socket: &mut WebSocket) {
         while let Some(Ok(_)) = socket.recv().await {}
     })
     .await;
-}
-
-pub(crate) fn agent_authorized(
-    shared: &Shared,
-    uid: InstanceUid,
-    connection: &ConnectionInfo,
-) -> bool {
-    shared
-        .config
-        .authorize_agent
-        .as_ref()
-        .is_none_or(|authorize| authorize(uid, connection))
 }
 
 /// How a close for bad input is counted (authorisation refusals are counted where they

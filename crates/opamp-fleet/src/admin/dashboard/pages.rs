@@ -458,6 +458,7 @@ fn audit_row(position: i64, record: &AuditRecord) -> String {
         crate::audit::Actor::Operator(name) => esc(name),
         crate::audit::Actor::Agent(uid) => format!("agent <code>{uid}</code>"),
         crate::audit::Actor::Engine => "engine".to_owned(),
+        crate::audit::Actor::Peer { address } => format!("peer <code>{}</code>", esc(address)),
     };
     let details = match serde_json::to_value(&record.action) {
         Ok(serde_json::Value::Object(fields)) => fields
