@@ -139,7 +139,8 @@ pub struct AdminSettings {
     /// The bearer token every admin request must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// A file holding the token (surrounding whitespace ignored); used when `token` is unset.
+    /// A file holding the token (one trailing newline ignored; other surrounding whitespace
+    /// is refused); used when `token` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// Named operators, each with a token of their own. The audit log records the name of the
@@ -314,29 +315,43 @@ impl AdminSettings {
     }
 }
 
-/// The token from `inline` or `file` (trimmed), `None` when neither is set.
+/// The token from `inline` or `file`, `None` when neither is set. Tokens are compared
+/// exactly: a file loses one trailing newline (editors add it) and nothing else, and a
+/// token with surrounding whitespace is refused rather than silently trimmed, so the
+/// token that works is exactly the one written down.
 fn read_token(
     who: &str,
     inline: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>, FleetError> {
     let token = match (inline, file) {
-        (Some(token), _) => token.trim().to_owned(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|source| FleetError::Io {
+        (Some(token), _) => token.to_owned(),
+        (None, Some(file)) => {
+            let mut text = std::fs::read_to_string(file).map_err(|source| FleetError::Io {
                 context: format!(
                     "reading the token file of admin operator {who}: {}",
                     file.display()
                 ),
                 source,
-            })?
-            .trim()
-            .to_owned(),
+            })?;
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            text
+        }
         (None, None) => return Ok(None),
     };
     if token.is_empty() {
         return Err(FleetError::Config {
             reason: format!("the token of admin operator {who} is empty"),
+        });
+    }
+    if token.trim() != token {
+        return Err(FleetError::Config {
+            reason: format!(
+                "the token of admin operator {who} begins or ends with whitespace; tokens are \
+                 compared exactly, so remove it"
+            ),
         });
     }
     Ok(Some(token))
@@ -491,7 +506,7 @@ mod tests {
             cert_file = "c.pem"
             key_file = "k.pem"
             [admin]
-            token = " secret "
+            token = "secret"
             [store]
             synchronous = "normal"
             "#,
@@ -531,7 +546,7 @@ mod tests {
             token = "a-secret"
             [[admin.operators]]
             name = "ci.deploy-bot"
-            token = " b-secret "
+            token = "b-secret"
             [[admin.operators]]
             name = "prometheus"
             token = "c-secret"
@@ -571,13 +586,32 @@ mod tests {
             "same token",
         );
         refused(with(vec![OperatorSettings::new("c", "root")]), "same token");
-        refused(with(vec![OperatorSettings::new("d", "  ")]), "empty");
+        refused(with(vec![OperatorSettings::new("d", "")]), "empty");
+        refused(
+            with(vec![OperatorSettings::new("d", " d-secret ")]),
+            "whitespace",
+        );
         for bad in ["", "has space", "../x", "ünicode", &"x".repeat(65)] {
             refused(with(vec![OperatorSettings::new(bad, "t")]), "invalid");
         }
         let mut no_token = OperatorSettings::new("e", "t");
         no_token.token = None;
         refused(with(vec![no_token]), "needs a token");
+        let dir = tempfile::tempdir().unwrap();
+        let from_file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let mut operator = OperatorSettings::new(name, "unused");
+            operator.token = None;
+            operator.token_file = Some(path);
+            operator
+        };
+        let resolved = with(vec![from_file("g", "g-secret\n")])
+            .resolve_operators()
+            .unwrap();
+        assert_eq!(resolved[1].token, "g-secret");
+        refused(with(vec![from_file("h", "h-secret\n\n")]), "whitespace");
+        refused(with(vec![from_file("i", " i-secret\n")]), "whitespace");
         let mut missing_file = OperatorSettings::new("f", "t");
         missing_file.token = None;
         missing_file.token_file = Some("/nonexistent/opamp/token".into());

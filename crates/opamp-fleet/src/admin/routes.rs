@@ -131,8 +131,9 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        // Compared exactly, like every admin token (HTTP already drops the header's own
+        // surrounding whitespace).
+        .and_then(|v| v.strip_prefix("Bearer "));
     let operator = presented.and_then(|presented| find_operator(&state.operators, presented));
     if let Some(operator) = operator {
         let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
