@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use opamp_verify::PublicKey;
 
 use crate::FleetError;
+use crate::limits::FleetLimits;
 use crate::store::{SqliteOptions, Synchronous};
 
 /// Everything [`crate::server::FleetServer::start`] needs.
@@ -56,7 +57,9 @@ pub struct FleetServerConfig {
     /// Largest OpAMP message accepted, in bytes (64 MiB by default).
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
-    /// Most agent connections open at once.
+    /// Most agent connections open at once. The server also keeps it below its open-file
+    /// limit (raised to the hard limit at start), leaving room for the admin API, downloads
+    /// and the store, and logs the value in force.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// When set, package downloads need `Authorization: Bearer <download_token>`; offers
@@ -71,6 +74,9 @@ pub struct FleetServerConfig {
     /// own trust settings still decide what they install.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub release_keys: Vec<PathBuf>,
+    /// Bounds on what agents and admin clients may make the server hold (`[limits]`).
+    #[serde(default)]
+    pub limits: FleetLimits,
 }
 
 /// Tuning of the embedded SQLite store.
@@ -400,6 +406,7 @@ impl FleetServerConfig {
             download_token: None,
             store: StoreSettings::default(),
             release_keys: Vec::new(),
+            limits: FleetLimits::default(),
         }
     }
 
@@ -464,6 +471,11 @@ pub(crate) mod duration_text {
 
     pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 
     pub(crate) mod option {

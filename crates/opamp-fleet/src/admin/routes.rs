@@ -599,7 +599,12 @@ async fn audit(
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
-    let agents = read(&state, |store| store.agents()).await?;
+    let (agents, packages) = read(&state, |store| Ok((store.agents()?, store.packages()?))).await?;
+    state.metrics.set_catalog(
+        packages
+            .into_iter()
+            .map(|entry| (entry.name, entry.version)),
+    );
     state.metrics.set_agents(&agents);
     Ok((
         [(

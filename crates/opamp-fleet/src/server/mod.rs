@@ -10,6 +10,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod driver;
+mod fd_limits;
 pub(crate) mod offers;
 pub(crate) mod standing;
 pub mod startup;
@@ -111,6 +112,7 @@ impl FleetServer {
             opamp.registry().clone(),
             metrics.clone(),
             updates.clone(),
+            config.limits.forget_agents_after,
         )?;
         let shutdown = CancellationToken::new();
         let (requests, requests_rx) = mpsc::channel(64);
@@ -141,15 +143,14 @@ impl FleetServer {
             upload_dir,
             shutdown: shutdown.clone(),
         });
-        let admin_shutdown = shutdown.clone();
-        let admin_task = tokio::spawn(async move {
-            let served = axum::serve(admin_listener, app)
-                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "admin API stopped");
-            }
-        });
+        // The agent listener's protections (connection cap, header, body and write
+        // timeouts): half-sent admin requests must not hold the listener (issue 22).
+        let admin_task = tokio::spawn(opamp_transport::server::serve_router(
+            admin_listener,
+            app,
+            config.limits.admin_listener(),
+            shutdown.clone(),
+        ));
         // Dropped without `shutdown` (a panicking caller), the server still stops its driver
         // thread, so the runtime it was started on can exit.
         let stop_driver = stop_on_failure;
@@ -207,11 +208,18 @@ fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetErr
             token.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.as_bytes())))
         });
     }
+    session.limits = config.limits.session_limits(session.limits);
     let mut transport = ServerConfig::new(config.listen)
         .max_message_size(config.max_message_size)
         .session(session)
         .downloads(downloads);
-    transport.max_connections = config.max_connections;
+    transport.max_connections = fd_limits::agent_connections(config);
+    transport.admission = config.limits.admission();
+    // The transport forgets sessions no later than the driver forgets registry rows, so an
+    // agent that comes back after both is registered afresh from its full report.
+    transport.forget_after = transport
+        .forget_after
+        .map(|after| after.min(config.limits.forget_agents_after));
     if let Some(tls) = &config.tls {
         let identity = Identity::from_files(&tls.cert_file, &tls.key_file)?;
         let mut server_tls = ServerTls::new(identity);

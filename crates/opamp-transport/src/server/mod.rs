@@ -3,6 +3,7 @@
 
 mod admission;
 mod download;
+mod http_listener;
 mod http_poll;
 mod hub;
 mod identity;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use admission::AdmissionLimits;
 pub use download::{DownloadAuthorizer, DownloadConfig};
+pub use http_listener::{HttpServeLimits, serve_router};
 pub use http_poll::{BodyRefusal, decode_agent_body};
 pub use hub::{Registry, ServerNotification, TransportKind};
 pub use identity::ClientIdentity;
