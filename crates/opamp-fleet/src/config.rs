@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use opamp_verify::PublicKey;
 
 use crate::FleetError;
+use crate::limits::FleetLimits;
 use crate::store::{SqliteOptions, Synchronous};
 
 /// Everything [`crate::server::FleetServer::start`] needs.
@@ -59,7 +60,9 @@ pub struct FleetServerConfig {
     /// Largest OpAMP message accepted, in bytes (64 MiB by default).
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
-    /// Most agent connections open at once.
+    /// Most agent connections open at once. The server also keeps it below its open-file
+    /// limit (raised to the hard limit at start), leaving room for the admin API, downloads
+    /// and the store, and logs the value in force.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// When set, package downloads need `Authorization: Bearer <download_token>`; offers
@@ -77,6 +80,9 @@ pub struct FleetServerConfig {
     /// Who may speak for an agent (`[agent_identity]`); see `docs/security.md`.
     #[serde(default)]
     pub agent_identity: AgentIdentitySettings,
+    /// Bounds on what agents and admin clients may make the server hold (`[limits]`).
+    #[serde(default)]
+    pub limits: FleetLimits,
 }
 
 /// How the server decides that a connection may speak for the instance uid it claims.
@@ -185,7 +191,8 @@ pub struct AdminSettings {
     /// The bearer token every admin request must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// A file holding the token (surrounding whitespace ignored); used when `token` is unset.
+    /// A file holding the token (one trailing newline ignored; other surrounding whitespace
+    /// is refused); used when `token` is unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
     /// Named operators, each with a token of their own. The audit log records the name of the
@@ -360,29 +367,43 @@ impl AdminSettings {
     }
 }
 
-/// The token from `inline` or `file` (trimmed), `None` when neither is set.
+/// The token from `inline` or `file`, `None` when neither is set. Tokens are compared
+/// exactly: a file loses one trailing newline (editors add it) and nothing else, and a
+/// token with surrounding whitespace is refused rather than silently trimmed, so the
+/// token that works is exactly the one written down.
 fn read_token(
     who: &str,
     inline: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>, FleetError> {
     let token = match (inline, file) {
-        (Some(token), _) => token.trim().to_owned(),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map_err(|source| FleetError::Io {
+        (Some(token), _) => token.to_owned(),
+        (None, Some(file)) => {
+            let mut text = std::fs::read_to_string(file).map_err(|source| FleetError::Io {
                 context: format!(
                     "reading the token file of admin operator {who}: {}",
                     file.display()
                 ),
                 source,
-            })?
-            .trim()
-            .to_owned(),
+            })?;
+            if text.ends_with('\n') {
+                text.pop();
+            }
+            text
+        }
         (None, None) => return Ok(None),
     };
     if token.is_empty() {
         return Err(FleetError::Config {
             reason: format!("the token of admin operator {who} is empty"),
+        });
+    }
+    if token.trim() != token {
+        return Err(FleetError::Config {
+            reason: format!(
+                "the token of admin operator {who} begins or ends with whitespace; tokens are \
+                 compared exactly, so remove it"
+            ),
         });
     }
     Ok(Some(token))
@@ -432,6 +453,7 @@ impl FleetServerConfig {
             store: StoreSettings::default(),
             release_keys: Vec::new(),
             agent_identity: AgentIdentitySettings::default(),
+            limits: FleetLimits::default(),
         }
     }
 
@@ -518,6 +540,11 @@ pub(crate) mod duration_text {
         s.serialize_str(&humantime::format_duration(*value).to_string())
     }
 
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
     pub(crate) mod option {
         use super::{Deserialize, Deserializer, Duration, Serializer};
 
@@ -558,7 +585,7 @@ mod tests {
             cert_file = "c.pem"
             key_file = "k.pem"
             [admin]
-            token = " secret "
+            token = "secret"
             [store]
             synchronous = "normal"
             "#,
@@ -624,7 +651,7 @@ mod tests {
             token = "a-secret"
             [[admin.operators]]
             name = "ci.deploy-bot"
-            token = " b-secret "
+            token = "b-secret"
             [[admin.operators]]
             name = "prometheus"
             token = "c-secret"
@@ -664,13 +691,32 @@ mod tests {
             "same token",
         );
         refused(with(vec![OperatorSettings::new("c", "root")]), "same token");
-        refused(with(vec![OperatorSettings::new("d", "  ")]), "empty");
+        refused(with(vec![OperatorSettings::new("d", "")]), "empty");
+        refused(
+            with(vec![OperatorSettings::new("d", " d-secret ")]),
+            "whitespace",
+        );
         for bad in ["", "has space", "../x", "ünicode", &"x".repeat(65)] {
             refused(with(vec![OperatorSettings::new(bad, "t")]), "invalid");
         }
         let mut no_token = OperatorSettings::new("e", "t");
         no_token.token = None;
         refused(with(vec![no_token]), "needs a token");
+        let dir = tempfile::tempdir().unwrap();
+        let from_file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let mut operator = OperatorSettings::new(name, "unused");
+            operator.token = None;
+            operator.token_file = Some(path);
+            operator
+        };
+        let resolved = with(vec![from_file("g", "g-secret\n")])
+            .resolve_operators()
+            .unwrap();
+        assert_eq!(resolved[1].token, "g-secret");
+        refused(with(vec![from_file("h", "h-secret\n\n")]), "whitespace");
+        refused(with(vec![from_file("i", " i-secret\n")]), "whitespace");
         let mut missing_file = OperatorSettings::new("f", "t");
         missing_file.token = None;
         missing_file.token_file = Some("/nonexistent/opamp/token".into());

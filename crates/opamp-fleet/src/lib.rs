@@ -11,6 +11,8 @@ pub mod config;
 mod error;
 pub mod events;
 #[cfg(feature = "server")]
+pub mod limits;
+#[cfg(feature = "server")]
 pub mod metrics;
 pub mod registry;
 pub mod rollout;

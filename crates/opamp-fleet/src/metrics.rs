@@ -4,12 +4,13 @@
 //! | --- | --- | --- |
 //! | `opamp_agents_connected` | gauge | |
 //! | `opamp_agents_known` | gauge | |
-//! | `opamp_agents_by_version` | gauge | `package`, `version` |
+//! | `opamp_agents_by_version` | gauge | `package`, `version` (only catalog entries; the rest as `other`) |
 //! | `opamp_agents_by_health` | gauge | `healthy` (`true`/`false`) |
 //! | `opamp_rollout_state` | gauge (1 for the current state) | `rollout`, `package`, `state` |
 //! | `opamp_install_results_total` | counter | `result` (`installed`, `failed`, `reverted`) |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::RwLock;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -46,6 +47,8 @@ pub struct FleetMetrics {
     by_health: Family<LabelPairs, Gauge>,
     rollout_state: Family<LabelPairs, Gauge>,
     install_results: Family<LabelPairs, Counter>,
+    /// The catalog's (package, version) pairs: the only ones that become series.
+    catalog: RwLock<BTreeSet<(String, String)>>,
 }
 
 impl Default for FleetMetrics {
@@ -67,6 +70,7 @@ impl FleetMetrics {
             rollout_state: Family::default(),
             install_results: Family::default(),
             registry: Registry::default(),
+            catalog: RwLock::default(),
         };
         registry.register(
             "opamp_agents_connected",
@@ -104,12 +108,30 @@ impl FleetMetrics {
         }
     }
 
-    /// Recomputes the agent gauges from the registry.
+    /// Sets the catalog's (package, version) pairs. Only these become
+    /// `opamp_agents_by_version` series; agents report any names they like, and a series per
+    /// made-up name would let one agent grow `/metrics` without bound. Any other version of
+    /// a catalog package is counted as `version="other"`, any other package as
+    /// `package="other", version="other"`.
+    pub fn set_catalog(&self, packages: impl IntoIterator<Item = (String, String)>) {
+        let catalog = packages.into_iter().collect();
+        *self
+            .catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = catalog;
+    }
+
+    /// Recomputes the agent gauges from the registry (versions bounded by
+    /// [`FleetMetrics::set_catalog`]).
     pub fn set_agents<'a>(&self, agents: impl IntoIterator<Item = &'a AgentRecord>) {
         let mut connected = 0i64;
         let mut known = 0i64;
         let mut versions: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut health = [0i64; 2];
+        let catalog = self
+            .catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for agent in agents {
             known += 1;
             if agent.connected {
@@ -118,7 +140,7 @@ impl FleetMetrics {
             health[usize::from(agent.healthy)] += 1;
             for (package, version) in &agent.package_versions {
                 *versions
-                    .entry((package.clone(), version.clone()))
+                    .entry(bounded_labels(&catalog, package, version))
                     .or_default() += 1;
             }
         }
@@ -179,6 +201,23 @@ impl FleetMetrics {
     }
 }
 
+/// The series an agent's installed version counts in.
+fn bounded_labels(
+    catalog: &BTreeSet<(String, String)>,
+    package: &str,
+    version: &str,
+) -> (String, String) {
+    const OTHER: &str = "other";
+    let key = (package.to_owned(), version.to_owned());
+    if catalog.contains(&key) {
+        key
+    } else if catalog.iter().any(|(name, _)| name == package) {
+        (key.0, OTHER.to_owned())
+    } else {
+        (OTHER.to_owned(), OTHER.to_owned())
+    }
+}
+
 fn rollout_labels(id: &str, package: &str, state: &str) -> LabelPairs {
     vec![
         ("rollout".into(), id.into()),
@@ -208,7 +247,16 @@ mod tests {
         b.uid = InstanceUid::from([2; 16]);
         b.connected = false;
         b.healthy = false;
-        metrics.set_agents([&a, &b]);
+        // Issue 22: made-up names and versions never become series of their own.
+        let mut c = a.clone();
+        c.uid = InstanceUid::from([3; 16]);
+        c.package_versions.insert("otelcol".into(), "9.9.9".into());
+        for i in 0..100 {
+            c.package_versions
+                .insert(format!("../../etc/passwd{i}"), "1.0.0".into());
+        }
+        metrics.set_catalog([("otelcol".to_owned(), "1.0.0".to_owned())]);
+        metrics.set_agents([&a, &b, &c]);
         metrics.set_rollout_state("r1", "otelcol", "canary");
         metrics.set_rollout_state("r1", "otelcol", "completed");
         metrics.count_audit(&AuditAction::AgentInstalled {
@@ -216,7 +264,16 @@ mod tests {
             version: "1".into(),
         });
         let text = metrics.encode();
-        assert!(text.contains("opamp_agents_connected 1\n"), "{text}");
+        assert!(text.contains("opamp_agents_connected 2\n"), "{text}");
+        assert!(
+            text.contains("opamp_agents_by_version{package=\"otelcol\",version=\"other\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("opamp_agents_by_version{package=\"other\",version=\"other\"} 100"),
+            "{text}"
+        );
+        assert!(!text.contains("passwd"), "{text}");
         assert!(
             text.contains("opamp_agents_by_version{package=\"otelcol\",version=\"1.0.0\"} 2"),
             "{text}"

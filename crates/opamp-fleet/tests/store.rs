@@ -242,6 +242,24 @@ fn agent_batches_are_written_together_and_update_in_place() {
 }
 
 #[test]
+fn forgotten_agents_are_deleted_and_stay_deleted_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+    let agents: Vec<AgentRecord> = (0..4)
+        .map(|i| AgentRecord::new(uid(i), Labels::new(), 1, at(1)))
+        .collect();
+    store
+        .upsert_agents(&agents.iter().collect::<Vec<_>>())
+        .unwrap();
+    // One unknown uid among them: counted as not removed.
+    assert_eq!(store.delete_agents(&[uid(1), uid(3), uid(9)]).unwrap(), 2);
+    drop(store);
+    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let left: Vec<_> = store.agents().unwrap().into_iter().map(|a| a.uid).collect();
+    assert_eq!(left, [uid(0), uid(2)]);
+}
+
+#[test]
 fn package_catalog_refuses_changed_bytes_for_a_version() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(db_path(&dir)).unwrap();

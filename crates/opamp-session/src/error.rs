@@ -49,6 +49,16 @@ pub enum SessionError {
         /// The limit in force ([`crate::SessionLimits::max_map_entries`]).
         limit: usize,
     },
+    /// A field (or one of its entries) is larger, in bytes, than the configured limit.
+    #[error("`{field}` is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Which field, e.g. `AgentDescription`.
+        field: &'static str,
+        /// Its size in bytes (key plus value for an attribute).
+        size: usize,
+        /// The limit in force (see [`crate::SessionLimits`]).
+        limit: usize,
+    },
     /// A recursive structure (component health) nests deeper than the configured limit.
     #[error("`{field}` nests deeper than the limit of {limit} levels")]
     TooDeep {

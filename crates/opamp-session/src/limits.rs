@@ -5,7 +5,9 @@ use opamp_proto::codec::Limits;
 /// Limits that protect a session from hostile or broken peers.
 ///
 /// The defaults are generous for real fleets and small enough that a single message
-/// cannot make a session allocate without bound.
+/// cannot make a session allocate without bound. The description and package-status caps
+/// bound what a server keeps per agent (memory, store rows, metric series): a message over
+/// them is refused whole, with the reason logged, and changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionLimits {
@@ -22,6 +24,15 @@ pub struct SessionLimits {
     pub max_sequence_gap: u64,
     /// How many outgoing custom messages may wait to be sent. Default 64.
     pub max_pending_custom_messages: usize,
+    /// Most attributes (identifying and non-identifying together) in an agent's
+    /// `AgentDescription`; the server keeps each as a label. Default 256.
+    pub max_description_attributes: usize,
+    /// Largest single description attribute, key plus value, in bytes. Default 4 KiB.
+    pub max_attribute_bytes: usize,
+    /// Largest `AgentDescription` in total (the sum over its attributes). Default 64 KiB.
+    pub max_description_bytes: usize,
+    /// Most entries in an agent's `PackageStatuses`. Default 256.
+    pub max_package_statuses: usize,
 }
 
 impl Default for SessionLimits {
@@ -32,6 +43,10 @@ impl Default for SessionLimits {
             max_nesting_depth: 32,
             max_sequence_gap: 1 << 32,
             max_pending_custom_messages: 64,
+            max_description_attributes: 256,
+            max_attribute_bytes: 4 * 1024,
+            max_description_bytes: 64 * 1024,
+            max_package_statuses: 256,
         }
     }
 }

@@ -113,11 +113,7 @@ pub(crate) fn agent_to_server(
 ) -> Result<InstanceUid, SessionError> {
     let uid = instance_uid("AgentToServer.instance_uid", &msg.instance_uid)?;
     if let Some(description) = &msg.agent_description {
-        entries(
-            "AgentDescription attributes",
-            description.identifying_attributes.len() + description.non_identifying_attributes.len(),
-            limits,
-        )?;
+        agent_description(description, limits)?;
     }
     if let Some(health) = &msg.health {
         let mut budget = limits.max_map_entries;
@@ -135,7 +131,15 @@ pub(crate) fn agent_to_server(
         )?;
     }
     if let Some(statuses) = &msg.package_statuses {
-        entries("PackageStatuses.packages", statuses.packages.len(), limits)?;
+        let count = statuses.packages.len();
+        entries("PackageStatuses.packages", count, limits)?;
+        if count > limits.max_package_statuses {
+            return Err(SessionError::TooManyEntries {
+                field: "PackageStatuses.packages",
+                count,
+                limit: limits.max_package_statuses,
+            });
+        }
     }
     if let Some(custom) = &msg.custom_capabilities {
         entries(
@@ -149,6 +153,74 @@ pub(crate) fn agent_to_server(
         component_tree(&components.components, 0, &mut budget, limits)?;
     }
     Ok(uid)
+}
+
+/// Bounds what a server keeps per agent from its description: attribute count, size of
+/// each attribute and of the whole.
+fn agent_description(
+    description: &v1::AgentDescription,
+    limits: &SessionLimits,
+) -> Result<(), SessionError> {
+    const FIELD: &str = "AgentDescription attributes";
+    let count =
+        description.identifying_attributes.len() + description.non_identifying_attributes.len();
+    entries(FIELD, count, limits)?;
+    if count > limits.max_description_attributes {
+        return Err(SessionError::TooManyEntries {
+            field: FIELD,
+            count,
+            limit: limits.max_description_attributes,
+        });
+    }
+    let mut total = 0usize;
+    for attribute in description
+        .identifying_attributes
+        .iter()
+        .chain(&description.non_identifying_attributes)
+    {
+        let size = attribute
+            .key
+            .len()
+            .saturating_add(attribute.value.as_ref().map_or(0, any_value_bytes));
+        if size > limits.max_attribute_bytes {
+            return Err(SessionError::TooLarge {
+                field: "AgentDescription attribute",
+                size,
+                limit: limits.max_attribute_bytes,
+            });
+        }
+        total = total.saturating_add(size);
+    }
+    if total > limits.max_description_bytes {
+        return Err(SessionError::TooLarge {
+            field: "AgentDescription",
+            size: total,
+            limit: limits.max_description_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes an attribute value holds (text and bytes by length, scalars as 8, lists and
+/// maps as the sum of their entries). The decoder's recursion limit bounds the nesting.
+fn any_value_bytes(value: &v1::AnyValue) -> usize {
+    use v1::any_value::Value;
+    match &value.value {
+        None => 0,
+        Some(Value::StringValue(text)) => text.len(),
+        Some(Value::BytesValue(bytes)) => bytes.len(),
+        Some(Value::BoolValue(_) | Value::IntValue(_) | Value::DoubleValue(_)) => 8,
+        Some(Value::ArrayValue(array)) => array
+            .values
+            .iter()
+            .map(any_value_bytes)
+            .fold(0, usize::saturating_add),
+        Some(Value::KvlistValue(list)) => list
+            .values
+            .iter()
+            .map(|kv| kv.key.len() + kv.value.as_ref().map_or(0, any_value_bytes))
+            .fold(0, usize::saturating_add),
+    }
 }
 
 /// Walks a health tree, charging every entry against one shared budget.

@@ -16,9 +16,11 @@ const AFTER_HELP: &str = "\
 Example:
   opamp server --config server.toml
   opamp server --listen 127.0.0.1:4320 --admin-listen 127.0.0.1:4321 \\
-      --data-dir /var/lib/opamp --admin-token \"$OPAMP_ADMIN_TOKEN\"
+      --data-dir /var/lib/opamp --admin-token-file /etc/opamp/admin.token
 
-Flags override the values in the config file.";
+Flags override the values in the config file. OPAMP_ADMIN_TOKEN (the other commands'
+credential) never adds to or overrides a configured token; with no token configured at all
+it becomes the `admin` operator's, and the server says so at start.";
 
 /// Arguments of `opamp server`.
 #[derive(Debug, clap::Args)]
@@ -40,8 +42,9 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
 
-    /// Token operators must present to the admin API.
-    #[arg(long, env = "OPAMP_ADMIN_TOKEN", hide_env_values = true)]
+    /// Token operators must present to the admin API. Not read from OPAMP_ADMIN_TOKEN,
+    /// which is the CLI's client credential (see `ENV_TOKEN`).
+    #[arg(long)]
     pub(crate) admin_token: Option<String>,
 
     /// File holding the admin token (keeps it out of the process list).
@@ -146,6 +149,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandErro
         config.admin.token = None;
         config.admin.token_file = Some(file.clone());
     }
+    apply_environment_token(&mut config, std::env::var(ENV_TOKEN).ok());
     if args.initialise_store {
         config.store.initialise = true;
     }
@@ -164,6 +168,34 @@ pub(crate) fn config(args: &ServerArgs) -> Result<FleetServerConfig, CommandErro
     }
     config.release_keys.extend(args.release_key.iter().cloned());
     Ok(config)
+}
+
+/// The variable the other commands read their admin token from. Operators export it for the
+/// CLI, so the server must not silently turn it into a credential of its own.
+const ENV_TOKEN: &str = "OPAMP_ADMIN_TOKEN";
+
+/// Issue 22, finding 5: `OPAMP_ADMIN_TOKEN` never overrides or adds to configured operators
+/// (rotating a token file must revoke the old token). Only when nothing is configured does it
+/// become the `admin` operator's token, logged loudly, since the server would not start
+/// otherwise and the operator evidently meant it.
+fn apply_environment_token(config: &mut FleetServerConfig, env_token: Option<String>) {
+    let Some(token) = env_token.filter(|token| !token.is_empty()) else {
+        return;
+    };
+    let admin = &config.admin;
+    if admin.token.is_some() || admin.token_file.is_some() || !admin.operators.is_empty() {
+        tracing::warn!(
+            "{ENV_TOKEN} is set in the server's environment and ignored: the configured admin \
+             token or operators are the only credentials"
+        );
+        return;
+    }
+    tracing::warn!(
+        operator = opamp_fleet::config::DEFAULT_OPERATOR,
+        "no admin token configured: the token in {ENV_TOKEN} is the admin operator's; \
+         configure admin.token_file or [[admin.operators]] instead"
+    );
+    config.admin.token = Some(token);
 }
 
 /// The default agent listener address.

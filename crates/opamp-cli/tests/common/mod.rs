@@ -147,16 +147,28 @@ pub fn start_server(
 /// up ("opamp server: agents at URL, admin API at URL"); returns it with the admin URL and the
 /// agent URL.
 pub fn spawn_server(work: &Workdir, args: &[&str]) -> (ServerProcess, String, String) {
+    spawn_server_with_env(work, args, &[], std::process::Stdio::null())
+}
+
+/// [`spawn_server`] with `env` set in the server's environment and its stderr (the log) sent
+/// to `stderr`.
+pub fn spawn_server_with_env(
+    work: &Workdir,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (ServerProcess, String, String) {
     use std::io::BufRead as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_opamp"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opamp"));
+    command
         .args(args)
         .current_dir(work.root())
         .env_remove("RUST_LOG")
         .env_remove("OPAMP_ADMIN_TOKEN")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let server = ServerProcess(child);
     let (lines, ready) = std::sync::mpsc::channel();

@@ -141,8 +141,9 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        // Compared exactly, like every admin token (HTTP already drops the header's own
+        // surrounding whitespace).
+        .and_then(|v| v.strip_prefix("Bearer "));
     let operator = presented.and_then(|presented| find_operator(&state.operators, presented));
     if let Some(operator) = operator {
         let reads = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
@@ -709,7 +710,12 @@ async fn audit(
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn metrics(State(state): State<AdminState>) -> Answer<Response> {
-    let agents = read(&state, |store| store.agents()).await?;
+    let (agents, packages) = read(&state, |store| Ok((store.agents()?, store.packages()?))).await?;
+    state.metrics.set_catalog(
+        packages
+            .into_iter()
+            .map(|entry| (entry.name, entry.version)),
+    );
     state.metrics.set_agents(&agents);
     Ok((
         [(

@@ -1,11 +1,15 @@
 //! Turning what agents report into registry rows and engine events.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
 use opamp_packages::{PackageState, parse_package_status};
 use opamp_proto::{InstanceUid, v1};
 
 use crate::events::Event;
 use crate::selector::Labels;
 use crate::store::AgentRecord;
+use crate::time::Timestamp;
 
 /// Labels from the identifying and non-identifying attributes, values flattened to text
 /// (identifying attributes win on a clash).
@@ -122,6 +126,22 @@ pub(crate) fn report_event(
     }
 }
 
+/// The agents to forget at `now`: disconnected, last seen more than `after` ago, and not a
+/// member of an active rollout (`members`), whose engine still counts on them.
+pub(crate) fn agents_to_forget<'a>(
+    agents: impl IntoIterator<Item = &'a AgentRecord>,
+    members: &HashSet<InstanceUid>,
+    now: Timestamp,
+    after: Duration,
+) -> Vec<InstanceUid> {
+    agents
+        .into_iter()
+        .filter(|agent| !agent.connected && !members.contains(&agent.uid))
+        .filter(|agent| agent.last_seen.saturating_add(after) <= now)
+        .map(|agent| agent.uid)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +151,30 @@ mod tests {
             key: key.into(),
             value: Some(v1::AnyValue { value: Some(value) }),
         }
+    }
+
+    #[test]
+    fn only_long_disconnected_agents_outside_active_rollouts_are_forgotten() {
+        let hour = Duration::from_secs(3600);
+        let at = |seconds: u64| Timestamp::EPOCH.saturating_add(Duration::from_secs(seconds));
+        let agent = |i: u8, connected: bool, last_seen: Timestamp| {
+            let mut record =
+                AgentRecord::new(InstanceUid::from([i; 16]), Labels::new(), 0, last_seen);
+            record.connected = connected;
+            record
+        };
+        let stale = agent(1, false, at(0));
+        let recent = agent(2, false, at(3000));
+        let connected = agent(3, true, at(0));
+        let member = agent(4, false, at(0));
+        let members = HashSet::from([member.uid]);
+        let forgotten = agents_to_forget(
+            [&stale, &recent, &connected, &member],
+            &members,
+            at(3600),
+            hour,
+        );
+        assert_eq!(forgotten, [stale.uid]);
     }
 
     #[test]

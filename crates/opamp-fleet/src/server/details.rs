@@ -250,6 +250,9 @@ pub(crate) fn connection(
 pub(crate) struct DetailsBook {
     details: HashMap<InstanceUid, AgentDetails>,
     dirty: HashSet<InstanceUid>,
+    /// Connections of agents whose first report is not accepted yet: kept aside so that a
+    /// refused first message leaves no row (dropped when the agent disconnects).
+    arriving: HashMap<InstanceUid, ConnectionView>,
 }
 
 impl DetailsBook {
@@ -269,6 +272,9 @@ impl DetailsBook {
 
     /// Records what `event` reports about `uid`; other events change nothing.
     pub(crate) fn observe(&mut self, store: &SharedStore, uid: InstanceUid, event: &ServerEvent) {
+        if let Some(view) = self.arriving.remove(&uid) {
+            self.entry(store, uid).connection = Some(view);
+        }
         match event {
             ServerEvent::DescriptionChanged(description) => {
                 let details = self.entry(store, uid);
@@ -289,6 +295,21 @@ impl DetailsBook {
                 self.entry(store, uid).health = Some(health_tree(health));
             }
             _ => {}
+        }
+    }
+
+    /// Keeps the connection of an agent not registered yet until its first report.
+    pub(crate) fn arriving(&mut self, uid: InstanceUid, view: ConnectionView) {
+        self.arriving.insert(uid, view);
+    }
+
+    /// Forgets what is held for agents that are gone (disconnected before reporting, or
+    /// forgotten by the registry); their stored rows are the store's to delete.
+    pub(crate) fn forget(&mut self, uids: &[InstanceUid]) {
+        for uid in uids {
+            self.arriving.remove(uid);
+            self.details.remove(uid);
+            self.dirty.remove(uid);
         }
     }
 

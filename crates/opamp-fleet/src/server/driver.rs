@@ -14,7 +14,9 @@ use opamp_transport::server::{Registry, ServerNotification};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::agents::{PackageReport, apply_reports, labels, package_reports, report_event};
+use super::agents::{
+    PackageReport, agents_to_forget, apply_reports, labels, package_reports, report_event,
+};
 use super::details::{self, DetailsBook};
 use super::offers::{OfferSettings, build_offer};
 use super::standing::StandingVersions;
@@ -91,6 +93,10 @@ pub(crate) struct Driver {
     unsaved: UnsavedSteps,
     /// What agents report beyond their registry rows (see `server::details`).
     details: DetailsBook,
+    /// Disconnected agents outside active rollouts are forgotten after this long.
+    forget_after: Duration,
+    /// When the registry is next swept for agents to forget.
+    next_forget_sweep: tokio::time::Instant,
 }
 
 /// How stale a stored LAST SEEN may get while an agent only sends heartbeats.
@@ -110,6 +116,7 @@ impl Driver {
         sessions: Registry,
         metrics: Arc<FleetMetrics>,
         updates: broadcast::Sender<RolloutUpdate>,
+        forget_after: Duration,
     ) -> Result<Self, FleetError> {
         let (agents, active, standing) = {
             let mut db = lock(&store);
@@ -185,6 +192,9 @@ impl Driver {
             catching_up: HashMap::new(),
             unsaved: UnsavedSteps::default(),
             details: DetailsBook::default(),
+            forget_after,
+            // Rows left from before a restart may be long overdue: sweep at once.
+            next_forget_sweep: tokio::time::Instant::now(),
         })
     }
 
@@ -254,10 +264,14 @@ impl Driver {
             // on a deadline that truncation placed just ahead of `now`.
             tokio::time::Instant::now() + delay + std::time::Duration::from_millis(1)
         });
-        match (engine, self.unsaved.retry_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            engine,
+            self.unsaved.retry_at(),
+            Some(self.next_forget_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Tries the unsaved steps again, oldest first per rollout; stops at the first that still
@@ -289,6 +303,9 @@ impl Driver {
         if self.unsaved.due(tokio::time::Instant::now()) {
             self.retry_unsaved();
         }
+        if self.next_forget_sweep <= tokio::time::Instant::now() {
+            self.forget_stale_agents();
+        }
         let now = now();
         let due: Vec<RolloutId> = self
             .rollouts
@@ -304,6 +321,40 @@ impl Driver {
 
     // ----- agents ---------------------------------------------------------------------
 
+    /// Forgets agents disconnected for longer than `forget_after` that take part in no
+    /// active rollout: their rows, offers and sessions go, so uids an attacker made up (or
+    /// hosts long gone) do not grow memory, the store and `GET /api/v1/agents` for ever.
+    fn forget_stale_agents(&mut self) {
+        // A quarter of the bound between sweeps: an agent is gone at most 25% late.
+        let period =
+            (self.forget_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        self.next_forget_sweep = tokio::time::Instant::now() + period;
+        let members: HashSet<InstanceUid> = self
+            .rollouts
+            .values()
+            .filter(|rollout| !rollout.is_terminal())
+            .flat_map(|rollout| rollout.agents().iter().map(|agent| agent.uid))
+            .collect();
+        let forget = agents_to_forget(self.agents.values(), &members, now(), self.forget_after);
+        if forget.is_empty() {
+            return;
+        }
+        // Unsaved changes would only write the rows back.
+        self.flush_agents();
+        if let Err(error) = lock(&self.store).delete_agents(&forget) {
+            tracing::error!(%error, agents = forget.len(), "removing forgotten agents failed; retried at the next sweep");
+            return;
+        }
+        self.details.forget(&forget);
+        for uid in &forget {
+            self.agents.remove(uid);
+            self.offered.remove(uid);
+            self.catching_up.retain(|(agent, _), _| agent != uid);
+            self.sessions.forget(*uid);
+        }
+        tracing::info!(agents = forget.len(), after = ?self.forget_after, "forgot agents disconnected too long");
+    }
+
     fn on_notification(&mut self, notification: ServerNotification) {
         let now = now();
         match notification {
@@ -313,8 +364,14 @@ impl Driver {
                 connection,
             } => {
                 let view = details::connection(transport, &connection, now);
+                // An agent gets its row from what it reports, not from connecting: a first
+                // message the session refused (over the caps, issue 22) leaves nothing.
+                let Some(record) = self.agents.get_mut(&uid) else {
+                    self.details.arriving(uid, view);
+                    return;
+                };
                 self.details.connected(&self.store, uid, view);
-                let record = self.record(uid, now);
+                record.last_seen = now;
                 record.connected = true;
                 self.save_agent(uid);
                 // Only news is logged: after a restart the engine still thinks agents are
@@ -334,10 +391,9 @@ impl Driver {
     /// is written at most every [`LAST_SEEN_WRITE_PERIOD`] per agent; frequent heartbeats
     /// of a large fleet would otherwise be a write each.
     fn heartbeat(&mut self, uid: InstanceUid, now: Timestamp) {
-        let record = self
-            .agents
-            .entry(uid)
-            .or_insert_with(|| AgentRecord::new(uid, Labels::new(), 0, now));
+        let Some(record) = self.agents.get_mut(&uid) else {
+            return; // Not registered: nothing it reported was accepted yet.
+        };
         // Moved only when due: the row written is the one compared against next time.
         if record.last_seen.saturating_add(LAST_SEEN_WRITE_PERIOD) <= now {
             record.last_seen = now;
@@ -346,7 +402,12 @@ impl Driver {
     }
 
     fn disconnected(&mut self, uid: InstanceUid, now: Timestamp) {
-        let record = self.record(uid, now);
+        // Gone before anything it reported was accepted: nothing to keep.
+        let Some(record) = self.agents.get_mut(&uid) else {
+            self.details.forget(&[uid]);
+            return;
+        };
+        record.last_seen = now;
         if !record.connected {
             return;
         }

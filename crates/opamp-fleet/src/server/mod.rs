@@ -11,6 +11,7 @@
 pub(crate) mod agents;
 pub mod details;
 pub(crate) mod driver;
+mod fd_limits;
 pub(crate) mod identity;
 pub(crate) mod offers;
 pub(crate) mod standing;
@@ -119,6 +120,7 @@ impl FleetServer {
             opamp.registry().clone(),
             metrics.clone(),
             updates.clone(),
+            config.limits.forget_agents_after,
         )?;
         let shutdown = CancellationToken::new();
         let (requests, requests_rx) = mpsc::channel(64);
@@ -151,15 +153,14 @@ impl FleetServer {
             shutdown: shutdown.clone(),
             agent_identity: config.agent_identity.mode,
         });
-        let admin_shutdown = shutdown.clone();
-        let admin_task = tokio::spawn(async move {
-            let served = axum::serve(admin_listener, app)
-                .with_graceful_shutdown(admin_shutdown.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "admin API stopped");
-            }
-        });
+        // The agent listener's protections (connection cap, header, body and write
+        // timeouts): half-sent admin requests must not hold the listener (issue 22).
+        let admin_task = tokio::spawn(opamp_transport::server::serve_router(
+            admin_listener,
+            app,
+            config.limits.admin_listener(),
+            shutdown.clone(),
+        ));
         // Dropped without `shutdown` (a panicking caller), the server still stops its driver
         // thread, so the runtime it was started on can exit.
         let stop_driver = stop_on_failure;
@@ -233,11 +234,18 @@ fn transport_config(
                     .is_some_and(|gate| gate.is_agent_credential(token))
         });
     }
+    session.limits = config.limits.session_limits(session.limits);
     let mut transport = ServerConfig::new(config.listen)
         .max_message_size(config.max_message_size)
         .session(session)
         .downloads(downloads);
-    transport.max_connections = config.max_connections;
+    transport.max_connections = fd_limits::agent_connections(config);
+    transport.admission = config.limits.admission();
+    // The transport forgets sessions no later than the driver forgets registry rows, so an
+    // agent that comes back after both is registered afresh from its full report.
+    transport.forget_after = transport
+        .forget_after
+        .map(|after| after.min(config.limits.forget_agents_after));
     if let Some(tls) = &config.tls {
         let identity = Identity::from_files(&tls.cert_file, &tls.key_file)?;
         let mut server_tls = ServerTls::new(identity);

@@ -343,6 +343,13 @@ pub trait FleetStore {
         agents.iter().try_for_each(|agent| self.upsert_agent(agent))
     }
 
+    /// Removes the registry rows of `uids` (agents the server forgets); returns how many
+    /// existed. Rollout history and the audit log keep naming them.
+    ///
+    /// # Errors
+    /// Database errors; a backend that batches removes none of the rows then.
+    fn delete_agents(&mut self, uids: &[InstanceUid]) -> Result<usize, StoreError>;
+
     /// One agent.
     ///
     /// # Errors

@@ -547,6 +547,34 @@ impl FleetStore for SqliteStore {
             .map_err(db("committing an agent batch"))
     }
 
+    fn delete_agents(&mut self, uids: &[InstanceUid]) -> Result<usize, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("starting an agent removal"))?;
+        let mut removed = 0;
+        for uid in uids {
+            removed += transaction
+                .execute(
+                    "DELETE FROM agents WHERE uid = ?1",
+                    params![uid.to_string()],
+                )
+                .map_err(db("removing an agent"))?;
+            // Its details go with it; its enrollment credential stays, so that it can
+            // come back.
+            transaction
+                .execute(
+                    "DELETE FROM agent_details WHERE uid = ?1",
+                    params![uid.to_string()],
+                )
+                .map_err(db("removing an agent's details"))?;
+        }
+        transaction
+            .commit()
+            .map_err(db("committing an agent removal"))?;
+        Ok(removed)
+    }
+
     fn agent(&self, uid: &InstanceUid) -> Result<Option<AgentRecord>, StoreError> {
         Ok(self
             .query_agents("WHERE uid = ?1", params![uid.to_string()])?

@@ -633,6 +633,85 @@ fn huge_and_deep_health_trees_are_refused() {
     assert_eq!(server.agent_state().status.health, Some(health(true)));
 }
 
+/// Finding 3 of issue 22: a description or status list that would make the server keep
+/// megabytes per agent is refused whole, and the state keeps the last accepted one.
+#[test]
+fn oversized_descriptions_and_status_lists_are_refused() {
+    let now = t0();
+    let mut config = ServerConfig::new(SERVER_CAPS);
+    config.limits.max_description_attributes = 4;
+    config.limits.max_attribute_bytes = 64;
+    config.limits.max_description_bytes = 150;
+    config.limits.max_package_statuses = 2;
+    let mut server = ServerSession::new(config);
+    server.handle_message(full(0, STATUS), now).unwrap();
+    let accepted = server.agent_state().status.description.clone();
+
+    let attribute = |key: &str, bytes: usize| v1::KeyValue::string(key, "x".repeat(bytes));
+    let with_attributes = |seq: u64, attributes: Vec<v1::KeyValue>| v1::AgentToServer {
+        agent_description: Some(v1::AgentDescription {
+            identifying_attributes: attributes,
+            ..Default::default()
+        }),
+        ..report(seq, STATUS)
+    };
+    let many = (0..5).map(|i| attribute(&format!("k{i}"), 1)).collect();
+    assert!(matches!(
+        server.handle_message(with_attributes(1, many), now),
+        Err(SessionError::TooManyEntries {
+            limit: 4,
+            count: 5,
+            ..
+        })
+    ));
+    assert!(matches!(
+        server.handle_message(with_attributes(2, vec![attribute("big", 62)]), now),
+        Err(SessionError::TooLarge {
+            limit: 64,
+            size: 65,
+            ..
+        })
+    ));
+    let three_of_60 = (0..3).map(|i| attribute(&format!("k{i}"), 58)).collect();
+    assert!(matches!(
+        server.handle_message(with_attributes(3, three_of_60), now),
+        Err(SessionError::TooLarge {
+            limit: 150,
+            size: 180,
+            ..
+        })
+    ));
+    assert_eq!(server.agent_state().status.description, accepted);
+
+    let mut statuses = v1::PackageStatuses::default();
+    for name in ["a", "b", "../../etc/passwd"] {
+        statuses
+            .packages
+            .insert(name.into(), v1::PackageStatus::default());
+    }
+    let err = server
+        .handle_message(
+            v1::AgentToServer {
+                package_statuses: Some(statuses),
+                ..report(4, STATUS)
+            },
+            now,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        SessionError::TooManyEntries {
+            limit: 2,
+            count: 3,
+            ..
+        }
+    ));
+    assert_eq!(server.agent_state().status.package_statuses, None);
+
+    let two = (0..2).map(|i| attribute(&format!("k{i}"), 58)).collect();
+    server.handle_message(with_attributes(5, two), now).unwrap();
+}
+
 #[test]
 fn garbage_bytes_are_answered_with_bad_request() {
     let now = t0();

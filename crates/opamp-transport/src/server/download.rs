@@ -2,7 +2,8 @@
 //! `ServeDir`), plus a strong `ETag`, `If-None-Match` (304) and `If-Range`, and optional
 //! per-token authorisation, so an agent can resume an interrupted download safely: if the file
 //! changed, `If-Range` no longer matches and the agent gets the whole new file instead of a
-//! spliced one.
+//! spliced one. At most a configured number of files are sent at once; more requests get
+//! `503` with `Retry-After`.
 
 use std::convert::Infallible;
 use std::path::{Component, Path, PathBuf};
@@ -70,11 +71,33 @@ impl DownloadConfig {
     }
 }
 
+/// The route's settings and the slots of the downloads in progress.
+pub(crate) struct Downloads {
+    config: DownloadConfig,
+    slots: Arc<tokio::sync::Semaphore>,
+    retry_after: std::time::Duration,
+}
+
+impl Downloads {
+    pub(crate) fn new(
+        config: DownloadConfig,
+        max_concurrent: usize,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        Self {
+            config,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            retry_after,
+        }
+    }
+}
+
 /// Serves one request whose URI path is already relative to the prefix.
 pub(crate) async fn serve(
-    config: Arc<DownloadConfig>,
+    downloads: Arc<Downloads>,
     mut request: Request<Body>,
 ) -> Result<Response, Infallible> {
+    let config = &downloads.config;
     let Ok(relative) =
         percent_encoding::percent_decode_str(request.uri().path().trim_start_matches('/'))
             .decode_utf8()
@@ -119,12 +142,28 @@ pub(crate) async fn serve(
             request.headers_mut().remove(header::RANGE);
         }
     }
+    // The slot is held by the body, so it is given back when the file has been sent or
+    // the connection dropped (for a stalled reader: at the write timeout).
+    let Ok(slot) = downloads.slots.clone().try_acquire_owned() else {
+        tracing::warn!(file = %relative.escape_debug(), "download refused: too many at once");
+        let mut response = StatusCode::SERVICE_UNAVAILABLE.into_response();
+        let seconds = downloads.retry_after.as_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Ok(response);
+    };
     let result = ServeDir::new(&config.root)
         .with_buf_chunk_size(chunk_size)
         .oneshot(request)
         .await;
     let mut response = match result {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => response.map(|body| {
+            Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        }),
         Err(error) => match error {},
     };
     if let Some(etag) = &etag

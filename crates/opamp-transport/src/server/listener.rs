@@ -1,6 +1,7 @@
-//! The accept loop: bounds the number of connections, runs the TLS handshake under a
-//! deadline, records who connected, and hands each connection to hyper (HTTP/1.1 with
-//! upgrades) with a header read timeout against slow-loris peers.
+//! The accept loop: bounds the number of connections (in all and per source address),
+//! runs the TLS handshake under a deadline, records who connected, and hands each
+//! connection to hyper (HTTP/1.1 with upgrades) with a header read timeout against
+//! slow-loris peers and a write timeout against peers that stop reading.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::admission::{AddressCounts, AddressPermit};
 use super::stats::{OpenGuard, TransportStats};
+use super::write_deadline::WriteDeadline;
 
 /// What the server knows about the peer of one connection, available to the embedding
 /// server for authorisation.
@@ -47,6 +50,7 @@ impl ConnectionInfo {
 pub(crate) struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     _counted: OpenGuard,
+    _address: Option<AddressPermit>,
 }
 
 /// Settings of the accept loop.
@@ -58,6 +62,8 @@ pub(crate) struct ListenerSettings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) retry_after: Duration,
     pub(crate) stats: TransportStats,
+    pub(crate) addresses: AddressCounts,
+    pub(crate) write_timeout: Duration,
 }
 
 pub(crate) async fn accept_loop(
@@ -82,21 +88,22 @@ pub(crate) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let counted = settings.stats.connection();
-        let permit = slots.clone().try_acquire_owned().ok();
+        let admitted = match slots.clone().try_acquire_owned() {
+            Err(_) => Err("too many connections"),
+            Ok(permit) => match settings.addresses.admit(remote_addr) {
+                Err(()) => Err("too many connections from this address"),
+                Ok(address) => Ok(ConnectionSlot {
+                    _permit: permit,
+                    _counted: counted,
+                    _address: address,
+                }),
+            },
+        };
         let settings = settings.clone();
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            handle_connection(
-                stream,
-                remote_addr,
-                permit,
-                counted,
-                settings,
-                app,
-                shutdown,
-            )
-            .await;
+            handle_connection(stream, remote_addr, admitted, settings, app, shutdown).await;
         });
     }
 }
@@ -104,12 +111,12 @@ pub(crate) async fn accept_loop(
 async fn handle_connection(
     stream: TcpStream,
     remote_addr: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
-    counted: OpenGuard,
+    admitted: Result<ConnectionSlot, &'static str>,
     settings: ListenerSettings,
     app: Router,
     shutdown: CancellationToken,
 ) {
+    let stream = WriteDeadline::new(stream, settings.write_timeout);
     match &settings.tls {
         None => {
             let info = ConnectionInfo {
@@ -117,7 +124,7 @@ async fn handle_connection(
                 tls: false,
                 peer_certificates: None,
             };
-            serve(stream, info, permit, counted, &settings, app, shutdown).await;
+            serve(stream, info, admitted, &settings, app, shutdown).await;
         }
         Some(acceptor) => {
             let tls =
@@ -146,7 +153,7 @@ async fn handle_connection(
                 tls: true,
                 peer_certificates,
             };
-            serve(tls, info, permit, counted, &settings, app, shutdown).await;
+            serve(tls, info, admitted, &settings, app, shutdown).await;
         }
     }
 }
@@ -154,33 +161,32 @@ async fn handle_connection(
 async fn serve<S>(
     mut stream: S,
     info: ConnectionInfo,
-    permit: Option<OwnedSemaphorePermit>,
-    counted: OpenGuard,
+    admitted: Result<ConnectionSlot, &'static str>,
     settings: &ListenerSettings,
     app: Router,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(permit) = permit else {
-        // Over the limit: a clear, cheap refusal that well-behaved agents back off from.
-        settings.stats.refused_for_capacity();
-        tracing::warn!(remote_addr = %info.remote_addr, "connection refused: too many connections");
-        let response = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            settings.retry_after.as_secs().max(1)
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        })
-        .await;
-        return;
+    let slot = match admitted {
+        Ok(slot) => slot,
+        Err(reason) => {
+            // Over the limit: a clear, cheap refusal that well-behaved agents back off from.
+            settings.stats.refused_for_capacity();
+            tracing::warn!(remote_addr = %info.remote_addr, reason, "connection refused");
+            let response = format!(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                settings.retry_after.as_secs().max(1)
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+            return;
+        }
     };
-    let slot = Arc::new(ConnectionSlot {
-        _permit: permit,
-        _counted: counted,
-    });
+    let slot = Arc::new(slot);
     let service = app.map_request(move |mut request: http::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(info.clone());
         request.extensions_mut().insert(slot.clone());

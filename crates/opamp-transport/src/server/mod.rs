@@ -1,14 +1,17 @@
 //! The OpAMP server transport: one listener on `/v1/opamp` for WebSocket and HTTP agents,
 //! plain or TLS (optionally mutual), with an optional package download route.
 
+mod admission;
 mod authorize;
 mod download;
+mod http_listener;
 mod http_poll;
 mod hub;
 mod identity;
 mod listener;
 mod stats;
 mod websocket;
+mod write_deadline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,8 +25,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use admission::AdmissionLimits;
 pub use authorize::{AGENT_CREDENTIAL_HEADER, AgentClaim, AgentVerdict};
 pub use download::{DownloadAuthorizer, DownloadConfig};
+pub use http_listener::{HttpServeLimits, serve_router};
 pub use http_poll::{BodyRefusal, decode_agent_body};
 pub use hub::{Registry, ServerNotification, TransportKind};
 pub use identity::ClientIdentity;
@@ -92,6 +97,9 @@ pub struct ServerConfig {
     pub forget_after: Option<Duration>,
     /// Optional package download route.
     pub downloads: Option<DownloadConfig>,
+    /// Bounds on first messages, connections per address, stalled writes and concurrent
+    /// downloads.
+    pub admission: AdmissionLimits,
     /// Settings of each agent's [`opamp_session::ServerSession`] (capabilities, heartbeat
     /// interval, limits). The transport sets `mode` per agent.
     pub session: opamp_session::ServerConfig,
@@ -108,6 +116,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("forget_after", &self.forget_after)
             .field("downloads", &self.downloads)
+            .field("admission", &self.admission)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +143,7 @@ impl ServerConfig {
             authorize_agent: None,
             forget_after: Some(Duration::from_secs(3600)),
             downloads: None,
+            admission: AdmissionLimits::default(),
             session: opamp_session::ServerConfig::default(),
         }
     }
@@ -269,7 +279,11 @@ impl OpampServer {
             .with_state(shared.clone());
         if let Some(downloads) = config.downloads.clone() {
             let prefix = downloads.prefix.clone();
-            let downloads = Arc::new(downloads);
+            let downloads = Arc::new(download::Downloads::new(
+                downloads,
+                config.admission.max_concurrent_downloads,
+                config.retry_after,
+            ));
             app = app.nest_service(
                 &prefix,
                 tower::service_fn(move |request| download::serve(downloads.clone(), request)),
@@ -282,6 +296,8 @@ impl OpampServer {
             handshake_timeout: config.header_read_timeout,
             retry_after: config.retry_after,
             stats: stats.clone(),
+            addresses: admission::AddressCounts::new(&config.admission),
+            write_timeout: config.admission.write_timeout,
         };
         let accept = tokio::spawn(listener::accept_loop(
             listener,

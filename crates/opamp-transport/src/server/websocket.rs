@@ -5,8 +5,9 @@
 //! protobuf or invalid instance uid, 1001 idle timeout (no frame, not even the pong to our
 //! ping, for the idle timeout; or every agent on it went silent beyond its idle bound) or
 //! server shutdown, 1008 the agent did not read what the server sent, was forgotten by the
-//! server, or may not speak for the instance uid it claims. An upgrade that names its agent
-//! in `OpAMP-Instance-UID` is authorised before it is accepted (403 when refused), and may
+//! server, may not speak for the instance uid it claims, or sent no OpAMP message within
+//! the first-message timeout of the upgrade. An upgrade that names its agent in
+//! `OpAMP-Instance-UID` is authorised before it is accepted (403 when refused), and may
 //! carry a credential the embedder issued in its response.
 //!
 //! Several agents may share one WebSocket: messages are routed by instance uid (the
@@ -141,6 +142,9 @@ async fn run(
     // ping, and the pong (which WebSocket stacks send on their own) keeps a live agent in.
     let ping_after = idle / 3;
     let mut ping_at = tokio::time::Instant::now() + ping_after;
+    // A socket that never says who it is must not live on our own pings (issue 22).
+    let mut first_message_by =
+        Some(tokio::time::Instant::now() + shared.config.admission.first_message_timeout);
 
     let close: Option<(u16, &'static str)> = loop {
         tokio::select! {
@@ -184,6 +188,7 @@ async fn run(
                     authorized.insert(uid);
                 }
                 stats.received(TransportKind::WebSocket, frame.len());
+                first_message_by = None;
                 registry.websocket_message(id, message).await;
                 // Send the answers before reading on, so a burst of messages from many
                 // agents on this socket does not pile up its queue.
@@ -208,6 +213,9 @@ async fn run(
             }
             () = tokio::time::sleep_until(deadline) => {
                 break Some((close_code::GOING_AWAY, "idle timeout"));
+            }
+            () = sleep_until_some(first_message_by) => {
+                break Some((close_code::POLICY_VIOLATION, "no OpAMP message in time"));
             }
             () = tokio::time::sleep_until(ping_at), if ping_at < deadline => {
                 ping_at = deadline;
@@ -238,6 +246,14 @@ async fn run(
         .await;
     }
     registry.websocket_closed(id).await;
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends what is already queued. `Some` when the socket must close: with a close frame

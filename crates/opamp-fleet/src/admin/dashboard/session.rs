@@ -212,7 +212,7 @@ pub(crate) async fn login(
     if !same_origin(&headers) {
         return refusal(StatusCode::FORBIDDEN, "Cross-site request refused.");
     }
-    let Some(operator) = find_operator(&dashboard.admin.operators, form.token.trim()) else {
+    let Some(operator) = find_operator(&dashboard.admin.operators, &form.token) else {
         tracing::info!("dashboard sign-in refused: unknown token");
         return (
             StatusCode::UNAUTHORIZED,
