@@ -34,5 +34,5 @@ pub use rollout::{
 pub use selector::{LabelRequirement, LabelSelector, Labels};
 #[cfg(feature = "server")]
 pub use server::{FleetServer, RunningFleetServer};
-pub use spec::{BatchPlan, FailureBudget, RolloutSpec};
+pub use spec::{BatchPlan, FailureBudget, RolloutSpec, TargetKind};
 pub use time::Timestamp;
