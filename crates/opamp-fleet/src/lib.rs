@@ -8,6 +8,8 @@ pub mod audit;
 pub mod catalog;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod config_catalog;
 mod error;
 pub mod events;
 #[cfg(feature = "server")]

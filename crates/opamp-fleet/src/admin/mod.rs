@@ -10,6 +10,8 @@
 //! | `GET /api/v1/agents` | | `[AgentRecord]` |
 //! | `GET /api/v1/packages` | | `[PackageEntry]` |
 //! | `POST /api/v1/packages?name=&version=&signature=<base64>&file_name=` | the file | `201 PackageEntry` |
+//! | `GET /api/v1/configs` | | `[ConfigView]` |
+//! | `POST /api/v1/configs` | [`ConfigUpload`] | `201` [`ConfigView`] |
 //! | `POST /api/v1/rollouts` | [`RolloutRequest`] | `201` [`RolloutView`] (started) |
 //! | `GET /api/v1/rollouts` | | `[RolloutSummary]` |
 //! | `GET /api/v1/rollouts/{id}` | | [`RolloutView`] |
@@ -23,6 +25,7 @@
 //! lives under `/ui` (signed in with an operator token, then a session cookie).
 
 mod client;
+mod configs;
 mod dashboard;
 mod health;
 mod process_metrics;
@@ -30,5 +33,6 @@ mod routes;
 pub mod types;
 
 pub use client::{AdminClient, RolloutEvents};
+pub use configs::{ConfigFileUpload, ConfigFileView, ConfigUpload, ConfigView};
 pub(crate) use routes::{AdminState, router};
 pub use types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};

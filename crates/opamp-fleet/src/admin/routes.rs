@@ -35,11 +35,18 @@ use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, Rollou
                        `Authorization: Bearer <operator token>`; read-only operators get 403 on writes."
     ),
     paths(
-        agents, packages, add_package, create_rollout, rollouts, rollout, pause, resume, abort,
+        agents, packages, add_package, super::configs::configs, super::configs::add_config,
+        create_rollout, rollouts, rollout, pause, resume, abort,
         rollout_events, audit, metrics, super::health::healthz, super::health::readyz,
         super::health::openapi_json
     ),
-    components(schemas(RolloutRequest, AbortRequest, ApiError)),
+    components(schemas(
+        RolloutRequest,
+        AbortRequest,
+        ApiError,
+        super::configs::ConfigUpload,
+        super::configs::ConfigFileUpload
+    )),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]
@@ -93,6 +100,15 @@ pub(crate) fn router(state: AdminState) -> Router {
             get(packages)
                 .post(add_package)
                 .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/configs",
+            get(super::configs::configs)
+                .post(super::configs::add_config)
+                // Base64 of up to MAX_CONFIG_SIZE bytes, plus the JSON around it.
+                .layer(DefaultBodyLimit::max(
+                    crate::config_catalog::MAX_CONFIG_SIZE / 3 * 4 + 64 * 1024,
+                )),
         )
         .route("/api/v1/rollouts", get(rollouts).post(create_rollout))
         .route("/api/v1/rollouts/{id}", get(rollout))
@@ -166,7 +182,7 @@ fn failure(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A [`FleetError`] as an HTTP answer.
-struct Failure(FleetError);
+pub(super) struct Failure(FleetError);
 
 impl From<FleetError> for Failure {
     fn from(error: FleetError) -> Self {
@@ -186,6 +202,7 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
         FleetError::InvalidSpec { .. }
         | FleetError::InvalidSelector { .. }
         | FleetError::InvalidPackage { .. }
+        | FleetError::InvalidConfig { .. }
         | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
         FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
         FleetError::Conflict { .. }
@@ -212,7 +229,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type Answer<T> = Result<T, Failure>;
+pub(super) type Answer<T> = Result<T, Failure>;
 
 /// Runs a store read on the blocking pool: the driver may hold the store for a write (with
 /// fsync), which must not stall a runtime worker.

@@ -26,7 +26,11 @@ fn at(seconds: u64) -> Timestamp {
 
 /// Agents alternate between an old catalog config and none at all.
 fn previous_of(i: u32) -> &'static str {
-    if i.is_multiple_of(2) { OLD_HASH } else { EMPTY_HASH }
+    if i.is_multiple_of(2) {
+        OLD_HASH
+    } else {
+        EMPTY_HASH
+    }
 }
 
 fn fleet(n: u32) -> Vec<AgentSnapshot> {

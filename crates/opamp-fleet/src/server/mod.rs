@@ -9,6 +9,7 @@
 //! ```
 
 pub(crate) mod agents;
+pub(crate) mod config_offers;
 pub(crate) mod driver;
 pub(crate) mod offers;
 pub(crate) mod standing;
@@ -198,7 +199,9 @@ fn spawn_driver(
 
 fn transport_config(config: &FleetServerConfig) -> Result<ServerConfig, FleetError> {
     let mut session = opamp_session::ServerConfig::new(
-        ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
+        ServerCapabilities::OFFERS_PACKAGES
+            | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
+            | ServerCapabilities::OFFERS_REMOTE_CONFIG,
     );
     session.heartbeat_interval = config.heartbeat_interval;
     let mut downloads = DownloadConfig::new(config.packages_dir());

@@ -2,9 +2,10 @@
 //! `schema_migrations`.
 
 /// `(version, SQL)`; append only, never edit a released step.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE rollouts (
     id              TEXT PRIMARY KEY,
     package         TEXT NOT NULL,
@@ -70,4 +71,30 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 ",
-)];
+    ),
+    (
+        2,
+        r"
+-- The config catalog: named configs with versions; a version's files are in `config_files`.
+CREATE TABLE configs (
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    hash        BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    added_at    INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX configs_hash ON configs (hash);
+
+CREATE TABLE config_files (
+    config_name     TEXT NOT NULL,
+    config_version  TEXT NOT NULL,
+    file_name       TEXT NOT NULL,
+    content_type    TEXT NOT NULL,
+    body            BLOB NOT NULL,
+    PRIMARY KEY (config_name, config_version, file_name),
+    FOREIGN KEY (config_name, config_version) REFERENCES configs (name, version)
+) WITHOUT ROWID;
+",
+    ),
+];

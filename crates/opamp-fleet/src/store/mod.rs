@@ -13,10 +13,13 @@
 //! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
+mod configs;
 #[cfg(feature = "sqlite")]
 mod migrations;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_configs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+pub use configs::{ConfigEntry, ConfigFile};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -353,6 +357,31 @@ pub trait FleetStore {
     /// # Errors
     /// Database errors.
     fn packages(&self) -> Result<Vec<PackageEntry>, StoreError>;
+
+    /// Adds a config version to the config catalog. The same name and version again with
+    /// identical content is a no-op; with different content it is refused.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`], or a database error.
+    fn add_config(&mut self, entry: &ConfigEntry) -> Result<(), StoreError>;
+
+    /// One config version.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn config(&self, name: &str, version: &str) -> Result<Option<ConfigEntry>, StoreError>;
+
+    /// A config version whose hash is `hash` (the oldest, when several share it).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn config_by_hash(&self, hash: &[u8]) -> Result<Option<ConfigEntry>, StoreError>;
+
+    /// Every config version, by name then insertion.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn configs(&self) -> Result<Vec<ConfigEntry>, StoreError>;
 
     /// Appends audit records not tied to an engine step (for example package uploads).
     ///

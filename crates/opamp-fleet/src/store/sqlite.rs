@@ -6,9 +6,10 @@ use opamp_proto::InstanceUid;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
+use super::sqlite_configs;
 use super::{
-    AgentRecord, AuditQuery, FleetStore, PackageEntry, RolloutSummary, StoreError, StoredAudit,
-    StoredEvent,
+    AgentRecord, AuditQuery, ConfigEntry, FleetStore, PackageEntry, RolloutSummary, StoreError,
+    StoredAudit, StoredEvent,
 };
 use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
@@ -74,7 +75,7 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
-fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+pub(super) fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { context, source }
 }
 
@@ -82,11 +83,11 @@ fn json(context: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
     move |source| StoreError::Json { context, source }
 }
 
-fn millis(time: Timestamp) -> i64 {
+pub(super) fn millis(time: Timestamp) -> i64 {
     i64::try_from(time.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn timestamp(millis: i64) -> Timestamp {
+pub(super) fn timestamp(millis: i64) -> Timestamp {
     Timestamp::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
@@ -596,6 +597,22 @@ impl FleetStore for SqliteStore {
 
     fn packages(&self) -> Result<Vec<PackageEntry>, StoreError> {
         self.query_packages("", params![])
+    }
+
+    fn add_config(&mut self, entry: &ConfigEntry) -> Result<(), StoreError> {
+        sqlite_configs::add_config(&mut self.connection, entry)
+    }
+
+    fn config(&self, name: &str, version: &str) -> Result<Option<ConfigEntry>, StoreError> {
+        sqlite_configs::config(&self.connection, name, version)
+    }
+
+    fn config_by_hash(&self, hash: &[u8]) -> Result<Option<ConfigEntry>, StoreError> {
+        sqlite_configs::config_by_hash(&self.connection, hash)
+    }
+
+    fn configs(&self) -> Result<Vec<ConfigEntry>, StoreError> {
+        sqlite_configs::configs(&self.connection)
     }
 
     fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
