@@ -91,6 +91,20 @@ impl ManagedCollector {
         self.manager.watch()
     }
 
+    /// The last non-empty stderr line of the collector that exited last, waiting up to `wait`
+    /// for its output to drain (the exit can be seen before the pipe's last line is read).
+    pub async fn last_exit_stderr_line(&self, wait: Duration) -> Option<String> {
+        let pid = self.manager.watch().borrow().last_exit.map(|e| e.pid)?;
+        let mut tail = self.manager.stderr_tail();
+        let _ = tokio::time::timeout(
+            wait,
+            tail.wait_for(|l| l.as_ref().is_some_and(|l| l.pid == pid)),
+        )
+        .await;
+        let line = tail.borrow().clone();
+        line.filter(|l| l.pid == pid).map(|l| l.line)
+    }
+
     /// The gate's verdict with full detail (the [`Collector`] impl maps it to
     /// [`HealthOutcome`]).
     pub async fn gate(&self, deadline: Instant) -> GateOutcome {
