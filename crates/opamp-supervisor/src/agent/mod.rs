@@ -132,7 +132,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         description: None,
         remote_config_status: config_store
             .as_ref()
-            .and_then(|(_, record)| crate::remote_config::status_from_record(record)),
+            .map(|(_, record)| crate::remote_config::status_from_record(record)),
         effective_config: None,
     };
     let (uplink, outbox) = Uplink::new(initial, report, accepts_packages);

@@ -155,20 +155,22 @@ pub fn status(
     }
 }
 
-/// The status to report at start-up from the journal (`None` before any remote config).
-pub fn status_from_record(record: &ConfigRecord) -> Option<v1::RemoteConfigStatus> {
+/// The status to report at start-up from the journal: the last failure, else the applied
+/// config, else an empty hash with status `UNSET` (no remote config runs; after an
+/// interrupted first apply this tells the server to offer its config again).
+pub fn status_from_record(record: &ConfigRecord) -> v1::RemoteConfigStatus {
     let decode = |hex_text: &str| hex::decode(hex_text).unwrap_or_default();
     if let Some(failed) = &record.failed {
-        return Some(status(
+        return status(
             &decode(&failed.hash),
             v1::RemoteConfigStatuses::Failed,
             &failed.message,
-        ));
+        );
     }
-    record
-        .applied
-        .as_deref()
-        .map(|hash| status(&decode(hash), v1::RemoteConfigStatuses::Applied, ""))
+    match record.applied.as_deref() {
+        Some(hash) => status(&decode(hash), v1::RemoteConfigStatuses::Applied, ""),
+        None => status(&[], v1::RemoteConfigStatuses::Unset, ""),
+    }
 }
 
 #[cfg(test)]
@@ -283,16 +285,18 @@ mod tests {
     #[test]
     fn the_journal_gives_the_status_to_report() {
         let mut record = ConfigRecord::default();
-        assert!(status_from_record(&record).is_none());
+        let nothing = status_from_record(&record);
+        assert!(nothing.last_remote_config_hash.is_empty());
+        assert_eq!(nothing.status, v1::RemoteConfigStatuses::Unset as i32);
         record.applied = Some("0a".to_owned());
-        let applied = status_from_record(&record).unwrap();
+        let applied = status_from_record(&record);
         assert_eq!(applied.last_remote_config_hash, vec![0x0a]);
         assert_eq!(applied.status, v1::RemoteConfigStatuses::Applied as i32);
         record.failed = Some(FailedConfig {
             hash: "0b".to_owned(),
             message: "bad".to_owned(),
         });
-        let failed = status_from_record(&record).unwrap();
+        let failed = status_from_record(&record);
         assert_eq!(failed.status, v1::RemoteConfigStatuses::Failed as i32);
         assert_eq!(failed.error_message, "bad");
     }

@@ -479,3 +479,58 @@ pub async fn assert_still_runs(fleet: &mut Fleet, uid: InstanceUid, host: &Host,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Names the config of a supervisor process started by [`spawn_supervisor`].
+const SUPERVISOR_CONFIG_ENV: &str = "OPAMP_TEST_SUPERVISOR_CONFIG";
+
+/// The body of a `#[test] fn supervisor_process()` that test files killing a real supervisor
+/// process declare (the crate ships no binary, so the process is the test executable started
+/// again): does nothing in a normal run; with [`SUPERVISOR_CONFIG_ENV`] set, runs the
+/// supervisor until SIGTERM (exit 0) or until killed.
+pub fn run_supervisor_process_if_asked() {
+    let Some(config) = std::env::var_os(SUPERVISOR_CONFIG_ENV) else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
+    let config =
+        SupervisorConfig::load(std::path::Path::new(&config)).expect("supervisor config loads");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("listen for SIGTERM");
+        opamp_supervisor::run(config, async move {
+            terminate.recv().await;
+        })
+        .await
+        .expect("supervisor runs until SIGTERM");
+    });
+}
+
+/// Starts this test executable's `supervisor_process` test as a supervisor for `config`,
+/// logging to `log_name` in the host directory.
+pub fn spawn_supervisor(
+    host: &Host,
+    config: &std::path::Path,
+    log_name: &str,
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let log = std::fs::File::create(host.dir.path().join(log_name)).expect("create log file");
+    let this_test = std::env::current_exe().expect("test executable path");
+    Command::new(this_test)
+        .args([
+            "supervisor_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SUPERVISOR_CONFIG_ENV, config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn the supervisor process")
+}
