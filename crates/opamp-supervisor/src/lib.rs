@@ -9,6 +9,7 @@ pub mod lock;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod process;
+pub mod remote_config;
 
 // Install pipeline.
 pub mod archive;
