@@ -13,7 +13,6 @@
 //! whose hash is [`empty_config_hash`].
 
 use opamp_proto::v1;
-use opamp_verify::ContentHasher;
 
 use crate::FleetError;
 use crate::catalog::{SharedStore, lock};
@@ -21,34 +20,23 @@ use crate::store::{ConfigEntry, ConfigFile, FleetStore};
 use crate::time::Timestamp;
 
 /// The config-map entry that carries a version's signature to agents.
-pub const SIGNATURE_ENTRY: &str = "opamp.signature";
+pub const SIGNATURE_ENTRY: &str = opamp_verify::CONFIG_SIGNATURE_ENTRY;
 
 /// Largest config version accepted: the sum of its file bodies and signature (4 MiB).
 pub const MAX_CONFIG_SIZE: usize = 4 * 1024 * 1024;
 
-const DIGEST_DOMAIN: &[u8] = b"opamp-verify/config-digest/v1\0";
-
-/// The config hash of `files` (see the [module docs](self)).
+/// The config hash of `files` as `(name, content type, body)` (see the [module docs](self)):
+/// `opamp_verify`'s config digest, the one supervisors check signatures against.
 #[must_use]
 pub fn config_hash<'a>(files: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>) -> Vec<u8> {
-    let mut sorted: Vec<_> = files
+    let entries = files
         .into_iter()
-        .filter(|(name, _, _)| *name != SIGNATURE_ENTRY)
-        .collect();
-    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut hasher = ContentHasher::new(u64::MAX);
-    let mut feed = |bytes: &[u8]| {
-        // The limit is u64::MAX: nothing in memory reaches it.
-        let _ = hasher.update(bytes);
-    };
-    feed(DIGEST_DOMAIN);
-    for (name, content_type, body) in sorted {
-        for field in [name.as_bytes(), content_type.as_bytes(), body] {
-            feed(&(field.len() as u64).to_be_bytes());
-            feed(field);
-        }
-    }
-    hasher.finish().hash().as_bytes().to_vec()
+        .map(|(name, content_type, body)| opamp_verify::ConfigEntry {
+            name,
+            content_type,
+            body,
+        });
+    opamp_verify::config_digest(entries).as_bytes().to_vec()
 }
 
 /// The hash of the empty config map: what an agent without a remote config is reverted to.

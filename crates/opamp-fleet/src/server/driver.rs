@@ -396,8 +396,20 @@ impl Driver {
             ServerEvent::RemoteConfigStatusChanged(status) => {
                 let report = config_report(&status);
                 let healthy = record.healthy;
-                if let ConfigReport::Applied(hash) = &report {
-                    self.applied_configs.insert(uid, Some(hash.clone()));
+                match &report {
+                    ConfigReport::Applied(hash) => {
+                        self.applied_configs.insert(uid, Some(hash.clone()));
+                    }
+                    // A failure of a config this server did not offer, before any APPLIED
+                    // since it connected (a supervisor restarted after a failed apply), says
+                    // nothing about what it runs: unknown until it reports an applied one.
+                    ConfigReport::Failed { hash, .. }
+                        if matches!(self.applied_configs.get(&uid), Some(None))
+                            && self.offered_configs.get(&uid) != Some(hash) =>
+                    {
+                        self.applied_configs.remove(&uid);
+                    }
+                    _ => {}
                 }
                 self.save_agent(uid);
                 self.on_config_report(uid, &report, healthy, now);
