@@ -88,6 +88,12 @@ async fn a_config_rollout_completes_and_leaves_bystanders_alone() {
     let id = view.id.to_string();
     assert_eq!(wait_terminal(&client, &id).await, RolloutStatus::Completed);
     wait_all_applied(&agents, &hash).await;
+    let listed = client.rollouts().await.unwrap();
+    assert_eq!(
+        listed[0].target_kind,
+        TargetKind::Config,
+        "the list tells it apart"
+    );
 
     let actions = audit_actions(&client, &id).await;
     for agent in &agents {

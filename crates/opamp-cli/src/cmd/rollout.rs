@@ -308,9 +308,15 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                 let rows: Vec<Vec<String>> = rollouts
                     .iter()
                     .map(|r| {
+                        // A config rollout's "package" is its config's name.
+                        let target = if r.target_kind.is_package() {
+                            r.package.clone()
+                        } else {
+                            format!("config:{}", r.package)
+                        };
                         vec![
                             r.id.to_string(),
-                            r.package.clone(),
+                            target,
                             r.target_version.clone(),
                             r.status.to_string(),
                             r.selector.clone(),

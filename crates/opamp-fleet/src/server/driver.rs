@@ -140,6 +140,8 @@ impl Driver {
                 .list_rollouts()?
                 .into_iter()
                 .filter(|summary| summary.status == RolloutStatus::Completed)
+                // Config rollouts leave nothing standing (and may share a package's name).
+                .filter(|summary| summary.target_kind.is_package())
                 .collect();
             completed.sort_by_key(|summary| std::cmp::Reverse(summary.updated_at));
             for summary in completed {

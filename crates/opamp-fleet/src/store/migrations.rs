@@ -75,6 +75,9 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     (
         2,
         r"
+-- Config rollouts share the rollouts table; the list tells them apart.
+ALTER TABLE rollouts ADD COLUMN target_kind TEXT NOT NULL DEFAULT 'package';
+
 -- The config catalog: named configs with versions; a version's files are in `config_files`.
 CREATE TABLE configs (
     name        TEXT NOT NULL,

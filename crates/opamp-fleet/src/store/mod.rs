@@ -36,6 +36,7 @@ use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
 use crate::rollout::{AgentSnapshot, Rollout, RolloutId};
 use crate::selector::Labels;
+use crate::spec::TargetKind;
 use crate::time::Timestamp;
 
 /// Store errors.
@@ -181,6 +182,9 @@ impl PackageEntry {
 pub struct RolloutSummary {
     /// Id.
     pub id: RolloutId,
+    /// A package or a config rollout (`package` is then the config's name).
+    #[serde(default, skip_serializing_if = "TargetKind::is_package")]
+    pub target_kind: TargetKind,
     /// Package.
     pub package: String,
     /// Target version.
