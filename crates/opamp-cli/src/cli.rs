@@ -48,6 +48,8 @@ pub(crate) enum Command {
     Agents(cmd::agents::AgentsArgs),
     /// Release packages: keys, signatures, hashes and the server's catalog.
     Package(cmd::package::PackageArgs),
+    /// Collector configs for remote configuration: signing.
+    Config(cmd::config::ConfigArgs),
     /// Staged rollouts: canary, bake time, batches, pause, resume, abort.
     Rollout(cmd::rollout::RolloutArgs),
     /// Run the end-to-end demo on 127.0.0.1 (server, supervisors, staged rollouts).

@@ -52,6 +52,7 @@ fn run(command: Command) -> Result<(), CommandError> {
         Command::Supervisor(args) => cmd::supervisor::run(&args),
         Command::Agents(args) => cmd::agents::run(&args),
         Command::Package(args) => cmd::package::run(args),
+        Command::Config(args) => cmd::config::run(args),
         Command::Rollout(args) => cmd::rollout::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
     }
