@@ -135,7 +135,13 @@ impl Worker {
             tracing::info!(hash = %hash_hex, "remote config failed before; not retrying it");
             return;
         }
-        if remote.record.failed.is_none() && remote.record.applied.as_deref() == Some(&hash_hex) {
+        if remote.record.applied.as_deref() == Some(&hash_hex) {
+            // What runs (e.g. the server reverting to it after a failed config): no restart.
+            if remote.record.failed.is_some()
+                && let Err(err) = remote.store.clear_failure(&mut remote.record)
+            {
+                tracing::error!(%err, "cannot journal the remote config status");
+            }
             let status = remote_config::status(&hash, RemoteConfigStatuses::Applied, "");
             return self.report_config(remote, status, None);
         }
