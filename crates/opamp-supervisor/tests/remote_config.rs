@@ -1,6 +1,6 @@
 //! Remote configs end to end: a real supervisor (in this process) and a real test collector
 //! against an OpAMP server on 127.0.0.1. A good config is applied and reported (secrets
-//! redacted); a config the collector refuses is rolled back with the collector's own error
+//! redacted, available components listed); a config the collector refuses is rolled back with the collector's own error
 //! line; the host policy and the signature rules refuse configs without touching the collector.
 
 mod agent_support;
@@ -110,6 +110,15 @@ async fn a_good_config_is_applied_and_reported_with_secrets_redacted() {
     assert!(effective.contains("otlphttp"), "{effective}");
     assert!(!effective.contains("s3cret"), "secret leaked: {effective}");
     assert!(effective.contains("<redacted>"), "{effective}");
+    let components = status
+        .available_components
+        .expect("available components reported");
+    assert!(
+        components.components["receivers"]
+            .sub_component_map
+            .contains_key("otlp"),
+        "{components:?}"
+    );
     supervisor.shutdown().await;
 }
 
