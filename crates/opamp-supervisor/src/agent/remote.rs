@@ -185,7 +185,14 @@ impl Worker {
             let applied = remote_config::status(&hash, RemoteConfigStatuses::Applied, "");
             return self.report_config(remote, applied, health);
         }
-        let line = self.collector.last_exit_stderr_line(STDERR_DRAIN).await;
+        // Only the failed process's own line: an older process's (the one stopped for the
+        // restart) would blame the wrong config.
+        let line = match outcome {
+            HealthOutcome::Exited { .. } => {
+                self.collector.last_exit_stderr_line(STDERR_DRAIN).await
+            }
+            _ => self.collector.running_stderr_line(),
+        };
         let message = match line {
             Some(line) => format!("collector {outcome} with the new config: {line}"),
             None => format!("collector {outcome} with the new config"),
