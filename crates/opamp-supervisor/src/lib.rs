@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod components;
 pub mod config;
 pub mod decide;
 pub mod health;

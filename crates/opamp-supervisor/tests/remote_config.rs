@@ -1,6 +1,6 @@
 //! Remote configs end to end: a real supervisor (in this process) and a real test collector
 //! against an OpAMP server on 127.0.0.1. A good config is applied and reported (secrets
-//! redacted); a config the collector refuses is rolled back with the collector's own error
+//! redacted, available components listed); a config the collector refuses is rolled back with the collector's own error
 //! line; the host policy and the signature rules refuse configs without touching the collector.
 
 mod agent_support;
@@ -110,6 +110,15 @@ async fn a_good_config_is_applied_and_reported_with_secrets_redacted() {
     assert!(effective.contains("otlphttp"), "{effective}");
     assert!(!effective.contains("s3cret"), "secret leaked: {effective}");
     assert!(effective.contains("<redacted>"), "{effective}");
+    let components = status
+        .available_components
+        .expect("available components reported");
+    assert!(
+        components.components["receivers"]
+            .sub_component_map
+            .contains_key("otlp"),
+        "{components:?}"
+    );
     supervisor.shutdown().await;
 }
 
@@ -142,6 +151,30 @@ async fn a_config_the_collector_refuses_is_rolled_back_with_its_error_line() {
         .await;
     let live = std::fs::read_to_string(host.storage.join("collector-config.yaml")).unwrap();
     assert!(!live.contains("fail_with"), "{live}");
+
+    // A good config, then a bad one, then the server goes back to the good one: it is what
+    // runs, so it is reported applied without another restart.
+    let good = config_map(&[("collector.yaml", "processors:\n  batch: {}\n")]);
+    fleet.offer_config(uid, &[5; 32], good.clone());
+    fleet
+        .wait_config(uid, &[5; 32], RemoteConfigStatuses::Applied)
+        .await;
+    let bad = config_map(&[("collector.yaml", "fail_with: broken\n")]);
+    fleet.offer_config(uid, &[6; 32], bad);
+    fleet
+        .wait_config(uid, &[6; 32], RemoteConfigStatuses::Failed)
+        .await;
+    let pid = collector_pid(&host);
+    fleet.offer_config(uid, &[5; 32], good);
+    fleet
+        .wait_config(uid, &[5; 32], RemoteConfigStatuses::Applied)
+        .await;
+    assert_eq!(
+        collector_pid(&host),
+        pid,
+        "no restart for the config that runs"
+    );
+    assert!(running_config(&host).await.contains("batch"));
     supervisor.shutdown().await;
 }
 

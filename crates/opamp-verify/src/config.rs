@@ -4,28 +4,7 @@
 //! statement in an envelope, but with its own magic (`OPAMPCFG`) and signing domain, so a
 //! package signature can never pass for a config signature or the reverse.
 //!
-//! # Config digest (version 1)
-//!
-//! SHA-256 over `CONFIG_DIGEST_DOMAIN` followed by every entry of the `AgentConfigMap` except
-//! the one named [`CONFIG_SIGNATURE_ENTRY`], sorted by name (bytewise), each as three fields:
-//! name, content type, body; every field is its length as 8 bytes big-endian, then its bytes.
-//! Length prefixes make the encoding unambiguous (no two maps share one), and sorting makes it
-//! independent of the map's order on the wire.
-//!
-//! # Config statement
-//!
-//! | bytes | field |
-//! |------:|-------|
-//! | 32 | config digest |
-//! | 1 | number of selector pairs `P`, 0..=32 |
-//! | P × (2 + K, 2 + V) | selector pairs sorted by key: key (1..=255 bytes), value (1..=255 bytes), UTF-8 |
-//! | 8 | not-after, unix seconds |
-//!
-//! The selector lists label equalities the agent's own attributes must all satisfy (an empty
-//! selector matches every agent). The envelope is the package envelope's layout
-//! ([`SignatureEnvelope`](crate::SignatureEnvelope)) with magic `OPAMPCFG` and this statement;
-//! the signature covers `CONFIG_SIGNING_DOMAIN || format version || scheme || key id ||
-//! statement`.
+//! Byte layouts: see [`ConfigStatement`].
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -107,6 +86,29 @@ pub fn config_map_digest(map: &opamp_proto::v1::AgentConfigMap) -> ContentHash {
 }
 
 /// What a key vouches for about a config: its digest, which agents it is for, and until when.
+///
+/// # Config digest (version 1)
+///
+/// SHA-256 over `CONFIG_DIGEST_DOMAIN` followed by every entry of the `AgentConfigMap` except
+/// the one named [`CONFIG_SIGNATURE_ENTRY`], sorted by name (bytewise), each as three fields:
+/// name, content type, body; every field is its length as 8 bytes big-endian, then its bytes.
+/// Length prefixes make the encoding unambiguous (no two maps share one), and sorting makes it
+/// independent of the map's order on the wire.
+///
+/// # Config statement
+///
+/// | bytes | field |
+/// |------:|-------|
+/// | 32 | config digest |
+/// | 1 | number of selector pairs `P`, 0..=32 |
+/// | P × (2 + K, 2 + V) | selector pairs sorted by key: key (1..=255 bytes), value (1..=255 bytes), UTF-8 |
+/// | 8 | not-after, unix seconds |
+///
+/// The selector lists label equalities the agent's own attributes must all satisfy (an empty
+/// selector matches every agent). The envelope is the package envelope's layout
+/// ([`SignatureEnvelope`](crate::SignatureEnvelope)) with magic `OPAMPCFG` and this statement;
+/// the signature covers `CONFIG_SIGNING_DOMAIN || format version || scheme || key id ||
+/// statement`.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};

@@ -1,10 +1,12 @@
-//! `opamp config`: the server's config catalog and staged config rollouts.
+//! `opamp config`: signing configs (release side), the server's config catalog and staged
+//! config rollouts.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use opamp_fleet::admin::{ConfigFileUpload, ConfigUpload, RolloutRequest};
 
+use super::config_sign;
 use super::json::{ago, to_json};
 use super::rollout::{PlanArgs, start};
 use super::{AdminConnection, fleet_error, runtime, table};
@@ -29,6 +31,8 @@ pub(crate) struct ConfigArgs {
 /// `opamp config` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
+    /// Sign collector config files for the agents a selector names (offline, like packages).
+    Sign(config_sign::ConfigSignArgs),
     /// Add a config version (one or more files) to the server's config catalog.
     Add(AddArgs),
     /// List the config catalog: versions, hashes, files.
@@ -115,6 +119,7 @@ pub(crate) struct StartArgs {
 pub(crate) fn run(args: &ConfigArgs) -> Result<(), CommandError> {
     tracing::debug!(?args, "config command requested");
     match &args.command {
+        ConfigCommand::Sign(sign) => config_sign::run(sign),
         ConfigCommand::Add(add) => run_add(add),
         ConfigCommand::List { json, connection } => run_list(*json, connection),
         ConfigCommand::Rollout {

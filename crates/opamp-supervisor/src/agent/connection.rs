@@ -49,6 +49,9 @@ pub fn capabilities(config: &SupervisorConfig) -> AgentCapabilities {
     if wanted.reports_effective_config {
         caps |= AgentCapabilities::REPORTS_EFFECTIVE_CONFIG;
     }
+    if wanted.reports_available_components {
+        caps |= AgentCapabilities::REPORTS_AVAILABLE_COMPONENTS;
+    }
     if config.remote_config.mode.is_on() {
         caps |= AgentCapabilities::ACCEPTS_REMOTE_CONFIG | AgentCapabilities::REPORTS_REMOTE_CONFIG;
     }

@@ -134,6 +134,11 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
             .as_ref()
             .map(|(_, record)| crate::remote_config::status_from_record(record)),
         effective_config: None,
+        available_components: if config.capabilities.reports_available_components {
+            crate::components::detect(&identity.executable).await
+        } else {
+            None
+        },
     };
     let (uplink, outbox) = Uplink::new(initial, report, accepts_packages);
     let metrics_stop = tokio_util::sync::CancellationToken::new();
@@ -178,6 +183,9 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
             if let Some(status) = first.remote_config_status {
                 session.set_remote_config_status(status);
             }
+            if let Some(components) = first.available_components {
+                session.set_available_components(components);
+            }
         })
         .await;
     let forwarder = uplink::spawn_forwarder(client.clone(), outbox);
@@ -206,6 +214,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         uplink: uplink.clone(),
         health: health_sync,
         remote,
+        reports_components: config.capabilities.reports_available_components,
     };
     let worker = tokio::spawn(worker.run(Inputs {
         offers: offers_rx,

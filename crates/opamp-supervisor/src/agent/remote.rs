@@ -135,7 +135,13 @@ impl Worker {
             tracing::info!(hash = %hash_hex, "remote config failed before; not retrying it");
             return;
         }
-        if remote.record.failed.is_none() && remote.record.applied.as_deref() == Some(&hash_hex) {
+        if remote.record.applied.as_deref() == Some(&hash_hex) {
+            // What runs (e.g. the server reverting to it after a failed config): no restart.
+            if remote.record.failed.is_some()
+                && let Err(err) = remote.store.clear_failure(&mut remote.record)
+            {
+                tracing::error!(%err, "cannot journal the remote config status");
+            }
             let status = remote_config::status(&hash, RemoteConfigStatuses::Applied, "");
             return self.report_config(remote, status, None);
         }
@@ -179,7 +185,14 @@ impl Worker {
             let applied = remote_config::status(&hash, RemoteConfigStatuses::Applied, "");
             return self.report_config(remote, applied, health);
         }
-        let line = self.collector.last_exit_stderr_line(STDERR_DRAIN).await;
+        // Only the failed process's own line: an older process's (the one stopped for the
+        // restart) would blame the wrong config.
+        let line = match outcome {
+            HealthOutcome::Exited { .. } => {
+                self.collector.last_exit_stderr_line(STDERR_DRAIN).await
+            }
+            _ => self.collector.running_stderr_line(),
+        };
         let message = match line {
             Some(line) => format!("collector {outcome} with the new config: {line}"),
             None => format!("collector {outcome} with the new config"),

@@ -38,6 +38,8 @@ pub(super) struct Outbox {
     pub(super) remote_config_status: Option<v1::RemoteConfigStatus>,
     /// The effective config, secrets redacted (`None`: not reported or unchanged).
     pub(super) effective_config: Option<v1::EffectiveConfig>,
+    /// The collector's components (`None`: not reported or unknown).
+    pub(super) available_components: Option<v1::AvailableComponents>,
 }
 
 /// Writes the [`Outbox`]; cheap to share between the worker and the main loop.
@@ -208,6 +210,9 @@ pub(super) fn spawn_forwarder(
                     }
                     if let Some(status) = current.remote_config_status {
                         session.set_remote_config_status(status);
+                    }
+                    if let Some(components) = current.available_components {
+                        session.set_available_components(components);
                     }
                 })
                 .await;

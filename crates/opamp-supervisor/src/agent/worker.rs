@@ -70,6 +70,8 @@ pub(super) struct Worker {
     pub(super) health: HealthSync,
     /// Remote configs (`None`: `remote_config.mode` is off).
     pub(super) remote: Option<super::remote::RemoteConfigs>,
+    /// `capabilities.reports_available_components`: list them again after an install.
+    pub(super) reports_components: bool,
 }
 
 /// Reads the collector's health right after an install, so its outcome is reported together
@@ -367,6 +369,11 @@ impl Worker {
                     content_hash,
                 );
                 let health = self.health.fresh().await;
+                let components = if self.reports_components {
+                    crate::components::detect(&self.identity.executable).await
+                } else {
+                    None
+                };
                 let installed_packages = self.applied(&all_packages_hash);
                 let description = self.identity.description(&self.running.version);
                 let running = self.running.clone();
@@ -378,6 +385,9 @@ impl Worker {
                         }
                         outbox.installed = Some(installed_packages);
                         outbox.description = Some(description);
+                        if components.is_some() {
+                            outbox.available_components = components;
+                        }
                     },
                 );
                 InstallEnd::Finished(None)

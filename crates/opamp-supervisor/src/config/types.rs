@@ -236,6 +236,9 @@ pub struct Capabilities {
     pub reports_effective_config: bool,
     /// Restart the collector when the server sends a restart command. Default true.
     pub accepts_restart_command: bool,
+    /// Report the components the collector was built with (`<executable> components`, at
+    /// start-up and after each install). Default false.
+    pub reports_available_components: bool,
 }
 
 impl Default for Capabilities {
@@ -245,6 +248,7 @@ impl Default for Capabilities {
             reports_health: true,
             reports_effective_config: true,
             accepts_restart_command: true,
+            reports_available_components: false,
         }
     }
 }

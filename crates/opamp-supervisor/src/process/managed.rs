@@ -115,6 +115,13 @@ impl ManagedCollector {
         line.filter(|l| l.pid == pid).map(|l| l.line)
     }
 
+    /// The last non-empty stderr line of the collector running now, if it wrote one.
+    pub fn running_stderr_line(&self) -> Option<String> {
+        let pid = self.manager.watch().borrow().pid?;
+        let line = self.manager.stderr_tail().borrow().clone();
+        line.filter(|l| l.pid == pid).map(|l| l.line)
+    }
+
     /// The gate's verdict with full detail (the [`Collector`] impl maps it to
     /// [`HealthOutcome`]).
     pub async fn gate(&self, deadline: Instant) -> GateOutcome {

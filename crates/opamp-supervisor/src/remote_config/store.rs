@@ -173,6 +173,15 @@ impl ConfigStore {
         self.save(record)
     }
 
+    /// Forgets the last failure (the server offered what runs again).
+    ///
+    /// # Errors
+    /// [`RemoteConfigError::Io`].
+    pub fn clear_failure(&self, record: &mut ConfigRecord) -> Result<(), RemoteConfigError> {
+        record.failed = None;
+        self.save(record)
+    }
+
     /// The live config's bytes.
     ///
     /// # Errors

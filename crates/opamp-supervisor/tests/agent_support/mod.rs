@@ -320,6 +320,7 @@ capabilities:
   accepts_packages: true
   reports_health: true
   reports_effective_config: true
+  reports_available_components: true
 health:
   http_url: {health}
   liveness_window: {liveness_window}
