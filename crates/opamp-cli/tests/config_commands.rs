@@ -82,6 +82,26 @@ fn config_commands_add_list_and_start_against_a_running_server() {
     let hash = configs[0]["hash"].as_str().unwrap();
     assert!(hash.len() == 64 && added.stdout.contains(hash), "{configs}");
     assert_eq!(configs[0]["signed"], true);
+    // The server's hash is the digest `config sign` signs, so a signature made on the release
+    // side fits the version added from the same files.
+    work.keygen("keys", &[]);
+    let signed = work
+        .opamp(&[
+            "config",
+            "sign",
+            "collector.yaml",
+            "extra.yaml",
+            "--key",
+            "keys/release.key",
+            "--out",
+            "signed.sig",
+        ])
+        .expect_code(0);
+    assert!(
+        signed.stdout.contains(&format!("config digest: {hash}")),
+        "{}\nserver hash {hash}",
+        signed.stdout
+    );
     assert_eq!(configs[0]["files"][1]["name"], "extra.yaml");
     let table = run(&["config", "list"]).expect_code(0);
     assert!(

@@ -86,9 +86,10 @@ pub(crate) struct AddArgs {
     #[arg(required = true, value_name = "FILE")]
     pub(crate) files: Vec<PathBuf>,
 
-    /// Content type of every file.
-    #[arg(long, value_name = "TYPE", default_value = "text/yaml")]
-    pub(crate) content_type: String,
+    /// Content type of every file (default: by extension, as `config sign` hashes them:
+    /// text/yaml for .yaml/.yml, application/json for .json, text/plain otherwise).
+    #[arg(long, value_name = "TYPE")]
+    pub(crate) content_type: Option<String>,
 
     /// Signature file, relayed to agents as the `opamp.signature` entry.
     #[arg(long, value_name = "FILE")]
@@ -141,12 +142,11 @@ fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, CommandError> {
 fn run_add(args: &AddArgs) -> Result<(), CommandError> {
     let mut files = Vec::with_capacity(args.files.len());
     for path in &args.files {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // The same name and content type `config sign` hashed, so its signature fits.
+        let (name, by_extension) = config_sign::config_entry(path);
+        let content_type = args.content_type.as_deref().unwrap_or(by_extension);
         let body = read(path, "config file")?;
-        files.push(ConfigFileUpload::new(name, &args.content_type, &body));
+        files.push(ConfigFileUpload::new(name, content_type, &body));
     }
     let mut upload = ConfigUpload::new(&args.name, &args.version, files);
     if let Some(signature) = &args.signature {
