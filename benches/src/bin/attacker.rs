@@ -238,7 +238,13 @@ async fn main() {
         .add_package(&package, "otelcol", "1.0.0", b"")
         .await
         .unwrap();
-    let download_path = format!("/packages/{}", entry.file_path.display());
+    // The download route serves `<name>/<version>/<file name>` under `/packages`.
+    let file_name = entry
+        .file_path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let download_path = format!("/packages/{}/{}/{file_name}", entry.name, entry.version);
     println!(
         "opamp server pid {} (agents {}, admin {}), {}",
         server.child.id(),

@@ -50,6 +50,8 @@ pub(crate) enum Command {
     Package(cmd::package::PackageArgs),
     /// Staged rollouts: canary, bake time, batches, pause, resume, abort.
     Rollout(cmd::rollout::RolloutArgs),
+    /// Collector configs: signing, the server's config catalog and staged config rollouts.
+    Config(cmd::config::ConfigArgs),
     /// Run the end-to-end demo on 127.0.0.1 (server, supervisors, staged rollouts).
     Demo(cmd::demo::DemoArgs),
 }

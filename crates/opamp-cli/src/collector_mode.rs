@@ -45,6 +45,10 @@ pub(crate) fn run_if_collector() -> Option<ExitCode> {
                 Err(_) => ExitCode::FAILURE,
             }
         }
+        Ok(Command::PrintComponents(text)) => match crate::output::line(text.trim_end()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        },
         Ok(Command::BuildVariant { out, variant }) => {
             let built = std::env::current_exe()
                 .and_then(|exe| opamp_test_collector::build_variant(&exe, &out, &variant));

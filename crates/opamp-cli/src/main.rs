@@ -53,6 +53,7 @@ fn run(command: Command) -> Result<(), CommandError> {
         Command::Agents(args) => cmd::agents::run(&args),
         Command::Package(args) => cmd::package::run(args),
         Command::Rollout(args) => cmd::rollout::run(&args),
+        Command::Config(args) => cmd::config::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
     }
 }

@@ -56,6 +56,7 @@ fn demo_with_five_agents_ends_as_expected() {
         "downgrade, no authorisation",
         "downgrade, tampered file",
         "signed downgrade to 1.0.0",
+        "config rollout, bad config",
     ] {
         let line = stdout
             .lines()
@@ -146,7 +147,12 @@ fn interrupting_the_demo_stops_every_supervisor_and_collector() {
         })
         .collect();
     let dir_text = dir.to_string_lossy().into_owned();
-    assert_eq!(processes_mentioning(&dir_text).len(), 2, "two supervisors");
+    // Collectors name the directory too (the merged config the supervisor passes them).
+    let supervisors = processes_mentioning(&dir_text)
+        .into_iter()
+        .filter(|cmdline| cmdline.contains(" supervisor --config "))
+        .count();
+    assert_eq!(supervisors, 2, "two supervisors");
     for port in &health_ports {
         assert!(std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
     }
@@ -169,7 +175,7 @@ fn interrupting_the_demo_stops_every_supervisor_and_collector() {
     assert!(stderr.contains("interrupted by SIGINT"), "{stderr}");
     assert!(stderr.contains("files and logs kept in"), "{stderr}");
 
-    // No supervisor (they name the directory) and no collector (they hold the health ports).
+    // No supervisor and no collector (they name the directory and hold the health ports).
     assert_eq!(processes_mentioning(&dir_text), Vec::<String>::new());
     for port in health_ports {
         assert!(

@@ -104,6 +104,17 @@ pub enum FleetError {
         /// What is wrong.
         reason: String,
     },
+    /// A config version cannot enter the config catalog (no files, a reserved or repeated
+    /// file name, too large).
+    #[error("config {name} {version}: {reason}")]
+    InvalidConfig {
+        /// Config name as given.
+        name: String,
+        /// Version as given.
+        version: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Something asked for does not exist.
     #[error("not found: {what}")]
     NotFound {

@@ -8,6 +8,8 @@ pub mod audit;
 pub mod catalog;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod config_catalog;
 mod error;
 pub mod events;
 #[cfg(feature = "server")]
@@ -36,5 +38,5 @@ pub use rollout::{
 pub use selector::{LabelRequirement, LabelSelector, Labels};
 #[cfg(feature = "server")]
 pub use server::{FleetServer, RunningFleetServer};
-pub use spec::{BatchPlan, FailureBudget, RolloutSpec};
+pub use spec::{BatchPlan, FailureBudget, RolloutSpec, TargetKind};
 pub use time::Timestamp;

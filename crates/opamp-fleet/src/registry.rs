@@ -7,10 +7,20 @@ use opamp_proto::InstanceUid;
 use crate::FleetError;
 use crate::rollout::{Rollout, RolloutId};
 use crate::selector::LabelSelector;
+use crate::spec::{RolloutSpec, TargetKind};
+
+/// What two rollouts must not both offer one agent: a package by name, or any config (an
+/// agent has one remote config, whatever the catalog names it).
+fn conflict_key(spec: &RolloutSpec) -> (TargetKind, String) {
+    match spec.target_kind {
+        TargetKind::Config => (TargetKind::Config, String::new()),
+        _ => (TargetKind::Package, spec.package_name.clone()),
+    }
+}
 
 #[derive(Debug, Clone)]
 struct ActiveRollout {
-    package: String,
+    package: (TargetKind, String),
     selector: LabelSelector,
     agents: HashSet<InstanceUid>,
 }
@@ -19,7 +29,8 @@ struct ActiveRollout {
 ///
 /// A candidate conflicts with an active rollout of the same package when their selectors are
 /// equal, or when any agent would take part in both (two rollouts must never offer one agent
-/// different versions of one package).
+/// different versions of one package). Config rollouts count as one package, whatever the
+/// config's name: an agent has a single remote config.
 #[derive(Debug, Clone, Default)]
 pub struct RolloutRegistry {
     active: BTreeMap<RolloutId, ActiveRollout>,
@@ -48,7 +59,7 @@ impl RolloutRegistry {
             self.active.insert(
                 rollout.id().clone(),
                 ActiveRollout {
-                    package: rollout.spec().package_name.clone(),
+                    package: conflict_key(rollout.spec()),
                     selector: rollout.spec().selector.clone(),
                     agents: rollout.agents().iter().map(|a| a.uid).collect(),
                 },
@@ -61,9 +72,10 @@ impl RolloutRegistry {
     /// # Errors
     /// [`FleetError::Conflict`] naming the active rollout and the reason.
     pub fn check(&self, candidate: &Rollout) -> Result<(), FleetError> {
+        let key = conflict_key(candidate.spec());
         let package = &candidate.spec().package_name;
         for (id, active) in &self.active {
-            if id == candidate.id() || &active.package != package {
+            if id == candidate.id() || active.package != key {
                 continue;
             }
             let conflict = |reason: String| FleetError::Conflict {

@@ -61,12 +61,38 @@ impl FailureBudget {
     }
 }
 
+/// What a rollout moves agents to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TargetKind {
+    /// A package version, offered in `PackagesAvailable` (the default).
+    #[default]
+    Package,
+    /// A config version from the config catalog, offered as `AgentRemoteConfig`. The spec's
+    /// `package_name` is the config's name, `target_version` its version label and
+    /// `target_ref` its config hash (lower-case hex); the versions the engine tracks for each
+    /// agent are config hashes (see [`RolloutSpec::target_key`]).
+    Config,
+}
+
+impl TargetKind {
+    /// Whether this is [`TargetKind::Package`].
+    #[must_use]
+    pub fn is_package(&self) -> bool {
+        *self == TargetKind::Package
+    }
+}
+
 /// A request to move the agents matching `selector` to `target_version` of `package_name`.
 ///
 /// A downgrade is simply a spec whose target is older than what the agents run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RolloutSpec {
+    /// A package (the default) or a config rollout.
+    #[serde(default, skip_serializing_if = "TargetKind::is_package")]
+    pub target_kind: TargetKind,
     /// The package name as offered in `PackagesAvailable` (for example `otelcol-contrib`).
     pub package_name: String,
     /// The version agents end up with.
@@ -119,6 +145,7 @@ impl RolloutSpec {
         created_by: impl Into<String>,
     ) -> Self {
         RolloutSpec {
+            target_kind: TargetKind::Package,
             package_name: package_name.into(),
             target_version: target_version.into(),
             target_ref: None,
@@ -133,6 +160,33 @@ impl RolloutSpec {
             adopt_unknown_versions: false,
             adopted_versions: Vec::new(),
             unrevertible_versions: BTreeMap::new(),
+        }
+    }
+
+    /// A spec (default knobs) rolling out version `version` of the catalog config `name`,
+    /// whose config hash is `hash_hex` (lower-case hex).
+    #[must_use]
+    pub fn config(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        hash_hex: impl Into<String>,
+        selector: LabelSelector,
+        created_by: impl Into<String>,
+    ) -> Self {
+        let mut spec = RolloutSpec::new(name, version, selector, created_by);
+        spec.target_kind = TargetKind::Config;
+        spec.target_ref = Some(hash_hex.into());
+        spec
+    }
+
+    /// What agent versions are compared with: the target version for a package, the config
+    /// hash (`target_ref`) for a config, since agents report the hash of the config they
+    /// applied, not its label.
+    #[must_use]
+    pub fn target_key(&self) -> &str {
+        match self.target_kind {
+            TargetKind::Config => self.target_ref.as_deref().unwrap_or(&self.target_version),
+            TargetKind::Package => &self.target_version,
         }
     }
 
@@ -211,6 +265,14 @@ impl RolloutSpec {
         }
         if self.target_version.trim().is_empty() {
             return invalid("target_version", "must not be empty".into());
+        }
+        if self.target_kind == TargetKind::Config
+            && self.target_ref.as_deref().is_none_or(str::is_empty)
+        {
+            return invalid(
+                "target_ref",
+                "a config rollout needs the config hash".into(),
+            );
         }
         if !(self.canary_share > 0.0 && self.canary_share <= 1.0) {
             return invalid(

@@ -223,6 +223,7 @@ async fn under_mtls_a_forged_canary_report_during_the_bake_is_refused_and_the_ro
                 .unwrap()
                 .tls(pki.client_tls(&cert)),
             download: pki.http(&cert),
+            accepts_remote_config: false,
         };
         agents.push(spawn_agent_with(
             options,
@@ -244,6 +245,7 @@ async fn under_mtls_a_forged_canary_report_during_the_bake_is_refused_and_the_ro
                 .unwrap()
                 .tls(pki.client_tls(&cert)),
             download: pki.http(&cert),
+            accepts_remote_config: false,
         };
         fakes.push(spawn_agent_with(
             options,
@@ -342,6 +344,7 @@ async fn under_mtls_a_connected_uid_cannot_be_taken_over() {
             .unwrap()
             .tls(pki.client_tls(&cert)),
         download: pki.http(&cert),
+        accepts_remote_config: false,
     };
     let owner = spawn_agent_with(options, 0, "test", "1.0.0", Duration::ZERO, Arc::default());
     wait_connected_at(&client, 1, "1.0.0").await;
@@ -354,6 +357,7 @@ async fn under_mtls_a_connected_uid_cannot_be_taken_over() {
             .unwrap()
             .tls(pki.client_tls(&intruder)),
         download: pki.http(&intruder),
+        accepts_remote_config: false,
     };
     let takeover = spawn_agent_with(options, 1, "test", "9.9.9", Duration::ZERO, Arc::default());
     poll("the takeover to be refused", || async {

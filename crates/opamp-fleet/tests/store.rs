@@ -6,8 +6,8 @@ use std::process::Command as Process;
 use std::time::Duration;
 
 use opamp_fleet::store::{
-    AgentDetails, AgentRecord, AuditQuery, ConnectionView, EffectiveConfigView, FleetStore,
-    PackageEntry, SqliteOptions, SqliteStore, StoreError, apply,
+    AgentDetails, AgentRecord, AuditQuery, ConfigEntry, ConfigFile, ConnectionView,
+    EffectiveConfigView, FleetStore, PackageEntry, SqliteOptions, SqliteStore, StoreError, apply,
 };
 use opamp_fleet::{
     AgentSnapshot, AuditAction, BatchPlan, Command, Event, FleetError, LabelSelector, Labels,
@@ -15,6 +15,8 @@ use opamp_fleet::{
 };
 use opamp_proto::InstanceUid;
 
+/// The newest store step; a new step updates this and [`UNDO_STEPS_AFTER_1`].
+const LATEST_SCHEMA: i64 = 5;
 const OLD: &str = "1.0.0";
 const NEW: &str = "1.1.0";
 
@@ -90,6 +92,9 @@ const UNDO_STEPS_AFTER_1: &str = "
     DROP TABLE agent_details;
     DROP TABLE enrollment_tokens;
     DROP TABLE agent_credentials;
+    ALTER TABLE rollouts DROP COLUMN target_kind;
+    DROP TABLE config_files;
+    DROP TABLE configs;
     DELETE FROM schema_migrations WHERE version >= 2;
 ";
 
@@ -124,11 +129,10 @@ fn a_database_from_before_added_by_is_upgraded_in_place() {
 fn migrations_apply_once_and_refuse_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(db_path(&dir)).unwrap();
-    let latest = store.schema_version().unwrap();
-    assert!(latest >= 2, "{latest}");
+    assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA);
     drop(store);
     let store = SqliteStore::open(db_path(&dir)).unwrap();
-    assert_eq!(store.schema_version().unwrap(), latest);
+    assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA);
     drop(store);
 
     let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
@@ -145,8 +149,8 @@ fn migrations_apply_once_and_refuse_a_newer_schema() {
     match SqliteStore::open(db_path(&dir)) {
         Err(StoreError::SchemaTooNew {
             found: 99,
-            supported,
-        }) if supported == latest => {}
+            supported: LATEST_SCHEMA,
+        }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
 }
@@ -299,6 +303,63 @@ fn package_catalog_refuses_changed_bytes_for_a_version() {
         .map(|p| p.version)
         .collect();
     assert_eq!(versions, vec![OLD.to_owned(), NEW.to_owned()]);
+}
+
+#[test]
+fn config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+    let files = vec![
+        ConfigFile::new("z.yaml", "text/yaml", b"z: 1".to_vec()),
+        ConfigFile::new("collector.yaml", "text/yaml", b"receivers: {}".to_vec()),
+    ];
+    let v1 = ConfigEntry::new(
+        "collector",
+        "1",
+        vec![1; 32],
+        files.clone(),
+        b"sig".to_vec(),
+        at(1),
+    );
+    store.add_config(&v1).unwrap();
+    // The same content again is a no-op, whenever it is added.
+    let again = ConfigEntry::new("collector", "1", vec![1; 32], files, b"sig".to_vec(), at(9));
+    store.add_config(&again).unwrap();
+    let changed = ConfigEntry::new(
+        "collector",
+        "1",
+        vec![2; 32],
+        vec![ConfigFile::new(
+            "collector.yaml",
+            "text/yaml",
+            b"other".to_vec(),
+        )],
+        Vec::new(),
+        at(2),
+    );
+    assert!(matches!(
+        store.add_config(&changed),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let v2 = ConfigEntry::new(
+        "collector",
+        "2",
+        vec![2; 32],
+        changed.files.clone(),
+        Vec::new(),
+        at(3),
+    );
+    store.add_config(&v2).unwrap();
+    drop(store);
+
+    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let stored = store.config("collector", "1").unwrap().unwrap();
+    assert_eq!(stored, v1);
+    let names: Vec<&str> = stored.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["collector.yaml", "z.yaml"]);
+    assert_eq!(store.config_by_hash(&[2; 32]).unwrap(), Some(v2));
+    assert_eq!(store.config_by_hash(&[3; 32]).unwrap(), None);
+    assert_eq!(store.configs().unwrap().len(), 2);
 }
 
 #[test]

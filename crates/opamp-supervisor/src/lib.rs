@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod components;
 pub mod config;
 pub mod decide;
 pub mod health;
@@ -9,6 +10,7 @@ pub mod lock;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod process;
+pub mod remote_config;
 
 // Install pipeline.
 pub mod archive;

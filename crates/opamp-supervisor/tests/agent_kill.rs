@@ -9,59 +9,17 @@
 mod agent_support;
 mod collector_support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agent_support::{Fleet, Host, WAIT, assert_still_runs, package, package_is};
+use agent_support::{Fleet, Host, WAIT, assert_still_runs, package, package_is, spawn_supervisor};
 use collector_support::Behaviour;
 use opamp_proto::v1::PackageStatusEnum;
 use opamp_verify::DowngradeAuthorisation;
 
-/// Names the config of the supervisor process; unset in the test run itself.
-const SUPERVISOR_CONFIG_ENV: &str = "OPAMP_TEST_SUPERVISOR_CONFIG";
-
-/// Does nothing in a normal test run. In a process started by `spawn_supervisor` it is the
-/// supervisor: runs it until SIGTERM (exit 0) or until killed.
+/// Does nothing in a normal test run; the supervisor in a process `spawn_supervisor` started.
 #[test]
 fn supervisor_process() {
-    let Some(config) = std::env::var_os(SUPERVISOR_CONFIG_ENV) else {
-        return;
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_writer(std::io::stderr)
-        .init();
-    let config = opamp_supervisor::config::SupervisorConfig::load(std::path::Path::new(&config))
-        .expect("supervisor config loads");
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("listen for SIGTERM");
-        opamp_supervisor::run(config, async move {
-            terminate.recv().await;
-        })
-        .await
-        .expect("supervisor runs until SIGTERM");
-    });
-}
-
-fn spawn_supervisor(host: &Host, config: &std::path::Path, log_name: &str) -> Child {
-    let log = std::fs::File::create(host.dir.path().join(log_name)).expect("create log file");
-    let this_test = std::env::current_exe().expect("test executable path");
-    Command::new(this_test)
-        .args([
-            "supervisor_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SUPERVISOR_CONFIG_ENV, config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn the supervisor process")
+    agent_support::run_supervisor_process_if_asked();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

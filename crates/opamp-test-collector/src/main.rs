@@ -22,6 +22,10 @@ fn main() -> ExitCode {
             println!("opamp-test-collector version {version}");
             ExitCode::SUCCESS
         }
+        Ok(Command::PrintComponents(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Ok(Command::BuildVariant { out, variant }) => {
             match std::env::current_exe().and_then(|exe| build_variant(&exe, &out, &variant)) {
                 Ok(()) => {

@@ -32,6 +32,8 @@ macro_rules! say_err {
 
 /// Exit code when the health port cannot be bound or signals cannot be set up.
 pub const EXIT_CODE_SETUP_FAILED: i32 = 1;
+/// Exit code when the config file has a top-level `fail_with: <reason>` key.
+pub const EXIT_CODE_CONFIG_REFUSED: i32 = 5;
 
 /// Runs the collector until SIGTERM/SIGINT (exit 0) or a scripted crash; returns the exit code.
 pub fn run(settings: Settings) -> i32 {
@@ -46,6 +48,11 @@ pub fn run(settings: Settings) -> i32 {
     if behaviour.crash_on_start {
         say_err!("{name}: crashing on start as configured");
         return EXIT_CODE_CRASH_ON_START;
+    }
+    // Like a collector that rejects its config: the reason is the last line on stderr.
+    if let Some(reason) = config_text.as_deref().and_then(fail_with_from_config) {
+        say_err!("{reason}");
+        return EXIT_CODE_CONFIG_REFUSED;
     }
     let started = Instant::now();
     let (signal_tx, signal_rx) = mpsc::channel();
@@ -113,5 +120,38 @@ pub fn run(settings: Settings) -> i32 {
         }
         say_out!("{name} received signal {received}; shutting down");
         return 0;
+    }
+}
+
+/// The value of a top-level `fail_with:` line, without quotes (no YAML parser on purpose: the
+/// test collector stays tiny).
+pub fn fail_with_from_config(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix("fail_with:")?.trim();
+        let unquoted = value
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .or_else(|| value.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+            .unwrap_or(value);
+        (!unquoted.is_empty()).then(|| unquoted.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fail_with_from_config;
+
+    #[test]
+    fn fail_with_is_read_from_a_top_level_line_only() {
+        assert_eq!(
+            fail_with_from_config("receivers: {}\nfail_with: 'bad: exporter'\n").as_deref(),
+            Some("bad: exporter")
+        );
+        assert_eq!(
+            fail_with_from_config("fail_with: \"x\"").as_deref(),
+            Some("x")
+        );
+        assert_eq!(fail_with_from_config("a:\n  fail_with: nested\n"), None);
+        assert_eq!(fail_with_from_config("receivers: {}\n"), None);
     }
 }

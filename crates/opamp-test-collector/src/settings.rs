@@ -16,6 +16,9 @@ pub const ENV_PREFIX: &str = "OPAMP_TEST_COLLECTOR_";
 pub enum Command {
     /// `--version`: print this version and exit.
     PrintVersion(String),
+    /// `components`: print the component list (the text to print, in the format of
+    /// `otelcol-contrib components`) and exit.
+    PrintComponents(String),
     /// `--build-variant OUT`: write a copy of this executable to `OUT` that embeds `variant`
     /// (the resolved version and behaviour), then exit. For demos without a compiler.
     BuildVariant {
@@ -56,7 +59,7 @@ impl std::error::Error for UsageError {}
 /// Resolves settings. Precedence, lowest first: built-in defaults, the `embedded` trailer
 /// variant, the config file (health port only), environment (`OPAMP_TEST_COLLECTOR_*`), flags.
 ///
-/// Flags: `--version`, `--build-variant OUT`, `--config FILE`, `--health-port N`, `--set-version V`,
+/// Flags: `--version`, `components`, `--build-variant OUT`, `--config FILE`, `--health-port N`, `--set-version V`,
 /// `--crash-on-start`, `--crash-after-ms N`, `--unhealthy-after-ms N`, `--hang-on-sigterm`.
 /// Environment: `VERSION`, `HEALTH_PORT`, `CRASH_ON_START`, `CRASH_AFTER_MS`,
 /// `UNHEALTHY_AFTER_MS`, `HANG_ON_SIGTERM` (each with the prefix; booleans are `1`/`true`).
@@ -83,6 +86,7 @@ pub fn resolve(
         };
         match arg.as_str() {
             "--version" => flags.print_version = true,
+            "components" => flags.print_components = true,
             "--build-variant" => {
                 flags.build_variant = Some(PathBuf::from(value("--build-variant")?));
             }
@@ -142,6 +146,9 @@ pub fn resolve(
     if flags.print_version {
         return Ok(Command::PrintVersion(variant.version));
     }
+    if flags.print_components {
+        return Ok(Command::PrintComponents(components_yaml(&variant.version)));
+    }
     if let Some(out) = flags.build_variant {
         return Ok(Command::BuildVariant { out, variant });
     }
@@ -156,6 +163,7 @@ pub fn resolve(
 #[derive(Default)]
 struct Flags {
     print_version: bool,
+    print_components: bool,
     build_variant: Option<PathBuf>,
     config: Option<PathBuf>,
     health_port: Option<u16>,
@@ -183,6 +191,18 @@ fn apply_env_behaviour(
         b.unhealthy_after_ms = Some(number("UNHEALTHY_AFTER_MS", &v)?);
     }
     Ok(())
+}
+
+/// What `components` prints: the shape of `otelcol-contrib components` (build info, then each
+/// kind with name, module and stability), for a small fixed set of components.
+pub fn components_yaml(version: &str) -> String {
+    format!(
+        "buildinfo:\n    command: opamp-test-collector\n    description: test collector\n    version: {version}\n\
+         receivers:\n    - name: otlp\n      module: example.invalid/otlpreceiver v{version}\n      stability:\n        logs: Beta\n\
+         processors:\n    - name: batch\n      module: example.invalid/batchprocessor v{version}\n\
+         exporters:\n    - name: otlphttp\n      module: example.invalid/otlphttpexporter v{version}\n    - name: debug\n      module: example.invalid/debugexporter v{version}\n\
+         extensions:\n    - name: health_check\n      module: example.invalid/healthcheckextension v{version}\n"
+    )
 }
 
 /// Finds the health port in collector YAML without a YAML parser: the first

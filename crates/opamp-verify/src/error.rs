@@ -228,6 +228,26 @@ pub enum VerifyError {
         /// Expiry in the statement.
         not_after: u64,
     },
+    /// A config signature was made for another config (its digest differs).
+    #[error(
+        "config digest mismatch: signed {signed}, offered {offered} (the config was changed after signing)"
+    )]
+    ConfigDigestMismatch {
+        /// Digest in the signed statement.
+        signed: ContentHash,
+        /// Digest of the offered config.
+        offered: ContentHash,
+    },
+    /// A config signature's selector does not match this agent.
+    #[error("config is signed for agents with {key}={wanted}, but this agent has {}", actual.as_deref().map_or_else(|| format!("no {key}"), |a| format!("{key}={a}")))]
+    ConfigNotForThisAgent {
+        /// Selector key.
+        key: String,
+        /// Value the selector wants.
+        wanted: String,
+        /// This agent's value, if it has one.
+        actual: Option<String>,
+    },
     /// The signature does not verify with the named key.
     #[error("signature by key {key_id} ({scheme}) does not verify")]
     BadSignature {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod config;
 mod digest;
 mod envelope;
 mod error;
@@ -15,6 +16,13 @@ mod verified;
 mod verifier;
 mod wire;
 
+#[cfg(feature = "opamp-proto")]
+pub use config::config_map_digest;
+pub use config::{
+    ApprovedConfig, CONFIG_DIGEST_DOMAIN, CONFIG_ENVELOPE_MAGIC, CONFIG_SIGNATURE_ENTRY,
+    CONFIG_SIGNING_DOMAIN, ConfigEntry, ConfigSignature, ConfigStatement, MAX_SELECTOR_PAIRS,
+    MAX_SELECTOR_TEXT_LEN, config_digest, verify_config,
+};
 #[cfg(feature = "tokio")]
 pub use digest::hash_async_reader;
 pub use digest::{

@@ -8,6 +8,7 @@ use signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _};
 use spki::der::pem::{self, LineEnding};
 use spki::der::zeroize::Zeroizing;
 
+use crate::config::{ConfigSignature, ConfigStatement, config_signed_message};
 use crate::digest::ContentHash;
 use crate::envelope::{SignatureEnvelope, signed_message};
 use crate::error::{Result, VerifyError};
@@ -186,6 +187,14 @@ impl ReleaseSigner {
             SignatureEnvelope::assemble(self.scheme, self.key_id(), statement, signature)?
                 .to_bytes(),
         )
+    }
+
+    /// Signs a config statement; returns the envelope bytes for the `opamp.signature`
+    /// config-map entry (see [`crate::ConfigStatement`]).
+    pub fn sign_config(&self, statement: &ConfigStatement) -> Result<Vec<u8>> {
+        let message = config_signed_message(self.scheme, self.key_id(), &statement.to_bytes());
+        let signature = self.sign_raw(self.scheme, &message)?;
+        Ok(ConfigSignature::assemble(self.scheme, self.key_id(), statement, signature).to_bytes())
     }
 
     /// Compatible mode: RSA PKCS#1 v1.5/SHA-256 over the 32 content-hash bytes, as the Go

@@ -2,6 +2,8 @@
 
 pub(crate) mod agent_show;
 pub(crate) mod agents;
+pub(crate) mod config;
+pub(crate) mod config_sign;
 pub(crate) mod convert_config;
 pub(crate) mod demo;
 pub(crate) mod json;

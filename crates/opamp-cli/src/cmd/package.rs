@@ -1,7 +1,7 @@
 //! `opamp package`: release-side keys, signatures and hashes, and the server's catalog.
 
 mod catalog;
-mod files;
+pub(crate) mod files;
 mod hash;
 mod keygen;
 mod refusal;

@@ -133,6 +133,14 @@ pub(crate) struct StartArgs {
     #[arg(long, value_name = "V", value_parser = parse_version)]
     pub(crate) version: semver::Version,
 
+    #[command(flatten)]
+    pub(crate) plan: PlanArgs,
+}
+
+/// Which agents take part in a rollout and how it is staged (shared by `opamp rollout start`
+/// and `opamp config rollout start`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct PlanArgs {
     /// Only agents whose labels match (key=value, repeatable, all must match).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub(crate) selector: Vec<(String, String)>,
@@ -305,9 +313,15 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
                 let rows: Vec<Vec<String>> = rollouts
                     .iter()
                     .map(|r| {
+                        // A config rollout's "package" is its config's name.
+                        let target = if r.target_kind.is_package() {
+                            r.package.clone()
+                        } else {
+                            format!("config:{}", r.package)
+                        };
                         vec![
                             r.id.to_string(),
-                            r.package.clone(),
+                            target,
                             r.target_version.clone(),
                             r.status.to_string(),
                             r.selector.clone(),
@@ -324,34 +338,48 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<(), CommandError> {
     })
 }
 
-/// The request `opamp rollout start` sends; `fleet_size` (an upper bound of the agents
-/// selected) turns a fixed `--batch-size` into explicit sizes.
-pub(crate) fn request(args: &StartArgs, fleet_size: usize) -> RolloutRequest {
-    let mut request = RolloutRequest::new(args.package.clone(), args.version.to_string());
-    request.selector = args
-        .selector
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    request.canary_share = Some(args.canary_share);
-    request.batches = match (args.batch_size, args.batches) {
-        (Some(size), _) => {
-            let batches = fleet_size.div_ceil(usize::try_from(size).unwrap_or(1).max(1));
-            Some(BatchPlan::Sizes(vec![size; batches.max(1)]))
-        }
-        (None, Some(count)) => Some(BatchPlan::Share(1.0 / f64::from(count))),
-        (None, None) => None,
-    };
-    request.bake_time = Some(args.bake_time);
-    request.health_timeout = Some(args.health_timeout);
-    request.install_timeout = Some(args.install_timeout);
-    request.failure_budget = Some(FailureBudget::Count(args.failure_budget));
-    request.adopt_unknown_versions = args.adopt_unknown_versions;
-    request
+impl PlanArgs {
+    /// `request` with these knobs; `fleet_size` (an upper bound of the agents selected) turns
+    /// a fixed `--batch-size` into explicit sizes.
+    pub(crate) fn apply(&self, mut request: RolloutRequest, fleet_size: usize) -> RolloutRequest {
+        let args = self;
+        request.selector = args
+            .selector
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        request.canary_share = Some(args.canary_share);
+        request.batches = match (args.batch_size, args.batches) {
+            (Some(size), _) => {
+                let batches = fleet_size.div_ceil(usize::try_from(size).unwrap_or(1).max(1));
+                Some(BatchPlan::Sizes(vec![size; batches.max(1)]))
+            }
+            (None, Some(count)) => Some(BatchPlan::Share(1.0 / f64::from(count))),
+            (None, None) => None,
+        };
+        request.bake_time = Some(args.bake_time);
+        request.health_timeout = Some(args.health_timeout);
+        request.install_timeout = Some(args.install_timeout);
+        request.failure_budget = Some(FailureBudget::Count(args.failure_budget));
+        request.adopt_unknown_versions = args.adopt_unknown_versions;
+        request
+    }
 }
 
 async fn run_start(args: &StartArgs) -> Result<(), CommandError> {
+    let request = RolloutRequest::new(args.package.clone(), args.version.to_string());
+    let what = format!("{} {}", args.package, args.version);
+    start(request, &args.plan, &what).await
+}
+
+/// Starts the rollout `request` (`what` names its target in errors) with the knobs of `args`,
+/// then prints it or follows it as asked.
+pub(crate) async fn start(
+    request: RolloutRequest,
+    args: &PlanArgs,
+    what: &str,
+) -> Result<(), CommandError> {
     let client = args.connection.client()?;
     let fleet_size = match args.batch_size {
         Some(_) => client
@@ -362,25 +390,16 @@ async fn run_start(args: &StartArgs) -> Result<(), CommandError> {
         None => 0,
     };
     let view = client
-        .create_rollout(&request(args, fleet_size))
+        .create_rollout(&args.apply(request, fleet_size))
         .await
-        .map_err(|e| {
-            fleet_error(
-                e,
-                format!(
-                    "cannot start a rollout of {} {}",
-                    args.package, args.version
-                ),
-            )
-        })?;
+        .map_err(|e| fleet_error(e, format!("cannot start a rollout of {what}")))?;
     if args.json && !args.watch {
         return output::line(to_json(&view)?);
     }
     let started = format!(
-        "rollout {} started: {} {} to {} agents ({} waves)",
+        "rollout {} started: {} to {} agents ({} waves)",
         view.id,
-        view.spec.package_name,
-        view.spec.target_version,
+        target(&view),
         view.progress.total,
         view.waves.len()
     );
@@ -416,17 +435,38 @@ async fn follow(client: &AdminClient, id: &str) -> Result<RolloutView, CommandEr
 
 async fn print_view(client: &AdminClient, view: &RolloutView) -> Result<(), CommandError> {
     let fleet = client.agents().await.unwrap_or_default();
+    // Agents report package versions only: the fleet line means nothing for a config.
+    let fleet_line = if view.spec.target_kind.is_package() {
+        format!(
+            "\n  fleet: {}",
+            watch::versions(&fleet, &view.spec.package_name)
+        )
+    } else {
+        String::new()
+    };
     output::line(format_args!(
-        "rollout {}: {} {} | status {} | stage {}\n  agents: {}\n  fleet: {}{}",
+        "rollout {}: {} | status {} | stage {}\n  agents: {}{fleet_line}{}",
         view.id,
-        view.spec.package_name,
-        view.spec.target_version,
+        target(view),
         view.status,
         watch::stage(view),
         watch::counts(view),
-        watch::versions(&fleet, &view.spec.package_name),
         adopted_line(view)
     ))
+}
+
+/// What a rollout moves agents to: `otelcol 1.1.0`, or `config collector 2 (hash …)`.
+fn target(view: &RolloutView) -> String {
+    let spec = &view.spec;
+    if spec.target_kind.is_package() {
+        return format!("{} {}", spec.package_name, spec.target_version);
+    }
+    format!(
+        "config {} {} (hash {})",
+        spec.package_name,
+        spec.target_version,
+        spec.target_ref.as_deref().unwrap_or_default()
+    )
 }
 
 /// The status line naming adopted versions, which the server will not revert to.

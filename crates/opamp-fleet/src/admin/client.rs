@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::agents::{AgentView, RestartReport, RestartRequest};
+use super::configs::{ConfigUpload, ConfigView};
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
 use crate::FleetError;
 use crate::store::{AgentRecord, PackageEntry, RolloutSummary, StoredAudit};
@@ -200,6 +201,22 @@ impl AdminClient {
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::from(body));
         Self::json(self.send(request).await?).await
+    }
+
+    /// `GET /api/v1/configs`: the config catalog.
+    ///
+    /// # Errors
+    /// [`FleetError::AdminApi`].
+    pub async fn configs(&self) -> Result<Vec<ConfigView>, FleetError> {
+        self.get("/api/v1/configs").await
+    }
+
+    /// Adds a config version (`POST /api/v1/configs`).
+    ///
+    /// # Errors
+    /// [`FleetError::AdminApi`] (400 for a bad upload, 409 for changed content).
+    pub async fn add_config(&self, upload: &ConfigUpload) -> Result<ConfigView, FleetError> {
+        self.post("/api/v1/configs", upload).await
     }
 
     /// Creates and starts a rollout (`POST /api/v1/rollouts`).

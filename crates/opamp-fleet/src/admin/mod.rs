@@ -12,6 +12,8 @@
 //! | `POST /api/v1/agents/restart` | [`RestartRequest`] | [`RestartReport`]; 422 when no connected agent that accepts the command matches |
 //! | `GET /api/v1/packages` | | `[PackageEntry]` |
 //! | `POST /api/v1/packages?name=&version=&signature=<base64>&file_name=` | the file | `201 PackageEntry` |
+//! | `GET /api/v1/configs` | | `[ConfigView]` |
+//! | `POST /api/v1/configs` | [`ConfigUpload`] | `201` [`ConfigView`] |
 //! | `POST /api/v1/rollouts` | [`RolloutRequest`] | `201` [`RolloutView`] (started) |
 //! | `GET /api/v1/rollouts` | | `[RolloutSummary]` |
 //! | `GET /api/v1/rollouts/{id}` | | [`RolloutView`] |
@@ -26,6 +28,7 @@
 
 pub mod agents;
 mod client;
+mod configs;
 mod dashboard;
 mod health;
 mod process_metrics;
@@ -35,6 +38,7 @@ pub mod types;
 
 pub use agents::{AgentView, RestartReport, RestartRequest};
 pub use client::{AdminClient, RolloutEvents};
+pub use configs::{ConfigFileUpload, ConfigFileView, ConfigUpload, ConfigView};
 pub(crate) use routes::{AdminState, router};
 pub use types::{
     AbortRequest, ApiError, EnrollmentToken, EnrollmentTokenRequest, RolloutRequest, RolloutUpdate,

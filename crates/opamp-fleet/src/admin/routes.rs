@@ -39,11 +39,22 @@ use super::types::{
                        `Authorization: Bearer <operator token>`; read-only operators get 403 on writes."
     ),
     paths(
-        agents, agent, restart_agents, packages, add_package, create_rollout, rollouts, rollout, pause, resume, abort,
-        rollout_events, audit, metrics, create_enrollment_token, super::health::healthz, super::health::readyz,
-        super::health::openapi_json
+        agents, agent, restart_agents, packages, add_package, super::configs::configs,
+        super::configs::add_config, create_rollout, rollouts, rollout, pause, resume, abort,
+        rollout_events, audit, metrics, create_enrollment_token, super::health::healthz,
+        super::health::readyz, super::health::openapi_json
     ),
-    components(schemas(RolloutRequest, AbortRequest, ApiError, RestartRequest, RestartReport, EnrollmentTokenRequest, EnrollmentToken)),
+    components(schemas(
+        RolloutRequest,
+        AbortRequest,
+        ApiError,
+        RestartRequest,
+        RestartReport,
+        EnrollmentTokenRequest,
+        EnrollmentToken,
+        super::configs::ConfigUpload,
+        super::configs::ConfigFileUpload
+    )),
     modifiers(&BearerToken),
     security(("bearer" = []))
 )]
@@ -102,6 +113,15 @@ pub(crate) fn router(state: AdminState) -> Router {
             get(packages)
                 .post(add_package)
                 .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/configs",
+            get(super::configs::configs)
+                .post(super::configs::add_config)
+                // Base64 of up to MAX_CONFIG_SIZE bytes, plus the JSON around it.
+                .layer(DefaultBodyLimit::max(
+                    crate::config_catalog::MAX_CONFIG_SIZE / 3 * 4 + 64 * 1024,
+                )),
         )
         .route("/api/v1/rollouts", get(rollouts).post(create_rollout))
         .route("/api/v1/rollouts/{id}", get(rollout))
@@ -177,7 +197,7 @@ fn failure(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A [`FleetError`] as an HTTP answer.
-struct Failure(FleetError);
+pub(super) struct Failure(FleetError);
 
 impl From<FleetError> for Failure {
     fn from(error: FleetError) -> Self {
@@ -197,6 +217,7 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
         FleetError::InvalidSpec { .. }
         | FleetError::InvalidSelector { .. }
         | FleetError::InvalidPackage { .. }
+        | FleetError::InvalidConfig { .. }
         | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
         FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
         FleetError::Conflict { .. }
@@ -223,7 +244,7 @@ impl IntoResponse for Failure {
     }
 }
 
-type Answer<T> = Result<T, Failure>;
+pub(super) type Answer<T> = Result<T, Failure>;
 
 /// Runs a store read on the blocking pool: the driver may hold the store for a write (with
 /// fsync), which must not stall a runtime worker.

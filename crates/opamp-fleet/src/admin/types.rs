@@ -12,7 +12,7 @@ use crate::rollout::{
     AgentProgress, Progress, Rollout, RolloutId, RolloutState, SkippedAgent, Wave,
 };
 use crate::selector::LabelSelector;
-use crate::spec::{BatchPlan, FailureBudget, RolloutSpec};
+use crate::spec::{BatchPlan, FailureBudget, RolloutSpec, TargetKind};
 use crate::time::Timestamp;
 
 /// `POST /api/v1/rollouts`: what to roll out where. Unset knobs take the engine's defaults
@@ -68,6 +68,11 @@ pub struct RolloutRequest {
     /// ([`RolloutSpec::adopt_unknown_versions`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_unknown_versions: bool,
+    /// `config` rolls out version `version` of the config catalog's config `package` as
+    /// remote config; `package` (the default) a package version.
+    #[serde(default, skip_serializing_if = "TargetKind::is_package")]
+    #[schema(value_type = Option<String>, example = "config")]
+    pub kind: TargetKind,
 }
 
 impl RolloutRequest {
@@ -85,7 +90,16 @@ impl RolloutRequest {
             health_timeout: None,
             failure_budget: None,
             adopt_unknown_versions: false,
+            kind: TargetKind::Package,
         }
+    }
+
+    /// A request rolling out version `version` of the catalog config `name`.
+    #[must_use]
+    pub fn config(name: impl Into<String>, version: impl Into<String>) -> Self {
+        let mut request = RolloutRequest::new(name, version);
+        request.kind = TargetKind::Config;
+        request
     }
 
     /// The engine spec, created by `by`.
@@ -114,7 +128,12 @@ impl RolloutRequest {
             spec = spec.failure_budget(budget);
         }
         spec = spec.adopt_unknown_versions(self.adopt_unknown_versions);
-        spec.validate()?;
+        spec.target_kind = self.kind;
+        if spec.target_kind.is_package() {
+            spec.validate()?;
+        }
+        // A config spec is complete (and validated when planned) once the server filled in
+        // the config hash from its catalog.
         Ok(spec)
     }
 }

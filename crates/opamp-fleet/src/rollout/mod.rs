@@ -565,7 +565,7 @@ impl Rollout {
         if agent.reverted {
             Some(&agent.previous_version)
         } else if agent.was_offered() {
-            Some(&self.data.spec.target_version)
+            Some(self.data.spec.target_key())
         } else {
             None
         }
@@ -636,5 +636,7 @@ impl Rollout {
     }
 }
 
+#[cfg(test)]
+mod config_tests;
 #[cfg(test)]
 mod tests;

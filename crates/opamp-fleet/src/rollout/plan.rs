@@ -46,9 +46,7 @@ impl Rollout {
             selected += 1;
             let reason = match &agent.current_version {
                 None => Some(SkipReason::UnknownVersion),
-                Some(version) if *version == spec.target_version => {
-                    Some(SkipReason::AlreadyAtTarget)
-                }
+                Some(version) if version == spec.target_key() => Some(SkipReason::AlreadyAtTarget),
                 Some(_) if !agent.healthy => Some(SkipReason::Unhealthy),
                 Some(_) => None,
             };

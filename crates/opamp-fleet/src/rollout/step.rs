@@ -163,7 +163,7 @@ impl Rollout {
 
     fn start_wave(&mut self, wave: u32, now: Timestamp, out: &mut Vec<Command>) {
         let deadline = now.saturating_add(self.data.spec.install_timeout);
-        let target = &self.data.spec.target_version;
+        let target = self.data.spec.target_key();
         let range = {
             let w = &mut self.data.waves[wave as usize];
             w.started_at = Some(now);
@@ -184,9 +184,9 @@ impl Rollout {
             let uid = agent.uid;
             out.push(Command::Offer {
                 uid,
-                version: target.clone(),
+                version: target.to_owned(),
             });
-            if agent.reported_version != *target {
+            if agent.reported_version != target {
                 agent.phase = AgentPhase::Offered { at: now };
                 agent.deadline = Some(deadline);
                 self.deadlines.insert((deadline, index));
@@ -263,7 +263,7 @@ impl Rollout {
         let is_pending = agent.revert_pending();
         self.adjust_pending_reverts(was_pending, is_pending);
         let agent = &self.data.agents[index as usize];
-        let is_target = version == self.data.spec.target_version;
+        let is_target = version == self.data.spec.target_key();
         let is_previous = version == agent.previous_version;
         let reverted = agent.reverted;
         let offered = matches!(agent.phase, AgentPhase::Offered { .. });
@@ -469,7 +469,7 @@ impl Rollout {
             reason = format!(
                 "{reason}; not waiting for {refused} agents on {}, which will likely refuse \
                  {version} ({why})",
-                self.data.spec.target_version
+                self.data.spec.target_key()
             );
         }
         for (uid, version, why) in not_reverted {
@@ -588,7 +588,7 @@ fn revert_plan(spec: &crate::spec::RolloutSpec, agent: &AgentProgress) -> Revert
     if spec.is_adopted(&agent.previous_version) {
         return RevertPlan::Adopted;
     }
-    if agent.reported_version != spec.target_version {
+    if agent.reported_version != spec.target_key() {
         // Not on the target: the revert offer only confirms what it runs.
         return RevertPlan::Offer;
     }

@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::agents::{
     PackageReport, agents_to_forget, apply_reports, labels, package_reports, report_event,
 };
+use super::config_offers::{
+    ConfigReport, build_remote_config, can_offer, config_event, config_report, empty_hash_hex,
+};
 use super::details::{self, DetailsBook};
 use super::offers::{OfferSettings, build_offer};
 use super::standing::StandingVersions;
@@ -26,11 +29,13 @@ use crate::admin::agents::{RestartReport, RestartRequest};
 use crate::admin::types::{RolloutRequest, RolloutUpdate, RolloutView};
 use crate::audit::{Actor, AuditAction, AuditRecord};
 use crate::catalog::{Catalog, SharedStore, lock};
+use crate::config_catalog::ConfigCatalog;
 use crate::events::{Command, Event};
 use crate::metrics::FleetMetrics;
 use crate::registry::RolloutRegistry;
 use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutStatus};
 use crate::selector::{LabelSelector, Labels};
+use crate::spec::TargetKind;
 use crate::store::{AgentRecord, FleetStore, apply};
 use crate::time::Timestamp;
 
@@ -72,6 +77,7 @@ fn now() -> Timestamp {
 pub(crate) struct Driver {
     pub(crate) store: SharedStore,
     pub(crate) catalog: Catalog,
+    configs: ConfigCatalog,
     pub(crate) offer_settings: OfferSettings,
     pub(crate) sessions: Registry,
     pub(crate) metrics: Arc<FleetMetrics>,
@@ -82,6 +88,12 @@ pub(crate) struct Driver {
     /// The versions last offered to each agent, by package (an offer lists every package the
     /// agent should have, so it is rebuilt whole each time one changes).
     offered: HashMap<InstanceUid, BTreeMap<String, String>>,
+    /// The config hash (hex) config rollouts want each agent to have.
+    offered_configs: HashMap<InstanceUid, String>,
+    /// The remote config each agent last reported applied (hex hash; `None`: none yet), from
+    /// its stored details at start and its reports since. What a config rollout reverts it
+    /// to; agents not in here are not known well enough to take part.
+    applied_configs: HashMap<InstanceUid, Option<String>>,
     /// Agents whose registry row changed since the last write (see [`Driver::flush_agents`]).
     dirty: HashSet<InstanceUid>,
     /// What completed rollouts leave for agents that join later.
@@ -118,11 +130,22 @@ impl Driver {
         updates: broadcast::Sender<RolloutUpdate>,
         forget_after: Duration,
     ) -> Result<Self, FleetError> {
-        let (agents, active, standing) = {
+        let (agents, active, standing, applied_configs) = {
             let mut db = lock(&store);
             let mut agents = HashMap::new();
             let mut was_connected = Vec::new();
+            let mut applied_configs = HashMap::new();
             for mut agent in db.agents()? {
+                // The config each agent last reported applied, stored with its details: a
+                // config rollout can plan (and revert) agents that did not reconnect yet.
+                if let Some(hash) = db
+                    .agent_details(&agent.uid)?
+                    .and_then(|details| details.remote_config_status)
+                    .filter(|status| status.status == "applied" && !status.hash.is_empty())
+                    .map(|status| hex::encode(status.hash))
+                {
+                    applied_configs.insert(agent.uid, Some(hash));
+                }
                 // Nobody is connected to a server that just started.
                 if agent.connected {
                     agent.connected = false;
@@ -144,6 +167,8 @@ impl Driver {
                 .list_rollouts()?
                 .into_iter()
                 .filter(|summary| summary.status == RolloutStatus::Completed)
+                // Config rollouts leave nothing standing (and may share a package's name).
+                .filter(|summary| summary.target_kind.is_package())
                 .collect();
             completed.sort_by_key(|summary| std::cmp::Reverse(summary.updated_at));
             for summary in completed {
@@ -154,14 +179,20 @@ impl Driver {
                     standing.record(&rollout, summary.updated_at);
                 }
             }
-            (agents, db.active_rollouts()?, standing)
+            (agents, db.active_rollouts()?, standing, applied_configs)
         };
         let conflicts = RolloutRegistry::from_rollouts(&active);
         let mut offered: HashMap<InstanceUid, BTreeMap<String, String>> = HashMap::new();
+        let mut offered_configs = HashMap::new();
         let mut rollouts = BTreeMap::new();
         for rollout in active {
             for agent in rollout.agents() {
-                if let Some(version) = rollout.desired_version(&agent.uid) {
+                let Some(version) = rollout.desired_version(&agent.uid) else {
+                    continue;
+                };
+                if rollout.spec().target_kind == TargetKind::Config {
+                    offered_configs.insert(agent.uid, version.to_owned());
+                } else {
                     offered
                         .entry(agent.uid)
                         .or_default()
@@ -177,6 +208,7 @@ impl Driver {
             rollouts.insert(rollout.id().clone(), rollout);
         }
         Ok(Driver {
+            configs: ConfigCatalog::new(store.clone()),
             store,
             catalog,
             offer_settings,
@@ -187,6 +219,8 @@ impl Driver {
             conflicts,
             agents,
             offered,
+            offered_configs,
+            applied_configs,
             dirty: HashSet::new(),
             standing,
             catching_up: HashMap::new(),
@@ -348,6 +382,8 @@ impl Driver {
         self.details.forget(&forget);
         for uid in &forget {
             self.agents.remove(uid);
+            self.applied_configs.remove(uid);
+            self.offered_configs.remove(uid);
             self.offered.remove(uid);
             self.catching_up.retain(|(agent, _), _| agent != uid);
             self.sessions.forget(*uid);
@@ -378,7 +414,10 @@ impl Driver {
                 // connected, and thousands of reconnects would otherwise each be a step.
                 let was_away = |r: &Rollout| r.agent(&uid).is_some_and(|a| !a.connected);
                 self.broadcast_to_members(uid, was_away, &Event::AgentConnected { uid }, now);
+                // Known from now on: no remote config until it reports one.
+                self.applied_configs.entry(uid).or_insert(None);
                 self.push_offer(uid);
+                self.push_config_offer(uid);
             }
             ServerNotification::Disconnected { uid } => self.disconnected(uid, now),
             ServerNotification::Heartbeat { uid } => self.heartbeat(uid, now),
@@ -419,6 +458,11 @@ impl Driver {
 
     fn on_agent_event(&mut self, uid: InstanceUid, event: ServerEvent, now: Timestamp) {
         self.details.observe(&self.store, uid, &event);
+        if !self.agents.contains_key(&uid) {
+            // Its first accepted report registers it (its `Connected` came before): no
+            // remote config until it reports one.
+            self.applied_configs.entry(uid).or_insert(None);
+        }
         let record = self.record(uid, now);
         match event {
             ServerEvent::CapabilitiesChanged(capabilities) => {
@@ -450,6 +494,27 @@ impl Driver {
                 self.audit_catch_up_results(uid, &reports, now);
                 self.catch_up(uid, now);
             }
+            ServerEvent::RemoteConfigStatusChanged(status) => {
+                let report = config_report(&status);
+                let healthy = record.healthy;
+                match &report {
+                    ConfigReport::Applied(hash) => {
+                        self.applied_configs.insert(uid, Some(hash.clone()));
+                    }
+                    // A failure of a config this server did not offer, before any APPLIED
+                    // since it connected (a supervisor restarted after a failed apply), says
+                    // nothing about what it runs: unknown until it reports an applied one.
+                    ConfigReport::Failed { hash, .. }
+                        if matches!(self.applied_configs.get(&uid), Some(None))
+                            && self.offered_configs.get(&uid) != Some(hash) =>
+                    {
+                        self.applied_configs.remove(&uid);
+                    }
+                    _ => {}
+                }
+                self.save_agent(uid);
+                self.on_config_report(uid, &report, healthy, now);
+            }
             ServerEvent::Disconnected { .. } => self.disconnected(uid, now),
             _ => {
                 self.save_agent(uid);
@@ -471,6 +536,7 @@ impl Driver {
             let ids: Vec<RolloutId> = self
                 .rollouts
                 .iter()
+                .filter(|(_, r)| r.spec().target_kind.is_package())
                 .filter(|(_, r)| r.spec().package_name == *package)
                 .filter(|(_, r)| report_matters(r, uid, report))
                 .map(|(id, _)| id.clone())
@@ -478,6 +544,29 @@ impl Driver {
             for id in ids {
                 self.step_logged(&id, event.clone(), now);
             }
+        }
+    }
+
+    /// Feeds a remote config status to the config rollouts it tells something new.
+    fn on_config_report(
+        &mut self,
+        uid: InstanceUid,
+        report: &ConfigReport,
+        healthy: bool,
+        now: Timestamp,
+    ) {
+        let Some(event) = config_event(uid, report, Some(healthy)) else {
+            return;
+        };
+        let ids: Vec<RolloutId> = self
+            .rollouts
+            .iter()
+            .filter(|(_, r)| r.spec().target_kind == TargetKind::Config)
+            .filter(|(_, r)| config_report_matters(r, uid, report))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.step_logged(&id, event.clone(), now);
         }
     }
 
@@ -493,10 +582,11 @@ impl Driver {
                 continue;
             };
             let offered = self.offered.get(&uid).and_then(|o| o.get(package));
-            let in_rollout = self
-                .rollouts
-                .values()
-                .any(|r| r.spec().package_name == *package && r.agent(&uid).is_some());
+            let in_rollout = self.rollouts.values().any(|r| {
+                r.spec().target_kind.is_package()
+                    && r.spec().package_name == *package
+                    && r.agent(&uid).is_some()
+            });
             if *running == standing.version || offered == Some(&standing.version) || in_rollout {
                 continue;
             }
@@ -620,6 +710,21 @@ impl Driver {
         }
     }
 
+    /// Sends the agent the remote config its config rollout wants (nothing when none ever
+    /// offered it one).
+    fn push_config_offer(&self, uid: InstanceUid) {
+        let Some(hash) = self.offered_configs.get(&uid) else {
+            return;
+        };
+        match build_remote_config(&self.configs, hash) {
+            Ok(config) => {
+                self.sessions
+                    .with_session(uid, |session| session.offer_remote_config(config));
+            }
+            Err(error) => tracing::error!(%uid, %error, "cannot build the agent's remote config"),
+        }
+    }
+
     // ----- rollouts -------------------------------------------------------------------
 
     /// Applies an event nobody waits for an answer to. One the store cannot save is kept and
@@ -653,10 +758,20 @@ impl Driver {
             })?;
         let commands = apply(&mut *lock(&self.store), rollout, event, now)?;
         let package = rollout.spec().package_name.clone();
+        let is_config = rollout.spec().target_kind == TargetKind::Config;
         let mut touched = BTreeSet::new();
+        let mut touched_configs = BTreeSet::new();
         let mut audit: Vec<AuditRecord> = Vec::new();
         for command in commands {
             match command {
+                Command::Offer { uid, version }
+                | Command::Revert {
+                    uid,
+                    to_version: version,
+                } if is_config => {
+                    self.offered_configs.insert(uid, version);
+                    touched_configs.insert(uid);
+                }
                 Command::Offer { uid, version }
                 | Command::Revert {
                     uid,
@@ -682,6 +797,9 @@ impl Driver {
         }
         for uid in touched {
             self.push_offer(uid);
+        }
+        for uid in touched_configs {
+            self.push_config_offer(uid);
         }
         if let Some(rollout) = self.rollouts.get(id) {
             // Nobody listening is fine.
@@ -771,6 +889,9 @@ impl Driver {
     fn create(&mut self, request: RolloutRequest, by: String) -> Result<RolloutView, FleetError> {
         let now = now();
         let mut spec = request.into_spec(&by)?;
+        if spec.target_kind == TargetKind::Config {
+            return self.create_config_rollout(spec, by, now);
+        }
         if self
             .catalog
             .get(&spec.package_name, &spec.target_version)?
@@ -815,6 +936,17 @@ impl Driver {
             spec.unrevertible_versions = unrevertible;
             rollout = Rollout::plan(id.clone(), spec, &fleet, now)?;
         }
+        self.start_planned(rollout, by, now)
+    }
+
+    /// Stores a planned rollout, registers it and starts it.
+    fn start_planned(
+        &mut self,
+        rollout: Rollout,
+        by: String,
+        now: Timestamp,
+    ) -> Result<RolloutView, FleetError> {
+        let id = rollout.id().clone();
         self.conflicts.check(&rollout)?;
         lock(&self.store).create_rollout(&rollout)?;
         self.conflicts.register(&rollout)?;
@@ -822,6 +954,72 @@ impl Driver {
         self.rollouts.insert(id.clone(), rollout);
         self.step(&id, Event::Start { by }, now)?;
         self.view(&id)
+    }
+
+    /// Plans and starts a config rollout: agents that accept remote config and whose current
+    /// config the server knows (reported since it started), each reverted, if need be, to the
+    /// config it had (the empty config when it had none).
+    fn create_config_rollout(
+        &mut self,
+        mut spec: crate::spec::RolloutSpec,
+        by: String,
+        now: Timestamp,
+    ) -> Result<RolloutView, FleetError> {
+        let entry = self
+            .configs
+            .get(&spec.package_name, &spec.target_version)?
+            .ok_or_else(|| FleetError::NotFound {
+                what: format!(
+                    "config {} {} in the config catalog",
+                    spec.package_name, spec.target_version
+                ),
+            })?;
+        spec.target_ref = Some(hex::encode(&entry.hash));
+        let empty = empty_hash_hex();
+        let fleet: Vec<_> = self
+            .agents
+            .values()
+            .filter(|a| {
+                AgentCapabilities::from_wire(a.capabilities)
+                    .contains(AgentCapabilities::ACCEPTS_REMOTE_CONFIG)
+            })
+            .map(|a| {
+                let current = self
+                    .applied_configs
+                    .get(&a.uid)
+                    .map(|applied| applied.clone().unwrap_or_else(|| empty.clone()));
+                crate::rollout::AgentSnapshot::new(a.uid, a.labels.clone(), current)
+                    .healthy(a.healthy)
+                    .connected(a.connected)
+            })
+            .collect();
+        let id = RolloutId::new(uuid::Uuid::now_v7().to_string());
+        let mut rollout = Rollout::plan(id.clone(), spec.clone(), &fleet, now)?;
+        let mut unknown = Vec::new();
+        let previous: BTreeSet<&str> = rollout
+            .agents()
+            .iter()
+            .map(|a| a.previous_version.as_str())
+            .collect();
+        for hash in previous {
+            if !can_offer(&self.configs, hash)? {
+                unknown.push(hash.to_owned());
+            }
+        }
+        if let Some(hash) = unknown.first() {
+            if !spec.adopt_unknown_versions {
+                return Err(FleetError::NotFound {
+                    what: format!(
+                        "config with hash {hash} in the config catalog (agents run it and \
+                         would need it offered to revert; add it, or accept that the server \
+                         will not revert them: `adopt_unknown_versions: true`)"
+                    ),
+                });
+            }
+            spec.adopted_versions = unknown;
+            rollout = Rollout::plan(id, spec, &fleet, now)?;
+        }
+        self.start_planned(rollout, by, now)
     }
 
     /// The versions below the target that agents of `rollout` would go back to and that an
@@ -940,6 +1138,22 @@ impl Driver {
 /// Whether `uid` was offered something by `rollout` (the target or a revert).
 fn offered(rollout: &Rollout, uid: InstanceUid) -> bool {
     rollout.agent(&uid).is_some_and(|a| a.was_offered())
+}
+
+/// Whether a remote config status tells `rollout` something new about `uid`: a failure to
+/// apply the rollout's config while it waits for it, or an applied config as for packages
+/// (see [`report_matters`]).
+fn config_report_matters(rollout: &Rollout, uid: InstanceUid, report: &ConfigReport) -> bool {
+    match report {
+        ConfigReport::Failed { hash, .. } => {
+            *hash == rollout.spec().target_key()
+                && report_matters(rollout, uid, &PackageReport::Failed(String::new()))
+        }
+        ConfigReport::Applied(hash) => {
+            report_matters(rollout, uid, &PackageReport::Installed(hash.clone()))
+        }
+        ConfigReport::InProgress => false,
+    }
 }
 
 /// Whether a package report tells `rollout` something new about `uid`: a failure, or an

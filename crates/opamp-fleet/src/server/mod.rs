@@ -9,6 +9,7 @@
 //! ```
 
 pub(crate) mod agents;
+pub(crate) mod config_offers;
 pub mod details;
 pub(crate) mod driver;
 mod fd_limits;
@@ -216,7 +217,8 @@ fn transport_config(
     let mut session = opamp_session::ServerConfig::new(
         ServerCapabilities::OFFERS_PACKAGES
             | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
-            | ServerCapabilities::ACCEPTS_EFFECTIVE_CONFIG,
+            | ServerCapabilities::ACCEPTS_EFFECTIVE_CONFIG
+            | ServerCapabilities::OFFERS_REMOTE_CONFIG,
     );
     session.heartbeat_interval = config.heartbeat_interval;
     let mut downloads = DownloadConfig::new(config.packages_dir());

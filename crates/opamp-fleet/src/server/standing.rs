@@ -30,7 +30,9 @@ pub(crate) struct StandingVersion {
 impl StandingVersion {
     /// The standing version `rollout` leaves, if it completed.
     pub(crate) fn of(rollout: &Rollout, finished_at: Timestamp) -> Option<Self> {
-        if rollout.status() != RolloutStatus::Completed {
+        // Config rollouts leave nothing standing: a newcomer's remote config is not guessed.
+        if rollout.status() != RolloutStatus::Completed || !rollout.spec().target_kind.is_package()
+        {
             return None;
         }
         let spec = rollout.spec();

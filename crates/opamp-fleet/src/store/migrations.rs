@@ -112,4 +112,32 @@ CREATE TABLE agent_credentials (
 ) WITHOUT ROWID;
 ",
     ),
+    (
+        5,
+        r"
+-- Config rollouts share the rollouts table; the list tells them apart.
+ALTER TABLE rollouts ADD COLUMN target_kind TEXT NOT NULL DEFAULT 'package';
+
+-- The config catalog: named configs with versions; a version's files are in `config_files`.
+CREATE TABLE configs (
+    name        TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    hash        BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    added_at    INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE INDEX configs_hash ON configs (hash);
+
+CREATE TABLE config_files (
+    config_name     TEXT NOT NULL,
+    config_version  TEXT NOT NULL,
+    file_name       TEXT NOT NULL,
+    content_type    TEXT NOT NULL,
+    body            BLOB NOT NULL,
+    PRIMARY KEY (config_name, config_version, file_name),
+    FOREIGN KEY (config_name, config_version) REFERENCES configs (name, version)
+) WITHOUT ROWID;
+",
+    ),
 ];

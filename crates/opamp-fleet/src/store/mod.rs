@@ -13,6 +13,7 @@
 //! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
+mod configs;
 mod details;
 #[cfg(feature = "sqlite")]
 mod identity;
@@ -20,6 +21,8 @@ mod identity;
 mod migrations;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_configs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +30,7 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+pub use configs::{ConfigEntry, ConfigFile};
 pub use details::{
     AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
     PackageStatusView, RemoteConfigStatusView,
@@ -41,6 +45,7 @@ use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
 use crate::rollout::{AgentSnapshot, Rollout, RolloutId};
 use crate::selector::Labels;
+use crate::spec::TargetKind;
 use crate::time::Timestamp;
 
 /// Store errors.
@@ -197,6 +202,9 @@ impl PackageEntry {
 pub struct RolloutSummary {
     /// Id.
     pub id: RolloutId,
+    /// A package or a config rollout (`package` is then the config's name).
+    #[serde(default, skip_serializing_if = "TargetKind::is_package")]
+    pub target_kind: TargetKind,
     /// Package.
     pub package: String,
     /// Target version.
@@ -396,6 +404,31 @@ pub trait FleetStore {
     /// # Errors
     /// Database errors.
     fn packages(&self) -> Result<Vec<PackageEntry>, StoreError>;
+
+    /// Adds a config version to the config catalog. The same name and version again with
+    /// identical content is a no-op; with different content it is refused.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`], or a database error.
+    fn add_config(&mut self, entry: &ConfigEntry) -> Result<(), StoreError>;
+
+    /// One config version.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn config(&self, name: &str, version: &str) -> Result<Option<ConfigEntry>, StoreError>;
+
+    /// A config version whose hash is `hash` (the oldest, when several share it).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn config_by_hash(&self, hash: &[u8]) -> Result<Option<ConfigEntry>, StoreError>;
+
+    /// Every config version, by name then insertion.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn configs(&self) -> Result<Vec<ConfigEntry>, StoreError>;
 
     /// Appends audit records not tied to an engine step (for example package uploads).
     ///

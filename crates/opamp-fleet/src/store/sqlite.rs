@@ -6,13 +6,15 @@ use opamp_proto::InstanceUid;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
+use super::sqlite_configs;
 use super::{
-    AgentDetails, AgentRecord, AuditQuery, FleetStore, PackageEntry, RolloutSummary, StoreError,
-    StoredAudit, StoredEvent,
+    AgentDetails, AgentRecord, AuditQuery, ConfigEntry, FleetStore, PackageEntry, RolloutSummary,
+    StoreError, StoredAudit, StoredEvent,
 };
 use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
 use crate::rollout::{Rollout, RolloutId};
+use crate::spec::TargetKind;
 use crate::time::Timestamp;
 
 /// SQLite's `synchronous` setting (with the WAL journal).
@@ -103,6 +105,23 @@ pub(super) fn parse_uid(text: &str) -> Result<InstanceUid, StoreError> {
     text.parse().map_err(|_| StoreError::Corrupt {
         what: format!("bad instance uid {text:?}"),
     })
+}
+
+fn target_kind_text(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Config => "config",
+        _ => "package",
+    }
+}
+
+fn parse_target_kind(text: &str) -> Result<TargetKind, StoreError> {
+    match text {
+        "package" => Ok(TargetKind::Package),
+        "config" => Ok(TargetKind::Config),
+        other => Err(StoreError::Corrupt {
+            what: format!("unknown rollout target kind {other:?}"),
+        }),
+    }
 }
 
 fn parse_status(text: &str) -> Result<RolloutStatus, StoreError> {
@@ -314,8 +333,8 @@ impl FleetStore for SqliteStore {
         let inserted = tx
             .execute(
                 "INSERT OR IGNORE INTO rollouts (id, package, target_version, selector, status,
-                    created_at, updated_at, sequence, snapshot_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7)",
+                    created_at, updated_at, sequence, snapshot_seq, target_kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8)",
                 params![
                     rollout.id().as_str(),
                     rollout.spec().package_name,
@@ -324,6 +343,7 @@ impl FleetStore for SqliteStore {
                     rollout.status().as_str(),
                     millis(rollout.created_at()),
                     sql_u64(rollout.sequence()),
+                    target_kind_text(rollout.spec().target_kind),
                 ],
             )
             .map_err(db("inserting a rollout"))?;
@@ -454,7 +474,8 @@ impl FleetStore for SqliteStore {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT id, package, target_version, selector, status, created_at, updated_at
+                "SELECT id, package, target_version, selector, status, created_at, updated_at,
+                    target_kind
                  FROM rollouts ORDER BY created_at DESC, id",
             )
             .map_err(db("listing rollouts"))?;
@@ -468,14 +489,16 @@ impl FleetStore for SqliteStore {
                     row.get::<_, String>(4)?,
                     row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
+                    row.get::<_, String>(7)?,
                 ))
             })
             .map_err(db("listing rollouts"))?;
         let mut summaries = Vec::new();
         for row in rows {
-            let (id, package, target_version, selector, status, created, updated) =
+            let (id, package, target_version, selector, status, created, updated, kind) =
                 row.map_err(db("listing rollouts"))?;
             summaries.push(RolloutSummary {
+                target_kind: parse_target_kind(&kind)?,
                 id: RolloutId::new(id),
                 package,
                 target_version,
@@ -663,6 +686,22 @@ impl FleetStore for SqliteStore {
 
     fn packages(&self) -> Result<Vec<PackageEntry>, StoreError> {
         self.query_packages("", params![])
+    }
+
+    fn add_config(&mut self, entry: &ConfigEntry) -> Result<(), StoreError> {
+        sqlite_configs::add_config(&mut self.connection, entry)
+    }
+
+    fn config(&self, name: &str, version: &str) -> Result<Option<ConfigEntry>, StoreError> {
+        sqlite_configs::config(&self.connection, name, version)
+    }
+
+    fn config_by_hash(&self, hash: &[u8]) -> Result<Option<ConfigEntry>, StoreError> {
+        sqlite_configs::config_by_hash(&self.connection, hash)
+    }
+
+    fn configs(&self) -> Result<Vec<ConfigEntry>, StoreError> {
+        sqlite_configs::configs(&self.connection)
     }
 
     fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {

@@ -2,7 +2,10 @@
 //! that is down, and in-test agents (the transport's client with an `AgentSession`) that
 //! download each offer over HTTP, check its SHA-256 and report the outcome (or a configured
 //! failure), while recording everything they were offered and the version they really run, so
-//! tests can compare the server's view with the truth.
+//! tests can compare the server's view with the truth. Config agents ([`spawn_config_agent`])
+//! also accept remote config: they apply each offered config map and report `APPLIED`, or
+//! `FAILED` with the reason when a file holds `fail_with: <reason>` (the key that makes the
+//! test collector exit at start).
 
 // Helpers here are test code too: a panic is a failed test (see clippy.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
@@ -170,6 +173,10 @@ pub struct AgentTruth {
     pub credential: Option<String>,
     /// Why its connection last failed, if it did.
     pub last_disconnect: Option<String>,
+    /// Hash (hex) of the remote config it runs; `None` before any.
+    pub config: Option<String>,
+    /// Every remote config hash (hex) it was offered, in order.
+    pub configs_offered: Vec<String>,
 }
 
 /// One running in-test agent.
@@ -199,6 +206,16 @@ impl TestAgent {
     /// Every version it was offered.
     pub fn offered(&self) -> Vec<String> {
         self.truth.lock().unwrap().offered.clone()
+    }
+
+    /// Hash (hex) of the remote config it runs.
+    pub fn config(&self) -> Option<String> {
+        self.truth.lock().unwrap().config.clone()
+    }
+
+    /// Every remote config hash (hex) it was offered.
+    pub fn configs_offered(&self) -> Vec<String> {
+        self.truth.lock().unwrap().configs_offered.clone()
     }
 }
 
@@ -258,6 +275,18 @@ pub fn spawn_failing_agent(
     spawn_agent_with(options, index, env, version, install_time, failing)
 }
 
+/// Like [`spawn_agent`], also accepting remote config (each apply takes `install_time`).
+pub fn spawn_config_agent(
+    endpoint: &str,
+    index: usize,
+    env: &str,
+    install_time: Duration,
+) -> TestAgent {
+    let mut options = AgentOptions::new(ClientConfig::new(endpoint).unwrap());
+    options.accepts_remote_config = true;
+    spawn_agent_with(options, index, env, "1.0.0", install_time, Arc::default())
+}
+
 /// How an in-test agent connects: its uid, its OpAMP client settings (TLS identity, headers)
 /// and the HTTP client it downloads with.
 pub struct AgentOptions {
@@ -267,10 +296,12 @@ pub struct AgentOptions {
     pub client: ClientConfig,
     /// Its download client.
     pub download: reqwest::Client,
+    /// Whether it accepts (and reports) remote config.
+    pub accepts_remote_config: bool,
 }
 
 impl AgentOptions {
-    /// A new uid, `client` as given, a plain download client.
+    /// A new uid, `client` as given, a plain download client, no remote config.
     pub fn new(client: ClientConfig) -> Self {
         Self {
             uid: InstanceUid::new_v7(),
@@ -279,6 +310,7 @@ impl AgentOptions {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap(),
+            accepts_remote_config: false,
         }
     }
 }
@@ -296,6 +328,7 @@ pub fn spawn_agent_with(
         uid,
         client: mut config,
         download,
+        accepts_remote_config,
     } = options;
     let mut description = v1::AgentDescription::default();
     description
@@ -311,6 +344,10 @@ pub fn spawn_agent_with(
     agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES
         | AgentCapabilities::REPORTS_HEALTH;
+    if accepts_remote_config {
+        agent.capabilities |=
+            AgentCapabilities::ACCEPTS_REMOTE_CONFIG | AgentCapabilities::REPORTS_REMOTE_CONFIG;
+    }
     agent.heartbeat_interval = Some(Duration::from_millis(300));
     config.backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(400));
     let (client, events) = OpampClient::start(config, agent).unwrap();
@@ -463,8 +500,13 @@ async fn run_agent(
             }
             _ => continue,
         };
-        let AgentEvent::PackagesAvailable { offer, .. } = *event else {
-            continue;
+        let offer = match *event {
+            AgentEvent::PackagesAvailable { offer, .. } => offer,
+            AgentEvent::RemoteConfig(remote) => {
+                apply_remote_config(&client, &truth, remote, install_time).await;
+                continue;
+            }
+            _ => continue,
         };
         let Some(package) = offer.packages.get(PACKAGE).cloned() else {
             continue;
@@ -523,6 +565,76 @@ async fn run_agent(
         let _ = client.update(move |s| s.set_package_statuses(report)).await;
     }
     let _ = client.shutdown().await;
+}
+
+/// Applies `remote` after `install_time` and reports the outcome: `FAILED` with the reason
+/// when a file holds `fail_with: <reason>` (the agent keeps its config), `APPLIED` otherwise.
+async fn apply_remote_config(
+    client: &ClientHandle,
+    truth: &Arc<Mutex<AgentTruth>>,
+    remote: v1::AgentRemoteConfig,
+    install_time: Duration,
+) {
+    let hash = hex::encode(&remote.config_hash);
+    truth.lock().unwrap().configs_offered.push(hash.clone());
+    tokio::time::sleep(install_time).await;
+    let failure = remote
+        .config
+        .iter()
+        .flat_map(|map| map.config_map.values())
+        .find_map(|file| {
+            let text = String::from_utf8_lossy(&file.body);
+            text.lines()
+                .find_map(|line| line.trim().strip_prefix("fail_with:"))
+                .map(|reason| reason.trim().to_owned())
+        });
+    let status = match failure {
+        Some(reason) => {
+            truth.lock().unwrap().failures.push(reason.clone());
+            v1::RemoteConfigStatus {
+                last_remote_config_hash: remote.config_hash.clone(),
+                status: v1::RemoteConfigStatuses::Failed.into(),
+                error_message: reason,
+            }
+        }
+        None => {
+            truth.lock().unwrap().config = Some(hash);
+            v1::RemoteConfigStatus {
+                last_remote_config_hash: remote.config_hash.clone(),
+                status: v1::RemoteConfigStatuses::Applied.into(),
+                error_message: String::new(),
+            }
+        }
+    };
+    let _ = client
+        .update(move |s| s.set_remote_config_status(status))
+        .await;
+}
+
+/// Adds version `version` of the config `name` with one file, `collector.yaml`, holding
+/// `body`; returns its hash (hex).
+pub async fn upload_config(client: &AdminClient, name: &str, version: &str, body: &str) -> String {
+    use opamp_fleet::admin::{ConfigFileUpload, ConfigUpload};
+    let file = ConfigFileUpload::new("collector.yaml", "text/yaml", body.as_bytes());
+    let view = client
+        .add_config(&ConfigUpload::new(name, version, vec![file]))
+        .await
+        .unwrap();
+    assert_eq!(view.version, version);
+    view.hash
+}
+
+/// A config rollout of `name` `version` to `env=test`, knobs as in [`request`].
+pub fn config_request(name: &str, version: &str, bake: Duration) -> RolloutRequest {
+    let package = request("unused", bake);
+    let mut request = RolloutRequest::config(name, version);
+    request.selector = package.selector;
+    request.canary_share = package.canary_share;
+    request.batches = package.batches;
+    request.bake_time = package.bake_time;
+    request.install_timeout = package.install_timeout;
+    request.health_timeout = package.health_timeout;
+    request
 }
 
 /// Starts `selected` agents labelled `env=test` and `bystanders` labelled `env=other`, all at

@@ -35,8 +35,8 @@ pub fn client_config(config: &SupervisorConfig) -> Result<ClientConfig, Error> {
 }
 
 /// The capabilities announced for `config.capabilities`: status and heartbeats always,
-/// packages (with package statuses), health, effective config and restart commands as
-/// configured.
+/// packages (with package statuses), health, effective config, remote config (accepted and
+/// reported) and restart commands as configured.
 pub fn capabilities(config: &SupervisorConfig) -> AgentCapabilities {
     let wanted = &config.capabilities;
     let mut caps = AgentCapabilities::REPORTS_STATUS | AgentCapabilities::REPORTS_HEARTBEAT;
@@ -48,6 +48,12 @@ pub fn capabilities(config: &SupervisorConfig) -> AgentCapabilities {
     }
     if wanted.reports_effective_config {
         caps |= AgentCapabilities::REPORTS_EFFECTIVE_CONFIG;
+    }
+    if wanted.reports_available_components {
+        caps |= AgentCapabilities::REPORTS_AVAILABLE_COMPONENTS;
+    }
+    if config.remote_config.mode.is_on() {
+        caps |= AgentCapabilities::ACCEPTS_REMOTE_CONFIG | AgentCapabilities::REPORTS_REMOTE_CONFIG;
     }
     if wanted.accepts_restart_command {
         caps |= AgentCapabilities::ACCEPTS_RESTART_COMMAND;

@@ -78,6 +78,9 @@ pub enum Error {
     /// The OpAMP client task ended on its own; the collector was stopped.
     #[error("the OpAMP client stopped unexpectedly; the collector was stopped")]
     ClientStopped,
+    /// The collector config could not be recovered or composed at start-up (remote configs on).
+    #[error("remote config start-up: {0}")]
+    RemoteConfig(#[source] crate::remote_config::RemoteConfigError),
     /// The anti-rollback floor could not be reset.
     #[error("cannot reset the rollback floor: {0}")]
     FloorReset(#[source] crate::journal::JournalError),

@@ -164,6 +164,19 @@ impl Identity {
         }
     }
 
+    /// The attributes a signed config's selector is matched against: `service.name`,
+    /// `service.instance.id`, the host attributes and `agent.labels`.
+    pub fn attributes(&self) -> std::collections::BTreeMap<String, String> {
+        let mut attributes: std::collections::BTreeMap<String, String> =
+            self.labels.iter().cloned().collect();
+        attributes.insert("service.name".to_owned(), self.service_name.clone());
+        attributes.insert(
+            "service.instance.id".to_owned(),
+            self.instance_uid.to_string(),
+        );
+        attributes
+    }
+
     /// The description with `service.version` = `version` (empty when unknown).
     pub fn description(&self, version: &str) -> v1::AgentDescription {
         v1::AgentDescription {

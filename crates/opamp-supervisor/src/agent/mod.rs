@@ -14,6 +14,7 @@ mod connection;
 pub mod credential;
 mod error;
 pub mod identity;
+mod remote;
 mod trust;
 mod uplink;
 mod worker;
@@ -67,6 +68,8 @@ use worker::{Inputs, Offer, Worker};
 pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), Error> {
     let lock = StorageLock::acquire(&config.agent.storage_dir)?;
     let layout = StorageLayout::create(&config.agent.storage_dir)?;
+    // Before anything can start the collector: it must find a whole config file.
+    let config_store = remote::recover(&config).map_err(Error::RemoteConfig)?;
     let instance_uid = identity::load_or_create_instance_uid(layout.root())?;
     let identity = Identity::new(&config, instance_uid);
     let policy = trust_policy(&config.trust)?;
@@ -151,6 +154,15 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
             .then(|| health.borrow_and_update().clone()),
         installed: accepts_packages.then(|| current.installed_packages()),
         description: None,
+        remote_config_status: config_store
+            .as_ref()
+            .map(|(_, record)| crate::remote_config::status_from_record(record)),
+        effective_config: None,
+        available_components: if config.capabilities.reports_available_components {
+            crate::components::detect(&identity.executable).await
+        } else {
+            None
+        },
     };
     let (uplink, outbox) = Uplink::new(initial, report, accepts_packages);
     let metrics_stop = tokio_util::sync::CancellationToken::new();
@@ -167,7 +179,16 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     if let Some(listen) = config.metrics_listen {
         tracing::warn!(%listen, "metrics_listen is set but this build has no `metrics` feature; no metrics endpoint");
     }
-    let effective_config = effective_config(&config);
+    let effective_config = config
+        .capabilities
+        .reports_effective_config
+        .then(|| {
+            remote::effective_config(
+                &config.agent.config_files,
+                config_store.as_ref().map(|(store, _)| store),
+            )
+        })
+        .flatten();
     let first = uplink.current();
     let _ = client
         .update(move |session| {
@@ -183,12 +204,29 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
             if let Some(statuses) = first.statuses {
                 session.set_package_statuses(statuses);
             }
+            if let Some(status) = first.remote_config_status {
+                session.set_remote_config_status(status);
+            }
+            if let Some(components) = first.available_components {
+                session.set_available_components(components);
+            }
         })
         .await;
     let forwarder = uplink::spawn_forwarder(client.clone(), outbox);
 
     let (offers_tx, offers_rx) = watch::channel(None::<Offer>);
     let (restart_tx, restarts) = mpsc::channel(1);
+    let (configs_tx, configs) = watch::channel(None::<opamp_proto::v1::AgentRemoteConfig>);
+    let remote = config_store.map(|(store, record)| remote::RemoteConfigs {
+        settings: config.remote_config.clone(),
+        config_files: config.agent.config_files.clone(),
+        store,
+        record,
+        keys: policy.keys().clone(),
+        attributes: identity.attributes(),
+        start_timeout: config.health.start_timeout,
+        reports_effective: config.capabilities.reports_effective_config,
+    });
     let (stop_tx, stop) = watch::channel(false);
     let worker = Worker {
         collector,
@@ -199,10 +237,13 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         running: current,
         uplink: uplink.clone(),
         health: health_sync,
+        remote,
+        reports_components: config.capabilities.reports_available_components,
     };
     let worker = tokio::spawn(worker.run(Inputs {
         offers: offers_rx,
         restarts,
+        configs,
         stop,
     }));
 
@@ -222,7 +263,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                         tracing::error!(%err, "cannot store the agent credential; the next start cannot reconnect");
                     }
                 }
-                Some(event) => on_client_event(event, &offers_tx, &restart_tx, layout.root()),
+                Some(event) => on_client_event(event, &offers_tx, &restart_tx, &configs_tx, layout.root()),
                 None => {
                     tracing::error!("the OpAMP client stopped");
                     client_stopped = true;
@@ -241,6 +282,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
 
     let _ = stop_tx.send(true);
     drop(offers_tx);
+    drop(configs_tx);
     let collector = worker.await;
     // Its client reference must be gone before the client can be shut down.
     forwarder.abort();
@@ -283,6 +325,7 @@ fn on_client_event(
     event: ClientEvent,
     offers: &watch::Sender<Option<Offer>>,
     restarts: &mpsc::Sender<()>,
+    configs: &watch::Sender<Option<opamp_proto::v1::AgentRemoteConfig>>,
     storage_dir: &std::path::Path,
 ) {
     match event {
@@ -294,6 +337,10 @@ fn on_client_event(
             AgentEvent::PackagesAvailable { offer, .. } => {
                 tracing::info!(packages = offer.packages.len(), "package offer received");
                 offers.send_replace(Some(Offer { offer }));
+            }
+            AgentEvent::RemoteConfig(config) => {
+                tracing::info!(hash = %hex::encode(&config.config_hash), "remote config received");
+                configs.send_replace(Some(config));
             }
             AgentEvent::Restart => {
                 // A restart already waiting covers this one.
@@ -400,19 +447,6 @@ async fn current_package(
         Vec::new(),
         storage::sha256_file(&identity.executable).ok(),
     )
-}
-
-fn effective_config(config: &SupervisorConfig) -> Option<opamp_proto::v1::EffectiveConfig> {
-    if !config.capabilities.reports_effective_config {
-        return None;
-    }
-    match config.agent.read_effective_config() {
-        Ok(effective) => Some(effective),
-        Err(err) => {
-            tracing::warn!(%err, "effective config not reported");
-            None
-        }
-    }
 }
 
 async fn disconnect(client: Arc<ClientHandle>) {

@@ -34,6 +34,12 @@ pub(super) struct Outbox {
     pub(super) installed: Option<InstalledPackages>,
     /// The agent description.
     pub(super) description: Option<v1::AgentDescription>,
+    /// The remote config status (`None`: remote configs are off or none arrived yet).
+    pub(super) remote_config_status: Option<v1::RemoteConfigStatus>,
+    /// The effective config, secrets redacted (`None`: not reported or unchanged).
+    pub(super) effective_config: Option<v1::EffectiveConfig>,
+    /// The collector's components (`None`: not reported or unknown).
+    pub(super) available_components: Option<v1::AvailableComponents>,
 }
 
 /// Writes the [`Outbox`]; cheap to share between the worker and the main loop.
@@ -78,7 +84,8 @@ impl Uplink {
         self.tx.borrow().clone()
     }
 
-    /// The package statuses as they are reported, for local observers.
+    /// The package statuses as they are reported, for local observers (the metrics endpoint).
+    #[cfg(feature = "metrics")]
     pub(super) fn statuses(&self) -> watch::Receiver<v1::PackageStatuses> {
         self.statuses.subscribe()
     }
@@ -89,6 +96,25 @@ impl Uplink {
             let changed = outbox.health.as_ref() != Some(&health);
             outbox.health = Some(health);
             changed
+        });
+    }
+
+    /// Publishes a remote config outcome with the effective config and the health read after
+    /// it, in one write.
+    pub(super) fn set_remote_config(
+        &self,
+        status: v1::RemoteConfigStatus,
+        effective: Option<v1::EffectiveConfig>,
+        health: Option<v1::ComponentHealth>,
+    ) {
+        self.publish(|outbox| {
+            outbox.remote_config_status = Some(status);
+            if effective.is_some() {
+                outbox.effective_config = effective;
+            }
+            if health.is_some() {
+                outbox.health = health;
+            }
         });
     }
 
@@ -179,6 +205,15 @@ pub(super) fn spawn_forwarder(
                     }
                     if let Some(statuses) = current.statuses {
                         session.set_package_statuses(statuses);
+                    }
+                    if let Some(effective) = current.effective_config {
+                        session.set_effective_config(effective);
+                    }
+                    if let Some(status) = current.remote_config_status {
+                        session.set_remote_config_status(status);
+                    }
+                    if let Some(components) = current.available_components {
+                        session.set_available_components(components);
                     }
                 })
                 .await;

@@ -37,6 +37,8 @@ pub(super) struct Inputs {
     pub(super) offers: watch::Receiver<Option<Offer>>,
     /// Restart commands.
     pub(super) restarts: mpsc::Receiver<()>,
+    /// The newest remote config offer.
+    pub(super) configs: watch::Receiver<Option<v1::AgentRemoteConfig>>,
     /// Changes (or closes) when the supervisor shuts down.
     pub(super) stop: watch::Receiver<bool>,
 }
@@ -44,6 +46,7 @@ pub(super) struct Inputs {
 enum Job {
     Offer(Offer),
     Restart,
+    Config(v1::AgentRemoteConfig),
 }
 
 /// Owns the collector between jobs.
@@ -65,6 +68,10 @@ pub(super) struct Worker {
     pub(super) uplink: Uplink,
     /// Fresh health readings after an install.
     pub(super) health: HealthSync,
+    /// Remote configs (`None`: `remote_config.mode` is off).
+    pub(super) remote: Option<super::remote::RemoteConfigs>,
+    /// `capabilities.reports_available_components`: list them again after an install.
+    pub(super) reports_components: bool,
 }
 
 /// Reads the collector's health right after an install, so its outcome is reported together
@@ -87,7 +94,7 @@ pub(super) struct HealthSync {
 
 impl HealthSync {
     /// A health reading taken after now (`None` when health is not reported).
-    async fn fresh(&mut self) -> Option<v1::ComponentHealth> {
+    pub(super) async fn fresh(&mut self) -> Option<v1::ComponentHealth> {
         if !self.reports_health {
             return None;
         }
@@ -144,6 +151,15 @@ impl Worker {
                         }
                     }
                     Some(()) = inputs.restarts.recv() => Job::Restart,
+                    changed = inputs.configs.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        match inputs.configs.borrow_and_update().clone() {
+                            Some(config) => Job::Config(config),
+                            None => continue,
+                        }
+                    }
                     () = sleep_until_opt(retry_at), if retry_at.is_some() => match retry.take() {
                         Some((_, offer)) => Job::Offer(offer),
                         None => continue,
@@ -155,6 +171,16 @@ impl Worker {
                     let stopped = tokio::select! {
                         _ = inputs.stop.changed() => true,
                         () = self.restart() => false,
+                    };
+                    if stopped {
+                        break;
+                    }
+                    continue;
+                }
+                Job::Config(config) => {
+                    let stopped = tokio::select! {
+                        _ = inputs.stop.changed() => true,
+                        () = self.handle_config(config) => false,
                     };
                     if stopped {
                         break;
@@ -343,6 +369,11 @@ impl Worker {
                     content_hash,
                 );
                 let health = self.health.fresh().await;
+                let components = if self.reports_components {
+                    crate::components::detect(&self.identity.executable).await
+                } else {
+                    None
+                };
                 let installed_packages = self.applied(&all_packages_hash);
                 let description = self.identity.description(&self.running.version);
                 let running = self.running.clone();
@@ -354,6 +385,9 @@ impl Worker {
                         }
                         outbox.installed = Some(installed_packages);
                         outbox.description = Some(description);
+                        if components.is_some() {
+                            outbox.available_components = components;
+                        }
                     },
                 );
                 InstallEnd::Finished(None)

@@ -36,8 +36,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use types::{
-    AgentConfig, Capabilities, EndpointScheme, HealthConfig, KeySource, RestartBackoff,
-    ServerConfig, ServerEndpoint, SupervisorConfig, TlsConfig, TrustConfig, TrustKey,
+    AgentConfig, Capabilities, EndpointScheme, HealthConfig, KeySource, RemoteConfigMode,
+    RemoteConfigSettings, RestartBackoff, ServerConfig, ServerEndpoint, SupervisorConfig,
+    TlsConfig, TrustConfig, TrustKey,
 };
 
 /// A position in the config file (1-based).

@@ -45,6 +45,49 @@ pub struct SupervisorConfig {
     /// OpenMetrics text; see [`crate::metrics`]). Off when absent.
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Remote configuration from the server (off by default).
+    #[serde(default)]
+    pub remote_config: RemoteConfigSettings,
+}
+
+/// `remote_config`: whether and how the server may configure the collector, and what the host
+/// refuses whatever the server says. See [`crate::remote_config`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct RemoteConfigSettings {
+    /// `off` (default), `remote_on_top` or `remote_only`.
+    pub mode: RemoteConfigMode,
+    /// Refuse configs without a valid signature by a key in `trust.keys` (default false).
+    pub require_signed: bool,
+    /// Component types refused in a remote config: `kind/type` (`exporters/file`) or a bare
+    /// type (`file`, any kind).
+    pub deny_components: Vec<String>,
+    /// When not empty, the only component types a remote config may use (same forms).
+    pub allow_components: Vec<String>,
+    /// When not empty, every `endpoint` under `exporters` must start with one of these.
+    pub allowed_endpoints: Vec<String>,
+}
+
+/// How a remote config combines with the local `agent.config_files`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RemoteConfigMode {
+    /// Remote configs are refused; the collector runs with its own arguments.
+    #[default]
+    Off,
+    /// The local files are the base; the remote config is deep-merged on top of them.
+    RemoteOnTop,
+    /// The remote config alone (the local files only until the first one arrives).
+    RemoteOnly,
+}
+
+impl RemoteConfigMode {
+    /// Whether remote configs are accepted.
+    pub fn is_on(self) -> bool {
+        self != RemoteConfigMode::Off
+    }
 }
 
 /// `server`: the OpAMP server connection.
@@ -199,6 +242,9 @@ pub struct Capabilities {
     pub reports_effective_config: bool,
     /// Restart the collector when the server sends a restart command. Default true.
     pub accepts_restart_command: bool,
+    /// Report the components the collector was built with (`<executable> components`, at
+    /// start-up and after each install). Default false.
+    pub reports_available_components: bool,
 }
 
 impl Default for Capabilities {
@@ -208,6 +254,7 @@ impl Default for Capabilities {
             reports_health: true,
             reports_effective_config: true,
             accepts_restart_command: true,
+            reports_available_components: false,
         }
     }
 }
@@ -425,6 +472,21 @@ impl SupervisorConfig {
                     humantime::format_duration(b.initial),
                     humantime::format_duration(b.max)
                 ),
+            ));
+        }
+        let remote = &self.remote_config;
+        if remote.mode.is_on() && self.agent.args.iter().any(|a| a.starts_with("--config")) {
+            return Err((
+                vec!["agent", "args"],
+                "agent.args must not name a --config when remote_config.mode is on: the \
+                 supervisor passes --config <storage_dir>/collector-config.yaml itself"
+                    .into(),
+            ));
+        }
+        if remote.mode.is_on() && remote.require_signed && self.trust.keys.is_empty() {
+            return Err((
+                vec!["remote_config", "require_signed"],
+                "remote_config.require_signed needs at least one key in trust.keys".into(),
             ));
         }
         if self

@@ -15,7 +15,7 @@ fn header_prefix(kind: &str) -> String {
     format!("opamp-{kind} v1 ")
 }
 
-pub(super) fn save_checked<T: Serialize>(
+pub(crate) fn save_checked<T: Serialize>(
     path: &Path,
     kind: &str,
     value: &T,
@@ -36,7 +36,7 @@ pub(super) fn save_checked<T: Serialize>(
     })
 }
 
-pub(super) fn load_checked<T: DeserializeOwned>(
+pub(crate) fn load_checked<T: DeserializeOwned>(
     path: &Path,
     kind: &str,
 ) -> Result<Option<T>, JournalError> {
@@ -75,7 +75,7 @@ pub(super) fn load_checked<T: DeserializeOwned>(
         .map_err(|err| corrupt(format!("invalid content: {err}")))
 }
 
-pub(super) fn quarantine(path: &Path) -> Result<PathBuf, JournalError> {
+pub(crate) fn quarantine(path: &Path) -> Result<PathBuf, JournalError> {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())

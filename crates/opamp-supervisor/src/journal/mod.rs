@@ -28,7 +28,7 @@
 //! # Ok(()) }
 //! ```
 
-mod file;
+pub(crate) mod file;
 mod floor;
 mod hash;
 mod installed;

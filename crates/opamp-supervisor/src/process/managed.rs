@@ -35,7 +35,8 @@ pub struct ManagedCollector {
 }
 
 impl ManagedCollector {
-    /// A collector run with `agent.args` and `agent.env`, stopped with `stop_timeout`,
+    /// A collector run with `agent.args` (and `--config <storage_dir>/collector-config.yaml`
+    /// when remote configs are on) and `agent.env`, stopped with `stop_timeout`,
     /// restarted per `restart_backoff`, gated per `health`, and recorded in
     /// `<storage_dir>/collector.pid` so a collector left by a killed supervisor is stopped
     /// before another starts. The storage directory must exist (the lock creates it).
@@ -49,9 +50,18 @@ impl ManagedCollector {
             .clone()
             .or_else(|| config.agent.archive_executable_name())
             .unwrap_or_else(|| "collector".to_owned());
+        let mut args = config.agent.args.clone();
+        if config.remote_config.mode.is_on() {
+            // The supervisor owns this file (see `crate::remote_config`).
+            let live = config
+                .agent
+                .storage_dir
+                .join(crate::remote_config::LIVE_CONFIG_FILE);
+            args.extend(["--config".to_owned(), live.display().to_string()]);
+        }
         let command = AgentCommand {
             name,
-            args: config.agent.args.clone(),
+            args,
             env: config.agent.env.clone(),
             current_dir: None,
         };
@@ -89,6 +99,27 @@ impl ManagedCollector {
     /// Follows the process state (for a [`HealthMonitor`](crate::health::HealthMonitor)).
     pub fn watch(&self) -> tokio::sync::watch::Receiver<RunState> {
         self.manager.watch()
+    }
+
+    /// The last non-empty stderr line of the collector that exited last, waiting up to `wait`
+    /// for its output to drain (the exit can be seen before the pipe's last line is read).
+    pub async fn last_exit_stderr_line(&self, wait: Duration) -> Option<String> {
+        let pid = self.manager.watch().borrow().last_exit.map(|e| e.pid)?;
+        let mut tail = self.manager.stderr_tail();
+        let _ = tokio::time::timeout(
+            wait,
+            tail.wait_for(|l| l.as_ref().is_some_and(|l| l.pid == pid)),
+        )
+        .await;
+        let line = tail.borrow().clone();
+        line.filter(|l| l.pid == pid).map(|l| l.line)
+    }
+
+    /// The last non-empty stderr line of the collector running now, if it wrote one.
+    pub fn running_stderr_line(&self) -> Option<String> {
+        let pid = self.manager.watch().borrow().pid?;
+        let line = self.manager.stderr_tail().borrow().clone();
+        line.filter(|l| l.pid == pid).map(|l| l.line)
     }
 
     /// The gate's verdict with full detail (the [`Collector`] impl maps it to

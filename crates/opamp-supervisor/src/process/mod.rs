@@ -285,6 +285,17 @@ pub struct ProcessManager {
     state: watch::Sender<RunState>,
     running: Option<Running>,
     pid_file: Option<PidFile>,
+    stderr_tail: watch::Sender<Option<StderrLine>>,
+}
+
+/// The last non-empty line a collector wrote to stderr: where collectors say why they refuse
+/// a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StderrLine {
+    /// Pid of the process that wrote it.
+    pub pid: u32,
+    /// The line, without its line end.
+    pub line: String,
 }
 
 #[derive(Debug)]
@@ -304,6 +315,7 @@ impl ProcessManager {
             state: watch::channel(RunState::default()).0,
             running: None,
             pid_file: None,
+            stderr_tail: watch::channel(None).0,
         }
     }
 
@@ -353,6 +365,7 @@ impl ProcessManager {
             events: self.events.clone(),
             state: self.state.clone(),
             pid_file: self.pid_file.clone(),
+            stderr_tail: self.stderr_tail.clone(),
         };
         let (child, pid) = task.spawn_child().map_err(|source| ProcessError::Spawn {
             agent: self.command.name.clone(),
@@ -453,6 +466,11 @@ impl ProcessManager {
     /// Follows the [`RunState`] (used by the health gate to notice crashes).
     pub fn watch(&self) -> watch::Receiver<RunState> {
         self.state.subscribe()
+    }
+
+    /// Follows the last non-empty stderr line of the collector processes.
+    pub fn stderr_tail(&self) -> watch::Receiver<Option<StderrLine>> {
+        self.stderr_tail.subscribe()
     }
 
     /// The agent name given at construction.

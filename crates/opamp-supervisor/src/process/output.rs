@@ -1,15 +1,18 @@
 //! Forwards the collector's stdout and stderr, line by line, into `tracing`.
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::sync::watch;
+
+use super::StderrLine;
 
 /// Longer lines are split: a runaway collector must not grow the supervisor's memory.
 const MAX_LINE_BYTES: u64 = 16 * 1024;
 
-/// Which output stream a line came from.
-#[derive(Debug, Clone, Copy)]
+/// Which output stream a line came from; stderr keeps its last line for error reports.
+#[derive(Debug, Clone)]
 pub(super) enum Stream {
     Stdout,
-    Stderr,
+    Stderr(watch::Sender<Option<StderrLine>>),
 }
 
 /// Logs every line of `reader` until end of file, tagged with the agent name and pid.
@@ -32,17 +35,27 @@ pub(super) async fn forward_lines(
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
                 let text = text.trim_end_matches(['\n', '\r']);
-                match stream {
+                match &stream {
                     Stream::Stdout => {
                         tracing::info!(agent = %agent, pid, stream = "stdout", "{text}")
                     }
-                    Stream::Stderr => {
-                        tracing::info!(agent = %agent, pid, stream = "stderr", "{text}")
+                    Stream::Stderr(tail) => {
+                        tracing::info!(agent = %agent, pid, stream = "stderr", "{text}");
+                        if !text.trim().is_empty() {
+                            tail.send_replace(Some(StderrLine {
+                                pid,
+                                line: text.to_owned(),
+                            }));
+                        }
                     }
                 }
             }
             Err(e) => {
-                tracing::warn!(agent = %agent, pid, ?stream, error = %e, "cannot read collector output");
+                let stream = match &stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr(_) => "stderr",
+                };
+                tracing::warn!(agent = %agent, pid, stream, error = %e, "cannot read collector output");
                 break;
             }
         }

@@ -11,7 +11,9 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use super::output::{Stream, forward_lines};
 use super::pid_file::PidFile;
-use super::{AgentCommand, ExitRecord, Phase, ProcessEvent, RestartPolicy, RunState, StopReport};
+use super::{
+    AgentCommand, ExitRecord, Phase, ProcessEvent, RestartPolicy, RunState, StderrLine, StopReport,
+};
 
 pub(super) struct Supervision {
     pub(super) command: AgentCommand,
@@ -21,6 +23,7 @@ pub(super) struct Supervision {
     pub(super) events: broadcast::Sender<ProcessEvent>,
     pub(super) state: watch::Sender<RunState>,
     pub(super) pid_file: Option<PidFile>,
+    pub(super) stderr_tail: watch::Sender<Option<StderrLine>>,
 }
 
 impl Supervision {
@@ -45,7 +48,8 @@ impl Supervision {
             tokio::spawn(forward_lines(out, Stream::Stdout, agent.clone(), pid));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_lines(err, Stream::Stderr, agent.clone(), pid));
+            let tail = self.stderr_tail.clone();
+            tokio::spawn(forward_lines(err, Stream::Stderr(tail), agent.clone(), pid));
         }
         if let Some(pid_file) = &self.pid_file {
             // Without the record a killed supervisor's successor cannot find this collector;

@@ -45,7 +45,9 @@ impl Fleet {
             .session(opamp_session::ServerConfig::new(
                 ServerCapabilities::ACCEPTS_STATUS
                     | ServerCapabilities::OFFERS_PACKAGES
-                    | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
+                    | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
+                    | ServerCapabilities::OFFERS_REMOTE_CONFIG
+                    | ServerCapabilities::ACCEPTS_EFFECTIVE_CONFIG,
             ))
             .downloads(DownloadConfig::new(packages.path()));
         let config = customize(config);
@@ -138,6 +140,33 @@ impl Fleet {
             .registry()
             .with_session(uid, |s| s.offer_packages(offer))
             .expect("agent known");
+    }
+
+    /// Offers the remote config `config` under `hash`.
+    pub fn offer_config(&self, uid: InstanceUid, hash: &[u8], config: v1::AgentConfigMap) {
+        let offer = v1::AgentRemoteConfig {
+            config: Some(config),
+            config_hash: hash.to_vec(),
+        };
+        self.server
+            .registry()
+            .with_session(uid, |s| s.offer_remote_config(offer))
+            .expect("agent known");
+    }
+
+    /// Waits until the agent reports `wanted` for the remote config `hash`; returns the status.
+    pub async fn wait_config(
+        &mut self,
+        uid: InstanceUid,
+        hash: &[u8],
+        wanted: v1::RemoteConfigStatuses,
+    ) -> AgentStatus {
+        self.wait_until(uid, &format!("remote config {wanted:?}"), |s| {
+            s.remote_config_status
+                .as_ref()
+                .is_some_and(|r| r.last_remote_config_hash == hash && r.status == wanted as i32)
+        })
+        .await
     }
 
     /// Publishes `bytes` and offers them as `version`, signed by `signer`.
@@ -285,7 +314,7 @@ impl Host {
         liveness_window: &str,
         heartbeat: &str,
     ) -> (PathBuf, SupervisorConfig) {
-        self.config_with_server(endpoint, liveness_window, heartbeat, "")
+        self.write_config(endpoint, liveness_window, heartbeat, "", "")
     }
 
     /// As [`Host::config_with`], with more `server:` keys (YAML lines indented by two).
@@ -295,6 +324,28 @@ impl Host {
         liveness_window: &str,
         heartbeat: &str,
         server_extra: &str,
+    ) -> (PathBuf, SupervisorConfig) {
+        self.write_config(endpoint, liveness_window, heartbeat, server_extra, "")
+    }
+
+    /// As [`Host::config_with`], with `extra` YAML appended (top-level sections).
+    pub fn config_extra(
+        &self,
+        endpoint: &str,
+        liveness_window: &str,
+        heartbeat: &str,
+        extra: &str,
+    ) -> (PathBuf, SupervisorConfig) {
+        self.write_config(endpoint, liveness_window, heartbeat, "", extra)
+    }
+
+    fn write_config(
+        &self,
+        endpoint: &str,
+        liveness_window: &str,
+        heartbeat: &str,
+        server_extra: &str,
+        extra: &str,
     ) -> (PathBuf, SupervisorConfig) {
         let path = self.dir.path().join("supervisor.yaml");
         let yaml = format!(
@@ -313,6 +364,7 @@ capabilities:
   accepts_packages: true
   reports_health: true
   reports_effective_config: true
+  reports_available_components: true
 health:
   http_url: {health}
   liveness_window: {liveness_window}
@@ -327,7 +379,7 @@ trust:
   keys:
     - file: {key}
 heartbeat_interval: {heartbeat}
-"#,
+{extra}"#,
             exe = self.exe.display(),
             storage = self.storage.display(),
             port = self.health_port,
@@ -359,6 +411,16 @@ heartbeat_interval: {heartbeat}
             .last()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// The config text the running collector was started with (`GET /config`), if it answers.
+    pub async fn running_config(&self) -> Option<String> {
+        let url = format!("http://127.0.0.1:{}/config", self.health_port);
+        let response = reqwest::get(url).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().await.ok()
     }
 
     /// The version the health endpoint's collector reports (`GET /version`), if it answers.
@@ -461,4 +523,59 @@ pub async fn assert_still_runs(fleet: &mut Fleet, uid: InstanceUid, host: &Host,
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Names the config of a supervisor process started by [`spawn_supervisor`].
+const SUPERVISOR_CONFIG_ENV: &str = "OPAMP_TEST_SUPERVISOR_CONFIG";
+
+/// The body of a `#[test] fn supervisor_process()` that test files killing a real supervisor
+/// process declare (the crate ships no binary, so the process is the test executable started
+/// again): does nothing in a normal run; with [`SUPERVISOR_CONFIG_ENV`] set, runs the
+/// supervisor until SIGTERM (exit 0) or until killed.
+pub fn run_supervisor_process_if_asked() {
+    let Some(config) = std::env::var_os(SUPERVISOR_CONFIG_ENV) else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .init();
+    let config =
+        SupervisorConfig::load(std::path::Path::new(&config)).expect("supervisor config loads");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("listen for SIGTERM");
+        opamp_supervisor::run(config, async move {
+            terminate.recv().await;
+        })
+        .await
+        .expect("supervisor runs until SIGTERM");
+    });
+}
+
+/// Starts this test executable's `supervisor_process` test as a supervisor for `config`,
+/// logging to `log_name` in the host directory.
+pub fn spawn_supervisor(
+    host: &Host,
+    config: &std::path::Path,
+    log_name: &str,
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let log = std::fs::File::create(host.dir.path().join(log_name)).expect("create log file");
+    let this_test = std::env::current_exe().expect("test executable path");
+    Command::new(this_test)
+        .args([
+            "supervisor_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SUPERVISOR_CONFIG_ENV, config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn the supervisor process")
 }

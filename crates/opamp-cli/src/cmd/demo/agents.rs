@@ -137,6 +137,11 @@ fn write_agent(
         format!("cannot copy the collector to {}", executable.display())
     })?;
     let health_port = free_port()?;
+    // The host's own collector config: remote configs go on top of it.
+    let base = dir.join("collector.yaml");
+    std::fs::write(&base, BASE_CONFIG).or_fail(Failure::Unreachable, || {
+        format!("cannot write {}", base.display())
+    })?;
     let timing = settings.timing;
     let yaml = format!(
         r#"# opamp demo agent {index}
@@ -147,6 +152,7 @@ agent:
   storage_dir: {storage}
   package_name: {PACKAGE}
   args: ["--health-port", "{health_port}"]
+  config_files: [{base}]
   labels:
     {label_key}: {label_value}
     demo.agent: "{index}"
@@ -161,10 +167,13 @@ trust:
     - file: {public_key}
 stop_timeout: 5s
 heartbeat_interval: {heartbeat}
+remote_config:
+  mode: remote_on_top
 "#,
         endpoint = settings.endpoint,
         executable = yaml_text(&executable),
         storage = yaml_text(&storage),
+        base = yaml_text(&base),
         label_key = DEMO_LABEL.0,
         label_value = DEMO_LABEL.1,
         liveness = humantime::format_duration(timing.liveness_window),
@@ -181,6 +190,19 @@ heartbeat_interval: {heartbeat}
         config,
         log: dir.join("supervisor.log"),
     })
+}
+
+/// Every demo host's local collector config (the base remote configs are merged onto).
+pub(crate) const BASE_CONFIG: &str = "receivers:\n  otlp: {}\nexporters:\n  debug: {}\n";
+
+/// The collector config a supervisor runs now (it writes the merged config there).
+pub(crate) fn running_config(root: &Path, index: u32) -> String {
+    let path = root
+        .join("agents")
+        .join(format!("agent-{index:03}"))
+        .join("storage")
+        .join("collector-config.yaml");
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// A path as a YAML scalar (single-quoted, quotes doubled).

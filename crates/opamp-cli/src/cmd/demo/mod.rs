@@ -2,7 +2,8 @@
 //!
 //! Release side (key, signed packages), a real fleet server on loopback ports with SQLite in a
 //! temporary directory, N real `opamp supervisor` processes each running a test collector, and
-//! four rollouts driven through the admin API exactly as `opamp rollout start` would.
+//! package rollouts and one config rollout driven through the admin API exactly as
+//! `opamp rollout start` and `opamp config rollout start` would.
 
 mod agents;
 mod release;
@@ -20,7 +21,8 @@ Example:
 
 Creates a release key, signs three collector versions, starts a server and N supervisors on
 127.0.0.1, rolls out a good version, a bad one (canary fails, rollout aborts) and a signed
-downgrade (after showing that an unauthorised downgrade and a tampered file are refused).
+downgrade (after showing that an unauthorised downgrade and a tampered file are refused),
+then a collector config the collector refuses (rolled back at the canary).
 Exits 0 only if every step ends as expected. Files and logs live in a temporary directory,
 kept (and printed) when a step fails.";
 

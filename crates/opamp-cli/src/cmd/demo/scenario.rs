@@ -11,7 +11,7 @@ use opamp_fleet::{
 };
 
 use super::Timing;
-use super::agents::{AgentSettings, DEMO_LABEL, Supervisors};
+use super::agents::{AgentSettings, DEMO_LABEL, Supervisors, running_config};
 use super::release::{self, PACKAGE, Release, SignedPackage};
 use super::summary::Summary;
 use crate::cmd::watch;
@@ -240,12 +240,61 @@ async fn steps(
         Ok(format!("{} waves completed; {fleet}", view.waves.len()))
     }
     .await;
-    summary.record(
+    if !summary.record(
         "signed downgrade to 1.0.0",
         "completes, all on 1.0.0 healthy",
         at,
         result,
+    ) {
+        return;
+    }
+
+    // 8. A config the collector refuses: the canary's supervisor puts its config back and
+    //    reports FAILED, the rollout is rolled back, every host keeps the config it had.
+    let at = Instant::now();
+    let result = async {
+        let view = bad_config_rollout(&client, timing).await?;
+        let canary = only_canary_touched(&client, &view, Some(&["unknown exporter"])).await?;
+        let fleet = wait_fleet(&client, supervisors, agents, "1.0.0", timing).await?;
+        let changed = (0..agents)
+            .filter(|index| running_config(dir, *index).contains("fail_with"))
+            .count();
+        if changed > 0 {
+            return Err(format!("{changed} hosts still run the bad config"));
+        }
+        Ok(format!("{canary}; {fleet}, every host on its old config"))
+    }
+    .await;
+    summary.record(
+        "config rollout, bad config",
+        "canary's collector refuses it; rolled back, the fleet keeps its config",
+        at,
+        result,
     );
+}
+
+/// Adds a config the collector refuses to start with to the config catalog and rolls it out
+/// to the demo agents, following it to its end.
+async fn bad_config_rollout(client: &AdminClient, timing: &Timing) -> Result<RolloutView, String> {
+    use opamp_fleet::admin::{ConfigFileUpload, ConfigUpload};
+    let body = "exporters:\n  nowhere: {}\nfail_with: 'unknown exporter type \"nowhere\"'\n";
+    let file = ConfigFileUpload::new("collector.yaml", "text/yaml", body.as_bytes());
+    let added = client
+        .add_config(&ConfigUpload::new("collector", "2", vec![file]))
+        .await
+        .map_err(|e| format!("cannot add the config: {e}"))?;
+    let _ = output::line(format_args!(
+        "\n== config rollout collector 2 (hash {})",
+        added.hash
+    ));
+    let mut request = RolloutRequest::config("collector", "2");
+    request.selector = format!("{}={}", DEMO_LABEL.0, DEMO_LABEL.1);
+    request.canary_share = Some(0.1);
+    request.batches = Some(BatchPlan::Share(0.5));
+    request.bake_time = Some(timing.bake);
+    request.install_timeout = Some(timing.install_timeout);
+    request.health_timeout = Some(timing.health_timeout);
+    follow_new(client, &request, "config 2", timing).await
 }
 
 /// Starts the server on loopback ports and fills the catalog through the admin API.
@@ -320,8 +369,18 @@ async fn rollout(
     request.install_timeout = Some(timing.install_timeout);
     request.health_timeout = Some(timing.health_timeout);
     request.failure_budget = Some(FailureBudget::Count(0));
+    follow_new(client, &request, version, timing).await
+}
+
+/// Starts `request` and follows it to its end, showing its progress under `label`.
+async fn follow_new(
+    client: &AdminClient,
+    request: &RolloutRequest,
+    label: &str,
+    timing: &Timing,
+) -> Result<RolloutView, String> {
     let view = client
-        .create_rollout(&request)
+        .create_rollout(request)
         .await
         .map_err(|e| format!("cannot start the rollout: {e}"))?;
     let id = view.id.to_string();
@@ -332,7 +391,7 @@ async fn rollout(
         view.waves.len().saturating_sub(1),
         humantime::format_duration(timing.bake)
     ));
-    let label = format!("{version:>18}");
+    let label = format!("{label:>18}");
     let view = tokio::time::timeout(timing.step_timeout, watch::follow(client, &id, &label))
         .await
         .map_err(|_| {

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::failure::{CommandError, Failure, ResultExt as _};
 
 /// Reads a whole (small) text file such as a PEM key.
-pub(super) fn read_text(path: &Path, what: &str) -> Result<String, CommandError> {
+pub(crate) fn read_text(path: &Path, what: &str) -> Result<String, CommandError> {
     fs::read_to_string(path).or_fail(Failure::Unreachable, || {
         format!("cannot read {what} {}", path.display())
     })
@@ -54,7 +54,7 @@ pub(super) fn write_private(
 }
 
 /// Writes `contents` to `path`, refusing to replace an existing file unless `replace`.
-pub(super) fn write_public(
+pub(crate) fn write_public(
     path: &Path,
     contents: &[u8],
     replace: bool,

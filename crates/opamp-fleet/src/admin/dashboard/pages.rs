@@ -128,7 +128,11 @@ pub(super) fn rollout_table<'a>(rollouts: impl Iterator<Item = &'a RolloutSummar
              <td><span class=\"status {s}\">{s}</span></td><td><code>{sel}</code></td>\
              <td>{c}</td><td>{u}</td></tr>",
             id = esc(r.id.as_str()),
-            p = esc(&r.package),
+            p = if r.target_kind.is_package() {
+                esc(&r.package)
+            } else {
+                format!("config {}", esc(&r.package))
+            },
             v = esc(&r.target_version),
             s = r.status,
             sel = esc(&r.selector),

@@ -162,7 +162,11 @@ fn render_rollout(rollout: &Rollout, audit: &AuditTail, session: &Session) -> St
         "<div class=\"summary\" data-status=\"{status}\"><span class=\"status {status}\" \
          data-testid=\"rollout-status\">{status}</span> <strong>{pkg} {ver}</strong> \
          to <code>{sel}</code> · {stage} · created {created} by {by}</div>",
-        pkg = esc(&spec.package_name),
+        pkg = if spec.target_kind.is_package() {
+            esc(&spec.package_name)
+        } else {
+            format!("config {}", esc(&spec.package_name))
+        },
         ver = esc(&spec.target_version),
         sel = esc(&spec.selector.to_string()),
         stage = esc(&stage(state)),
