@@ -15,6 +15,36 @@ pub enum PackagesError {
     /// A package status is not a combination the OpAMP specification allows.
     #[error(transparent)]
     Status(#[from] StatusError),
+    /// A version text is not a version ([`crate::parse_version`]).
+    #[error(transparent)]
+    Version(#[from] VersionError),
+}
+
+/// Why [`crate::parse_version`] refused a text. The messages leave the text out: callers
+/// name it in their context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VersionError {
+    /// Longer than [`crate::MAX_VERSION_LEN`].
+    #[error("a version is at most {max} bytes, this one has {len}")]
+    TooLong {
+        /// Length of the text in bytes.
+        len: usize,
+        /// Largest length accepted.
+        max: usize,
+    },
+    /// Not semantic-version text (after one optional `v`/`V`).
+    #[error("not a semantic version ({reason})")]
+    NotSemver {
+        /// What the semver parser said.
+        reason: String,
+    },
+    /// Semantic-version text that would print differently.
+    #[error("not written canonically (it would read {canonical:?})")]
+    NotCanonical {
+        /// How the version prints.
+        canonical: String,
+    },
 }
 
 /// Why a package name was refused.

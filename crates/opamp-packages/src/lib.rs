@@ -11,7 +11,9 @@ mod status;
 mod version;
 
 pub use content_hash::ContentHash;
-pub use error::{InvalidNameReason, NameError, OfferError, PackagesError, StatusError};
+pub use error::{
+    InvalidNameReason, NameError, OfferError, PackagesError, StatusError, VersionError,
+};
 pub use hash::{all_packages_hash, all_packages_hash_input, package_hash, package_hash_input};
 pub use name::{MAX_NAME_BYTES, PackageKey, PackageName};
 pub use offer::{OfferedPackage, PackageOffer};
@@ -23,4 +25,4 @@ pub use status::{
     AgentHas, DownloadProgress, PackageState, PackageStatusesBuilder, ParsedPackageStatuses,
     ServerOffered, parse_package_status, parse_package_statuses,
 };
-pub use version::{VersionOrder, compare_versions};
+pub use version::{MAX_VERSION_LEN, VersionOrder, compare_versions, parse_version};

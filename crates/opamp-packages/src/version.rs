@@ -1,6 +1,51 @@
-//! How an offered version compares with the installed one (rules on [`compare_versions`]).
+//! The one way versions are read ([`parse_version`]) and compared ([`compare_versions`]),
+//! used by the signature checks, the supervisor's anti-rollback floor and the fleet server.
 
 use std::cmp::Ordering;
+
+use crate::error::VersionError;
+
+/// Longest version text accepted, in bytes (a version is also a directory name and part of
+/// signed statements).
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// Parses a package version: [Semantic Versioning 2.0.0](https://semver.org) text, optionally
+/// after one leading `v` or `V`, at most [`MAX_VERSION_LEN`] bytes, written canonically (it
+/// prints back identically, so two different texts never name the same version and a signed
+/// text is the text compared).
+///
+/// ```
+/// use opamp_packages::parse_version;
+///
+/// assert_eq!(parse_version("v0.110.0").unwrap(), semver::Version::new(0, 110, 0));
+/// assert_eq!(parse_version("1.0.0-rc.1+b7").unwrap().pre.as_str(), "rc.1");
+/// assert!(parse_version("vv1.0.0").is_err()); // one prefix only
+/// assert!(parse_version("1.0").is_err());
+/// assert!(parse_version("01.0.0").is_err());
+/// ```
+///
+/// # Errors
+/// [`VersionError`] naming the text and why it is not a version.
+pub fn parse_version(text: &str) -> Result<semver::Version, VersionError> {
+    if text.len() > MAX_VERSION_LEN {
+        return Err(VersionError::TooLong {
+            len: text.len(),
+            max: MAX_VERSION_LEN,
+        });
+    }
+    let bare = text
+        .strip_prefix('v')
+        .or_else(|| text.strip_prefix('V'))
+        .unwrap_or(text);
+    let version = semver::Version::parse(bare).map_err(|e| VersionError::NotSemver {
+        reason: e.to_string(),
+    })?;
+    let canonical = version.to_string();
+    if canonical != bare {
+        return Err(VersionError::NotCanonical { canonical });
+    }
+    Ok(version)
+}
 
 /// The offered version relative to the installed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,16 +97,39 @@ pub fn compare_versions(installed: &str, offered: &str) -> VersionOrder {
 }
 
 fn parse(version: &str) -> Option<semver::Version> {
-    let bare = version
-        .strip_prefix('v')
-        .or_else(|| version.strip_prefix('V'))
-        .unwrap_or(version);
-    semver::Version::parse(bare).ok()
+    parse_version(version).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_version_names_why_it_refuses() {
+        assert!(matches!(
+            parse_version(&"1".repeat(MAX_VERSION_LEN + 1)),
+            Err(VersionError::TooLong { .. })
+        ));
+        assert!(matches!(
+            parse_version("V1.2"),
+            Err(VersionError::NotSemver { .. })
+        ));
+        assert_eq!(parse_version("V1.2.3").unwrap(), semver::Version::new(1, 2, 3));
+        assert!(parse_version("").is_err());
+        assert!(parse_version("v").is_err());
+        assert!(parse_version(" 1.0.0").is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever parses prints back as the text after its prefix: one text per version.
+        #[test]
+        fn parsed_versions_are_canonical(text in "[vV]?[0-9a-z.+-]{0,24}") {
+            if let Ok(version) = parse_version(&text) {
+                let bare = text.trim_start_matches(['v', 'V']);
+                proptest::prop_assert_eq!(version.to_string(), bare);
+            }
+        }
+    }
 
     #[test]
     fn identical_strings_are_same_even_without_semver() {

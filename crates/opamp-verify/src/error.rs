@@ -155,13 +155,14 @@ pub enum VerifyError {
         /// The name given.
         name: String,
     },
-    /// A version string is not a semantic version.
-    #[error("version {version:?} is not a semantic version: {reason}")]
+    /// A version string is not a usable version ([`opamp_packages::parse_version`]).
+    #[error("version {version:?} is unusable")]
     InvalidVersion {
         /// The version string.
         version: String,
-        /// The parser's message.
-        reason: String,
+        /// Why.
+        #[source]
+        source: opamp_packages::VersionError,
     },
 
     // ---- trust policy refusals ----

@@ -39,9 +39,7 @@ pub use keyring::{KeyRing, TrustedKey};
 pub use policy::{TrustPolicy, VerificationContext};
 #[cfg(feature = "sign")]
 pub use signer::{PrivateKeyPem, ReleaseSigner};
-pub use statement::{
-    DowngradeAuthorisation, MAX_NAME_LEN, MAX_VERSION_LEN, Statement, parse_version,
-};
+pub use statement::{DowngradeAuthorisation, MAX_NAME_LEN, MAX_VERSION_LEN, Statement};
 pub use verified::{ApprovedPackage, Verified, VerifiedPackage};
 pub use verifier::{
     CompatibleVerifier, PackageOffer, PackageVerifier, Provenance, SignedClaims, StatementVerifier,

@@ -8,8 +8,9 @@ use crate::wire::{WireReader, put_prefixed};
 
 /// Longest package name in a statement, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
-/// Longest version string in a statement, in bytes.
-pub const MAX_VERSION_LEN: usize = 128;
+/// Longest version string in a statement, in bytes (the one limit of
+/// [`opamp_packages::parse_version`]).
+pub use opamp_packages::MAX_VERSION_LEN;
 
 /// Whether a statement lets agents move *down* to its version.
 ///
@@ -156,7 +157,8 @@ impl Statement {
             0 => DowngradeAuthorisation::Forbidden,
             1 => {
                 let text = reader.prefixed_str("statement downgrade version", MAX_VERSION_LEN)?;
-                match semver::Version::parse(text) {
+                // Written without a `v`, so one statement has one encoding.
+                match opamp_packages::parse_version(text) {
                     Ok(version) if version.to_string() == text => {
                         DowngradeAuthorisation::AllowFromAtMost(version)
                     }
@@ -197,24 +199,12 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses a package version: canonical semantic version text, optionally after one `v`.
-///
-/// Canonical means it prints back identically, so two different strings never name the same
-/// version and the signed text is the text compared.
-pub fn parse_version(text: &str) -> Result<semver::Version> {
-    let bare = text.strip_prefix('v').unwrap_or(text);
-    let invalid = |reason: String| VerifyError::InvalidVersion {
+/// Parses a version inside a statement with [`opamp_packages::parse_version`].
+pub(crate) fn parse_version(text: &str) -> Result<semver::Version> {
+    opamp_packages::parse_version(text).map_err(|source| VerifyError::InvalidVersion {
         version: text.to_owned(),
-        reason,
-    };
-    if text.len() > MAX_VERSION_LEN {
-        return Err(invalid(format!("longer than {MAX_VERSION_LEN} bytes")));
-    }
-    let version = semver::Version::parse(bare).map_err(|e| invalid(e.to_string()))?;
-    if version.to_string() != bare {
-        return Err(invalid("not written canonically".to_owned()));
-    }
-    Ok(version)
+        source,
+    })
 }
 
 /// Whole unix seconds of `time`, 0 before the epoch.

@@ -83,7 +83,7 @@ pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
 
 /// Parses a package version the way agents do (canonical semver, optional leading `v`).
 pub(crate) fn parse_version(text: &str) -> Result<semver::Version, String> {
-    opamp_verify::parse_version(text).map_err(|e| e.to_string())
+    opamp_packages::parse_version(text).map_err(|e| e.to_string())
 }
 
 /// Parses a human duration such as `30s`, `5m` or `90d`.

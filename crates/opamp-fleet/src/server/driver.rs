@@ -1030,7 +1030,7 @@ impl Driver {
         rollout: &Rollout,
     ) -> Result<BTreeMap<String, String>, FleetError> {
         let spec = rollout.spec();
-        let Ok(target) = semver::Version::parse(&spec.target_version) else {
+        let Ok(target) = opamp_packages::parse_version(&spec.target_version) else {
             return Ok(BTreeMap::new());
         };
         let previous: BTreeSet<&str> = rollout
@@ -1040,7 +1040,8 @@ impl Driver {
             .collect();
         let mut refused = BTreeMap::new();
         for version in previous {
-            let lower = semver::Version::parse(version).is_ok_and(|v| v < target);
+            let lower = opamp_packages::parse_version(version)
+                .is_ok_and(|v| v.cmp_precedence(&target).is_lt());
             if !lower {
                 continue;
             }

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Parses a package version for the floor: semver, with an optional leading `v`.
-pub fn parse_floor_version(version: &str) -> Option<semver::Version> {
-    semver::Version::parse(version.trim_start_matches('v')).ok()
+/// A floor version, read with the one version parser (`None`: not a version, which leaves
+/// the floor unknown).
+fn parse_floor_version(version: &str) -> Option<semver::Version> {
+    opamp_packages::parse_version(version).ok()
 }
 
 /// The floor of every package, as loaded from the two copies.

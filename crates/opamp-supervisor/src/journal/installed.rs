@@ -232,7 +232,7 @@ impl InstalledStateStore {
     /// # Errors
     /// `version` is not a version, or a write failed.
     pub fn reset_rollback_floor(&self, package: &str, version: &str) -> Result<(), JournalError> {
-        if super::floor::parse_floor_version(version).is_none() {
+        if opamp_packages::parse_version(version).is_err() {
             return Err(JournalError::Corrupt {
                 path: self.floor_path.clone(),
                 reason: format!("{version:?} is not a version"),

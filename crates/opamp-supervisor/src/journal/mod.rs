@@ -38,7 +38,7 @@ mod step;
 use std::io;
 use std::path::PathBuf;
 
-pub use floor::{FloorUnknown, RollbackFloor, parse_floor_version};
+pub use floor::{FloorUnknown, RollbackFloor};
 pub use hash::Sha256Hash;
 pub use installed::{FailedOffer, InstalledPackage, InstalledState, InstalledStateStore};
 pub use record::{InstallRecord, Journal, previous_path_for};

@@ -185,7 +185,7 @@ fn statement(
         })?;
     if let Some(from) = &args.allow_downgrade_from_at_most {
         // The statement parsed, so its version is valid semver.
-        let signed = opamp_verify::parse_version(version)
+        let signed = opamp_packages::parse_version(version)
             .or_fail(Failure::Operation, || format!("invalid version {version}"))?;
         if from.cmp_precedence(&signed).is_le() {
             return Err(CommandError::operation(anyhow::anyhow!(
