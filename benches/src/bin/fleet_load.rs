@@ -102,7 +102,7 @@ fn main() {
 async fn serve(args: Args, fd_limit: u64) {
     let package_dir = args.package_dir.expect("--package-dir");
     let content = std::fs::read(package_dir.join(PACKAGE_FILE)).unwrap();
-    let content_hash = ContentHash::digest(&content);
+    let content_hash = ContentHash::of(&content);
     let mut session = opamp_session::ServerConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );

@@ -49,7 +49,7 @@ fn documented_hash() -> String {
         encoded.extend_from_slice(&(part.len() as u64).to_be_bytes());
         encoded.extend_from_slice(part);
     }
-    opamp_packages::ContentHash::digest(&encoded).to_string()
+    opamp_packages::ContentHash::of(&encoded).to_string()
 }
 
 fn health() -> v1::ComponentHealth {

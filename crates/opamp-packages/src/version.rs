@@ -114,7 +114,10 @@ mod tests {
             parse_version("V1.2"),
             Err(VersionError::NotSemver { .. })
         ));
-        assert_eq!(parse_version("V1.2.3").unwrap(), semver::Version::new(1, 2, 3));
+        assert_eq!(
+            parse_version("V1.2.3").unwrap(),
+            semver::Version::new(1, 2, 3)
+        );
         assert!(parse_version("").is_err());
         assert!(parse_version("v").is_err());
         assert!(parse_version(" 1.0.0").is_err());

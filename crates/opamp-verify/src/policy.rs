@@ -4,7 +4,6 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::digest::ContentHash;
 use crate::error::{Result, VerifyError};
 use crate::keyring::KeyRing;
 use crate::statement::{DowngradeAuthorisation, parse_version, unix_seconds};
@@ -176,7 +175,7 @@ impl TrustPolicy {
         context: &VerificationContext,
     ) -> Result<SignedClaims> {
         let signature = offer.signature();
-        let offered_hash = ContentHash::from_slice(offer.content_hash())?;
+        let offered_hash = offer.checked_content_hash()?;
         if signature.is_empty() {
             if self.require_signature {
                 return Err(VerifyError::MissingSignature {
@@ -251,7 +250,7 @@ fn approve(
     claims: &SignedClaims,
     context: &VerificationContext,
 ) -> Result<ApprovedPackage> {
-    let offered_hash = ContentHash::from_slice(offer.content_hash())?;
+    let offered_hash = offer.checked_content_hash()?;
     if !claims.content_hash.ct_eq(&offered_hash) {
         return Err(VerifyError::OfferHashMismatch {
             signed: claims.content_hash,

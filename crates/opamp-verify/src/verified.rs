@@ -3,10 +3,11 @@
 use std::io::{Read, Write};
 use std::ops::Deref;
 
-use crate::digest::{ContentHash, HashedContent, HashingWriter, hash_reader};
+use crate::digest::{HashedContent, HashingWriter, hash_reader};
 use crate::error::{Result, VerifyError};
 use crate::key::KeyId;
 use crate::verifier::Provenance;
+use opamp_packages::ContentHash;
 
 /// A value that passed verification. Its field is private, so code outside this crate can read
 /// it but never build one.

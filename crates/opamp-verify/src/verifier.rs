@@ -3,12 +3,12 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::digest::ContentHash;
 use crate::envelope::SignatureEnvelope;
 use crate::error::{Result, VerifyError};
 use crate::key::{KeyId, Scheme};
 use crate::keyring::KeyRing;
 use crate::statement::{DowngradeAuthorisation, unix_seconds};
+use opamp_packages::ContentHash;
 
 /// What the server offers for one package: the fields of `PackageAvailable` that verification
 /// needs, borrowed from the decoded message.
@@ -75,6 +75,16 @@ impl<'a> PackageOffer<'a> {
     /// Offered `content_hash` bytes (should be a 32-byte SHA-256).
     pub fn content_hash(&self) -> &'a [u8] {
         self.content_hash
+    }
+
+    /// Offered `content_hash` as a [`ContentHash`].
+    ///
+    /// # Errors
+    /// [`VerifyError::InvalidContentHash`] unless it is 32 bytes long.
+    pub fn checked_content_hash(&self) -> Result<ContentHash> {
+        ContentHash::from_slice(self.content_hash).map_err(|_| VerifyError::InvalidContentHash {
+            length: self.content_hash.len(),
+        })
     }
 
     /// Offered `signature` bytes (may be empty).
@@ -219,7 +229,7 @@ impl SignedClaims {
 ///         -> Result<SignedClaims, VerifyError>
 ///     {
 ///         let signer = String::from_utf8_lossy(&offer.signature()[5..]).into_owned();
-///         let hash = ContentHash::from_slice(offer.content_hash())?;
+///         let hash = offer.checked_content_hash()?;
 ///         Ok(SignedClaims::new(Provenance::External { verifier: "demo".into(), signer }, hash)
 ///             .with_name(offer.name()))
 ///     }
@@ -307,7 +317,7 @@ impl PackageVerifier for CompatibleVerifier {
         keys: &KeyRing,
         now: SystemTime,
     ) -> Result<SignedClaims> {
-        let content_hash = ContentHash::from_slice(offer.content_hash())?;
+        let content_hash = offer.checked_content_hash()?;
         let scheme = Scheme::RsaPkcs1v15Sha256;
         let verifies = |key: &crate::PublicKey| {
             key.supports(scheme)

@@ -108,7 +108,7 @@ pub(crate) fn config_hash(map: &v1::AgentConfigMap) -> Vec<u8> {
             encoded.extend_from_slice(part);
         }
     }
-    opamp_packages::ContentHash::digest(&encoded)
+    opamp_packages::ContentHash::of(&encoded)
         .as_bytes()
         .to_vec()
 }

@@ -41,6 +41,7 @@ use crate::lock::StorageLock;
 use crate::process::ManagedCollector;
 use crate::storage::{self, StorageLayout};
 use identity::Identity;
+use opamp_packages::ContentHash;
 use uplink::{Outbox, Uplink};
 use worker::{Inputs, Offer, Worker};
 
@@ -431,7 +432,7 @@ async fn current_package(
             name,
             package.version,
             package.server_hash,
-            package.content_hash.map(|h| h.0),
+            package.content_hash,
         );
     }
     let version = identity::detect_version(&identity.executable)
@@ -445,7 +446,9 @@ async fn current_package(
             .unwrap_or_else(|| identity.service_name.clone()),
         version,
         Vec::new(),
-        storage::sha256_file(&identity.executable).ok(),
+        storage::sha256_file(&identity.executable)
+            .ok()
+            .map(ContentHash::from_bytes),
     )
 }
 
