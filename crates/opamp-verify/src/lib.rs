@@ -43,5 +43,6 @@ pub use signer::{PrivateKeyPem, ReleaseSigner};
 pub use statement::{DowngradeAuthorisation, MAX_NAME_LEN, MAX_VERSION_LEN, Statement};
 pub use verified::{ApprovedPackage, Verified, VerifiedPackage};
 pub use verifier::{
-    CompatibleVerifier, PackageOffer, PackageVerifier, Provenance, SignedClaims, StatementVerifier,
+    CompatibleVerifier, PackageToVerify, PackageVerifier, Provenance, SignedClaims,
+    StatementVerifier,
 };

@@ -194,7 +194,7 @@ impl Verified<ApprovedPackage> {
     /// let mut keys = KeyRing::new();
     /// keys.trust(TrustedKey::new(signer.public_key().clone()));
     ///
-    /// let offer = PackageOffer::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
+    /// let offer = PackageToVerify::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
     /// let context = VerificationContext::new(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
     /// let approved = TrustPolicy::new(keys).verify_offer(&offer, &context)?;
     /// // Stream the download to disk (a Vec here) and hash it in the same pass.

@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opamp_session::{AgentConfig as SessionConfig, AgentEvent};
+use opamp_session::{AgentEvent, AgentSessionConfig};
 use opamp_transport::client::{ClientEvent, ClientHandle, OpampClient};
 use tokio::sync::{mpsc, watch};
 
@@ -125,7 +125,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         "collector started"
     );
 
-    let mut session = SessionConfig::new(instance_uid, identity.description(&current.version));
+    let mut session = AgentSessionConfig::new(instance_uid, identity.description(&current.version));
     session.capabilities = capabilities(&config);
     session.heartbeat_interval = Some(config.heartbeat_interval);
     let (client, mut events) = OpampClient::start(client_config, session)?;

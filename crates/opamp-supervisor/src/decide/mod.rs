@@ -52,7 +52,7 @@ use opamp_packages::{
     plan_sync,
 };
 use opamp_proto::v1;
-use opamp_verify::{ApprovedPackage, PackageOffer, TrustPolicy, VerificationContext, Verified};
+use opamp_verify::{ApprovedPackage, PackageToVerify, TrustPolicy, VerificationContext, Verified};
 
 pub use report::StatusReport;
 
@@ -498,7 +498,7 @@ pub fn approve(
     if let Some(floor) = floor {
         context = context.with_highest_installed(floor);
     }
-    let offer = PackageOffer::new(
+    let offer = PackageToVerify::new(
         &offered.name,
         &available.version,
         &file.content_hash,
