@@ -16,7 +16,7 @@ fn offer_with(count: usize) -> PackageOffer {
     for index in 0..count {
         let name = PackageName::new(format!("package-{index:05}")).expect("valid name");
         let url = format!("https://downloads.example/packages/{name}/1.2.3/{name}.tar.gz");
-        let content = ContentHash::digest(name.as_str().as_bytes());
+        let content = ContentHash::of(name.as_str().as_bytes());
         let package = if index == 0 {
             OfferedPackage::top_level(name, "1.2.3", url, content)
         } else {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_main};
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
-use opamp_session::{AgentConfig, AgentSession, ServerConfig, ServerSession};
+use opamp_session::{AgentSession, AgentSessionConfig, ServerSession, ServerSessionConfig};
 
 fn description() -> v1::AgentDescription {
     v1::AgentDescription {
@@ -40,10 +40,12 @@ fn health(healthy: bool) -> v1::ComponentHealth {
 
 /// A connected pair that already exchanged the first full report.
 fn pair(now: Instant) -> (AgentSession, ServerSession) {
-    let mut config = AgentConfig::new(InstanceUid::from([0x42; 16]), description());
+    let mut config = AgentSessionConfig::new(InstanceUid::from([0x42; 16]), description());
     config.capabilities |= AgentCapabilities::REPORTS_HEALTH | AgentCapabilities::ACCEPTS_PACKAGES;
     let mut agent = AgentSession::new(config);
-    let mut server = ServerSession::new(ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES));
+    let mut server = ServerSession::new(ServerSessionConfig::new(
+        ServerCapabilities::OFFERS_PACKAGES,
+    ));
     agent.handle_connected(now);
     while let Some(msg) = agent.poll_transmit(now) {
         server.handle_message(msg, now).expect("honest agent");

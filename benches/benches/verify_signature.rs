@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use criterion::{BenchmarkId, Criterion, criterion_main};
 use opamp_verify::{
-    ContentHash, KeyRing, PackageOffer, ReleaseSigner, Scheme, Statement, TrustPolicy, TrustedKey,
-    VerificationContext,
+    ContentHash, KeyRing, PackageToVerify, ReleaseSigner, Scheme, Statement, TrustPolicy,
+    TrustedKey, VerificationContext,
 };
 
 const RSA_KEY: &str =
@@ -47,7 +47,7 @@ fn bench_signatures(c: &mut Criterion) {
         verify.bench_function(BenchmarkId::from_parameter(signer.scheme()), |b| {
             b.iter(|| {
                 let offer =
-                    PackageOffer::new("otelcol-contrib", "0.110.0", hash.as_bytes(), &signature);
+                    PackageToVerify::new("otelcol-contrib", "0.110.0", hash.as_bytes(), &signature);
                 policy.verify_offer(black_box(&offer), &context).is_ok()
             });
         });

@@ -111,7 +111,7 @@ pub fn package_statuses(count: usize) -> v1::PackageStatuses {
     let packages = (0..count)
         .map(|index| {
             let name = format!("package-{index:05}");
-            let hash = ContentHash::digest(name.as_bytes());
+            let hash = ContentHash::of(name.as_bytes());
             let status = v1::PackageStatus {
                 name: name.clone(),
                 agent_has_version: "1.2.3".to_owned(),
@@ -153,7 +153,7 @@ pub fn package_offer(count: usize) -> PackageOffer {
             continue; // every generated name is valid; nothing to offer otherwise
         };
         let url = format!("https://downloads.example/packages/{name}/1.2.3/{name}.tar.gz");
-        let content = ContentHash::digest(name.as_str().as_bytes());
+        let content = ContentHash::of(name.as_str().as_bytes());
         let package = if index == 0 {
             OfferedPackage::top_level(name, "1.2.3", url, content)
         } else {

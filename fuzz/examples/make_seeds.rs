@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use opamp_packages::{
-    AgentHas, ContentHash as PackageHash, OfferedPackage, PackageKey, PackageName, PackageOffer,
-    PackageState, PackageStatusesBuilder, ServerOffered,
+    AgentHas, OfferedPackage, PackageKey, PackageName, PackageOffer, PackageState,
+    PackageStatusesBuilder, ServerOffered,
 };
 use opamp_proto::codec;
 use opamp_proto::v1;
@@ -87,14 +87,14 @@ fn sync_planner() {
             otelcol,
             "0.110.0",
             "https://127.0.0.1/otelcol.tar.gz",
-            PackageHash::digest(b"release"),
+            ContentHash::of(b"release"),
         ))
         .unwrap()
         .with_package(OfferedPackage::addon(
             PackageName::new("extra").unwrap(),
             "1.0.0",
             "https://127.0.0.1/extra",
-            PackageHash::digest(b"extra"),
+            ContentHash::of(b"extra"),
         ))
         .unwrap()
         .build();

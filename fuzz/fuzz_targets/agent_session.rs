@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use opamp_proto::{AgentCapabilities, InstanceUid, v1};
-use opamp_session::{AgentConfig, AgentEvent, AgentSession, TransportMode};
+use opamp_session::{AgentEvent, AgentSession, AgentSessionConfig, TransportMode};
 use prost::Message;
 
 #[derive(Debug, Arbitrary)]
@@ -173,7 +173,7 @@ impl Harness {
 
 fuzz_target!(|input: Input| {
     let uid = InstanceUid::from([7; 16]);
-    let mut config = AgentConfig::new(uid, v1::AgentDescription::default());
+    let mut config = AgentSessionConfig::new(uid, v1::AgentDescription::default());
     config.mode = if input.http {
         TransportMode::HttpPolling
     } else {

@@ -16,7 +16,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use opamp_proto::codec::{self, Limits};
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
-use opamp_session::{ServerConfig, ServerSession, TransportMode};
+use opamp_session::{ServerSession, ServerSessionConfig, TransportMode};
 use prost::Message;
 
 #[derive(Debug, Arbitrary)]
@@ -109,7 +109,7 @@ impl Harness {
 }
 
 fuzz_target!(|input: Input| {
-    let mut config = ServerConfig::new(ServerCapabilities::from_wire(input.capabilities));
+    let mut config = ServerSessionConfig::new(ServerCapabilities::from_wire(input.capabilities));
     config.mode = if input.http {
         TransportMode::HttpPolling
     } else {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use opamp_verify::{
-    KeyRing, PackageOffer, ReleaseSigner, SignatureEnvelope, Statement, TrustPolicy, TrustedKey,
+    KeyRing, PackageToVerify, ReleaseSigner, SignatureEnvelope, Statement, TrustPolicy, TrustedKey,
     VerificationContext,
 };
 
@@ -65,7 +65,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(_) => ("otelcol".to_owned(), "1.0.0".to_owned(), vec![0x5a; 32]),
     };
-    let offer = PackageOffer::new(&name, &version, &hash, data);
+    let offer = PackageToVerify::new(&name, &version, &hash, data);
     let context = VerificationContext::new(now());
     if let Ok(approved) = POLICY.verify_offer(&offer, &context) {
         panic!("forged offer approved: {approved:?}");

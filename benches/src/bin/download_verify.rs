@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opamp_proto::ServerCapabilities;
 use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
-use opamp_transport::server::{DownloadConfig, OpampServer, ServerConfig};
+use opamp_transport::server::{DownloadConfig, OpampServer, OpampServerConfig};
 use opamp_verify::{
-    ContentHash, KeyRing, PackageOffer, ReleaseSigner, Statement, TrustPolicy, TrustedKey,
+    ContentHash, KeyRing, PackageToVerify, ReleaseSigner, Statement, TrustPolicy, TrustedKey,
     VerificationContext,
 };
 
@@ -56,8 +56,8 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
-            .session(opamp_session::ServerConfig::new(
+        let config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap())
+            .session(opamp_session::ServerSessionConfig::new(
                 ServerCapabilities::OFFERS_PACKAGES,
             ))
             .downloads(DownloadConfig::new(root));
@@ -68,7 +68,7 @@ fn main() {
 
         let cpu_before = procfs::cpu_time(std::process::id()).unwrap();
         let started = Instant::now();
-        let offer = PackageOffer::new("package", "1.0.0", &expected, &signature);
+        let offer = PackageToVerify::new("package", "1.0.0", &expected, &signature);
         let approved = policy
             .verify_offer(&offer, &VerificationContext::new(now))
             .unwrap();

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use opamp_packages::{ContentHash, OfferedPackage, PackageName, PackageOffer};
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
-use opamp_session::{AgentConfig, AgentEvent, ServerEvent};
+use opamp_session::{AgentEvent, AgentSessionConfig, ServerEvent};
 use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
-use opamp_transport::server::{DownloadConfig, OpampServer, ServerConfig, ServerNotification};
+use opamp_transport::server::{DownloadConfig, OpampServer, OpampServerConfig, ServerNotification};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -102,12 +102,12 @@ fn main() {
 async fn serve(args: Args, fd_limit: u64) {
     let package_dir = args.package_dir.expect("--package-dir");
     let content = std::fs::read(package_dir.join(PACKAGE_FILE)).unwrap();
-    let content_hash = ContentHash::digest(&content);
-    let mut session = opamp_session::ServerConfig::new(
+    let content_hash = ContentHash::of(&content);
+    let mut session = opamp_session::ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = None;
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap())
+    let mut config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap())
         .session(session)
         .downloads(DownloadConfig::new(&package_dir));
     config.max_connections = usize::try_from(fd_limit)
@@ -133,7 +133,7 @@ async fn serve(args: Args, fd_limit: u64) {
                         .unwrap()
                         .build();
                     offered_at = Some(Instant::now());
-                    let count = server.registry().with_all(|_uid, session| {
+                    let count = server.sessions().with_all(|_uid, session| {
                         session.offer_packages(offer.clone());
                     });
                     println!("OFFERED {count} in {:.3?}", offered_at.unwrap().elapsed());
@@ -275,7 +275,7 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         let mut config =
             ClientConfig::new(&format!("{scheme}://{}/v1/opamp", server.addr)).unwrap();
         config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let mut agent = AgentConfig::new(InstanceUid::new_v7(), description(index));
+        let mut agent = AgentSessionConfig::new(InstanceUid::new_v7(), description(index));
         agent.capabilities |=
             AgentCapabilities::ACCEPTS_PACKAGES | AgentCapabilities::REPORTS_PACKAGE_STATUSES;
         agent.heartbeat_interval = Some(Duration::from_secs(args.heartbeat_secs));

@@ -23,7 +23,7 @@ use clap::{Parser, ValueEnum};
 use opamp_fleet::admin::{AdminClient, RolloutRequest};
 use opamp_fleet::{BatchPlan, FleetServer, FleetServerConfig};
 use opamp_proto::{AgentCapabilities, InstanceUid, v1};
-use opamp_session::{AgentConfig, AgentEvent};
+use opamp_session::{AgentEvent, AgentSessionConfig};
 use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
 use tokio::sync::{Semaphore, mpsc};
@@ -193,7 +193,7 @@ async fn drive(args: Args) -> i32 {
         let permit = gate.clone().acquire_owned().await.unwrap();
         let mut config = ClientConfig::new(&endpoint).unwrap();
         config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let mut agent = AgentConfig::new(InstanceUid::new_v7(), description(index));
+        let mut agent = AgentSessionConfig::new(InstanceUid::new_v7(), description(index));
         agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
             | AgentCapabilities::REPORTS_PACKAGE_STATUSES
             | AgentCapabilities::REPORTS_HEALTH;

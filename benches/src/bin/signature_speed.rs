@@ -17,8 +17,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use opamp_benches::cpu_time::thread_cpu_now;
 use opamp_verify::{
-    ContentHash, KeyRing, PackageOffer, ReleaseSigner, Scheme, Statement, TrustPolicy, TrustedKey,
-    VerificationContext,
+    ContentHash, KeyRing, PackageToVerify, ReleaseSigner, Scheme, Statement, TrustPolicy,
+    TrustedKey, VerificationContext,
 };
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
@@ -103,7 +103,8 @@ fn main() {
         keys.trust(TrustedKey::new(public));
         let policy = TrustPolicy::new(keys);
         let per_second = rate(budget, || {
-            let offer = PackageOffer::new("otelcol-contrib", "0.110.0", hash.as_bytes(), &envelope);
+            let offer =
+                PackageToVerify::new("otelcol-contrib", "0.110.0", hash.as_bytes(), &envelope);
             policy.verify_offer(black_box(&offer), &context).is_ok()
         });
         println!("offer {scheme} {per_second:.0}");

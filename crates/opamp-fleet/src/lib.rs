@@ -10,13 +10,13 @@ pub mod catalog;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod config_catalog;
+pub mod conflicts;
 mod error;
 pub mod events;
 #[cfg(feature = "server")]
 pub mod limits;
 #[cfg(feature = "server")]
 pub mod metrics;
-pub mod registry;
 pub mod rollout;
 pub mod selector;
 #[cfg(feature = "server")]
@@ -28,9 +28,9 @@ pub mod time;
 pub use audit::{Actor, AuditAction, AuditRecord};
 #[cfg(feature = "server")]
 pub use config::FleetServerConfig;
+pub use conflicts::RolloutConflicts;
 pub use error::FleetError;
 pub use events::{Command, Event, RolloutStatus};
-pub use registry::RolloutRegistry;
 pub use rollout::{
     AgentPhase, AgentProgress, AgentSnapshot, FailureReason, Progress, Rollout, RolloutId,
     RolloutState, SkipReason, SkippedAgent, Wave,

@@ -15,7 +15,7 @@ use fleet_support::{TOKEN, admin, poll};
 use opamp_fleet::admin::{AgentView, RestartRequest};
 use opamp_fleet::{FleetError, FleetServer, FleetServerConfig, RunningFleetServer};
 use opamp_proto::{AgentCapabilities, InstanceUid, v1};
-use opamp_session::{AgentConfig, AgentEvent};
+use opamp_session::{AgentEvent, AgentSessionConfig};
 use opamp_transport::client::{ClientEvent, ClientHandle, OpampClient};
 use tokio::sync::mpsc;
 
@@ -49,7 +49,7 @@ fn documented_hash() -> String {
         encoded.extend_from_slice(&(part.len() as u64).to_be_bytes());
         encoded.extend_from_slice(part);
     }
-    opamp_packages::ContentHash::digest(&encoded).to_string()
+    opamp_packages::ContentHash::of(&encoded).to_string()
 }
 
 fn health() -> v1::ComponentHealth {
@@ -85,7 +85,7 @@ fn agent(
     description
         .non_identifying_attributes
         .push(v1::KeyValue::string("env", env));
-    let mut config = AgentConfig::new(uid, description);
+    let mut config = AgentSessionConfig::new(uid, description);
     config.capabilities |= AgentCapabilities::REPORTS_HEALTH
         | AgentCapabilities::REPORTS_EFFECTIVE_CONFIG
         | AgentCapabilities::REPORTS_REMOTE_CONFIG;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use opamp_fleet::admin::AdminClient;
 use opamp_fleet::{FleetServer, FleetServerConfig};
 use opamp_proto::{InstanceUid, v1};
-use opamp_session::AgentConfig;
+use opamp_session::AgentSessionConfig;
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, OpampClient};
 use opamp_transport::tls::{ClientTls, Identity};
 use rcgen::{
@@ -100,7 +100,7 @@ async fn mutual_tls_from_a_toml_file_admits_only_agents_with_a_certificate() {
     let stranger = InstanceUid::new_v7();
     let (stranger_client, mut stranger_events) = OpampClient::start(
         anonymous,
-        AgentConfig::new(stranger, v1::AgentDescription::default()),
+        AgentSessionConfig::new(stranger, v1::AgentDescription::default()),
     )
     .unwrap();
     for _ in 0..3 {
@@ -121,7 +121,7 @@ async fn mutual_tls_from_a_toml_file_admits_only_agents_with_a_certificate() {
     let uid = InstanceUid::new_v7();
     let (client, mut events) = OpampClient::start(
         trusted,
-        AgentConfig::new(uid, v1::AgentDescription::default()),
+        AgentSessionConfig::new(uid, v1::AgentDescription::default()),
     )
     .unwrap();
     let connected = tokio::time::timeout(Duration::from_secs(10), async {

@@ -156,7 +156,7 @@ impl OfferedPackage {
 ///     PackageName::new("otelcol")?,
 ///     "0.110.0",
 ///     "https://downloads.example/otelcol_0.110.0_linux_amd64.tar.gz",
-///     ContentHash::digest(b"collector archive"),
+///     ContentHash::of(b"collector archive"),
 /// )
 /// .with_signature(b"signature bytes".to_vec())
 /// .with_header("Authorization", "Bearer secret");
@@ -164,7 +164,7 @@ impl OfferedPackage {
 ///     PackageName::new("geoip-db")?,
 ///     "2024.10",
 ///     "https://downloads.example/geoip.mmdb",
-///     ContentHash::digest(b"database"),
+///     ContentHash::of(b"database"),
 /// );
 ///
 /// let offer = PackageOffer::new().with_package(collector)?.with_package(addon)?.build();
@@ -177,7 +177,7 @@ impl OfferedPackage {
 ///     PackageKey::UnnamedTopLevel,
 ///     "0.110.0",
 ///     "https://downloads.example/otelcol",
-///     ContentHash::digest(b"collector archive"),
+///     ContentHash::of(b"collector archive"),
 /// );
 /// assert!(PackageOffer::new().with_package(unnamed)?.build().packages.contains_key(""));
 /// # Ok::<(), opamp_packages::PackagesError>(())
@@ -298,7 +298,7 @@ mod tests {
             key,
             "1.0.0",
             "https://d.example/a",
-            ContentHash::new([1; 32]),
+            ContentHash::from_bytes([1; 32]),
         )
     }
 
@@ -307,7 +307,7 @@ mod tests {
             name(text),
             "1.0.0",
             "https://d.example/b",
-            ContentHash::new([2; 32]),
+            ContentHash::from_bytes([2; 32]),
         )
     }
 

@@ -336,12 +336,12 @@ impl SyncPlan {
 ///         otelcol.clone(),
 ///         "0.110.0",
 ///         "https://downloads.example/otelcol-0.110.0",
-///         ContentHash::digest(b"new"),
+///         ContentHash::of(b"new"),
 ///     ))?
 ///     .build();
 /// let installed = InstalledPackages::new().with_package(
 ///     otelcol,
-///     InstalledPackage::new("0.109.0", vec![1; 32], ContentHash::digest(b"old")),
+///     InstalledPackage::new("0.109.0", vec![1; 32], ContentHash::of(b"old")),
 /// );
 ///
 /// let plan = plan_sync(&offer, &installed);

@@ -82,7 +82,7 @@ fn traversal_names_never_remove_installed_packages_outside_the_store() {
     offer.packages.remove(LEGITIMATE);
     let installed = InstalledPackages::new().with_package(
         PackageName::new("otelcol").unwrap(),
-        opamp_packages::InstalledPackage::new("1.0.0", vec![1; 32], ContentHash::digest(b"x")),
+        opamp_packages::InstalledPackage::new("1.0.0", vec![1; 32], ContentHash::of(b"x")),
     );
     let plan = plan_sync(&offer, &installed);
     assert_eq!(plan.packages().len(), 1);
@@ -135,7 +135,7 @@ fn available(version: &str) -> v1::PackageAvailable {
         version: version.to_owned(),
         file: Some(v1::DownloadableFile {
             download_url: "https://127.0.0.1/otelcol".to_owned(),
-            content_hash: ContentHash::digest(version.as_bytes()).as_bytes().to_vec(),
+            content_hash: ContentHash::of(version.as_bytes()).as_bytes().to_vec(),
             ..Default::default()
         }),
         hash: vec![0x42; 32],

@@ -19,7 +19,7 @@ fn collector(version: &str) -> OfferedPackage {
         name("otelcol"),
         version,
         format!("https://downloads.example/otelcol_{version}.tar.gz"),
-        ContentHash::digest(version.as_bytes()),
+        ContentHash::of(version.as_bytes()),
     )
     .with_signature(format!("signature over {version}").into_bytes())
 }
@@ -29,7 +29,7 @@ fn geoip() -> OfferedPackage {
         name("geoip"),
         "2024.10.1",
         "https://downloads.example/geoip.mmdb",
-        ContentHash::digest(b"geoip database"),
+        ContentHash::of(b"geoip database"),
     )
     .with_header("Authorization", "Bearer download-token")
 }

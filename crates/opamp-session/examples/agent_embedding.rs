@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{
-    AgentConfig, AgentEvent, AgentSession, ServerConfig, ServerSession, SessionError,
+    AgentEvent, AgentSession, AgentSessionConfig, ServerSession, ServerSessionConfig, SessionError,
 };
 
 fn main() -> Result<(), SessionError> {
     // 1. Configure the agent: what it is and what it accepts.
-    let mut config = AgentConfig::new(
+    let mut config = AgentSessionConfig::new(
         InstanceUid::new_v7(),
         describe("otelcol-contrib", "0.110.0"),
     );
@@ -31,7 +31,7 @@ fn main() -> Result<(), SessionError> {
     let mut agent = AgentSession::new(config);
 
     // The peer: a server that wants this agent on a new version and a new config.
-    let mut server = ServerSession::new(ServerConfig::new(
+    let mut server = ServerSession::new(ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES
             | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
             | ServerCapabilities::OFFERS_REMOTE_CONFIG,

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{
-    AgentConfig, AgentEvent, AgentSession, ServerConfig, ServerEvent, ServerSession, SessionError,
+    AgentEvent, AgentSession, AgentSessionConfig, ServerEvent, ServerSession, ServerSessionConfig,
+    SessionError,
 };
 
-fn server_config() -> ServerConfig {
-    let mut config = ServerConfig::new(
+fn server_config() -> ServerSessionConfig {
+    let mut config = ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     // Ask agents that report heartbeats to do so every 15 seconds.
@@ -119,7 +120,7 @@ fn on_server_event(server: &mut ServerSession, event: ServerEvent) {
 }
 
 fn demo_agent() -> AgentSession {
-    let mut config = AgentConfig::new(
+    let mut config = AgentSessionConfig::new(
         InstanceUid::new_v7(),
         v1::AgentDescription {
             identifying_attributes: vec![v1::KeyValue {

@@ -14,7 +14,8 @@ mod test_support;
 mod validate;
 
 pub use agent::{
-    AgentConfig, AgentEvent, AgentSession, DEFAULT_HEARTBEAT_INTERVAL, OfferKind, RetryPolicy,
+    AgentEvent, AgentSession, AgentSessionConfig, DEFAULT_HEARTBEAT_INTERVAL, OfferKind,
+    RetryPolicy,
 };
 pub use endpoint::{
     ConnectionId, ConnectionParams, DisconnectReason, EndpointConfig, EndpointError, EndpointEvent,
@@ -23,5 +24,5 @@ pub use endpoint::{
 pub use error::SessionError;
 pub use limits::SessionLimits;
 pub use mode::TransportMode;
-pub use server::{AgentState, ServerConfig, ServerEvent, ServerSession};
+pub use server::{AgentState, ServerEvent, ServerSession, ServerSessionConfig};
 pub use status::AgentStatus;

@@ -10,14 +10,14 @@ use std::time::Instant;
 use opamp_proto::codec::{self, CodecError, DEFAULT_MAX_MESSAGE_SIZE, Limits};
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{
-    AgentConfig, AgentEvent, AgentSession, OfferKind, ServerConfig, ServerSession, SessionError,
-    TransportMode,
+    AgentEvent, AgentSession, AgentSessionConfig, OfferKind, ServerSession, ServerSessionConfig,
+    SessionError, TransportMode,
 };
 
 const AGENT_UID: [u8; 16] = [0xa7; 16];
 
 fn agent(capabilities: AgentCapabilities) -> AgentSession {
-    let mut config = AgentConfig::new(
+    let mut config = AgentSessionConfig::new(
         InstanceUid::from(AGENT_UID),
         v1::AgentDescription::default(),
     );
@@ -129,7 +129,7 @@ fn agent_with_accepts_packages_surfaces_the_same_offer() {
 #[test]
 fn server_session_never_sends_packages_to_an_agent_without_accepts_packages() {
     let now = Instant::now();
-    let mut server = ServerSession::new(ServerConfig::new(
+    let mut server = ServerSession::new(ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     ));
     server.offer_packages(package_offer());
@@ -230,7 +230,7 @@ fn agent_session_refuses_an_oversized_message_and_nothing_takes_effect() {
     let (message, size) = message_and_size();
     for mode in [TransportMode::WebSocket, TransportMode::HttpPolling] {
         for (limit, accepted) in [(size - 1, false), (size, true)] {
-            let mut config = AgentConfig::new(
+            let mut config = AgentSessionConfig::new(
                 InstanceUid::from(AGENT_UID),
                 v1::AgentDescription::default(),
             );
@@ -285,7 +285,7 @@ fn server_session_refuses_an_oversized_message_and_answers_bad_request() {
     let frame = codec::encode_ws_frame(&report);
     let size = frame.len() - 1;
     for (limit, accepted) in [(size - 1, false), (size, true)] {
-        let mut config = ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES);
+        let mut config = ServerSessionConfig::new(ServerCapabilities::OFFERS_PACKAGES);
         config.limits.codec = Limits::with_max_message_size(limit);
         let mut server = ServerSession::new(config);
         let result = server.handle_bytes(&frame, now);

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{
-    AgentConfig, AgentSession, AgentState, ConnectionId, ConnectionParams, DisconnectReason,
-    EndpointConfig, EndpointError, EndpointEvent, ServerConfig, ServerEndpoint, TransportMode,
+    AgentSession, AgentSessionConfig, AgentState, ConnectionId, ConnectionParams, DisconnectReason,
+    EndpointConfig, EndpointError, EndpointEvent, ServerEndpoint, ServerSessionConfig,
+    TransportMode,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -58,7 +59,7 @@ fn agent_session(uid: InstanceUid, mode: TransportMode, rng: &mut ChaCha8Rng) ->
         identifying_attributes: vec![v1::KeyValue::string("service.name", format!("agent-{uid}"))],
         non_identifying_attributes: vec![],
     };
-    let mut config = AgentConfig::new(uid, description);
+    let mut config = AgentSessionConfig::new(uid, description);
     config.mode = mode;
     config.capabilities |= AgentCapabilities::REPORTS_HEALTH;
     let mut session = AgentSession::new(config);
@@ -81,7 +82,7 @@ fn uid_of(message_uid: &[u8]) -> InstanceUid {
 impl Sim {
     fn new(seed: u64, agents: usize) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut session = ServerConfig::new(ServerCapabilities::ACCEPTS_STATUS);
+        let mut session = ServerSessionConfig::new(ServerCapabilities::ACCEPTS_STATUS);
         session.heartbeat_interval = Some(HEARTBEAT);
         let config = EndpointConfig::new(session);
         let idle_bound = config.idle_bound(HEARTBEAT);

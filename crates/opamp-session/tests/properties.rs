@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerToAgentFlags, v1};
 use opamp_session::{
-    AgentConfig, AgentSession, AgentStatus, ServerConfig, ServerSession, TransportMode,
+    AgentSession, AgentSessionConfig, AgentStatus, ServerSession, ServerSessionConfig,
+    TransportMode,
 };
 use proptest::prelude::*;
 
@@ -40,7 +41,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn agent(mode: TransportMode) -> AgentSession {
-    let mut config = AgentConfig::new(InstanceUid::from([3; 16]), v1::AgentDescription::default());
+    let mut config =
+        AgentSessionConfig::new(InstanceUid::from([3; 16]), v1::AgentDescription::default());
     config.mode = mode;
     config.capabilities |= AgentCapabilities::REPORTS_HEALTH;
     AgentSession::new(config)
@@ -215,7 +217,7 @@ proptest! {
         let mode = if http { TransportMode::HttpPolling } else { TransportMode::WebSocket };
         let now = Instant::now();
         let mut agent = agent(mode);
-        let mut server_config = ServerConfig::default();
+        let mut server_config = ServerSessionConfig::default();
         server_config.mode = mode;
         let mut server = ServerSession::new(server_config);
         agent.handle_connected(now);
@@ -241,7 +243,7 @@ proptest! {
         reports in prop::collection::vec((0u64..20, any::<bool>(), any::<bool>(), 0u8..3), 0..40),
     ) {
         let now = Instant::now();
-        let mut server = ServerSession::new(ServerConfig::default());
+        let mut server = ServerSession::new(ServerSessionConfig::default());
         let base = v1::AgentToServer {
             instance_uid: vec![3; 16],
             capabilities: AgentCapabilities::REPORTS_STATUS.bits(),

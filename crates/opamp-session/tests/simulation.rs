@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
 use opamp_session::{
-    AgentConfig, AgentEvent, AgentSession, ServerConfig, ServerEvent, ServerSession, TransportMode,
+    AgentEvent, AgentSession, AgentSessionConfig, ServerEvent, ServerSession, ServerSessionConfig,
+    TransportMode,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -203,7 +204,7 @@ fn react(agent: &mut AgentSession) {
 
 fn new_pair(mode: TransportMode, start: Instant) -> (AgentSession, ServerSession) {
     let uid = InstanceUid::from([0x5E; 16]);
-    let mut config = AgentConfig::new(uid, description(100));
+    let mut config = AgentSessionConfig::new(uid, description(100));
     config.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES
         | AgentCapabilities::REPORTS_HEALTH
@@ -214,7 +215,7 @@ fn new_pair(mode: TransportMode, start: Instant) -> (AgentSession, ServerSession
     config.request_instance_uid = true;
     let mut agent = AgentSession::new(config);
     agent.handle_connected(start);
-    let mut server_config = ServerConfig::new(
+    let mut server_config = ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     server_config.mode = mode;

@@ -102,7 +102,7 @@ async fn restart_command_restarts_the_collector() {
     let before = started(&fleet.status(uid)).expect("healthy with a start time");
     fleet
         .server
-        .registry()
+        .sessions()
         .with_session(uid, |s| {
             s.send_command(opamp_proto::v1::ServerToAgentCommand {
                 r#type: opamp_proto::v1::CommandType::Restart as i32,

@@ -465,7 +465,12 @@ async fn a_proof_for_another_version_cannot_stage_an_install() {
     let verified = host
         .policy
         .verify_package(
-            &opamp_verify::PackageOffer::new(PACKAGE, "2.0.0", &file.content_hash, &file.signature),
+            &opamp_verify::PackageToVerify::new(
+                PACKAGE,
+                "2.0.0",
+                &file.content_hash,
+                &file.signature,
+            ),
             &opamp_verify::VerificationContext::new(std::time::SystemTime::now()),
             &bytes[..],
             1 << 20,

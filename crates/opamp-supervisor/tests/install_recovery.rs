@@ -9,8 +9,9 @@ mod install_support;
 use install_support::{
     Host, PACKAGE, ScriptCollector, crash_at_start_script, healthy_script, write_executable,
 };
+use opamp_packages::ContentHash;
 use opamp_supervisor::install::{Collector, InstallError, Recovery};
-use opamp_supervisor::journal::{InstallRecord, InstallStep, Journal, Sha256Hash};
+use opamp_supervisor::journal::{InstallRecord, InstallStep, Journal};
 
 struct Crash {
     host: Host,
@@ -34,9 +35,9 @@ async fn crash_at(step: InstallStep, new: Vec<u8>, swapped: bool) -> Crash {
     if after_staging {
         write_executable(&host.next_path(), &new);
         record.staged_path = Some(host.next_path());
-        record.staged_sha256 = Some(Sha256Hash(install_support::sha256(&new)));
+        record.staged_sha256 = Some(ContentHash::from_bytes(install_support::sha256(&new)));
         record.content_hash = record.staged_sha256;
-        record.previous_sha256 = Some(Sha256Hash(install_support::sha256(&old)));
+        record.previous_sha256 = Some(ContentHash::from_bytes(install_support::sha256(&old)));
     }
     if swapped {
         std::fs::hard_link(&host.exe, host.previous_path()).unwrap();

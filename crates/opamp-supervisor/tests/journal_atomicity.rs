@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::PathBuf;
 
+use opamp_packages::ContentHash;
 use opamp_supervisor::journal::{
     InstallRecord, InstallStep, InstalledState, InstalledStateStore, Journal, JournalError,
-    Sha256Hash,
 };
 use proptest::prelude::*;
 
@@ -18,8 +18,8 @@ fn record() -> InstallRecord {
         vec![0xab, 0xcd],
         PathBuf::from("/opt/otelcol/otelcol"),
     );
-    record.content_hash = Some(Sha256Hash([1; 32]));
-    record.staged_sha256 = Some(Sha256Hash([2; 32]));
+    record.content_hash = Some(ContentHash::from_bytes([1; 32]));
+    record.staged_sha256 = Some(ContentHash::from_bytes([2; 32]));
     record.previous_version = Some("0.100.0".into());
     record
 }
@@ -131,7 +131,13 @@ fn installed_state_survives_reopen_and_tracks_failures_and_floor() {
     assert_eq!(store.load().unwrap(), InstalledState::default());
 
     let mut state = InstalledState::default();
-    state.record_installed("otelcol", "1.2.0", vec![1], Some(Sha256Hash([3; 32])), None);
+    state.record_installed(
+        "otelcol",
+        "1.2.0",
+        vec![1],
+        Some(ContentHash::from_bytes([3; 32])),
+        None,
+    );
     state.record_failure("otelcol", "1.3.0", vec![2], "health gate failed");
     store.save(&state).unwrap();
 
@@ -235,6 +241,80 @@ fn a_corrupt_floor_file_is_healed_from_the_state_and_an_unparsable_floor_fails_c
     // Written with a valid checksum: only the value is wrong.
     store.save(&state).unwrap();
     assert!(store.rollback_floor().for_package("otelcol").is_err());
+}
+
+/// Writes `body` as a checked journal file of `kind`, exactly as the supervisor does on disk.
+fn write_checked(path: &std::path::Path, kind: &str, body: &str) {
+    use sha2::{Digest, Sha256};
+    let header = format!(
+        "opamp-{kind} v1 {}\n",
+        hex::encode(Sha256::digest(body.as_bytes()))
+    );
+    fs::write(path, format!("{header}{body}")).unwrap();
+}
+
+/// Journals written while the hashes were `journal::Sha256Hash` (lowercase hex strings) load
+/// into `ContentHash`, and the record is written back in exactly the same form.
+#[test]
+fn journals_written_with_the_old_hash_type_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_path = dir.path().join("install-journal.json");
+    let old_record = r#"{
+  "step": "Staged",
+  "package_name": "otelcol",
+  "offered_version": "1.2.0",
+  "offered_hash": "0a0b",
+  "content_hash": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  "staged_sha256": "0202020202020202020202020202020202020202020202020202020202020202",
+  "staged_path": "/var/lib/opamp/staging/otelcol",
+  "previous_version": "1.1.0",
+  "previous_sha256": null,
+  "executable_path": "/usr/bin/otelcol",
+  "previous_path": "/usr/bin/otelcol.previous",
+  "error": null,
+  "recovery_attempts": 0
+}"#;
+    write_checked(&journal_path, "journal", old_record);
+    let record = Journal::new(&journal_path).load().unwrap().unwrap();
+    assert_eq!(record.content_hash, Some(ContentHash::of(b"abc")));
+    assert_eq!(record.staged_sha256, Some(ContentHash::from_bytes([2; 32])));
+    assert_eq!(record.previous_sha256, None);
+    assert_eq!(record.step, InstallStep::Staged);
+    let written = serde_json::to_string_pretty(&record).unwrap();
+    assert_eq!(written, old_record);
+
+    let state_path = dir.path().join("installed-state.json");
+    let old_state = r#"{
+  "packages": {
+    "otelcol": {
+      "version": "1.1.0",
+      "content_hash": "0303030303030303030303030303030303030303030303030303030303030303",
+      "executable_sha256": "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD",
+      "server_hash": "01",
+      "highest_version": "1.1.0"
+    }
+  },
+  "failed_offers": {}
+}"#;
+    write_checked(&state_path, "installed-state", old_state);
+    let state = InstalledStateStore::new(&state_path).load().unwrap();
+    let package = &state.packages["otelcol"];
+    assert_eq!(package.content_hash, Some(ContentHash::from_bytes([3; 32])));
+    assert_eq!(package.executable_sha256, Some(ContentHash::of(b"abc")));
+    // Printed back in lowercase, as the old type did.
+    let written = serde_json::to_string(&state).unwrap();
+    assert!(written.contains("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+
+    // A hash of the wrong length is refused as before: the file is corrupt, not half-read.
+    let short = old_record.replace(
+        "0202020202020202020202020202020202020202020202020202020202020202",
+        "0202",
+    );
+    write_checked(&journal_path, "journal", &short);
+    assert!(matches!(
+        Journal::new(&journal_path).load(),
+        Err(JournalError::Corrupt { .. })
+    ));
 }
 
 #[test]

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use opamp_proto::{AgentCapabilities, ServerCapabilities, v1};
 use opamp_session::{
-    ConnectionId, ConnectionParams, EndpointConfig, EndpointEvent, ServerConfig, ServerEndpoint,
-    ServerEvent, TransportMode,
+    ConnectionId, ConnectionParams, EndpointConfig, EndpointEvent, ServerEndpoint, ServerEvent,
+    ServerSessionConfig, TransportMode,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
     tokio::spawn(accept(listener, inputs_tx));
 
-    let mut session = ServerConfig::new(
+    let mut session = ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = Some(Duration::from_secs(30));

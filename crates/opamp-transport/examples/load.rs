@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
-use opamp_session::AgentConfig;
+use opamp_session::AgentSessionConfig;
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, OpampClient};
-use opamp_transport::server::{OpampServer, ServerConfig};
+use opamp_transport::server::{OpampServer, OpampServerConfig};
 use opamp_transport::tls::{ClientTls, Identity, ServerTls};
 use tokio::sync::Semaphore;
 
@@ -75,11 +75,11 @@ fn main() {
 }
 
 async fn serve(fd_limit: u64, identity: Option<Vec<std::path::PathBuf>>) {
-    let mut session = opamp_session::ServerConfig::new(
+    let mut session = opamp_session::ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = None;
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session);
+    let mut config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session);
     if let Some(files) = identity {
         let identity = Identity::from_files(&files[0], &files[1]).unwrap();
         config = config.tls(ServerTls::new(identity));
@@ -168,7 +168,7 @@ async fn drive(args: Args, fd_limit: u64) {
         if let Some(ca_pem) = &ca_pem {
             config = config.tls(ClientTls::with_ca_pem(ca_pem.clone()));
         }
-        let mut agent = AgentConfig::new(InstanceUid::new_v7(), description(i));
+        let mut agent = AgentSessionConfig::new(InstanceUid::new_v7(), description(i));
         agent.capabilities |=
             AgentCapabilities::ACCEPTS_PACKAGES | AgentCapabilities::REPORTS_PACKAGE_STATUSES;
         agent.heartbeat_interval = Some(Duration::from_secs(args.heartbeat_secs));

@@ -9,7 +9,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use opamp_transport::server::{DownloadConfig, RunningServer, ServerConfig, ServerNotification};
+use opamp_transport::server::{
+    DownloadConfig, OpampServerConfig, RunningServer, ServerNotification,
+};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,7 +26,7 @@ struct Bystander {
 }
 
 impl Bystander {
-    async fn start(config: ServerConfig) -> Self {
+    async fn start(config: OpampServerConfig) -> Self {
         init_tracing();
         let (server, mut notifications) = start_server(config).await;
         let agent = agent_config();

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use opamp_proto::{InstanceUid, codec, v1};
-use opamp_transport::server::{ServerConfig, ServerNotification};
+use opamp_transport::server::{OpampServerConfig, ServerNotification};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -144,7 +144,7 @@ async fn multiplexed_agents_are_all_served(count: u8) {
         .await;
         connected.insert(uid);
     }
-    assert_eq!(server.registry().connected().len(), uids.len());
+    assert_eq!(server.sessions().connected().len(), uids.len());
     // Later messages keep flowing for every agent on the same socket.
     for uid in &uids {
         stream
@@ -164,7 +164,7 @@ async fn multiplexed_agents_are_all_served(count: u8) {
     })
     .await;
     assert_eq!(gone, InstanceUid::from(uids[0]));
-    assert_eq!(server.registry().connected().len(), uids.len() - 1);
+    assert_eq!(server.sessions().connected().len(), uids.len() - 1);
     server.shutdown().await;
 }
 
@@ -232,7 +232,7 @@ async fn http_agent_polling_at_its_heartbeat_never_flaps_and_goes_when_silent() 
     init_tracing();
     // Whole seconds: the protocol carries the heartbeat interval in seconds.
     let interval = Duration::from_secs(1);
-    let mut config: ServerConfig = server_config();
+    let mut config: OpampServerConfig = server_config();
     config.idle_timeout = Duration::from_millis(300);
     config.idle_grace = Duration::from_millis(100);
     config.session.heartbeat_interval = Some(interval);

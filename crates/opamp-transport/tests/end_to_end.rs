@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use opamp_proto::{InstanceUid, v1};
-use opamp_session::{AgentEvent, ServerEvent};
+use opamp_session::{AgentEvent, ServerEvent, TransportMode};
 use opamp_transport::client::{ClientEvent, ClientHandle};
 use opamp_transport::server::{
-    AgentVerdict, ConnectionInfo, ServerConfig, ServerNotification, TransportKind,
+    AgentVerdict, ConnectionInfo, OpampServerConfig, ServerNotification,
 };
 
-fn server_config_at(addr: std::net::SocketAddr) -> ServerConfig {
+fn server_config_at(addr: std::net::SocketAddr) -> OpampServerConfig {
     let mut config = server_config();
     config.bind = addr;
     config
@@ -63,7 +63,7 @@ async fn wait_for_offer(events: &mut mpsc::Receiver<ClientEvent>, version: &str)
 async fn wait_connected(
     notifications: &mut mpsc::Receiver<ServerNotification>,
     uid: InstanceUid,
-) -> (TransportKind, ConnectionInfo) {
+) -> (TransportMode, ConnectionInfo) {
     wait_for(notifications, |n| match n {
         ServerNotification::Connected {
             uid: from,
@@ -87,13 +87,13 @@ async fn wait_goodbye(notifications: &mut mpsc::Receiver<ServerNotification>, ui
 }
 
 /// One full conversation: connect, report health, receive an offer pushed through the
-/// registry, say goodbye. Returns what the server knew about the connection.
+/// agent sessions, say goodbye. Returns what the server knew about the connection.
 async fn converse(
-    server: ServerConfig,
+    server: OpampServerConfig,
     scheme: &str,
     tls: Option<ClientTls>,
     gzip: bool,
-) -> (TransportKind, ConnectionInfo) {
+) -> (TransportMode, ConnectionInfo) {
     init_tracing();
     let (server, mut notifications) = start_server(server).await;
     let url = format!(
@@ -121,7 +121,7 @@ async fn converse(
 
     assert!(
         server
-            .registry()
+            .sessions()
             .with_session(uid, |session| session.offer_packages(offer("1.2.3")))
             .is_some()
     );
@@ -140,14 +140,14 @@ async fn converse(
 #[tokio::test]
 async fn agent_and_server_talk_over_websocket() {
     let (transport, connection) = converse(server_config(), "ws", None, false).await;
-    assert_eq!(transport, TransportKind::WebSocket);
+    assert_eq!(transport, TransportMode::WebSocket);
     assert!(!connection.tls);
 }
 
 #[tokio::test]
 async fn agent_and_server_talk_over_http_with_gzip() {
     let (transport, connection) = converse(server_config(), "http", None, true).await;
-    assert_eq!(transport, TransportKind::Http);
+    assert_eq!(transport, TransportMode::HttpPolling);
     assert!(connection.peer_certificates.is_none());
 }
 
@@ -157,7 +157,7 @@ async fn agent_and_server_talk_over_wss_with_mutual_tls() {
     let agent_cert = ca.client_cert("agent-7");
     let tls = ClientTls::with_ca_pem(ca.cert_pem.clone()).identity(agent_cert.identity());
     let (transport, connection) = converse(mtls_server_config(&ca), "wss", Some(tls), false).await;
-    assert_eq!(transport, TransportKind::WebSocket);
+    assert_eq!(transport, TransportMode::WebSocket);
     assert!(connection.tls);
     let presented = connection
         .peer_certificates
@@ -182,7 +182,7 @@ async fn agent_and_server_talk_over_https_with_mutual_tls() {
     let tls =
         ClientTls::with_ca_pem(ca.cert_pem.clone()).identity(ca.client_cert("agent-8").identity());
     let (transport, connection) = converse(mtls_server_config(&ca), "https", Some(tls), true).await;
-    assert_eq!(transport, TransportKind::Http);
+    assert_eq!(transport, TransportMode::HttpPolling);
     assert!(connection.peer_certificates.is_some());
 }
 
@@ -210,7 +210,7 @@ async fn refused_under_mtls(scheme: &str, identity: Option<opamp_transport::tls:
         .await;
         assert!(!reason.is_empty());
     }
-    assert!(server.registry().is_empty());
+    assert!(server.sessions().is_empty());
     handle.shutdown().await.unwrap();
     server.shutdown().await;
 }
@@ -264,7 +264,7 @@ async fn websocket_agent_reconnects_after_server_restart_and_state_converges() {
     wait_for_health(&mut notifications, uid, "changed while away").await;
     let (server_view, agent_view) = (
         server
-            .registry()
+            .sessions()
             .with_session(uid, |s| s.agent_state().status.clone())
             .unwrap(),
         handle.update(|s| s.status().clone()).await.unwrap(),
@@ -309,7 +309,7 @@ async fn http_agent_after_server_restart_is_asked_for_full_state_and_converges()
     .await;
     wait_for_health(&mut notifications, uid, "steady").await;
     let server_view = server
-        .registry()
+        .sessions()
         .with_session(uid, |s| s.agent_state().status.clone())
         .unwrap();
     assert_eq!(
@@ -321,7 +321,7 @@ async fn http_agent_after_server_restart_is_asked_for_full_state_and_converges()
 }
 
 #[tokio::test]
-async fn registry_sends_to_all_agents() {
+async fn sessions_send_to_all_agents() {
     init_tracing();
     let (server, mut notifications) = start_server(server_config()).await;
     let url = format!("ws://{}/v1/opamp", server.local_addr());
@@ -332,10 +332,10 @@ async fn registry_sends_to_all_agents() {
         agents.push(start_agent(client_config(&url, None), agent));
         wait_connected(&mut notifications, uid).await;
     }
-    assert_eq!(server.registry().connected().len(), 3);
+    assert_eq!(server.sessions().connected().len(), 3);
     assert_eq!(
         server
-            .registry()
+            .sessions()
             .with_all(|_, session| session.offer_packages(offer("2.0.0"))),
         3
     );
@@ -530,7 +530,7 @@ async fn agent_authoriser_binds_instance_uids_to_client_certificates() {
         // Our client names its uid at the upgrade, so a WebSocket is refused there too.
         assert!(reason.contains("403"), "{scheme}: {reason}");
         assert!(
-            server.registry().connection_info(impostor_uid).is_none(),
+            server.sessions().connection_info(impostor_uid).is_none(),
             "the impostor never got a session"
         );
         handle.shutdown().await.unwrap();
@@ -606,7 +606,7 @@ async fn sessions_of_long_gone_agents_are_forgotten() {
         agent,
     );
     wait_connected(&mut notifications, uid).await;
-    assert_eq!(server.registry().len(), 1);
+    assert_eq!(server.sessions().len(), 1);
     handle.shutdown().await.unwrap();
     wait_for(&mut notifications, |n| {
         matches!(n, ServerNotification::Disconnected { uid: from } if *from == uid).then_some(())
@@ -614,7 +614,7 @@ async fn sessions_of_long_gone_agents_are_forgotten() {
     .await;
     // No event marks the forgetting; poll for it, bounded.
     let deadline = std::time::Instant::now() + WAIT;
-    while !server.registry().is_empty() {
+    while !server.sessions().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "session never forgotten"
@@ -635,7 +635,7 @@ async fn forgetting_a_connected_agent_closes_its_websocket() {
         agent,
     );
     wait_connected(&mut notifications, uid).await;
-    assert!(server.registry().forget(uid));
+    assert!(server.sessions().forget(uid));
     let reason = wait_for_client(&mut events, |e| match e {
         ClientEvent::Disconnected { reason, .. } => Some(reason.clone()),
         _ => None,
@@ -686,7 +686,7 @@ async fn http_carries_the_instance_uid_header_and_gzips_large_answers() {
     wait_connected(&mut notifications, uid).await;
     assert!(seen_uids.lock().unwrap().contains(&uid.to_string()));
     server
-        .registry()
+        .sessions()
         .with_session(uid, |s| s.offer_packages(big_offer("3.0.0")))
         .unwrap();
     wait_for_offer(&mut events, "3.0.0").await;
@@ -712,7 +712,7 @@ async fn http_carries_the_instance_uid_header_and_gzips_large_answers() {
     let answer = send(&first).await.unwrap();
     assert_eq!(answer.status(), 200);
     server
-        .registry()
+        .sessions()
         .with_session(poll.instance_uid, |s| s.offer_packages(big_offer("3.0.0")))
         .unwrap();
     let second = v1::AgentToServer {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use opamp_proto::{InstanceUid, codec, v1};
 use opamp_transport::client::ClientHandle;
-use opamp_transport::server::{RefusalReason, RunningServer, ServerConfig, ServerNotification};
+use opamp_transport::server::{
+    OpampServerConfig, RefusalReason, RunningServer, ServerNotification,
+};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,7 +29,7 @@ struct Bystander {
 }
 
 impl Bystander {
-    async fn start(config: ServerConfig) -> Self {
+    async fn start(config: OpampServerConfig) -> Self {
         init_tracing();
         let (server, mut notifications) = start_server(config).await;
         let agent = agent_config();
@@ -78,7 +80,7 @@ impl Bystander {
     }
 }
 
-fn small_limit_config() -> ServerConfig {
+fn small_limit_config() -> OpampServerConfig {
     server_config().max_message_size(1024)
 }
 
@@ -193,7 +195,7 @@ async fn a_websocket_message_for_an_unauthorised_uid_is_closed_with_1008() {
             close_code_for(&url, Message::Binary(frame.into())).await,
             1008
         );
-        assert!(bystander.server.registry().connection_info(uid).is_none());
+        assert!(bystander.server.sessions().connection_info(uid).is_none());
     }
     bystander.assert_still_served().await;
 }
@@ -280,7 +282,7 @@ async fn agent_without_heartbeats_stays_connected_through_pings() {
             "{notification:?}"
         );
     }
-    assert_eq!(bystander.server.registry().connected(), [bystander.uid]);
+    assert_eq!(bystander.server.sessions().connected(), [bystander.uid]);
     bystander.assert_still_served().await;
 }
 
@@ -535,7 +537,7 @@ async fn a_second_connection_claiming_a_held_uid_is_refused_and_the_first_kept()
         "the impostor is told the uid is in use"
     );
     // The first connection still holds the agent, which is still connected.
-    assert_eq!(bystander.server.registry().connected().len(), 2);
+    assert_eq!(bystander.server.sessions().connected().len(), 2);
     let mut next = hello;
     next.sequence_num = 1;
     next.agent_description = None;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use opamp_proto::{InstanceUid, ServerCapabilities};
-use opamp_session::ServerEvent;
-use opamp_transport::server::{ServerConfig, ServerNotification, TransportKind};
+use opamp_session::{ServerEvent, TransportMode};
+use opamp_transport::server::{OpampServerConfig, ServerNotification};
 use support::*;
 use tokio::process::Command;
 
@@ -116,7 +116,7 @@ async fn python_client_available() -> bool {
 /// Runs the foreign agent against our server and checks what both sides saw.
 async fn run_foreign_agent(
     foreign: Foreign,
-    config: ServerConfig,
+    config: OpampServerConfig,
     scheme: &str,
     tls_args: Vec<String>,
 ) {
@@ -172,7 +172,7 @@ async fn run_foreign_agent(
         _ => None,
     })
     .await;
-    assert_eq!(transport, TransportKind::Http);
+    assert_eq!(transport, TransportMode::HttpPolling);
     let service_name = wait_for(&mut notifications, |n| match n {
         ServerNotification::Event {
             uid: from,

@@ -11,13 +11,13 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::digest::ContentHash;
 use crate::envelope::ENVELOPE_VERSION;
 use crate::error::{Result, VerifyError};
 use crate::key::{KeyId, Scheme};
 use crate::keyring::KeyRing;
 use crate::statement::unix_seconds;
 use crate::wire::{WireReader, put_prefixed};
+use opamp_packages::ContentHash;
 
 /// Name of the `AgentConfigMap` entry that carries a config's signature envelope.
 pub const CONFIG_SIGNATURE_ENTRY: &str = "opamp.signature";

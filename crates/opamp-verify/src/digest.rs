@@ -1,99 +1,20 @@
-//! Streaming SHA-256 with a hard size limit and constant-time comparison.
+//! Streaming SHA-256 with a hard size limit, producing [`ContentHash`] (defined in
+//! `opamp-packages`, re-exported here; its equality is constant time).
 //!
 //! Package files can be large and come from servers we do not control, so every entry point here
 //! takes a maximum size and reads at most one byte more than that before refusing. Hashing uses
 //! the `sha2` crate, which picks the CPU's SHA extensions at run time where they exist.
 
-use std::fmt;
 use std::io::{self, Read, Write};
-use std::str::FromStr;
 
+use opamp_packages::ContentHash;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::{Result, VerifyError};
 
 /// Size of the read buffer used by the streaming hashers: large enough that the per-call overhead
 /// disappears next to the SHA-256 work.
 pub const HASH_BUFFER_SIZE: usize = 1024 * 1024;
-
-/// A SHA-256 digest of package content (the OpAMP `DownloadableFile.content_hash`).
-///
-/// Equality is constant time, so comparing an attacker-supplied hash leaks nothing through
-/// timing. `Display` and `FromStr` use lowercase hex.
-#[derive(Clone, Copy)]
-pub struct ContentHash([u8; 32]);
-
-impl ContentHash {
-    /// Wraps 32 digest bytes.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// Reads a digest from a slice, refusing any length other than 32.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let array: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| VerifyError::InvalidContentHash {
-                length: bytes.len(),
-            })?;
-        Ok(Self(array))
-    }
-
-    /// SHA-256 of an in-memory byte string.
-    pub fn of(data: &[u8]) -> Self {
-        Self(Sha256::digest(data).into())
-    }
-
-    /// The 32 digest bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// Compares in constant time.
-    pub fn ct_eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl PartialEq for ContentHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.ct_eq(other)
-    }
-}
-
-impl Eq for ContentHash {}
-
-impl std::hash::Hash for ContentHash {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl fmt::Display for ContentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for ContentHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentHash({self})")
-    }
-}
-
-impl FromStr for ContentHash {
-    type Err = VerifyError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes).map_err(|e| VerifyError::InvalidHex {
-            what: "content hash",
-            reason: e.to_string(),
-        })?;
-        Ok(Self(bytes))
-    }
-}
 
 /// The outcome of hashing a stream: its digest and length.
 ///
@@ -206,7 +127,7 @@ impl ContentHasher {
     /// The digest and length of everything hashed.
     pub fn finish(self) -> HashedContent {
         HashedContent {
-            hash: ContentHash(self.hasher.finalize().into()),
+            hash: ContentHash::from_bytes(self.hasher.finalize().into()),
             len: self.len,
         }
     }
@@ -337,7 +258,7 @@ impl<W: Write> HashingWriter<W> {
             source,
         })?;
         let hashed = HashedContent {
-            hash: ContentHash(self.hasher.finalize().into()),
+            hash: ContentHash::from_bytes(self.hasher.finalize().into()),
             len: self.written,
         };
         Ok((self.inner, hashed))

@@ -1,7 +1,7 @@
 //! The crate's single error type.
 
-use crate::digest::ContentHash;
 use crate::key::{KeyId, Scheme};
+use opamp_packages::ContentHash;
 
 /// Everything that can go wrong while hashing, parsing, signing or verifying.
 ///

@@ -26,8 +26,7 @@ pub use config::{
 #[cfg(feature = "tokio")]
 pub use digest::hash_async_reader;
 pub use digest::{
-    ContentHash, ContentHasher, HASH_BUFFER_SIZE, HashedContent, HashingWriter, hash_reader,
-    verify_reader,
+    ContentHasher, HASH_BUFFER_SIZE, HashedContent, HashingWriter, hash_reader, verify_reader,
 };
 pub use envelope::{
     ENVELOPE_MAGIC, ENVELOPE_VERSION, MAX_SIGNATURE_LEN, MAX_STATEMENT_LEN, SIGNING_DOMAIN,
@@ -36,11 +35,14 @@ pub use envelope::{
 pub use error::{Result, VerifyError};
 pub use key::{KeyId, MIN_RSA_BITS, PublicKey, Scheme};
 pub use keyring::{KeyRing, TrustedKey};
+/// The one content-hash type of the workspace, defined in `opamp-packages`.
+pub use opamp_packages::ContentHash;
 pub use policy::{TrustPolicy, VerificationContext};
 #[cfg(feature = "sign")]
 pub use signer::{PrivateKeyPem, ReleaseSigner};
 pub use statement::{DowngradeAuthorisation, MAX_NAME_LEN, MAX_VERSION_LEN, Statement};
 pub use verified::{ApprovedPackage, Verified, VerifiedPackage};
 pub use verifier::{
-    CompatibleVerifier, PackageOffer, PackageVerifier, Provenance, SignedClaims, StatementVerifier,
+    CompatibleVerifier, PackageToVerify, PackageVerifier, Provenance, SignedClaims,
+    StatementVerifier,
 };

@@ -4,13 +4,13 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::digest::ContentHash;
 use crate::error::{Result, VerifyError};
 use crate::keyring::KeyRing;
 use crate::statement::{DowngradeAuthorisation, parse_version, unix_seconds};
 use crate::verified::{ApprovedPackage, Verified, VerifiedPackage};
 use crate::verifier::{
-    CompatibleVerifier, PackageOffer, PackageVerifier, Provenance, SignedClaims, StatementVerifier,
+    CompatibleVerifier, PackageToVerify, PackageVerifier, Provenance, SignedClaims,
+    StatementVerifier,
 };
 
 /// Facts about the agent at verification time, passed in so the policy never reads a clock.
@@ -55,7 +55,7 @@ impl VerificationContext {
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
 /// use opamp_verify::{
-///     ContentHash, KeyRing, PackageOffer, ReleaseSigner, Statement, TrustPolicy, TrustedKey,
+///     ContentHash, KeyRing, PackageToVerify, ReleaseSigner, Statement, TrustPolicy, TrustedKey,
 ///     VerificationContext,
 /// };
 ///
@@ -71,7 +71,7 @@ impl VerificationContext {
 /// let mut keys = KeyRing::new();
 /// keys.trust(TrustedKey::new(signer.public_key().clone()));
 /// let policy = TrustPolicy::new(keys);
-/// let offer = PackageOffer::new("otelcol", "1.2.0", hash.as_bytes(), &signature);
+/// let offer = PackageToVerify::new("otelcol", "1.2.0", hash.as_bytes(), &signature);
 /// let context = VerificationContext::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
 ///     .with_highest_installed("1.1.0".parse().unwrap());
 /// let verified = policy.verify_package(&offer, &context, &file[..], 1 << 30)?;
@@ -134,7 +134,7 @@ impl TrustPolicy {
     /// [`Verified::verify_content`] or [`Verified::accept_hashed`].
     pub fn verify_offer(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         context: &VerificationContext,
     ) -> Result<Verified<ApprovedPackage>> {
         let outcome = self
@@ -161,7 +161,7 @@ impl TrustPolicy {
     /// signed size, never more than `max_size` bytes) and checks its size and SHA-256.
     pub fn verify_package<R: Read>(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         context: &VerificationContext,
         reader: R,
         max_size: u64,
@@ -172,11 +172,11 @@ impl TrustPolicy {
 
     fn claims(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         context: &VerificationContext,
     ) -> Result<SignedClaims> {
         let signature = offer.signature();
-        let offered_hash = ContentHash::from_slice(offer.content_hash())?;
+        let offered_hash = offer.checked_content_hash()?;
         if signature.is_empty() {
             if self.require_signature {
                 return Err(VerifyError::MissingSignature {
@@ -247,11 +247,11 @@ fn describe_signature(signature: &[u8]) -> String {
 
 /// The checks every scheme shares: claims match the offer, expiry, anti-rollback.
 fn approve(
-    offer: &PackageOffer<'_>,
+    offer: &PackageToVerify<'_>,
     claims: &SignedClaims,
     context: &VerificationContext,
 ) -> Result<ApprovedPackage> {
-    let offered_hash = ContentHash::from_slice(offer.content_hash())?;
+    let offered_hash = offer.checked_content_hash()?;
     if !claims.content_hash.ct_eq(&offered_hash) {
         return Err(VerifyError::OfferHashMismatch {
             signed: claims.content_hash,

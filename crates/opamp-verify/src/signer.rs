@@ -9,11 +9,11 @@ use spki::der::pem::{self, LineEnding};
 use spki::der::zeroize::Zeroizing;
 
 use crate::config::{ConfigSignature, ConfigStatement, config_signed_message};
-use crate::digest::ContentHash;
 use crate::envelope::{SignatureEnvelope, signed_message};
 use crate::error::{Result, VerifyError};
 use crate::key::{ED25519_OID, KeyId, PublicKey, RSA_OID, Scheme, check_rsa_size};
 use crate::statement::Statement;
+use opamp_packages::ContentHash;
 
 enum SigningMaterial {
     Rsa(Box<rsa::RsaPrivateKey>),

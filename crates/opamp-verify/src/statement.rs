@@ -2,9 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::digest::ContentHash;
 use crate::error::{Result, VerifyError};
 use crate::wire::{WireReader, put_prefixed};
+use opamp_packages::ContentHash;
 
 /// Longest package name in a statement, in bytes.
 pub const MAX_NAME_LEN: usize = 255;

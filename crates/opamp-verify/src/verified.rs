@@ -3,10 +3,11 @@
 use std::io::{Read, Write};
 use std::ops::Deref;
 
-use crate::digest::{ContentHash, HashedContent, HashingWriter, hash_reader};
+use crate::digest::{HashedContent, HashingWriter, hash_reader};
 use crate::error::{Result, VerifyError};
 use crate::key::KeyId;
 use crate::verifier::Provenance;
+use opamp_packages::ContentHash;
 
 /// A value that passed verification. Its field is private, so code outside this crate can read
 /// it but never build one.
@@ -193,7 +194,7 @@ impl Verified<ApprovedPackage> {
     /// let mut keys = KeyRing::new();
     /// keys.trust(TrustedKey::new(signer.public_key().clone()));
     ///
-    /// let offer = PackageOffer::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
+    /// let offer = PackageToVerify::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
     /// let context = VerificationContext::new(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
     /// let approved = TrustPolicy::new(keys).verify_offer(&offer, &context)?;
     /// // Stream the download to disk (a Vec here) and hash it in the same pass.

@@ -3,24 +3,24 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::digest::ContentHash;
 use crate::envelope::SignatureEnvelope;
 use crate::error::{Result, VerifyError};
 use crate::key::{KeyId, Scheme};
 use crate::keyring::KeyRing;
 use crate::statement::{DowngradeAuthorisation, unix_seconds};
+use opamp_packages::ContentHash;
 
 /// What the server offers for one package: the fields of `PackageAvailable` that verification
 /// needs, borrowed from the decoded message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PackageOffer<'a> {
+pub struct PackageToVerify<'a> {
     name: &'a str,
     version: &'a str,
     content_hash: &'a [u8],
     signature: &'a [u8],
 }
 
-impl<'a> PackageOffer<'a> {
+impl<'a> PackageToVerify<'a> {
     /// An offer: package name (the `PackagesAvailable.packages` map key), `version`,
     /// `file.content_hash` and `file.signature`.
     pub fn new(
@@ -43,13 +43,13 @@ impl<'a> PackageOffer<'a> {
     ///
     /// ```
     /// use opamp_proto::v1::{DownloadableFile, PackageAvailable};
-    /// use opamp_verify::PackageOffer;
+    /// use opamp_verify::PackageToVerify;
     /// let available = PackageAvailable {
     ///     version: "1.2.0".into(),
     ///     file: Some(DownloadableFile { content_hash: vec![7; 32], ..Default::default() }),
     ///     ..Default::default()
     /// };
-    /// let offer = PackageOffer::from_available("otelcol", &available);
+    /// let offer = PackageToVerify::from_available("otelcol", &available);
     /// assert_eq!(offer.version(), "1.2.0");
     /// assert!(offer.signature().is_empty());
     /// ```
@@ -75,6 +75,16 @@ impl<'a> PackageOffer<'a> {
     /// Offered `content_hash` bytes (should be a 32-byte SHA-256).
     pub fn content_hash(&self) -> &'a [u8] {
         self.content_hash
+    }
+
+    /// Offered `content_hash` as a [`ContentHash`].
+    ///
+    /// # Errors
+    /// [`VerifyError::InvalidContentHash`] unless it is 32 bytes long.
+    pub fn checked_content_hash(&self) -> Result<ContentHash> {
+        ContentHash::from_slice(self.content_hash).map_err(|_| VerifyError::InvalidContentHash {
+            length: self.content_hash.len(),
+        })
     }
 
     /// Offered `signature` bytes (may be empty).
@@ -205,7 +215,7 @@ impl SignedClaims {
 /// ```
 /// use std::time::SystemTime;
 /// use opamp_verify::{
-///     ContentHash, KeyRing, PackageOffer, PackageVerifier, Provenance, SignedClaims, VerifyError,
+///     KeyRing, PackageToVerify, PackageVerifier, Provenance, SignedClaims, VerifyError,
 /// };
 ///
 /// /// Accepts signatures of the form `DEMO:<signer>` (for illustration only!).
@@ -215,11 +225,11 @@ impl SignedClaims {
 /// impl PackageVerifier for DemoVerifier {
 ///     fn name(&self) -> &str { "demo" }
 ///     fn recognises(&self, signature: &[u8]) -> bool { signature.starts_with(b"DEMO:") }
-///     fn verify_signature(&self, offer: &PackageOffer<'_>, _keys: &KeyRing, _now: SystemTime)
+///     fn verify_signature(&self, offer: &PackageToVerify<'_>, _keys: &KeyRing, _now: SystemTime)
 ///         -> Result<SignedClaims, VerifyError>
 ///     {
 ///         let signer = String::from_utf8_lossy(&offer.signature()[5..]).into_owned();
-///         let hash = ContentHash::from_slice(offer.content_hash())?;
+///         let hash = offer.checked_content_hash()?;
 ///         Ok(SignedClaims::new(Provenance::External { verifier: "demo".into(), signer }, hash)
 ///             .with_name(offer.name()))
 ///     }
@@ -236,7 +246,7 @@ pub trait PackageVerifier: Send + Sync + fmt::Debug {
     /// Checks the offer's signature and returns what it vouches for, or why it is refused.
     fn verify_signature(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         keys: &KeyRing,
         now: SystemTime,
     ) -> Result<SignedClaims>;
@@ -257,7 +267,7 @@ impl PackageVerifier for StatementVerifier {
 
     fn verify_signature(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         keys: &KeyRing,
         now: SystemTime,
     ) -> Result<SignedClaims> {
@@ -303,11 +313,11 @@ impl PackageVerifier for CompatibleVerifier {
 
     fn verify_signature(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         keys: &KeyRing,
         now: SystemTime,
     ) -> Result<SignedClaims> {
-        let content_hash = ContentHash::from_slice(offer.content_hash())?;
+        let content_hash = offer.checked_content_hash()?;
         let scheme = Scheme::RsaPkcs1v15Sha256;
         let verifies = |key: &crate::PublicKey| {
             key.supports(scheme)

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opamp_verify::{
-    ContentHash, DowngradeAuthorisation, KeyRing, PackageOffer, PublicKey, ReleaseSigner,
+    ContentHash, DowngradeAuthorisation, KeyRing, PackageToVerify, PublicKey, ReleaseSigner,
     Statement, TrustPolicy, TrustedKey, VerificationContext, Verified, VerifiedPackage,
     VerifyError,
 };
@@ -103,7 +103,7 @@ impl Fixture {
     /// Runs the whole agent-side check: offer, then the downloaded file.
     fn verify_with(&self, policy: &TrustPolicy) -> Result<Verified<VerifiedPackage>, VerifyError> {
         let content_hash = hex::decode(self.field("content_hash").unwrap()).unwrap();
-        let offer = PackageOffer::new(
+        let offer = PackageToVerify::new(
             self.field("name").unwrap(),
             self.field("version").unwrap(),
             &content_hash,
@@ -196,7 +196,7 @@ fn replay_of_an_older_signed_release_is_refused() {
     // The same release is fine for an agent that never went past it: the signature is genuine.
     let fresh = VerificationContext::new(at(NOW));
     let content_hash = hex::decode(fixture.field("content_hash").unwrap()).unwrap();
-    let offer = PackageOffer::new(NAME, "1.0.0", &content_hash, &fixture.signature);
+    let offer = PackageToVerify::new(NAME, "1.0.0", &content_hash, &fixture.signature);
     assert!(
         fixture
             .policy()

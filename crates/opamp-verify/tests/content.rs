@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 
 use common::*;
 use opamp_verify::{
-    ContentHash, HashingWriter, PackageOffer, VerificationContext, VerifyError, hash_reader,
+    ContentHash, HashingWriter, PackageToVerify, VerificationContext, VerifyError, hash_reader,
 };
 
 #[test]
@@ -18,7 +18,7 @@ fn download_written_and_hashed_in_one_pass_is_accepted() {
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let policy = policy_trusting(&[&signer]);
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
     let approved = policy
         .verify_offer(&offer, &VerificationContext::new(now()))
         .unwrap();
@@ -48,7 +48,7 @@ fn one_pass_download_of_the_wrong_bytes_is_refused() {
     let signer = ed25519_signer(1);
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
     let approved = policy_trusting(&[&signer])
         .verify_offer(&offer, &VerificationContext::new(now()))
         .unwrap();

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use common::*;
 use opamp_verify::{
-    ContentHash, KeyRing, PackageOffer, PackageVerifier, Provenance, SignedClaims, TrustPolicy,
+    ContentHash, KeyRing, PackageToVerify, PackageVerifier, Provenance, SignedClaims, TrustPolicy,
     VerificationContext, VerifyError,
 };
 
@@ -28,7 +28,7 @@ impl PackageVerifier for BundleVerifier {
 
     fn verify_signature(
         &self,
-        offer: &PackageOffer<'_>,
+        offer: &PackageToVerify<'_>,
         _keys: &KeyRing,
         _now: SystemTime,
     ) -> Result<SignedClaims, VerifyError> {
@@ -56,7 +56,7 @@ fn policy() -> TrustPolicy {
 #[test]
 fn external_verifier_result_is_accepted_through_the_policy() {
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new(
+    let offer = PackageToVerify::new(
         "otelcol-contrib",
         "1.2.0",
         hash.as_bytes(),
@@ -79,7 +79,7 @@ fn external_verifier_result_is_accepted_through_the_policy() {
 #[test]
 fn external_claims_are_still_checked_against_the_offer() {
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new(
+    let offer = PackageToVerify::new(
         "otelcol-contrib",
         "1.3.0",
         hash.as_bytes(),
@@ -94,7 +94,7 @@ fn external_claims_are_still_checked_against_the_offer() {
 #[test]
 fn external_errors_carry_the_verifier_name() {
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new(
+    let offer = PackageToVerify::new(
         "otelcol-contrib",
         "1.2.0",
         hash.as_bytes(),
@@ -110,7 +110,7 @@ fn external_errors_carry_the_verifier_name() {
 fn unrecognised_signatures_of_rsa_size_fall_to_compatible_mode() {
     let hash = ContentHash::of(&file());
     let raw = [0x5au8; 256];
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &raw);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &raw);
     let err = policy()
         .verify_offer(&offer, &VerificationContext::new(now()))
         .unwrap_err();
@@ -132,7 +132,7 @@ fn other_unrecognised_signatures_are_described_as_seen() {
         (&[0xa5; 77], "77 bytes in no known format"),
     ];
     for (signature, seen) in cases {
-        let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), signature);
+        let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), signature);
         let err = policy()
             .allow_compatible_mode(true)
             .verify_offer(&offer, &VerificationContext::new(now()))
@@ -154,7 +154,7 @@ fn other_unrecognised_signatures_are_described_as_seen() {
 fn compatible_mode_without_rsa_keys_says_there_is_none() {
     let hash = ContentHash::of(&file());
     let raw = [0x5au8; 256];
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &raw);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &raw);
     let err = policy()
         .allow_compatible_mode(true)
         .verify_offer(&offer, &VerificationContext::new(now()))

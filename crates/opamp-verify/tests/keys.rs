@@ -44,7 +44,7 @@ fn rsa_key_generation_produces_a_working_signer() {
     let policy = policy_trusting(&[&signer]);
     let hash = ContentHash::of(&file());
     let offer =
-        opamp_verify::PackageOffer::new("otelcol-contrib", "1.0.0", hash.as_bytes(), &envelope);
+        opamp_verify::PackageToVerify::new("otelcol-contrib", "1.0.0", hash.as_bytes(), &envelope);
     policy
         .verify_offer(&offer, &opamp_verify::VerificationContext::new(now()))
         .unwrap();

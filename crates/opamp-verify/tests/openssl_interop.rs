@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::*;
 use opamp_verify::{
-    ContentHash, KeyId, PackageOffer, PublicKey, ReleaseSigner, SIGNING_DOMAIN, Scheme,
+    ContentHash, KeyId, PackageToVerify, PublicKey, ReleaseSigner, SIGNING_DOMAIN, Scheme,
     SignatureEnvelope, VerificationContext, VerifyError,
 };
 
@@ -106,7 +106,7 @@ fn compatible_signature_made_by_openssl_is_accepted_and_flips_are_refused() {
         opamp_verify::TrustPolicy::new(keys).allow_compatible_mode(true)
     };
     let context = VerificationContext::new(now());
-    let offer = PackageOffer::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol", "1.0.0", hash.as_bytes(), &signature);
     let verified = policy
         .verify_package(&offer, &context, &file[..], 1 << 20)
         .unwrap();
@@ -115,7 +115,7 @@ fn compatible_signature_made_by_openssl_is_accepted_and_flips_are_refused() {
     for position in [0, 1, 100, 128, 200, 255] {
         let mut flipped = signature.clone();
         flipped[position] ^= 0x01;
-        let offer = PackageOffer::new("otelcol", "1.0.0", hash.as_bytes(), &flipped);
+        let offer = PackageToVerify::new("otelcol", "1.0.0", hash.as_bytes(), &flipped);
         let err = policy.verify_offer(&offer, &context).unwrap_err();
         assert!(
             matches!(err, VerifyError::NoTrustedKeyVerifies { tried: 1 }),
@@ -125,7 +125,7 @@ fn compatible_signature_made_by_openssl_is_accepted_and_flips_are_refused() {
     for position in [0, 13, 31] {
         let mut other_hash = *hash.as_bytes();
         other_hash[position] ^= 0x01;
-        let offer = PackageOffer::new("otelcol", "1.0.0", &other_hash, &signature);
+        let offer = PackageToVerify::new("otelcol", "1.0.0", &other_hash, &signature);
         let err = policy.verify_offer(&offer, &context).unwrap_err();
         assert!(
             matches!(err, VerifyError::NoTrustedKeyVerifies { .. }),
@@ -257,7 +257,7 @@ fn statements_signed_by_openssl_over_the_documented_layout_are_accepted() {
         let mut keys = opamp_verify::KeyRing::new();
         keys.trust(opamp_verify::TrustedKey::new(key));
         let policy = opamp_verify::TrustPolicy::new(keys);
-        let offer = PackageOffer::new("otelcol-contrib", "1.4.2", hash.as_bytes(), &envelope);
+        let offer = PackageToVerify::new("otelcol-contrib", "1.4.2", hash.as_bytes(), &envelope);
         let verified = policy
             .verify_package(&offer, &context, &file()[..], 1 << 20)
             .unwrap();

@@ -6,14 +6,14 @@ mod common;
 
 use common::*;
 use opamp_verify::{
-    ContentHash, PackageOffer, Scheme, SignatureEnvelope, Statement, VerificationContext,
+    ContentHash, PackageToVerify, Scheme, SignatureEnvelope, Statement, VerificationContext,
 };
 use proptest::prelude::*;
 
 fn check_refused(signer: &opamp_verify::ReleaseSigner, signature: &[u8], file: &[u8]) {
     let policy = policy_trusting(&[signer]);
     let hash = ContentHash::of(&common::file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), signature);
     let outcome = policy.verify_package(&offer, &VerificationContext::new(now()), file, 1 << 20);
     assert!(outcome.is_err(), "a flipped byte was accepted");
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use opamp_verify::{
-    ContentHash, KeyRing, PackageOffer, Provenance, PublicKey, Scheme, SignatureEnvelope,
+    ContentHash, KeyRing, PackageToVerify, Provenance, PublicKey, Scheme, SignatureEnvelope,
     TrustPolicy, TrustedKey, VerificationContext, VerifyError,
 };
 
@@ -25,7 +25,7 @@ fn verify(
 ) -> Result<opamp_verify::Verified<opamp_verify::VerifiedPackage>, VerifyError> {
     let file = file();
     let hash = ContentHash::of(&file);
-    let offer = PackageOffer::new(name, version, hash.as_bytes(), signature);
+    let offer = PackageToVerify::new(name, version, hash.as_bytes(), signature);
     policy.verify_package(&offer, context, &file[..], MAX)
 }
 
@@ -176,7 +176,7 @@ fn tampered_offer_hash() {
     let signer = ed25519_signer(1);
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let other = ContentHash::of(b"another file");
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", other.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", other.as_bytes(), &signature);
     let err = policy_trusting(&[&signer])
         .verify_offer(&offer, &context())
         .unwrap_err();
@@ -187,7 +187,7 @@ fn tampered_offer_hash() {
 fn content_hash_length_is_checked() {
     let signer = ed25519_signer(1);
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", &[0u8; 20], &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", &[0u8; 20], &signature);
     let err = policy_trusting(&[&signer])
         .verify_offer(&offer, &context())
         .unwrap_err();
@@ -203,7 +203,7 @@ fn tampered_file_content() {
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let policy = policy_trusting(&[&signer]);
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
     let mut tampered = file();
     tampered[5000] ^= 1;
     let err = policy
@@ -218,7 +218,7 @@ fn file_shorter_than_signed_size() {
     let signer = ed25519_signer(1);
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
     let short = &file()[..9_999];
     let err = policy_trusting(&[&signer])
         .verify_package(&offer, &context(), short, MAX)
@@ -237,7 +237,7 @@ fn file_longer_than_signed_size_is_cut_off() {
     let signer = ed25519_signer(1);
     let signature = signer.sign_statement(&statement("1.2.0")).unwrap();
     let hash = ContentHash::of(&file());
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &signature);
     let mut long = file();
     long.extend_from_slice(&[0; 100]);
     let err = policy_trusting(&[&signer])
@@ -374,7 +374,7 @@ fn unsigned_is_accepted_only_when_not_required_and_still_hash_checked() {
     let verified = verify(&policy, "otelcol-contrib", "1.2.0", &[], &context()).unwrap();
     assert_eq!(verified.provenance(), &Provenance::Unsigned);
     let hash = ContentHash::of(b"something else");
-    let offer = PackageOffer::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &[]);
+    let offer = PackageToVerify::new("otelcol-contrib", "1.2.0", hash.as_bytes(), &[]);
     let err = policy
         .verify_package(&offer, &context(), &file()[..], MAX)
         .unwrap_err();

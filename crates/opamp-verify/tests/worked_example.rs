@@ -6,7 +6,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use opamp_verify::{
-    ContentHash, DowngradeAuthorisation, KeyRing, PackageOffer, ReleaseSigner, Statement,
+    ContentHash, DowngradeAuthorisation, KeyRing, PackageToVerify, ReleaseSigner, Statement,
     TrustPolicy, TrustedKey, VerificationContext,
 };
 
@@ -69,7 +69,7 @@ fn readme_worked_example_verifies() {
     keys.trust(TrustedKey::new(signer.public_key().clone()));
     let envelope = hex::decode(readme_hex()).unwrap();
     let hash = ContentHash::of(b"hello");
-    let offer = PackageOffer::new("otelcol", "1.4.2", hash.as_bytes(), &envelope);
+    let offer = PackageToVerify::new("otelcol", "1.4.2", hash.as_bytes(), &envelope);
     let context = VerificationContext::new(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .with_highest_installed("1.5.0".parse().unwrap());
     let verified = TrustPolicy::new(keys)

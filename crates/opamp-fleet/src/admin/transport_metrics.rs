@@ -15,13 +15,12 @@
 
 use std::fmt::Write as _;
 
-use opamp_transport::server::{
-    RefusalReason, TransportCounters, TransportKind, TransportStatsSnapshot,
-};
+use opamp_session::TransportMode;
+use opamp_transport::server::{RefusalReason, TransportCounters, TransportStatsSnapshot};
 
-const TRANSPORTS: [(TransportKind, &str); 2] = [
-    (TransportKind::WebSocket, "websocket"),
-    (TransportKind::Http, "http"),
+const TRANSPORTS: [(TransportMode, &str); 2] = [
+    (TransportMode::WebSocket, "websocket"),
+    (TransportMode::HttpPolling, "http"),
 ];
 
 /// The transport families, in OpenMetrics text, without `# EOF`.

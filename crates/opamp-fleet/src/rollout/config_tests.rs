@@ -6,7 +6,7 @@ use opamp_proto::InstanceUid;
 
 use super::*;
 use crate::spec::{BatchPlan, TargetKind};
-use crate::{FleetError, LabelSelector, RolloutRegistry};
+use crate::{FleetError, LabelSelector, RolloutConflicts};
 
 const TARGET_HASH: &str = "c0ffee";
 /// What an agent without a remote config goes back to: an empty config map.
@@ -270,9 +270,9 @@ fn seeded_config_rollouts_only_ever_offer_the_target_or_each_agents_previous_has
 
 #[test]
 fn config_rollouts_conflict_with_each_other_whatever_their_names_but_not_with_packages() {
-    let mut registry = RolloutRegistry::new();
+    let mut conflicts = RolloutConflicts::new();
     let first = Rollout::plan(RolloutId::new("a"), spec(), &fleet(4), at(0)).unwrap();
-    registry.register(&first).unwrap();
+    conflicts.register(&first).unwrap();
 
     let mut other_name = spec();
     other_name.package_name = "gateway".into();
@@ -286,7 +286,7 @@ fn config_rollouts_conflict_with_each_other_whatever_their_names_but_not_with_pa
         .collect();
     let second = Rollout::plan(RolloutId::new("b"), other_name, &labelled, at(0)).unwrap();
     assert!(matches!(
-        registry.check(&second),
+        conflicts.check(&second),
         Err(FleetError::Conflict { reason, .. }) if reason.contains("agents")
     ));
 
@@ -295,7 +295,7 @@ fn config_rollouts_conflict_with_each_other_whatever_their_names_but_not_with_pa
         .collect();
     let package = RolloutSpec::new("collector", "2.0.0", LabelSelector::all(), "alice");
     let package = Rollout::plan(RolloutId::new("p"), package, &package_fleet, at(0)).unwrap();
-    registry.register(&package).unwrap();
+    conflicts.register(&package).unwrap();
 }
 
 #[test]

@@ -6,7 +6,7 @@ use opamp_proto::InstanceUid;
 
 use super::*;
 use crate::spec::{BatchPlan, FailureBudget};
-use crate::{FleetError, LabelSelector, RolloutRegistry};
+use crate::{FleetError, LabelSelector, RolloutConflicts};
 
 const OLD: &str = "0.114.0";
 const NEW: &str = "0.115.0";
@@ -546,29 +546,29 @@ fn downgrade_is_an_ordinary_rollout() {
 }
 
 #[test]
-fn registry_refuses_overlapping_rollouts_of_one_package() {
+fn conflicts_refuses_overlapping_rollouts_of_one_package() {
     let first = Rollout::plan(RolloutId::new("first"), spec(), &fleet(10), at(0)).unwrap();
-    let mut registry = RolloutRegistry::new();
-    registry.register(&first).unwrap();
+    let mut conflicts = RolloutConflicts::new();
+    conflicts.register(&first).unwrap();
 
     let second = Rollout::plan(RolloutId::new("second"), spec(), &fleet(10), at(0)).unwrap();
-    let err = registry.register(&second).unwrap_err();
+    let err = conflicts.register(&second).unwrap_err();
     assert!(err.to_string().contains("first"), "{err}");
 
     let mut prod_spec = spec();
     prod_spec.selector = "env=prod".parse().unwrap();
     let overlapping = Rollout::plan(RolloutId::new("prod"), prod_spec, &fleet(10), at(0)).unwrap();
     assert!(
-        matches!(registry.check(&overlapping), Err(FleetError::Conflict { reason, .. }) if reason.contains("agents"))
+        matches!(conflicts.check(&overlapping), Err(FleetError::Conflict { reason, .. }) if reason.contains("agents"))
     );
 
     let mut other_package = spec();
     other_package.package_name = "other".into();
     let other = Rollout::plan(RolloutId::new("other"), other_package, &fleet(10), at(0)).unwrap();
-    registry.register(&other).unwrap();
+    conflicts.register(&other).unwrap();
 
-    registry.remove(first.id());
-    registry.register(&second).unwrap();
+    conflicts.remove(first.id());
+    conflicts.register(&second).unwrap();
 }
 
 #[test]
@@ -609,7 +609,7 @@ fn agent_that_installed_the_target_before_its_wave_counts_when_the_wave_starts()
 }
 
 #[test]
-fn registry_rebuilt_after_restart_still_refuses_conflicts_and_forgets_finished_rollouts() {
+fn conflicts_rebuilt_after_restart_still_refuses_conflicts_and_forgets_finished_rollouts() {
     let active = Rollout::plan(RolloutId::new("active"), spec(), &fleet(10), at(0)).unwrap();
     let mut finished = Rollout::plan(RolloutId::new("done"), spec(), &fleet(10), at(0)).unwrap();
     finished
@@ -621,10 +621,13 @@ fn registry_rebuilt_after_restart_still_refuses_conflicts_and_forgets_finished_r
             at(0),
         )
         .unwrap();
-    let registry = RolloutRegistry::from_rollouts([&active, &finished]);
-    assert_eq!(registry.active_ids().collect::<Vec<_>>(), vec![active.id()]);
+    let conflicts = RolloutConflicts::from_rollouts([&active, &finished]);
+    assert_eq!(
+        conflicts.active_ids().collect::<Vec<_>>(),
+        vec![active.id()]
+    );
     let candidate = Rollout::plan(RolloutId::new("new"), spec(), &fleet(10), at(0)).unwrap();
-    assert!(registry.check(&candidate).is_err());
+    assert!(conflicts.check(&candidate).is_err());
 }
 
 #[test]

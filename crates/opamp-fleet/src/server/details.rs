@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use opamp_proto::{InstanceUid, v1};
 use opamp_session::ServerEvent;
-use opamp_transport::server::{ConnectionInfo, TransportKind};
+use opamp_session::TransportMode;
+use opamp_transport::server::ConnectionInfo;
 
 use crate::catalog::{SharedStore, lock};
 use crate::store::{
@@ -108,7 +109,7 @@ pub(crate) fn config_hash(map: &v1::AgentConfigMap) -> Vec<u8> {
             encoded.extend_from_slice(part);
         }
     }
-    opamp_packages::ContentHash::digest(&encoded)
+    opamp_packages::ContentHash::of(&encoded)
         .as_bytes()
         .to_vec()
 }
@@ -231,13 +232,13 @@ fn health_node(health: &v1::ComponentHealth) -> HealthNode {
 
 /// The connection an agent arrived on.
 pub(crate) fn connection(
-    transport: TransportKind,
+    transport: TransportMode,
     info: &ConnectionInfo,
     now: Timestamp,
 ) -> ConnectionView {
     let transport = match transport {
-        TransportKind::WebSocket => "websocket",
-        TransportKind::Http => "http",
+        TransportMode::WebSocket => "websocket",
+        TransportMode::HttpPolling => "http",
         _ => "other",
     };
     ConnectionView::new(transport, info.remote_addr.to_string(), info.tls, now)

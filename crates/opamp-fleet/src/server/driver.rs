@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use opamp_proto::{AgentCapabilities, InstanceUid};
 use opamp_session::ServerEvent;
-use opamp_transport::server::{Registry, ServerNotification};
+use opamp_transport::server::{AgentSessions, ServerNotification};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -30,9 +30,9 @@ use crate::admin::types::{RolloutRequest, RolloutUpdate, RolloutView};
 use crate::audit::{Actor, AuditAction, AuditRecord};
 use crate::catalog::{Catalog, SharedStore, lock};
 use crate::config_catalog::ConfigCatalog;
+use crate::conflicts::RolloutConflicts;
 use crate::events::{Command, Event};
 use crate::metrics::FleetMetrics;
-use crate::registry::RolloutRegistry;
 use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutStatus};
 use crate::selector::{LabelSelector, Labels};
 use crate::spec::TargetKind;
@@ -79,11 +79,11 @@ pub(crate) struct Driver {
     pub(crate) catalog: Catalog,
     configs: ConfigCatalog,
     pub(crate) offer_settings: OfferSettings,
-    pub(crate) sessions: Registry,
+    pub(crate) sessions: AgentSessions,
     pub(crate) metrics: Arc<FleetMetrics>,
     pub(crate) updates: broadcast::Sender<RolloutUpdate>,
     rollouts: BTreeMap<RolloutId, Rollout>,
-    conflicts: RolloutRegistry,
+    conflicts: RolloutConflicts,
     agents: HashMap<InstanceUid, AgentRecord>,
     /// The versions last offered to each agent, by package (an offer lists every package the
     /// agent should have, so it is rebuilt whole each time one changes).
@@ -125,7 +125,7 @@ impl Driver {
         store: SharedStore,
         catalog: Catalog,
         offer_settings: OfferSettings,
-        sessions: Registry,
+        sessions: AgentSessions,
         metrics: Arc<FleetMetrics>,
         updates: broadcast::Sender<RolloutUpdate>,
         forget_after: Duration,
@@ -181,7 +181,7 @@ impl Driver {
             }
             (agents, db.active_rollouts()?, standing, applied_configs)
         };
-        let conflicts = RolloutRegistry::from_rollouts(&active);
+        let conflicts = RolloutConflicts::from_rollouts(&active);
         let mut offered: HashMap<InstanceUid, BTreeMap<String, String>> = HashMap::new();
         let mut offered_configs = HashMap::new();
         let mut rollouts = BTreeMap::new();

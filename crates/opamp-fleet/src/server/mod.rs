@@ -4,7 +4,7 @@
 //! ```text
 //!  agents ──ws/http──▶ OpampServer ──notifications──▶ driver task ──▶ SQLite store
 //!    ▲                     │  /packages/... (Range, ETag)   │  ▲
-//!    └──── offers ◀────────┴──── Registry::with_session ◀───┘  │ requests (create, pause...)
+//!    └──── offers ◀────────┴─ AgentSessions::with_session ◀─┘  │ requests (create, pause...)
 //!                                              admin API (axum) ┘ reads go to the store
 //! ```
 
@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use opamp_proto::ServerCapabilities;
-use opamp_transport::server::{DownloadConfig, OpampServer, RunningServer, ServerConfig};
+use opamp_transport::server::{DownloadConfig, OpampServer, OpampServerConfig, RunningServer};
 use opamp_transport::tls::{ClientAuth, Identity, ServerTls};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -118,7 +118,7 @@ impl FleetServer {
             store.clone(),
             catalog.clone(),
             offer_settings,
-            opamp.registry().clone(),
+            opamp.sessions().clone(),
             metrics.clone(),
             updates.clone(),
             config.limits.forget_agents_after,
@@ -213,8 +213,8 @@ fn spawn_driver(
 fn transport_config(
     config: &FleetServerConfig,
     gate: Option<Arc<identity::IdentityGate>>,
-) -> Result<ServerConfig, FleetError> {
-    let mut session = opamp_session::ServerConfig::new(
+) -> Result<OpampServerConfig, FleetError> {
+    let mut session = opamp_session::ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES
             | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
             | ServerCapabilities::ACCEPTS_EFFECTIVE_CONFIG
@@ -237,7 +237,7 @@ fn transport_config(
         });
     }
     session.limits = config.limits.session_limits(session.limits);
-    let mut transport = ServerConfig::new(config.listen)
+    let mut transport = OpampServerConfig::new(config.listen)
         .max_message_size(config.max_message_size)
         .session(session)
         .downloads(downloads);

@@ -22,7 +22,7 @@ use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
 use opamp_fleet::store::AgentRecord;
 use opamp_fleet::{BatchPlan, FleetServerConfig, RolloutStatus};
 use opamp_proto::{AgentCapabilities, InstanceUid, v1};
-use opamp_session::{AgentConfig, AgentEvent};
+use opamp_session::{AgentEvent, AgentSessionConfig};
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -340,7 +340,7 @@ pub fn spawn_agent_with(
     description
         .non_identifying_attributes
         .push(v1::KeyValue::string("env", env));
-    let mut agent = AgentConfig::new(uid, description);
+    let mut agent = AgentSessionConfig::new(uid, description);
     agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES
         | AgentCapabilities::REPORTS_HEALTH;

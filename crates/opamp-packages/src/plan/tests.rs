@@ -15,7 +15,7 @@ fn key(text: &str) -> PackageKey {
 }
 
 fn content(tag: &str) -> ContentHash {
-    ContentHash::digest(tag.as_bytes())
+    ContentHash::of(tag.as_bytes())
 }
 
 fn offer_of(packages: Vec<OfferedPackage>) -> v1::PackagesAvailable {
@@ -446,7 +446,7 @@ proptest! {
         let offer = v1::PackagesAvailable { packages: offered, all_packages_hash: all_hash };
         let mut installed = InstalledPackages::new();
         for (text, version, package_hash, content_hash) in installed_list {
-            installed.insert(name(&text), InstalledPackage::new(version, package_hash, ContentHash::new(content_hash)));
+            installed.insert(name(&text), InstalledPackage::new(version, package_hash, ContentHash::from_bytes(content_hash)));
         }
         if let Some(hash) = last_applied {
             installed.set_last_applied_all_packages_hash(hash);

@@ -11,19 +11,20 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings an [`crate::AgentSession`] starts from.
 ///
-/// Build it with [`AgentConfig::new`] and adjust the public fields:
+/// Build it with [`AgentSessionConfig::new`] and adjust the public fields:
 ///
 /// ```
 /// use opamp_proto::{v1, AgentCapabilities, InstanceUid};
-/// use opamp_session::{AgentConfig, TransportMode};
+/// use opamp_session::{AgentSessionConfig, TransportMode};
 ///
-/// let mut config = AgentConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default());
+/// let mut config =
+///     AgentSessionConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default());
 /// config.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES | AgentCapabilities::REPORTS_PACKAGE_STATUSES;
 /// config.mode = TransportMode::HttpPolling;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct AgentConfig {
+pub struct AgentSessionConfig {
     /// The agent's instance uid until the server assigns another one.
     pub instance_uid: InstanceUid,
     /// What the agent declares it can do. `REPORTS_STATUS` is always added, and bits the
@@ -52,7 +53,7 @@ pub struct AgentConfig {
     pub limits: SessionLimits,
 }
 
-impl AgentConfig {
+impl AgentSessionConfig {
     /// A WebSocket agent that reports status and heartbeats every 30 seconds.
     pub fn new(instance_uid: InstanceUid, description: v1::AgentDescription) -> Self {
         Self {
@@ -76,7 +77,7 @@ impl AgentConfig {
 /// The n-th consecutive failure waits `base = min(initial × 2^(n-1), max)`; with `jitter`
 /// a random time in `[base/2, base]`, so a fleet that lost its server at the same moment
 /// does not come back in the same second. The randomness comes from the session's own
-/// generator, seeded from [`AgentConfig::retry_seed`] (by default the instance uid), so a
+/// generator, seeded from [`AgentSessionConfig::retry_seed`] (by default the instance uid), so a
 /// run replays exactly. Reset by the next message from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -17,7 +17,7 @@ use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAg
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use self::config::{AgentConfig, DEFAULT_HEARTBEAT_INTERVAL, RetryPolicy};
+pub use self::config::{AgentSessionConfig, DEFAULT_HEARTBEAT_INTERVAL, RetryPolicy};
 pub use self::event::{AgentEvent, OfferKind};
 use self::parts::Parts;
 use crate::{AgentStatus, SessionError, TransportMode, validate};
@@ -58,9 +58,10 @@ struct InFlight {
 /// ```
 /// use std::time::Instant;
 /// use opamp_proto::{v1, InstanceUid};
-/// use opamp_session::{AgentConfig, AgentSession};
+/// use opamp_session::{AgentSessionConfig, AgentSession};
 ///
-/// let mut agent = AgentSession::new(AgentConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default()));
+/// let config = AgentSessionConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default());
+/// let mut agent = AgentSession::new(config);
 /// let now = Instant::now();
 /// agent.handle_connected(now);
 /// let first = agent.poll_transmit(now).expect("a full report follows the connection");
@@ -70,7 +71,7 @@ struct InFlight {
 /// ```
 #[derive(Debug)]
 pub struct AgentSession {
-    config: AgentConfig,
+    config: AgentSessionConfig,
     instance_uid: InstanceUid,
     /// The uid before the server assigned a new one; messages still in flight may use it.
     previous_uid: Option<InstanceUid>,
@@ -86,7 +87,7 @@ pub struct AgentSession {
     heartbeat_interval: Option<Duration>,
     retry_not_before: Option<Instant>,
     consecutive_failures: u32,
-    /// Source of back-off jitter, seeded (see [`AgentConfig::retry_seed`]).
+    /// Source of back-off jitter, seeded (see [`AgentSessionConfig::retry_seed`]).
     jitter: ChaCha8Rng,
     server_capabilities: Option<ServerCapabilities>,
     server_custom_capabilities: Option<v1::CustomCapabilities>,
@@ -102,7 +103,7 @@ pub struct AgentSession {
 impl AgentSession {
     /// Creates a disconnected session. Call [`handle_connected`](Self::handle_connected)
     /// once the transport is up (for HTTP: when polling may start).
-    pub fn new(mut config: AgentConfig) -> Self {
+    pub fn new(mut config: AgentSessionConfig) -> Self {
         // ReportsStatus is mandatory; bits the protocol does not define must be sent as 0.
         config.capabilities =
             (config.capabilities | AgentCapabilities::REPORTS_STATUS) & AgentCapabilities::all();
@@ -165,7 +166,7 @@ impl AgentSession {
 
     /// HTTP mode: the request in flight failed (connection error, timeout, non-2xx
     /// status). Its content is sent again, as a full report, after the back-off of
-    /// [`AgentConfig::retry`]. Harmless when nothing is in flight.
+    /// [`AgentSessionConfig::retry`]. Harmless when nothing is in flight.
     pub fn handle_request_failed(&mut self, now: Instant) {
         if self.in_flight.is_none() {
             return;
@@ -177,7 +178,7 @@ impl AgentSession {
 
     /// A connection attempt failed or an open connection was lost. Counts a failure and
     /// returns how long to wait before the next attempt: the jittered back-off of
-    /// [`AgentConfig::retry`], or longer if the server asked for more (`server_retry_after`
+    /// [`AgentSessionConfig::retry`], or longer if the server asked for more (`server_retry_after`
     /// from a `Retry-After` header, or a `RetryInfo` received earlier). Sending is held
     /// back until then. The next message from the server resets the count.
     pub fn handle_connection_failed(
@@ -202,7 +203,7 @@ impl AgentSession {
     }
 
     /// Processes raw bytes from the transport: a WebSocket binary message (with its
-    /// `0x00` header) or an HTTP response body, depending on [`AgentConfig::mode`].
+    /// `0x00` header) or an HTTP response body, depending on [`AgentSessionConfig::mode`].
     ///
     /// In HTTP mode a body that does not decode counts as a failed request.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) -> Result<(), SessionError> {

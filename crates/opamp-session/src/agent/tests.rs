@@ -12,18 +12,18 @@ use crate::test_support::*;
 const BASE_CAPS: AgentCapabilities =
     AgentCapabilities::REPORTS_STATUS.union(AgentCapabilities::REPORTS_HEARTBEAT);
 
-fn config() -> AgentConfig {
-    AgentConfig::new(agent_uid(), description("otelcol"))
+fn config() -> AgentSessionConfig {
+    AgentSessionConfig::new(agent_uid(), description("otelcol"))
 }
 
-fn connected(config: AgentConfig, now: Instant) -> AgentSession {
+fn connected(config: AgentSessionConfig, now: Instant) -> AgentSession {
     let mut agent = AgentSession::new(config);
     agent.handle_connected(now);
     agent
 }
 
 /// A connected agent whose first (full) report is already out.
-fn settled(config: AgentConfig, now: Instant) -> AgentSession {
+fn settled(config: AgentSessionConfig, now: Instant) -> AgentSession {
     let mut agent = connected(config, now);
     let first = agent.poll_transmit(now).unwrap();
     assert_eq!(first.sequence_num, 0);
@@ -279,7 +279,7 @@ fn absurd_heartbeat_interval_never_fires_and_does_not_panic() {
     assert_eq!(agent.poll_transmit(now + Duration::from_secs(3600)), None);
 }
 
-fn http_config() -> AgentConfig {
+fn http_config() -> AgentSessionConfig {
     let mut cfg = config();
     cfg.mode = TransportMode::HttpPolling;
     cfg.heartbeat_interval = Some(Duration::from_secs(10));

@@ -2,22 +2,22 @@
 
 use std::time::Duration;
 
-use crate::{DEFAULT_HEARTBEAT_INTERVAL, ServerConfig};
+use crate::{DEFAULT_HEARTBEAT_INTERVAL, ServerSessionConfig};
 
 /// Settings a [`crate::ServerEndpoint`] starts from.
 ///
 /// An agent is considered gone when nothing arrived from it for
 /// `missed_intervals × interval + idle_grace`, where the interval is the heartbeat
-/// interval the server offers ([`ServerConfig::heartbeat_interval`]) when the agent
+/// interval the server offers ([`ServerSessionConfig::heartbeat_interval`]) when the agent
 /// reports heartbeats, and [`fallback_interval`](Self::fallback_interval) otherwise. An
 /// agent on WebSocket without heartbeats has no idle deadline: it is connected as long
 /// as its connection is open (the transport detects dead sockets, for example with pings).
 ///
 /// ```
 /// use std::time::Duration;
-/// use opamp_session::{EndpointConfig, ServerConfig};
+/// use opamp_session::{EndpointConfig, ServerSessionConfig};
 ///
-/// let mut session = ServerConfig::default();
+/// let mut session = ServerSessionConfig::default();
 /// session.heartbeat_interval = Some(Duration::from_secs(120));
 /// let config = EndpointConfig::new(session);
 /// // An HTTP agent polling every 2 minutes may be silent for 5 minutes and 5 s.
@@ -28,7 +28,7 @@ use crate::{DEFAULT_HEARTBEAT_INTERVAL, ServerConfig};
 pub struct EndpointConfig {
     /// Template of every agent's session; the endpoint sets `mode` per connection and
     /// `opamp_endpoint` from the connection when the template leaves it `None`.
-    pub session: ServerConfig,
+    pub session: ServerSessionConfig,
     /// How many intervals an agent may miss before it is considered gone. Default 2.5:
     /// one lost heartbeat never disconnects an agent, two in a row plus a late third do.
     pub missed_intervals: f64,
@@ -45,7 +45,7 @@ pub struct EndpointConfig {
 
 impl EndpointConfig {
     /// Defaults around the given session template.
-    pub fn new(session: ServerConfig) -> Self {
+    pub fn new(session: ServerSessionConfig) -> Self {
         Self {
             session,
             missed_intervals: 2.5,
@@ -66,6 +66,6 @@ impl EndpointConfig {
 
 impl Default for EndpointConfig {
     fn default() -> Self {
-        Self::new(ServerConfig::default())
+        Self::new(ServerSessionConfig::default())
     }
 }

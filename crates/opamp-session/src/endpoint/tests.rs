@@ -6,7 +6,7 @@ use opamp_proto::{AgentCapabilities, AgentToServerFlags, InstanceUid, ServerCapa
 
 use super::*;
 use crate::test_support::{description, health, t0};
-use crate::{ServerConfig, ServerEvent};
+use crate::{ServerEvent, ServerSessionConfig};
 
 const WS: ConnectionId = ConnectionId(1);
 const OTHER_WS: ConnectionId = ConnectionId(2);
@@ -25,7 +25,7 @@ fn uid(n: u8) -> InstanceUid {
 }
 
 fn endpoint(heartbeat: Option<Duration>) -> ServerEndpoint {
-    let mut session = ServerConfig::new(
+    let mut session = ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::OFFERS_CONNECTION_SETTINGS,
     );
     session.heartbeat_interval = heartbeat;

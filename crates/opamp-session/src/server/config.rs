@@ -11,14 +11,16 @@ use crate::{SessionLimits, TransportMode};
 /// ```
 /// use std::time::Duration;
 /// use opamp_proto::ServerCapabilities;
-/// use opamp_session::ServerConfig;
+/// use opamp_session::ServerSessionConfig;
 ///
-/// let mut config = ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS);
+/// let mut config = ServerSessionConfig::new(
+///     ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
+/// );
 /// config.heartbeat_interval = Some(Duration::from_secs(15));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct ServerConfig {
+pub struct ServerSessionConfig {
     /// What the server declares in its first message. `ACCEPTS_STATUS` is always added;
     /// offers of a kind the server does not declare are never sent.
     pub capabilities: ServerCapabilities,
@@ -41,7 +43,7 @@ pub struct ServerConfig {
     pub limits: SessionLimits,
 }
 
-impl ServerConfig {
+impl ServerSessionConfig {
     /// A WebSocket server session with the given capabilities and default limits.
     pub fn new(capabilities: ServerCapabilities) -> Self {
         Self {
@@ -55,7 +57,7 @@ impl ServerConfig {
     }
 }
 
-impl Default for ServerConfig {
+impl Default for ServerSessionConfig {
     fn default() -> Self {
         Self::new(ServerCapabilities::ACCEPTS_STATUS)
     }

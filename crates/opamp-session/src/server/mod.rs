@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use opamp_proto::{InstanceUid, ServerCapabilities, v1};
 
-pub use self::config::ServerConfig;
+pub use self::config::ServerSessionConfig;
 pub use self::event::ServerEvent;
 use self::outbox::Standing;
 pub use self::state::AgentState;
@@ -41,9 +41,10 @@ const MAX_SUPERSEDED_UIDS: usize = 4;
 /// ```
 /// use std::time::Instant;
 /// use opamp_proto::{v1, AgentCapabilities, InstanceUid, ServerCapabilities, ServerToAgentFlags};
-/// use opamp_session::{ServerConfig, ServerEvent, ServerSession};
+/// use opamp_session::{ServerSessionConfig, ServerEvent, ServerSession};
 ///
-/// let mut server = ServerSession::new(ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES));
+/// let config = ServerSessionConfig::new(ServerCapabilities::OFFERS_PACKAGES);
+/// let mut server = ServerSession::new(config);
 /// let now = Instant::now();
 /// // An agent the server never saw, sending a compressed message: ask for everything.
 /// server.handle_message(v1::AgentToServer {
@@ -60,7 +61,7 @@ const MAX_SUPERSEDED_UIDS: usize = 4;
 /// ```
 #[derive(Debug)]
 pub struct ServerSession {
-    config: ServerConfig,
+    config: ServerSessionConfig,
     state: AgentState,
     /// A message of this connection arrived.
     greeted: bool,
@@ -97,13 +98,13 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// A session for an agent the server knows nothing about.
-    pub fn new(config: ServerConfig) -> Self {
+    pub fn new(config: ServerSessionConfig) -> Self {
         Self::with_agent_state(config, AgentState::default())
     }
 
     /// A session that resumes from a state the server kept (for example in its store).
     /// Sequence numbers continue from [`AgentState::last_sequence_num`].
-    pub fn with_agent_state(mut config: ServerConfig, mut state: AgentState) -> Self {
+    pub fn with_agent_state(mut config: ServerSessionConfig, mut state: AgentState) -> Self {
         config.capabilities =
             (config.capabilities | ServerCapabilities::ACCEPTS_STATUS) & ServerCapabilities::all();
         state.connected = false;
@@ -136,7 +137,7 @@ impl ServerSession {
     // ----- inputs -------------------------------------------------------------------
 
     /// Processes raw bytes: a WebSocket binary message (with its `0x00` header) or an
-    /// HTTP request body, depending on [`ServerConfig::mode`]. Undecodable bytes are
+    /// HTTP request body, depending on [`ServerSessionConfig::mode`]. Undecodable bytes are
     /// answered with `BAD_REQUEST`.
     pub fn handle_bytes(&mut self, bytes: &[u8], now: Instant) -> Result<(), SessionError> {
         let limits = &self.config.limits.codec;
@@ -277,7 +278,7 @@ impl ServerSession {
     }
 
     /// The session's configuration.
-    pub fn config(&self) -> &ServerConfig {
+    pub fn config(&self) -> &ServerSessionConfig {
         &self.config
     }
 
@@ -308,7 +309,7 @@ impl ServerSession {
 
     /// Sets the URL agents reach this server at, offered as
     /// `OpAMPConnectionSettings.destination_endpoint` when no
-    /// [`ServerConfig::opamp_endpoint`] is configured. The endpoint sets it from the
+    /// [`ServerSessionConfig::opamp_endpoint`] is configured. The endpoint sets it from the
     /// connection an agent arrived on.
     pub fn set_opamp_endpoint(&mut self, url: impl Into<String>) {
         self.config.opamp_endpoint = Some(url.into());

@@ -213,7 +213,7 @@ fn complete_offers(offers: &mut v1::ConnectionSettingsOffers, opamp_endpoint: Op
 fn settings_hash(offers: &v1::ConnectionSettingsOffers) -> Vec<u8> {
     let mut unhashed = offers.clone();
     unhashed.hash.clear();
-    opamp_packages::ContentHash::digest(&opamp_proto::codec::encode(&unhashed))
+    opamp_packages::ContentHash::of(&opamp_proto::codec::encode(&unhashed))
         .as_bytes()
         .to_vec()
 }

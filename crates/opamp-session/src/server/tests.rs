@@ -16,7 +16,7 @@ const SERVER_CAPS: ServerCapabilities = ServerCapabilities::ACCEPTS_STATUS
     .union(ServerCapabilities::OFFERS_REMOTE_CONFIG);
 
 fn server() -> ServerSession {
-    ServerSession::new(ServerConfig::new(SERVER_CAPS))
+    ServerSession::new(ServerSessionConfig::new(SERVER_CAPS))
 }
 
 fn report(seq: u64, caps: AgentCapabilities) -> v1::AgentToServer {
@@ -578,7 +578,7 @@ fn another_agents_uid_is_refused() {
 #[test]
 fn huge_and_deep_health_trees_are_refused() {
     let now = t0();
-    let mut config = ServerConfig::new(SERVER_CAPS);
+    let mut config = ServerSessionConfig::new(SERVER_CAPS);
     config.limits.max_map_entries = 10;
     config.limits.max_nesting_depth = 4;
     let mut server = ServerSession::new(config);
@@ -638,7 +638,7 @@ fn huge_and_deep_health_trees_are_refused() {
 #[test]
 fn oversized_descriptions_and_status_lists_are_refused() {
     let now = t0();
-    let mut config = ServerConfig::new(SERVER_CAPS);
+    let mut config = ServerSessionConfig::new(SERVER_CAPS);
     config.limits.max_description_attributes = 4;
     config.limits.max_attribute_bytes = 64;
     config.limits.max_description_bytes = 150;
@@ -727,7 +727,7 @@ fn garbage_bytes_are_answered_with_bad_request() {
 #[test]
 fn http_mode_answers_each_request_exactly_once_and_never_pushes() {
     let now = t0();
-    let mut config = ServerConfig::new(SERVER_CAPS);
+    let mut config = ServerSessionConfig::new(SERVER_CAPS);
     config.mode = TransportMode::HttpPolling;
     let mut server = ServerSession::new(config);
     server.handle_message(full(0, PACKAGES), now).unwrap();
@@ -748,7 +748,7 @@ fn http_mode_answers_each_request_exactly_once_and_never_pushes() {
 #[test]
 fn heartbeat_interval_is_offered_to_agents_that_report_heartbeats() {
     let now = t0();
-    let mut config = ServerConfig::new(SERVER_CAPS);
+    let mut config = ServerSessionConfig::new(SERVER_CAPS);
     config.heartbeat_interval = Some(Duration::from_secs(15));
     config.opamp_endpoint = Some("wss://opamp.example/v1/opamp".into());
     let mut server = ServerSession::new(config);
@@ -779,7 +779,7 @@ fn heartbeat_interval_is_offered_to_agents_that_report_heartbeats() {
 #[test]
 fn no_opamp_offer_without_a_destination_endpoint() {
     let now = t0();
-    let mut config = ServerConfig::new(SERVER_CAPS);
+    let mut config = ServerSessionConfig::new(SERVER_CAPS);
     config.heartbeat_interval = Some(Duration::from_secs(15));
     let mut server = ServerSession::new(config);
     server
@@ -800,7 +800,7 @@ fn resumed_state_continues_sequence_checks() {
         },
         ..AgentState::default()
     };
-    let mut server = ServerSession::with_agent_state(ServerConfig::new(SERVER_CAPS), state);
+    let mut server = ServerSession::with_agent_state(ServerSessionConfig::new(SERVER_CAPS), state);
     server.handle_message(report(11, STATUS), now).unwrap();
     assert_eq!(server.poll_transmit(now), Some(first_answer()));
     server.handle_message(report(13, STATUS), now).unwrap();
@@ -848,7 +848,7 @@ fn custom_messages_wait_for_the_agents_custom_capability() {
 #[test]
 fn http_agent_disconnect_gets_one_bare_answer() {
     let now = t0();
-    let mut config = ServerConfig::new(SERVER_CAPS);
+    let mut config = ServerSessionConfig::new(SERVER_CAPS);
     config.mode = TransportMode::HttpPolling;
     let mut server = ServerSession::new(config);
     server.handle_message(full(0, PACKAGES), now).unwrap();

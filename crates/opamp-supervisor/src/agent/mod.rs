@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opamp_session::{AgentConfig as SessionConfig, AgentEvent};
+use opamp_session::{AgentEvent, AgentSessionConfig};
 use opamp_transport::client::{ClientEvent, ClientHandle, OpampClient};
 use tokio::sync::{mpsc, watch};
 
@@ -41,6 +41,7 @@ use crate::lock::StorageLock;
 use crate::process::ManagedCollector;
 use crate::storage::{self, StorageLayout};
 use identity::Identity;
+use opamp_packages::ContentHash;
 use uplink::{Outbox, Uplink};
 use worker::{Inputs, Offer, Worker};
 
@@ -124,7 +125,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
         "collector started"
     );
 
-    let mut session = SessionConfig::new(instance_uid, identity.description(&current.version));
+    let mut session = AgentSessionConfig::new(instance_uid, identity.description(&current.version));
     session.capabilities = capabilities(&config);
     session.heartbeat_interval = Some(config.heartbeat_interval);
     let (client, mut events) = OpampClient::start(client_config, session)?;
@@ -431,7 +432,7 @@ async fn current_package(
             name,
             package.version,
             package.server_hash,
-            package.content_hash.map(|h| h.0),
+            package.content_hash,
         );
     }
     let version = identity::detect_version(&identity.executable)
@@ -445,7 +446,9 @@ async fn current_package(
             .unwrap_or_else(|| identity.service_name.clone()),
         version,
         Vec::new(),
-        storage::sha256_file(&identity.executable).ok(),
+        storage::sha256_file(&identity.executable)
+            .ok()
+            .map(ContentHash::from_bytes),
     )
 }
 

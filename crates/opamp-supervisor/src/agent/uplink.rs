@@ -229,6 +229,7 @@ mod tests {
     use super::*;
     use crate::decide::Running;
     use crate::download::DownloadProgress;
+    use opamp_packages::ContentHash;
     use opamp_proto::v1::PackageStatusEnum;
 
     fn downloading(bytes: u64) -> InstallEvent {
@@ -241,7 +242,12 @@ mod tests {
 
     /// The report right after a decision to install 1.1.0 over 1.0.0.
     fn installing_report() -> StatusReport {
-        let running = Running::new("otelcol", "1.0.0", vec![1], Some([0; 32]));
+        let running = Running::new(
+            "otelcol",
+            "1.0.0",
+            vec![1],
+            Some(ContentHash::from_bytes([0; 32])),
+        );
         let decision = crate::decide::tests::install_decision(&running);
         StatusReport::for_decision(&decision, &running).unwrap_or_default()
     }
@@ -285,7 +291,12 @@ mod tests {
             healthy: true,
             ..Default::default()
         };
-        let after = Running::new("otelcol", "1.1.0", vec![2; 32], Some([3; 32]));
+        let after = Running::new(
+            "otelcol",
+            "1.1.0",
+            vec![2; 32],
+            Some(ContentHash::from_bytes([3; 32])),
+        );
         uplink.update(
             |r| r.installed(&after),
             |o| o.health = Some(healthy.clone()),

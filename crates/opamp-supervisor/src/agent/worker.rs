@@ -16,9 +16,10 @@ use crate::decide::{
     CollectorDecision, Decision, Facts, InFlight, Offered, Running, StatusReport, decide,
 };
 use crate::install::{Collector, InstallEvent, Installer};
-use crate::journal::{InstallStep, Sha256Hash};
+use crate::journal::InstallStep;
 use crate::process::ManagedCollector;
 use crate::storage;
+use opamp_packages::ContentHash;
 
 /// Delay before an install whose download was cut is tried again (it resumes).
 pub(super) const RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -360,8 +361,7 @@ impl Worker {
                     .installed_state()
                     .packages
                     .get(&offered.name)
-                    .and_then(|p| p.content_hash)
-                    .map(|h| h.0);
+                    .and_then(|p| p.content_hash);
                 self.running = Running::new(
                     &offered.name,
                     &installed.version,
@@ -432,7 +432,7 @@ impl Worker {
         }
         let executable_sha256 = storage::sha256_file(&self.identity.executable)
             .ok()
-            .map(Sha256Hash);
+            .map(ContentHash::from_bytes);
         let mut state = state;
         state.record_installed(
             name,

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use opamp_proto::v1::{AgentConfigFile, AgentConfigMap, EffectiveConfig};
 
-use super::{AgentConfig, ConfigError};
+use super::{AgentSettings, ConfigError};
 
-impl AgentConfig {
+impl AgentSettings {
     /// Reads `config_files` into an `EffectiveConfig`, keyed by each file's path, with a
     /// content type from its extension (`text/yaml`, `application/json`, else `text/plain`).
     ///

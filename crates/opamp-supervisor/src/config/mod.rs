@@ -36,8 +36,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use types::{
-    AgentConfig, Capabilities, EndpointScheme, HealthConfig, KeySource, RemoteConfigMode,
-    RemoteConfigSettings, RestartBackoff, ServerConfig, ServerEndpoint, SupervisorConfig,
+    AgentSettings, Capabilities, EndpointScheme, HealthConfig, KeySource, RemoteConfigMode,
+    RemoteConfigSettings, RestartBackoff, ServerEndpoint, ServerSettings, SupervisorConfig,
     TlsConfig, TrustConfig, TrustKey,
 };
 

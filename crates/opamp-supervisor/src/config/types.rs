@@ -14,9 +14,9 @@ use super::values;
 #[non_exhaustive]
 pub struct SupervisorConfig {
     /// How to reach the OpAMP server.
-    pub server: ServerConfig,
+    pub server: ServerSettings,
     /// The collector the supervisor runs.
-    pub agent: AgentConfig,
+    pub agent: AgentSettings,
     /// Capabilities announced to the server.
     #[serde(default)]
     pub capabilities: Capabilities,
@@ -94,7 +94,7 @@ impl RemoteConfigMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct ServerConfig {
+pub struct ServerSettings {
     /// `ws://`, `wss://`, `http://` or `https://` URL of the OpAMP endpoint.
     pub endpoint: ServerEndpoint,
     /// TLS files for `wss://` and `https://`.
@@ -189,7 +189,7 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct AgentConfig {
+pub struct AgentSettings {
     /// Path of the collector executable the supervisor runs and replaces on upgrade.
     #[serde(deserialize_with = "values::non_empty_path")]
     pub executable: PathBuf,
@@ -218,7 +218,7 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
 }
 
-impl AgentConfig {
+impl AgentSettings {
     /// The executable's name inside a release archive.
     pub fn archive_executable_name(&self) -> Option<String> {
         self.archive_executable.clone().or_else(|| {

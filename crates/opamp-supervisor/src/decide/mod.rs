@@ -52,7 +52,7 @@ use opamp_packages::{
     plan_sync,
 };
 use opamp_proto::v1;
-use opamp_verify::{ApprovedPackage, PackageOffer, TrustPolicy, VerificationContext, Verified};
+use opamp_verify::{ApprovedPackage, PackageToVerify, TrustPolicy, VerificationContext, Verified};
 
 pub use report::StatusReport;
 
@@ -78,7 +78,7 @@ pub struct Running {
     /// before the first install through OpAMP.
     pub server_hash: Vec<u8>,
     /// SHA-256 of the package file it came from (or of the executable before the first install).
-    pub content_hash: Option<[u8; 32]>,
+    pub content_hash: Option<ContentHash>,
 }
 
 impl Running {
@@ -88,7 +88,7 @@ impl Running {
         name: impl Into<String>,
         version: impl Into<String>,
         server_hash: Vec<u8>,
-        content_hash: Option<[u8; 32]>,
+        content_hash: Option<ContentHash>,
     ) -> Self {
         Self {
             name: name.into(),
@@ -102,7 +102,9 @@ impl Running {
     /// not installed through OpAMP, the SHA-256 of its executable.
     pub fn has_hash(&self) -> Vec<u8> {
         if self.server_hash.is_empty() {
-            self.content_hash.map(|h| h.to_vec()).unwrap_or_default()
+            self.content_hash
+                .map(|h| h.as_bytes().to_vec())
+                .unwrap_or_default()
         } else {
             self.server_hash.clone()
         }
@@ -115,11 +117,7 @@ impl Running {
         if let (Ok(key), Some(hash)) = (PackageKey::parse(&self.name), self.content_hash) {
             installed = installed.with_package(
                 key,
-                InstalledPackage::new(
-                    &self.version,
-                    self.server_hash.clone(),
-                    ContentHash::from(hash),
-                ),
+                InstalledPackage::new(&self.version, self.server_hash.clone(), hash),
             );
         }
         installed
@@ -461,7 +459,7 @@ fn runs_already(offered: &Offered, running: &Running) -> bool {
         .file
         .as_ref()
         .zip(running.content_hash)
-        .is_some_and(|(file, hash)| file.content_hash == hash);
+        .is_some_and(|(file, hash)| ContentHash::from_slice(&file.content_hash) == Ok(hash));
     offered.name == running.name
         && (same_offer || (same_file && available.version == running.version))
 }
@@ -500,7 +498,7 @@ pub fn approve(
     if let Some(floor) = floor {
         context = context.with_highest_installed(floor);
     }
-    let offer = PackageOffer::new(
+    let offer = PackageToVerify::new(
         &offered.name,
         &available.version,
         &file.content_hash,

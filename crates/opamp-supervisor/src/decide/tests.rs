@@ -99,7 +99,7 @@ fn running_from(package: &v1::PackageAvailable) -> Running {
         NAME,
         &package.version,
         package.hash.clone(),
-        content.and_then(|c| <[u8; 32]>::try_from(c.as_slice()).ok()),
+        content.and_then(|c| ContentHash::from_slice(&c).ok()),
     )
 }
 

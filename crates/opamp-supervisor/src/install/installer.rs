@@ -16,9 +16,10 @@ use crate::decide::{CollectorDecision, Facts, Running, decide};
 use crate::download::{DownloadRequest, Downloader};
 use crate::journal::{
     InstallRecord, InstallStep, InstalledState, InstalledStateStore, Journal, JournalError,
-    RollbackFloor, Sha256Hash,
+    RollbackFloor,
 };
 use crate::storage::{self, StorageLayout};
+use opamp_packages::ContentHash;
 
 /// A verified executable ready beside the live one, journaled as `Staged`. Only
 /// [`Installer::stage`] makes one, and only from a [`Verified`] package.
@@ -117,7 +118,7 @@ impl Installer {
                     package,
                     &installed.version,
                     installed.server_hash.clone(),
-                    installed.content_hash.map(|h| h.0),
+                    installed.content_hash,
                 )
             },
         );
@@ -682,7 +683,7 @@ impl Stager {
                 offered: format!("{} {}", record.package_name, record.offered_version),
             });
         }
-        let expected = Sha256Hash(*verified.content_hash().as_bytes());
+        let expected = verified.content_hash();
         if !has_hash(package_file, expected) {
             return Err(InstallError::NotVerified {
                 path: package_file.to_path_buf(),
@@ -704,7 +705,7 @@ impl Stager {
         let next = next_path_for(&self.config.executable);
         let copied = storage::copy_atomic(&staged.path, &next)
             .map_err(io_error("place new executable", &next))?;
-        let staged_sha256 = Sha256Hash(staged.sha256);
+        let staged_sha256 = ContentHash::from_bytes(staged.sha256);
         if copied != staged.sha256 {
             let _ = storage::remove_file_if_exists(&next);
             return Err(InstallError::NotVerified {

@@ -57,7 +57,8 @@ pub use recovery::Recovery;
 
 use crate::archive::{ArchiveError, ArchiveLimits};
 use crate::download::{DownloadError, DownloadLimits, DownloadProgress};
-use crate::journal::{InstallStep, JournalError, Sha256Hash};
+use crate::journal::{InstallStep, JournalError};
+use opamp_packages::ContentHash;
 
 /// Settings of an [`Installer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +232,7 @@ pub enum InstallError {
         /// The file.
         path: PathBuf,
         /// The verified hash.
-        expected: Sha256Hash,
+        expected: ContentHash,
     },
     /// Stopping or starting the collector failed.
     #[error("cannot {action} the collector: {source}")]

@@ -5,8 +5,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::journal::Sha256Hash;
 use crate::storage;
+use opamp_packages::ContentHash;
 
 /// `<exe>.next`: the verified new executable, written beside the live one so the swap is a
 /// rename within one directory (atomic, and instant even for a large binary).
@@ -20,14 +20,14 @@ pub(crate) fn next_path_for(executable: &Path) -> PathBuf {
 }
 
 /// Whether the file at `path` exists and has exactly `expected` as SHA-256.
-pub(crate) fn has_hash(path: &Path, expected: Sha256Hash) -> bool {
-    storage::sha256_file(path).is_ok_and(|actual| actual == expected.0)
+pub(crate) fn has_hash(path: &Path, expected: ContentHash) -> bool {
+    storage::sha256_file(path).is_ok_and(|actual| ContentHash::from_bytes(actual) == expected)
 }
 
 /// SHA-256 of `path`, `None` when it does not exist.
-pub(crate) fn hash_if_exists(path: &Path) -> io::Result<Option<Sha256Hash>> {
+pub(crate) fn hash_if_exists(path: &Path) -> io::Result<Option<ContentHash>> {
     match storage::sha256_file(path) {
-        Ok(digest) => Ok(Some(Sha256Hash(digest))),
+        Ok(digest) => Ok(Some(ContentHash::from_bytes(digest))),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
     }
@@ -53,7 +53,7 @@ pub(crate) fn link_or_copy_atomic(source: &Path, dest: &Path) -> io::Result<()> 
 
 /// [`hash_if_exists`] on the blocking pool: hashing a collector binary takes long enough to
 /// stall other tasks on the runtime thread.
-pub(crate) async fn hash_if_exists_async(path: &Path) -> io::Result<Option<Sha256Hash>> {
+pub(crate) async fn hash_if_exists_async(path: &Path) -> io::Result<Option<ContentHash>> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || hash_if_exists(&owned))
         .await

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::JournalError;
 use super::file::{load_checked, quarantine, save_checked};
 use super::floor::RollbackFloor;
-use super::hash::{Sha256Hash, hex_bytes};
+use opamp_packages::ContentHash;
+
+use super::hash::hex_bytes;
 
 /// What is installed, what may not be installed again, and the anti-rollback floor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,9 +30,9 @@ pub struct InstalledPackage {
     /// Installed version (`agent_has_version`).
     pub version: String,
     /// SHA-256 of the package file it came from.
-    pub content_hash: Option<Sha256Hash>,
+    pub content_hash: Option<ContentHash>,
     /// SHA-256 of the installed executable.
-    pub executable_sha256: Option<Sha256Hash>,
+    pub executable_sha256: Option<ContentHash>,
     /// The server's package hash of the offer (`agent_has_hash`).
     #[serde(with = "hex_bytes")]
     pub server_hash: Vec<u8>,
@@ -59,8 +61,8 @@ impl InstalledState {
         package: &str,
         version: &str,
         server_hash: Vec<u8>,
-        content_hash: Option<Sha256Hash>,
-        executable_sha256: Option<Sha256Hash>,
+        content_hash: Option<ContentHash>,
+        executable_sha256: Option<ContentHash>,
     ) {
         let mut floor = self.rollback_floor();
         floor.raise(package, version);

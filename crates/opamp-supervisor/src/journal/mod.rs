@@ -12,7 +12,7 @@
 //! - The anti-rollback floor ([`RollbackFloor`]) is kept in both the installed state and its
 //!   own file, and fails closed when neither copy can be read.
 //!
-//! One concern per module: `hash` (digest type), `step` (the step machine), `file` (the checked
+//! One concern per module: `hash` (hex encoding of opaque hashes), `step` (the step machine), `file` (the checked
 //! file format), `record` (the journal), `installed` (installed state and its store), `floor`
 //! (the anti-rollback floor).
 //!
@@ -39,7 +39,6 @@ use std::io;
 use std::path::PathBuf;
 
 pub use floor::{FloorUnknown, RollbackFloor};
-pub use hash::Sha256Hash;
 pub use installed::{FailedOffer, InstalledPackage, InstalledState, InstalledStateStore};
 pub use record::{InstallRecord, Journal, previous_path_for};
 pub use step::InstallStep;

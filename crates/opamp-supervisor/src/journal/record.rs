@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::file::{load_checked, quarantine, save_checked};
-use super::hash::{Sha256Hash, hex_bytes};
+use opamp_packages::ContentHash;
+
+use super::hash::hex_bytes;
 use super::{InstallStep, JournalError};
 
 /// The journaled state of one install.
@@ -22,16 +24,16 @@ pub struct InstallRecord {
     #[serde(with = "hex_bytes")]
     pub offered_hash: Vec<u8>,
     /// SHA-256 of the package file, once verified.
-    pub content_hash: Option<Sha256Hash>,
+    pub content_hash: Option<ContentHash>,
     /// SHA-256 of the staged executable, once staged from a verified package. Only a file with
     /// exactly this hash may be swapped in.
-    pub staged_sha256: Option<Sha256Hash>,
+    pub staged_sha256: Option<ContentHash>,
     /// Staged executable.
     pub staged_path: Option<PathBuf>,
     /// Version running before this install.
     pub previous_version: Option<String>,
     /// SHA-256 of the executable before this install.
-    pub previous_sha256: Option<Sha256Hash>,
+    pub previous_sha256: Option<ContentHash>,
     /// The live executable path (`agent.executable`).
     pub executable_path: PathBuf,
     /// Where the previous executable is kept.

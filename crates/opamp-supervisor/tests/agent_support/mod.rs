@@ -12,7 +12,7 @@ use opamp_proto::{InstanceUid, ServerCapabilities, v1};
 use opamp_session::AgentStatus;
 use opamp_supervisor::config::SupervisorConfig;
 use opamp_transport::server::{
-    DownloadConfig, OpampServer, RunningServer, ServerConfig, ServerNotification,
+    DownloadConfig, OpampServer, OpampServerConfig, RunningServer, ServerNotification,
 };
 use opamp_verify::{DowngradeAuthorisation, ReleaseSigner, Statement};
 use tokio::sync::{mpsc, oneshot};
@@ -39,10 +39,12 @@ impl Fleet {
 
     /// A fleet whose transport settings `customize` changes (TLS, agent authoriser, download
     /// authoriser); the download route is added first.
-    pub async fn start_with(customize: impl FnOnce(ServerConfig) -> ServerConfig) -> Self {
+    pub async fn start_with(
+        customize: impl FnOnce(OpampServerConfig) -> OpampServerConfig,
+    ) -> Self {
         let packages = tempfile::tempdir().unwrap();
-        let config = ServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .session(opamp_session::ServerConfig::new(
+        let config = OpampServerConfig::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .session(opamp_session::ServerSessionConfig::new(
                 ServerCapabilities::ACCEPTS_STATUS
                     | ServerCapabilities::OFFERS_PACKAGES
                     | ServerCapabilities::ACCEPTS_PACKAGES_STATUS
@@ -100,7 +102,7 @@ impl Fleet {
     /// The agent's status as the server sees it.
     pub fn status(&self, uid: InstanceUid) -> AgentStatus {
         self.server
-            .registry()
+            .sessions()
             .with_session(uid, |s| s.agent_state().status.clone())
             .expect("agent known")
     }
@@ -137,7 +139,7 @@ impl Fleet {
     /// Offers `offer` to the agent.
     pub fn offer(&self, uid: InstanceUid, offer: v1::PackagesAvailable) {
         self.server
-            .registry()
+            .sessions()
             .with_session(uid, |s| s.offer_packages(offer))
             .expect("agent known");
     }
@@ -149,7 +151,7 @@ impl Fleet {
             config_hash: hash.to_vec(),
         };
         self.server
-            .registry()
+            .sessions()
             .with_session(uid, |s| s.offer_remote_config(offer))
             .expect("agent known");
     }

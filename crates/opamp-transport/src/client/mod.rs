@@ -10,7 +10,7 @@ mod websocket;
 use std::time::Duration;
 
 use opamp_proto::codec::Limits;
-use opamp_session::{AgentConfig, AgentEvent, AgentSession, TransportMode};
+use opamp_session::{AgentEvent, AgentSession, AgentSessionConfig, TransportMode};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -143,12 +143,12 @@ impl OpampClient {
     ///
     /// ```no_run
     /// use opamp_proto::{v1, InstanceUid};
-    /// use opamp_session::AgentConfig;
+    /// use opamp_session::AgentSessionConfig;
     /// use opamp_transport::client::{ClientConfig, ClientEvent, OpampClient};
     ///
     /// # async fn run() -> Result<(), opamp_transport::TransportError> {
     /// let config = ClientConfig::new("ws://127.0.0.1:4320/v1/opamp")?;
-    /// let agent = AgentConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default());
+    /// let agent = AgentSessionConfig::new(InstanceUid::new_v7(), v1::AgentDescription::default());
     /// let (client, mut events) = OpampClient::start(config, agent)?;
     /// if let Some(ClientEvent::Connected) = events.recv().await {
     ///     client.update(|session| session.set_health(v1::ComponentHealth { healthy: true, ..Default::default() })).await?;
@@ -162,7 +162,7 @@ impl OpampClient {
     /// [`ClientTls::build`], [`TransportError::HttpClient`] if the HTTP client cannot be built.
     pub fn start(
         config: ClientConfig,
-        mut agent: AgentConfig,
+        mut agent: AgentSessionConfig,
     ) -> Result<(ClientHandle, mpsc::Receiver<ClientEvent>)> {
         let scheme = Scheme::of(&config.endpoint)?;
         agent.mode = match scheme {

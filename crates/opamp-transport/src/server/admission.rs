@@ -11,9 +11,9 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use opamp_transport::server::{AdmissionLimits, ServerConfig};
+/// use opamp_transport::server::{AdmissionLimits, OpampServerConfig};
 ///
-/// let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+/// let mut config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap());
 /// config.admission.first_message_timeout = Duration::from_secs(5);
 /// config.admission.max_connections_per_address = Some(64);
 /// assert!(AdmissionLimits::default().exempt_loopback);

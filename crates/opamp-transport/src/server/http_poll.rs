@@ -20,7 +20,6 @@ use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
 use super::authorize::{self, AGENT_CREDENTIAL_HEADER, AgentClaim};
-use super::hub::TransportKind;
 use super::listener::ConnectionInfo;
 use super::stats::RefusalReason;
 
@@ -34,7 +33,7 @@ pub(crate) async fn handle(
     request: axum::extract::Request,
 ) -> Response {
     let accepts_gzip = accepts_gzip(request.headers());
-    let _open = shared.stats.opened(TransportKind::Http);
+    let _open = shared.stats.opened(TransportMode::HttpPolling);
     match handle_inner(&shared, &connection, endpoint_url, request).await {
         Ok((reply, credential)) => {
             let body = framing::encode_server_message(TransportMode::HttpPolling, &reply);
@@ -44,7 +43,7 @@ pub(crate) async fn handle(
                 .then(|| gzip(&body))
                 .flatten();
             let body = compressed.clone().unwrap_or(body);
-            shared.stats.sent(TransportKind::Http, body.len());
+            shared.stats.sent(TransportMode::HttpPolling, body.len());
             let mut response = Body::from(body).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
@@ -59,7 +58,7 @@ pub(crate) async fn handle(
         Err((status, reason)) => {
             shared
                 .stats
-                .refused(TransportKind::Http, refusal_counted_as(status));
+                .refused(TransportMode::HttpPolling, refusal_counted_as(status));
             tracing::info!(remote_addr = %connection.remote_addr, %status, reason, "HTTP request refused");
             (status, reason).into_response()
         }
@@ -155,9 +154,9 @@ async fn handle_inner(
             "not authorised for this instance_uid",
         ));
     }
-    shared.stats.received(TransportKind::Http, received);
+    shared.stats.received(TransportMode::HttpPolling, received);
     let reply = shared
-        .registry
+        .sessions
         .http_request(connection.clone(), endpoint_url, message)
         .await;
     Ok((reply, authorize::credential_header(&verdict)))

@@ -19,16 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::listener::ConnectionInfo;
 
-/// How an agent is connected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TransportKind {
-    /// A WebSocket (`ws://` or `wss://`).
-    WebSocket,
-    /// HTTP polling (`http://` or `https://`).
-    Http,
-}
-
 /// What the server reports to its embedder, in order per agent.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -39,7 +29,7 @@ pub enum ServerNotification {
         /// The agent.
         uid: InstanceUid,
         /// How it is connected.
-        transport: TransportKind,
+        transport: TransportMode,
         /// Who is on the other end (address, client certificate).
         connection: ConnectionInfo,
     },
@@ -79,7 +69,7 @@ pub(crate) enum Outbound {
     Close(u16, &'static str),
 }
 
-/// A WebSocket's send queue, bounded by the registry (the bound grows with the number of
+/// A WebSocket's send queue, bounded by the agent sessions (the bound grows with the number of
 /// agents sharing the socket).
 struct OutboundQueue {
     sender: mpsc::UnboundedSender<Outbound>,
@@ -148,13 +138,13 @@ struct Inner {
 /// Handle to every agent session of one server (a [`ServerEndpoint`] shared by the
 /// connection tasks). Cheap to clone.
 #[derive(Clone)]
-pub struct Registry {
+pub struct AgentSessions {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Registry {
+impl std::fmt::Debug for AgentSessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
+        f.debug_struct("AgentSessions")
             .field("agents", &self.lock().endpoint.len())
             .finish()
     }
@@ -167,7 +157,7 @@ pub(crate) type Pending = Vec<ServerNotification>;
 const GOING_AWAY: u16 = 1001;
 const POLICY_VIOLATION: u16 = 1008;
 
-impl Registry {
+impl AgentSessions {
     pub(crate) fn new(
         config: EndpointConfig,
         queue_per_agent: usize,
@@ -199,7 +189,7 @@ impl Registry {
     /// Runs `f` on one agent's session, then sends what the session queued (WebSocket) or
     /// leaves it for the next poll (HTTP). `None` when the agent is unknown.
     ///
-    /// `f` runs under the registry's lock: keep it short and never block or await in it.
+    /// `f` runs under the sessions' lock: keep it short and never block or await in it.
     pub fn with_session<R>(
         &self,
         uid: InstanceUid,
@@ -485,13 +475,9 @@ impl State {
                         continue;
                     };
                     self.seen_on.insert(uid, socket.info.clone());
-                    let transport = match mode {
-                        TransportMode::HttpPolling => TransportKind::Http,
-                        _ => TransportKind::WebSocket,
-                    };
                     pending.push(ServerNotification::Connected {
                         uid,
-                        transport,
+                        transport: mode,
                         connection: socket.info.clone(),
                     });
                 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::any;
 use opamp_proto::codec::Limits;
+use opamp_session::TransportMode;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,7 +31,7 @@ pub use authorize::{AGENT_CREDENTIAL_HEADER, AgentClaim, AgentVerdict};
 pub use download::{DownloadAuthorizer, DownloadConfig};
 pub use http_listener::{HttpServeLimits, serve_router};
 pub use http_poll::{BodyRefusal, decode_agent_body};
-pub use hub::{Registry, ServerNotification, TransportKind};
+pub use hub::{AgentSessions, ServerNotification};
 pub use identity::ClientIdentity;
 pub use listener::ConnectionInfo;
 pub use stats::{RefusalReason, TransportCounters, TransportStats, TransportStatsSnapshot};
@@ -50,10 +51,10 @@ pub type RequestAuthorizer = Arc<dyn Fn(&ConnectionInfo, &http::HeaderMap) -> bo
 /// the uid's first message), before the session sees the message.
 pub type AgentAuthorizer = Arc<dyn Fn(&AgentClaim<'_>) -> AgentVerdict + Send + Sync>;
 
-/// Settings of an [`OpampServer`]. Start from [`ServerConfig::new`].
+/// Settings of an [`OpampServer`]. Start from [`OpampServerConfig::new`].
 #[derive(Clone)]
 #[non_exhaustive]
-pub struct ServerConfig {
+pub struct OpampServerConfig {
     /// Address to listen on (port 0 picks a free port; see [`RunningServer::local_addr`]).
     pub bind: SocketAddr,
     /// Path of the OpAMP endpoint. Default `/v1/opamp`.
@@ -93,7 +94,7 @@ pub struct ServerConfig {
     /// WebSocket upgrade that names the uid), WebSocket close 1008 on a later message.
     pub authorize_agent: Option<AgentAuthorizer>,
     /// Agents disconnected for longer than this lose their session (and its state), so
-    /// churning agents do not grow the registry without bound. `None` keeps them.
+    /// churning agents do not grow the agent sessions without bound. `None` keeps them.
     pub forget_after: Option<Duration>,
     /// Optional package download route.
     pub downloads: Option<DownloadConfig>,
@@ -102,12 +103,12 @@ pub struct ServerConfig {
     pub admission: AdmissionLimits,
     /// Settings of each agent's [`opamp_session::ServerSession`] (capabilities, heartbeat
     /// interval, limits). The transport sets `mode` per agent.
-    pub session: opamp_session::ServerConfig,
+    pub session: opamp_session::ServerSessionConfig,
 }
 
-impl std::fmt::Debug for ServerConfig {
+impl std::fmt::Debug for OpampServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
+        f.debug_struct("OpampServerConfig")
             .field("bind", &self.bind)
             .field("path", &self.path)
             .field("tls", &self.tls.is_some())
@@ -121,7 +122,7 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
-impl ServerConfig {
+impl OpampServerConfig {
     /// Defaults: plain TCP on `bind`, path `/v1/opamp`, 64 MiB messages, 50 000
     /// connections, 10 s header timeout, 30 s body timeout, 90 s idle timeout (three 30 s
     /// heartbeats), sessions forgotten one hour after their agent disconnected.
@@ -144,7 +145,7 @@ impl ServerConfig {
             forget_after: Some(Duration::from_secs(3600)),
             downloads: None,
             admission: AdmissionLimits::default(),
-            session: opamp_session::ServerConfig::default(),
+            session: opamp_session::ServerSessionConfig::default(),
         }
     }
 
@@ -164,7 +165,7 @@ impl ServerConfig {
 
     /// Sets the settings of each agent's session.
     #[must_use]
-    pub fn session(mut self, session: opamp_session::ServerConfig) -> Self {
+    pub fn session(mut self, session: opamp_session::ServerSessionConfig) -> Self {
         self.session = session;
         self
     }
@@ -199,8 +200,8 @@ impl ServerConfig {
 
 /// State shared by the request handlers.
 pub(crate) struct Shared {
-    pub(crate) config: ServerConfig,
-    pub(crate) registry: Registry,
+    pub(crate) config: OpampServerConfig,
+    pub(crate) sessions: AgentSessions,
     pub(crate) shutdown: CancellationToken,
     pub(crate) stats: TransportStats,
 }
@@ -213,23 +214,23 @@ impl OpampServer {
     /// Binds, starts serving, and returns the running server and its notifications.
     ///
     /// Keep draining the notifications: when the channel
-    /// ([`ServerConfig::notification_capacity`]) is full, connection tasks wait for room,
+    /// ([`OpampServerConfig::notification_capacity`]) is full, connection tasks wait for room,
     /// which slows agents down rather than letting memory grow.
     ///
     /// Each agent gets an [`opamp_session::ServerSession`] built from
-    /// [`ServerConfig::session`] the first time it speaks.
+    /// [`OpampServerConfig::session`] the first time it speaks.
     ///
     /// ```no_run
     /// use opamp_proto::ServerCapabilities;
-    /// use opamp_transport::server::{OpampServer, ServerConfig, ServerNotification};
+    /// use opamp_transport::server::{OpampServer, OpampServerConfig, ServerNotification};
     ///
     /// # async fn run() -> Result<(), opamp_transport::TransportError> {
-    /// let config = ServerConfig::new("127.0.0.1:4320".parse().unwrap())
-    ///     .session(opamp_session::ServerConfig::new(ServerCapabilities::OFFERS_PACKAGES));
+    /// let config = OpampServerConfig::new("127.0.0.1:4320".parse().unwrap())
+    ///     .session(opamp_session::ServerSessionConfig::new(ServerCapabilities::OFFERS_PACKAGES));
     /// let (server, mut notifications) = OpampServer::start(config).await?;
     /// while let Some(notification) = notifications.recv().await {
     ///     if let ServerNotification::Connected { uid, .. } = notification {
-    ///         println!("{uid} connected; {} agents known", server.registry().len());
+    ///         println!("{uid} connected; {} agents known", server.sessions().len());
     ///     }
     /// }
     /// # Ok(()) }
@@ -239,7 +240,7 @@ impl OpampServer {
     /// [`TransportError::Bind`] if the address cannot be bound; TLS errors from
     /// [`ServerTls::build`].
     pub async fn start(
-        config: ServerConfig,
+        config: OpampServerConfig,
     ) -> Result<(RunningServer, mpsc::Receiver<ServerNotification>)> {
         let tls = config
             .tls
@@ -264,12 +265,12 @@ impl OpampServer {
         let mut endpoint = opamp_session::EndpointConfig::new(config.session.clone());
         endpoint.forget_after = config.forget_after;
         endpoint.idle_grace = config.idle_grace;
-        let registry = Registry::new(endpoint, config.outbound_queue, notify);
+        let sessions = AgentSessions::new(endpoint, config.outbound_queue, notify);
         let shutdown = CancellationToken::new();
         let stats = TransportStats::default();
         let shared = Arc::new(Shared {
             config: config.clone(),
-            registry: registry.clone(),
+            sessions: sessions.clone(),
             shutdown: shutdown.clone(),
             stats: stats.clone(),
         });
@@ -305,11 +306,11 @@ impl OpampServer {
             app,
             shutdown.clone(),
         ));
-        let sweeper = tokio::spawn(drive_timeouts(registry.clone(), shutdown.clone()));
+        let sweeper = tokio::spawn(drive_timeouts(sessions.clone(), shutdown.clone()));
         Ok((
             RunningServer {
                 local_addr,
-                registry,
+                sessions,
                 shutdown,
                 stats,
                 tasks: vec![accept, sweeper],
@@ -324,7 +325,7 @@ impl OpampServer {
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
-    registry: Registry,
+    sessions: AgentSessions,
     shutdown: CancellationToken,
     stats: TransportStats,
     tasks: Vec<JoinHandle<()>>,
@@ -337,8 +338,8 @@ impl RunningServer {
     }
 
     /// The agent sessions.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    pub fn sessions(&self) -> &AgentSessions {
+        &self.sessions
     }
 
     /// The listener's counters (connections, messages, bytes, refusals), for metrics.
@@ -369,9 +370,9 @@ async fn opamp_endpoint(
         && !authorize(&connection, request.headers())
     {
         let kind = if websocket {
-            TransportKind::WebSocket
+            TransportMode::WebSocket
         } else {
-            TransportKind::Http
+            TransportMode::HttpPolling
         };
         shared.stats.refused(kind, RefusalReason::Unauthorized);
         return http::StatusCode::UNAUTHORIZED.into_response();
@@ -388,16 +389,16 @@ async fn opamp_endpoint(
 
 /// Calls the endpoint's `handle_timeout` when its next deadline passes. Re-checks at
 /// least every quarter second, so deadlines set meanwhile are never late by more.
-async fn drive_timeouts(registry: Registry, shutdown: CancellationToken) {
+async fn drive_timeouts(sessions: AgentSessions, shutdown: CancellationToken) {
     const RECHECK: Duration = Duration::from_millis(250);
     loop {
         let now = Instant::now();
-        let wake = registry
+        let wake = sessions
             .poll_timeout()
             .map_or(now + RECHECK, |deadline| deadline.min(now + RECHECK));
         tokio::select! {
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
-                registry.handle_timeout().await;
+                sessions.handle_timeout().await;
             }
             () = shutdown.cancelled() => return,
         }

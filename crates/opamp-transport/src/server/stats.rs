@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::hub::TransportKind;
+use opamp_session::TransportMode;
 
 /// Why a message or connection was refused, for counting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,10 +99,11 @@ pub struct TransportStatsSnapshot {
 
 impl TransportStatsSnapshot {
     /// The counters of one transport.
-    pub fn transport(&self, kind: TransportKind) -> &TransportCounters {
+    pub fn transport(&self, kind: TransportMode) -> &TransportCounters {
+        // `TransportMode` is non-exhaustive; OpAMP has only these two transports.
         match kind {
-            TransportKind::WebSocket => &self.websocket,
-            TransportKind::Http => &self.http,
+            TransportMode::HttpPolling => &self.http,
+            _ => &self.websocket,
         }
     }
 }
@@ -166,10 +167,10 @@ impl TransportStats {
         }
     }
 
-    fn side(&self, kind: TransportKind) -> &Side {
+    fn side(&self, kind: TransportMode) -> &Side {
         match kind {
-            TransportKind::WebSocket => &self.counters.websocket,
-            TransportKind::Http => &self.counters.http,
+            TransportMode::HttpPolling => &self.counters.http,
+            _ => &self.counters.websocket,
         }
     }
 
@@ -191,7 +192,7 @@ impl TransportStats {
     }
 
     /// A WebSocket was upgraded or an HTTP request arrived; the guard ends it.
-    pub(crate) fn opened(&self, kind: TransportKind) -> OpenGuard {
+    pub(crate) fn opened(&self, kind: TransportMode) -> OpenGuard {
         self.side(kind).opened.fetch_add(1, Relaxed);
         OpenGuard {
             stats: self.clone(),
@@ -199,19 +200,19 @@ impl TransportStats {
         }
     }
 
-    pub(crate) fn received(&self, kind: TransportKind, bytes: usize) {
+    pub(crate) fn received(&self, kind: TransportMode, bytes: usize) {
         let side = self.side(kind);
         side.messages_received.fetch_add(1, Relaxed);
         side.bytes_received.fetch_add(bytes as u64, Relaxed);
     }
 
-    pub(crate) fn sent(&self, kind: TransportKind, bytes: usize) {
+    pub(crate) fn sent(&self, kind: TransportMode, bytes: usize) {
         let side = self.side(kind);
         side.messages_sent.fetch_add(1, Relaxed);
         side.bytes_sent.fetch_add(bytes as u64, Relaxed);
     }
 
-    pub(crate) fn refused(&self, kind: TransportKind, reason: RefusalReason) {
+    pub(crate) fn refused(&self, kind: TransportMode, reason: RefusalReason) {
         self.side(kind).refused[reason.index()].fetch_add(1, Relaxed);
     }
 }
@@ -220,7 +221,7 @@ impl TransportStats {
 #[derive(Debug)]
 pub(crate) struct OpenGuard {
     stats: TransportStats,
-    kind: Option<TransportKind>,
+    kind: Option<TransportMode>,
 }
 
 impl Drop for OpenGuard {
@@ -240,10 +241,10 @@ mod tests {
     fn guards_close_what_they_opened() {
         let stats = TransportStats::default();
         let connection = stats.connection();
-        let socket = stats.opened(TransportKind::WebSocket);
-        stats.received(TransportKind::WebSocket, 100);
-        stats.sent(TransportKind::WebSocket, 40);
-        stats.refused(TransportKind::Http, RefusalReason::TooLarge);
+        let socket = stats.opened(TransportMode::WebSocket);
+        stats.received(TransportMode::WebSocket, 100);
+        stats.sent(TransportMode::WebSocket, 40);
+        stats.refused(TransportMode::HttpPolling, RefusalReason::TooLarge);
         let during = stats.snapshot();
         assert_eq!(during.connections_open, 1);
         assert_eq!(during.websocket.open, 1);

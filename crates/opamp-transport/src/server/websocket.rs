@@ -26,7 +26,7 @@ use opamp_session::{SessionError, TransportMode, framing};
 
 use super::Shared;
 use super::authorize::{self, AGENT_CREDENTIAL_HEADER, AgentClaim, uid_from_headers};
-use super::hub::{Outbound, OutboundReceiver, TransportKind};
+use super::hub::{Outbound, OutboundReceiver};
 use super::listener::{ConnectionInfo, ConnectionSlot};
 use super::stats::{RefusalReason, TransportStats};
 
@@ -79,7 +79,7 @@ pub(crate) async fn upgrade(
         if !verdict.is_allowed() {
             shared
                 .stats
-                .refused(TransportKind::WebSocket, RefusalReason::Unauthorized);
+                .refused(TransportMode::WebSocket, RefusalReason::Unauthorized);
             return (
                 http::StatusCode::FORBIDDEN,
                 "not authorised for this instance_uid",
@@ -129,10 +129,10 @@ async fn run(
     upgrade: UpgradeRequest,
     mut socket: WebSocket,
 ) {
-    let registry = &shared.registry;
+    let sessions = &shared.sessions;
     let stats = &shared.stats;
-    let _open = stats.opened(TransportKind::WebSocket);
-    let (id, mut outbound, dropped) = registry.open_websocket(connection.clone(), endpoint_url);
+    let _open = stats.opened(TransportMode::WebSocket);
+    let (id, mut outbound, dropped) = sessions.open_websocket(connection.clone(), endpoint_url);
     // Several agents may share this socket (OpAMP multiplexing); each uid is authorised
     // once, on its first message.
     let mut authorized: HashSet<InstanceUid> = upgrade.named.into_iter().collect();
@@ -182,14 +182,14 @@ async fn run(
                         can_issue_credential: false,
                     };
                     if !authorize::check(&shared, &claim).is_allowed() {
-                        stats.refused(TransportKind::WebSocket, RefusalReason::Unauthorized);
+                        stats.refused(TransportMode::WebSocket, RefusalReason::Unauthorized);
                         break Some((close_code::POLICY_VIOLATION, "not authorised for this instance_uid"));
                     }
                     authorized.insert(uid);
                 }
-                stats.received(TransportKind::WebSocket, frame.len());
+                stats.received(TransportMode::WebSocket, frame.len());
                 first_message_by = None;
-                registry.websocket_message(id, message).await;
+                sessions.websocket_message(id, message).await;
                 // Send the answers before reading on, so a burst of messages from many
                 // agents on this socket does not pile up its queue.
                 if let Some(close) = send_queued(&mut socket, &mut outbound, stats).await {
@@ -199,13 +199,13 @@ async fn run(
             queued = outbound.recv() => {
                 match queued {
                     Some(Outbound::Frame(frame)) => {
-                        stats.sent(TransportKind::WebSocket, frame.len());
+                        stats.sent(TransportMode::WebSocket, frame.len());
                         if socket.send(Message::Binary(frame)).await.is_err() {
                             break None;
                         }
                     }
                     Some(Outbound::Close(code, reason)) => break Some((code, reason)),
-                    None => break None, // Unreachable while the registry holds the sender.
+                    None => break None, // Unreachable while the hub holds the sender.
                 }
             }
             () = dropped.cancelled() => {
@@ -230,7 +230,7 @@ async fn run(
     };
     if let Some((code, reason)) = close {
         if let Some(refusal) = refusal_counted_as(code) {
-            stats.refused(TransportKind::WebSocket, refusal);
+            stats.refused(TransportMode::WebSocket, refusal);
         }
         tracing::info!(remote_addr = %connection.remote_addr, code, reason, "closing WebSocket");
         let frame = CloseFrame {
@@ -245,7 +245,7 @@ async fn run(
         })
         .await;
     }
-    registry.websocket_closed(id).await;
+    sessions.websocket_closed(id).await;
 }
 
 /// Sleeps until `deadline`, or for ever without one.
@@ -257,7 +257,7 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Sends what is already queued. `Some` when the socket must close: with a close frame
-/// the registry asked for, or `None` inside when sending failed.
+/// the agent sessions asked for, or `None` inside when sending failed.
 async fn send_queued(
     socket: &mut WebSocket,
     outbound: &mut OutboundReceiver,
@@ -266,7 +266,7 @@ async fn send_queued(
     while let Some(queued) = outbound.try_recv() {
         match queued {
             Outbound::Frame(frame) => {
-                stats.sent(TransportKind::WebSocket, frame.len());
+                stats.sent(TransportMode::WebSocket, frame.len());
                 if socket.send(Message::Binary(frame)).await.is_err() {
                     return Some(None);
                 }

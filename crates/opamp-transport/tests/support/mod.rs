@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use opamp_proto::{AgentCapabilities, InstanceUid, ServerCapabilities, v1};
-use opamp_session::{AgentConfig, ServerEvent};
+use opamp_session::{AgentSessionConfig, ServerEvent};
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
-use opamp_transport::server::{OpampServer, RunningServer, ServerConfig, ServerNotification};
+use opamp_transport::server::{OpampServer, OpampServerConfig, RunningServer, ServerNotification};
 use opamp_transport::tls::{ClientAuth, ClientTls, Identity, ServerTls};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -84,15 +84,15 @@ impl TestCa {
     }
 }
 
-pub fn server_config() -> ServerConfig {
-    let mut session = opamp_session::ServerConfig::new(
+pub fn server_config() -> OpampServerConfig {
+    let mut session = opamp_session::ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = None;
-    ServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session)
+    OpampServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session)
 }
 
-pub fn mtls_server_config(ca: &TestCa) -> ServerConfig {
+pub fn mtls_server_config(ca: &TestCa) -> OpampServerConfig {
     let tls = ServerTls::new(ca.server_cert().identity()).client_auth(ClientAuth::Required {
         ca_certs_pem: ca.cert_pem.clone().into_bytes(),
     });
@@ -100,17 +100,17 @@ pub fn mtls_server_config(ca: &TestCa) -> ServerConfig {
 }
 
 pub async fn start_server(
-    config: ServerConfig,
+    config: OpampServerConfig,
 ) -> (RunningServer, mpsc::Receiver<ServerNotification>) {
     OpampServer::start(config).await.unwrap()
 }
 
-pub fn agent_config() -> AgentConfig {
+pub fn agent_config() -> AgentSessionConfig {
     let description = v1::AgentDescription {
         identifying_attributes: vec![v1::KeyValue::string("service.name", "test-agent")],
         ..Default::default()
     };
-    let mut config = AgentConfig::new(InstanceUid::new_v7(), description);
+    let mut config = AgentSessionConfig::new(InstanceUid::new_v7(), description);
     config.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
         | AgentCapabilities::REPORTS_PACKAGE_STATUSES
         | AgentCapabilities::REPORTS_HEALTH;
@@ -129,7 +129,7 @@ pub fn client_config(url: &str, tls: Option<ClientTls>) -> ClientConfig {
 
 pub fn start_agent(
     config: ClientConfig,
-    agent: AgentConfig,
+    agent: AgentSessionConfig,
 ) -> (ClientHandle, mpsc::Receiver<ClientEvent>) {
     OpampClient::start(config, agent).unwrap()
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use opamp_verify::{
-    KeyId, KeyRing, PackageOffer, PublicKey, SignatureEnvelope, TrustPolicy, TrustedKey,
+    KeyId, KeyRing, PackageToVerify, PublicKey, SignatureEnvelope, TrustPolicy, TrustedKey,
     VerificationContext, VerifyError,
 };
 
@@ -89,7 +89,7 @@ pub(crate) fn run(args: &VerifyArgs) -> Result<(), CommandError> {
     }
     // The offer carries the file's hash, as a server that computed it would send.
     let file_hash = hashed.hash();
-    let offer = PackageOffer::new(&name, &version, file_hash.as_bytes(), &signature);
+    let offer = PackageToVerify::new(&name, &version, file_hash.as_bytes(), &signature);
     let verified = policy
         .verify_offer(&offer, &context)
         .and_then(|approved| approved.accept_hashed(hashed))

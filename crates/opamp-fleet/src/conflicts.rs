@@ -1,4 +1,4 @@
-//! One active rollout per package per selector: [`RolloutRegistry`].
+//! One active rollout per package per selector: [`RolloutConflicts`].
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,26 +32,26 @@ struct ActiveRollout {
 /// different versions of one package). Config rollouts count as one package, whatever the
 /// config's name: an agent has a single remote config.
 #[derive(Debug, Clone, Default)]
-pub struct RolloutRegistry {
+pub struct RolloutConflicts {
     active: BTreeMap<RolloutId, ActiveRollout>,
 }
 
-impl RolloutRegistry {
-    /// An empty registry.
+impl RolloutConflicts {
+    /// No active rollout.
     #[must_use]
     pub fn new() -> Self {
-        RolloutRegistry::default()
+        RolloutConflicts::default()
     }
 
-    /// Rebuilds the registry from stored rollouts after a restart (terminal ones are ignored).
+    /// Rebuilds the set from stored rollouts after a restart (terminal ones are ignored).
     /// No conflict check: what was accepted before stays accepted.
     #[must_use]
     pub fn from_rollouts<'a>(rollouts: impl IntoIterator<Item = &'a Rollout>) -> Self {
-        let mut registry = RolloutRegistry::new();
+        let mut conflicts = RolloutConflicts::new();
         for rollout in rollouts {
-            registry.insert(rollout);
+            conflicts.insert(rollout);
         }
-        registry
+        conflicts
     }
 
     fn insert(&mut self, rollout: &Rollout) {
@@ -101,7 +101,7 @@ impl RolloutRegistry {
     /// Checks and then records `rollout` as active (no-op for terminal rollouts).
     ///
     /// # Errors
-    /// As [`RolloutRegistry::check`].
+    /// As [`RolloutConflicts::check`].
     pub fn register(&mut self, rollout: &Rollout) -> Result<(), FleetError> {
         self.check(rollout)?;
         self.insert(rollout);
