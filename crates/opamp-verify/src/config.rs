@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::envelope::ENVELOPE_VERSION;
+use crate::envelope::{ENVELOPE_VERSION, read_header, write_header};
 use crate::error::{Result, VerifyError};
 use crate::key::{KeyId, Scheme};
 use crate::keyring::KeyRing;
@@ -255,21 +255,11 @@ impl ConfigSignature {
     /// Parses an envelope strictly. Never panics, whatever the input.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let mut reader = WireReader::new(bytes);
-        if reader.array::<8>("magic")? != CONFIG_ENVELOPE_MAGIC {
-            return Err(VerifyError::Malformed {
-                field: "magic",
-                reason: "not an opamp-verify config signature envelope",
-            });
-        }
-        let version = reader.u8("format version")?;
-        if version != ENVELOPE_VERSION {
-            return Err(VerifyError::UnsupportedEnvelopeVersion {
-                version,
-                supported: ENVELOPE_VERSION,
-            });
-        }
-        let scheme = Scheme::from_code(reader.u8("scheme")?)?;
-        let key_id = KeyId::from_bytes(reader.array("key id")?);
+        let (scheme, key_id) = read_header(
+            &mut reader,
+            CONFIG_ENVELOPE_MAGIC,
+            "not an opamp-verify config signature envelope",
+        )?;
         let statement_bytes = reader.prefixed("config statement", MAX_CONFIG_STATEMENT_LEN)?;
         let statement = ConfigStatement::from_bytes(statement_bytes)?;
         let signature = reader.prefixed("signature", MAX_CONFIG_SIGNATURE_LEN)?;
@@ -302,10 +292,7 @@ impl ConfigSignature {
     /// The envelope's bytes, the body of the `opamp.signature` entry.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(48 + self.statement_bytes.len() + self.signature.len());
-        out.extend_from_slice(&CONFIG_ENVELOPE_MAGIC);
-        out.push(ENVELOPE_VERSION);
-        out.push(self.scheme.code());
-        out.extend_from_slice(self.key_id.as_bytes());
+        write_header(&mut out, CONFIG_ENVELOPE_MAGIC, self.scheme, self.key_id);
         put_prefixed(&mut out, &self.statement_bytes);
         put_prefixed(&mut out, &self.signature);
         out

@@ -81,21 +81,11 @@ impl SignatureEnvelope {
     /// Parses an envelope strictly. Never panics, whatever the input.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let mut reader = WireReader::new(bytes);
-        if reader.array::<8>("magic")? != ENVELOPE_MAGIC {
-            return Err(VerifyError::Malformed {
-                field: "magic",
-                reason: "not an opamp-verify signature envelope",
-            });
-        }
-        let version = reader.u8("format version")?;
-        if version != ENVELOPE_VERSION {
-            return Err(VerifyError::UnsupportedEnvelopeVersion {
-                version,
-                supported: ENVELOPE_VERSION,
-            });
-        }
-        let scheme = Scheme::from_code(reader.u8("scheme")?)?;
-        let key_id = KeyId::from_bytes(reader.array("key id")?);
+        let (scheme, key_id) = read_header(
+            &mut reader,
+            ENVELOPE_MAGIC,
+            "not an opamp-verify signature envelope",
+        )?;
         let statement_bytes = reader.prefixed("statement", MAX_STATEMENT_LEN)?;
         let statement = Statement::from_bytes(statement_bytes)?;
         let signature = reader.prefixed("signature", MAX_SIGNATURE_LEN)?;
@@ -144,10 +134,7 @@ impl SignatureEnvelope {
         let mut out = Vec::with_capacity(
             ENVELOPE_MAGIC.len() + 38 + self.statement_bytes.len() + self.signature.len(),
         );
-        out.extend_from_slice(&ENVELOPE_MAGIC);
-        out.push(ENVELOPE_VERSION);
-        out.push(self.scheme.code());
-        out.extend_from_slice(self.key_id.as_bytes());
+        write_header(&mut out, ENVELOPE_MAGIC, self.scheme, self.key_id);
         put_prefixed(&mut out, &self.statement_bytes);
         put_prefixed(&mut out, &self.signature);
         out
@@ -188,4 +175,37 @@ pub(crate) fn signed_message(scheme: Scheme, key_id: KeyId, statement_bytes: &[u
     message.extend_from_slice(key_id.as_bytes());
     message.extend_from_slice(statement_bytes);
     message
+}
+
+/// Reads the header both envelope formats share (magic, format version, scheme, key id);
+/// `not_ours` says what the magic should have announced.
+pub(crate) fn read_header(
+    reader: &mut WireReader<'_>,
+    magic: [u8; 8],
+    not_ours: &'static str,
+) -> Result<(Scheme, KeyId)> {
+    if reader.array::<8>("magic")? != magic {
+        return Err(VerifyError::Malformed {
+            field: "magic",
+            reason: not_ours,
+        });
+    }
+    let version = reader.u8("format version")?;
+    if version != ENVELOPE_VERSION {
+        return Err(VerifyError::UnsupportedEnvelopeVersion {
+            version,
+            supported: ENVELOPE_VERSION,
+        });
+    }
+    let scheme = Scheme::from_code(reader.u8("scheme")?)?;
+    let key_id = KeyId::from_bytes(reader.array("key id")?);
+    Ok((scheme, key_id))
+}
+
+/// Writes the header [`read_header`] reads.
+pub(crate) fn write_header(out: &mut Vec<u8>, magic: [u8; 8], scheme: Scheme, key_id: KeyId) {
+    out.extend_from_slice(&magic);
+    out.push(ENVELOPE_VERSION);
+    out.push(scheme.code());
+    out.extend_from_slice(key_id.as_bytes());
 }
