@@ -15,7 +15,7 @@
 //! use opamp_supervisor::journal::{InstalledState, RollbackFloor};
 //! use opamp_verify::{KeyRing, TrustPolicy};
 //!
-//! let running = Running::new("otelcol", "1.1.0", vec![7; 32], Some([1; 32]));
+//! let running = Running::new("otelcol", "1.1.0", vec![7; 32], Some([1; 32].into()));
 //! let offer = v1::PackagesAvailable {
 //!     packages: [(
 //!         "otelcol".to_owned(),
