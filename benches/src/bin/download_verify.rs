@@ -82,7 +82,7 @@ fn main() {
             .unwrap()
             .saturating_sub(cpu_before);
         assert_eq!(downloaded.size(), size);
-        assert_eq!(downloaded.sha256(), expected);
+        assert_eq!(downloaded.sha256(), content_hash);
         println!("{:.4} {:.4}", wall.as_secs_f64(), cpu.as_secs_f64());
         downloader.discard("package").unwrap();
         server.shutdown().await;

@@ -22,7 +22,7 @@
 //!     "otelcol-contrib",
 //!     &ArchiveLimits::default(),
 //! )?;
-//! println!("staged {} ({})", staged.path.display(), hex::encode(staged.sha256));
+//! println!("staged {} ({})", staged.path.display(), staged.sha256);
 //! # Ok(()) }
 //! ```
 
@@ -37,6 +37,7 @@ use flate2::read::GzDecoder;
 use tar::EntryType;
 
 use crate::storage;
+use opamp_packages::ContentHash;
 
 /// Mode bits an extracted file may keep.
 const ALLOWED_MODE: u32 = 0o755;
@@ -86,7 +87,7 @@ pub struct StagedExecutable {
     /// Its path inside the staging directory (mode 0755, fsynced).
     pub path: PathBuf,
     /// SHA-256 of the executable (for a raw package, equal to the package's content hash).
-    pub sha256: [u8; 32],
+    pub sha256: ContentHash,
     /// Size in bytes.
     pub size: u64,
     /// What the package file was.

@@ -25,7 +25,7 @@
 //! let file = downloader
 //!     .download(&request, |p| println!("{} of {:?} bytes", p.bytes, p.total))
 //!     .await?;
-//! println!("{} has sha256 {}", file.path.display(), hex::encode(file.sha256()));
+//! println!("{} has sha256 {}", file.path.display(), file.sha256());
 //! # Ok(()) }
 //! ```
 
@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::storage::{self, safe_file_stem};
+use opamp_packages::ContentHash;
 use opamp_verify::{ContentHasher, HashedContent};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -109,7 +110,7 @@ pub struct DownloadRequest {
     /// Exact size the file must have, when known from a trusted source (e.g. a signed statement).
     pub expected_size: Option<u64>,
     /// SHA-256 the file must have; a mismatch discards the file.
-    pub expected_sha256: Option<[u8; 32]>,
+    pub expected_sha256: Option<ContentHash>,
 }
 
 impl DownloadRequest {
@@ -138,7 +139,7 @@ impl DownloadRequest {
                 .map(|h| (h.key.clone(), h.value.clone()))
                 .collect();
         }
-        request.expected_sha256 = <[u8; 32]>::try_from(file.content_hash.as_slice()).ok();
+        request.expected_sha256 = ContentHash::from_slice(&file.content_hash).ok();
         request
     }
 
@@ -149,8 +150,8 @@ impl DownloadRequest {
     }
 
     /// Sets [`Self::expected_sha256`].
-    pub fn with_expected_sha256(mut self, sha256: [u8; 32]) -> Self {
-        self.expected_sha256 = Some(sha256);
+    pub fn with_expected_sha256(mut self, sha256: impl Into<ContentHash>) -> Self {
+        self.expected_sha256 = Some(sha256.into());
         self
     }
 
@@ -200,8 +201,8 @@ pub struct DownloadedFile {
 
 impl DownloadedFile {
     /// SHA-256 of the whole file.
-    pub fn sha256(&self) -> [u8; 32] {
-        *self.hashed.hash().as_bytes()
+    pub fn sha256(&self) -> ContentHash {
+        self.hashed.hash()
     }
 
     /// Size in bytes.
@@ -919,14 +920,14 @@ impl Downloader {
         resumed_from: u64,
     ) -> Result<DownloadedFile, DownloadError> {
         let hashed = hasher.finish();
-        let sha256 = *hashed.hash().as_bytes();
+        let sha256 = hashed.hash();
         if let Some(expected) = request.expected_sha256
             && expected != sha256
         {
             let _ = self.discard(&request.name);
             return Err(DownloadError::HashMismatch {
-                expected: hex::encode(expected),
-                actual: hex::encode(sha256),
+                expected: expected.to_string(),
+                actual: sha256.to_string(),
             });
         }
         let complete = self.complete_path(&request.name);

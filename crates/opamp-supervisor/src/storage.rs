@@ -9,6 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use opamp_packages::ContentHash;
 use sha2::{Digest, Sha256};
 
 /// Paths inside `agent.storage_dir`.
@@ -147,7 +148,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 ///
 /// # Errors
 /// The first failing I/O operation; the temp file is removed on failure.
-pub fn copy_atomic(source: &Path, dest: &Path) -> io::Result<[u8; 32]> {
+pub fn copy_atomic(source: &Path, dest: &Path) -> io::Result<ContentHash> {
     let tmp = temp_sibling(dest);
     let result = (|| {
         let mut input = File::open(source)?;
@@ -183,7 +184,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 ///
 /// # Errors
 /// Opening or reading the file failed.
-pub fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
+pub fn sha256_file(path: &Path) -> io::Result<ContentHash> {
     let mut file = File::open(path)?;
     copy_hashing(&mut file, &mut io::sink())
 }
@@ -199,7 +200,7 @@ pub fn remove_file_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-fn copy_hashing(input: &mut impl Read, output: &mut impl Write) -> io::Result<[u8; 32]> {
+fn copy_hashing(input: &mut impl Read, output: &mut impl Write) -> io::Result<ContentHash> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -212,7 +213,7 @@ fn copy_hashing(input: &mut impl Read, output: &mut impl Write) -> io::Result<[u
         hasher.update(&buf[..n]);
         output.write_all(&buf[..n])?;
     }
-    Ok(hasher.finalize().into())
+    Ok(ContentHash::from_bytes(hasher.finalize().into()))
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -265,7 +266,7 @@ mod tests {
         let digest = copy_atomic(&src, &dst).unwrap();
         assert_eq!(digest, sha256_file(&dst).unwrap());
         assert_eq!(
-            hex::encode(digest),
+            digest.to_string(),
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
         );
     }

@@ -7,6 +7,7 @@ mod install_support;
 use std::time::Duration;
 
 use install_support::{Fault, FileServer, sha256, test_bytes};
+use opamp_packages::ContentHash;
 use opamp_supervisor::download::{
     DownloadError, DownloadLimits, DownloadProgress, DownloadRequest, Downloader,
 };
@@ -35,7 +36,7 @@ async fn complete_download_reports_progress_and_sends_offer_headers() {
         .unwrap();
 
     assert_eq!(std::fs::read(&file.path).unwrap(), body);
-    assert_eq!(file.sha256(), sha256(&body));
+    assert_eq!(file.sha256(), ContentHash::of(&body));
     assert_eq!(file.size(), SIZE as u64);
     assert_eq!(file.resumed_from, 0);
     assert!(!downloader.partial_path("otelcol").exists());
@@ -68,7 +69,7 @@ async fn offer_headers_from_downloadable_file_are_sent() {
         .download(&request, |_| {})
         .await
         .unwrap();
-    assert_eq!(done.sha256(), sha256(&body));
+    assert_eq!(done.sha256(), ContentHash::of(&body));
 }
 
 #[tokio::test]
@@ -137,7 +138,7 @@ async fn server_gone_mid_download_then_back_resumes() {
     let _back = FileServer::serve(addr, state).await;
     let file = downloader.download(&request, |_| {}).await.unwrap();
     assert_eq!(file.resumed_from, 64 * 1024);
-    assert_eq!(file.sha256(), sha256(&body));
+    assert_eq!(file.sha256(), ContentHash::of(&body));
 }
 
 #[tokio::test]
@@ -177,7 +178,7 @@ async fn complete_partial_is_finished_on_416() {
     std::fs::write(&partial, bytes).unwrap();
 
     let file = downloader.download(&request, |_| {}).await.unwrap();
-    assert_eq!(file.sha256(), sha256(&body));
+    assert_eq!(file.sha256(), ContentHash::of(&body));
     assert_eq!(server.requests().last().unwrap().status, 416);
 }
 
@@ -277,7 +278,7 @@ async fn stalled_server_times_out_and_keeps_the_partial() {
     );
     let file = downloader.download(&request, |_| {}).await.unwrap();
     assert_eq!(file.resumed_from, 40_000);
-    assert_eq!(file.sha256(), sha256(&body));
+    assert_eq!(file.sha256(), ContentHash::of(&body));
 }
 
 proptest::proptest! {
@@ -308,7 +309,7 @@ proptest::proptest! {
                 match downloader.download(&request, |_| {}).await {
                     // A cut at or before the resume point can still complete the file.
                     Ok(file) => {
-                        assert_eq!(file.sha256(), sha256(&body));
+                        assert_eq!(file.sha256(), ContentHash::of(&body));
                         downloader.discard("p").unwrap();
                     }
                     Err(err) => assert!(err.is_resumable(), "{err}"),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use install_support::{file_router, new_state, sha256, test_bytes};
+use install_support::{file_router, new_state, test_bytes};
+use opamp_packages::ContentHash;
 use opamp_supervisor::download::{DownloadError, DownloadLimits, DownloadRequest, Downloader};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -64,7 +65,7 @@ async fn https_download_with_a_configured_ca() {
         .download(&DownloadRequest::new("otelcol", url), |_| {})
         .await
         .unwrap();
-    assert_eq!(file.sha256(), sha256(&body));
+    assert_eq!(file.sha256(), ContentHash::of(&body));
 }
 
 #[tokio::test]

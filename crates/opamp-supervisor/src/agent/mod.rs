@@ -41,7 +41,6 @@ use crate::lock::StorageLock;
 use crate::process::ManagedCollector;
 use crate::storage::{self, StorageLayout};
 use identity::Identity;
-use opamp_packages::ContentHash;
 use uplink::{Outbox, Uplink};
 use worker::{Inputs, Offer, Worker};
 
@@ -446,9 +445,7 @@ async fn current_package(
             .unwrap_or_else(|| identity.service_name.clone()),
         version,
         Vec::new(),
-        storage::sha256_file(&identity.executable)
-            .ok()
-            .map(ContentHash::from_bytes),
+        storage::sha256_file(&identity.executable).ok(),
     )
 }
 

@@ -19,7 +19,6 @@ use crate::install::{Collector, InstallEvent, Installer};
 use crate::journal::InstallStep;
 use crate::process::ManagedCollector;
 use crate::storage;
-use opamp_packages::ContentHash;
 
 /// Delay before an install whose download was cut is tried again (it resumes).
 pub(super) const RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -430,9 +429,7 @@ impl Worker {
         if state.packages.contains_key(name) {
             return;
         }
-        let executable_sha256 = storage::sha256_file(&self.identity.executable)
-            .ok()
-            .map(ContentHash::from_bytes);
+        let executable_sha256 = storage::sha256_file(&self.identity.executable).ok();
         let mut state = state;
         state.record_installed(
             name,

@@ -19,7 +19,6 @@ use crate::journal::{
     RollbackFloor,
 };
 use crate::storage::{self, StorageLayout};
-use opamp_packages::ContentHash;
 
 /// A verified executable ready beside the live one, journaled as `Staged`. Only
 /// [`Installer::stage`] makes one, and only from a [`Verified`] package.
@@ -705,8 +704,8 @@ impl Stager {
         let next = next_path_for(&self.config.executable);
         let copied = storage::copy_atomic(&staged.path, &next)
             .map_err(io_error("place new executable", &next))?;
-        let staged_sha256 = ContentHash::from_bytes(staged.sha256);
-        if copied != staged.sha256 {
+        let staged_sha256 = staged.sha256;
+        if copied != staged_sha256 {
             let _ = storage::remove_file_if_exists(&next);
             return Err(InstallError::NotVerified {
                 path: next,

@@ -21,13 +21,13 @@ pub(crate) fn next_path_for(executable: &Path) -> PathBuf {
 
 /// Whether the file at `path` exists and has exactly `expected` as SHA-256.
 pub(crate) fn has_hash(path: &Path, expected: ContentHash) -> bool {
-    storage::sha256_file(path).is_ok_and(|actual| ContentHash::from_bytes(actual) == expected)
+    storage::sha256_file(path).is_ok_and(|actual| actual == expected)
 }
 
 /// SHA-256 of `path`, `None` when it does not exist.
 pub(crate) fn hash_if_exists(path: &Path) -> io::Result<Option<ContentHash>> {
     match storage::sha256_file(path) {
-        Ok(digest) => Ok(Some(ContentHash::from_bytes(digest))),
+        Ok(digest) => Ok(Some(digest)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
     }
