@@ -205,7 +205,7 @@ pub fn stage_package(
     if staged.is_err() {
         match fs::remove_dir_all(staging_dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                tracing::warn!(%err, dir = %staging_dir.display(), "cannot remove failed staging");
+                tracing::warn!(error = %crate::report::ErrorReport(&err), dir = %staging_dir.display(), "cannot remove failed staging");
             }
             _ => {}
         }

@@ -87,7 +87,7 @@ pub async fn detect(executable: &Path) -> Option<v1::AvailableComponents> {
             return None;
         }
         Ok(Err(error)) => {
-            tracing::warn!(executable = %executable.display(), %error, "cannot run `components`; available components not reported");
+            tracing::warn!(executable = %executable.display(), error = %crate::report::ErrorReport(&error), "cannot run `components`; available components not reported");
             return None;
         }
         Err(_) => {

@@ -224,7 +224,7 @@ pub enum DownloadError {
         reason: String,
     },
     /// No response (connection refused, TLS failure, DNS...).
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}")]
     Connect {
         /// The URL requested.
         url: String,
@@ -241,7 +241,7 @@ pub enum DownloadError {
         status: u16,
     },
     /// The connection broke in the middle of the body.
-    #[error("download interrupted after {received} bytes: {source}")]
+    #[error("download interrupted after {received} bytes")]
     Interrupted {
         /// Bytes on disk so far.
         received: u64,
@@ -329,7 +329,7 @@ pub enum DownloadError {
         value: String,
     },
     /// Local file operation failed (disk full, permissions).
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,

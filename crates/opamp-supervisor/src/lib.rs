@@ -11,6 +11,7 @@ pub mod lock;
 pub mod metrics;
 pub mod process;
 pub mod remote_config;
+pub mod report;
 
 // Install pipeline.
 pub mod archive;

@@ -227,7 +227,7 @@ pub enum MetricsError {
     #[error("metrics_listen {0} is not a loopback address (the endpoint has no authentication)")]
     NotLoopback(SocketAddr),
     /// The address could not be bound.
-    #[error("binding the metrics endpoint to {addr}: {source}")]
+    #[error("binding the metrics endpoint to {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -282,7 +282,7 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {
-            tracing::error!(%error, "the metrics endpoint stopped");
+            tracing::error!(error = %crate::report::ErrorReport(&error), "the metrics endpoint stopped");
         }
     });
     tracing::info!(%addr, "metrics endpoint listening");

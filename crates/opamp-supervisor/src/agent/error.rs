@@ -79,9 +79,9 @@ pub enum Error {
     #[error("the OpAMP client stopped unexpectedly; the collector was stopped")]
     ClientStopped,
     /// The collector config could not be recovered or composed at start-up (remote configs on).
-    #[error("remote config start-up: {0}")]
+    #[error("remote config start-up")]
     RemoteConfig(#[source] crate::remote_config::RemoteConfigError),
     /// The anti-rollback floor could not be reset.
-    #[error("cannot reset the rollback floor: {0}")]
+    #[error("cannot reset the rollback floor")]
     FloorReset(#[source] crate::journal::JournalError),
 }

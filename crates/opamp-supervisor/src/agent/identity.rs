@@ -91,7 +91,7 @@ pub async fn detect_version(executable: &Path) -> Option<String> {
             return None;
         }
         Ok(Err(e)) => {
-            tracing::warn!(executable = %executable.display(), error = %e, "cannot run --version");
+            tracing::warn!(executable = %executable.display(), error = %crate::report::ErrorReport(&e), "cannot run --version");
             return None;
         }
         Err(_) => {

@@ -88,7 +88,8 @@ impl HttpProbe {
             Ok(r) => r,
             Err(e) => {
                 return ProbeResult::Unreachable {
-                    error: error_chain(&e),
+                    // reqwest's top-level message is vague ("error sending request"); the causes say why.
+                    error: crate::report::ErrorReport(&e).to_string(),
                 };
             }
         };
@@ -103,16 +104,4 @@ impl HttpProbe {
         }
         ProbeResult::Unhealthy { status, body }
     }
-}
-
-/// reqwest's top-level message is vague ("error sending request"); the causes say why.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -230,7 +230,7 @@ impl Installer {
         let mut state = self.installed_state();
         state.record_failure(package, version, offered_hash.to_vec(), message);
         if let Err(err) = self.state.save(&state) {
-            tracing::error!(%err, "cannot record the failed offer");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot record the failed offer");
         }
     }
 
@@ -250,7 +250,7 @@ impl Installer {
             executable,
         );
         if let Err(err) = self.state.save(&state) {
-            tracing::error!(%err, "cannot record the installed package");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot record the installed package");
         }
     }
 
@@ -472,11 +472,11 @@ impl Installer {
         );
         if let Err(err) = self.state.save(&state) {
             // The new version runs and is healthy; only the bookkeeping failed. Keep it, report.
-            tracing::error!(%err, "cannot save installed state after a successful install");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot save installed state after a successful install");
         }
         record.error = None;
         if let Err(err) = self.journal.advance(&mut record, InstallStep::Installed) {
-            tracing::error!(%err, "cannot journal Installed; recovery will re-run the health gate");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal Installed; recovery will re-run the health gate");
         }
         self.cleanup(&record.package_name);
         let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
@@ -511,17 +511,18 @@ impl Installer {
         error: InstallError,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> InstallFailed {
-        tracing::warn!(package = %record.package_name, %error, "install failed; rolling back");
-        record.error = Some(error.to_string());
+        let message = crate::report::ErrorReport(&error).to_string();
+        tracing::warn!(package = %record.package_name, error = %message, "install failed; rolling back");
+        record.error = Some(message);
         if record.step != InstallStep::RollingBack
             && let Err(err) = self.journal.advance(record, InstallStep::RollingBack)
         {
-            tracing::error!(%err, "cannot journal RollingBack; rolling back anyway");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal RollingBack; rolling back anyway");
             record.step = InstallStep::RollingBack;
         }
         events(InstallEvent::Step(InstallStep::RollingBack));
         if let Err(err) = collector.stop().await {
-            tracing::warn!(%err, "stopping the failed collector");
+            tracing::warn!(error = %crate::report::ErrorReport(&err), "stopping the failed collector");
         }
         let previous_label = record
             .previous_version
@@ -536,7 +537,10 @@ impl Installer {
             ),
             Ok(true) => match collector.start(&exe).await {
                 Err(err) => (
-                    format!("restored {previous_label} but it did not start: {err}"),
+                    format!(
+                        "restored {previous_label} but it did not start: {}",
+                        crate::report::ErrorReport(&err)
+                    ),
                     None,
                 ),
                 Ok(()) => {
@@ -556,10 +560,10 @@ impl Installer {
                 }
             },
         };
-        let error_message = format!("{error}; {aftermath}");
+        let error_message = format!("{}; {aftermath}", crate::report::ErrorReport(&error));
         record.error = Some(error_message.clone());
         if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
-            tracing::error!(%err, "cannot journal Failed");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal Failed");
         }
         self.remember_failure(record, &error, &error_message);
         let _ = storage::remove_file_if_exists(&next_path_for(&exe));
@@ -610,7 +614,7 @@ impl Installer {
         tracing::warn!(package = %record.package_name, %error_message, "install failed");
         record.error = Some(error_message.clone());
         if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
-            tracing::error!(%err, "cannot journal Failed");
+            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal Failed");
         }
         self.remember_failure(record, &error, &error_message);
         let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
@@ -654,10 +658,10 @@ impl Installer {
         if let Err(err) = std::fs::remove_dir_all(&dir)
             && err.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::debug!(%err, dir = %dir.display(), "cannot remove staging directory");
+            tracing::debug!(error = %crate::report::ErrorReport(&err), dir = %dir.display(), "cannot remove staging directory");
         }
         if let Err(err) = self.downloader.discard(package) {
-            tracing::debug!(%err, "cannot remove finished download");
+            tracing::debug!(error = %crate::report::ErrorReport(&err), "cannot remove finished download");
         }
     }
 }

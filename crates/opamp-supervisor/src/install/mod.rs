@@ -188,7 +188,7 @@ pub enum InstallError {
         version: String,
     },
     /// Signature, trust policy, size or content hash check failed.
-    #[error("verification of {package} {version} failed: {source}")]
+    #[error("verification of {package} {version} failed")]
     Verify {
         /// Package name.
         package: String,
@@ -199,16 +199,16 @@ pub enum InstallError {
         source: Box<opamp_verify::VerifyError>,
     },
     /// The download failed.
-    #[error("download failed: {0}")]
+    #[error("download failed")]
     Download(#[from] DownloadError),
     /// The package could not be unpacked.
-    #[error("cannot unpack package: {0}")]
+    #[error("cannot unpack package")]
     Archive(#[from] ArchiveError),
     /// The journal or installed state could not be read or written.
-    #[error("install journal: {0}")]
+    #[error("install journal")]
     Journal(#[from] JournalError),
     /// A file operation of the install failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -235,7 +235,7 @@ pub enum InstallError {
         expected: ContentHash,
     },
     /// Stopping or starting the collector failed.
-    #[error("cannot {action} the collector: {source}")]
+    #[error("cannot {action} the collector")]
     Collector {
         /// "stop" or "start".
         action: &'static str,
@@ -301,7 +301,10 @@ impl InstallError {
 
 /// The `InstallFailed` message of a failure that happened before the collector was touched.
 pub(crate) fn untouched_message(error: &InstallError) -> String {
-    format!("{error}; the running collector was not changed")
+    format!(
+        "{}; the running collector was not changed",
+        crate::report::ErrorReport(error)
+    )
 }
 
 pub(crate) fn io_error(

@@ -163,7 +163,7 @@ impl Installer {
         record.step = InstallStep::Swapping;
         self.journal.write(&record)?;
         if let Err(err) = collector.stop().await {
-            tracing::warn!(%err, "stopping a leftover collector before the health gate");
+            tracing::warn!(error = %crate::report::ErrorReport(&err), "stopping a leftover collector before the health gate");
         }
         match self.start_and_gate(collector, record, events).await {
             Ok(installed) => Ok(Recovery::Completed {

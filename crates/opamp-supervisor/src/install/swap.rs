@@ -83,7 +83,7 @@ pub(crate) fn remove_leftovers(executable: &Path) {
     ] {
         let path = executable.with_file_name(leftover);
         if let Err(err) = storage::remove_file_if_exists(&path) {
-            tracing::warn!(%err, path = %path.display(), "cannot remove leftover temp file");
+            tracing::warn!(error = %crate::report::ErrorReport(&err), path = %path.display(), "cannot remove leftover temp file");
         }
     }
 }

@@ -64,7 +64,7 @@ pub enum JournalError {
         to: InstallStep,
     },
     /// Reading or writing failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,

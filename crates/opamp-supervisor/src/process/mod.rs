@@ -220,7 +220,7 @@ pub enum ProcessError {
         pid: Option<u32>,
     },
     /// The executable could not be spawned.
-    #[error("cannot start collector {agent} from {}: {source}", executable.display())]
+    #[error("cannot start collector {agent} from {}", executable.display())]
     Spawn {
         /// Agent name.
         agent: String,
@@ -248,7 +248,7 @@ pub enum ProcessError {
         pid_file: PathBuf,
     },
     /// A leftover collector could not be stopped, or the pid file not updated.
-    #[error("cannot stop the collector recorded in {}: {source}", pid_file.display())]
+    #[error("cannot stop the collector recorded in {}", pid_file.display())]
     Leftover {
         /// Agent name.
         agent: String,

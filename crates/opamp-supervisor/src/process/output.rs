@@ -55,7 +55,7 @@ pub(super) async fn forward_lines(
                     Stream::Stdout => "stdout",
                     Stream::Stderr(_) => "stderr",
                 };
-                tracing::warn!(agent = %agent, pid, stream, error = %e, "cannot read collector output");
+                tracing::warn!(agent = %agent, pid, stream, error = %crate::report::ErrorReport(&e), "cannot read collector output");
                 break;
             }
         }

@@ -195,7 +195,7 @@ impl ConfigStore {
             Ok(record) => record.unwrap_or_default(),
             Err(err) => {
                 // A corrupt journal cannot say what was applied; the good copy still can.
-                tracing::error!(%err, "remote-config journal unreadable; starting from the good copy");
+                tracing::error!(error = %crate::report::ErrorReport(&err), "remote-config journal unreadable; starting from the good copy");
                 let _ = quarantine(&self.journal);
                 ConfigRecord {
                     applying: Some("unknown".to_owned()),

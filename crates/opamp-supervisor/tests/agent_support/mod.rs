@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use opamp_packages::{OfferedPackage, PackageName, PackageOffer};
 use opamp_proto::{InstanceUid, ServerCapabilities, v1};
-use opamp_session::AgentStatus;
+use opamp_session::{AgentStatus, ServerEvent};
 use opamp_supervisor::config::SupervisorConfig;
 use opamp_transport::server::{
     DownloadConfig, OpampServer, OpampServerConfig, RunningServer, ServerNotification,
@@ -156,19 +156,63 @@ impl Fleet {
             .expect("agent known");
     }
 
-    /// Waits until the agent reports `wanted` for the remote config `hash`; returns the status.
+    /// Waits until the agent reports `wanted` for the remote config `hash`. Every reported
+    /// change is looked at, not only the latest state, so a status that is soon replaced (the
+    /// server re-offers a config the moment an agent says none runs) is still seen. Returns the
+    /// agent's status now, with the remote config status that matched.
     pub async fn wait_config(
         &mut self,
         uid: InstanceUid,
         hash: &[u8],
         wanted: v1::RemoteConfigStatuses,
     ) -> AgentStatus {
-        self.wait_until(uid, &format!("remote config {wanted:?}"), |s| {
-            s.remote_config_status
-                .as_ref()
-                .is_some_and(|r| r.last_remote_config_hash == hash && r.status == wanted as i32)
+        let matches = |r: &v1::RemoteConfigStatus| {
+            r.last_remote_config_hash == hash && r.status == wanted as i32
+        };
+        let reported = |notification: ServerNotification| match notification {
+            ServerNotification::Event {
+                uid: from,
+                event: ServerEvent::RemoteConfigStatusChanged(status),
+            } if from == uid && matches(&status) => Some(status),
+            _ => None,
+        };
+        // Reports already queued come first, in order; only then may the current state answer
+        // (for a report an earlier wait consumed).
+        while let Ok(notification) = self.notifications.try_recv() {
+            if let Some(status) = reported(notification) {
+                return self.status_with(uid, status);
+            }
+        }
+        let current = self.status(uid);
+        if current.remote_config_status.as_ref().is_some_and(matches) {
+            return current;
+        }
+        let result = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.notifications.recv().await {
+                    Some(notification) => {
+                        if let Some(status) = reported(notification) {
+                            return status;
+                        }
+                    }
+                    None => panic!("server stopped"),
+                }
+            }
         })
-        .await
+        .await;
+        match result {
+            Ok(status) => self.status_with(uid, status),
+            Err(_) => panic!(
+                "timed out waiting for remote config {wanted:?}; last status: {:#?}",
+                self.status(uid).remote_config_status
+            ),
+        }
+    }
+
+    fn status_with(&self, uid: InstanceUid, config: v1::RemoteConfigStatus) -> AgentStatus {
+        let mut status = self.status(uid);
+        status.remote_config_status = Some(config);
+        status
     }
 
     /// Publishes `bytes` and offers them as `version`, signed by `signer`.
