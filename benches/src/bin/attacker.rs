@@ -7,6 +7,7 @@
 //! ```text
 //! cargo build --release -p opamp-cli -p opamp-benches
 //! target/release/attacker                       # starts target/release/opamp server itself
+//! target/release/attacker --identity enrollment # the same with per-agent credentials on
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
@@ -44,6 +45,10 @@ struct Args {
     /// Admin connections that send half a request.
     #[arg(long, default_value_t = 500)]
     half_admin: usize,
+    /// The server's `[agent_identity] mode`: `dangerous_open` (the default) or `enrollment`
+    /// (one agent is enrolled with a token first; it is the impersonation's victim).
+    #[arg(long, default_value = "dangerous_open", value_parser = ["dangerous_open", "enrollment"])]
+    identity: String,
 }
 
 const TOKEN: &str = "attacker-run-admin-token";
@@ -63,14 +68,15 @@ impl Drop for Server {
     }
 }
 
-fn start_server(opamp: &PathBuf, dir: &std::path::Path) -> Server {
+fn start_server(opamp: &PathBuf, dir: &std::path::Path, identity: &str) -> Server {
     std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
     let data = dir.join("data");
     // Loopback is exempt from the per-address bound by default (load tests); the attacker is
     // not, so this run counts it. The write timeout is shortened to keep the run short.
     let config = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         token_file = \"{}\"\n[limits]\nexempt_loopback = false\ndownload_write_timeout = \"5s\"\n",
+         token_file = \"{}\"\n[limits]\nexempt_loopback = false\ndownload_write_timeout = \"5s\"\n\
+         [agent_identity]\nmode = \"{identity}\"\n",
         data.display(),
         dir.join("admin.token").display()
     );
@@ -175,13 +181,24 @@ fn message(uid: InstanceUid) -> v1::AgentToServer {
 
 /// One HTTP poll; whether the server accepted it (200 without an error response).
 async fn poll(http: &reqwest::Client, server: SocketAddr, message: &v1::AgentToServer) -> bool {
-    let Ok(answer) = http
+    poll_as(http, server, message, None).await
+}
+
+/// One HTTP poll carrying `bearer` (an enrollment token or credential) when given.
+async fn poll_as(
+    http: &reqwest::Client,
+    server: SocketAddr,
+    message: &v1::AgentToServer,
+    bearer: Option<&str>,
+) -> bool {
+    let mut request = http
         .post(format!("http://{server}/v1/opamp"))
         .header("content-type", "application/x-protobuf")
-        .body(codec::encode(message))
-        .send()
-        .await
-    else {
+        .body(codec::encode(message));
+    if let Some(secret) = bearer {
+        request = request.bearer_auth(secret);
+    }
+    let Ok(answer) = request.send().await else {
         return false;
     };
     if answer.status() != 200 {
@@ -230,7 +247,7 @@ async fn main() {
         .clone()
         .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("opamp"));
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&opamp, dir.path());
+    let server = start_server(&opamp, dir.path(), &args.identity);
     let admin = AdminClient::new(&format!("http://{}", server.admin), TOKEN).unwrap();
     let package = dir.path().join("otelcol.bin");
     std::fs::write(&package, vec![7u8; PACKAGE_MIB << 20]).unwrap();
@@ -258,8 +275,19 @@ async fn main() {
     );
     print_held("idle", &held(&server, &admin).await);
 
-    // ----- flood ---------------------------------------------------------------------
+    // With enrollment on, one real agent enrolls first (its token is spent on this poll): it is
+    // the impersonation's victim. In open mode the victim is the first flooded uid.
     let http = reqwest::Client::new();
+    let mut victim = None;
+    if args.identity == "enrollment" {
+        let token = admin.create_enrollment_token(None).await.unwrap();
+        let uid = InstanceUid::new_v7();
+        let enrolled = poll_as(&http, server.opamp, &message(uid), Some(&token.token)).await;
+        println!("enrollment: one agent enrolled with a one-time token: {enrolled}");
+        victim = enrolled.then_some(uid);
+    }
+
+    // ----- flood ---------------------------------------------------------------------
     let started = Instant::now();
     let mut huge_accepted = 0;
     for _ in 0..args.huge {
@@ -308,7 +336,7 @@ async fn main() {
     print_held("after the flood", &held(&server, &admin).await);
 
     // ----- impersonation -------------------------------------------------------------
-    if let Some(victim) = uids.first().copied() {
+    if let Some(victim) = victim.or_else(|| uids.first().copied()) {
         let mut fake = message(victim);
         fake.sequence_num = 1;
         fake.health = Some(v1::ComponentHealth::default()); // healthy = false
@@ -320,7 +348,8 @@ async fn main() {
             .is_some_and(|a| !a.healthy);
         println!(
             "impersonation: a poll with another agent's uid accepted: {accepted}; the server now \
-             believes it unhealthy: {believed} (agent identity is issue 22's other part)"
+             believes it unhealthy: {believed} (identity {})",
+            args.identity
         );
     }
 
