@@ -36,6 +36,7 @@ use std::rc::Rc;
 use flate2::read::GzDecoder;
 use tar::EntryType;
 
+use crate::report::ErrorReport;
 use crate::storage;
 use opamp_packages::ContentHash;
 
@@ -205,7 +206,7 @@ pub fn stage_package(
     if staged.is_err() {
         match fs::remove_dir_all(staging_dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                tracing::warn!(error = %crate::report::ErrorReport(&err), dir = %staging_dir.display(), "cannot remove failed staging");
+                tracing::warn!(error = %ErrorReport(&err), dir = %staging_dir.display(), "cannot remove failed staging");
             }
             _ => {}
         }

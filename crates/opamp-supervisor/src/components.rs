@@ -17,6 +17,7 @@ use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
 use crate::remote_config::policy::COMPONENT_KINDS;
+use crate::report::ErrorReport;
 
 /// Longest wait for `<executable> components`.
 pub const COMPONENTS_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,7 +88,7 @@ pub async fn detect(executable: &Path) -> Option<v1::AvailableComponents> {
             return None;
         }
         Ok(Err(error)) => {
-            tracing::warn!(executable = %executable.display(), error = %crate::report::ErrorReport(&error), "cannot run `components`; available components not reported");
+            tracing::warn!(executable = %executable.display(), error = %ErrorReport(&error), "cannot run `components`; available components not reported");
             return None;
         }
         Err(_) => {

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{Phase, RunState};
+use crate::report::ErrorReport;
 
 type ResultLabel = Vec<(String, String)>;
 
@@ -282,7 +283,7 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {
-            tracing::error!(error = %crate::report::ErrorReport(&error), "the metrics endpoint stopped");
+            tracing::error!(error = %ErrorReport(&error), "the metrics endpoint stopped");
         }
     });
     tracing::info!(%addr, "metrics endpoint listening");

@@ -9,6 +9,7 @@ use opamp_proto::{InstanceUid, v1};
 
 use super::Error;
 use crate::config::SupervisorConfig;
+use crate::report::ErrorReport;
 use crate::storage;
 
 /// Name of the instance uid file inside `agent.storage_dir`.
@@ -91,7 +92,7 @@ pub async fn detect_version(executable: &Path) -> Option<String> {
             return None;
         }
         Ok(Err(e)) => {
-            tracing::warn!(executable = %executable.display(), error = %crate::report::ErrorReport(&e), "cannot run --version");
+            tracing::warn!(executable = %executable.display(), error = %ErrorReport(&e), "cannot run --version");
             return None;
         }
         Err(_) => {

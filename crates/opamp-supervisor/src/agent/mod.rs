@@ -39,6 +39,7 @@ use crate::health::HealthMonitor;
 use crate::install::{Collector, InstallConfig, InstallEvent, Installer};
 use crate::lock::StorageLock;
 use crate::process::ManagedCollector;
+use crate::report::ErrorReport;
 use crate::storage::{self, StorageLayout};
 use identity::Identity;
 use uplink::{Outbox, Uplink};
@@ -260,7 +261,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
                     // Kept for the next start; the client already uses it.
                     downloader.set_server_credential(&credential);
                     if let Err(err) = credential::store(layout.root(), &credential) {
-                        tracing::error!(error = %crate::report::ErrorReport(&err), "cannot store the agent credential; the next start cannot reconnect");
+                        tracing::error!(error = %ErrorReport(&err), "cannot store the agent credential; the next start cannot reconnect");
                     }
                 }
                 Some(event) => on_client_event(event, &offers_tx, &restart_tx, &configs_tx, layout.root()),
@@ -290,7 +291,7 @@ pub async fn run(config: SupervisorConfig, shutdown: impl Future) -> Result<(), 
     if let Ok(mut collector) = collector
         && let Err(err) = collector.stop().await
     {
-        tracing::error!(error = %crate::report::ErrorReport(&err), "stopping the collector failed");
+        tracing::error!(error = %ErrorReport(&err), "stopping the collector failed");
     }
     health_task.abort();
     metrics_stop.cancel();
@@ -349,7 +350,7 @@ fn on_client_event(
             AgentEvent::NewInstanceUid(uid) => {
                 // The session uses it from now on; keep it for the next start too.
                 if let Err(err) = identity::store_instance_uid(storage_dir, uid) {
-                    tracing::error!(error = %crate::report::ErrorReport(&err), "cannot store the instance uid the server assigned");
+                    tracing::error!(error = %ErrorReport(&err), "cannot store the instance uid the server assigned");
                 }
             }
             other => tracing::debug!(event = ?other, "server event"),
@@ -453,7 +454,7 @@ async fn disconnect(client: Arc<ClientHandle>) {
     match Arc::try_unwrap(client) {
         Ok(client) => {
             if let Err(err) = client.shutdown().await {
-                tracing::warn!(error = %crate::report::ErrorReport(&err), "OpAMP client did not shut down cleanly");
+                tracing::warn!(error = %ErrorReport(&err), "OpAMP client did not shut down cleanly");
             }
         }
         Err(_) => {

@@ -16,6 +16,7 @@ use crate::remote_config::{
     self, BaseFile, ConfigFacts, ConfigRecord, ConfigStore, LIVE_CONFIG_FILE, RemoteConfigError,
     redact,
 };
+use crate::report::ErrorReport;
 
 /// How long to wait for a failed collector's last stderr line after its exit was seen.
 const STDERR_DRAIN: Duration = Duration::from_secs(1);
@@ -92,7 +93,7 @@ pub(super) fn effective_config(
                 );
             }
             Err(err) => {
-                tracing::warn!(error = %crate::report::ErrorReport(&err), path = %path.display(), "effective config not reported");
+                tracing::warn!(error = %ErrorReport(&err), path = %path.display(), "effective config not reported");
                 return None;
             }
         }
@@ -140,7 +141,7 @@ impl Worker {
             if remote.record.failed.is_some()
                 && let Err(err) = remote.store.clear_failure(&mut remote.record)
             {
-                tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal the remote config status");
+                tracing::error!(error = %ErrorReport(&err), "cannot journal the remote config status");
             }
             let status = remote_config::status(&hash, RemoteConfigStatuses::Applied, "");
             return self.report_config(remote, status, None);
@@ -148,11 +149,7 @@ impl Worker {
         let base = match read_base(&remote.config_files) {
             Ok(base) => base,
             Err(err) => {
-                return self.config_failed(
-                    remote,
-                    &hash,
-                    &crate::report::ErrorReport(&err).to_string(),
-                );
+                return self.config_failed(remote, &hash, &ErrorReport(&err).to_string());
             }
         };
         let facts = ConfigFacts {
@@ -165,12 +162,8 @@ impl Worker {
         let candidate = match remote_config::evaluate(offered, &facts) {
             Ok(candidate) => candidate,
             Err(err) => {
-                tracing::warn!(hash = %hash_hex, error = %crate::report::ErrorReport(&err), "remote config refused");
-                return self.config_failed(
-                    remote,
-                    &hash,
-                    &crate::report::ErrorReport(&err).to_string(),
-                );
+                tracing::warn!(hash = %hash_hex, error = %ErrorReport(&err), "remote config refused");
+                return self.config_failed(remote, &hash, &ErrorReport(&err).to_string());
             }
         };
         tracing::info!(hash = %hash_hex, signed_by = ?candidate.signed_by, "applying remote config");
@@ -180,11 +173,7 @@ impl Worker {
             .store
             .begin(&mut remote.record, &hash_hex, &candidate.yaml)
         {
-            return self.config_failed(
-                remote,
-                &hash,
-                &crate::report::ErrorReport(&err).to_string(),
-            );
+            return self.config_failed(remote, &hash, &ErrorReport(&err).to_string());
         }
         let outcome = self.restart_gated(remote.start_timeout).await;
         if outcome.is_healthy() {
@@ -192,7 +181,7 @@ impl Worker {
                 .store
                 .commit(&mut remote.record, &hash_hex, &candidate.yaml)
             {
-                tracing::error!(error = %crate::report::ErrorReport(&err), "remote config applied but not journaled");
+                tracing::error!(error = %ErrorReport(&err), "remote config applied but not journaled");
             }
             tracing::info!(hash = %hash_hex, "remote config applied");
             let health = self.health.fresh().await;
@@ -216,7 +205,7 @@ impl Worker {
             .store
             .roll_back(&mut remote.record, &hash_hex, &message)
         {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot restore the last good config");
+            tracing::error!(error = %ErrorReport(&err), "cannot restore the last good config");
         }
         let restored = self.restart_gated(remote.start_timeout).await;
         if !restored.is_healthy() {
@@ -230,11 +219,11 @@ impl Worker {
     /// Stops and starts the collector (it reads the live config file) and waits for the gate.
     async fn restart_gated(&mut self, timeout: Duration) -> HealthOutcome {
         if let Err(err) = self.collector.stop().await {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "stopping the collector for a config change failed");
+            tracing::error!(error = %ErrorReport(&err), "stopping the collector for a config change failed");
         }
         if let Err(err) = self.collector.start(&self.identity.executable).await {
             return HealthOutcome::Exited {
-                status: format!("could not start: {}", crate::report::ErrorReport(&err)),
+                status: format!("could not start: {}", ErrorReport(&err)),
             };
         }
         self.collector
@@ -248,7 +237,7 @@ impl Worker {
                 .store
                 .record_failure(&mut remote.record, &hex::encode(hash), message)
         {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal the refused remote config");
+            tracing::error!(error = %ErrorReport(&err), "cannot journal the refused remote config");
         }
         let failed = remote_config::status(hash, RemoteConfigStatuses::Failed, message);
         self.report_config(remote, failed, None);

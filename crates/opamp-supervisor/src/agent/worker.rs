@@ -18,6 +18,7 @@ use crate::decide::{
 use crate::install::{Collector, InstallEvent, Installer};
 use crate::journal::InstallStep;
 use crate::process::ManagedCollector;
+use crate::report::ErrorReport;
 use crate::storage;
 
 /// Delay before an install whose download was cut is tried again (it resumes).
@@ -209,10 +210,10 @@ impl Worker {
     async fn restart(&mut self) {
         tracing::info!("restart command: restarting the collector");
         if let Err(err) = self.collector.stop().await {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "restart: stopping the collector failed");
+            tracing::error!(error = %ErrorReport(&err), "restart: stopping the collector failed");
         }
         if let Err(err) = self.collector.start(&self.identity.executable).await {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "restart: starting the collector failed");
+            tracing::error!(error = %ErrorReport(&err), "restart: starting the collector failed");
         }
     }
 
@@ -439,7 +440,7 @@ impl Worker {
             executable_sha256,
         );
         if let Err(err) = self.installer.save_installed_state(&state) {
-            tracing::warn!(error = %crate::report::ErrorReport(&err), "cannot record the running version in the installed state");
+            tracing::warn!(error = %ErrorReport(&err), "cannot record the running version in the installed state");
         }
     }
 }

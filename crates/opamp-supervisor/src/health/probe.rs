@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::HealthError;
+use crate::report::ErrorReport;
 
 /// Longest part of a non-2xx answer's body kept in reasons and errors.
 const MAX_BODY_EXCERPT: usize = 200;
@@ -89,7 +90,7 @@ impl HttpProbe {
             Err(e) => {
                 return ProbeResult::Unreachable {
                     // reqwest's top-level message is vague ("error sending request"); the causes say why.
-                    error: crate::report::ErrorReport(&e).to_string(),
+                    error: ErrorReport(&e).to_string(),
                 };
             }
         };

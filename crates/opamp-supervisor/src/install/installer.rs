@@ -18,6 +18,7 @@ use crate::journal::{
     InstallRecord, InstallStep, InstalledState, InstalledStateStore, Journal, JournalError,
     RollbackFloor,
 };
+use crate::report::ErrorReport;
 use crate::storage::{self, StorageLayout};
 
 /// A verified executable ready beside the live one, journaled as `Staged`. Only
@@ -230,7 +231,7 @@ impl Installer {
         let mut state = self.installed_state();
         state.record_failure(package, version, offered_hash.to_vec(), message);
         if let Err(err) = self.state.save(&state) {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot record the failed offer");
+            tracing::error!(error = %ErrorReport(&err), "cannot record the failed offer");
         }
     }
 
@@ -250,7 +251,7 @@ impl Installer {
             executable,
         );
         if let Err(err) = self.state.save(&state) {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot record the installed package");
+            tracing::error!(error = %ErrorReport(&err), "cannot record the installed package");
         }
     }
 
@@ -472,11 +473,11 @@ impl Installer {
         );
         if let Err(err) = self.state.save(&state) {
             // The new version runs and is healthy; only the bookkeeping failed. Keep it, report.
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot save installed state after a successful install");
+            tracing::error!(error = %ErrorReport(&err), "cannot save installed state after a successful install");
         }
         record.error = None;
         if let Err(err) = self.journal.advance(&mut record, InstallStep::Installed) {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal Installed; recovery will re-run the health gate");
+            tracing::error!(error = %ErrorReport(&err), "cannot journal Installed; recovery will re-run the health gate");
         }
         self.cleanup(&record.package_name);
         let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
@@ -511,18 +512,18 @@ impl Installer {
         error: InstallError,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> InstallFailed {
-        let message = crate::report::ErrorReport(&error).to_string();
+        let message = ErrorReport(&error).to_string();
         tracing::warn!(package = %record.package_name, error = %message, "install failed; rolling back");
         record.error = Some(message);
         if record.step != InstallStep::RollingBack
             && let Err(err) = self.journal.advance(record, InstallStep::RollingBack)
         {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal RollingBack; rolling back anyway");
+            tracing::error!(error = %ErrorReport(&err), "cannot journal RollingBack; rolling back anyway");
             record.step = InstallStep::RollingBack;
         }
         events(InstallEvent::Step(InstallStep::RollingBack));
         if let Err(err) = collector.stop().await {
-            tracing::warn!(error = %crate::report::ErrorReport(&err), "stopping the failed collector");
+            tracing::warn!(error = %ErrorReport(&err), "stopping the failed collector");
         }
         let previous_label = record
             .previous_version
@@ -539,7 +540,7 @@ impl Installer {
                 Err(err) => (
                     format!(
                         "restored {previous_label} but it did not start: {}",
-                        crate::report::ErrorReport(&err)
+                        ErrorReport(&err)
                     ),
                     None,
                 ),
@@ -560,10 +561,10 @@ impl Installer {
                 }
             },
         };
-        let error_message = format!("{}; {aftermath}", crate::report::ErrorReport(&error));
+        let error_message = format!("{}; {aftermath}", ErrorReport(&error));
         record.error = Some(error_message.clone());
         if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal Failed");
+            tracing::error!(error = %ErrorReport(&err), "cannot journal Failed");
         }
         self.remember_failure(record, &error, &error_message);
         let _ = storage::remove_file_if_exists(&next_path_for(&exe));
@@ -614,7 +615,7 @@ impl Installer {
         tracing::warn!(package = %record.package_name, %error_message, "install failed");
         record.error = Some(error_message.clone());
         if let Err(err) = self.journal.advance(record, InstallStep::Failed) {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot journal Failed");
+            tracing::error!(error = %ErrorReport(&err), "cannot journal Failed");
         }
         self.remember_failure(record, &error, &error_message);
         let _ = storage::remove_file_if_exists(&next_path_for(&record.executable_path));
@@ -658,10 +659,10 @@ impl Installer {
         if let Err(err) = std::fs::remove_dir_all(&dir)
             && err.kind() != std::io::ErrorKind::NotFound
         {
-            tracing::debug!(error = %crate::report::ErrorReport(&err), dir = %dir.display(), "cannot remove staging directory");
+            tracing::debug!(error = %ErrorReport(&err), dir = %dir.display(), "cannot remove staging directory");
         }
         if let Err(err) = self.downloader.discard(package) {
-            tracing::debug!(error = %crate::report::ErrorReport(&err), "cannot remove finished download");
+            tracing::debug!(error = %ErrorReport(&err), "cannot remove finished download");
         }
     }
 }

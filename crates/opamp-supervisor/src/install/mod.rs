@@ -58,6 +58,7 @@ pub use recovery::Recovery;
 use crate::archive::{ArchiveError, ArchiveLimits};
 use crate::download::{DownloadError, DownloadLimits, DownloadProgress};
 use crate::journal::{InstallStep, JournalError};
+use crate::report::ErrorReport;
 use opamp_packages::ContentHash;
 
 /// Settings of an [`Installer`].
@@ -303,7 +304,7 @@ impl InstallError {
 pub(crate) fn untouched_message(error: &InstallError) -> String {
     format!(
         "{}; the running collector was not changed",
-        crate::report::ErrorReport(error)
+        ErrorReport(error)
     )
 }
 

@@ -21,6 +21,7 @@
 use super::swap::{self, hash_if_exists, next_path_for};
 use super::{Collector, InstallError, InstallEvent, Installer};
 use crate::journal::{InstallRecord, InstallStep, JournalError};
+use crate::report::ErrorReport;
 use crate::storage;
 
 /// What [`Installer::recover`] did.
@@ -163,7 +164,7 @@ impl Installer {
         record.step = InstallStep::Swapping;
         self.journal.write(&record)?;
         if let Err(err) = collector.stop().await {
-            tracing::warn!(error = %crate::report::ErrorReport(&err), "stopping a leftover collector before the health gate");
+            tracing::warn!(error = %ErrorReport(&err), "stopping a leftover collector before the health gate");
         }
         match self.start_and_gate(collector, record, events).await {
             Ok(installed) => Ok(Recovery::Completed {

@@ -5,6 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::report::ErrorReport;
 use crate::storage;
 use opamp_packages::ContentHash;
 
@@ -83,7 +84,7 @@ pub(crate) fn remove_leftovers(executable: &Path) {
     ] {
         let path = executable.with_file_name(leftover);
         if let Err(err) = storage::remove_file_if_exists(&path) {
-            tracing::warn!(error = %crate::report::ErrorReport(&err), path = %path.display(), "cannot remove leftover temp file");
+            tracing::warn!(error = %ErrorReport(&err), path = %path.display(), "cannot remove leftover temp file");
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::JournalError;
 use super::file::{load_checked, quarantine, save_checked};
 use super::floor::RollbackFloor;
+use crate::report::ErrorReport;
 use opamp_packages::ContentHash;
 
 use super::hash::hex_bytes;
@@ -154,7 +155,7 @@ impl InstalledStateStore {
         match self.load() {
             Ok(state) => state,
             Err(err) => {
-                tracing::error!(error = %crate::report::ErrorReport(&err), "installed state unreadable; continuing without it");
+                tracing::error!(error = %ErrorReport(&err), "installed state unreadable; continuing without it");
                 // Reads the floor while the corrupt state is still in place, so that an
                 // unknown floor is written down before the evidence is moved aside.
                 let floor = self.rollback_floor();
@@ -201,7 +202,7 @@ impl InstalledStateStore {
                 return floor;
             }
             (Ok(Some(state)), Err(err)) => {
-                tracing::warn!(error = %crate::report::ErrorReport(&err), "rollback floor file unreadable; using the installed state's copy");
+                tracing::warn!(error = %ErrorReport(&err), "rollback floor file unreadable; using the installed state's copy");
                 let floor = state.rollback_floor();
                 if floor_file_damaged {
                     let _ = save_checked(&self.floor_path, "rollback-floor", &floor);
@@ -210,24 +211,24 @@ impl InstalledStateStore {
             }
             (Ok(None), Err(err)) => RollbackFloor::unknown(format!(
                 "the floor file is unreadable ({}) and there is no installed state",
-                crate::report::ErrorReport(&err)
+                ErrorReport(&err)
             )),
             (Err(_), Ok(Some(file))) => return file,
             (Err(err), Ok(None)) => RollbackFloor::unknown(format!(
                 "the installed state is unreadable ({}) and there is no floor file",
-                crate::report::ErrorReport(&err)
+                ErrorReport(&err)
             )),
             (Err(state_err), Err(file_err)) => RollbackFloor::unknown(format!(
                 "both copies are unreadable: {}; {}",
-                crate::report::ErrorReport(&state_err),
-                crate::report::ErrorReport(&file_err)
+                ErrorReport(&state_err),
+                ErrorReport(&file_err)
             )),
         };
         // Remember the unknown floor; an unreadable (not corrupt) file is left alone.
         if (floor_file_damaged || !self.floor_path.exists())
             && let Err(err) = save_checked(&self.floor_path, "rollback-floor", &floor)
         {
-            tracing::error!(error = %crate::report::ErrorReport(&err), "cannot record the unknown rollback floor");
+            tracing::error!(error = %ErrorReport(&err), "cannot record the unknown rollback floor");
         }
         floor
     }

@@ -4,6 +4,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 
 use super::StderrLine;
+use crate::report::ErrorReport;
 
 /// Longer lines are split: a runaway collector must not grow the supervisor's memory.
 const MAX_LINE_BYTES: u64 = 16 * 1024;
@@ -55,7 +56,7 @@ pub(super) async fn forward_lines(
                     Stream::Stdout => "stdout",
                     Stream::Stderr(_) => "stderr",
                 };
-                tracing::warn!(agent = %agent, pid, stream, error = %crate::report::ErrorReport(&e), "cannot read collector output");
+                tracing::warn!(agent = %agent, pid, stream, error = %ErrorReport(&e), "cannot read collector output");
                 break;
             }
         }

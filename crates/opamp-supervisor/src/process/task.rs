@@ -14,6 +14,7 @@ use super::pid_file::PidFile;
 use super::{
     AgentCommand, ExitRecord, Phase, ProcessEvent, RestartPolicy, RunState, StderrLine, StopReport,
 };
+use crate::report::ErrorReport;
 
 pub(super) struct Supervision {
     pub(super) command: AgentCommand,
@@ -55,7 +56,7 @@ impl Supervision {
             // Without the record a killed supervisor's successor cannot find this collector;
             // still run it (refusing would take the collector down for a bookkeeping error).
             if let Err(e) = pid_file.record(pid) {
-                tracing::error!(agent = %agent, pid, pid_file = %pid_file.path().display(), error = %crate::report::ErrorReport(&e), "cannot record collector pid");
+                tracing::error!(agent = %agent, pid, pid_file = %pid_file.path().display(), error = %ErrorReport(&e), "cannot record collector pid");
             }
         }
         let mut generation = 0;
@@ -101,7 +102,7 @@ impl Supervision {
                     let uptime = started.elapsed();
                     match waited {
                         Ok(status) => self.record_exit(pid, status, false, uptime),
-                        Err(e) => tracing::error!(agent = %self.command.name, pid, error = %crate::report::ErrorReport(&e), "cannot wait for collector"),
+                        Err(e) => tracing::error!(agent = %self.command.name, pid, error = %ErrorReport(&e), "cannot wait for collector"),
                     }
                     if uptime >= self.restart.reset_after {
                         crashes_in_a_row = 0;
@@ -148,7 +149,7 @@ impl Supervision {
             match self.spawn_child() {
                 Ok((child, pid)) => return Restart::Spawned(child, pid),
                 Err(e) => {
-                    tracing::error!(agent = %self.command.name, error = %crate::report::ErrorReport(&e), "cannot restart collector");
+                    tracing::error!(agent = %self.command.name, error = %ErrorReport(&e), "cannot restart collector");
                     self.publish(ProcessEvent::RestartFailed {
                         error: e.to_string(),
                     });
@@ -166,7 +167,7 @@ impl Supervision {
         // The child is not reaped yet (we hold it and have not seen its exit), so the pid and
         // its process group id cannot have been reused by another process.
         if let Err(e) = signal_group(pid, Signal::SIGTERM) {
-            tracing::warn!(agent = %self.command.name, pid, error = %crate::report::ErrorReport(&e), "SIGTERM failed");
+            tracing::warn!(agent = %self.command.name, pid, error = %ErrorReport(&e), "SIGTERM failed");
         }
         let mut killed = false;
         let waited = match tokio::time::timeout(self.stop_timeout, child.wait()).await {
@@ -175,9 +176,9 @@ impl Supervision {
                 tracing::warn!(agent = %self.command.name, pid, timeout = ?self.stop_timeout, "collector ignored SIGTERM; sending SIGKILL");
                 killed = true;
                 if let Err(e) = signal_group(pid, Signal::SIGKILL) {
-                    tracing::warn!(agent = %self.command.name, pid, error = %crate::report::ErrorReport(&e), "SIGKILL to the process group failed");
+                    tracing::warn!(agent = %self.command.name, pid, error = %ErrorReport(&e), "SIGKILL to the process group failed");
                     if let Err(e) = child.start_kill() {
-                        tracing::warn!(agent = %self.command.name, pid, error = %crate::report::ErrorReport(&e), "SIGKILL failed");
+                        tracing::warn!(agent = %self.command.name, pid, error = %ErrorReport(&e), "SIGKILL failed");
                     }
                 }
                 child.wait().await
@@ -198,7 +199,7 @@ impl Supervision {
                 }
             }
             Err(e) => {
-                tracing::error!(agent = %self.command.name, pid, error = %crate::report::ErrorReport(&e), "cannot wait for collector");
+                tracing::error!(agent = %self.command.name, pid, error = %ErrorReport(&e), "cannot wait for collector");
                 self.state.send_modify(|s| {
                     s.pid = None;
                     s.phase = Phase::Stopped;
@@ -215,7 +216,7 @@ impl Supervision {
         if let Some(pid_file) = &self.pid_file
             && let Err(e) = pid_file.clear()
         {
-            tracing::warn!(agent = %self.command.name, pid_file = %pid_file.path().display(), error = %crate::report::ErrorReport(&e), "cannot clear collector pid file");
+            tracing::warn!(agent = %self.command.name, pid_file = %pid_file.path().display(), error = %ErrorReport(&e), "cannot clear collector pid file");
         }
         let mut generation = 0;
         self.state.send_modify(|s| {

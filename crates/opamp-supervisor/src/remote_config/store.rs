@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RemoteConfigError;
 use crate::journal::file::{load_checked, quarantine, save_checked};
+use crate::report::ErrorReport;
 use crate::storage;
 
 /// File name of the config the collector runs.
@@ -195,7 +196,7 @@ impl ConfigStore {
             Ok(record) => record.unwrap_or_default(),
             Err(err) => {
                 // A corrupt journal cannot say what was applied; the good copy still can.
-                tracing::error!(error = %crate::report::ErrorReport(&err), "remote-config journal unreadable; starting from the good copy");
+                tracing::error!(error = %ErrorReport(&err), "remote-config journal unreadable; starting from the good copy");
                 let _ = quarantine(&self.journal);
                 ConfigRecord {
                     applying: Some("unknown".to_owned()),
