@@ -16,7 +16,7 @@ root=$PWD
 # Every crate meant for crates.io, dependencies first. (benches and opamp-test-support are
 # `publish = false`.)
 crates=(
-    opamp-proto opamp-packages opamp-verify opamp-session opamp-transport
+    opamp-proto opamp-packages opamp-verify opamp-session opamp-rollout opamp-transport
     opamp-supervisor opamp-fleet opamp-test-collector opamp-cli
 )
 

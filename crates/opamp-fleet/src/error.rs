@@ -1,44 +1,13 @@
 //! The crate's error type.
 
-use opamp_proto::InstanceUid;
-
-use crate::events::RolloutStatus;
-use crate::rollout::RolloutId;
-
 /// Everything that can go wrong in `opamp-fleet`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FleetError {
-    /// A rollout spec field has an unusable value.
-    #[error("invalid rollout spec: {field}: {reason}")]
-    InvalidSpec {
-        /// The field.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A label selector could not be parsed.
-    #[error("invalid label selector {selector:?}: {reason}")]
-    InvalidSelector {
-        /// The text given.
-        selector: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The fleet snapshot lists the same agent twice.
-    #[error("agent {uid} appears twice in the fleet snapshot")]
-    DuplicateAgent {
-        /// The agent.
-        uid: InstanceUid,
-    },
-    /// After selection and skipping, no agent is left.
-    #[error("no agent to roll out to: {selected} selected, {skipped} skipped")]
-    NoAgents {
-        /// Agents matching the selector.
-        selected: usize,
-        /// Of those, agents skipped (already at target, no version, unhealthy).
-        skipped: usize,
-    },
+    /// The rollout engine or coordinator refused (bad spec or selector, nothing to roll
+    /// out to, a conflicting rollout, a transition the rollout's status forbids).
+    #[error(transparent)]
+    Rollout(opamp_rollout::RolloutError),
     /// No connected agent that matches the selector accepts the `Restart` command.
     #[error(
         "no connected agent matching `{selector}` accepts restart commands \
@@ -49,32 +18,6 @@ pub enum FleetError {
         selector: String,
         /// Connected, matching agents that do not accept the command.
         not_accepting: usize,
-    },
-    /// More agents than the engine indexes (u32).
-    #[error("{count} agents exceed the engine's limit")]
-    TooManyAgents {
-        /// The count.
-        count: usize,
-    },
-    /// An operator event does not apply in the rollout's current status.
-    #[error("rollout {rollout} is {status}: cannot {event}")]
-    InvalidTransition {
-        /// The rollout.
-        rollout: RolloutId,
-        /// Its status.
-        status: RolloutStatus,
-        /// The rejected event kind.
-        event: &'static str,
-    },
-    /// Another active rollout already covers this package and selector or some of its agents.
-    #[error("conflicts with active rollout {active} of {package}: {reason}")]
-    Conflict {
-        /// The active rollout.
-        active: RolloutId,
-        /// The package.
-        package: String,
-        /// Why they conflict.
-        reason: String,
     },
     /// The store failed.
     #[error("fleet store failed")]
@@ -172,16 +115,23 @@ pub enum FleetError {
         /// Package files found in it.
         files: usize,
     },
-    /// The rollout has steps the store could not save yet; they are being retried.
-    #[error(
-        "rollout {rollout} has steps the store could not save yet (retrying); try again once \
-         the store accepts writes"
-    )]
-    Unsaved {
-        /// The rollout.
-        rollout: RolloutId,
-    },
     /// The server's rollout driver has stopped.
     #[error("the fleet server has stopped")]
     Stopped,
+}
+
+impl From<opamp_rollout::RolloutError> for FleetError {
+    /// A store failure the coordinator passes on is the fleet store's own error, kept as
+    /// [`FleetError::Store`] (the driver retries those); everything else is a refusal.
+    fn from(error: opamp_rollout::RolloutError) -> Self {
+        match error {
+            opamp_rollout::RolloutError::Store(source) => {
+                match source.downcast::<crate::store::StoreError>() {
+                    Ok(store) => FleetError::Store(*store),
+                    Err(other) => FleetError::Rollout(opamp_rollout::RolloutError::Store(other)),
+                }
+            }
+            other => FleetError::Rollout(other),
+        }
+    }
 }

@@ -3,27 +3,24 @@
 
 #[cfg(feature = "server")]
 pub mod admin;
-pub mod audit;
 #[cfg(feature = "server")]
 pub mod catalog;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
 pub mod config_catalog;
-pub mod conflicts;
 mod error;
-pub mod events;
 #[cfg(feature = "server")]
 pub mod limits;
 #[cfg(feature = "server")]
 pub mod metrics;
-pub mod rollout;
-pub mod selector;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod spec;
 pub mod store;
-pub mod time;
+
+pub use opamp_rollout::{
+    audit, conflicts, events, fleet as coordinator, rollout, selector, spec, time,
+};
 
 pub use audit::{Actor, AuditAction, AuditRecord};
 #[cfg(feature = "server")]
@@ -31,6 +28,7 @@ pub use config::FleetServerConfig;
 pub use conflicts::RolloutConflicts;
 pub use error::FleetError;
 pub use events::{Command, Event, RolloutStatus};
+pub use opamp_rollout::RolloutError;
 pub use rollout::{
     AgentPhase, AgentProgress, AgentSnapshot, FailureReason, Progress, Rollout, RolloutId,
     RolloutState, SkipReason, SkippedAgent, Wave,

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use opamp_fleet::store::{
     AgentDetails, AgentRecord, AuditQuery, ConfigEntry, ConfigFile, ConnectionView,
-    EffectiveConfigView, FleetStore, PackageEntry, SqliteOptions, SqliteStore, StoreError, apply,
+    EffectiveConfigView, FleetStore, PackageEntry, RolloutStore, SqliteOptions, SqliteStore,
+    StoreError, apply,
 };
 use opamp_fleet::{
     AgentSnapshot, AuditAction, BatchPlan, Command, Event, FleetError, LabelSelector, Labels,
@@ -581,7 +582,8 @@ fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
         &mut rollout,
         Event::Pause { by: "a".into() },
         at(1),
-    );
+    )
+    .map_err(FleetError::from);
     assert!(matches!(
         result,
         Err(FleetError::Store(StoreError::Corrupt { .. }))
@@ -597,7 +599,10 @@ fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
         Event::Resume { by: "a".into() },
         at(1),
     );
-    assert!(matches!(result, Err(FleetError::InvalidTransition { .. })));
+    assert!(matches!(
+        result,
+        Err(opamp_fleet::RolloutError::InvalidTransition { .. })
+    ));
     assert_eq!(
         store.list_rollouts().unwrap()[0].status,
         RolloutStatus::Planned
@@ -625,7 +630,8 @@ fn two_writers_cannot_both_append_the_same_step() {
         &mut copy,
         Event::Start { by: "b".into() },
         at(1),
-    );
+    )
+    .map_err(FleetError::from);
     assert!(matches!(
         result,
         Err(FleetError::Store(StoreError::Corrupt { .. }))

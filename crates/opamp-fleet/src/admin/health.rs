@@ -13,7 +13,7 @@ use http::StatusCode;
 
 use super::routes::{AdminState, read};
 use crate::rollout::RolloutId;
-use crate::store::FleetStore as _;
+use crate::store::RolloutStore as _;
 
 /// The probes' routes.
 pub(crate) fn router(state: AdminState) -> Router {

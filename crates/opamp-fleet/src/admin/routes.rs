@@ -74,12 +74,13 @@ impl utoipa::Modify for BearerToken {
     }
 }
 use crate::FleetError;
+use crate::RolloutError;
 use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
 use crate::config::OperatorToken;
 use crate::metrics::FleetMetrics;
 use crate::rollout::{Rollout, RolloutId};
 use crate::server::driver::{Operation, Request as DriverRequest};
-use crate::store::{AuditQuery, FleetStore, SqliteStore, StoreError};
+use crate::store::{AuditQuery, FleetStore, RolloutStore as _, SqliteStore, StoreError};
 use opamp_transport::server::TransportStats;
 
 /// What the handlers share.
@@ -214,19 +215,26 @@ impl From<StoreError> for Failure {
 /// The HTTP status that answers `error`.
 pub(crate) fn status_of(error: &FleetError) -> StatusCode {
     match error {
-        FleetError::InvalidSpec { .. }
-        | FleetError::InvalidSelector { .. }
+        FleetError::Rollout(
+            RolloutError::InvalidSpec { .. } | RolloutError::InvalidSelector { .. },
+        )
         | FleetError::InvalidPackage { .. }
         | FleetError::InvalidConfig { .. }
         | FleetError::Config { .. } => StatusCode::BAD_REQUEST,
         FleetError::NotFound { .. } => StatusCode::NOT_FOUND,
-        FleetError::Conflict { .. }
-        | FleetError::InvalidTransition { .. }
+        FleetError::Rollout(
+            RolloutError::Conflict { .. } | RolloutError::InvalidTransition { .. },
+        )
         | FleetError::Store(StoreError::AlreadyExists { .. }) => StatusCode::CONFLICT,
-        FleetError::NoAgents { .. }
-        | FleetError::DuplicateAgent { .. }
+        FleetError::Rollout(
+            RolloutError::NoAgents { .. }
+            | RolloutError::DuplicateAgent { .. }
+            | RolloutError::TooManyAgents { .. },
+        )
         | FleetError::NothingToRestart { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        FleetError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        FleetError::Stopped | FleetError::Rollout(RolloutError::Unsaved { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
             StatusCode::INSUFFICIENT_STORAGE
         }

@@ -105,7 +105,7 @@ impl RolloutRequest {
     /// The engine spec, created by `by`.
     ///
     /// # Errors
-    /// [`FleetError::InvalidSelector`] or [`FleetError::InvalidSpec`].
+    /// [`FleetError::Rollout`] (an invalid selector or spec).
     pub fn into_spec(self, by: &str) -> Result<RolloutSpec, FleetError> {
         let selector: LabelSelector = self.selector.parse()?;
         let mut spec = RolloutSpec::new(self.package, self.version, selector, by);

@@ -1,15 +1,10 @@
-//! Turning what agents report into registry rows and engine events.
-
-use std::collections::HashSet;
-use std::time::Duration;
+//! Reading what agents report (descriptions, package statuses) into the coordinator's terms.
 
 use opamp_packages::{PackageState, parse_package_status};
-use opamp_proto::{InstanceUid, v1};
+use opamp_proto::v1;
+pub(crate) use opamp_rollout::fleet::PackageReport;
 
-use crate::events::Event;
 use crate::selector::Labels;
-use crate::store::AgentRecord;
-use crate::time::Timestamp;
 
 /// Labels from the identifying and non-identifying attributes, values flattened to text
 /// (identifying attributes win on a clash).
@@ -37,17 +32,6 @@ fn value_text(value: &v1::AnyValue) -> Option<String> {
         // Lists, maps and bytes make poor selector values; leave them out.
         _ => None,
     }
-}
-
-/// What one package status says, reduced to what the registry and the engine use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PackageReport {
-    /// `Installed` with this version.
-    Installed(String),
-    /// `InstallFailed` with the agent's message.
-    Failed(String),
-    /// Pending, downloading or installing: nothing to act on yet.
-    InProgress,
 }
 
 /// The statuses of `statuses` by package name (the map key; the unnamed top-level package
@@ -94,54 +78,6 @@ pub(crate) fn package_reports(statuses: &v1::PackageStatuses) -> Vec<(String, Pa
     reports
 }
 
-/// Records the installed versions in `record`.
-pub(crate) fn apply_reports(record: &mut AgentRecord, reports: &[(String, PackageReport)]) {
-    for (name, report) in reports {
-        if let PackageReport::Installed(version) = report {
-            record
-                .package_versions
-                .insert(name.clone(), version.clone());
-        }
-    }
-}
-
-/// The engine event a package report gives, if any; `healthy` is the health the agent
-/// reported with (or before) the report.
-pub(crate) fn report_event(
-    uid: InstanceUid,
-    report: &PackageReport,
-    healthy: Option<bool>,
-) -> Option<Event> {
-    match report {
-        PackageReport::Installed(version) => Some(Event::AgentInstalled {
-            uid,
-            version: version.clone(),
-            healthy,
-        }),
-        PackageReport::Failed(error) => Some(Event::AgentInstallFailed {
-            uid,
-            error: error.clone(),
-        }),
-        PackageReport::InProgress => None,
-    }
-}
-
-/// The agents to forget at `now`: disconnected, last seen more than `after` ago, and not a
-/// member of an active rollout (`members`), whose engine still counts on them.
-pub(crate) fn agents_to_forget<'a>(
-    agents: impl IntoIterator<Item = &'a AgentRecord>,
-    members: &HashSet<InstanceUid>,
-    now: Timestamp,
-    after: Duration,
-) -> Vec<InstanceUid> {
-    agents
-        .into_iter()
-        .filter(|agent| !agent.connected && !members.contains(&agent.uid))
-        .filter(|agent| agent.last_seen.saturating_add(after) <= now)
-        .map(|agent| agent.uid)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,30 +87,6 @@ mod tests {
             key: key.into(),
             value: Some(v1::AnyValue { value: Some(value) }),
         }
-    }
-
-    #[test]
-    fn only_long_disconnected_agents_outside_active_rollouts_are_forgotten() {
-        let hour = Duration::from_secs(3600);
-        let at = |seconds: u64| Timestamp::EPOCH.saturating_add(Duration::from_secs(seconds));
-        let agent = |i: u8, connected: bool, last_seen: Timestamp| {
-            let mut record =
-                AgentRecord::new(InstanceUid::from([i; 16]), Labels::new(), 0, last_seen);
-            record.connected = connected;
-            record
-        };
-        let stale = agent(1, false, at(0));
-        let recent = agent(2, false, at(3000));
-        let connected = agent(3, true, at(0));
-        let member = agent(4, false, at(0));
-        let members = HashSet::from([member.uid]);
-        let forgotten = agents_to_forget(
-            [&stale, &recent, &connected, &member],
-            &members,
-            at(3600),
-            hour,
-        );
-        assert_eq!(forgotten, [stale.uid]);
     }
 
     #[test]

@@ -1,24 +1,14 @@
 //! Config rollouts on the wire: `RemoteConfigStatus` reports into engine events, and the
 //! config hash a rollout wants into the `AgentRemoteConfig` the agent is offered.
 
-use opamp_proto::{InstanceUid, v1};
+use opamp_proto::v1;
 
 use crate::FleetError;
 use crate::config_catalog::{ConfigCatalog, empty_config_hash, remote_config};
-use crate::events::Event;
+pub(crate) use opamp_rollout::fleet::ConfigReport;
 
-/// What one `RemoteConfigStatus` says, reduced to what the engine uses. Hashes are lower-case
-/// hex, the form config rollouts track versions in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ConfigReport {
-    /// `APPLIED` this config.
-    Applied(String),
-    /// `FAILED` to apply this config, with the agent's message.
-    Failed { hash: String, error: String },
-    /// `APPLYING` or unset: nothing to act on yet.
-    InProgress,
-}
-
+/// What one `RemoteConfigStatus` says, reduced to what the coordinator uses (hashes as
+/// lower-case hex).
 pub(crate) fn config_report(status: &v1::RemoteConfigStatus) -> ConfigReport {
     let hash = hex::encode(&status.last_remote_config_hash);
     match v1::RemoteConfigStatuses::try_from(status.status) {
@@ -28,30 +18,6 @@ pub(crate) fn config_report(status: &v1::RemoteConfigStatus) -> ConfigReport {
             error: status.error_message.clone(),
         },
         _ => ConfigReport::InProgress,
-    }
-}
-
-/// The engine event a report gives; `healthy` is the health the agent reported with it.
-pub(crate) fn config_event(
-    uid: InstanceUid,
-    report: &ConfigReport,
-    healthy: Option<bool>,
-) -> Option<Event> {
-    match report {
-        ConfigReport::Applied(hash) => Some(Event::AgentInstalled {
-            uid,
-            version: hash.clone(),
-            healthy,
-        }),
-        ConfigReport::Failed { error, .. } => Some(Event::AgentInstallFailed {
-            uid,
-            error: if error.is_empty() {
-                "the agent reported FAILED without a message".to_owned()
-            } else {
-                error.clone()
-            },
-        }),
-        ConfigReport::InProgress => None,
     }
 }
 
@@ -106,14 +72,12 @@ mod tests {
             config_report(&status(v1::RemoteConfigStatuses::Applied, "")),
             ConfigReport::Applied("ab01".into())
         );
-        let failed = config_report(&status(v1::RemoteConfigStatuses::Failed, "bad exporter"));
-        let uid = InstanceUid::from([1; 16]);
         assert_eq!(
-            config_event(uid, &failed, None),
-            Some(Event::AgentInstallFailed {
-                uid,
+            config_report(&status(v1::RemoteConfigStatuses::Failed, "bad exporter")),
+            ConfigReport::Failed {
+                hash: "ab01".into(),
                 error: "bad exporter".into()
-            })
+            }
         );
         assert_eq!(
             config_report(&status(v1::RemoteConfigStatuses::Applying, "")),

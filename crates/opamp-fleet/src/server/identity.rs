@@ -18,7 +18,7 @@ use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
 use crate::catalog::{SharedStore, lock};
 use crate::config::AgentIdentityMode;
 use crate::rollout::RolloutId;
-use crate::store::{EnrollmentOutcome, FleetStore as _};
+use crate::store::{EnrollmentOutcome, RolloutStore as _};
 use crate::time::Timestamp;
 
 /// The SAN URI prefix that binds a client certificate to an instance uid.

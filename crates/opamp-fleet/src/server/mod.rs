@@ -15,9 +15,7 @@ pub(crate) mod driver;
 mod fd_limits;
 pub(crate) mod identity;
 pub(crate) mod offers;
-pub(crate) mod standing;
 pub mod startup;
-pub(crate) mod unsaved;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -4,13 +4,13 @@
 //! A rollout of 10,000 agents serialises to about 2 MB, too much to rewrite on every agent
 //! report. The store therefore keeps, per rollout, a full snapshot and the log of events applied
 //! since (the engine is deterministic, so replaying them rebuilds the exact state). Each engine
-//! step is persisted by [`FleetStore::record_step`] in one transaction: the event, the audit
+//! step is persisted by [`RolloutStore::record_step`] in one transaction: the event, the audit
 //! records the step produced and the rollout's status, plus a fresh snapshot when the status
-//! changed or enough events accumulated. [`FleetStore::load_rollout`] reads the snapshot and
+//! changed or enough events accumulated. [`RolloutStore::load_rollout`] reads the snapshot and
 //! replays the newer events.
 //!
 //! # Driving a rollout
-//! Use [`apply`]: it runs [`Rollout::handle`] and persists the step before returning the
+//! Use [`apply`]: it runs [`Rollout::handle`](crate::Rollout::handle) and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
 mod configs;
@@ -24,7 +24,6 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_configs;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use opamp_proto::InstanceUid;
@@ -37,14 +36,13 @@ pub use details::{
 };
 #[cfg(feature = "sqlite")]
 pub use identity::EnrollmentOutcome;
+pub use opamp_rollout::AgentRecord;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
-use crate::FleetError;
 use crate::audit::AuditRecord;
-use crate::events::{Command, Event, RolloutStatus};
-use crate::rollout::{AgentSnapshot, Rollout, RolloutId};
-use crate::selector::Labels;
+use crate::events::{Event, RolloutStatus};
+use crate::rollout::RolloutId;
 use crate::spec::TargetKind;
 use crate::time::Timestamp;
 
@@ -91,54 +89,6 @@ pub enum StoreError {
         /// What.
         what: String,
     },
-}
-
-/// What the server knows about one agent (the agent registry).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct AgentRecord {
-    /// Instance uid.
-    pub uid: InstanceUid,
-    /// Labels from the agent description.
-    pub labels: Labels,
-    /// `AgentCapabilities` bits as reported (unknown bits kept).
-    pub capabilities: u64,
-    /// Installed version per package name, from `PackageStatuses`.
-    pub package_versions: BTreeMap<String, String>,
-    /// Last reported health.
-    pub healthy: bool,
-    /// Whether a connection is open (or the agent polls) now.
-    pub connected: bool,
-    /// Last message received.
-    pub last_seen: Timestamp,
-}
-
-impl AgentRecord {
-    /// A record with no packages, healthy and connected, seen at `now`.
-    #[must_use]
-    pub fn new(uid: InstanceUid, labels: Labels, capabilities: u64, now: Timestamp) -> Self {
-        AgentRecord {
-            uid,
-            labels,
-            capabilities,
-            package_versions: BTreeMap::new(),
-            healthy: true,
-            connected: true,
-            last_seen: now,
-        }
-    }
-
-    /// The engine's view of this agent for a rollout of `package`.
-    #[must_use]
-    pub fn snapshot_for(&self, package: &str) -> AgentSnapshot {
-        AgentSnapshot::new(
-            self.uid,
-            self.labels.clone(),
-            self.package_versions.get(package).cloned(),
-        )
-        .healthy(self.healthy)
-        .connected(self.connected)
-    }
 }
 
 /// A package file in the catalog.
@@ -285,45 +235,12 @@ impl AuditQuery {
 /// Everything the server persists. Implementations must make each method atomic; SQLite is the
 /// default, and the trait is what a PostgreSQL backend would implement so several server
 /// replicas can share one fleet.
-pub trait FleetStore {
-    /// Stores a newly planned rollout (snapshot and its `Planned` audit record).
-    ///
-    /// # Errors
-    /// [`StoreError::AlreadyExists`] if the id is taken, or a database error.
-    fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), StoreError>;
-
-    /// Persists one engine step in one transaction: `event` applied at `now` (which produced
-    /// `commands` and left `rollout` in its current state), the audit records among
-    /// `commands`, the status, and a snapshot when due.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] if the step does not follow the stored sequence, or a database
-    /// error; nothing is written then.
-    fn record_step(
-        &mut self,
-        rollout: &Rollout,
-        event: &Event,
-        now: Timestamp,
-        commands: &[Command],
-    ) -> Result<(), StoreError>;
-
-    /// Loads a rollout: its latest snapshot with the later events replayed.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] if the replay does not reproduce the logged sequence.
-    fn load_rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, StoreError>;
-
+pub trait FleetStore: RolloutStore<Error = StoreError> {
     /// All rollouts, newest first.
     ///
     /// # Errors
     /// Database errors.
     fn list_rollouts(&self) -> Result<Vec<RolloutSummary>, StoreError>;
-
-    /// Every rollout that is not terminal, loaded (what a restarted server resumes).
-    ///
-    /// # Errors
-    /// As [`FleetStore::load_rollout`].
-    fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError>;
 
     /// The events applied to `rollout` with a sequence above `after`, in order.
     ///
@@ -430,12 +347,6 @@ pub trait FleetStore {
     /// Database errors.
     fn configs(&self) -> Result<Vec<ConfigEntry>, StoreError>;
 
-    /// Appends audit records not tied to an engine step (for example package uploads).
-    ///
-    /// # Errors
-    /// Database errors.
-    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError>;
-
     /// Reads the audit log, oldest first.
     ///
     /// # Errors
@@ -443,51 +354,4 @@ pub trait FleetStore {
     fn audit_log(&self, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>;
 }
 
-/// Applies `event` to `rollout` and persists the step before returning the commands.
-///
-/// If persisting fails, `rollout` is reloaded from the store (so memory never runs ahead of
-/// disk) and the error is returned; the caller must not carry out any command then.
-///
-/// # Errors
-/// [`FleetError::InvalidTransition`] (nothing changed or written) or [`FleetError::Store`].
-///
-/// # Example
-/// ```
-/// use opamp_fleet::store::{apply, FleetStore, SqliteStore};
-/// use opamp_fleet::{AgentSnapshot, Event, LabelSelector, Rollout, RolloutId, RolloutSpec,
-///     RolloutStatus, Timestamp};
-/// use opamp_proto::InstanceUid;
-///
-/// let dir = tempfile::tempdir()?;
-/// let mut store = SqliteStore::open(dir.path().join("fleet.db"))?;
-/// let fleet = vec![AgentSnapshot::new(InstanceUid::from([1; 16]), Default::default(),
-///     Some("1.0.0".into()))];
-/// let spec = RolloutSpec::new("otelcol", "1.1.0", LabelSelector::all(), "alice");
-/// let now = Timestamp::from_millis(1);
-/// let mut rollout = Rollout::plan(RolloutId::new("r1"), spec, &fleet, now)?;
-/// store.create_rollout(&rollout)?;
-/// apply(&mut store, &mut rollout, Event::Start { by: "alice".into() }, now)?;
-///
-/// drop(store); // a restart
-/// let store = SqliteStore::open(dir.path().join("fleet.db"))?;
-/// let reloaded = store.load_rollout(&RolloutId::new("r1"))?.expect("stored");
-/// assert_eq!(reloaded, rollout);
-/// assert_eq!(reloaded.status(), RolloutStatus::Canary);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn apply<S: FleetStore + ?Sized>(
-    store: &mut S,
-    rollout: &mut Rollout,
-    event: Event,
-    now: Timestamp,
-) -> Result<Vec<Command>, FleetError> {
-    let commands = rollout.handle(event.clone(), now)?;
-    if let Err(error) = store.record_step(rollout, &event, now, &commands) {
-        tracing::error!(rollout = %rollout.id(), %error, "persisting a rollout step failed; reloading");
-        if let Ok(Some(stored)) = store.load_rollout(rollout.id()) {
-            *rollout = stored;
-        }
-        return Err(error.into());
-    }
-    Ok(commands)
-}
+pub use opamp_rollout::store::{RolloutStore, apply};

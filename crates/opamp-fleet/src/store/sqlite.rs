@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::migrations::MIGRATIONS;
 use super::sqlite_configs;
 use super::{
-    AgentDetails, AgentRecord, AuditQuery, ConfigEntry, FleetStore, PackageEntry, RolloutSummary,
-    StoreError, StoredAudit, StoredEvent,
+    AgentDetails, AgentRecord, AuditQuery, ConfigEntry, FleetStore, PackageEntry, RolloutStore,
+    RolloutSummary, StoreError, StoredAudit, StoredEvent,
 };
 use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
@@ -324,7 +324,9 @@ impl SqliteStore {
     }
 }
 
-impl FleetStore for SqliteStore {
+impl RolloutStore for SqliteStore {
+    type Error = StoreError;
+
     fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), StoreError> {
         let tx = self
             .connection
@@ -470,6 +472,55 @@ impl FleetStore for SqliteStore {
         Ok(Some(rollout))
     }
 
+    fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        let mut active = Vec::new();
+        for summary in self.list_rollouts()? {
+            if !summary.status.is_terminal()
+                && let Some(rollout) = self.load_rollout(&summary.id)?
+            {
+                active.push(rollout);
+            }
+        }
+        Ok(active)
+    }
+
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(db("starting a transaction"))?;
+        for record in records {
+            SqliteStore::insert_audit(&tx, record)?;
+        }
+        tx.commit().map_err(db("committing audit records"))
+    }
+
+    fn standing_rollouts(&self) -> Result<Vec<(Rollout, Timestamp)>, StoreError> {
+        // Only the newest completed package rollout per package and selector stands: skipping
+        // the others by their summary keeps start-up from loading the whole history.
+        let mut seen = std::collections::HashSet::new();
+        let mut completed: Vec<_> = self
+            .list_rollouts()?
+            .into_iter()
+            .filter(|summary| summary.status == RolloutStatus::Completed)
+            // Config rollouts leave nothing standing (and may share a package's name).
+            .filter(|summary| summary.target_kind.is_package())
+            .collect();
+        completed.sort_by_key(|summary| std::cmp::Reverse(summary.updated_at));
+        let mut standing = Vec::new();
+        for summary in completed {
+            if !seen.insert((summary.package.clone(), summary.selector.clone())) {
+                continue;
+            }
+            if let Some(rollout) = self.load_rollout(&summary.id)? {
+                standing.push((rollout, summary.updated_at));
+            }
+        }
+        Ok(standing)
+    }
+}
+
+impl FleetStore for SqliteStore {
     fn list_rollouts(&self) -> Result<Vec<RolloutSummary>, StoreError> {
         let mut statement = self
             .connection
@@ -509,18 +560,6 @@ impl FleetStore for SqliteStore {
             });
         }
         Ok(summaries)
-    }
-
-    fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
-        let mut active = Vec::new();
-        for summary in self.list_rollouts()? {
-            if !summary.status.is_terminal()
-                && let Some(rollout) = self.load_rollout(&summary.id)?
-            {
-                active.push(rollout);
-            }
-        }
-        Ok(active)
     }
 
     fn rollout_events(
@@ -704,17 +743,6 @@ impl FleetStore for SqliteStore {
         sqlite_configs::configs(&self.connection)
     }
 
-    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let tx = self
-            .connection
-            .transaction()
-            .map_err(db("starting a transaction"))?;
-        for record in records {
-            SqliteStore::insert_audit(&tx, record)?;
-        }
-        tx.commit().map_err(db("committing audit records"))
-    }
-
     fn audit_log(&self, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError> {
         let mut statement = self
             .connection
@@ -776,16 +804,18 @@ impl SqliteStore {
         for row in rows {
             let (uid, labels, capabilities, versions, healthy, connected, last_seen) =
                 row.map_err(db("reading agents"))?;
-            agents.push(AgentRecord {
-                uid: parse_uid(&uid)?,
-                labels: serde_json::from_str(&labels).map_err(json("decoding agent labels"))?,
-                capabilities: from_sql_u64(capabilities),
-                package_versions: serde_json::from_str(&versions)
-                    .map_err(json("decoding agent versions"))?,
-                healthy,
-                connected,
-                last_seen: timestamp(last_seen),
-            });
+            let labels = serde_json::from_str(&labels).map_err(json("decoding agent labels"))?;
+            let mut agent = AgentRecord::new(
+                parse_uid(&uid)?,
+                labels,
+                from_sql_u64(capabilities),
+                timestamp(last_seen),
+            );
+            agent.package_versions =
+                serde_json::from_str(&versions).map_err(json("decoding agent versions"))?;
+            agent.healthy = healthy;
+            agent.connected = connected;
+            agents.push(agent);
         }
         Ok(agents)
     }

@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use opamp_fleet::store::{FleetStore, SqliteOptions, SqliteStore, Synchronous};
+use opamp_fleet::store::{RolloutStore, SqliteOptions, SqliteStore, Synchronous};
 use opamp_fleet::{
     AuditAction, BatchPlan, Command, Event, FailureBudget, LabelSelector, Labels, Rollout,
     RolloutId, RolloutSpec, RolloutStatus, Timestamp,

@@ -463,6 +463,7 @@ fn audit_row(position: i64, record: &AuditRecord) -> String {
         crate::audit::Actor::Agent(uid) => format!("agent <code>{uid}</code>"),
         crate::audit::Actor::Engine => "engine".to_owned(),
         crate::audit::Actor::Peer { address } => format!("peer <code>{}</code>", esc(address)),
+        other => esc(&format!("{other:?}")),
     };
     let details = match serde_json::to_value(&record.action) {
         Ok(serde_json::Value::Object(fields)) => fields

@@ -21,7 +21,7 @@ use crate::events::RolloutStatus;
 use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutState};
 use crate::server::driver::{Operation, Request as DriverRequest};
 use crate::spec::{BatchPlan, FailureBudget};
-use crate::store::{AuditQuery, FleetStore as _, StoredAudit};
+use crate::store::{AuditQuery, FleetStore as _, RolloutStore as _, StoredAudit};
 
 /// Failed agents listed on a rollout page (the counts cover the rest).
 const FAILURES_SHOWN: usize = 100;
@@ -327,6 +327,7 @@ fn stage(state: &RolloutState) -> String {
         RolloutState::Completed => "completed".to_owned(),
         RolloutState::RolledBack { .. } => "rolled back".to_owned(),
         RolloutState::Failed { .. } => "failed".to_owned(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -363,6 +364,7 @@ fn failure_text(reason: &FailureReason) -> String {
             }
         ),
         FailureReason::Unhealthy => "reported unhealthy after installing".to_owned(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use opamp_proto::InstanceUid;
 
-use crate::FleetError;
+use crate::RolloutError;
 use crate::rollout::{Rollout, RolloutId};
 use crate::selector::LabelSelector;
 use crate::spec::{RolloutSpec, TargetKind};
@@ -70,15 +70,15 @@ impl RolloutConflicts {
     /// Refuses `candidate` if it conflicts with an active rollout.
     ///
     /// # Errors
-    /// [`FleetError::Conflict`] naming the active rollout and the reason.
-    pub fn check(&self, candidate: &Rollout) -> Result<(), FleetError> {
+    /// [`RolloutError::Conflict`] naming the active rollout and the reason.
+    pub fn check(&self, candidate: &Rollout) -> Result<(), RolloutError> {
         let key = conflict_key(candidate.spec());
         let package = &candidate.spec().package_name;
         for (id, active) in &self.active {
             if id == candidate.id() || active.package != key {
                 continue;
             }
-            let conflict = |reason: String| FleetError::Conflict {
+            let conflict = |reason: String| RolloutError::Conflict {
                 active: id.clone(),
                 package: package.clone(),
                 reason,
@@ -102,7 +102,7 @@ impl RolloutConflicts {
     ///
     /// # Errors
     /// As [`RolloutConflicts::check`].
-    pub fn register(&mut self, rollout: &Rollout) -> Result<(), FleetError> {
+    pub fn register(&mut self, rollout: &Rollout) -> Result<(), RolloutError> {
         self.check(rollout)?;
         self.insert(rollout);
         Ok(())

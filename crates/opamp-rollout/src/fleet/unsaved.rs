@@ -10,8 +10,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::events::Event;
 use crate::rollout::RolloutId;
 use crate::time::Timestamp;
@@ -25,7 +23,7 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct UnsavedSteps {
     queue: BTreeMap<RolloutId, VecDeque<(Event, Timestamp)>>,
-    retry_at: Option<Instant>,
+    retry_at: Option<Timestamp>,
     delay: Duration,
 }
 
@@ -49,17 +47,17 @@ impl UnsavedSteps {
     pub(crate) fn push(&mut self, id: RolloutId, event: Event, at: Timestamp) {
         self.queue.entry(id).or_default().push_back((event, at));
         if self.retry_at.is_none() {
-            self.retry_at = Some(Instant::now() + self.delay);
+            self.retry_at = Some(at.saturating_add(self.delay));
         }
     }
 
     /// When the next retry is due.
-    pub(crate) fn retry_at(&self) -> Option<Instant> {
+    pub(crate) fn retry_at(&self) -> Option<Timestamp> {
         self.retry_at
     }
 
     /// Whether a retry is due at `now`.
-    pub(crate) fn due(&self, now: Instant) -> bool {
+    pub(crate) fn due(&self, now: Timestamp) -> bool {
         self.retry_at.is_some_and(|at| at <= now)
     }
 
@@ -85,13 +83,13 @@ impl UnsavedSteps {
 
     /// A retry round ended: with everything saved the back-off resets; otherwise the next
     /// round waits twice as long (up to [`MAX_DELAY`]).
-    pub(crate) fn round_done(&mut self, all_saved: bool) {
+    pub(crate) fn round_done(&mut self, all_saved: bool, now: Timestamp) {
         if all_saved && self.queue.is_empty() {
             self.retry_at = None;
             self.delay = FIRST_DELAY;
         } else {
             self.delay = (self.delay * 2).min(MAX_DELAY);
-            self.retry_at = Some(Instant::now() + self.delay);
+            self.retry_at = Some(now.saturating_add(self.delay));
         }
     }
 

@@ -383,7 +383,7 @@ struct RolloutData {
 /// # Example
 /// ```
 /// use std::time::Duration;
-/// use opamp_fleet::{AgentSnapshot, Command, Event, LabelSelector, Rollout, RolloutId,
+/// use opamp_rollout::{AgentSnapshot, Command, Event, LabelSelector, Rollout, RolloutId,
 ///     RolloutSpec, RolloutStatus, Timestamp};
 /// use opamp_proto::InstanceUid;
 ///
@@ -417,7 +417,7 @@ struct RolloutData {
 /// let commands = rollout.handle(Event::Timeout, now)?;
 /// let first_batch = commands.iter().filter(|c| matches!(c, Command::Offer { .. })).count();
 /// assert_eq!(first_batch, 5); // batches of 25 % of the 19 others, rounded up
-/// # Ok::<(), opamp_fleet::FleetError>(())
+/// # Ok::<(), opamp_rollout::RolloutError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Rollout {

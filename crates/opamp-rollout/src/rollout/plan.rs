@@ -8,7 +8,7 @@ use super::{
     AgentPhase, AgentProgress, AgentSnapshot, Rollout, RolloutData, RolloutId, RolloutState,
     SkipReason, SkippedAgent, Wave,
 };
-use crate::FleetError;
+use crate::RolloutError;
 use crate::spec::{RolloutSpec, batch_sizes};
 use crate::time::Timestamp;
 
@@ -23,14 +23,14 @@ impl Rollout {
     /// the front of that order, connected agents first.
     ///
     /// # Errors
-    /// [`FleetError::InvalidSpec`], [`FleetError::DuplicateAgent`] if the snapshot lists an
-    /// agent twice, and [`FleetError::NoAgents`] if nothing is left to roll out to.
+    /// [`RolloutError::InvalidSpec`], [`RolloutError::DuplicateAgent`] if the snapshot lists an
+    /// agent twice, and [`RolloutError::NoAgents`] if nothing is left to roll out to.
     pub fn plan(
         id: RolloutId,
         spec: RolloutSpec,
         fleet: &[AgentSnapshot],
         now: Timestamp,
-    ) -> Result<Rollout, FleetError> {
+    ) -> Result<Rollout, RolloutError> {
         spec.validate()?;
         let mut seen = HashSet::with_capacity(fleet.len());
         let mut eligible: Vec<(u64, &AgentSnapshot)> = Vec::new();
@@ -38,7 +38,7 @@ impl Rollout {
         let mut selected = 0usize;
         for agent in fleet {
             if !seen.insert(agent.uid) {
-                return Err(FleetError::DuplicateAgent { uid: agent.uid });
+                return Err(RolloutError::DuplicateAgent { uid: agent.uid });
             }
             if !spec.selector.matches(&agent.labels) {
                 continue;
@@ -59,7 +59,7 @@ impl Rollout {
             }
         }
         if eligible.is_empty() {
-            return Err(FleetError::NoAgents {
+            return Err(RolloutError::NoAgents {
                 selected,
                 skipped: skipped.len(),
             });
@@ -100,7 +100,7 @@ impl Rollout {
         let mut start = 0u32;
         for (wave_index, size) in sizes.iter().enumerate() {
             let size32 =
-                u32::try_from(*size).map_err(|_| FleetError::TooManyAgents { count: total })?;
+                u32::try_from(*size).map_err(|_| RolloutError::TooManyAgents { count: total })?;
             let budget = if wave_index == 0 {
                 0
             } else {

@@ -6,7 +6,7 @@ use opamp_proto::InstanceUid;
 
 use super::*;
 use crate::spec::{BatchPlan, FailureBudget};
-use crate::{FleetError, LabelSelector, RolloutConflicts};
+use crate::{LabelSelector, RolloutConflicts, RolloutError};
 
 const OLD: &str = "0.114.0";
 const NEW: &str = "0.115.0";
@@ -407,7 +407,7 @@ fn rejected_operator_events_leave_the_rollout_unchanged() {
         let err = rollout.handle(event, at(1)).unwrap_err();
         assert!(matches!(
             err,
-            FleetError::InvalidTransition {
+            RolloutError::InvalidTransition {
                 status: RolloutStatus::Canary,
                 ..
             }
@@ -516,13 +516,13 @@ fn plan_refuses_empty_selection_and_duplicates() {
     spec.selector = "env=staging".parse().unwrap();
     assert!(matches!(
         Rollout::plan(RolloutId::new("r"), spec, &fleet(4), at(0)),
-        Err(FleetError::NoAgents { selected: 0, .. })
+        Err(RolloutError::NoAgents { selected: 0, .. })
     ));
     let mut agents = fleet(3);
     agents.push(agents[0].clone());
     assert!(matches!(
         Rollout::plan(RolloutId::new("r"), self::spec(), &agents, at(0)),
-        Err(FleetError::DuplicateAgent { .. })
+        Err(RolloutError::DuplicateAgent { .. })
     ));
 }
 
@@ -559,7 +559,7 @@ fn conflicts_refuses_overlapping_rollouts_of_one_package() {
     prod_spec.selector = "env=prod".parse().unwrap();
     let overlapping = Rollout::plan(RolloutId::new("prod"), prod_spec, &fleet(10), at(0)).unwrap();
     assert!(
-        matches!(conflicts.check(&overlapping), Err(FleetError::Conflict { reason, .. }) if reason.contains("agents"))
+        matches!(conflicts.check(&overlapping), Err(RolloutError::Conflict { reason, .. }) if reason.contains("agents"))
     );
 
     let mut other_package = spec();
@@ -733,8 +733,8 @@ fn service_version_without_a_package_status_is_skipped_as_unknown() {
     ]
     .into_iter()
     .collect();
-    let unmanaged = crate::store::AgentRecord::new(uid(1), labels.clone(), 0, at(0));
-    let mut managed = crate::store::AgentRecord::new(uid(2), labels, 0, at(0));
+    let unmanaged = crate::AgentRecord::new(uid(1), labels.clone(), 0, at(0));
+    let mut managed = crate::AgentRecord::new(uid(2), labels, 0, at(0));
     managed
         .package_versions
         .insert("otelcol".to_owned(), OLD.to_owned());

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::FleetError;
+use crate::RolloutError;
 use crate::selector::LabelSelector;
 
 /// How the agents left after the canaries are split into batches.
@@ -256,10 +256,10 @@ impl RolloutSpec {
     /// Checks the knobs are usable.
     ///
     /// # Errors
-    /// [`FleetError::InvalidSpec`] naming the field.
-    pub fn validate(&self) -> Result<(), FleetError> {
+    /// [`RolloutError::InvalidSpec`] naming the field.
+    pub fn validate(&self) -> Result<(), RolloutError> {
         let invalid =
-            |field: &'static str, reason: String| Err(FleetError::InvalidSpec { field, reason });
+            |field: &'static str, reason: String| Err(RolloutError::InvalidSpec { field, reason });
         if self.package_name.trim().is_empty() {
             return invalid("package_name", "must not be empty".into());
         }
@@ -365,7 +365,7 @@ mod tests {
         let spec =
             RolloutSpec::new("otelcol", "1.0.0", LabelSelector::all(), "ops").canary_share(0.0);
         match spec.validate() {
-            Err(FleetError::InvalidSpec { field, .. }) => assert_eq!(field, "canary_share"),
+            Err(RolloutError::InvalidSpec { field, .. }) => assert_eq!(field, "canary_share"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::FleetError;
+use crate::RolloutError;
 
 /// An agent's labels: attribute name to value.
 pub type Labels = BTreeMap<String, String>;
@@ -134,10 +134,10 @@ impl fmt::Display for LabelSelector {
 }
 
 impl FromStr for LabelSelector {
-    type Err = FleetError;
+    type Err = RolloutError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason: &str| FleetError::InvalidSelector {
+        let invalid = |reason: &str| RolloutError::InvalidSelector {
             selector: text.to_owned(),
             reason: reason.to_owned(),
         };

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use opamp_fleet::{
+use opamp_proto::InstanceUid;
+use opamp_rollout::{
     AgentPhase, AgentSnapshot, BatchPlan, Event, FailureBudget, LabelSelector, Labels, Rollout,
     RolloutId, RolloutSpec, RolloutState, RolloutStatus, Timestamp,
 };
-use opamp_proto::InstanceUid;
 use proptest::prelude::*;
 
 const AGENTS: u32 = 24;

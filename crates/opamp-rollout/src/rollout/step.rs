@@ -3,7 +3,7 @@
 use opamp_proto::InstanceUid;
 
 use super::{AgentPhase, AgentProgress, FailureReason, Rollout, RolloutState};
-use crate::FleetError;
+use crate::RolloutError;
 use crate::audit::{Actor, AuditAction, AuditRecord};
 use crate::events::{Command, Event, RolloutStatus};
 use crate::time::Timestamp;
@@ -16,12 +16,12 @@ impl Rollout {
     /// agents outside the rollout return no commands.
     ///
     /// # Errors
-    /// [`FleetError::InvalidTransition`] when an operator event does not apply to the current
+    /// [`RolloutError::InvalidTransition`] when an operator event does not apply to the current
     /// status (start twice, resume when not paused, anything after the end, ...). The rollout is
     /// left unchanged then, so a rejected event need not be persisted.
     ///
     /// See [`Rollout`] for an example.
-    pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<Vec<Command>, FleetError> {
+    pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<Vec<Command>, RolloutError> {
         self.check_allowed(&event)?;
         let now = now.max(self.data.clock);
         self.data.clock = now;
@@ -61,7 +61,7 @@ impl Rollout {
         Ok(out)
     }
 
-    fn check_allowed(&self, event: &Event) -> Result<(), FleetError> {
+    fn check_allowed(&self, event: &Event) -> Result<(), RolloutError> {
         let status = self.status();
         let allowed = match event {
             Event::Start { .. } => status == RolloutStatus::Planned,
@@ -78,7 +78,7 @@ impl Rollout {
         if allowed {
             Ok(())
         } else {
-            Err(FleetError::InvalidTransition {
+            Err(RolloutError::InvalidTransition {
                 rollout: self.data.id.clone(),
                 status,
                 event: event.kind(),

@@ -6,7 +6,7 @@ use opamp_proto::InstanceUid;
 
 use super::*;
 use crate::spec::{BatchPlan, TargetKind};
-use crate::{FleetError, LabelSelector, RolloutConflicts};
+use crate::{LabelSelector, RolloutConflicts, RolloutError};
 
 const TARGET_HASH: &str = "c0ffee";
 /// What an agent without a remote config goes back to: an empty config map.
@@ -287,7 +287,7 @@ fn config_rollouts_conflict_with_each_other_whatever_their_names_but_not_with_pa
     let second = Rollout::plan(RolloutId::new("b"), other_name, &labelled, at(0)).unwrap();
     assert!(matches!(
         conflicts.check(&second),
-        Err(FleetError::Conflict { reason, .. }) if reason.contains("agents")
+        Err(RolloutError::Conflict { reason, .. }) if reason.contains("agents")
     ));
 
     let package_fleet: Vec<AgentSnapshot> = (0..4)
@@ -304,7 +304,7 @@ fn a_config_spec_without_its_hash_is_refused() {
     spec.target_ref = None;
     assert!(matches!(
         spec.validate(),
-        Err(FleetError::InvalidSpec {
+        Err(RolloutError::InvalidSpec {
             field: "target_ref",
             ..
         })

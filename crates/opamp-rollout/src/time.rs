@@ -66,7 +66,7 @@ impl Timestamp {
     /// `3d ago`, `in 40s`; `never` for the epoch (the "not yet" value of stored times).
     ///
     /// ```
-    /// use opamp_fleet::time::Timestamp;
+    /// use opamp_rollout::time::Timestamp;
     ///
     /// let now = Timestamp::from_millis(100_000);
     /// assert_eq!(Timestamp::from_millis(88_000).relative_to(now), "12s ago");
