@@ -9,6 +9,8 @@ pub mod catalog;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod config_catalog;
+#[cfg(feature = "server")]
+mod enrollment;
 mod error;
 #[cfg(feature = "server")]
 pub mod limits;

@@ -3,7 +3,8 @@
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
-use crate::rollout::{FailureReason, RolloutId};
+use crate::failure::FailureReason;
+use crate::id::RolloutId;
 use crate::time::Timestamp;
 
 /// Who caused an audited action.

@@ -3,7 +3,7 @@
 use opamp_proto::InstanceUid;
 
 use crate::events::RolloutStatus;
-use crate::rollout::RolloutId;
+use crate::id::RolloutId;
 
 /// Everything the rollout engine and the coordinator refuse.
 #[derive(Debug, thiserror::Error)]

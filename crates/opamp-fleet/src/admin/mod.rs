@@ -32,6 +32,7 @@ mod configs;
 mod dashboard;
 mod health;
 mod process_metrics;
+pub(crate) mod requests;
 mod routes;
 mod transport_metrics;
 pub mod types;

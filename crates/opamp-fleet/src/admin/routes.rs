@@ -75,11 +75,11 @@ impl utoipa::Modify for BearerToken {
 }
 use crate::FleetError;
 use crate::RolloutError;
+use crate::admin::requests::{Operation, Request as DriverRequest};
 use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
 use crate::config::OperatorToken;
 use crate::metrics::FleetMetrics;
 use crate::rollout::{Rollout, RolloutId};
-use crate::server::driver::{Operation, Request as DriverRequest};
 use crate::store::{AuditQuery, FleetStore, RolloutStore as _, SqliteStore, StoreError};
 use opamp_transport::server::TransportStats;
 
@@ -517,7 +517,7 @@ async fn create_enrollment_token(
     let store = state.store.clone();
     let by = operator.0.to_string();
     let (token, expires_at) = tokio::task::spawn_blocking(move || {
-        crate::server::identity::create_enrollment_token(&store, &by, request.ttl)
+        crate::enrollment::create_token(&store, &by, request.ttl)
     })
     .await
     .map_err(|_| FleetError::Stopped)??;

@@ -9,23 +9,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opamp_proto::InstanceUid;
 use opamp_transport::server::{AgentClaim, AgentVerdict, ClientIdentity};
-use rand::RngCore as _;
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::FleetError;
 use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
 use crate::catalog::{SharedStore, lock};
 use crate::config::AgentIdentityMode;
+use crate::enrollment::{random_secret, sha256};
 use crate::rollout::RolloutId;
 use crate::store::{EnrollmentOutcome, RolloutStore as _};
 use crate::time::Timestamp;
 
 /// The SAN URI prefix that binds a client certificate to an instance uid.
 pub(crate) const INSTANCE_URI_PREFIX: &str = "urn:opamp:instance:";
-
-/// How long an enrollment token stays valid when the operator does not say.
-pub(crate) const DEFAULT_ENROLLMENT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Refusals of one (uid, peer address) are audited at most once per this interval, and at
 /// most [`AUDITS_PER_SECOND`] overall, so a flood of forged claims cannot flood the
@@ -277,38 +273,6 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .filter(|secret| !secret.is_empty())
-}
-
-fn sha256(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// 256 random bits from the OS, hex: enrollment tokens and agent credentials.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-/// Creates a one-time enrollment token valid for `ttl` (default one day), stores its digest
-/// and audits it under `operator`. Returns the token (shown once) and its expiry.
-pub(crate) fn create_enrollment_token(
-    store: &SharedStore,
-    operator: &str,
-    ttl: Option<Duration>,
-) -> Result<(String, Timestamp), FleetError> {
-    let token = random_secret();
-    let now = Timestamp::from_system_time(SystemTime::now());
-    let expires_at = now.saturating_add(ttl.unwrap_or(DEFAULT_ENROLLMENT_TTL));
-    let mut store = lock(store);
-    store.add_enrollment_token(&sha256(&token), operator, now, expires_at)?;
-    store.append_audit(&[AuditRecord::new(
-        now,
-        RolloutId::new(FLEET_RECORDS),
-        Actor::Operator(operator.to_owned()),
-        AuditAction::EnrollmentTokenCreated { expires_at },
-    )])?;
-    Ok((token, expires_at))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub(crate) mod driver;
 mod fd_limits;
 pub(crate) mod identity;
 pub(crate) mod offers;
+mod requests;
 pub mod startup;
 
 use std::net::SocketAddr;

@@ -35,41 +35,17 @@ mod plan;
 mod step;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
 
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::audit::{Actor, AuditAction, AuditRecord};
 pub use crate::events::{Command, Event, RolloutStatus};
+pub use crate::failure::FailureReason;
+pub use crate::id::RolloutId;
 use crate::selector::Labels;
 use crate::spec::RolloutSpec;
 use crate::time::Timestamp;
-
-/// A rollout's identity (chosen by the server, e.g. a UUID).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RolloutId(String);
-
-impl RolloutId {
-    /// Wraps an id.
-    #[must_use]
-    pub fn new(id: impl Into<String>) -> Self {
-        RolloutId(id.into())
-    }
-
-    /// The id as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for RolloutId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// What the server knows about one agent when it plans a rollout. Pass only agents that may
 /// be offered packages (they report the `AcceptsPackages` capability).
@@ -138,31 +114,6 @@ pub struct SkippedAgent {
     pub uid: InstanceUid,
     /// Why.
     pub reason: SkipReason,
-}
-
-/// Why an agent failed in a rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-#[non_exhaustive]
-pub enum FailureReason {
-    /// The agent reported `InstallFailed`.
-    InstallFailed {
-        /// The agent's message.
-        error: String,
-    },
-    /// No install report within the install timeout. `connected` tells whether the agent was
-    /// connected when the timeout passed (a disconnected agent that never returned).
-    InstallTimedOut {
-        /// Connection state at the deadline.
-        connected: bool,
-    },
-    /// Installed, but no healthy report within the health timeout.
-    HealthTimedOut {
-        /// Connection state at the deadline.
-        connected: bool,
-    },
-    /// Reported unhealthy after installing the target.
-    Unhealthy,
 }
 
 /// Where one agent stands in the rollout.

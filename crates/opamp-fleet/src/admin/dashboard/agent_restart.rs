@@ -11,8 +11,8 @@ use super::Dashboard;
 use super::html::csrf_field;
 use super::session::{CsrfForm, Session, refusal};
 use crate::admin::agents::{RestartReport, RestartRequest};
+use crate::admin::requests::Request as DriverRequest;
 use crate::admin::routes::{ask, status_of};
-use crate::server::driver::Request as DriverRequest;
 use crate::store::AgentRecord;
 
 /// The button, for operators who may write and agents that are connected and accept the

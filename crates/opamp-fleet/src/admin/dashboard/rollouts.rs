@@ -15,11 +15,11 @@ use super::html::{Nav, csrf_field, esc, page, time};
 use super::pages::{audit_table, rollout_table, store_failure};
 use super::session::{Session, refusal};
 use crate::FleetError;
+use crate::admin::requests::{Operation, Request as DriverRequest};
 use crate::admin::routes::{ask, read, status_of};
 use crate::admin::types::{RolloutRequest, RolloutView};
 use crate::events::RolloutStatus;
 use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutState};
-use crate::server::driver::{Operation, Request as DriverRequest};
 use crate::spec::{BatchPlan, FailureBudget};
 use crate::store::{AuditQuery, FleetStore as _, RolloutStore as _, StoredAudit};
 
