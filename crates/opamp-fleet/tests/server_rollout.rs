@@ -290,7 +290,7 @@ async fn newcomers_matching_a_completed_rollout_get_its_version() {
     let bystander =
         spawn_failing_agent(&endpoint, 4, "other", "1.0.0", Duration::ZERO, none.clone());
     let newcomer = agents[3].uid;
-    let caught_up = |agents: &[opamp_fleet::store::AgentRecord], uid: InstanceUid| {
+    let caught_up = |agents: &[opamp_fleet::admin::AgentSummary], uid: InstanceUid| {
         agents.iter().any(|a| {
             a.uid == uid && a.package_versions.get(PACKAGE).map(String::as_str) == Some("2.0.0")
         })
@@ -343,7 +343,7 @@ async fn newcomers_matching_a_completed_rollout_get_its_version() {
 async fn wait_for(
     client: &AdminClient,
     what: &str,
-    check: impl Fn(&[opamp_fleet::store::AgentRecord]) -> bool,
+    check: impl Fn(&[opamp_fleet::admin::AgentSummary]) -> bool,
 ) {
     fleet_support::poll(what, || async {
         let agents = client.agents().await.ok()?;

@@ -2,8 +2,8 @@
 
 use clap::Subcommand;
 
+use opamp_fleet::admin::AgentSummary;
 use opamp_fleet::admin::RestartRequest;
-use opamp_fleet::store::AgentRecord;
 
 use super::{AdminConnection, fleet_error, table};
 use crate::failure::CommandError;
@@ -127,7 +127,7 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
             let agents = super::runtime()?
                 .block_on(client.agents())
                 .map_err(|e| fleet_error(e, "cannot list the agents"))?;
-            let agents: Vec<AgentRecord> = agents
+            let agents: Vec<AgentSummary> = agents
                 .into_iter()
                 .filter(|agent| {
                     selector
@@ -206,7 +206,7 @@ fn restart(
     output::line(lines.join("\n"))
 }
 
-fn row(agent: &AgentRecord) -> Vec<String> {
+fn row(agent: &AgentSummary) -> Vec<String> {
     let versions: Vec<String> = agent
         .package_versions
         .iter()

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use opamp_fleet::admin::AgentSummary;
 use opamp_fleet::admin::{AdminClient, RolloutView};
-use opamp_fleet::store::AgentRecord;
 use opamp_fleet::{FleetError, RolloutState};
 
 /// How often the view asks the admin API for the rollout and the agents.
@@ -28,7 +28,7 @@ pub(crate) fn stage(view: &RolloutView) -> String {
 }
 
 /// `1.0.0: 3 healthy, 1 unhealthy | 1.1.0: 16 healthy` for `package` over `agents`.
-pub(crate) fn versions(agents: &[AgentRecord], package: &str) -> String {
+pub(crate) fn versions(agents: &[AgentSummary], package: &str) -> String {
     let mut by_version: BTreeMap<String, (u32, u32, u32)> = BTreeMap::new();
     for agent in agents {
         let version = agent

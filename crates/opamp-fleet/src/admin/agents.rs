@@ -4,7 +4,8 @@
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{AgentDetails, AgentRecord};
+use super::views::AgentSummary;
+use crate::store::AgentDetails;
 
 /// `GET /api/v1/agents/{uid}`: the registry row and everything else the agent reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,7 +13,7 @@ use crate::store::{AgentDetails, AgentRecord};
 pub struct AgentView {
     /// The registry row (labels, capabilities, installed versions, health, last seen).
     #[serde(flatten)]
-    pub record: AgentRecord,
+    pub record: AgentSummary,
     /// Description attributes, package statuses, effective config, remote config status,
     /// health tree and connection (each absent until reported).
     pub details: AgentDetails,
@@ -21,7 +22,7 @@ pub struct AgentView {
 impl AgentView {
     /// The view of `record` with `details`.
     #[must_use]
-    pub fn new(record: AgentRecord, details: AgentDetails) -> Self {
+    pub fn new(record: AgentSummary, details: AgentDetails) -> Self {
         AgentView { record, details }
     }
 }

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use super::agents::{AgentView, RestartReport, RestartRequest};
 use super::configs::{ConfigUpload, ConfigView};
 use super::types::{AbortRequest, ApiError, RolloutRequest, RolloutUpdate, RolloutView};
+use super::views::{AgentSummary, AuditEntry, PackageView, RolloutListItem};
 use crate::FleetError;
-use crate::store::{AgentRecord, PackageEntry, RolloutSummary, StoredAudit};
 
 /// Talks to a fleet server's admin API with a bearer token.
 ///
@@ -133,7 +133,7 @@ impl AdminClient {
     ///
     /// # Errors
     /// [`FleetError::AdminApi`].
-    pub async fn agents(&self) -> Result<Vec<AgentRecord>, FleetError> {
+    pub async fn agents(&self) -> Result<Vec<AgentSummary>, FleetError> {
         self.get("/api/v1/agents").await
     }
 
@@ -162,7 +162,7 @@ impl AdminClient {
     ///
     /// # Errors
     /// [`FleetError::AdminApi`].
-    pub async fn packages(&self) -> Result<Vec<PackageEntry>, FleetError> {
+    pub async fn packages(&self) -> Result<Vec<PackageView>, FleetError> {
         self.get("/api/v1/packages").await
     }
 
@@ -177,7 +177,7 @@ impl AdminClient {
         name: &str,
         version: &str,
         signature: &[u8],
-    ) -> Result<PackageEntry, FleetError> {
+    ) -> Result<PackageView, FleetError> {
         let mut url = self.url("/api/v1/packages")?;
         if let Some(file_name) = file.file_name().and_then(|n| n.to_str()) {
             url.query_pairs_mut().append_pair("file_name", file_name);
@@ -234,7 +234,7 @@ impl AdminClient {
     ///
     /// # Errors
     /// [`FleetError::AdminApi`].
-    pub async fn rollouts(&self) -> Result<Vec<RolloutSummary>, FleetError> {
+    pub async fn rollouts(&self) -> Result<Vec<RolloutListItem>, FleetError> {
         self.get("/api/v1/rollouts").await
     }
 
@@ -294,7 +294,7 @@ impl AdminClient {
     ///
     /// # Errors
     /// [`FleetError::AdminApi`].
-    pub async fn audit(&self, rollout: Option<&str>) -> Result<Vec<StoredAudit>, FleetError> {
+    pub async fn audit(&self, rollout: Option<&str>) -> Result<Vec<AuditEntry>, FleetError> {
         let mut url = self.url("/api/v1/audit")?;
         if let Some(rollout) = rollout {
             url.query_pairs_mut().append_pair("rollout", rollout);

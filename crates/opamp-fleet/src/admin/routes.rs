@@ -27,6 +27,7 @@ use super::types::{
     AbortRequest, ApiError, EnrollmentToken, EnrollmentTokenRequest, RolloutRequest, RolloutUpdate,
     RolloutView,
 };
+use super::views::{self, AgentSummary, AuditEntry, PackageView, RolloutListItem};
 
 /// The admin API's OpenAPI 3.1 document, generated from the handlers' annotations and served
 /// at `/api/v1/openapi.json`.
@@ -275,18 +276,18 @@ async fn load_rollout(state: &AdminState, id: RolloutId) -> Result<Rollout, Flee
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
     responses(
-        (status = 200, description = "every agent the server knows (`AgentRecord`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms)", body = [Object]),
+        (status = 200, description = "every agent the server knows (`AgentSummary`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms)", body = [Object]),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn agents(State(state): State<AdminState>) -> Answer<Response> {
     let agents = read(&state, |store| store.agents()).await?;
-    Ok(Json(agents).into_response())
+    Ok(Json(views::all::<_, AgentSummary>(&agents)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{uid}", tag = "agents",
     params(("uid" = String, Path, description = "instance uid (UUID text)")),
     responses(
-        (status = 200, description = "the agent (`AgentView`: the `AgentRecord` fields plus `details`: identifying and non-identifying attributes, package statuses, effective config with its SHA-256, remote config status, component health tree, connection)", body = Object),
+        (status = 200, description = "the agent (`AgentView`: the `AgentSummary` fields plus `details`: identifying and non-identifying attributes, package statuses, effective config with its SHA-256, remote config status, component health tree, connection)", body = Object),
         (status = 400, description = "not an instance uid", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 404, description = "no such agent", body = ApiError),
@@ -300,7 +301,7 @@ async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Answ
             return Ok(None);
         };
         let details = store.agent_details(&parsed)?.unwrap_or_default();
-        Ok(Some(AgentView::new(record, details)))
+        Ok(Some(AgentView::new(AgentSummary::from(&record), details)))
     })
     .await?;
     let view = found.ok_or(FleetError::NotFound {
@@ -334,11 +335,12 @@ async fn restart_agents(
 
 #[utoipa::path(get, path = "/api/v1/packages", tag = "packages",
     responses(
-        (status = 200, description = "the catalog (`PackageEntry`: name, version, content_hash, size, signature, file_path, added_at, added_by)", body = [Object]),
+        (status = 200, description = "the catalog (`PackageView`: name, version, content_hash, size, signature, file_path, added_at, added_by)", body = [Object]),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn packages(State(state): State<AdminState>) -> Answer<Response> {
-    Ok(Json(read(&state, |store| store.packages()).await?).into_response())
+    let packages = read(&state, |store| store.packages()).await?;
+    Ok(Json(views::all::<_, PackageView>(&packages)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -361,7 +363,7 @@ struct UploadQuery {
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the package file"),
     responses(
-        (status = 201, description = "added (`PackageEntry`)", body = Object),
+        (status = 201, description = "added (`PackageView`)", body = Object),
         (status = 400, description = "bad name, version or signature", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
         (status = 403, description = "read-only operator", body = ApiError),
@@ -444,7 +446,7 @@ async fn add_package(
     })
     .await
     .map_err(|_| FleetError::Stopped)??;
-    Ok((StatusCode::CREATED, Json(entry)).into_response())
+    Ok((StatusCode::CREATED, Json(PackageView::from(&entry))).into_response())
 }
 
 pub(crate) async fn ask<T>(
@@ -531,11 +533,12 @@ async fn create_enrollment_token(
 
 #[utoipa::path(get, path = "/api/v1/rollouts", tag = "rollouts",
     responses(
-        (status = 200, description = "every rollout (`RolloutSummary`)", body = [Object]),
+        (status = 200, description = "every rollout (`RolloutListItem`)", body = [Object]),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn rollouts(State(state): State<AdminState>) -> Answer<Response> {
-    Ok(Json(read(&state, |store| store.list_rollouts()).await?).into_response())
+    let rollouts = read(&state, |store| store.list_rollouts()).await?;
+    Ok(Json(views::all::<_, RolloutListItem>(&rollouts)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/rollouts/{id}", tag = "rollouts",
@@ -713,7 +716,7 @@ struct AuditParams {
         ("limit" = Option<u32>, Query, description = "at most this many, oldest first"),
     ),
     responses(
-        (status = 200, description = "audit records (`StoredAudit`: position, record)", body = [Object]),
+        (status = 200, description = "audit records (`AuditEntry`: position, record)", body = [Object]),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
 async fn audit(
@@ -730,7 +733,8 @@ async fn audit(
     if let Some(limit) = params.limit {
         query = query.limit(limit);
     }
-    Ok(Json(read(&state, move |store| store.audit_log(&query)).await?).into_response())
+    let records = read(&state, move |store| store.audit_log(&query)).await?;
+    Ok(Json(views::all::<_, AuditEntry>(&records)).into_response())
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

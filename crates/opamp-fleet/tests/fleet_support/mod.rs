@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opamp_fleet::admin::AgentSummary;
 use opamp_fleet::admin::{AdminClient, RolloutRequest, RolloutView};
-use opamp_fleet::store::AgentRecord;
 use opamp_fleet::{BatchPlan, FleetServerConfig, RolloutStatus};
 use opamp_proto::{AgentCapabilities, InstanceUid, v1};
 use opamp_session::{AgentEvent, AgentSessionConfig};
@@ -145,7 +145,7 @@ pub fn request(version: &str, bake: Duration) -> RolloutRequest {
 }
 
 /// Counts agents per reported package version.
-pub fn versions(agents: &[AgentRecord]) -> BTreeMap<String, usize> {
+pub fn versions(agents: &[AgentSummary]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for agent in agents {
         let version = agent
