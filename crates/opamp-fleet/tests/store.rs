@@ -647,3 +647,64 @@ fn two_writers_cannot_both_append_the_same_step() {
         .collect();
     assert_eq!(starts, vec![r#"Operator("a")"#.to_owned()]);
 }
+
+/// What a restarted coordinator reads to offer again the reverts an ended rollout left
+/// unconfirmed: terminal rollouts updated at or after the bound, never active ones.
+#[test]
+fn ended_since_lists_terminal_rollouts_updated_since_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+    let mut ended = planned("ended", 10);
+    store.create_rollout(&ended).unwrap();
+    apply(
+        &mut store,
+        &mut ended,
+        Event::Start { by: "a".into() },
+        at(1),
+    )
+    .unwrap();
+    let canary = ended.wave_agents(0)[0].uid;
+    let installed = Event::AgentInstalled {
+        uid: canary,
+        version: NEW.into(),
+        healthy: Some(true),
+    };
+    apply(&mut store, &mut ended, installed, at(2)).unwrap();
+    let abort = Event::Abort {
+        by: "a".into(),
+        reason: "test".into(),
+    };
+    apply(&mut store, &mut ended, abort, at(2)).unwrap();
+    // The canary never confirms its revert: the abort gives up at its deadline.
+    while let Some(deadline) = ended.poll_timeout() {
+        apply(&mut store, &mut ended, Event::Timeout, deadline).unwrap();
+    }
+    assert!(ended.is_terminal(), "{}", ended.status());
+    let ended_at = store.list_rollouts().unwrap()[0].updated_at;
+    let mut active = planned("active", 10);
+    store.create_rollout(&active).unwrap();
+    apply(
+        &mut store,
+        &mut active,
+        Event::Start { by: "a".into() },
+        at(3),
+    )
+    .unwrap();
+
+    let ids = |since| -> Vec<String> {
+        store
+            .ended_since(since)
+            .unwrap()
+            .into_iter()
+            .map(|(rollout, _)| rollout.id().as_str().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(at(0)), ["ended"]);
+    assert_eq!(ids(ended_at), ["ended"]);
+    assert!(ids(ended_at.saturating_add(Duration::from_millis(1))).is_empty());
+    let (reloaded, _) = store.ended_since(at(0)).unwrap().remove(0);
+    assert!(
+        reloaded.agents().iter().any(|agent| agent.revert_pending()),
+        "the canary's revert is still unconfirmed"
+    );
+}

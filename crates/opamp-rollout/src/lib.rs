@@ -29,5 +29,5 @@ pub use rollout::{
 };
 pub use selector::{LabelRequirement, LabelSelector, Labels};
 pub use spec::{BatchPlan, FailureBudget, RolloutSpec, TargetKind};
-pub use store::{MemoryStore, RolloutStore};
+pub use store::{MemoryStore, MemoryStoreError, RolloutStore};
 pub use time::Timestamp;

@@ -59,6 +59,14 @@ pub trait RolloutStore {
     /// As [`RolloutStore::load_rollout`].
     fn standing_rollouts(&self) -> Result<Vec<(Rollout, Timestamp)>, Self::Error>;
 
+    /// The rollouts that ended at or after `since`, with when they ended. A restarted
+    /// coordinator offers again the reverts they left unconfirmed: an agent that was away when
+    /// its rollout gave up waiting must still be sent back when it returns.
+    ///
+    /// # Errors
+    /// As [`RolloutStore::load_rollout`].
+    fn ended_since(&self, since: Timestamp) -> Result<Vec<(Rollout, Timestamp)>, Self::Error>;
+
     /// Appends audit records not tied to an engine step (catch-up offers, restarts).
     ///
     /// # Errors
@@ -114,24 +122,64 @@ pub fn apply<S: RolloutStore + ?Sized>(
     Ok(commands)
 }
 
-/// A [`MemoryStore`] write refused on purpose ([`MemoryStore::fail_writes`]).
+/// Why a [`MemoryStore`] call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the memory store refuses writes (simulated failure)")]
 #[non_exhaustive]
-pub struct WriteRefused;
+pub enum MemoryStoreError {
+    /// Writes are refused on purpose ([`MemoryStore::fail_writes`]).
+    #[error("the memory store refuses writes (simulated failure)")]
+    WriteRefused,
+    /// Replaying a rollout's logged events did not reproduce it.
+    #[error("replaying rollout {rollout} failed: {reason}")]
+    Replay {
+        /// The rollout.
+        rollout: RolloutId,
+        /// What the engine said.
+        reason: String,
+    },
+}
 
-/// A [`RolloutStore`] in memory: rollouts as snapshots, the audit log as a list. Writes can
-/// be made to fail ([`MemoryStore::fail_writes`]) to exercise the paths a full disk takes.
+/// Steps logged after a snapshot before the next snapshot is taken.
+const SNAPSHOT_EVERY: usize = 256;
+
+/// One rollout as stored: a snapshot and the events applied since, like a database would keep
+/// it (a 10,000-agent rollout is too large to copy on every step).
+#[derive(Debug, Clone)]
+struct StoredRollout {
+    snapshot: Rollout,
+    log: Vec<(Event, Timestamp)>,
+    updated_at: Timestamp,
+}
+
+impl StoredRollout {
+    fn load(&self) -> Result<Rollout, MemoryStoreError> {
+        let mut rollout = self.snapshot.clone();
+        for (event, at) in &self.log {
+            rollout
+                .handle(event.clone(), *at)
+                .map_err(|error| MemoryStoreError::Replay {
+                    rollout: rollout.id().clone(),
+                    reason: error.to_string(),
+                })?;
+        }
+        Ok(rollout)
+    }
+}
+
+/// A [`RolloutStore`] in memory: each rollout as a snapshot plus the events applied since
+/// (replayed on load), the audit log as a list. Writes can be made to fail
+/// ([`MemoryStore::fail_writes`]) to exercise the paths a full disk takes.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
-    rollouts: BTreeMap<RolloutId, (Rollout, Timestamp)>,
+    rollouts: BTreeMap<RolloutId, StoredRollout>,
     audit: Vec<AuditRecord>,
     steps: u64,
     failing: bool,
 }
 
 impl MemoryStore {
-    /// Makes every later write fail with [`WriteRefused`] (`true`) or succeed again.
+    /// Makes every later write fail with [`MemoryStoreError::WriteRefused`] (`true`) or
+    /// succeed again.
     pub fn fail_writes(&mut self, failing: bool) {
         self.failing = failing;
     }
@@ -142,9 +190,9 @@ impl MemoryStore {
         &self.audit
     }
 
-    /// Every stored rollout with when it was last written.
-    pub fn rollouts(&self) -> impl Iterator<Item = &Rollout> {
-        self.rollouts.values().map(|(rollout, _)| rollout)
+    /// Ids of every stored rollout.
+    pub fn rollout_ids(&self) -> impl Iterator<Item = &RolloutId> {
+        self.rollouts.keys()
     }
 
     /// Steps recorded so far.
@@ -153,23 +201,41 @@ impl MemoryStore {
         self.steps
     }
 
-    fn writable(&self) -> Result<(), WriteRefused> {
+    fn writable(&self) -> Result<(), MemoryStoreError> {
         if self.failing {
-            Err(WriteRefused)
+            Err(MemoryStoreError::WriteRefused)
         } else {
             Ok(())
         }
     }
+
+    fn loaded(
+        &self,
+        keep: impl Fn(&Rollout, Timestamp) -> bool,
+    ) -> Result<Vec<(Rollout, Timestamp)>, MemoryStoreError> {
+        let mut found = Vec::new();
+        for stored in self.rollouts.values() {
+            let rollout = stored.load()?;
+            if keep(&rollout, stored.updated_at) {
+                found.push((rollout, stored.updated_at));
+            }
+        }
+        Ok(found)
+    }
 }
 
 impl RolloutStore for MemoryStore {
-    type Error = WriteRefused;
+    type Error = MemoryStoreError;
 
-    fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), WriteRefused> {
+    fn create_rollout(&mut self, rollout: &Rollout) -> Result<(), MemoryStoreError> {
         self.writable()?;
         self.rollouts.insert(
             rollout.id().clone(),
-            (rollout.clone(), rollout.created_at()),
+            StoredRollout {
+                snapshot: rollout.clone(),
+                log: Vec::new(),
+                updated_at: rollout.created_at(),
+            },
         );
         Ok(())
     }
@@ -177,13 +243,30 @@ impl RolloutStore for MemoryStore {
     fn record_step(
         &mut self,
         rollout: &Rollout,
-        _event: &Event,
+        event: &Event,
         now: Timestamp,
         commands: &[Command],
-    ) -> Result<(), WriteRefused> {
+    ) -> Result<(), MemoryStoreError> {
         self.writable()?;
-        self.rollouts
-            .insert(rollout.id().clone(), (rollout.clone(), now));
+        let status_changed = commands
+            .iter()
+            .any(|command| matches!(command, Command::StateChanged { .. }));
+        match self.rollouts.get_mut(rollout.id()) {
+            Some(stored) if !status_changed && stored.log.len() < SNAPSHOT_EVERY => {
+                stored.log.push((event.clone(), now));
+                stored.updated_at = now;
+            }
+            _ => {
+                self.rollouts.insert(
+                    rollout.id().clone(),
+                    StoredRollout {
+                        snapshot: rollout.clone(),
+                        log: Vec::new(),
+                        updated_at: now,
+                    },
+                );
+            }
+        }
         self.audit
             .extend(commands.iter().filter_map(|command| match command {
                 Command::Audit(record) => Some(record.clone()),
@@ -193,32 +276,26 @@ impl RolloutStore for MemoryStore {
         Ok(())
     }
 
-    fn load_rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, WriteRefused> {
-        Ok(self.rollouts.get(id).map(|(rollout, _)| rollout.clone()))
+    fn load_rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, MemoryStoreError> {
+        self.rollouts.get(id).map(StoredRollout::load).transpose()
     }
 
-    fn active_rollouts(&self) -> Result<Vec<Rollout>, WriteRefused> {
-        Ok(self
-            .rollouts
-            .values()
-            .filter(|(rollout, _)| !rollout.is_terminal())
-            .map(|(rollout, _)| rollout.clone())
-            .collect())
+    fn active_rollouts(&self) -> Result<Vec<Rollout>, MemoryStoreError> {
+        let active = self.loaded(|rollout, _| !rollout.is_terminal())?;
+        Ok(active.into_iter().map(|(rollout, _)| rollout).collect())
     }
 
-    fn standing_rollouts(&self) -> Result<Vec<(Rollout, Timestamp)>, WriteRefused> {
-        Ok(self
-            .rollouts
-            .values()
-            .filter(|(rollout, _)| {
-                rollout.status() == RolloutStatus::Completed
-                    && rollout.spec().target_kind.is_package()
-            })
-            .cloned()
-            .collect())
+    fn standing_rollouts(&self) -> Result<Vec<(Rollout, Timestamp)>, MemoryStoreError> {
+        self.loaded(|rollout, _| {
+            rollout.status() == RolloutStatus::Completed && rollout.spec().target_kind.is_package()
+        })
     }
 
-    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), WriteRefused> {
+    fn ended_since(&self, since: Timestamp) -> Result<Vec<(Rollout, Timestamp)>, MemoryStoreError> {
+        self.loaded(|rollout, at| rollout.is_terminal() && at >= since)
+    }
+
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), MemoryStoreError> {
         self.writable()?;
         self.audit.extend_from_slice(records);
         Ok(())

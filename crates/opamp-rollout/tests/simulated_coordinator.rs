@@ -54,6 +54,17 @@ proptest! {
     }
 }
 
+/// Seeds proptest once found failing, kept as regressions.
+#[test]
+fn regressions() {
+    for (seed, agents) in [
+        (7_019_722_055_233_013_785, 282),
+        (14_039_444_110_466_027_570, 300),
+    ] {
+        run(&SimConfig::chaotic(agents, seed));
+    }
+}
+
 /// Fixed scenarios make sure each behaviour is actually exercised, whatever seeds proptest
 /// draws.
 #[test]
@@ -104,22 +115,39 @@ fn agents_that_left_are_forgotten() {
     assert!(stats.forgotten > 0, "{stats:?}");
 }
 
-/// CPU time of the coordinator for 10,000 agents in three concurrent rollouts with every
-/// failure mode on. Release numbers:
+/// CPU time of the coordinator for 10,000 agents: three concurrent rollouts that complete
+/// (every agent moved, late joiners caught up, the store failing for a while, two restarts),
+/// and the chaotic fleet. Release numbers:
 /// `cargo test --release -p opamp-rollout --test simulated_coordinator -- --nocapture ten_thousand`.
 #[test]
 fn ten_thousand_agents_cpu_time() {
-    let stats = run(&SimConfig::chaotic(10_000, 42));
-    println!(
-        "10,000 agents, 3 rollouts: coordinator {:?} over {} inputs ({} offers), virtual time \
-         {:?}, statuses {:?}",
-        stats.coordinator_time,
-        stats.inputs,
-        stats.offers,
-        stats.virtual_time,
-        stats.final_statuses
-    );
-    if !cfg!(debug_assertions) {
-        assert!(stats.coordinator_time < Duration::from_secs(1));
+    let mut complete = SimConfig::clean(10_000, 42);
+    complete.late_joiners = 500;
+    complete.store_failures = true;
+    complete.restarts = 2;
+    for (name, config) in [
+        ("complete", complete),
+        ("chaotic", SimConfig::chaotic(10_000, 42)),
+    ] {
+        let stats = run(&config);
+        println!(
+            "10,000 agents, 3 rollouts, {name}: coordinator {:?} over {} inputs ({} offers), \
+             virtual time {:?}, statuses {:?}",
+            stats.coordinator_time,
+            stats.inputs,
+            stats.offers,
+            stats.virtual_time,
+            stats.final_statuses
+        );
+        if name == "complete" {
+            assert_eq!(stats.final_statuses, [RolloutStatus::Completed; 3]);
+            assert!(stats.caught_up > 0 && stats.restarts == 2, "{stats:?}");
+        }
+        if !cfg!(debug_assertions) {
+            assert!(
+                stats.coordinator_time < Duration::from_secs(1),
+                "{name}: {stats:?}"
+            );
+        }
     }
 }

@@ -84,7 +84,7 @@ impl Driver {
                 }
             }
             let settings = FleetSettings::default().forget_after(forget_after);
-            Fleet::recover(&*db, agents, applied, settings)?
+            Fleet::recover(&*db, agents, applied, settings, now())?
         };
         for rollout in fleet.rollouts() {
             metrics.set_rollout_state(

@@ -518,6 +518,19 @@ impl RolloutStore for SqliteStore {
         }
         Ok(standing)
     }
+
+    fn ended_since(&self, since: Timestamp) -> Result<Vec<(Rollout, Timestamp)>, StoreError> {
+        let mut ended = Vec::new();
+        for summary in self.list_rollouts()? {
+            if summary.status.is_terminal()
+                && summary.updated_at >= since
+                && let Some(rollout) = self.load_rollout(&summary.id)?
+            {
+                ended.push((rollout, summary.updated_at));
+            }
+        }
+        Ok(ended)
+    }
 }
 
 impl FleetStore for SqliteStore {

@@ -204,11 +204,13 @@ impl Fleet {
         }
     }
 
-    /// Rebuilds the coordinator after a restart from what it asked to persist: the active and
-    /// standing rollouts in `store`, the registry rows the caller kept (`agents`) and the
-    /// remote config hash (hex) each agent last reported applied. Every agent starts
-    /// disconnected (those that were connected are marked changed); each active rollout's
-    /// desired versions become the offers agents get when they connect.
+    /// Rebuilds the coordinator after a restart from what it asked to persist: the active,
+    /// standing and recently ended rollouts in `store`, the registry rows the caller kept
+    /// (`agents`) and the remote config hash (hex) each agent last reported applied. Every
+    /// agent starts disconnected (those that were connected are marked changed). The offers
+    /// agents get when they connect are rebuilt from the rollouts: each active rollout's
+    /// desired versions, and the reverts that rollouts which ended within
+    /// [`FleetSettings::forget_after`] of `now` left unconfirmed (agents away at the time).
     ///
     /// # Errors
     /// [`RolloutError::Store`] when the store cannot be read.
@@ -217,7 +219,12 @@ impl Fleet {
         agents: impl IntoIterator<Item = AgentRecord>,
         applied_configs: impl IntoIterator<Item = (InstanceUid, String)>,
         settings: FleetSettings,
+        now: Timestamp,
     ) -> Result<Self, RolloutError> {
+        let since =
+            Timestamp::from_millis(now.as_millis().saturating_sub(
+                u64::try_from(settings.forget_after.as_millis()).unwrap_or(u64::MAX),
+            ));
         let mut fleet = Fleet::new(settings);
         for mut agent in agents {
             // Nobody is connected to a server that just started.
@@ -234,27 +241,60 @@ impl Fleet {
         for (rollout, finished_at) in store.standing_rollouts().map_err(store_error)? {
             fleet.standing.record(&rollout, finished_at);
         }
+        // Oldest first, so a later rollout's word on an agent replaces an earlier one's.
+        let mut ended = store.ended_since(since).map_err(store_error)?;
+        ended.sort_by_key(|(_, ended_at)| *ended_at);
+        for (rollout, _) in &ended {
+            for agent in rollout.agents() {
+                if agent.revert_pending() {
+                    let revert = rollout.desired_version(&agent.uid);
+                    fleet.set_offer(rollout, agent.uid, revert);
+                } else if agent.was_offered() {
+                    // Settled by this rollout: whatever an older one wanted is moot.
+                    fleet.set_offer(rollout, agent.uid, None);
+                }
+            }
+        }
         let active = store.active_rollouts().map_err(store_error)?;
         fleet.conflicts = crate::conflicts::RolloutConflicts::from_rollouts(&active);
         for rollout in active {
             for agent in rollout.agents() {
-                let Some(version) = rollout.desired_version(&agent.uid) else {
-                    continue;
-                };
-                if rollout.spec().target_kind == TargetKind::Config {
-                    fleet.offered_configs.insert(agent.uid, version.to_owned());
-                } else {
-                    fleet
-                        .offered
-                        .entry(agent.uid)
-                        .or_default()
-                        .insert(rollout.spec().package_name.clone(), version.to_owned());
+                if let Some(version) = rollout.desired_version(&agent.uid) {
+                    fleet.set_offer(&rollout, agent.uid, Some(version));
                 }
             }
             tracing::info!(rollout = %rollout.id(), status = %rollout.status(), "resuming rollout");
             fleet.rollouts.insert(rollout.id().clone(), rollout);
         }
         Ok(fleet)
+    }
+
+    /// Records what `rollout` wants `uid` to run (`None`: nothing any more).
+    fn set_offer(&mut self, rollout: &Rollout, uid: InstanceUid, version: Option<&str>) {
+        let spec = rollout.spec();
+        if spec.target_kind == TargetKind::Config {
+            match version {
+                Some(hash) => self.offered_configs.insert(uid, hash.to_owned()),
+                None => self.offered_configs.remove(&uid),
+            };
+            return;
+        }
+        match version {
+            Some(version) => {
+                self.offered
+                    .entry(uid)
+                    .or_default()
+                    .insert(spec.package_name.clone(), version.to_owned());
+            }
+            None => {
+                if let Some(offers) = self.offered.get_mut(&uid) {
+                    offers.remove(&spec.package_name);
+                    if offers.is_empty() {
+                        self.offered.remove(&uid);
+                    }
+                }
+            }
+        }
     }
 
     // ----- what the caller reads --------------------------------------------------------
@@ -761,12 +801,7 @@ impl Fleet {
         now: Timestamp,
     ) -> Result<Rollout, RolloutError> {
         let fleet: Vec<AgentSnapshot> = self
-            .agents
-            .values()
-            .filter(|a| {
-                AgentCapabilities::from_wire(a.capabilities)
-                    .contains(AgentCapabilities::ACCEPTS_PACKAGES)
-            })
+            .capable(AgentCapabilities::ACCEPTS_PACKAGES)
             .map(|a| a.snapshot_for(&spec.package_name))
             .collect();
         Rollout::plan(id, spec, &fleet, now)
@@ -786,12 +821,7 @@ impl Fleet {
         now: Timestamp,
     ) -> Result<Rollout, RolloutError> {
         let fleet: Vec<AgentSnapshot> = self
-            .agents
-            .values()
-            .filter(|a| {
-                AgentCapabilities::from_wire(a.capabilities)
-                    .contains(AgentCapabilities::ACCEPTS_REMOTE_CONFIG)
-            })
+            .capable(AgentCapabilities::ACCEPTS_REMOTE_CONFIG)
             .map(|a| {
                 let current = self
                     .applied_configs
@@ -803,6 +833,13 @@ impl Fleet {
             })
             .collect();
         Rollout::plan(id, spec, &fleet, now)
+    }
+
+    /// The registered agents that report `capability`.
+    fn capable(&self, capability: AgentCapabilities) -> impl Iterator<Item = &AgentRecord> {
+        self.agents
+            .values()
+            .filter(move |a| AgentCapabilities::from_wire(a.capabilities).contains(capability))
     }
 
     /// Checks a planned rollout against the active ones, stores it and starts it.

@@ -204,6 +204,15 @@ pub(crate) fn run(config: &SimConfig) -> Stats {
 }
 
 impl Sim {
+    /// `SIM_TRACE=<uid prefix>` prints what happens to matching agents (for debugging a seed).
+    fn trace(&self, uid: InstanceUid, what: impl FnOnce() -> String) {
+        if let Ok(prefix) = std::env::var("SIM_TRACE")
+            && uid.to_string().starts_with(&prefix)
+        {
+            eprintln!("{:>10} {uid} {}", self.now - 1_764_000_000_000, what());
+        }
+    }
+
     fn new(config: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let groups = config.rollouts + 1;
@@ -418,6 +427,7 @@ impl Sim {
                 }
                 self.agents[agent].connected = false;
                 let uid = self.agents[agent].uid;
+                self.trace(uid, || format!("disconnects, back after {back_after:?}"));
                 self.timed(|sim| sim.fleet.disconnected(uid, sim.at(), &mut sim.store));
                 match back_after {
                     Some(after) => self.schedule(after, Action::Connect(agent)),
@@ -454,17 +464,24 @@ impl Sim {
                     self.schedule(back, Action::StoreFails(false));
                 }
             }
-            Action::Restart => self.restart(),
+            Action::Restart => {
+                if std::env::var("SIM_TRACE").is_ok() {
+                    eprintln!("{:>10} restart", self.now - 1_764_000_000_000);
+                }
+                self.restart();
+            }
         }
     }
 
     fn report(&mut self, uid: InstanceUid, report: AgentReport) {
+        self.trace(uid, || format!("reports {report:?}"));
         self.timed(|sim| sim.fleet.report(uid, report, sim.at(), &mut sim.store));
     }
 
     /// An agent (re)connects and reports its whole status, as OpAMP agents do.
     fn connect(&mut self, i: usize) {
         let uid = self.agents[i].uid;
+        self.trace(uid, || "connects".to_owned());
         self.agents[i].connected = true;
         self.agents[i].registered_at.get_or_insert(self.now);
         self.timed(|sim| sim.fleet.connected(uid, sim.at(), &mut sim.store));
@@ -575,7 +592,7 @@ impl Sim {
     /// The coordinator process dies and a new one is built from what was persisted. No
     /// decision may be lost: every active rollout comes back exactly as it was.
     fn restart(&mut self) {
-        if self.store.rollouts().count() == 0 {
+        if self.store.rollout_ids().count() == 0 {
             return;
         }
         self.stats.restarts += 1;
@@ -591,6 +608,7 @@ impl Sim {
             self.registry.values().cloned(),
             std::iter::empty(),
             settings,
+            self.at(),
         )
         .expect("recover");
         self.stats.coordinator_time += started.elapsed();
@@ -662,6 +680,7 @@ impl Sim {
     }
 
     fn offered(&mut self, uid: InstanceUid, versions: &BTreeMap<String, String>) {
+        self.trace(uid, || format!("offered {versions:?}"));
         self.stats.offers += 1;
         let Some(version) = versions.get(PACKAGE) else {
             panic!("an offer without the rolled-out package");
