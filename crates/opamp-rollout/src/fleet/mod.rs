@@ -519,17 +519,12 @@ impl Fleet {
             let Some(event) = report_event(uid, report, Some(healthy)) else {
                 continue;
             };
-            let ids: Vec<RolloutId> = self
-                .rollouts
-                .iter()
-                .filter(|(_, r)| r.spec().target_kind.is_package())
-                .filter(|(_, r)| r.spec().package_name == *package)
-                .filter(|(_, r)| report_matters(r, uid, report))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in ids {
-                self.step_or_keep(&id, event.clone(), now, store);
-            }
+            let concerned = |r: &Rollout| {
+                r.spec().target_kind.is_package()
+                    && r.spec().package_name == *package
+                    && report_matters(r, uid, report)
+            };
+            self.broadcast_to_members(uid, concerned, &event, now, store);
         }
     }
 
@@ -545,16 +540,10 @@ impl Fleet {
         let Some(event) = config_event(uid, report, Some(healthy)) else {
             return;
         };
-        let ids: Vec<RolloutId> = self
-            .rollouts
-            .iter()
-            .filter(|(_, r)| r.spec().target_kind == TargetKind::Config)
-            .filter(|(_, r)| config_report_matters(r, uid, report))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            self.step_or_keep(&id, event.clone(), now, store);
-        }
+        let concerned = |r: &Rollout| {
+            r.spec().target_kind == TargetKind::Config && config_report_matters(r, uid, report)
+        };
+        self.broadcast_to_members(uid, concerned, &event, now, store);
     }
 
     /// Offers a newcomer the versions completed rollouts established for agents like it, for
