@@ -18,21 +18,22 @@ use opamp_packages::PackageName;
 use opamp_verify::{HashingWriter, PublicKey};
 
 use crate::FleetError;
-use crate::store::{FleetStore, PackageEntry, SqliteStore};
+use crate::store::{FleetStore, PackageEntry};
 use crate::time::Timestamp;
 
 /// A catalog entry (name, version, content hash, size, signature, file).
 pub type CatalogEntry = PackageEntry;
 
-/// The store shared by the server's tasks (SQLite connections are not `Sync`).
-pub type SharedStore = Arc<Mutex<SqliteStore>>;
+/// The store shared by the server's tasks, whichever backend it is (SQLite connections are
+/// not `Sync`, hence the mutex). An `Arc<Mutex<SqliteStore>>` converts into it.
+pub type SharedStore = Arc<Mutex<dyn FleetStore + Send>>;
 
 /// Largest package file accepted (4 GiB).
 pub const MAX_PACKAGE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Locks the shared store, surviving a panic in another holder (the store's own
 /// transactions keep the database consistent).
-pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, SqliteStore> {
+pub(crate) fn lock(store: &SharedStore) -> MutexGuard<'_, dyn FleetStore + Send + 'static> {
     store
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -404,7 +405,9 @@ mod tests {
     use super::*;
 
     fn catalog(dir: &Path) -> Catalog {
-        let store = Arc::new(Mutex::new(SqliteStore::open(dir.join("fleet.db")).unwrap()));
+        let store = Arc::new(Mutex::new(
+            crate::store::SqliteStore::open(dir.join("fleet.db")).unwrap(),
+        ));
         Catalog::new(store, dir.join("packages"))
     }
 

@@ -16,7 +16,7 @@ use opamp_proto::v1;
 
 use crate::FleetError;
 use crate::catalog::{SharedStore, lock};
-use crate::store::{ConfigEntry, ConfigFile, FleetStore};
+use crate::store::{ConfigEntry, ConfigFile};
 use crate::time::Timestamp;
 
 /// The config-map entry that carries a version's signature to agents.

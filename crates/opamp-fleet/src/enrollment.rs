@@ -11,7 +11,6 @@ use crate::FleetError;
 use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
 use crate::catalog::{SharedStore, lock};
 use crate::rollout::RolloutId;
-use crate::store::RolloutStore as _;
 use crate::time::Timestamp;
 
 /// How long an enrollment token stays valid when the operator does not say.

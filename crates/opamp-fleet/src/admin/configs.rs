@@ -11,7 +11,7 @@ use super::routes::{AdminState, Answer, read};
 use super::types::ApiError;
 use crate::FleetError;
 use crate::config_catalog::ConfigCatalog;
-use crate::store::{ConfigEntry, ConfigFile, FleetStore};
+use crate::store::{ConfigEntry, ConfigFile};
 use crate::time::Timestamp;
 
 /// One file of a [`ConfigUpload`].

@@ -13,7 +13,6 @@ use http::StatusCode;
 
 use super::routes::{AdminState, read};
 use crate::rollout::RolloutId;
-use crate::store::RolloutStore as _;
 
 /// The probes' routes.
 pub(crate) fn router(state: AdminState) -> Router {

@@ -81,7 +81,7 @@ use crate::catalog::{Catalog, MAX_PACKAGE_SIZE, SharedStore, lock};
 use crate::config::OperatorToken;
 use crate::metrics::FleetMetrics;
 use crate::rollout::{Rollout, RolloutId};
-use crate::store::{AuditQuery, FleetStore, RolloutStore as _, SqliteStore, StoreError};
+use crate::store::{AuditQuery, FleetStore, StoreError};
 use opamp_transport::server::TransportStats;
 
 /// What the handlers share.
@@ -259,10 +259,10 @@ pub(super) type Answer<T> = Result<T, Failure>;
 /// fsync), which must not stall a runtime worker.
 pub(crate) async fn read<T: Send + 'static>(
     state: &AdminState,
-    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    f: impl FnOnce(&(dyn FleetStore + Send)) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, FleetError> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(&lock(&store)).map_err(FleetError::from))
+    tokio::task::spawn_blocking(move || f(&*lock(&store)).map_err(FleetError::from))
         .await
         .map_err(|_| FleetError::Stopped)?
 }

@@ -12,7 +12,7 @@ use opamp_transport::server::ConnectionInfo;
 
 use crate::catalog::{SharedStore, lock};
 use crate::store::{
-    AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, FleetStore as _, HealthNode,
+    AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
     PackageStatusView, RemoteConfigStatusView, StoreError,
 };
 use crate::time::Timestamp;

@@ -26,7 +26,7 @@ use crate::admin::types::RolloutUpdate;
 use crate::catalog::{Catalog, SharedStore, lock};
 use crate::config_catalog::ConfigCatalog;
 use crate::metrics::FleetMetrics;
-use crate::store::{AgentRecord, FleetStore};
+use crate::store::AgentRecord;
 use crate::time::Timestamp;
 
 pub(crate) use crate::admin::requests::{Operation, Request};

@@ -17,7 +17,7 @@ use crate::catalog::{SharedStore, lock};
 use crate::config::AgentIdentityMode;
 use crate::enrollment::{random_secret, sha256};
 use crate::rollout::RolloutId;
-use crate::store::{EnrollmentOutcome, RolloutStore as _};
+use crate::store::EnrollmentOutcome;
 use crate::time::Timestamp;
 
 /// The SAN URI prefix that binds a client certificate to an instance uid.

@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::FleetError;
 use crate::admin::{AdminState, router};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, SharedStore};
 use crate::config::FleetServerConfig;
 use crate::metrics::FleetMetrics;
-use crate::store::SqliteStore;
+use crate::store::{FleetStore as _, SqliteStore};
 use driver::Driver;
 use offers::OfferSettings;
 
@@ -80,8 +80,8 @@ impl FleetServer {
             source,
         })?;
         let store = SqliteStore::open_with(config.database_path(), config.store.options())?;
-        store.quick_check()?;
-        let store = Arc::new(Mutex::new(store));
+        store.check_integrity()?;
+        let store: SharedStore = Arc::new(Mutex::new(store));
         let catalog = Catalog::new(store.clone(), packages_dir.clone())
             .with_release_keys(config.load_release_keys()?);
 

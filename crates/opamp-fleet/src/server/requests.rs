@@ -15,7 +15,7 @@ use crate::catalog::lock;
 use crate::rollout::{Rollout, RolloutId};
 use crate::selector::LabelSelector;
 use crate::spec::{RolloutSpec, TargetKind};
-use crate::store::{AgentRecord, RolloutStore};
+use crate::store::AgentRecord;
 use crate::time::Timestamp;
 use crate::{FleetError, RolloutError};
 

@@ -3,126 +3,97 @@
 //! of the database does not let anyone speak for an agent.
 
 use opamp_proto::InstanceUid;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::StoreError;
 use super::sqlite::{SqliteStore, db, millis, parse_uid};
+use super::{EnrollmentOutcome, StoreError};
 use crate::audit::AuditRecord;
 use crate::time::Timestamp;
 
-/// What [`SqliteStore::enroll`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EnrollmentOutcome {
-    /// The token was valid and is now spent; the agent's credential is stored.
-    Enrolled,
-    /// No unused, unexpired token has this digest.
-    TokenInvalid,
-    /// The uid already has a credential (it was enrolled before): nothing changed.
-    AlreadyEnrolled,
+pub(super) fn add_enrollment_token(
+    connection: &Connection,
+    token_sha256: &[u8; 32],
+    created_by: &str,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+) -> Result<(), StoreError> {
+    connection
+        .execute(
+            "INSERT INTO enrollment_tokens (token_sha256, created_by, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                token_sha256.as_slice(),
+                created_by,
+                millis(created_at),
+                millis(expires_at)
+            ],
+        )
+        .map_err(db("storing an enrollment token"))?;
+    Ok(())
 }
 
-impl SqliteStore {
-    /// Stores a new enrollment token (its digest), valid until `expires_at`.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn add_enrollment_token(
-        &mut self,
-        token_sha256: &[u8; 32],
-        created_by: &str,
-        created_at: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.connection
-            .execute(
-                "INSERT INTO enrollment_tokens (token_sha256, created_by, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    token_sha256.as_slice(),
-                    created_by,
-                    millis(created_at),
-                    millis(expires_at)
-                ],
-            )
-            .map_err(db("storing an enrollment token"))?;
-        Ok(())
-    }
-
-    /// Spends the token with digest `token_sha256` (unused and not expired at `now`) and
-    /// binds `uid` to the credential with digest `credential_sha256`, with `audit`, in one
-    /// transaction: a token is spent exactly once even when two agents race for it.
-    ///
-    /// # Errors
-    /// Database errors (nothing is changed then).
-    pub fn enroll(
-        &mut self,
-        token_sha256: &[u8; 32],
-        uid: InstanceUid,
-        credential_sha256: &[u8; 32],
-        now: Timestamp,
-        audit: &AuditRecord,
-    ) -> Result<EnrollmentOutcome, StoreError> {
-        let tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db("starting an enrollment"))?;
-        let known: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM agent_credentials WHERE uid = ?1",
-                params![uid.to_string()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(db("reading an agent credential"))?;
-        if known.is_some() {
-            return Ok(EnrollmentOutcome::AlreadyEnrolled);
-        }
-        let spent = tx
-            .execute(
-                "UPDATE enrollment_tokens SET used_at = ?2, used_by = ?3
-                 WHERE token_sha256 = ?1 AND used_at IS NULL AND expires_at > ?2",
-                params![token_sha256.as_slice(), millis(now), uid.to_string()],
-            )
-            .map_err(db("spending an enrollment token"))?;
-        if spent != 1 {
-            return Ok(EnrollmentOutcome::TokenInvalid);
-        }
-        tx.execute(
-            "INSERT INTO agent_credentials (uid, credential_sha256, enrolled_at) VALUES (?1, ?2, ?3)",
-            params![uid.to_string(), credential_sha256.as_slice(), millis(now)],
+pub(super) fn enroll(
+    connection: &mut Connection,
+    token_sha256: &[u8; 32],
+    uid: InstanceUid,
+    credential_sha256: &[u8; 32],
+    now: Timestamp,
+    audit: &AuditRecord,
+) -> Result<EnrollmentOutcome, StoreError> {
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db("starting an enrollment"))?;
+    let known: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM agent_credentials WHERE uid = ?1",
+            params![uid.to_string()],
+            |row| row.get(0),
         )
-        .map_err(db("storing an agent credential"))?;
-        SqliteStore::insert_audit(&tx, audit)?;
-        tx.commit().map_err(db("committing an enrollment"))?;
-        Ok(EnrollmentOutcome::Enrolled)
+        .optional()
+        .map_err(db("reading an agent credential"))?;
+    if known.is_some() {
+        return Ok(EnrollmentOutcome::AlreadyEnrolled);
     }
+    let spent = tx
+        .execute(
+            "UPDATE enrollment_tokens SET used_at = ?2, used_by = ?3
+             WHERE token_sha256 = ?1 AND used_at IS NULL AND expires_at > ?2",
+            params![token_sha256.as_slice(), millis(now), uid.to_string()],
+        )
+        .map_err(db("spending an enrollment token"))?;
+    if spent != 1 {
+        return Ok(EnrollmentOutcome::TokenInvalid);
+    }
+    tx.execute(
+        "INSERT INTO agent_credentials (uid, credential_sha256, enrolled_at) VALUES (?1, ?2, ?3)",
+        params![uid.to_string(), credential_sha256.as_slice(), millis(now)],
+    )
+    .map_err(db("storing an agent credential"))?;
+    SqliteStore::insert_audit(&tx, audit)?;
+    tx.commit().map_err(db("committing an enrollment"))?;
+    Ok(EnrollmentOutcome::Enrolled)
+}
 
-    /// Every enrolled agent with the digest of its credential.
-    ///
-    /// # Errors
-    /// Database errors; [`StoreError::Corrupt`] for a malformed row.
-    pub fn agent_credentials(&self) -> Result<Vec<(InstanceUid, [u8; 32])>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT uid, credential_sha256 FROM agent_credentials")
-            .map_err(db("reading agent credentials"))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(db("reading agent credentials"))?;
-        let mut credentials = Vec::new();
-        for row in rows {
-            let (uid, digest) = row.map_err(db("reading agent credentials"))?;
-            let digest =
-                <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| StoreError::Corrupt {
-                    what: format!("credential digest of agent {uid} is not 32 bytes"),
-                })?;
-            credentials.push((parse_uid(&uid)?, digest));
-        }
-        Ok(credentials)
+pub(super) fn agent_credentials(
+    connection: &Connection,
+) -> Result<Vec<(InstanceUid, [u8; 32])>, StoreError> {
+    let mut statement = connection
+        .prepare("SELECT uid, credential_sha256 FROM agent_credentials")
+        .map_err(db("reading agent credentials"))?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(db("reading agent credentials"))?;
+    let mut credentials = Vec::new();
+    for row in rows {
+        let (uid, digest) = row.map_err(db("reading agent credentials"))?;
+        let digest = <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| StoreError::Corrupt {
+            what: format!("credential digest of agent {uid} is not 32 bytes"),
+        })?;
+        credentials.push((parse_uid(&uid)?, digest));
     }
+    Ok(credentials)
 }
 
 #[cfg(test)]
@@ -130,6 +101,7 @@ mod tests {
     use super::*;
     use crate::audit::{Actor, AuditAction, FLEET_RECORDS};
     use crate::rollout::RolloutId;
+    use crate::store::FleetStore as _;
 
     fn enrolled(uid: InstanceUid, at: Timestamp) -> AuditRecord {
         AuditRecord::new(

@@ -34,8 +34,6 @@ pub use details::{
     AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
     PackageStatusView, RemoteConfigStatusView,
 };
-#[cfg(feature = "sqlite")]
-pub use identity::EnrollmentOutcome;
 pub use opamp_rollout::AgentRecord;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
@@ -232,10 +230,30 @@ impl AuditQuery {
     }
 }
 
+/// What [`FleetStore::enroll`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnrollmentOutcome {
+    /// The token was valid and is now spent; the agent's credential is stored.
+    Enrolled,
+    /// No unused, unexpired token has this digest.
+    TokenInvalid,
+    /// The uid already has a credential (it was enrolled before): nothing changed.
+    AlreadyEnrolled,
+}
+
 /// Everything the server persists. Implementations must make each method atomic; SQLite is the
-/// default, and the trait is what a PostgreSQL backend would implement so several server
-/// replicas can share one fleet.
-pub trait FleetStore: RolloutStore<Error = StoreError> {
+/// embedded default. The server holds its store as `dyn FleetStore`, so a backend added by an
+/// embedder needs no change to the server.
+pub trait FleetStore: RolloutStore<Error = StoreError> + std::fmt::Debug {
+    /// Checks, at start, that the store is usable: an intact database file for SQLite
+    /// (`PRAGMA quick_check`), a reachable database with a known schema for a server
+    /// database. A damage found here is reported now instead of as a failed read later.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] with what is wrong, or a database error.
+    fn check_integrity(&self) -> Result<(), StoreError>;
+
     /// All rollouts, newest first.
     ///
     /// # Errors
@@ -352,6 +370,39 @@ pub trait FleetStore: RolloutStore<Error = StoreError> {
     /// # Errors
     /// Database errors.
     fn audit_log(&self, query: &AuditQuery) -> Result<Vec<StoredAudit>, StoreError>;
+
+    /// Stores a new enrollment token (only its SHA-256 digest), valid until `expires_at`.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn add_enrollment_token(
+        &mut self,
+        token_sha256: &[u8; 32],
+        created_by: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Spends the token with digest `token_sha256` (unused and not expired at `now`) and
+    /// binds `uid` to the credential with digest `credential_sha256`, with `audit`, in one
+    /// transaction: a token is spent exactly once even when two agents race for it.
+    ///
+    /// # Errors
+    /// Database errors (nothing is changed then).
+    fn enroll(
+        &mut self,
+        token_sha256: &[u8; 32],
+        uid: InstanceUid,
+        credential_sha256: &[u8; 32],
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<EnrollmentOutcome, StoreError>;
+
+    /// Every enrolled agent with the digest of its credential.
+    ///
+    /// # Errors
+    /// Database errors; [`StoreError::Corrupt`] for a malformed row.
+    fn agent_credentials(&self) -> Result<Vec<(InstanceUid, [u8; 32])>, StoreError>;
 }
 
 pub use opamp_rollout::store::{RolloutStore, apply};

@@ -6,11 +6,11 @@ use opamp_proto::InstanceUid;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::migrations::MIGRATIONS;
-use super::sqlite_configs;
 use super::{
-    AgentDetails, AgentRecord, AuditQuery, ConfigEntry, FleetStore, PackageEntry, RolloutStore,
-    RolloutSummary, StoreError, StoredAudit, StoredEvent,
+    AgentDetails, AgentRecord, AuditQuery, ConfigEntry, EnrollmentOutcome, FleetStore,
+    PackageEntry, RolloutStore, RolloutSummary, StoreError, StoredAudit, StoredEvent,
 };
+use super::{identity, sqlite_configs};
 use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
 use crate::rollout::{Rollout, RolloutId};
@@ -783,6 +783,48 @@ impl FleetStore for SqliteStore {
             records.push(StoredAudit { position, record });
         }
         Ok(records)
+    }
+
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        self.quick_check()
+    }
+
+    fn add_enrollment_token(
+        &mut self,
+        token_sha256: &[u8; 32],
+        created_by: &str,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        identity::add_enrollment_token(
+            &self.connection,
+            token_sha256,
+            created_by,
+            created_at,
+            expires_at,
+        )
+    }
+
+    fn enroll(
+        &mut self,
+        token_sha256: &[u8; 32],
+        uid: InstanceUid,
+        credential_sha256: &[u8; 32],
+        now: Timestamp,
+        audit: &AuditRecord,
+    ) -> Result<EnrollmentOutcome, StoreError> {
+        identity::enroll(
+            &mut self.connection,
+            token_sha256,
+            uid,
+            credential_sha256,
+            now,
+            audit,
+        )
+    }
+
+    fn agent_credentials(&self) -> Result<Vec<(InstanceUid, [u8; 32])>, StoreError> {
+        identity::agent_credentials(&self.connection)
     }
 }
 

@@ -16,7 +16,7 @@ use super::session::{Session, refusal};
 use crate::admin::routes::read;
 use crate::audit::AuditRecord;
 use crate::selector::LabelSelector;
-use crate::store::{AgentRecord, AuditQuery, FleetStore as _, RolloutSummary, StoredAudit};
+use crate::store::{AgentRecord, AuditQuery, RolloutSummary, StoredAudit};
 
 /// Agents per page of the agents list.
 const AGENTS_PER_PAGE: usize = 50;

@@ -21,7 +21,7 @@ use crate::admin::types::{RolloutRequest, RolloutView};
 use crate::events::RolloutStatus;
 use crate::rollout::{AgentPhase, FailureReason, Rollout, RolloutId, RolloutState};
 use crate::spec::{BatchPlan, FailureBudget};
-use crate::store::{AuditQuery, FleetStore as _, RolloutStore as _, StoredAudit};
+use crate::store::{AuditQuery, StoredAudit};
 
 /// Failed agents listed on a rollout page (the counts cover the rest).
 const FAILURES_SHOWN: usize = 100;
