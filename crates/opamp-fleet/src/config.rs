@@ -20,7 +20,11 @@
 //!
 //! [store]
 //! synchronous = "full"   # or "normal": faster commits, may lose the latest on power loss
+//! # postgres_url = "postgres://opamp@db.example/opamp"   # instead of SQLite: see below
 //! ```
+//!
+//! With `[store] postgres_url`, the server keeps its state in that PostgreSQL database instead
+//! of `data_dir/fleet.db` (package files stay in `data_dir/packages`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +51,11 @@ pub struct FleetServerConfig {
     pub tls: Option<TlsSettings>,
     /// Directory holding the SQLite store (`fleet.db`) and package files (`packages/`).
     pub data_dir: PathBuf,
+    /// Where package files are kept and served from; default `data_dir/packages`. Server
+    /// replicas on one PostgreSQL database share it (a shared file system mounted at the same
+    /// path on every replica), since any of them may serve a download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages_dir: Option<PathBuf>,
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSettings,
@@ -125,12 +134,29 @@ impl AgentIdentityMode {
     }
 }
 
-/// Tuning of the embedded SQLite store.
+/// Which store the server uses, and the embedded SQLite store's tuning.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct StoreSettings {
-    /// `full` (default): every commit is fsync'd, so a rollout step survives power loss.
+    /// Keep the fleet's state in this PostgreSQL database (`postgres://user:password@host/db`,
+    /// or the key/value form) instead of `data_dir/fleet.db`. Absent: SQLite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<DatabaseUrl>,
+    /// PostgreSQL only: how long the coordinator lease lasts without a renewal (default
+    /// `6s`). One replica at a time holds it and runs the server; another takes over at most
+    /// this long after the holder dies. Renewed every third of it.
+    #[serde(
+        default,
+        with = "duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease_ttl: Option<Duration>,
+    /// PostgreSQL only: this replica's name in the lease and the audit log (default
+    /// `<host name>/<process id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_name: Option<String>,
+    /// SQLite only. `full` (default): every commit is fsync'd, so a rollout step survives power loss.
     /// `normal`: commits survive a process crash but the latest may be lost on power loss;
     /// several times faster per commit (each rollout step and registry write is one).
     #[serde(default)]
@@ -140,6 +166,56 @@ pub struct StoreSettings {
     /// the catalog, rollouts and audit log would silently vanish from view.
     #[serde(default)]
     pub initialise: bool,
+}
+
+/// A database connection string. Its `Debug` form hides the password, so logging a config
+/// does not leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// The connection string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The connection string with any password replaced by `***`.
+    #[must_use]
+    pub fn redacted(&self) -> String {
+        let text = &self.0;
+        // URL form: scheme://user:password@host...
+        if let Some(scheme_end) = text.find("://") {
+            let rest = &text[scheme_end + 3..];
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            if let Some(at) = rest[..authority_end].rfind('@')
+                && let Some(colon) = rest[..at].find(':')
+            {
+                let start = scheme_end + 3 + colon + 1;
+                let end = scheme_end + 3 + at;
+                return format!("{}***{}", &text[..start], &text[end..]);
+            }
+            return text.clone();
+        }
+        // Key/value form: host=... password=secret ...
+        text.split_whitespace()
+            .map(|pair| {
+                if pair.starts_with("password=") {
+                    "password=***"
+                } else {
+                    pair
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// Commit durability (SQLite `synchronous`).
@@ -154,7 +230,31 @@ pub enum Durability {
     Normal,
 }
 
+/// Default [`StoreSettings::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+
 impl StoreSettings {
+    /// The coordinator lease's length (at least one second).
+    #[must_use]
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
+            .unwrap_or(DEFAULT_LEASE_TTL)
+            .max(Duration::from_secs(1))
+    }
+
+    /// This replica's name: the configured one, else `<host name>/<process id>`.
+    #[must_use]
+    pub fn replica_name(&self) -> String {
+        self.replica_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "replica".to_owned());
+            format!("{host}/{}", std::process::id())
+        })
+    }
+
     /// The store options these settings select.
     #[must_use]
     pub fn options(&self) -> SqliteOptions {
@@ -441,6 +541,7 @@ impl FleetServerConfig {
             listen,
             tls: None,
             data_dir: data_dir.into(),
+            packages_dir: None,
             admin: AdminSettings {
                 token: Some(admin_token.to_owned()),
                 ..AdminSettings::default()
@@ -526,7 +627,9 @@ impl FleetServerConfig {
     /// The directory package files are kept in and served from.
     #[must_use]
     pub fn packages_dir(&self) -> PathBuf {
-        self.data_dir.join("packages")
+        self.packages_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("packages"))
     }
 }
 
@@ -598,6 +701,36 @@ mod tests {
         assert_eq!(config.store.synchronous, Durability::Normal);
         assert!(config.tls.unwrap().client_ca_file.is_none());
         assert_eq!(config.agent_identity.mode, AgentIdentityMode::DangerousOpen);
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_never_prints_its_password() {
+        let config = FleetServerConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:4320"
+            data_dir = "/tmp/fleet"
+            [admin]
+            token = "secret"
+            [store]
+            postgres_url = "postgres://opamp:hunter2@db.example:5432/fleet"
+            "#,
+        )
+        .unwrap();
+        let url = config.store.postgres_url.as_ref().unwrap();
+        assert_eq!(
+            url.as_str(),
+            "postgres://opamp:hunter2@db.example:5432/fleet"
+        );
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://opamp:***@db.example:5432/fleet"));
+        let key_value = DatabaseUrl("host=db user=opamp password=hunter2 dbname=fleet".into());
+        assert_eq!(
+            key_value.redacted(),
+            "host=db user=opamp password=*** dbname=fleet"
+        );
+        let no_password = DatabaseUrl("postgres://opamp@db/fleet".into());
+        assert_eq!(no_password.redacted(), "postgres://opamp@db/fleet");
     }
 
     #[test]

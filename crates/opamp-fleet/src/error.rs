@@ -118,6 +118,13 @@ pub enum FleetError {
     /// The server's rollout driver has stopped.
     #[error("the fleet server has stopped")]
     Stopped,
+    /// This replica no longer holds the coordinator lease (PostgreSQL store): it stopped
+    /// serving, so that the replica that holds it is the only one deciding.
+    #[error("lost the coordinator lease: {reason}")]
+    LeaseLost {
+        /// Why: taken by another replica, or not renewed in time.
+        reason: String,
+    },
 }
 
 impl From<opamp_rollout::RolloutError> for FleetError {

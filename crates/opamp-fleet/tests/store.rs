@@ -1,165 +1,50 @@
-//! The SQLite store against real files: migrations, registry, catalog, append-only audit log,
-//! and rollouts that survive a clean close, a leaked connection and a killed process.
+//! The store's contract, run against every backend: a fresh SQLite file, and a fresh
+//! PostgreSQL database when `OPAMP_TEST_POSTGRES_URL` names a server (`.ci/postgres.sh`
+//! starts one; CI requires it). Registry, catalogs, the append-only audit log, and rollouts
+//! that survive a reopen, a leaked connection and a second writer. SQLite's own migrations
+//! and a killed process are in `store_sqlite.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command as Process;
+// Helpers here are test code too: a panic is a failed test (see clippy.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod store_support;
+
 use std::time::Duration;
 
+use opamp_fleet::audit::FLEET_RECORDS;
 use opamp_fleet::store::{
     AgentDetails, AgentRecord, AuditQuery, ConfigEntry, ConfigFile, ConnectionView,
-    EffectiveConfigView, FleetStore, PackageEntry, RolloutStore, SqliteOptions, SqliteStore,
-    StoreError, apply,
+    EffectiveConfigView, PackageEntry, StoreError, apply,
 };
+use opamp_fleet::store::{EnrollmentOutcome, FleetStore};
 use opamp_fleet::{
-    AgentSnapshot, AuditAction, BatchPlan, Command, Event, FleetError, LabelSelector, Labels,
-    Rollout, RolloutId, RolloutSpec, RolloutStatus, Timestamp,
+    Actor, AuditAction, AuditRecord, Command, Event, FleetError, Labels, RolloutId, RolloutStatus,
+    Timestamp,
 };
 use opamp_proto::InstanceUid;
 
-/// The newest store step; a new step updates this and [`UNDO_STEPS_AFTER_1`].
-const LATEST_SCHEMA: i64 = 5;
-const OLD: &str = "1.0.0";
-const NEW: &str = "1.1.0";
+use store_support::{NEW, OLD, TestDb, at, planned, run_script, script, uid};
 
-fn uid(i: u32) -> InstanceUid {
-    let mut bytes = [7u8; 16];
-    bytes[12..].copy_from_slice(&i.to_be_bytes());
-    InstanceUid::from(bytes)
-}
+on_every_backend!(
+    agent_registry_round_trips_and_updates_in_place,
+    agent_details_round_trip_apart_from_the_registry,
+    agent_batches_are_written_together_and_update_in_place,
+    forgotten_agents_are_deleted_and_stay_deleted_after_reopening,
+    package_catalog_refuses_changed_bytes_for_a_version,
+    config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content,
+    audit_log_is_append_only_and_pages_by_position,
+    every_install_result_is_audited_per_agent,
+    rollout_survives_a_clean_reopen_and_continues_identically,
+    rollout_survives_a_leaked_connection,
+    out_of_order_steps_and_duplicate_rollouts_are_refused,
+    two_writers_cannot_both_append_the_same_step,
+    ended_since_lists_terminal_rollouts_updated_since_the_bound,
+    a_token_enrolls_one_uid_once_and_never_after_it_expires,
+    racing_agents_spend_a_token_exactly_once,
+);
 
-fn at(seconds: u64) -> Timestamp {
-    Timestamp::from_millis(1_764_000_000_000 + seconds * 1_000)
-}
-
-fn planned(id: &str, agents: u32) -> Rollout {
-    let fleet: Vec<AgentSnapshot> = (0..agents)
-        .map(|i| AgentSnapshot::new(uid(i), Labels::new(), Some(OLD.into())))
-        .collect();
-    let spec = RolloutSpec::new("otelcol", NEW, LabelSelector::all(), "alice")
-        .canary_share(0.1)
-        .batches(BatchPlan::Share(0.5))
-        .bake_time(Duration::from_secs(60));
-    Rollout::plan(RolloutId::new(id), spec, &fleet, at(0)).expect("plan")
-}
-
-/// A fixed script of events: start, every offered agent installs and turns healthy, bakes pass.
-/// Returns the events so a second copy can be driven identically.
-fn script(rollout: &Rollout) -> Vec<(Event, Timestamp)> {
-    let mut events = vec![(Event::Start { by: "alice".into() }, at(0))];
-    for (wave_index, wave) in rollout.waves().iter().enumerate() {
-        // Each wave installs one second after it starts and bakes for 60 s.
-        let start = 1 + 62 * wave_index as u64;
-        for agent in &rollout.agents()[wave.start as usize..wave.end as usize] {
-            events.push((
-                Event::AgentInstalled {
-                    uid: agent.uid,
-                    version: NEW.into(),
-                    healthy: None,
-                },
-                at(start),
-            ));
-            events.push((
-                Event::AgentHealth {
-                    uid: agent.uid,
-                    healthy: true,
-                },
-                at(start),
-            ));
-        }
-        events.push((Event::Timeout, at(start + 60)));
-    }
-    events
-}
-
-fn run_script(
-    store: &mut SqliteStore,
-    rollout: &mut Rollout,
-    events: &[(Event, Timestamp)],
-) -> Vec<Command> {
-    let mut out = Vec::new();
-    for (event, now) in events {
-        out.extend(apply(store, rollout, event.clone(), *now).expect("apply"));
-    }
-    out
-}
-
-fn db_path(dir: &tempfile::TempDir) -> PathBuf {
-    dir.path().join("fleet.db")
-}
-
-/// Takes a current database back to schema step 1; each new step adds its undo here.
-const UNDO_STEPS_AFTER_1: &str = "
-    ALTER TABLE packages DROP COLUMN added_by;
-    DROP TABLE agent_details;
-    DROP TABLE enrollment_tokens;
-    DROP TABLE agent_credentials;
-    ALTER TABLE rollouts DROP COLUMN target_kind;
-    DROP TABLE config_files;
-    DROP TABLE configs;
-    DELETE FROM schema_migrations WHERE version >= 2;
-";
-
-#[test]
-fn a_database_from_before_added_by_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
-    let entry = PackageEntry::new(
-        "otelcol",
-        "1.0.0",
-        vec![7; 32],
-        10,
-        Vec::new(),
-        PathBuf::from("/p"),
-        Timestamp::from_millis(5),
-    );
-    store
-        .add_package(&entry.clone().with_added_by("alice"))
-        .unwrap();
-    drop(store);
-    // Back to the schema before step 2, as an older server left it (without the tables of
-    // later steps too).
-    let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
-    raw.execute_batch(UNDO_STEPS_AFTER_1).unwrap();
-    drop(raw);
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
-    assert!(store.schema_version().unwrap() >= 2);
-    assert_eq!(store.packages().unwrap(), [entry]);
-}
-
-#[test]
-fn migrations_apply_once_and_refuse_a_newer_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
-    assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA);
-    drop(store);
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
-    assert_eq!(store.schema_version().unwrap(), LATEST_SCHEMA);
-    drop(store);
-
-    let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
-    let mode: String = raw
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    raw.execute(
-        "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
-        [],
-    )
-    .unwrap();
-    drop(raw);
-    match SqliteStore::open(db_path(&dir)) {
-        Err(StoreError::SchemaTooNew {
-            found: 99,
-            supported: LATEST_SCHEMA,
-        }) => {}
-        other => panic!("expected SchemaTooNew, got {other:?}"),
-    }
-}
-
-#[test]
-fn agent_registry_round_trips_and_updates_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn agent_registry_round_trips_and_updates_in_place(db: &TestDb) {
+    let mut store = db.open();
     let labels: Labels = [("env".to_owned(), "prod".to_owned())]
         .into_iter()
         .collect();
@@ -175,7 +60,7 @@ fn agent_registry_round_trips_and_updates_in_place() {
     store.upsert_agent(&agent).unwrap();
     drop(store);
 
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let store = db.open();
     assert_eq!(store.agent(&uid(1)).unwrap(), Some(agent.clone()));
     assert_eq!(store.agents().unwrap().len(), 2);
     assert_eq!(store.agent(&uid(5)).unwrap(), None);
@@ -186,10 +71,8 @@ fn agent_registry_round_trips_and_updates_in_place() {
 
 /// Details live in their own table: written in batches, replaced whole, read back after a
 /// reopen, and absent for an agent that never reported any.
-#[test]
-fn agent_details_round_trip_apart_from_the_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn agent_details_round_trip_apart_from_the_registry(db: &TestDb) {
+    let mut store = db.open();
     let mut details = AgentDetails::default();
     details
         .identifying_attributes
@@ -211,7 +94,7 @@ fn agent_details_round_trip_apart_from_the_registry() {
     store.upsert_agent_details(&[(uid(1), &details)]).unwrap();
     drop(store);
 
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let store = db.open();
     assert_eq!(store.agent_details(&uid(1)).unwrap(), Some(details));
     assert_eq!(store.agent_details(&uid(2)).unwrap(), Some(other));
     assert_eq!(store.agent_details(&uid(3)).unwrap(), None);
@@ -219,10 +102,8 @@ fn agent_details_round_trip_apart_from_the_registry() {
     assert!(store.agents().unwrap().is_empty());
 }
 
-#[test]
-fn agent_batches_are_written_together_and_update_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn agent_batches_are_written_together_and_update_in_place(db: &TestDb) {
+    let mut store = db.open();
     let mut agents: Vec<AgentRecord> = (0..500)
         .map(|i| AgentRecord::new(uid(i), Labels::new(), 1, at(1)))
         .collect();
@@ -239,17 +120,15 @@ fn agent_batches_are_written_together_and_update_in_place() {
     store.upsert_agents(&[]).unwrap();
     drop(store);
 
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let store = db.open();
     let mut stored = store.agents().unwrap();
     stored.sort_by_key(|agent| agent.uid);
     agents.sort_by_key(|agent| agent.uid);
     assert_eq!(stored, agents);
 }
 
-#[test]
-fn forgotten_agents_are_deleted_and_stay_deleted_after_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn forgotten_agents_are_deleted_and_stay_deleted_after_reopening(db: &TestDb) {
+    let mut store = db.open();
     let agents: Vec<AgentRecord> = (0..4)
         .map(|i| AgentRecord::new(uid(i), Labels::new(), 1, at(1)))
         .collect();
@@ -259,15 +138,13 @@ fn forgotten_agents_are_deleted_and_stay_deleted_after_reopening() {
     // One unknown uid among them: counted as not removed.
     assert_eq!(store.delete_agents(&[uid(1), uid(3), uid(9)]).unwrap(), 2);
     drop(store);
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let store = db.open();
     let left: Vec<_> = store.agents().unwrap().into_iter().map(|a| a.uid).collect();
     assert_eq!(left, [uid(0), uid(2)]);
 }
 
-#[test]
-fn package_catalog_refuses_changed_bytes_for_a_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn package_catalog_refuses_changed_bytes_for_a_version(db: &TestDb) {
+    let mut store = db.open();
     let entry = PackageEntry::new(
         "otelcol",
         NEW,
@@ -306,10 +183,8 @@ fn package_catalog_refuses_changed_bytes_for_a_version() {
     assert_eq!(versions, vec![OLD.to_owned(), NEW.to_owned()]);
 }
 
-#[test]
-fn config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content(db: &TestDb) {
+    let mut store = db.open();
     let files = vec![
         ConfigFile::new("z.yaml", "text/yaml", b"z: 1".to_vec()),
         ConfigFile::new("collector.yaml", "text/yaml", b"receivers: {}".to_vec()),
@@ -353,7 +228,7 @@ fn config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content() {
     store.add_config(&v2).unwrap();
     drop(store);
 
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let store = db.open();
     let stored = store.config("collector", "1").unwrap().unwrap();
     assert_eq!(stored, v1);
     let names: Vec<&str> = stored.files.iter().map(|f| f.name.as_str()).collect();
@@ -363,24 +238,28 @@ fn config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content() {
     assert_eq!(store.configs().unwrap().len(), 2);
 }
 
-#[test]
-fn audit_log_is_append_only_and_pages_by_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn audit_log_is_append_only_and_pages_by_position(db: &TestDb) {
+    let mut store = db.open();
     let mut a = planned("a", 10);
     let mut b = planned("b", 10);
     store.create_rollout(&a).unwrap();
     store.create_rollout(&b).unwrap();
     apply(
-        &mut store,
+        &mut *store,
         &mut a,
         Event::Start { by: "alice".into() },
         at(1),
     )
     .unwrap();
-    apply(&mut store, &mut b, Event::Start { by: "bob".into() }, at(1)).unwrap();
     apply(
-        &mut store,
+        &mut *store,
+        &mut b,
+        Event::Start { by: "bob".into() },
+        at(1),
+    )
+    .unwrap();
+    apply(
+        &mut *store,
         &mut b,
         Event::Pause { by: "carol".into() },
         at(2),
@@ -400,19 +279,16 @@ fn audit_log_is_append_only_and_pages_by_position() {
     assert!(b_log.windows(2).all(|w| w[0].position < w[1].position));
 
     drop(store);
-    let raw = rusqlite::Connection::open(db_path(&dir)).unwrap();
-    assert!(raw.execute("UPDATE audit_log SET kind = 'x'", []).is_err());
-    assert!(raw.execute("DELETE FROM audit_log", []).is_err());
+    assert!(db.raw_execute("UPDATE audit_log SET kind = 'x'").is_err());
+    assert!(db.raw_execute("DELETE FROM audit_log").is_err());
 }
 
-#[test]
-fn every_install_result_is_audited_per_agent() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn every_install_result_is_audited_per_agent(db: &TestDb) {
+    let mut store = db.open();
     let mut rollout = planned("r", 20);
     store.create_rollout(&rollout).unwrap();
     let commands = apply(
-        &mut store,
+        &mut *store,
         &mut rollout,
         Event::Start { by: "alice".into() },
         at(0),
@@ -429,7 +305,7 @@ fn every_install_result_is_audited_per_agent() {
         })
         .collect();
     apply(
-        &mut store,
+        &mut *store,
         &mut rollout,
         Event::AgentInstalled {
             uid: canaries[0],
@@ -440,7 +316,7 @@ fn every_install_result_is_audited_per_agent() {
     )
     .unwrap();
     apply(
-        &mut store,
+        &mut *store,
         &mut rollout,
         Event::AgentInstallFailed {
             uid: canaries[1],
@@ -458,27 +334,24 @@ fn every_install_result_is_audited_per_agent() {
     assert!(log.iter().any(|r| r.record.action.kind() == "aborted"));
 }
 
-#[test]
-fn rollout_survives_a_clean_reopen_and_continues_identically() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions::default().snapshot_interval(3);
-    let mut store = SqliteStore::open_with(db_path(&dir), options).unwrap();
+fn rollout_survives_a_clean_reopen_and_continues_identically(db: &TestDb) {
+    let mut store = db.open_with_snapshot_interval(3);
     let mut rollout = planned("r", 40);
     let mut twin = rollout.clone();
     store.create_rollout(&rollout).unwrap();
     let events = script(&rollout);
     let (first, second) = events.split_at(events.len() / 2);
-    run_script(&mut store, &mut rollout, first);
+    run_script(&mut *store, &mut rollout, first);
     for (event, now) in first {
         twin.handle(event.clone(), *now).unwrap();
     }
     drop(store);
 
-    let mut store = SqliteStore::open_with(db_path(&dir), options).unwrap();
+    let mut store = db.open_with_snapshot_interval(3);
     let mut reloaded = store.load_rollout(&RolloutId::new("r")).unwrap().unwrap();
     assert_eq!(reloaded, twin);
     assert_eq!(reloaded.poll_timeout(), twin.poll_timeout());
-    let continued = run_script(&mut store, &mut reloaded, second);
+    let continued = run_script(&mut *store, &mut reloaded, second);
     let expected: Vec<Command> = second
         .iter()
         .flat_map(|(event, now)| twin.handle(event.clone(), *now).unwrap())
@@ -491,18 +364,16 @@ fn rollout_survives_a_clean_reopen_and_continues_identically() {
     assert!(logged.iter().zip(1..).all(|(e, n)| e.sequence == n));
 }
 
-#[test]
-fn rollout_survives_a_leaked_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn rollout_survives_a_leaked_connection(db: &TestDb) {
+    let mut store = db.open();
     let mut rollout = planned("r", 30);
     store.create_rollout(&rollout).unwrap();
     let events = script(&rollout);
-    run_script(&mut store, &mut rollout, &events[..25]);
+    run_script(&mut *store, &mut rollout, &events[..25]);
     // Never closed, never checkpointed: only what was committed to the WAL exists.
     std::mem::forget(store);
 
-    let store = SqliteStore::open(db_path(&dir)).unwrap();
+    let store = db.open();
     let reloaded = store.load_rollout(&RolloutId::new("r")).unwrap().unwrap();
     assert_eq!(reloaded, rollout);
     let active: Vec<RolloutId> = store
@@ -514,58 +385,8 @@ fn rollout_survives_a_leaked_connection() {
     assert_eq!(active, vec![RolloutId::new("r")]);
 }
 
-const CHILD_ENV: &str = "OPAMP_FLEET_CRASH_CHILD_DB";
-const CHILD_STEPS: usize = 37;
-
-/// Body of the child process in `rollout_survives_a_killed_process`: writes steps, then aborts
-/// without any cleanup.
-#[test]
-fn crash_child() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let mut store = SqliteStore::open(Path::new(&path)).unwrap();
-    let mut rollout = planned("crash", 50);
-    store.create_rollout(&rollout).unwrap();
-    let events = script(&rollout);
-    run_script(&mut store, &mut rollout, &events[..CHILD_STEPS]);
-    std::process::abort();
-}
-
-#[test]
-fn rollout_survives_a_killed_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let status = Process::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, db_path(&dir))
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the child must die by abort");
-
-    let mut twin = planned("crash", 50);
-    let events = script(&twin);
-    for (event, now) in &events[..CHILD_STEPS] {
-        twin.handle(event.clone(), *now).unwrap();
-    }
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
-    let mut reloaded = store
-        .load_rollout(&RolloutId::new("crash"))
-        .unwrap()
-        .unwrap();
-    assert_eq!(reloaded, twin);
-    let continued = run_script(&mut store, &mut reloaded, &events[CHILD_STEPS..]);
-    let expected: Vec<Command> = events[CHILD_STEPS..]
-        .iter()
-        .flat_map(|(e, now)| twin.handle(e.clone(), *now).unwrap())
-        .collect();
-    assert_eq!(continued, expected);
-    assert_eq!(reloaded.status(), RolloutStatus::Completed);
-}
-
-#[test]
-fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn out_of_order_steps_and_duplicate_rollouts_are_refused(db: &TestDb) {
+    let mut store = db.open();
     let mut rollout = planned("r", 10);
     store.create_rollout(&rollout).unwrap();
     assert!(matches!(
@@ -578,7 +399,7 @@ fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
         .handle(Event::Start { by: "a".into() }, at(0))
         .unwrap();
     let result = apply(
-        &mut store,
+        &mut *store,
         &mut rollout,
         Event::Pause { by: "a".into() },
         at(1),
@@ -594,7 +415,7 @@ fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
 
     // A rejected operator event writes nothing.
     let result = apply(
-        &mut store,
+        &mut *store,
         &mut rollout,
         Event::Resume { by: "a".into() },
         at(1),
@@ -609,24 +430,22 @@ fn out_of_order_steps_and_duplicate_rollouts_are_refused() {
     );
 }
 
-#[test]
-fn two_writers_cannot_both_append_the_same_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut first = SqliteStore::open(db_path(&dir)).unwrap();
-    let mut second = SqliteStore::open(db_path(&dir)).unwrap();
+fn two_writers_cannot_both_append_the_same_step(db: &TestDb) {
+    let mut first = db.open();
+    let mut second = db.open();
     let mut rollout = planned("r", 10);
     first.create_rollout(&rollout).unwrap();
     let mut copy = second.load_rollout(rollout.id()).unwrap().unwrap();
 
     apply(
-        &mut first,
+        &mut *first,
         &mut rollout,
         Event::Start { by: "a".into() },
         at(1),
     )
     .unwrap();
     let result = apply(
-        &mut second,
+        &mut *second,
         &mut copy,
         Event::Start { by: "b".into() },
         at(1),
@@ -650,14 +469,12 @@ fn two_writers_cannot_both_append_the_same_step() {
 
 /// What a restarted coordinator reads to offer again the reverts an ended rollout left
 /// unconfirmed: terminal rollouts updated at or after the bound, never active ones.
-#[test]
-fn ended_since_lists_terminal_rollouts_updated_since_the_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(db_path(&dir)).unwrap();
+fn ended_since_lists_terminal_rollouts_updated_since_the_bound(db: &TestDb) {
+    let mut store = db.open();
     let mut ended = planned("ended", 10);
     store.create_rollout(&ended).unwrap();
     apply(
-        &mut store,
+        &mut *store,
         &mut ended,
         Event::Start { by: "a".into() },
         at(1),
@@ -669,22 +486,22 @@ fn ended_since_lists_terminal_rollouts_updated_since_the_bound() {
         version: NEW.into(),
         healthy: Some(true),
     };
-    apply(&mut store, &mut ended, installed, at(2)).unwrap();
+    apply(&mut *store, &mut ended, installed, at(2)).unwrap();
     let abort = Event::Abort {
         by: "a".into(),
         reason: "test".into(),
     };
-    apply(&mut store, &mut ended, abort, at(2)).unwrap();
+    apply(&mut *store, &mut ended, abort, at(2)).unwrap();
     // The canary never confirms its revert: the abort gives up at its deadline.
     while let Some(deadline) = ended.poll_timeout() {
-        apply(&mut store, &mut ended, Event::Timeout, deadline).unwrap();
+        apply(&mut *store, &mut ended, Event::Timeout, deadline).unwrap();
     }
     assert!(ended.is_terminal(), "{}", ended.status());
     let ended_at = store.list_rollouts().unwrap()[0].updated_at;
     let mut active = planned("active", 10);
     store.create_rollout(&active).unwrap();
     apply(
-        &mut store,
+        &mut *store,
         &mut active,
         Event::Start { by: "a".into() },
         at(3),
@@ -706,5 +523,111 @@ fn ended_since_lists_terminal_rollouts_updated_since_the_bound() {
     assert!(
         reloaded.agents().iter().any(|agent| agent.revert_pending()),
         "the canary's revert is still unconfirmed"
+    );
+}
+
+fn enrolled(uid: InstanceUid, at: Timestamp) -> AuditRecord {
+    AuditRecord::new(
+        at,
+        RolloutId::new(FLEET_RECORDS),
+        Actor::Agent(uid),
+        AuditAction::AgentEnrolled {
+            uid,
+            peer: "127.0.0.1:1".into(),
+        },
+    )
+}
+
+fn a_token_enrolls_one_uid_once_and_never_after_it_expires(db: &TestDb) {
+    let mut store = db.open();
+    let created = Timestamp::from_millis(1_000);
+    let expires = Timestamp::from_millis(10_000);
+    let now = Timestamp::from_millis(5_000);
+    let (token, expiring) = ([1u8; 32], [2u8; 32]);
+    store
+        .add_enrollment_token(&token, "alice", created, expires)
+        .unwrap();
+    store
+        .add_enrollment_token(&expiring, "alice", created, now)
+        .unwrap();
+    let (a, b) = (InstanceUid::new_v7(), InstanceUid::new_v7());
+    let enroll = |store: &mut dyn FleetStore, token: &[u8; 32], uid| {
+        store
+            .enroll(token, uid, &[9u8; 32], now, &enrolled(uid, now))
+            .unwrap()
+    };
+    assert_eq!(enroll(&mut *store, &token, a), EnrollmentOutcome::Enrolled);
+    assert_eq!(
+        enroll(&mut *store, &token, b),
+        EnrollmentOutcome::TokenInvalid
+    );
+    assert_eq!(
+        enroll(&mut *store, &expiring, b),
+        EnrollmentOutcome::TokenInvalid,
+        "a token is invalid from its expiry on"
+    );
+    assert_eq!(
+        enroll(&mut *store, &[3u8; 32], b),
+        EnrollmentOutcome::TokenInvalid
+    );
+    store
+        .add_enrollment_token(&[4u8; 32], "alice", created, expires)
+        .unwrap();
+    assert_eq!(
+        enroll(&mut *store, &[4u8; 32], a),
+        EnrollmentOutcome::AlreadyEnrolled,
+        "an enrolled uid keeps its credential"
+    );
+    assert_eq!(store.agent_credentials().unwrap(), vec![(a, [9u8; 32])]);
+    drop(store);
+    let store = db.open();
+    assert_eq!(store.agent_credentials().unwrap().len(), 1, "persisted");
+    let audited = store
+        .audit_log(&AuditQuery::all().rollout(RolloutId::new(FLEET_RECORDS)))
+        .unwrap();
+    assert_eq!(audited.len(), 1, "one enrollment, one record");
+}
+
+/// Eight agents on eight connections (as on several server replicas) race for one token:
+/// exactly one is enrolled, and only its credential exists.
+fn racing_agents_spend_a_token_exactly_once(db: &TestDb) {
+    let now = Timestamp::from_millis(5_000);
+    let token = [5u8; 32];
+    db.open()
+        .add_enrollment_token(&token, "alice", now, Timestamp::from_millis(60_000))
+        .unwrap();
+    let stores: Vec<_> = (0..8).map(|_| db.open()).collect();
+    let barrier = std::sync::Barrier::new(stores.len());
+    let outcomes: Vec<(InstanceUid, EnrollmentOutcome)> = std::thread::scope(|scope| {
+        let racers: Vec<_> = stores
+            .into_iter()
+            .map(|mut store| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let uid = InstanceUid::new_v7();
+                    barrier.wait();
+                    // SQLite may answer "busy" past its timeout under contention: retried,
+                    // as the server retries a failed write.
+                    for _ in 0..20 {
+                        match store.enroll(&token, uid, &[1u8; 32], now, &enrolled(uid, now)) {
+                            Ok(outcome) => return (uid, outcome),
+                            Err(error) => eprintln!("retrying: {error}"),
+                        }
+                    }
+                    panic!("enrollment kept failing")
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let winners: Vec<InstanceUid> = outcomes
+        .iter()
+        .filter(|(_, outcome)| *outcome == EnrollmentOutcome::Enrolled)
+        .map(|(uid, _)| *uid)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert_eq!(
+        db.open().agent_credentials().unwrap(),
+        vec![(winners[0], [1u8; 32])]
     );
 }

@@ -174,6 +174,15 @@ pub enum AuditAction {
         /// The peer's address.
         peer: String,
     },
+    /// A server replica took the coordinator lease and now runs the fleet (several replicas
+    /// on one database; filed under [`FLEET_RECORDS`]). The records after it until the next
+    /// one were written by this replica.
+    CoordinatorLeaseTaken {
+        /// The replica's name.
+        replica: String,
+        /// The lease's fencing token: one more than the previous holder's.
+        token: i64,
+    },
 }
 
 impl AuditAction {
@@ -203,6 +212,7 @@ impl AuditAction {
             AuditAction::ImpersonationRefused { .. } => "impersonation_refused",
             AuditAction::EnrollmentTokenCreated { .. } => "enrollment_token_created",
             AuditAction::AgentEnrolled { .. } => "agent_enrolled",
+            AuditAction::CoordinatorLeaseTaken { .. } => "coordinator_lease_taken",
         }
     }
 

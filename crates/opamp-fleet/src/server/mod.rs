@@ -14,6 +14,7 @@ pub mod details;
 pub(crate) mod driver;
 mod fd_limits;
 pub(crate) mod identity;
+mod leadership;
 pub(crate) mod offers;
 mod requests;
 pub mod startup;
@@ -71,7 +72,9 @@ impl FleetServer {
         config.validate()?;
         let operators = config.admin.resolve_operators()?;
         let lock = startup::lock_data_dir(&config.data_dir)?;
-        startup::check_store_present(&config)?;
+        if config.store.postgres_url.is_none() {
+            startup::check_store_present(&config)?;
+        }
         let upload_dir = config.data_dir.join("uploads");
         startup::clear_uploads(&upload_dir)?;
         let packages_dir = config.packages_dir();
@@ -79,9 +82,7 @@ impl FleetServer {
             context: format!("creating {}", packages_dir.display()),
             source,
         })?;
-        let store = SqliteStore::open_with(config.database_path(), config.store.options())?;
-        store.check_integrity()?;
-        let store: SharedStore = Arc::new(Mutex::new(store));
+        let (store, leadership) = open_store(&config).await?;
         let catalog = Catalog::new(store.clone(), packages_dir.clone())
             .with_release_keys(config.load_release_keys()?);
 
@@ -123,6 +124,16 @@ impl FleetServer {
             config.limits.forget_agents_after,
         )?;
         let shutdown = CancellationToken::new();
+        let lease_loss = Arc::new(leadership::LeaseLoss::default());
+        let keeper = leadership.map(|held| {
+            leadership::keep(
+                held.lease,
+                held.token,
+                held.valid_until,
+                lease_loss.clone(),
+                shutdown.clone(),
+            )
+        });
         let (requests, requests_rx) = mpsc::channel(64);
         let driver_task = spawn_driver(driver, notifications, requests_rx, shutdown.clone())?;
         // A start that fails from here on must still stop the driver thread: nothing would
@@ -170,7 +181,11 @@ impl FleetServer {
             admin_addr,
             opamp,
             shutdown,
-            tasks: vec![driver_task, admin_task],
+            tasks: [driver_task, admin_task]
+                .into_iter()
+                .chain(keeper)
+                .collect(),
+            lease_loss,
             _lock: lock,
             _stop_driver: stop_driver,
         })
@@ -205,6 +220,93 @@ fn spawn_driver(
             tracing::error!("the rollout driver panicked");
         }
     }))
+}
+
+/// The coordinator lease this replica holds (PostgreSQL store only).
+struct HeldLease {
+    lease: Arc<crate::store::CoordinatorLease>,
+    token: crate::store::LeaseToken,
+    valid_until: tokio::time::Instant,
+}
+
+/// Opens the store the config selects (PostgreSQL when `[store] postgres_url` is set, else
+/// `data_dir/fleet.db`) and checks it is usable before anything is served. With PostgreSQL it
+/// then waits for the coordinator lease (another replica may hold it) and fences the store
+/// with the lease's token.
+async fn open_store(
+    config: &FleetServerConfig,
+) -> Result<(SharedStore, Option<HeldLease>), FleetError> {
+    match &config.store.postgres_url {
+        #[cfg(feature = "postgres")]
+        Some(url) => open_postgres(config, url).await,
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => Err(FleetError::Config {
+            reason: "[store] postgres_url needs opamp-fleet built with the `postgres` feature"
+                .into(),
+        }),
+        None => {
+            let database = config.database_path();
+            let options = config.store.options();
+            // Opening runs migrations and an integrity check: file IO off the runtime.
+            let store = tokio::task::spawn_blocking(move || -> Result<SqliteStore, FleetError> {
+                let store = SqliteStore::open_with(&database, options)?;
+                store.check_integrity()?;
+                Ok(store)
+            })
+            .await
+            .map_err(|_| FleetError::Stopped)??;
+            Ok((Arc::new(Mutex::new(store)), None))
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    config: &FleetServerConfig,
+    url: &crate::config::DatabaseUrl,
+) -> Result<(SharedStore, Option<HeldLease>), FleetError> {
+    use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
+    use crate::store::{CoordinatorLease, PostgresOptions, PostgresStore, RolloutStore as _};
+
+    let replica = config.store.replica_name();
+    let ttl = config.store.lease_ttl();
+    tracing::info!(database = %url.redacted(), %replica, ?ttl, "store: PostgreSQL");
+    let connecting = url.clone();
+    let (mut store, lease) = tokio::task::spawn_blocking(
+        move || -> Result<(PostgresStore, CoordinatorLease), FleetError> {
+            let options = PostgresOptions::default();
+            let store = PostgresStore::connect(connecting.as_str(), options)?;
+            store.check_integrity()?;
+            let lease = CoordinatorLease::connect(connecting.as_str(), options, replica, ttl)?;
+            Ok((store, lease))
+        },
+    )
+    .await
+    .map_err(|_| FleetError::Stopped)??;
+    let lease = Arc::new(lease);
+    let (token, valid_until) = leadership::acquire(&lease).await?;
+    store.fence(token);
+    let taken = AuditRecord::new(
+        driver::now(),
+        crate::rollout::RolloutId::new(FLEET_RECORDS),
+        Actor::Engine,
+        AuditAction::CoordinatorLeaseTaken {
+            replica: lease.holder().to_owned(),
+            token: token.0,
+        },
+    );
+    let store = tokio::task::spawn_blocking(move || -> Result<PostgresStore, FleetError> {
+        store.append_audit(&[taken])?;
+        Ok(store)
+    })
+    .await
+    .map_err(|_| FleetError::Stopped)??;
+    let held = HeldLease {
+        lease,
+        token,
+        valid_until,
+    };
+    Ok((Arc::new(Mutex::new(store)), Some(held)))
 }
 
 /// The agent listener's settings. Downloads need the `download_token` when one is set and,
@@ -271,6 +373,8 @@ pub struct RunningFleetServer {
     opamp: RunningServer,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Set when this replica lost the coordinator lease (PostgreSQL) and stopped itself.
+    lease_loss: Arc<leadership::LeaseLoss>,
     /// Released when the server is shut down (or the process ends).
     _lock: startup::DataDirLock,
     /// Cancels the driver when the server is dropped.
@@ -288,6 +392,16 @@ impl RunningFleetServer {
     #[must_use]
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Resolves when the server stopped by itself because this replica lost the coordinator
+    /// lease (PostgreSQL store, see `docs/operations.md`); never with SQLite. The driver and
+    /// the admin API have stopped then; call [`RunningFleetServer::shutdown`] to close the
+    /// agent connections too, so agents reconnect to the replica that holds the lease.
+    pub async fn lease_lost(&self) -> FleetError {
+        FleetError::LeaseLost {
+            reason: self.lease_loss.wait().await,
+        }
     }
 
     /// Stops the driver and the admin API, then the agent listener (WebSockets close with

@@ -19,6 +19,8 @@ mod details;
 mod identity;
 #[cfg(feature = "sqlite")]
 mod migrations;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -29,6 +31,10 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "postgres")]
+pub use self::postgres::{
+    CoordinatorLease, LeaseHolder, LeaseToken, PostgresOptions, PostgresStore,
+};
 pub use configs::{ConfigEntry, ConfigFile};
 pub use details::{
     AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
@@ -58,6 +64,16 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The PostgreSQL database failed, or could not be reached.
+    #[error("{context}")]
+    #[cfg(feature = "postgres")]
+    Postgres {
+        /// What the store was doing.
+        context: &'static str,
+        /// The database error.
+        #[source]
+        source: ::postgres::Error,
+    },
     /// A stored JSON value could not be written or read.
     #[error("{context}")]
     Json {
@@ -66,6 +82,17 @@ pub enum StoreError {
         /// The serde error.
         #[source]
         source: serde_json::Error,
+    },
+    /// This replica no longer holds the coordinator lease its writes are fenced with (see
+    /// `PostgresStore::fence`): another replica took over, or the lease expired.
+    #[error(
+        "write refused: the coordinator lease is no longer held with token {token} (now {current:?})"
+    )]
+    Fenced {
+        /// The token this store writes with.
+        token: i64,
+        /// The lease's token now, when it exists.
+        current: Option<i64>,
     },
     /// The database was written by a newer version of this software.
     #[error("database schema version {found} is newer than the supported {supported}")]

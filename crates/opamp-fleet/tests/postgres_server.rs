@@ -1,0 +1,168 @@
+//! The fleet server on PostgreSQL (`[store] postgres_url`), end to end on 127.0.0.1: real
+//! agents, a rollout, a restart of the server mid-rollout and a restart of PostgreSQL itself
+//! mid-rollout. Each test runs its own throwaway cluster from Debian's packages
+//! (`.ci/postgres.sh`), so stopping it disturbs no other test. Skipped unless
+//! `OPAMP_TEST_POSTGRES_URL` is set (PostgreSQL is installed); CI sets it and
+//! `OPAMP_INTEROP_REQUIRED=1`.
+
+#![cfg(feature = "postgres")]
+// Helpers here are test code too: a panic is a failed test (see clippy.toml).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fleet_support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fleet_support::{
+    admin, assert_converged, config, poll, request, spawn_fleet, stop_all, upload,
+    wait_connected_at, wait_rollout,
+};
+use opamp_fleet::config::DatabaseUrl;
+use opamp_fleet::{FleetServer, FleetServerConfig, RolloutStatus, RunningFleetServer};
+
+/// A PostgreSQL cluster of this test's own, in a temp dir on a free loopback port.
+struct OwnCluster {
+    dir: PathBuf,
+    port: u16,
+    url: String,
+    _temp: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    fn start() -> Option<OwnCluster> {
+        if std::env::var("OPAMP_TEST_POSTGRES_URL").is_err() {
+            assert!(
+                std::env::var("OPAMP_INTEROP_REQUIRED").as_deref() != Ok("1"),
+                "OPAMP_TEST_POSTGRES_URL is unset but OPAMP_INTEROP_REQUIRED=1"
+            );
+            eprintln!("skipped: set OPAMP_TEST_POSTGRES_URL (bash .ci/postgres.sh start DIR)");
+            return None;
+        }
+        let temp = tempfile::tempdir().unwrap();
+        // The cluster runs as the `postgres` user, which must reach its directory.
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cluster = OwnCluster {
+            dir: temp.path().join("pg"),
+            port,
+            url: String::new(),
+            _temp: temp,
+        };
+        cluster.url = cluster.script("start");
+        Some(cluster)
+    }
+
+    fn script(&self, action: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh");
+        let output = Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "postgres.sh {action}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+fn postgres_config(data_dir: &Path, listen: SocketAddr, url: &str) -> FleetServerConfig {
+    let mut config = config(data_dir, listen, "127.0.0.1:0".parse().unwrap());
+    config.store.postgres_url = Some(DatabaseUrl(url.to_owned()));
+    config
+}
+
+async fn start(data_dir: &Path, listen: SocketAddr, url: &str) -> RunningFleetServer {
+    FleetServer::start(postgres_config(data_dir, listen, url))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_on_postgres_survives_a_server_restart_and_a_database_restart() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), "127.0.0.1:0".parse().unwrap(), &cluster.url).await;
+    let opamp_addr = server.opamp_addr();
+    let client = admin(server.admin_addr());
+    upload(&client, dir.path(), "1.0.0").await;
+    upload(&client, dir.path(), "2.0.0").await;
+    let agents = spawn_fleet(opamp_addr, 9, 2, Duration::from_millis(100));
+    wait_connected_at(&client, 11, "1.0.0").await;
+
+    let id = client
+        .create_rollout(&request("2.0.0", Duration::from_millis(1_500)))
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    wait_rollout(&client, &id, "the canary wave baking", |view| {
+        view.status == RolloutStatus::Baking && view.progress.total > view.progress.healthy
+    })
+    .await;
+
+    // PostgreSQL goes away while the canary bakes: the bake ends, agents keep reporting, and
+    // every step the coordinator takes meanwhile waits for the database, unsaved.
+    cluster.script("stop");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    cluster.script("start");
+
+    // The rollout moves on once the database is back, on the same server.
+    wait_rollout(&client, &id, "a batch wave after the outage", |view| {
+        view.status == RolloutStatus::Batch || view.status.is_terminal()
+    })
+    .await;
+
+    // Then the server itself restarts, and resumes from what PostgreSQL holds.
+    server.shutdown().await;
+    let server = start(dir.path(), opamp_addr, &cluster.url).await;
+    let client = admin(server.admin_addr());
+    assert_converged(&client, &id, &agents, "2.0.0").await;
+
+    // Every wave started once, whatever restarted.
+    let audit = client.audit(Some(&id)).await.unwrap();
+    let mut waves: Vec<String> = audit
+        .iter()
+        .filter(|entry| entry.record.action.kind() == "wave_started")
+        .map(|entry| format!("{:?}", entry.record.action))
+        .collect();
+    let started = waves.len();
+    waves.sort();
+    waves.dedup();
+    assert_eq!(waves.len(), started, "a wave started twice: {waves:?}");
+    let planned = audit
+        .iter()
+        .filter(|entry| entry.record.action.kind() == "planned")
+        .count();
+    assert_eq!(planned, 1);
+
+    // The store kept the agents too: a server started on the database lists them all.
+    let listed = poll("every agent listed", || async {
+        let listed = client.agents().await.ok()?;
+        (listed.len() == agents.len()).then_some(listed)
+    })
+    .await;
+    assert!(listed.iter().all(|agent| agent.connected));
+    stop_all(agents).await;
+    server.shutdown().await;
+}
