@@ -12,10 +12,10 @@
 mod fleet_support;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
+
+use fleet_support::cluster::OwnCluster;
 
 use fleet_support::{
     admin, assert_converged, config, poll, request, spawn_fleet, stop_all, upload,
@@ -23,66 +23,6 @@ use fleet_support::{
 };
 use opamp_fleet::config::DatabaseUrl;
 use opamp_fleet::{FleetServer, FleetServerConfig, RolloutStatus, RunningFleetServer};
-
-/// A PostgreSQL cluster of this test's own, in a temp dir on a free loopback port.
-struct OwnCluster {
-    dir: PathBuf,
-    port: u16,
-    url: String,
-    _temp: tempfile::TempDir,
-}
-
-impl OwnCluster {
-    fn start() -> Option<OwnCluster> {
-        if std::env::var("OPAMP_TEST_POSTGRES_URL").is_err() {
-            assert!(
-                std::env::var("OPAMP_INTEROP_REQUIRED").as_deref() != Ok("1"),
-                "OPAMP_TEST_POSTGRES_URL is unset but OPAMP_INTEROP_REQUIRED=1"
-            );
-            eprintln!("skipped: set OPAMP_TEST_POSTGRES_URL (bash .ci/postgres.sh start DIR)");
-            return None;
-        }
-        let temp = tempfile::tempdir().unwrap();
-        // The cluster runs as the `postgres` user, which must reach its directory.
-        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cluster = OwnCluster {
-            dir: temp.path().join("pg"),
-            port,
-            url: String::new(),
-            _temp: temp,
-        };
-        cluster.url = cluster.script("start");
-        Some(cluster)
-    }
-
-    fn script(&self, action: &str) -> String {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres.sh");
-        let output = Command::new("bash")
-            .arg(script)
-            .arg(action)
-            .arg(&self.dir)
-            .arg(self.port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "postgres.sh {action}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        self.script("stop");
-    }
-}
 
 fn postgres_config(data_dir: &Path, listen: SocketAddr, url: &str) -> FleetServerConfig {
     let mut config = config(data_dir, listen, "127.0.0.1:0".parse().unwrap());
@@ -165,4 +105,67 @@ async fn a_rollout_on_postgres_survives_a_server_restart_and_a_database_restart(
     assert!(listed.iter().all(|agent| agent.connected));
     stop_all(agents).await;
     server.shutdown().await;
+}
+
+/// A replica cut off from the database stops serving before its lease can expire, so that
+/// no other replica ever decides beside it; the next server on the database takes the lease
+/// with a newer fencing token, and the audit log names both holders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = postgres_config(dir.path(), "127.0.0.1:0".parse().unwrap(), &cluster.url);
+    settings.store.lease_ttl = Some(Duration::from_secs(2));
+    settings.store.replica_name = Some("first".into());
+    let server = FleetServer::start(settings.clone()).await.unwrap();
+    let client = admin(server.admin_addr());
+    client.agents().await.unwrap();
+
+    cluster.script("stop");
+    let cut_off = std::time::Instant::now();
+    let lost = tokio::time::timeout(Duration::from_secs(10), server.lease_lost())
+        .await
+        .expect("the replica notices it lost the lease");
+    let noticed = cut_off.elapsed();
+    assert!(
+        matches!(lost, opamp_fleet::FleetError::LeaseLost { .. }),
+        "{lost:?}"
+    );
+    // Within the lease (2 s) after its last renewal, which was at most a third of it ago.
+    assert!(
+        noticed < Duration::from_secs(2),
+        "noticed after {noticed:?}"
+    );
+    // It stopped deciding and answering: the admin API is gone.
+    assert!(client.agents().await.is_err());
+    server.shutdown().await;
+
+    cluster.script("start");
+    settings.store.replica_name = Some("second".into());
+    let started = std::time::Instant::now();
+    let next = FleetServer::start(settings).await.unwrap();
+    // The lease the first one held must expire in the database before anyone takes it.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let client = admin(next.admin_addr());
+    let audit = client
+        .audit(Some(opamp_fleet::audit::FLEET_RECORDS))
+        .await
+        .unwrap();
+    let takes: Vec<(String, i64)> = audit
+        .iter()
+        .filter_map(|entry| match &entry.record.action {
+            opamp_fleet::AuditAction::CoordinatorLeaseTaken { replica, token } => {
+                Some((replica.clone(), *token))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        takes,
+        [("first".to_owned(), 1), ("second".to_owned(), 2)],
+        "{audit:#?}"
+    );
+    next.shutdown().await;
 }

@@ -88,17 +88,31 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), CommandError> {
     let runtime = super::runtime()?;
     let result = runtime.block_on(async move {
         let mut signals = StopSignals::listen()?;
-        let server = FleetServer::start(config)
-            .await
-            .map_err(|e| fleet_error(e, "cannot start the fleet server"))?;
+        // With PostgreSQL, a replica waits here while another one holds the coordinator lease.
+        let server = tokio::select! {
+            started = FleetServer::start(config) => {
+                started.map_err(|e| fleet_error(e, "cannot start the fleet server"))?
+            }
+            reason = signals.recv() => {
+                tracing::info!(reason, "stopped before serving");
+                return Ok(());
+            }
+        };
         // The operator may have gone (`| head`): the server runs on without its banner.
         let _ = output::line(format_args!(
             "opamp server: agents at ws://{}/v1/opamp, admin API at http://{}",
             server.opamp_addr(),
             server.admin_addr()
         ));
-        let reason = signals.recv().await;
-        tracing::info!(reason, "shutting down");
+        let lost = tokio::select! {
+            reason = signals.recv() => {
+                tracing::info!(reason, "shutting down");
+                None
+            }
+            // Another replica decides now: close this one's agent connections and exit, so
+            // agents reconnect to it and a service manager restarts this one as a follower.
+            lost = server.lease_lost() => Some(lost),
+        };
         tokio::select! {
             () = server.shutdown() => {}
             () = tokio::time::sleep(DRAIN) => {
@@ -108,7 +122,10 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), CommandError> {
                 tracing::warn!(signal = again, "second signal; exiting now");
             }
         }
-        Ok(())
+        match lost {
+            Some(error) => Err(fleet_error(error, "the fleet server stopped")),
+            None => Ok(()),
+        }
     });
     // A driver thread still inside a store write must not hold the exit (dropping the
     // runtime would wait for it without limit).

@@ -10,6 +10,8 @@
 // Helpers here are test code too: a panic is a failed test (see clippy.toml).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
 
+#[cfg(feature = "postgres")]
+pub mod cluster;
 pub mod proxy;
 
 use std::collections::{BTreeMap, HashSet};
