@@ -63,6 +63,14 @@ struct Args {
     /// SQLite durability of the fleet store: `full` (default, fsync per commit) or `normal`.
     #[arg(long, default_value = "full")]
     store_sync: String,
+    /// Keep the fleet's state in PostgreSQL instead of SQLite: the URL of an admin database
+    /// on the server; the run creates a database of its own there, reports its size and
+    /// transactions, and drops it.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
+    /// The database the server uses (server role).
+    #[arg(long, hide = true)]
+    store_url: Option<String>,
     /// Also measure the web dashboard: page loads with the whole fleet registered, and the
     /// live pages' event traffic during the rollout.
     #[arg(long)]
@@ -104,6 +112,7 @@ async fn serve(args: Args, fd_limit: u64) {
     if args.store_sync == "normal" {
         config.store.synchronous = opamp_fleet::config::Durability::Normal;
     }
+    config.store.postgres_url = args.store_url.map(opamp_fleet::config::DatabaseUrl);
     config.max_connections = usize::try_from(fd_limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(100)
@@ -122,10 +131,15 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(data_dir: &Path, store_sync: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+    fn spawn(data_dir: &Path, store_sync: &str, store_url: Option<&str>) -> Self {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["--role", "server", "--store-sync", store_sync, "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir);
+        if let Some(url) = store_url {
+            command.args(["--store-url", url]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -159,7 +173,12 @@ impl Drop for ServerProcess {
 async fn drive(args: Args) -> i32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
     let work = tempfile::tempdir().unwrap();
-    let server = ServerProcess::spawn(&work.path().join("server"), &args.store_sync);
+    let database = args.postgres_url.as_deref().map(BenchDatabase::create);
+    let server = ServerProcess::spawn(
+        &work.path().join("server"),
+        &args.store_sync,
+        database.as_ref().map(|db| db.url.as_str()),
+    );
     let pid = server.child.id();
     let admin = AdminClient::new(&format!("http://{}", server.admin), TOKEN).unwrap();
     for version in ["1.0.0", "2.0.0"] {
@@ -261,6 +280,7 @@ async fn drive(args: Args) -> i32 {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = procfs::memory_kib(pid, "VmRSS:").unwrap();
+    let registered_stats = database.as_ref().map(BenchDatabase::stats);
 
     let base = format!("http://{}", server.admin);
     let cookie = if args.dashboard {
@@ -326,6 +346,22 @@ async fn drive(args: Args) -> i32 {
         .unwrap()
         .saturating_sub(driver_cpu_before);
     let view = admin.rollout(&id).await.unwrap();
+    if let (Some(database), Some(registered)) = (&database, registered_stats) {
+        // The server's statistics reach pg_stat_database within a second of each commit.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let after = database.stats();
+        let agents = args.agents as f64;
+        println!(
+            "PostgreSQL: {} transactions to register {} agents ({:.2} per agent), {} during the rollout ({:.2} per agent, {:.2} per engine event); database {:.1} MiB",
+            registered.transactions,
+            args.agents,
+            registered.transactions as f64 / agents,
+            after.transactions - registered.transactions,
+            (after.transactions - registered.transactions) as f64 / agents,
+            (after.transactions - registered.transactions) as f64 / view.sequence.max(1) as f64,
+            after.bytes as f64 / 1024.0 / 1024.0
+        );
+    }
     if let Some(((rollout_task, rollout_live), (fleet_task, fleet_live))) = live {
         // The rollout page's stream ends by itself after the terminal render.
         let _ = tokio::time::timeout(Duration::from_secs(10), rollout_task).await;
@@ -506,4 +542,78 @@ fn description(index: usize) -> v1::AgentDescription {
         )],
         non_identifying_attributes: vec![v1::KeyValue::string("env", "bench")],
     }
+}
+
+/// A database of the run's own on a PostgreSQL server, dropped at the end.
+struct BenchDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+/// What the server did in the database so far.
+#[derive(Clone, Copy)]
+struct DatabaseStats {
+    transactions: i64,
+    bytes: i64,
+}
+
+impl BenchDatabase {
+    fn create(admin_url: &str) -> Self {
+        let name = format!("opamp_bench_{}", std::process::id());
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}");
+        off_runtime(admin_url, move |client| client.batch_execute(&sql).unwrap());
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url, |(base, _)| base);
+        BenchDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    fn stats(&self) -> DatabaseStats {
+        let name = self.name.clone();
+        off_runtime(&self.admin_url, move |client| {
+            client
+                .batch_execute("SELECT pg_stat_clear_snapshot()")
+                .unwrap();
+            let row = client
+                .query_one(
+                    "SELECT xact_commit + xact_rollback, pg_database_size(datname)
+                     FROM pg_stat_database WHERE datname = $1",
+                    &[&name],
+                )
+                .unwrap();
+            DatabaseStats {
+                transactions: row.get(0),
+                bytes: row.get(1),
+            }
+        })
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        off_runtime(&self.admin_url, move |client| {
+            let _ = client.batch_execute(&sql);
+        });
+    }
+}
+
+/// Runs `f` with a connection to `url` on a plain thread: `postgres::Client` refuses to run
+/// inside a tokio runtime.
+fn off_runtime<T: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+) -> T {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        f(&mut client)
+    })
+    .join()
+    .unwrap()
 }
