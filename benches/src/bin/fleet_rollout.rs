@@ -561,8 +561,13 @@ struct DatabaseStats {
 impl BenchDatabase {
     fn create(admin_url: &str) -> Self {
         let name = format!("opamp_bench_{}", std::process::id());
-        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}");
-        off_runtime(admin_url, move |client| client.batch_execute(&sql).unwrap());
+        // Two statements: several in one call would form a transaction, which these refuse.
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let create = format!("CREATE DATABASE {name}");
+        off_runtime(admin_url, move |client| {
+            client.batch_execute(&drop).unwrap();
+            client.batch_execute(&create).unwrap();
+        });
         let base = admin_url
             .rsplit_once('/')
             .map_or(admin_url, |(base, _)| base);
