@@ -63,9 +63,9 @@ echo "packed crates unpacked in $consumer; building there"
 cargo build --workspace --all-targets
 if [ -z "${CHECK_PACKAGED_SKIP_TESTS:-}" ]; then
     # Tests that drive programs from outside the crates (the real collector, Chromium, the
-    # Python and Node clients) ran in the repository's own test step; here they skip, since
+    # Python and Node clients, PostgreSQL) ran in the repository's own test step; here they skip, since
     # a crates.io user has none of them. What this run proves is that the packed files suffice.
-    env -u CI -u OPAMP_INTEROP_REQUIRED -u OPAMP_OTELCOL_CONTRIB -u OPAMP_CHROMIUM \
+    env -u CI -u OPAMP_INTEROP_REQUIRED -u OPAMP_OTELCOL_CONTRIB -u OPAMP_CHROMIUM -u OPAMP_TEST_POSTGRES_URL \
         -u OPAMP_INTEROP_PYTHON -u OPAMP_INTEROP_NODE_PATH cargo test --workspace
 fi
 cargo install --quiet --locked --offline --path "opamp-cli-$version" --root "$target/install" \
