@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use fleet_support::cluster::OwnCluster;
+use fleet_support::cluster::{OwnCluster, assert_no_step_repeated, lease_takes};
 
 use fleet_support::{
     admin, assert_converged, config, poll, request, spawn_fleet, stop_all, upload,
@@ -80,21 +80,7 @@ async fn a_rollout_on_postgres_survives_a_server_restart_and_a_database_restart(
     assert_converged(&client, &id, &agents, "2.0.0").await;
 
     // Every wave started once, whatever restarted.
-    let audit = client.audit(Some(&id)).await.unwrap();
-    let mut waves: Vec<String> = audit
-        .iter()
-        .filter(|entry| entry.record.action.kind() == "wave_started")
-        .map(|entry| format!("{:?}", entry.record.action))
-        .collect();
-    let started = waves.len();
-    waves.sort();
-    waves.dedup();
-    assert_eq!(waves.len(), started, "a wave started twice: {waves:?}");
-    let planned = audit
-        .iter()
-        .filter(|entry| entry.record.action.kind() == "planned")
-        .count();
-    assert_eq!(planned, 1);
+    assert_no_step_repeated(&client, &id).await;
 
     // The store kept the agents too: a server started on the database lists them all.
     let listed = poll("every agent listed", || async {
@@ -149,23 +135,9 @@ async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over()
     // The lease the first one held must expire in the database before anyone takes it.
     assert!(started.elapsed() < Duration::from_secs(10));
     let client = admin(next.admin_addr());
-    let audit = client
-        .audit(Some(opamp_fleet::audit::FLEET_RECORDS))
-        .await
-        .unwrap();
-    let takes: Vec<(String, i64)> = audit
-        .iter()
-        .filter_map(|entry| match &entry.record.action {
-            opamp_fleet::AuditAction::CoordinatorLeaseTaken { replica, token } => {
-                Some((replica.clone(), *token))
-            }
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        takes,
-        [("first".to_owned(), 1), ("second".to_owned(), 2)],
-        "{audit:#?}"
+        lease_takes(&client).await,
+        [("first".to_owned(), 1), ("second".to_owned(), 2)]
     );
     next.shutdown().await;
 }

@@ -20,14 +20,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleet_support::cluster::OwnCluster;
+use fleet_support::cluster::{OwnCluster, assert_no_step_repeated, lease_takes};
 use fleet_support::proxy::FaultProxy;
 use fleet_support::{
     admin, assert_converged, config, request, spawn_fleet, stop_all, upload, wait_connected_at,
     wait_rollout,
 };
 use opamp_fleet::config::DatabaseUrl;
-use opamp_fleet::{AuditAction, FleetServer, RolloutStatus};
+use opamp_fleet::{FleetServer, RolloutStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -197,31 +197,12 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
     assert_converged(&client, &id, &agents, "2.0.0").await;
 
     // The audit log shows the hand-over, and no wave started twice.
-    let fleet_records = client
-        .audit(Some(opamp_fleet::audit::FLEET_RECORDS))
-        .await
-        .unwrap();
-    let takes: Vec<(String, i64)> = fleet_records
-        .iter()
-        .filter_map(|entry| match &entry.record.action {
-            AuditAction::CoordinatorLeaseTaken { replica, token } => {
-                Some((replica.clone(), *token))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(takes, [(leader.clone(), 1), (successor.clone(), 2)]);
-    let audit = client.audit(Some(&id)).await.unwrap();
-    let mut waves: Vec<String> = audit
-        .iter()
-        .filter(|entry| entry.record.action.kind() == "wave_started")
-        .map(|entry| format!("{:?}", entry.record.action))
-        .collect();
-    let started = waves.len();
-    waves.sort();
-    waves.dedup();
-    assert_eq!(waves.len(), started, "a wave started twice");
-    assert!(started >= 2, "{waves:?}");
+    assert_eq!(
+        lease_takes(&client).await,
+        [(leader.clone(), 1), (successor.clone(), 2)]
+    );
+    let waves = assert_no_step_repeated(&client, &id).await;
+    assert!(waves >= 2, "{waves} waves");
 
     stop_all(agents).await;
     for replica in &mut replicas {

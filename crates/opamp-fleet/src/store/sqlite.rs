@@ -10,7 +10,7 @@ use super::{
     AgentDetails, AgentRecord, AuditQuery, ConfigEntry, EnrollmentOutcome, FleetStore,
     PackageEntry, RolloutStore, RolloutSummary, StoreError, StoredAudit, StoredEvent,
 };
-use super::{identity, sqlite_configs};
+use super::{identity, replay, sqlite_configs};
 use crate::audit::AuditRecord;
 use crate::events::{Command, Event, RolloutStatus};
 use crate::rollout::{Rollout, RolloutId};
@@ -432,56 +432,12 @@ impl RolloutStore for SqliteStore {
         let Some((sequence, snapshot_sequence, snapshot)) = self.rollout_row(id)? else {
             return Ok(None);
         };
-        let mut rollout: Rollout =
-            serde_json::from_str(&snapshot).map_err(json("decoding a rollout snapshot"))?;
-        if rollout.sequence() != snapshot_sequence {
-            return Err(StoreError::Corrupt {
-                what: format!(
-                    "rollout {id} snapshot is at step {} not {snapshot_sequence}",
-                    rollout.sequence()
-                ),
-            });
-        }
-        for stored in self.rollout_events(id, snapshot_sequence)? {
-            rollout
-                .handle(stored.event, stored.at)
-                .map_err(|error| StoreError::Corrupt {
-                    what: format!(
-                        "rollout {id} replay of step {} failed: {error}",
-                        stored.sequence
-                    ),
-                })?;
-            if rollout.sequence() != stored.sequence {
-                return Err(StoreError::Corrupt {
-                    what: format!(
-                        "rollout {id} replay reached step {} at logged step {}",
-                        rollout.sequence(),
-                        stored.sequence
-                    ),
-                });
-            }
-        }
-        if rollout.sequence() != sequence {
-            return Err(StoreError::Corrupt {
-                what: format!(
-                    "rollout {id} replay ended at step {} but {sequence} were recorded",
-                    rollout.sequence()
-                ),
-            });
-        }
-        Ok(Some(rollout))
+        let events = self.rollout_events(id, snapshot_sequence)?;
+        replay::rebuild(id, &snapshot, snapshot_sequence, events, sequence).map(Some)
     }
 
     fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
-        let mut active = Vec::new();
-        for summary in self.list_rollouts()? {
-            if !summary.status.is_terminal()
-                && let Some(rollout) = self.load_rollout(&summary.id)?
-            {
-                active.push(rollout);
-            }
-        }
-        Ok(active)
+        replay::active(self.list_rollouts()?, |id| self.load_rollout(id))
     }
 
     fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
@@ -496,40 +452,11 @@ impl RolloutStore for SqliteStore {
     }
 
     fn standing_rollouts(&self) -> Result<Vec<(Rollout, Timestamp)>, StoreError> {
-        // Only the newest completed package rollout per package and selector stands: skipping
-        // the others by their summary keeps start-up from loading the whole history.
-        let mut seen = std::collections::HashSet::new();
-        let mut completed: Vec<_> = self
-            .list_rollouts()?
-            .into_iter()
-            .filter(|summary| summary.status == RolloutStatus::Completed)
-            // Config rollouts leave nothing standing (and may share a package's name).
-            .filter(|summary| summary.target_kind.is_package())
-            .collect();
-        completed.sort_by_key(|summary| std::cmp::Reverse(summary.updated_at));
-        let mut standing = Vec::new();
-        for summary in completed {
-            if !seen.insert((summary.package.clone(), summary.selector.clone())) {
-                continue;
-            }
-            if let Some(rollout) = self.load_rollout(&summary.id)? {
-                standing.push((rollout, summary.updated_at));
-            }
-        }
-        Ok(standing)
+        replay::standing(self.list_rollouts()?, |id| self.load_rollout(id))
     }
 
     fn ended_since(&self, since: Timestamp) -> Result<Vec<(Rollout, Timestamp)>, StoreError> {
-        let mut ended = Vec::new();
-        for summary in self.list_rollouts()? {
-            if summary.status.is_terminal()
-                && summary.updated_at >= since
-                && let Some(rollout) = self.load_rollout(&summary.id)?
-            {
-                ended.push((rollout, summary.updated_at));
-            }
-        }
-        Ok(ended)
+        replay::ended_since(self.list_rollouts()?, since, |id| self.load_rollout(id))
     }
 }
 

@@ -67,3 +67,42 @@ impl Drop for OwnCluster {
         self.script("stop");
     }
 }
+
+/// Every `coordinator_lease_taken` record in the audit log: (replica, fencing token), oldest
+/// first.
+pub async fn lease_takes(client: &opamp_fleet::admin::AdminClient) -> Vec<(String, i64)> {
+    let audit = client
+        .audit(Some(opamp_fleet::audit::FLEET_RECORDS))
+        .await
+        .unwrap();
+    audit
+        .iter()
+        .filter_map(|entry| match &entry.record.action {
+            opamp_fleet::AuditAction::CoordinatorLeaseTaken { replica, token } => {
+                Some((replica.clone(), *token))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks that rollout `id` was planned once and started each wave once, whatever restarted
+/// or took over meanwhile; returns how many waves started.
+pub async fn assert_no_step_repeated(client: &opamp_fleet::admin::AdminClient, id: &str) -> usize {
+    let audit = client.audit(Some(id)).await.unwrap();
+    let mut waves: Vec<String> = audit
+        .iter()
+        .filter(|entry| entry.record.action.kind() == "wave_started")
+        .map(|entry| format!("{:?}", entry.record.action))
+        .collect();
+    let started = waves.len();
+    waves.sort();
+    waves.dedup();
+    assert_eq!(waves.len(), started, "a wave started twice: {waves:?}");
+    let planned = audit
+        .iter()
+        .filter(|entry| entry.record.action.kind() == "planned")
+        .count();
+    assert_eq!(planned, 1);
+    started
+}

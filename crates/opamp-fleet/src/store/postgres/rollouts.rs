@@ -19,8 +19,9 @@ use super::codec::{
 use super::lease::{LeaseToken, begin_write};
 use super::worker::Ask;
 use crate::audit::AuditRecord;
-use crate::events::{Command, Event, RolloutStatus};
+use crate::events::{Command, Event};
 use crate::rollout::{Rollout, RolloutId};
+use crate::store::replay;
 use crate::store::{RolloutStore, RolloutSummary, StoreError, StoredEvent};
 use crate::time::Timestamp;
 
@@ -136,93 +137,20 @@ impl RolloutStore for PostgresStore {
         };
         let (sequence, snapshot_sequence) =
             (from_sql_u64(sequence), from_sql_u64(snapshot_sequence));
-        let mut rollout: Rollout =
-            serde_json::from_str(&snapshot).map_err(json("decoding a rollout snapshot"))?;
-        if rollout.sequence() != snapshot_sequence {
-            return Err(StoreError::Corrupt {
-                what: format!(
-                    "rollout {id} snapshot is at step {} not {snapshot_sequence}",
-                    rollout.sequence()
-                ),
-            });
-        }
-        for stored in decode_events(events)? {
-            rollout
-                .handle(stored.event, stored.at)
-                .map_err(|error| StoreError::Corrupt {
-                    what: format!(
-                        "rollout {id} replay of step {} failed: {error}",
-                        stored.sequence
-                    ),
-                })?;
-            if rollout.sequence() != stored.sequence {
-                return Err(StoreError::Corrupt {
-                    what: format!(
-                        "rollout {id} replay reached step {} at logged step {}",
-                        rollout.sequence(),
-                        stored.sequence
-                    ),
-                });
-            }
-        }
-        if rollout.sequence() != sequence {
-            return Err(StoreError::Corrupt {
-                what: format!(
-                    "rollout {id} replay ended at step {} but {sequence} were recorded",
-                    rollout.sequence()
-                ),
-            });
-        }
-        Ok(Some(rollout))
+        let events = decode_events(events)?;
+        replay::rebuild(id, &snapshot, snapshot_sequence, events, sequence).map(Some)
     }
 
     fn active_rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
-        let mut active = Vec::new();
-        for summary in self.list()? {
-            if !summary.status.is_terminal()
-                && let Some(rollout) = self.load_rollout(&summary.id)?
-            {
-                active.push(rollout);
-            }
-        }
-        Ok(active)
+        replay::active(self.list()?, |id| self.load_rollout(id))
     }
 
     fn standing_rollouts(&self) -> Result<Vec<(Rollout, Timestamp)>, StoreError> {
-        // Only the newest completed package rollout per package and selector stands: skipping
-        // the others by their summary keeps start-up from loading the whole history.
-        let mut seen = std::collections::HashSet::new();
-        let mut completed: Vec<_> = self
-            .list()?
-            .into_iter()
-            .filter(|summary| summary.status == RolloutStatus::Completed)
-            // Config rollouts leave nothing standing (and may share a package's name).
-            .filter(|summary| summary.target_kind.is_package())
-            .collect();
-        completed.sort_by_key(|summary| std::cmp::Reverse(summary.updated_at));
-        let mut standing = Vec::new();
-        for summary in completed {
-            if !seen.insert((summary.package.clone(), summary.selector.clone())) {
-                continue;
-            }
-            if let Some(rollout) = self.load_rollout(&summary.id)? {
-                standing.push((rollout, summary.updated_at));
-            }
-        }
-        Ok(standing)
+        replay::standing(self.list()?, |id| self.load_rollout(id))
     }
 
     fn ended_since(&self, since: Timestamp) -> Result<Vec<(Rollout, Timestamp)>, StoreError> {
-        let mut ended = Vec::new();
-        for summary in self.list()? {
-            if summary.status.is_terminal()
-                && summary.updated_at >= since
-                && let Some(rollout) = self.load_rollout(&summary.id)?
-            {
-                ended.push((rollout, summary.updated_at));
-            }
-        }
-        Ok(ended)
+        replay::ended_since(self.list()?, since, |id| self.load_rollout(id))
     }
 
     fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
