@@ -49,9 +49,9 @@ done
     echo '[patch.crates-io]'
     printf '%s\n' "${patches[@]}"
     echo
+    # No debug info at all: this build exists to prove the packed files suffice, and disk
+    # is the scarce resource on CI machines.
     echo '[profile.dev]'
-    echo 'debug = "line-tables-only"'
-    echo '[profile.dev.package."*"]'
     echo 'debug = false'
 } > "$consumer/Cargo.toml"
 # Same dependency versions as the repository (the lock file is committed).
