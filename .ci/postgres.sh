@@ -37,7 +37,15 @@ case "$action" in
 start)
     bin=$(bindir)
     mkdir -p "$dir"
-    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$dir"
+        # initdb would only say "Permission denied"; name the cause.
+        if ! runuser -u postgres -- test -x "$dir"; then
+            echo "postgres.sh: the postgres user cannot reach $dir (a parent directory is" \
+                "private); use a directory under /tmp" >&2
+            exit 1
+        fi
+    fi
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         as_postgres "$bin/initdb" -D "$dir/data" -U postgres --auth=trust \
             --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
