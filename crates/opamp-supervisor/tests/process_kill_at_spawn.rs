@@ -59,6 +59,23 @@ fn running(exe: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// What a failure needs to be understood: whether each stray carries the marker, and its stat
+/// line (state, parent, start time).
+fn describe(pids: &[u32]) -> String {
+    let marker = opamp_supervisor::process::COLLECTOR_MARKER_ENV.as_bytes();
+    pids.iter()
+        .map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let marked = environ
+                .split(|&b| b == 0)
+                .any(|entry| entry.starts_with(marker));
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            format!("[{pid}: marker {marked}; stat {}]", stat.trim())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Deterministic delays (xorshift), so a failing run can be replayed.
 fn delays(seed: u64) -> impl Iterator<Item = Duration> {
     let mut x = seed | 1;
@@ -118,7 +135,8 @@ async fn a_supervisor_killed_at_any_step_of_a_start_leaves_nothing_untracked() {
         assert!(
             left.is_empty(),
             "run {run} (kill after {delay:?}): collectors {left:?} outlived their supervisor \
-             and its successor did not find them"
+             and its successor did not find them: {}",
+            describe(&left)
         );
     }
     // The runs did leave collectors behind for the successor to stop (the test can fail).

@@ -10,7 +10,9 @@
 //! the record would leave a collector nobody knows about. Every collector therefore also
 //! carries [`COLLECTOR_MARKER_ENV`] = the pid file's absolute path in its environment, set
 //! before the spawn; looking for leftovers also scans `/proc/*/environ` for that exact entry,
-//! which finds such a stray (and anything it forked) whatever the timing of the kill.
+//! which finds such a stray (and anything it forked) whatever the timing of the kill. A stray
+//! caught between its fork and its exec carries no marker yet (it is still a copy of the
+//! supervisor), so the scan first waits, briefly, for such young copies to exec.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -144,6 +146,7 @@ impl PidFile {
         &self,
         stop_timeout: Duration,
     ) -> io::Result<Option<LeftoverStopped>> {
+        wait_for_unfinished_spawns(stop_timeout.min(MAX_SPAWN_WAIT)).await;
         let pids = self.live_leftovers();
         let Some(&pid) = pids.first() else {
             self.clear()?;
@@ -169,6 +172,76 @@ impl PidFile {
         self.clear()?;
         Ok(Some(LeftoverStopped { pid, killed }))
     }
+}
+
+/// Longest wait for a spawn cut off between fork and exec to finish its exec.
+const MAX_SPAWN_WAIT: Duration = Duration::from_secs(1);
+
+/// A supervisor killed between the fork and the exec of a collector leaves a child that is
+/// still a copy of the supervisor: the collector's environment, and so the marker, only
+/// appears at its exec. A scan in that window would miss the stray, which then execs and runs
+/// untracked. So before scanning, wait (at most `within`) until no such copy is left: a
+/// process other than this one, under a second old, running this executable, whose parent
+/// does not run it (the killed supervisor's orphans are adopted by init or a subreaper) and
+/// that is not an ancestor of this one (a parent `opamp` that started it, say). Each
+/// one has then exec'd or exited; an unrelated instance of this program that merely started
+/// moments ago costs at most `within`.
+async fn wait_for_unfinished_spawns(within: Duration) {
+    let Ok(own_exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + within;
+    while !young_copies_of(&own_exe).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(LEFTOVER_POLL).await;
+    }
+}
+
+/// Running processes other than this one that run `exe`, started under a second ago, and
+/// whose parent does not run `exe`, other than this process's ancestors.
+fn young_copies_of(exe: &Path) -> Vec<u32> {
+    let Some(now) = ticks_since_boot() else {
+        return Vec::new();
+    };
+    let mut ours = vec![std::process::id()];
+    while let Some(parent) = ours.last().and_then(|&pid| parent_of(pid)) {
+        if parent == 0 || ours.contains(&parent) {
+            break;
+        }
+        ours.push(parent);
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| !ours.contains(pid))
+        .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
+        .filter(|&pid| {
+            start_time(pid).is_ok_and(|start| now.saturating_sub(start) < TICKS_PER_SECOND)
+        })
+        .filter(|&pid| is_running(pid))
+        .filter(|&pid| {
+            parent_of(pid).is_none_or(|parent| {
+                std::fs::read_link(format!("/proc/{parent}/exe")).map_or(true, |p| p != exe)
+            })
+        })
+        .collect()
+}
+
+/// The parent pid of `pid` (field 4 of its stat).
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid).ok()?.get(1)?.parse().ok()
+}
+
+/// `/proc/<pid>/stat` start times count in USER_HZ ticks, 100 per second on Linux.
+const TICKS_PER_SECOND: u64 = 100;
+
+/// Now, in the ticks of `/proc/<pid>/stat` start times (from `/proc/uptime`).
+fn ticks_since_boot() -> Option<u64> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let seconds: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // Uptime is non-negative and far below u64::MAX ticks; the cast saturates anyway.
+    Some((seconds * TICKS_PER_SECOND as f64) as u64)
 }
 
 fn signal(pid: u32, signal: Signal) -> io::Result<()> {
