@@ -13,6 +13,10 @@ set -euo pipefail
 action=${1:?usage: postgres.sh start|stop DIR [PORT]}
 dir=${2:?usage: postgres.sh start|stop DIR [PORT]}
 port=${3:-55432}
+# The postgres user may not enter the caller's working directory (a private clone), and its
+# tools then complain on every call; work from / with an absolute DIR.
+dir=$(realpath -m "$dir")
+cd /
 
 bindir() {
     local found
