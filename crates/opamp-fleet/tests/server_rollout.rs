@@ -291,9 +291,9 @@ async fn newcomers_matching_a_completed_rollout_get_its_version() {
         spawn_failing_agent(&endpoint, 4, "other", "1.0.0", Duration::ZERO, none.clone());
     let newcomer = agents[3].uid;
     let caught_up = |agents: &[opamp_fleet::admin::AgentSummary], uid: InstanceUid| {
-        agents.iter().any(|a| {
-            a.uid == uid && a.package_versions.get(PACKAGE).map(String::as_str) == Some("2.0.0")
-        })
+        agents
+            .iter()
+            .any(|a| a.uid == uid && a.runs(PACKAGE, "2.0.0"))
     };
     wait_for(&client, "the newcomer on 2.0.0", |all| {
         caught_up(all, newcomer)

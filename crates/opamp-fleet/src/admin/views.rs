@@ -36,6 +36,19 @@ pub struct AgentSummary {
     pub last_seen: Timestamp,
 }
 
+impl AgentSummary {
+    /// Whether the agent reports `version` of `package` installed.
+    pub fn runs(&self, package: &str, version: &str) -> bool {
+        self.package_versions.get(package).map(String::as_str) == Some(version)
+    }
+
+    /// Whether the agent is connected, healthy and reports `version` of `package` installed:
+    /// settled on that version.
+    pub fn is_settled_on(&self, package: &str, version: &str) -> bool {
+        self.connected && self.healthy && self.runs(package, version)
+    }
+}
+
 impl From<&AgentRecord> for AgentSummary {
     fn from(record: &AgentRecord) -> Self {
         AgentSummary {

@@ -88,7 +88,7 @@ pub async fn wait_connected_at(client: &AdminClient, count: usize, version: &str
             let ok = agents.len() == count
                 && agents.iter().all(|a| {
                     a.connected
-                        && a.package_versions.get(PACKAGE).map(String::as_str) == Some(version)
+                        && a.runs(PACKAGE, version)
                         && a.capabilities & AgentCapabilities::ACCEPTS_PACKAGES.bits() != 0
                 });
             ok.then_some(())

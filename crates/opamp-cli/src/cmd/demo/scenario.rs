@@ -510,11 +510,7 @@ async fn wait_fleet(
             .collect();
         let settled = demo
             .iter()
-            .filter(|a| {
-                a.connected
-                    && a.healthy
-                    && a.package_versions.get(PACKAGE).map(String::as_str) == Some(version)
-            })
+            .filter(|a| a.is_settled_on(PACKAGE, version))
             .count();
         if settled == want {
             return Ok(format!("all {want} agents on {version}, healthy"));
