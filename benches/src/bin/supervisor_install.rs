@@ -125,7 +125,7 @@ async fn run(args: Args) {
 
     // The rollout: one wave of everyone, no bake.
     let before = fleet.cpu();
-    let offered_at = since_boot();
+    let offered_at = procfs::since_boot();
     let rollout_started = Instant::now();
     let mut request = RolloutRequest::new(PACKAGE, "2.0.0");
     request.selector = format!("{}={}", LABEL.0, LABEL.1);
@@ -152,7 +152,6 @@ async fn run(args: Args) {
         RolloutStatus::Completed,
         "the rollout did not complete"
     );
-    let install_window = rollout_started.elapsed();
     let install_cpu = fleet.cpu_since(&before);
     let after_rss = fleet.rss_kib();
     let to_started = fleet.collector_started_after(offered_at);
@@ -163,7 +162,7 @@ async fn run(args: Args) {
         .zip(&idle_cpu)
         .map(|(install, idle)| {
             let idle_rate = idle.as_secs_f64() / idle_window.as_secs_f64();
-            (install.as_secs_f64() - idle_rate * install_window.as_secs_f64()).max(0.0) * 1e3
+            (install.as_secs_f64() - idle_rate * rollout_took.as_secs_f64()).max(0.0) * 1e3
         })
         .collect();
     let idle_ms_per_s: Vec<f64> = idle_cpu
@@ -372,7 +371,7 @@ impl Fleet {
 
     fn collector_rss_kib(&self) -> Vec<u64> {
         self.pids()
-            .filter_map(|pid| children_of(pid).first().copied())
+            .filter_map(|pid| procfs::children(pid).first().copied())
             .filter_map(|child| procfs::memory_kib(child, "VmRSS:").ok())
             .collect()
     }
@@ -381,18 +380,20 @@ impl Fleet {
     /// process started, in milliseconds.
     fn collector_started_after(&self, offered_at: Duration) -> Vec<f64> {
         self.pids()
-            .filter_map(|pid| children_of(pid).first().copied())
-            .filter_map(process_start_since_boot)
+            .filter_map(|pid| procfs::children(pid).first().copied())
+            .filter_map(|pid| procfs::start_time(pid).ok())
             .map(|started| (started.as_secs_f64() - offered_at.as_secs_f64()) * 1e3)
             .collect()
     }
 
     fn stop(&mut self) {
         for child in &self.children {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
         }
         for child in &mut self.children {
             let _ = child.wait();
@@ -421,11 +422,7 @@ async fn wait_versions(
         let agents = admin.agents().await.unwrap();
         let settled = agents
             .iter()
-            .filter(|a| {
-                a.connected
-                    && a.healthy
-                    && a.package_versions.get(PACKAGE).map(String::as_str) == Some(version)
-            })
+            .filter(|a| a.is_settled_on(PACKAGE, version))
             .count();
         if settled == want {
             return;
@@ -441,38 +438,6 @@ async fn wait_versions(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The child processes of `pid` (`/proc/<pid>/task/*/children`).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-/// The time since boot, on the clock `/proc/<pid>/stat` start times count on.
-fn since_boot() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(Duration::from)
-        .expect("CLOCK_BOOTTIME")
-}
-
-/// When a process started, as time since boot (field 22 of its stat, in USER_HZ ticks).
-fn process_start_since_boot(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    // `after` begins at field 3.
-    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }
 
 /// CPU time of `openssl dgst -sha256` on `file`, from its rusage.

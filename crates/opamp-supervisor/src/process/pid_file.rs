@@ -119,11 +119,7 @@ impl PidFile {
         let mut wanted = format!("{COLLECTOR_MARKER_ENV}=").into_bytes();
         wanted.extend_from_slice(self.path.as_os_str().as_encoded_bytes());
         let own = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let mut pids: Vec<u32> = entries
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        let mut pids: Vec<u32> = process_ids()
             .filter(|&pid| pid != own)
             .filter(|&pid| {
                 // Unreadable (another user's process, or gone meanwhile): not ours.
@@ -190,18 +186,15 @@ async fn wait_for_unfinished_spawns(within: Duration) {
     let Ok(own_exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
+    let ours = self_and_ancestors();
     let deadline = tokio::time::Instant::now() + within;
-    while !young_copies_of(&own_exe).is_empty() && tokio::time::Instant::now() < deadline {
+    while !young_copies_of(&own_exe, &ours).is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(LEFTOVER_POLL).await;
     }
 }
 
-/// Running processes other than this one that run `exe`, started under a second ago, and
-/// whose parent does not run `exe`, other than this process's ancestors.
-fn young_copies_of(exe: &Path) -> Vec<u32> {
-    let Some(now) = ticks_since_boot() else {
-        return Vec::new();
-    };
+/// This process and its ancestors, up to the first one that cannot be read.
+fn self_and_ancestors() -> Vec<u32> {
     let mut ours = vec![std::process::id()];
     while let Some(parent) = ours.last().and_then(|&pid| parent_of(pid)) {
         if parent == 0 || ours.contains(&parent) {
@@ -209,11 +202,16 @@ fn young_copies_of(exe: &Path) -> Vec<u32> {
         }
         ours.push(parent);
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    ours
+}
+
+/// Running processes, other than `ours`, that run `exe`, started under a second ago, and
+/// whose parent does not run `exe`.
+fn young_copies_of(exe: &Path, ours: &[u32]) -> Vec<u32> {
+    let Some(now) = ticks_since_boot() else {
         return Vec::new();
     };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    process_ids()
         .filter(|pid| !ours.contains(pid))
         .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
         .filter(|&pid| {
@@ -226,6 +224,14 @@ fn young_copies_of(exe: &Path) -> Vec<u32> {
             })
         })
         .collect()
+}
+
+/// The pid of every process in `/proc` (none when it cannot be read).
+fn process_ids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
 }
 
 /// The parent pid of `pid` (field 4 of its stat).
