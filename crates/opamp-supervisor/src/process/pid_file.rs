@@ -179,9 +179,10 @@ const MAX_SPAWN_WAIT: Duration = Duration::from_secs(1);
 /// untracked. So before scanning, wait (at most `within`) until no such copy is left: a
 /// process other than this one, under a second old, running this executable, whose parent
 /// does not run it (the killed supervisor's orphans are adopted by init or a subreaper) and
-/// that is not an ancestor of this one (a parent `opamp` that started it, say). Each
-/// one has then exec'd or exited; an unrelated instance of this program that merely started
-/// moments ago costs at most `within`.
+/// that is not an ancestor of this one (a parent `opamp` that started it, say). A young process
+/// whose environment still reads empty counts too: CI caught a stray inside its exec, with the
+/// collector's image in place but no environment yet. Each one has then exec'd or exited; an
+/// unrelated process that merely started moments ago costs at most `within`.
 async fn wait_for_unfinished_spawns(within: Duration) {
     let Ok(own_exe) = std::fs::read_link("/proc/self/exe") else {
         return;
@@ -205,24 +206,29 @@ fn self_and_ancestors() -> Vec<u32> {
     ours
 }
 
-/// Running processes, other than `ours`, that run `exe`, started under a second ago, and
-/// whose parent does not run `exe`.
+/// Running processes, other than `ours`, started under a second ago, that either run `exe`
+/// with a parent that does not, or are still inside an exec (empty environment).
 fn young_copies_of(exe: &Path, ours: &[u32]) -> Vec<u32> {
     let Some(now) = ticks_since_boot() else {
         return Vec::new();
     };
+    let orphaned_copy = |pid: u32| {
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+            && parent_of(pid).is_none_or(|parent| {
+                std::fs::read_link(format!("/proc/{parent}/exe")).map_or(true, |p| p != exe)
+            })
+    };
+    // Mid-exec, the new image is in place but its environment is not yet: it reads empty.
+    let environ_pending = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty())
+    };
     process_ids()
         .filter(|pid| !ours.contains(pid))
-        .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe))
         .filter(|&pid| {
             start_time(pid).is_ok_and(|start| now.saturating_sub(start) < TICKS_PER_SECOND)
         })
         .filter(|&pid| is_running(pid))
-        .filter(|&pid| {
-            parent_of(pid).is_none_or(|parent| {
-                std::fs::read_link(format!("/proc/{parent}/exe")).map_or(true, |p| p != exe)
-            })
-        })
+        .filter(|&pid| orphaned_copy(pid) || environ_pending(pid))
         .collect()
 }
 
