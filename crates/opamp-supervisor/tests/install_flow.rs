@@ -496,4 +496,78 @@ async fn a_proof_for_another_version_cannot_stage_an_install() {
         .unwrap();
     assert_eq!(staged.record().step, InstallStep::Staged);
     assert_eq!(std::fs::read(host.next_path()).unwrap(), bytes);
+    // A caller's file is copied, not moved: it is still there.
+    assert_eq!(std::fs::read(&package).unwrap(), bytes);
+}
+
+/// The proof and a package file that changed after it was made.
+async fn verified_then_tampered(
+    host: &Host,
+) -> (
+    opamp_verify::Verified<opamp_verify::VerifiedPackage>,
+    std::path::PathBuf,
+) {
+    let bytes = healthy_script("2.0.0");
+    let offer = host.offer("http://127.0.0.1:9/unused", "2.0.0", &bytes);
+    let file = offer.file.as_ref().unwrap();
+    let verified = host
+        .policy
+        .verify_package(
+            &opamp_verify::PackageToVerify::new(
+                PACKAGE,
+                "2.0.0",
+                &file.content_hash,
+                &file.signature,
+            ),
+            &opamp_verify::VerificationContext::new(std::time::SystemTime::now()),
+            &bytes[..],
+            1 << 20,
+        )
+        .unwrap();
+    let package = host.dir.path().join("package");
+    std::fs::write(&package, healthy_script("6.6.6")).unwrap();
+    (verified, package)
+}
+
+#[tokio::test]
+async fn a_package_file_changed_after_its_verification_is_not_staged() {
+    let host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
+    let (verified, package) = verified_then_tampered(&host).await;
+    let mut record =
+        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "2.0.0", vec![2], host.exe.clone());
+    let err = host
+        .installer
+        .stage(&mut record, &verified, &package)
+        .unwrap_err();
+    assert!(matches!(err, InstallError::NotVerified { .. }), "{err}");
+    assert!(!host.next_path().exists(), "the unverified copy was left");
+    assert_eq!(host.exe_content(), healthy_script("1.0.0"));
+}
+
+#[tokio::test]
+async fn a_staged_executable_changed_before_the_swap_is_not_swapped_in() {
+    let mut host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
+    let bytes = healthy_script("2.0.0");
+    let (verified, package) = verified_then_tampered(&host).await;
+    std::fs::write(&package, &bytes).unwrap();
+    let mut record =
+        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "2.0.0", vec![2], host.exe.clone());
+    let staged = host
+        .installer
+        .stage(&mut record, &verified, &package)
+        .unwrap();
+    std::fs::write(host.next_path(), healthy_script("6.6.6")).unwrap();
+    let failed = host
+        .installer
+        .install_staged(&mut host.collector, staged, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(failed.error, InstallError::NotVerified { .. }),
+        "{}",
+        failed.error_message
+    );
+    assert!(!failed.rolled_back, "the live collector was touched");
+    assert_eq!(host.exe_content(), healthy_script("1.0.0"));
+    assert!(host.collector.is_running());
 }

@@ -1,8 +1,8 @@
-//! A real supervisor process killed with SIGKILL at each journaled step, then recovered.
+//! A real supervisor process killed with SIGKILL at each install step, then recovered.
 //!
 //! The "supervisor" is this test binary re-run as a child (`supervisor_child_entry`), in its own
 //! process group with its collector. It runs a real install against a real HTTP server, prints
-//! `STEP <step>` after each step is journaled, and blocks at the target step until the parent
+//! `STEP <step>` after each step is entered (journaled when recovery needs it), and blocks at the target step until the parent
 //! kills the whole process group (supervisor and collector, as a service manager would). The
 //! parent then recovers with a fresh collector and checks which binary runs.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns unwrap too; a panic fails the test
@@ -23,7 +23,7 @@ use serde_json::json;
 
 const SCENARIO_ENV: &str = "OPAMP_KILL_TEST_SCENARIO";
 
-/// Runs only when re-executed by `killed_for_real_at_each_journaled_step`.
+/// Runs only when re-executed by `killed_for_real_at_each_install_step`.
 #[tokio::test]
 async fn supervisor_child_entry() {
     let Ok(path) = std::env::var(SCENARIO_ENV) else {
@@ -146,16 +146,18 @@ fn run_and_kill(scenario: &std::path::Path, target: InstallStep) {
 
 // Multi-threaded: the file server must keep serving while a blocking thread waits for the child.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_for_real_at_each_journaled_step() {
+async fn killed_for_real_at_each_install_step() {
     use InstallStep::*;
-    for (target, expect_new) in [
-        (Downloading, false),
-        (Verifying, false),
-        (Staged, false),
-        (Stopping, false),
-        (Swapping, false),
-        (Starting, true),
-        (HealthGate, true),
+    // (where the kill lands, the step the journal then holds, whether the new version runs)
+    // Steps that recover like the one before them are not journaled (InstallStep::needs_journaling).
+    for (target, journaled, expect_new) in [
+        (Downloading, Downloading, false),
+        (Verifying, Downloading, false),
+        (Staged, Staged, false),
+        (Stopping, Staged, false),
+        (Swapping, Swapping, false),
+        (Starting, Swapping, true),
+        (HealthGate, Swapping, true),
     ] {
         let old = healthy_script("1.0.0");
         let new = healthy_script("2.0.0");
@@ -192,7 +194,8 @@ async fn killed_for_real_at_each_journaled_step() {
                 .unwrap()
                 .unwrap()
                 .step,
-            target
+            journaled,
+            "killed at {target:?}"
         );
 
         // Restart: recover, then start the collector if recovery did not.
@@ -219,7 +222,11 @@ async fn killed_for_real_at_each_journaled_step() {
             );
             ("2.0.0", &new)
         } else {
-            assert_eq!(recovery, Recovery::Abandoned { step: target }, "{target:?}");
+            assert_eq!(
+                recovery,
+                Recovery::Abandoned { step: journaled },
+                "{target:?}"
+            );
             ("1.0.0", &old)
         };
         assert_eq!(&host.exe_content(), expected_bytes, "{target:?}");

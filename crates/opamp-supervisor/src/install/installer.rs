@@ -288,7 +288,7 @@ impl Installer {
             Ok(staged) => staged,
             Err(err) => return Err(self.fail_before_swap(&mut record, err, events)),
         };
-        self.install_staged(collector, staged, events).await
+        self.swap_staged(collector, staged.record, events).await
     }
 
     async fn fetch_and_stage(
@@ -324,10 +324,10 @@ impl Installer {
             })
             .await?;
 
-        self.journal.advance(record, InstallStep::Verifying)?;
+        self.journal.enter(record, InstallStep::Verifying)?;
         events(InstallEvent::Step(InstallStep::Verifying));
-        // The downloader hashed the bytes with opamp-verify's hasher as they streamed to disk, so
-        // the check needs no second read of the file; staging re-hashes what it copies.
+        // The downloader hashed the bytes with opamp-verify's hasher as they streamed to disk, and
+        // the file holds exactly those bytes: neither the check nor the staging reads it again.
         if downloaded.size() > max_size {
             return Err(verify_error(opamp_verify::VerifyError::TooLarge {
                 limit: max_size,
@@ -345,7 +345,7 @@ impl Installer {
         let mut owned = record.clone();
         let package_file = downloaded.path.clone();
         let (staged, updated) = tokio::task::spawn_blocking(move || {
-            let staged = stager.stage(&mut owned, &verified, &package_file);
+            let staged = stager.stage(&mut owned, &verified, &package_file, true);
             (staged, owned)
         })
         .await
@@ -359,6 +359,8 @@ impl Installer {
     ///
     /// `record` must come from [`InstallRecord::new`] (journaled at `Downloading`) or be at
     /// `Verifying`; its executable paths are reset to this installer's.
+    ///
+    /// `package_file` is hashed again on the way (it may have changed since it was verified).
     ///
     /// # Errors
     /// The package file no longer has the verified hash, cannot be unpacked, or the copy or the
@@ -374,11 +376,12 @@ impl Installer {
             layout: self.layout.clone(),
             config: self.config.clone(),
         }
-        .stage(record, verified, package_file)
+        .stage(record, verified, package_file, false)
     }
 
     /// Stops the old collector, swaps in the staged executable, starts it and runs the health
-    /// gate; rolls back on failure.
+    /// gate; rolls back on failure. `<exe>.next` is hashed once more first: a caller may have
+    /// held `staged` for a while.
     ///
     /// # Errors
     /// [`InstallFailed`]; the previous collector runs again unless the message says otherwise.
@@ -389,20 +392,36 @@ impl Installer {
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<Installed, InstallFailed> {
         let mut record = staged.record;
-        events(InstallEvent::Step(InstallStep::Staged));
-        let exe = record.executable_path.clone();
-        let (Some(next), Some(new_hash)) = (record.staged_path.clone(), record.staged_sha256)
-        else {
-            let err = InstallError::Interrupted { step: record.step };
-            return Err(self.fail_before_swap(&mut record, err, events));
-        };
-        if !matches!(hash_if_exists_async(&next).await, Ok(Some(hash)) if hash == new_hash) {
+        if let (Some(next), Some(new_hash)) = (record.staged_path.clone(), record.staged_sha256)
+            && !matches!(hash_if_exists_async(&next).await, Ok(Some(hash)) if hash == new_hash)
+        {
             let err = InstallError::NotVerified {
                 path: next,
                 expected: new_hash,
             };
+            events(InstallEvent::Step(InstallStep::Staged));
             return Err(self.fail_before_swap(&mut record, err, events));
         }
+        self.swap_staged(collector, record, events).await
+    }
+
+    /// [`Self::install_staged`] for a record staged moments ago by this installer.
+    async fn swap_staged<C: Collector>(
+        &self,
+        collector: &mut C,
+        mut record: InstallRecord,
+        events: &mut (impl FnMut(InstallEvent) + Send),
+    ) -> Result<Installed, InstallFailed> {
+        events(InstallEvent::Step(InstallStep::Staged));
+        let exe = record.executable_path.clone();
+        let Some(next) = record
+            .staged_path
+            .clone()
+            .filter(|_| record.staged_sha256.is_some())
+        else {
+            let err = InstallError::Interrupted { step: record.step };
+            return Err(self.fail_before_swap(&mut record, err, events));
+        };
         match hash_if_exists_async(&exe).await {
             Ok(previous) => record.previous_sha256 = previous,
             Err(err) => {
@@ -498,7 +517,7 @@ impl Installer {
         step: InstallStep,
         events: &mut (impl FnMut(InstallEvent) + Send),
     ) -> Result<(), InstallError> {
-        self.journal.advance(record, step)?;
+        self.journal.enter(record, step)?;
         events(InstallEvent::Step(step));
         Ok(())
     }
@@ -675,11 +694,18 @@ struct Stager {
 }
 
 impl Stager {
+    /// Puts the verified package's executable at `<exe>.next` and journals `Staged`.
+    ///
+    /// `package_is_hashed` says `package_file` holds exactly the bytes `verified` was computed
+    /// from (the downloader hashed them as it wrote the file). Then a raw executable is renamed
+    /// into place and an archive is extracted without another read; otherwise the file is
+    /// hashed again, while it is copied or before it is extracted.
     fn stage(
         &self,
         record: &mut InstallRecord,
         verified: &Verified<VerifiedPackage>,
         package_file: &Path,
+        package_is_hashed: bool,
     ) -> Result<StagedInstall, InstallError> {
         if verified.name() != record.package_name || verified.version() != record.offered_version {
             return Err(InstallError::ProofMismatch {
@@ -688,35 +714,45 @@ impl Stager {
             });
         }
         let expected = verified.content_hash();
-        if !has_hash(package_file, expected) {
-            return Err(InstallError::NotVerified {
-                path: package_file.to_path_buf(),
-                expected,
-            });
-        }
         if record.step == InstallStep::Downloading {
-            self.journal.advance(record, InstallStep::Verifying)?;
+            self.journal.enter(record, InstallStep::Verifying)?;
         }
         record.executable_path = self.config.executable.clone();
         record.previous_path = crate::journal::previous_path_for(&self.config.executable);
-        let staging_dir = self.layout.staging_dir(&record.package_name);
-        let staged = archive::stage_package(
-            package_file,
-            &staging_dir,
-            &self.config.archive_executable,
-            &self.config.archive,
-        )?;
         let next = next_path_for(&self.config.executable);
-        let copied = storage::copy_atomic(&staged.path, &next)
-            .map_err(io_error("place new executable", &next))?;
-        let staged_sha256 = staged.sha256;
-        if copied != staged_sha256 {
-            let _ = storage::remove_file_if_exists(&next);
-            return Err(InstallError::NotVerified {
-                path: next,
-                expected: staged_sha256,
-            });
-        }
+        let not_verified = |path: &Path| InstallError::NotVerified {
+            path: path.to_path_buf(),
+            expected,
+        };
+        let staged_sha256 = match archive::detect_format(package_file)? {
+            // A raw package is the executable: straight to `.next`, no staging directory.
+            archive::PackageFormat::RawExecutable => {
+                let placed = swap::place_verified(package_file, &next, expected, package_is_hashed)
+                    .map_err(io_error("place new executable", &next))?;
+                if placed != swap::Placed::Verified {
+                    return Err(not_verified(package_file));
+                }
+                expected
+            }
+            archive::PackageFormat::TarGz => {
+                if !package_is_hashed && !has_hash(package_file, expected) {
+                    return Err(not_verified(package_file));
+                }
+                let staging_dir = self.layout.staging_dir(&record.package_name);
+                let staged = archive::stage_package(
+                    package_file,
+                    &staging_dir,
+                    &self.config.archive_executable,
+                    &self.config.archive,
+                )?;
+                let placed = swap::place_verified(&staged.path, &next, staged.sha256, true)
+                    .map_err(io_error("place new executable", &next))?;
+                if placed != swap::Placed::Verified {
+                    return Err(not_verified(&next));
+                }
+                staged.sha256
+            }
+        };
         record.content_hash = Some(expected);
         record.staged_sha256 = Some(staged_sha256);
         record.staged_path = Some(next);

@@ -1,5 +1,5 @@
 //! Installing an offered collector package: download, verify, stage, swap, health gate, and
-//! rollback, each step journaled before it takes effect.
+//! rollback, each step that recovery depends on journaled before it takes effect.
 //!
 //! The flow ([`Installer::install_offer`]):
 //! 1. `Downloading`: the offer's signature and the trust policy are checked first
@@ -7,10 +7,14 @@
 //!    the file is downloaded (resuming an earlier attempt).
 //! 2. `Verifying`: the file on disk is checked against the approved offer, giving the
 //!    [`opamp_verify::Verified`]`<`[`opamp_verify::VerifiedPackage`]`>` proof.
-//! 3. `Staged` ([`Installer::stage`], which only accepts that proof): the executable is extracted
-//!    (raw or `.tar.gz`) and copied beside the live one as `<exe>.next`; its SHA-256 is journaled.
+//! 3. `Staged` ([`Installer::stage`], which only accepts that proof): the executable is put
+//!    beside the live one as `<exe>.next`, and its SHA-256 is journaled. A raw package is the
+//!    executable: the finished download is renamed there (copied and hashed again only across
+//!    file systems). A `.tar.gz` is extracted into the staging directory first.
 //! 4. `Stopping`, `Swapping` (the live executable is kept as `<exe>.previous`, then `<exe>.next`
-//!    is renamed over it), `Starting`, `HealthGate`, `Installed`.
+//!    is renamed over it), `Starting`, `HealthGate`, `Installed`. `Verifying`, `Stopping`,
+//!    `Starting` and `HealthGate` are reported but not journaled: recovery from each is the
+//!    same as from the step before ([`crate::journal::InstallStep::needs_journaling`]).
 //! 5. On any failure after the swap: `RollingBack` (restore `<exe>.previous`, start it, confirm
 //!    it is healthy) and `Failed`, with an error message that says what failed.
 //!

@@ -15,6 +15,9 @@
 //! | `Swapping` .. `RollingBack`             | other, no previous copy | start nothing, [`InstallError::UnknownExecutable`] |
 //! | corrupt journal                         | -                       | move it aside; nothing else ([`Recovery::CorruptJournal`]) |
 //!
+//! The installer does not journal `Verifying`, `Stopping`, `Starting` or `HealthGate` (each
+//! recovers like the step before it), but a journal from an older supervisor may hold them.
+//!
 //! Only a file whose hash equals the hash journaled at `Staged` (computed from a verified
 //! package) is ever started as the new version.
 

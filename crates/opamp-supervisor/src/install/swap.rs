@@ -34,6 +34,54 @@ pub(crate) fn hash_if_exists(path: &Path) -> io::Result<Option<ContentHash>> {
     }
 }
 
+/// Mode of a staged executable: runnable by all, writable by the owner only.
+const EXECUTABLE_MODE: u32 = 0o755;
+
+/// What [`place_verified`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// `dest` holds the expected bytes, made executable and durable.
+    Verified,
+    /// The copied bytes hashed to `actual`; `dest` was removed.
+    Mismatch { actual: ContentHash },
+}
+
+/// Puts the bytes of `source` at `dest` (the `<exe>.next` beside the live executable) as an
+/// executable, durably, and makes sure they hash to `expected`.
+///
+/// When `source_is_hashed` (the file holds exactly the bytes whose hash was already checked,
+/// such as a finished download or a just-extracted file) and both sit on one file system, the
+/// file is renamed: no copy, no second hash. Otherwise it is copied, and the copy is hashed as
+/// it is written, so what lands at `dest` is checked, not what was read earlier.
+pub(crate) fn place_verified(
+    source: &Path,
+    dest: &Path,
+    expected: ContentHash,
+    source_is_hashed: bool,
+) -> io::Result<Placed> {
+    use std::os::unix::fs::PermissionsExt;
+    let dest_dir = dest.parent().unwrap_or(Path::new("."));
+    if source_is_hashed {
+        fs::set_permissions(source, fs::Permissions::from_mode(EXECUTABLE_MODE))?;
+        match fs::rename(source, dest) {
+            Ok(()) => {
+                // The source was fsynced when it was written; the new name needs its directory.
+                storage::sync_dir(dest_dir)?;
+                return Ok(Placed::Verified);
+            }
+            Err(err) if err.kind() == io::ErrorKind::CrossesDevices => {}
+            Err(err) => return Err(err),
+        }
+    }
+    let copied = storage::copy_atomic(source, dest)?;
+    if copied != expected {
+        storage::remove_file_if_exists(dest)?;
+        return Ok(Placed::Mismatch { actual: copied });
+    }
+    fs::set_permissions(dest, fs::Permissions::from_mode(EXECUTABLE_MODE))?;
+    Ok(Placed::Verified)
+}
+
 /// Makes `dest` a durable copy of `source` through a temp sibling and a rename: a hard link
 /// when both are on one file system (no bytes copied), a full copy otherwise.
 pub(crate) fn link_or_copy_atomic(source: &Path, dest: &Path) -> io::Result<()> {
@@ -86,5 +134,79 @@ pub(crate) fn remove_leftovers(executable: &Path) {
         if let Err(err) = storage::remove_file_if_exists(&path) {
             tracing::warn!(error = %ErrorReport(&err), path = %path.display(), "cannot remove leftover temp file");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn hash(bytes: &[u8]) -> ContentHash {
+        use sha2::{Digest, Sha256};
+        ContentHash::from_bytes(Sha256::digest(bytes).into())
+    }
+
+    #[test]
+    fn a_hashed_file_on_the_same_file_system_is_moved_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("pkg.download");
+        let dest = dir.path().join("otelcol.next");
+        fs::write(&source, b"new collector").unwrap();
+        let inode = fs::metadata(&source).unwrap().ino();
+        let placed = place_verified(&source, &dest, hash(b"new collector"), true).unwrap();
+        assert_eq!(placed, Placed::Verified);
+        assert!(!source.exists());
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(meta.ino(), inode, "copied instead of renamed");
+        assert_eq!(meta.permissions().mode() & 0o777, EXECUTABLE_MODE);
+    }
+
+    #[test]
+    fn an_unhashed_file_is_copied_and_its_copy_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("caller-file");
+        let dest = dir.path().join("otelcol.next");
+        fs::write(&source, b"new collector").unwrap();
+        let placed = place_verified(&source, &dest, hash(b"new collector"), false).unwrap();
+        assert_eq!(placed, Placed::Verified);
+        assert!(source.exists(), "the caller's file was moved");
+        assert_eq!(fs::read(&dest).unwrap(), b"new collector");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            EXECUTABLE_MODE
+        );
+
+        fs::write(&source, b"changed since").unwrap();
+        let placed = place_verified(&source, &dest, hash(b"new collector"), false).unwrap();
+        assert_eq!(
+            placed,
+            Placed::Mismatch {
+                actual: hash(b"changed since")
+            }
+        );
+        assert!(!dest.exists(), "a copy with the wrong hash was left");
+    }
+
+    #[test]
+    fn across_file_systems_a_hashed_file_is_copied_and_checked() {
+        // /dev/shm is a tmpfs on Linux; the temp dir is usually on disk. Skip where they share one.
+        let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        if fs::metadata(shm.path()).unwrap().dev() == fs::metadata(dir.path()).unwrap().dev() {
+            return;
+        }
+        let source = shm.path().join("pkg.download");
+        let dest = dir.path().join("otelcol.next");
+        fs::write(&source, b"new collector").unwrap();
+        let placed = place_verified(&source, &dest, hash(b"new collector"), true).unwrap();
+        assert_eq!(placed, Placed::Verified);
+        assert_eq!(fs::read(&dest).unwrap(), b"new collector");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            EXECUTABLE_MODE
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! check and loads as [`JournalError::Corrupt`] instead of as a plausible but wrong state.
 //!
 //! - [`Journal`] holds one [`InstallRecord`]: the step of the current install, written *before*
-//!   the step takes effect, so recovery knows the furthest the install may have got.
+//!   the step takes effect, so recovery knows the furthest the install may have got. Steps whose
+//!   recovery equals their predecessor's are not written ([`Journal::enter`]).
 //! - [`InstalledStateStore`] holds the [`InstalledState`]: the installed version and hashes, and
 //!   offers that failed and must not be retried until the server changes them.
 //! - The anti-rollback floor ([`RollbackFloor`]) is kept in both the installed state and its

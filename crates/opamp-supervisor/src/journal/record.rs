@@ -138,6 +138,28 @@ impl Journal {
         Ok(())
     }
 
+    /// Moves `record` to step `next` (after checking the transition is legal) and journals it
+    /// when [`InstallStep::needs_journaling`] says recovery depends on it; otherwise the step
+    /// is only recorded in memory and the journal keeps the previous one, whose recovery is
+    /// the same.
+    ///
+    /// # Errors
+    /// As [`Journal::advance`]; `record` is unchanged then.
+    pub fn enter(&self, record: &mut InstallRecord, next: InstallStep) -> Result<(), JournalError> {
+        if next.needs_journaling() {
+            return self.advance(record, next);
+        }
+        if !record.step.can_advance_to(next) {
+            return Err(JournalError::IllegalTransition {
+                from: record.step,
+                to: next,
+            });
+        }
+        tracing::debug!(package = %record.package_name, from = ?record.step, to = ?next, "install step (not journaled)");
+        record.step = next;
+        Ok(())
+    }
+
     /// Moves a corrupt journal aside (`<path>.corrupt`) so it can be inspected and does not block
     /// the next install. Returns the new path.
     ///

@@ -417,14 +417,18 @@ impl ProcessManager {
         if self.running.is_some() {
             return Ok(None);
         }
-        pid_file
-            .stop_leftover(self.stop_timeout)
-            .await
-            .map_err(|source| ProcessError::Leftover {
-                agent: self.command.name.clone(),
-                pid_file: pid_file.path().to_path_buf(),
-                source,
-            })
+        // The first check of this manager's life waits for a spawn an earlier supervisor was
+        // killed in; once this manager has started a collector, that wait is behind it.
+        let stopped = if self.state.borrow().generation > 0 {
+            pid_file.stop_leftover_now(self.stop_timeout).await
+        } else {
+            pid_file.stop_leftover(self.stop_timeout).await
+        };
+        stopped.map_err(|source| ProcessError::Leftover {
+            agent: self.command.name.clone(),
+            pid_file: pid_file.path().to_path_buf(),
+            source,
+        })
     }
 
     /// Pid of the running process, if any.

@@ -143,6 +143,19 @@ impl PidFile {
         stop_timeout: Duration,
     ) -> io::Result<Option<LeftoverStopped>> {
         wait_for_unfinished_spawns(stop_timeout.min(MAX_SPAWN_WAIT)).await;
+        self.stop_leftover_now(stop_timeout).await
+    }
+
+    /// [`Self::stop_leftover`] without its first wait for a spawn cut off before its exec: for
+    /// a caller that already made that wait once in its life (a stray of an earlier supervisor
+    /// has finished its exec by then, and this process's own spawns return after theirs).
+    ///
+    /// # Errors
+    /// As [`Self::stop_leftover`].
+    pub async fn stop_leftover_now(
+        &self,
+        stop_timeout: Duration,
+    ) -> io::Result<Option<LeftoverStopped>> {
         let pids = self.live_leftovers();
         let Some(&pid) = pids.first() else {
             self.clear()?;
@@ -219,8 +232,11 @@ fn young_copies_of(exe: &Path, ours: &[u32]) -> Vec<u32> {
             })
     };
     // Mid-exec, the new image is in place but its environment is not yet: it reads empty.
+    // Kernel threads have an empty environment too, but no executable: they never count, or a
+    // freshly started kernel worker would hold every start for a second.
     let environ_pending = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty())
+        std::fs::read_link(format!("/proc/{pid}/exe")).is_ok()
+            && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| environ.is_empty())
     };
     process_ids()
         .filter(|pid| !ours.contains(pid))
