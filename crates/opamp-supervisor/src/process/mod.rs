@@ -405,7 +405,8 @@ impl ProcessManager {
     }
 
     /// Stops a collector recorded in the pid file by an earlier supervisor (see
-    /// [`PidFile::stop_leftover`]). Does nothing without a pid file, or while this manager
+    /// [`PidFile::stop_leftover`]; once this manager has started a collector,
+    /// [`PidFile::stop_recorded`]). Does nothing without a pid file, or while this manager
     /// supervises a process (the record is then its own).
     ///
     /// # Errors
@@ -417,10 +418,11 @@ impl ProcessManager {
         if self.running.is_some() {
             return Ok(None);
         }
-        // The first check of this manager's life waits for a spawn an earlier supervisor was
-        // killed in; once this manager has started a collector, that wait is behind it.
+        // The first check of this manager's life searches for everything an earlier
+        // supervisor may have left; once this manager has started a collector, only its own
+        // record can name one (a collector it stopped went with its whole process group).
         let stopped = if self.state.borrow().generation > 0 {
-            pid_file.stop_leftover_now(self.stop_timeout).await
+            pid_file.stop_recorded(self.stop_timeout).await
         } else {
             pid_file.stop_leftover(self.stop_timeout).await
         };

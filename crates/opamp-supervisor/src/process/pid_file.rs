@@ -143,20 +143,30 @@ impl PidFile {
         stop_timeout: Duration,
     ) -> io::Result<Option<LeftoverStopped>> {
         wait_for_unfinished_spawns(stop_timeout.min(MAX_SPAWN_WAIT)).await;
-        self.stop_leftover_now(stop_timeout).await
+        self.stop(self.live_leftovers(), stop_timeout).await
     }
 
-    /// [`Self::stop_leftover`] without its first wait for a spawn cut off before its exec: for
-    /// a caller that already made that wait once in its life (a stray of an earlier supervisor
-    /// has finished its exec by then, and this process's own spawns return after theirs).
+    /// Stops the recorded collector only, if it still runs (same pid, same start time): for a
+    /// supervisor that already ran [`Self::stop_leftover`] once in its life. What that search
+    /// is for (strays of an earlier supervisor, caught before they were recorded) cannot
+    /// appear later, and the search reads every process's environment, which costs a
+    /// millisecond per start on a busy host.
     ///
     /// # Errors
     /// As [`Self::stop_leftover`].
-    pub async fn stop_leftover_now(
+    pub async fn stop_recorded(
         &self,
         stop_timeout: Duration,
     ) -> io::Result<Option<LeftoverStopped>> {
-        let pids = self.live_leftovers();
+        self.stop(self.recorded().into_iter().collect(), stop_timeout)
+            .await
+    }
+
+    async fn stop(
+        &self,
+        pids: Vec<u32>,
+        stop_timeout: Duration,
+    ) -> io::Result<Option<LeftoverStopped>> {
         let Some(&pid) = pids.first() else {
             self.clear()?;
             return Ok(None);
@@ -326,6 +336,46 @@ fn stat_fields(pid: u32) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    /// A `sleep` carrying `pid_file`'s marker, as a collector it started would.
+    fn marked_sleeper(pid_file: &PidFile) -> std::process::Child {
+        let (name, value) = pid_file.marker();
+        std::process::Command::new("sleep")
+            .arg("30")
+            .env(name, value)
+            .spawn()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn stop_recorded_stops_the_record_only_and_stop_leftover_the_marked_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = PidFile::new(dir.path().join("collector.pid"));
+        let timeout = Duration::from_secs(5);
+
+        let mut unrecorded = marked_sleeper(&pid_file);
+        let mut recorded = marked_sleeper(&pid_file);
+        pid_file.record(recorded.id()).unwrap();
+        // Its marker reaches /proc at the exec, which may still be under way.
+        let deadline = std::time::Instant::now() + timeout;
+        while pid_file.marked().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(LEFTOVER_POLL);
+        }
+
+        let stopped = pid_file.stop_recorded(timeout).await.unwrap();
+        assert_eq!(stopped.map(|s| s.pid), Some(recorded.id()));
+        assert!(recorded.wait().unwrap().signal().is_some());
+        assert!(
+            is_running(unrecorded.id()),
+            "stop_recorded searched the marker"
+        );
+
+        let stopped = pid_file.stop_leftover(timeout).await.unwrap();
+        assert_eq!(stopped.map(|s| s.pid), Some(unrecorded.id()));
+        assert!(unrecorded.wait().unwrap().signal().is_some());
+        assert_eq!(pid_file.stop_recorded(timeout).await.unwrap(), None);
+    }
 
     #[test]
     fn records_this_process_and_ignores_a_mismatched_start_time() {
