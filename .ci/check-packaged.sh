@@ -3,8 +3,9 @@
 # get it: the crates are packed, unpacked into an empty folder outside the repository, and
 # built and tested there as a consumer workspace whose `[patch.crates-io]` points at the
 # unpacked copies. A file a crate reads from outside its own folder (a build script input, an
-# `include_str!`, a test fixture) fails here. Finally `cargo install` of the `opamp` binary
-# from the unpacked opamp-cli proves the packed crates are enough for it too.
+# `include_str!`, a test fixture) fails here. Finally `cargo install` of the `opamp` and
+# `opamp-supervisor` binaries from the unpacked opamp-cli proves the packed crates are enough
+# for them too.
 #
 # Usage: .ci/check-packaged.sh            (build, test and install)
 #        CHECK_PACKAGED_SKIP_TESTS=1 ...  (build and install only)
@@ -69,6 +70,7 @@ if [ -z "${CHECK_PACKAGED_SKIP_TESTS:-}" ]; then
         -u OPAMP_INTEROP_PYTHON -u OPAMP_INTEROP_NODE_PATH cargo test --workspace
 fi
 cargo install --quiet --locked --offline --path "opamp-cli-$version" --root "$target/install" \
-    --bin opamp --debug
+    --bin opamp --bin opamp-supervisor --debug
 "$target/install/bin/opamp" --version
+"$target/install/bin/opamp-supervisor" --version
 echo "packaged crates build, test and install from their .crate files"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the systemd units with `systemd-analyze verify`, against a built `opamp`
 # (verify insists that ExecStart names an executable file): each unit is copied with its
-# ExecStart pointed at $1 (default target/debug/opamp).
+# ExecStart pointed at $1 (default target/debug/opamp; the supervisor's unit gets the
+# opamp-supervisor beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 opamp="$(realpath "${1:-target/debug/opamp}")"

@@ -1,4 +1,6 @@
-//! Supervisor cost per install (issue 24): N real `opamp supervisor` processes, each keeping a
+//! Supervisor cost per install (issue 24): N real supervisor processes (the lean
+//! `opamp-supervisor` binary; `--supervisor-bin target/release/opamp` runs `opamp supervisor`
+//! instead), each keeping a
 //! test collector alive, connected to a fleet server in this process; one rollout of a signed
 //! package (1 MiB by default) to all of them in a single wave, timed to the end.
 //!
@@ -10,7 +12,7 @@
 //! package gives a floor for the part of the install that must touch every byte.
 //!
 //! ```text
-//! cargo build --release --bin opamp -p opamp-cli
+//! cargo build --release --bin opamp --bin opamp-supervisor -p opamp-cli
 //! cargo run --release -p opamp-benches --bin supervisor_install -- --supervisors 100
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
@@ -39,9 +41,14 @@ struct Args {
     /// Size of the package, KiB.
     #[arg(long, default_value_t = 1024)]
     package_kib: usize,
-    /// The `opamp` binary to run as supervisor (default: the release build beside this tool).
+    /// The `opamp` binary, whose test collector the collectors run (default: the release build
+    /// beside this tool).
     #[arg(long)]
     opamp: Option<PathBuf>,
+    /// The supervisor binary: `opamp-supervisor`, or `opamp` to run `opamp supervisor`
+    /// (default: `opamp-supervisor` beside this tool).
+    #[arg(long)]
+    supervisor_bin: Option<PathBuf>,
     /// How long to watch the idle fleet before the rollout, seconds.
     #[arg(long, default_value_t = 10)]
     idle_secs: u64,
@@ -81,6 +88,17 @@ async fn run(args: Args) {
         "{} not found: build it with cargo build --release --bin opamp, or pass --opamp",
         opamp.display()
     );
+    let supervisor_bin = args.supervisor_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .unwrap()
+            .with_file_name("opamp-supervisor")
+    });
+    assert!(
+        supervisor_bin.is_file(),
+        "{} not found: build it with cargo build --release --bin opamp-supervisor, or pass \
+         --supervisor-bin",
+        supervisor_bin.display()
+    );
     let work = tempfile::Builder::new()
         .prefix("supervisor-install-")
         .tempdir()
@@ -103,7 +121,7 @@ async fn run(args: Args) {
     let mut fleet = Fleet::default();
     let started = Instant::now();
     for index in 0..args.supervisors {
-        fleet.start(&opamp, dir, index, &endpoint, &release, &args);
+        fleet.start(&supervisor_bin, dir, index, &endpoint, &release, &args);
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     wait_versions(&admin, &mut fleet, args.supervisors, "1.0.0", deadline).await;
@@ -172,6 +190,7 @@ async fn run(args: Args) {
     let openssl = openssl_sha256_cpu(&release.target);
 
     println!();
+    println!("supervisor binary {}", supervisor_bin.display());
     println!(
         "supervisors {}   package {} KiB   health check every {} ms   liveness {} ms",
         args.supervisors, args.package_kib, args.health_interval_ms, args.liveness_ms
@@ -275,7 +294,7 @@ struct Fleet {
 impl Fleet {
     fn start(
         &mut self,
-        opamp: &Path,
+        supervisor_bin: &Path,
         root: &Path,
         index: usize,
         endpoint: &str,
@@ -308,8 +327,15 @@ impl Fleet {
         let config_path = dir.join("supervisor.yaml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.join("supervisor.log")).unwrap();
-        let child = Command::new(opamp)
-            .arg("supervisor")
+        let mut command = Command::new(supervisor_bin);
+        // `opamp` needs its subcommand; `opamp-supervisor` is the subcommand.
+        if supervisor_bin
+            .file_name()
+            .is_some_and(|name| name == "opamp")
+        {
+            command.arg("supervisor");
+        }
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")

@@ -12,6 +12,7 @@ mod failure;
 mod logging;
 mod output;
 mod progress;
+mod service;
 
 use std::process::ExitCode;
 

@@ -241,7 +241,8 @@ fn rollout_start_watch_moves_a_real_supervisor() {
         work.opamp(&add).expect_code(0);
     }
 
-    // One supervisor, started through the CLI, running the 1.0.0 collector.
+    // One supervisor running the 1.0.0 collector: the lean `opamp-supervisor` binary (the
+    // other tests run the `opamp supervisor` subcommand), so a real install proves it too.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let health_port = listener.local_addr().unwrap().port();
     drop(listener);
@@ -256,8 +257,8 @@ fn rollout_start_watch_moves_a_real_supervisor() {
         work.path("keys/release.pub").display(),
     );
     work.write("supervisor.yaml", yaml.as_bytes());
-    let supervisor = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["supervisor", "--config", "supervisor.yaml"])
+    let supervisor = Command::new(env!("CARGO_BIN_EXE_opamp-supervisor"))
+        .args(["--config", "supervisor.yaml"])
         .current_dir(work.root())
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())

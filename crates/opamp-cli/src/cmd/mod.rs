@@ -17,7 +17,7 @@ pub(crate) mod watch;
 use opamp_fleet::FleetError;
 use opamp_fleet::admin::AdminClient;
 
-use crate::failure::{CommandError, Failure, ResultExt as _};
+use crate::failure::{CommandError, Failure};
 
 /// Where the admin API is and how to authenticate to it (shared by the operator commands).
 #[derive(Debug, Clone, clap::Args)]
@@ -48,13 +48,7 @@ impl AdminConnection {
     }
 }
 
-/// A multi-threaded async runtime for commands that talk to the network.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .or_fail(Failure::Operation, || "cannot start the async runtime")
-}
+pub(crate) use crate::service::runtime;
 
 /// Maps a fleet error to its exit code: no answer from the server or a file problem is 4,
 /// anything the server or the library refused is 1.

@@ -11,6 +11,7 @@ use opamp_fleet::server::FleetServer;
 use super::fleet_error;
 use crate::failure::{CommandError, Failure, ResultExt as _};
 use crate::output;
+use crate::service::StopSignals;
 
 const AFTER_HELP: &str = "\
 Example:
@@ -217,41 +218,3 @@ fn apply_environment_token(config: &mut FleetServerConfig, env_token: Option<Str
 
 /// The default agent listener address.
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 4320);
-
-/// Waits for Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed) and names which one
-/// came. All three mean the same: stop gracefully, children first.
-pub(crate) async fn stop_signal() -> Result<&'static str, CommandError> {
-    Ok(StopSignals::listen()?.recv().await)
-}
-
-/// SIGINT, SIGTERM and SIGHUP, caught from [`StopSignals::listen`] on: a signal that comes
-/// before anyone waits is kept, not left to its default action (which ends the process).
-pub(crate) struct StopSignals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
-}
-
-impl StopSignals {
-    /// Starts catching the three signals.
-    pub(crate) fn listen() -> Result<Self, CommandError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let catch = |kind: SignalKind, name: &'static str| {
-            signal(kind).or_fail(Failure::Operation, || format!("cannot listen for {name}"))
-        };
-        Ok(Self {
-            interrupt: catch(SignalKind::interrupt(), "SIGINT")?,
-            terminate: catch(SignalKind::terminate(), "SIGTERM")?,
-            hangup: catch(SignalKind::hangup(), "SIGHUP")?,
-        })
-    }
-
-    /// The next signal's name.
-    pub(crate) async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.hangup.recv() => "SIGHUP",
-        }
-    }
-}

@@ -69,11 +69,11 @@ pub(crate) fn run(args: &SupervisorArgs) -> Result<(), CommandError> {
         println!("anti-rollback floor of {package} set to {version}");
         return Ok(());
     }
-    super::runtime()?.block_on(async move {
+    crate::service::supervisor_runtime()?.block_on(async move {
         // A failure to listen for signals is reported by the shutdown future completing; the
         // supervisor then stops cleanly rather than running without a way to stop it.
         let shutdown = async {
-            match super::server::stop_signal().await {
+            match crate::service::stop_signal().await {
                 Ok(reason) => tracing::info!(reason, "stopping the supervisor"),
                 Err(error) => tracing::error!(error = %error.report(), "cannot wait for signals"),
             }

@@ -37,7 +37,7 @@ pub(crate) async fn run(agents: u32, timing: Timing) -> Result<(), CommandError>
     let started = Instant::now();
     let interrupted = tokio::select! {
         () = steps(dir.path(), agents, &timing, &supervisors, &mut server, &mut summary) => None,
-        signal = crate::cmd::server::stop_signal() => Some(signal.unwrap_or("a signal")),
+        signal = crate::service::stop_signal() => Some(signal.unwrap_or("a signal")),
     };
     // Children first, whatever happened to the terminal (after SIGHUP stdout may be gone).
     let _ = output::line("stopping the supervisors and the server ...");
