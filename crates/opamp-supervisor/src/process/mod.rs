@@ -348,8 +348,14 @@ impl ProcessManager {
             // The old task only waits for a stop request; dropping its sender ends it.
             self.running = None;
         }
+        // As in `stop_leftover`: the search for strays is for this manager's first start.
+        let first_start = self.state.borrow().generation == 0;
         if let Some(pid_file) = &self.pid_file
-            && let Some(pid) = pid_file.live_leftover()
+            && let Some(pid) = if first_start {
+                pid_file.live_leftover()
+            } else {
+                pid_file.live_recorded()
+            }
         {
             return Err(ProcessError::LeftoverRunning {
                 agent: self.command.name.clone(),

@@ -106,6 +106,12 @@ impl PidFile {
         pids
     }
 
+    /// The recorded collector, if that same process (pid and start time) still runs; unlike
+    /// [`Self::live_leftover`], no search of other processes' environments.
+    pub fn live_recorded(&self) -> Option<u32> {
+        self.recorded()
+    }
+
     fn recorded(&self) -> Option<u32> {
         let text = std::fs::read_to_string(&self.path).ok()?;
         let mut fields = text.split_whitespace();
