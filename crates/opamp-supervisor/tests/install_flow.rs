@@ -456,14 +456,19 @@ async fn downtime_does_not_grow_with_the_binary_size() {
     );
 }
 
-#[tokio::test]
-async fn a_proof_for_another_version_cannot_stage_an_install() {
-    let host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
-    let bytes = healthy_script("2.0.0");
-    let offer = host.offer("http://127.0.0.1:9/unused", "2.0.0", &bytes);
+/// A fresh journal record for an install of `version` (server hash `[hash]`) on `host`.
+fn record_for(host: &Host, version: &str, hash: u8) -> opamp_supervisor::journal::InstallRecord {
+    opamp_supervisor::journal::InstallRecord::new(PACKAGE, version, vec![hash], host.exe.clone())
+}
+
+/// The proof an agent gets for `bytes` offered as version 2.0.0.
+fn verified_2_0_0(
+    host: &Host,
+    bytes: &[u8],
+) -> opamp_verify::Verified<opamp_verify::VerifiedPackage> {
+    let offer = host.offer("http://127.0.0.1:9/unused", "2.0.0", bytes);
     let file = offer.file.as_ref().unwrap();
-    let verified = host
-        .policy
+    host.policy
         .verify_package(
             &opamp_verify::PackageToVerify::new(
                 PACKAGE,
@@ -472,14 +477,20 @@ async fn a_proof_for_another_version_cannot_stage_an_install() {
                 &file.signature,
             ),
             &opamp_verify::VerificationContext::new(std::time::SystemTime::now()),
-            &bytes[..],
+            bytes,
             1 << 20,
         )
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_proof_for_another_version_cannot_stage_an_install() {
+    let host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
+    let bytes = healthy_script("2.0.0");
+    let verified = verified_2_0_0(&host, &bytes);
     let package = host.dir.path().join("package");
     std::fs::write(&package, &bytes).unwrap();
-    let mut record =
-        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "3.0.0", vec![3], host.exe.clone());
+    let mut record = record_for(&host, "3.0.0", 3);
     let err = host
         .installer
         .stage(&mut record, &verified, &package)
@@ -488,8 +499,7 @@ async fn a_proof_for_another_version_cannot_stage_an_install() {
     assert!(!host.next_path().exists());
 
     // The matching record stages, and the staged file is beside the live one.
-    let mut record =
-        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "2.0.0", vec![2], host.exe.clone());
+    let mut record = record_for(&host, "2.0.0", 2);
     let staged = host
         .installer
         .stage(&mut record, &verified, &package)
@@ -501,29 +511,13 @@ async fn a_proof_for_another_version_cannot_stage_an_install() {
 }
 
 /// The proof and a package file that changed after it was made.
-async fn verified_then_tampered(
+fn verified_then_tampered(
     host: &Host,
 ) -> (
     opamp_verify::Verified<opamp_verify::VerifiedPackage>,
     std::path::PathBuf,
 ) {
-    let bytes = healthy_script("2.0.0");
-    let offer = host.offer("http://127.0.0.1:9/unused", "2.0.0", &bytes);
-    let file = offer.file.as_ref().unwrap();
-    let verified = host
-        .policy
-        .verify_package(
-            &opamp_verify::PackageToVerify::new(
-                PACKAGE,
-                "2.0.0",
-                &file.content_hash,
-                &file.signature,
-            ),
-            &opamp_verify::VerificationContext::new(std::time::SystemTime::now()),
-            &bytes[..],
-            1 << 20,
-        )
-        .unwrap();
+    let verified = verified_2_0_0(host, &healthy_script("2.0.0"));
     let package = host.dir.path().join("package");
     std::fs::write(&package, healthy_script("6.6.6")).unwrap();
     (verified, package)
@@ -532,9 +526,8 @@ async fn verified_then_tampered(
 #[tokio::test]
 async fn a_package_file_changed_after_its_verification_is_not_staged() {
     let host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
-    let (verified, package) = verified_then_tampered(&host).await;
-    let mut record =
-        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "2.0.0", vec![2], host.exe.clone());
+    let (verified, package) = verified_then_tampered(&host);
+    let mut record = record_for(&host, "2.0.0", 2);
     let err = host
         .installer
         .stage(&mut record, &verified, &package)
@@ -548,10 +541,9 @@ async fn a_package_file_changed_after_its_verification_is_not_staged() {
 async fn a_staged_executable_changed_before_the_swap_is_not_swapped_in() {
     let mut host = Host::new(&healthy_script("1.0.0"), "1.0.0").await;
     let bytes = healthy_script("2.0.0");
-    let (verified, package) = verified_then_tampered(&host).await;
+    let (verified, package) = verified_then_tampered(&host);
     std::fs::write(&package, &bytes).unwrap();
-    let mut record =
-        opamp_supervisor::journal::InstallRecord::new(PACKAGE, "2.0.0", vec![2], host.exe.clone());
+    let mut record = record_for(&host, "2.0.0", 2);
     let staged = host
         .installer
         .stage(&mut record, &verified, &package)
