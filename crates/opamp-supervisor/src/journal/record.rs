@@ -124,12 +124,7 @@ impl Journal {
         record: &mut InstallRecord,
         next: InstallStep,
     ) -> Result<(), JournalError> {
-        if !record.step.can_advance_to(next) {
-            return Err(JournalError::IllegalTransition {
-                from: record.step,
-                to: next,
-            });
-        }
+        check_transition(record, next)?;
         let mut updated = record.clone();
         updated.step = next;
         self.write(&updated)?;
@@ -149,12 +144,7 @@ impl Journal {
         if next.needs_journaling() {
             return self.advance(record, next);
         }
-        if !record.step.can_advance_to(next) {
-            return Err(JournalError::IllegalTransition {
-                from: record.step,
-                to: next,
-            });
-        }
+        check_transition(record, next)?;
         tracing::debug!(package = %record.package_name, from = ?record.step, to = ?next, "install step (not journaled)");
         record.step = next;
         Ok(())
@@ -167,5 +157,17 @@ impl Journal {
     /// The rename failed.
     pub fn quarantine(&self) -> Result<PathBuf, JournalError> {
         quarantine(&self.path)
+    }
+}
+
+/// [`JournalError::IllegalTransition`] unless `next` may follow `record`'s step.
+fn check_transition(record: &InstallRecord, next: InstallStep) -> Result<(), JournalError> {
+    if record.step.can_advance_to(next) {
+        Ok(())
+    } else {
+        Err(JournalError::IllegalTransition {
+            from: record.step,
+            to: next,
+        })
     }
 }
