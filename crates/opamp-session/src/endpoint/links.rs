@@ -29,10 +29,10 @@ impl ServerEndpoint {
         }
     }
 
-    pub(super) fn new_session(&self, mode: TransportMode) -> ServerSession {
+    pub(super) fn new_session(&self, mode: TransportMode) -> Box<ServerSession> {
         let mut config = self.config.session.clone();
         config.mode = mode;
-        ServerSession::new(config)
+        Box::new(ServerSession::new(config))
     }
 
     /// Makes `connection` the agent's link (creating the agent if new). Returns whether

@@ -32,7 +32,9 @@ enum Link {
 
 #[derive(Debug)]
 struct Agent {
-    session: ServerSession,
+    /// Boxed: the map of agents grows to twice its count at times, and its empty slots
+    /// should cost a pointer rather than a session.
+    session: Box<ServerSession>,
     link: Link,
     /// The deadline this agent has in [`ServerEndpoint::deadlines`]: going idle while
     /// connected, being forgotten while gone.
@@ -427,7 +429,7 @@ impl ServerEndpoint {
     pub fn session(&self, uid: InstanceUid) -> Option<&ServerSession> {
         self.agents
             .get(&self.resolve(uid)?)
-            .map(|agent| &agent.session)
+            .map(|agent| &*agent.session)
     }
 
     /// Every known agent's current uid.

@@ -79,7 +79,9 @@ pub struct ServerSession {
     bad_requests: VecDeque<String>,
     packages: Standing<v1::PackagesAvailable>,
     remote_config: Standing<v1::AgentRemoteConfig>,
-    connection_settings: Option<v1::ConnectionSettingsOffers>,
+    /// Boxed: the offers are 1.2 KiB inline, rarely set, and every agent's session would
+    /// pay for them.
+    connection_settings: Option<Box<v1::ConnectionSettingsOffers>>,
     command: Option<v1::ServerToAgentCommand>,
     custom_messages: VecDeque<v1::CustomMessage>,
     custom_capabilities_due: bool,
@@ -202,7 +204,7 @@ impl ServerSession {
     /// `OFFERS_CONNECTION_SETTINGS` and the agent accepts some kind of connection
     /// settings. A newer call replaces an undelivered offer.
     pub fn offer_connection_settings(&mut self, offers: v1::ConnectionSettingsOffers) {
-        self.connection_settings = Some(offers);
+        self.connection_settings = Some(Box::new(offers));
     }
 
     /// Queues a command, sent alone (as the spec requires) once the agent declared
@@ -267,7 +269,12 @@ impl ServerSession {
     /// The next event for the server, oldest first.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            // Drained: an idle agent's session keeps no buffer from its last burst.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     // ----- getters ----------------------------------------------------------------------

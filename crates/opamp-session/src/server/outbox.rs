@@ -129,7 +129,7 @@ impl ServerSession {
             msg.remote_config = self.remote_config.take();
         }
         let mut settings = if self.connection_settings_allowed() {
-            self.connection_settings.take()
+            self.connection_settings.take().map(|offers| *offers)
         } else {
             None
         };
