@@ -3,7 +3,6 @@
 //! (routing, holding uids, idle deadlines, reassignment) are the endpoint's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -15,9 +14,9 @@ use opamp_session::{
     ServerEndpoint, ServerEvent, ServerSession, TransportMode, framing,
 };
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::listener::ConnectionInfo;
+use super::outbound::{self, Outbound, OutboundReceiver, OutboundSender};
 
 /// What the server reports to its embedder, in order per agent.
 #[derive(Debug)]
@@ -62,61 +61,17 @@ pub enum ServerNotification {
     },
 }
 
-/// A message for a WebSocket's task.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    Frame(Bytes),
-    Close(u16, &'static str),
-}
-
-/// A WebSocket's send queue, bounded by the agent sessions (the bound grows with the number of
-/// agents sharing the socket).
-struct OutboundQueue {
-    sender: mpsc::UnboundedSender<Outbound>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutboundQueue {
-    /// Queues `message` unless `room` messages already wait; false when it did not fit
-    /// or the task is gone.
-    fn push(&self, message: Outbound, room: usize) -> bool {
-        if self.queued.load(Ordering::Acquire) >= room {
-            return false;
-        }
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        self.sender.send(message).is_ok()
-    }
-}
-
-/// The WebSocket task's end of its queue.
-pub(crate) struct OutboundReceiver {
-    receiver: mpsc::UnboundedReceiver<Outbound>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl OutboundReceiver {
-    /// The next message to send.
-    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
-        let message = self.receiver.recv().await?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(message)
-    }
-
-    /// A message already waiting, without waiting.
-    pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let message = self.receiver.try_recv().ok()?;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        Some(message)
-    }
-}
-
 struct Socket {
     info: ConnectionInfo,
-    /// WebSocket: the task's queue. HTTP: none, the answer waits in `http_answer`.
-    outbound: Option<OutboundQueue>,
-    /// Cancelled when the socket must close at once (the agent does not read).
-    close: CancellationToken,
-    http_answer: Option<ServerToAgent>,
+    kind: SocketKind,
+}
+
+enum SocketKind {
+    /// The socket task's queue.
+    WebSocket(OutboundSender),
+    /// The answer to the request, once the endpoint produced it (boxed: a `ServerToAgent`
+    /// is 1.5 KiB inline, and every WebSocket's entry would pay for it).
+    Http(Option<Box<ServerToAgent>>),
 }
 
 struct State {
@@ -156,6 +111,8 @@ pub(crate) type Pending = Vec<ServerNotification>;
 /// Close codes for connections the endpoint gives up (RFC 6455 section 7.4.1).
 const GOING_AWAY: u16 = 1001;
 const POLICY_VIOLATION: u16 = 1008;
+/// Close reason for an agent that does not read what the server sends.
+const NOT_READING: &str = "agent does not read what the server sends";
 
 impl AgentSessions {
     pub(crate) fn new(
@@ -287,43 +244,40 @@ impl AgentSessions {
 
     // ----- connection tasks -------------------------------------------------------------
 
-    /// Registers an upgraded WebSocket. Returns its id, the queue of what to send, and the
-    /// token cancelled when it must close at once.
+    /// Registers an upgraded WebSocket. Returns its id and the queue of what to send (which
+    /// also carries the order to close at once).
     pub(crate) fn open_websocket(
         &self,
         info: ConnectionInfo,
         endpoint_url: Option<String>,
-    ) -> (ConnectionId, OutboundReceiver, CancellationToken) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let close = CancellationToken::new();
-        let queue = OutboundQueue {
-            sender,
-            queued: queued.clone(),
-        };
+    ) -> (ConnectionId, OutboundReceiver) {
+        let (sender, receiver) = outbound::queue();
         let mut state = self.lock();
         let id = state.open(
             info,
             endpoint_url,
             TransportMode::WebSocket,
-            Some(queue),
-            close.clone(),
+            SocketKind::WebSocket(sender),
         );
-        (id, OutboundReceiver { receiver, queued }, close)
+        (id, receiver)
     }
 
     /// Handles one message of a WebSocket; answers and pushes go to the sockets' queues.
-    pub(crate) async fn websocket_message(&self, connection: ConnectionId, message: AgentToServer) {
+    /// Returns the notifications for [`notify`](Self::notify) (synchronous, so the caller's
+    /// task never holds the message across an await).
+    pub(crate) fn websocket_message(
+        &self,
+        connection: ConnectionId,
+        message: AgentToServer,
+    ) -> Pending {
         let mut pending = Vec::new();
-        {
-            let mut state = self.lock();
-            if let Err(error) = state.endpoint.handle(Instant::now(), connection, message) {
-                // Answered with an error response; the socket stays up.
-                tracing::info!(%connection, %error, "agent message refused");
-            }
-            state.pump(&mut pending);
+        let mut state = self.lock();
+        if let Err(error) = state.endpoint.handle(Instant::now(), connection, message) {
+            // Answered with an error response; the socket stays up.
+            tracing::info!(%connection, %error, "agent message refused");
         }
-        self.notify(pending).await;
+        state.pump(&mut pending);
+        pending
     }
 
     /// A WebSocket closed: its agents are disconnected.
@@ -354,27 +308,29 @@ impl AgentSessions {
                 info,
                 endpoint_url,
                 TransportMode::HttpPolling,
-                None,
-                CancellationToken::new(),
+                SocketKind::Http(None),
             );
             if let Err(error) = state.endpoint.handle(now, id, message) {
                 tracing::info!(connection = %id, %error, "agent request refused");
             }
             state.pump(&mut pending);
             state.endpoint.close_connection(now, id);
-            let answer = state
-                .sockets
-                .remove(&id)
-                .and_then(|socket| socket.http_answer);
+            let answer = match state.sockets.remove(&id).map(|socket| socket.kind) {
+                Some(SocketKind::Http(answer)) => answer,
+                _ => None,
+            };
             state.pump(&mut pending);
             answer
         };
         self.notify(pending).await;
         // The endpoint answers every request; this fallback only guards the contract.
-        answer.unwrap_or_else(|| ServerToAgent {
-            instance_uid: uid,
-            ..ServerToAgent::default()
-        })
+        answer.map_or_else(
+            || ServerToAgent {
+                instance_uid: uid,
+                ..ServerToAgent::default()
+            },
+            |answer| *answer,
+        )
     }
 
     /// Disconnects idle agents and forgets long-gone ones whose time came.
@@ -395,12 +351,29 @@ impl AgentSessions {
 
     /// Delivers notifications, waiting for room: a slow embedder slows agents down rather
     /// than growing memory without bound.
-    async fn notify(&self, pending: Pending) {
+    pub(crate) async fn notify(&self, pending: Pending) {
         for notification in pending {
             if self.inner.notify.send(notification).await.is_err() {
                 return; // Nobody listens any more.
             }
         }
+    }
+
+    /// Delivers what fits in the notification channel now and returns the rest, in order,
+    /// for [`notify`](Self::notify). Lets a socket task deliver without an await in the
+    /// common case, which keeps the wait (and its state) off its hot path.
+    pub(crate) fn notify_ready(&self, pending: Pending) -> Pending {
+        let mut pending = pending.into_iter();
+        while let Some(notification) = pending.next() {
+            match self.inner.notify.try_send(notification) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(notification)) => {
+                    return std::iter::once(notification).chain(pending).collect();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Vec::new(),
+            }
+        }
+        Vec::new()
     }
 
     /// Delivers notifications from synchronous callers; drops (and logs) what does not fit.
@@ -421,23 +394,14 @@ impl State {
         info: ConnectionInfo,
         endpoint_url: Option<String>,
         mode: TransportMode,
-        outbound: Option<OutboundQueue>,
-        close: CancellationToken,
+        kind: SocketKind,
     ) -> ConnectionId {
         let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
         let mut params = ConnectionParams::new(mode);
         params.endpoint_url = endpoint_url;
         self.endpoint.open_connection(Instant::now(), id, params);
-        self.sockets.insert(
-            id,
-            Socket {
-                info,
-                outbound,
-                close,
-                http_answer: None,
-            },
-        );
+        self.sockets.insert(id, Socket { info, kind });
         id
     }
 
@@ -447,8 +411,8 @@ impl State {
             let Some(socket) = self.sockets.get_mut(&connection) else {
                 continue;
             };
-            match &socket.outbound {
-                Some(outbound) => {
+            match &mut socket.kind {
+                SocketKind::WebSocket(outbound) => {
                     let frame = framing::encode_server_message(TransportMode::WebSocket, &message);
                     let room = self
                         .queue_per_agent
@@ -457,10 +421,10 @@ impl State {
                         // The agent does not read what we send: close the socket; its task
                         // reports the close, which disconnects its agents.
                         tracing::warn!(%connection, "agent not reading; closing its WebSocket");
-                        socket.close.cancel();
+                        outbound.abort(POLICY_VIOLATION, NOT_READING);
                     }
                 }
-                None => socket.http_answer = Some(message),
+                SocketKind::Http(answer) => *answer = Some(Box::new(message)),
             }
         }
         while let Some(event) = self.endpoint.poll_event() {
@@ -509,10 +473,8 @@ impl State {
                         DisconnectReason::Idle => Outbound::Close(GOING_AWAY, "idle timeout"),
                         _ => Outbound::Close(POLICY_VIOLATION, "agent forgotten by the server"),
                     };
-                    if let Some(outbound) = &socket.outbound
-                        && !outbound.push(close, usize::MAX)
-                    {
-                        socket.close.cancel();
+                    if let SocketKind::WebSocket(outbound) = &socket.kind {
+                        outbound.push(close, usize::MAX);
                     }
                 }
                 EndpointEvent::Refused {
@@ -523,5 +485,74 @@ impl State {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opamp_proto::{AgentCapabilities, ServerCapabilities};
+
+    use super::*;
+
+    fn sessions(queue_per_agent: usize) -> AgentSessions {
+        let mut config = EndpointConfig::default();
+        config.session =
+            opamp_session::ServerSessionConfig::new(ServerCapabilities::OFFERS_PACKAGES);
+        let (notify, _receiver) = mpsc::channel(64);
+        AgentSessions::new(config, queue_per_agent, notify)
+    }
+
+    fn local() -> ConnectionInfo {
+        ConnectionInfo {
+            remote_addr: "127.0.0.1:40000".parse().expect("address"),
+            tls: false,
+            peer_certificates: None,
+        }
+    }
+
+    fn hello(uid: InstanceUid) -> AgentToServer {
+        AgentToServer {
+            instance_uid: uid.to_vec(),
+            capabilities: (AgentCapabilities::REPORTS_STATUS | AgentCapabilities::ACCEPTS_PACKAGES)
+                .bits(),
+            ..AgentToServer::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_websocket_whose_queue_overflows_is_told_to_close_with_1008_first() {
+        let sessions = sessions(1);
+        let (id, mut receiver) = sessions.open_websocket(local(), None);
+        let uid = InstanceUid::new_v7();
+        let _ = sessions.websocket_message(id, hello(uid));
+        // The answer to the hello fills the room of one; an offer does not fit.
+        sessions.with_session(uid, |session| {
+            session.offer_packages(opamp_proto::v1::PackagesAvailable::default());
+        });
+        assert_eq!(
+            receiver.recv().await,
+            Some(Outbound::Close(POLICY_VIOLATION, NOT_READING)),
+            "the close order goes ahead of the queued answer"
+        );
+        assert_eq!(receiver.try_recv(), None, "what waited is dropped");
+    }
+
+    #[tokio::test]
+    async fn a_websocket_that_keeps_up_gets_every_answer_in_order() {
+        let sessions = sessions(1);
+        let (id, mut receiver) = sessions.open_websocket(local(), None);
+        let uid = InstanceUid::new_v7();
+        let _ = sessions.websocket_message(id, hello(uid));
+        assert!(matches!(receiver.recv().await, Some(Outbound::Frame(_))));
+        sessions.with_session(uid, |session| {
+            session.offer_packages(opamp_proto::v1::PackagesAvailable::default());
+        });
+        assert!(matches!(receiver.recv().await, Some(Outbound::Frame(_))));
+        sessions.websocket_closed(id).await;
+        assert_eq!(
+            receiver.recv().await,
+            None,
+            "closed: the hub dropped its end"
+        );
     }
 }

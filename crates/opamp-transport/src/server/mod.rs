@@ -9,6 +9,7 @@ mod http_poll;
 mod hub;
 mod identity;
 mod listener;
+mod outbound;
 mod stats;
 mod websocket;
 mod write_deadline;
