@@ -2,7 +2,9 @@
 //! typical OpAMP messages built the way the agent and the server build them, and a CPU-time
 //! measurement for criterion.
 
+pub mod child;
 pub mod cpu_time;
 pub mod dashboard_probe;
 pub mod messages;
 pub mod procfs;
+pub mod tls_fixture;

@@ -15,12 +15,13 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
-use opamp_benches::procfs;
+use opamp_benches::tls_fixture::TlsFiles;
+use opamp_benches::{child, procfs};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use opamp_session::{AgentEvent, AgentSessionConfig, ServerEvent};
 use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
 use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
 use opamp_transport::server::{DownloadConfig, OpampServer, OpampServerConfig, ServerNotification};
+use opamp_transport::tls::{ClientAuth, ClientTls, Identity, ServerTls};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Semaphore, mpsc};
 
@@ -45,6 +47,17 @@ enum Role {
     Driver,
     /// The measured server.
     Server,
+}
+
+/// How agents reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TlsMode {
+    /// `ws://` and `http://`.
+    None,
+    /// `wss://` and `https://`, server certificate only.
+    Tls,
+    /// `wss://` and `https://` with a client certificate the server requires.
+    Mtls,
 }
 
 #[derive(Parser, Debug)]
@@ -71,11 +84,27 @@ struct Args {
     /// Hard limit for the whole run, seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Transport security between agents and server.
+    #[arg(long, value_enum, default_value_t = TlsMode::None)]
+    tls: TlsMode,
+    /// Seconds the connected agents idle before the server's memory is read.
+    #[arg(long, default_value_t = 2)]
+    idle_secs: u64,
+    /// Stop after the idle measurement: no offer, no downloads.
+    #[arg(long)]
+    idle_only: bool,
+    /// Run the server under this command (for example `heaptrack -o /tmp/server`), split
+    /// at spaces. The memory figures then include the wrapper's own.
+    #[arg(long)]
+    server_wrapper: Option<String>,
     #[arg(long, value_enum, default_value_t = Role::Driver, hide = true)]
     role: Role,
     /// Directory of served packages (server role).
     #[arg(long, hide = true)]
     package_dir: Option<PathBuf>,
+    /// Directory of the run's certificates (server role, with `--tls`).
+    #[arg(long, hide = true)]
+    tls_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -110,12 +139,28 @@ async fn serve(args: Args, fd_limit: u64) {
     let mut config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap())
         .session(session)
         .downloads(DownloadConfig::new(&package_dir));
+    if args.tls != TlsMode::None {
+        let files = TlsFiles::in_dir(args.tls_dir.as_deref().expect("--tls-dir"));
+        let mut tls =
+            ServerTls::new(Identity::from_files(&files.server_cert, &files.server_key).unwrap());
+        if args.tls == TlsMode::Mtls {
+            tls = tls.client_auth(ClientAuth::Required {
+                ca_certs_pem: std::fs::read(&files.ca_cert).unwrap(),
+            });
+        }
+        config = config.tls(tls);
+    }
     config.max_connections = usize::try_from(fd_limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(100)
         .max(1);
     let (server, mut notifications) = OpampServer::start(config).await.unwrap();
-    let url = format!("http://{}/packages/{PACKAGE_FILE}", server.local_addr());
+    let scheme = if args.tls == TlsMode::None {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!("{scheme}://{}/packages/{PACKAGE_FILE}", server.local_addr());
     println!("LISTENING {}", server.local_addr());
 
     let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -182,15 +227,15 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(package_dir: &std::path::Path, agents: usize) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--role",
-                "server",
-                "--agents",
-                &agents.to_string(),
-                "--package-dir",
-            ])
+    fn spawn(args: &Args, package_dir: &std::path::Path, tls_dir: &std::path::Path) -> Self {
+        let mut command = child::self_command(args.server_wrapper.as_deref());
+        let tls = args.tls.to_possible_value().unwrap();
+        let mut child = command
+            .args(["--role", "server", "--agents", &args.agents.to_string()])
+            .args(["--tls", tls.get_name()])
+            .arg("--tls-dir")
+            .arg(tls_dir)
+            .arg("--package-dir")
             .arg(package_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -198,12 +243,7 @@ impl ServerProcess {
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .expect("server did not start")
+        let addr = child::read_until_prefixed(&mut stdout, "LISTENING ")
             .parse()
             .unwrap();
         let (tx, lines) = mpsc::unbounded_channel();
@@ -256,24 +296,42 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         .collect();
     std::fs::write(package_dir.join(PACKAGE_FILE), &content).unwrap();
 
-    let mut server = ServerProcess::spawn(&package_dir, args.agents);
+    let tls_dir = work.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let tls_files = TlsFiles::create(&tls_dir);
+    let mut server = ServerProcess::spawn(&args, &package_dir, &tls_dir);
     tokio::time::sleep(Duration::from_millis(300)).await; // let the child settle its heap
     let rss_idle = procfs::memory_kib(server.pid(), "VmRSS:").unwrap();
 
     let tally = Arc::new(Tally::default());
     let connect_gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let download_gate = Arc::new(Semaphore::new(args.download_concurrency.max(1)));
-    let http = reqwest::Client::builder()
+    let ca_pem = std::fs::read(&tls_files.ca_cert).unwrap();
+    let mut client_tls = ClientTls::with_ca_pem(ca_pem.clone());
+    let mut http = reqwest::Client::builder()
         .no_gzip()
         .pool_max_idle_per_host(args.download_concurrency)
-        .build()
-        .unwrap();
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap());
+    if args.tls == TlsMode::Mtls {
+        client_tls = client_tls
+            .identity(Identity::from_files(&tls_files.client_cert, &tls_files.client_key).unwrap());
+        let mut identity_pem = std::fs::read(&tls_files.client_cert).unwrap();
+        identity_pem.extend(std::fs::read(&tls_files.client_key).unwrap());
+        http = http.identity(reqwest::Identity::from_pem(&identity_pem).unwrap());
+    }
+    let http = http.build().unwrap();
     let http_agents = args.agents * args.http_percent.min(100) / 100;
     for index in 0..args.agents {
         let permit = connect_gate.clone().acquire_owned().await.unwrap();
-        let scheme = if index < http_agents { "http" } else { "ws" };
-        let mut config =
-            ClientConfig::new(&format!("{scheme}://{}/v1/opamp", server.addr)).unwrap();
+        let scheme = match (index < http_agents, args.tls) {
+            (true, TlsMode::None) => "http",
+            (true, _) => "https",
+            (false, TlsMode::None) => "ws",
+            (false, _) => "wss",
+        };
+        let mut config = ClientConfig::new(&format!("{scheme}://{}/v1/opamp", server.addr))
+            .unwrap()
+            .tls(client_tls.clone());
         config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let mut agent = AgentSessionConfig::new(InstanceUid::new_v7(), description(index));
         agent.capabilities |=
@@ -310,9 +368,31 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         args.agents,
         started.elapsed()
     );
-    // Let first reports and their answers finish before measuring memory.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let first reports and their answers finish (and the agents idle) before measuring.
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let rss_connected = procfs::memory_kib(server.pid(), "VmRSS:").unwrap();
+    let per_agent = rss_connected.saturating_sub(rss_idle) as f64 / args.agents as f64;
+    if args.idle_only {
+        let idle_cpu_before = procfs::cpu_time(server.pid()).unwrap();
+        let window = Duration::from_secs(args.heartbeat_secs.max(1) * 2);
+        tokio::time::sleep(window).await;
+        let idle_cpu = procfs::cpu_time(server.pid())
+            .unwrap()
+            .saturating_sub(idle_cpu_before);
+        println!(
+            "agents: {} over {:?}, heartbeat {} s",
+            args.agents, args.tls, args.heartbeat_secs
+        );
+        println!(
+            "server RSS: idle {rss_idle} KiB, {rss_connected} KiB after {} s connected ({per_agent:.1} KiB per agent)",
+            args.idle_secs
+        );
+        println!(
+            "server CPU while idle: {idle_cpu:.2?} in {window:.0?} ({:.2}% of one core)",
+            idle_cpu.as_secs_f64() / window.as_secs_f64() * 100.0
+        );
+        return 0;
+    }
 
     let server_cpu_before = procfs::cpu_time(server.pid()).unwrap();
     let driver_cpu_before = procfs::cpu_time(std::process::id()).unwrap();
@@ -363,8 +443,7 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         tally.failed.load(Ordering::Relaxed)
     );
     println!(
-        "server RSS: idle {rss_idle} KiB, {rss_connected} KiB connected ({:.1} KiB per agent), {rss_end} KiB after, peak {rss_peak} KiB",
-        rss_connected.saturating_sub(rss_idle) as f64 / args.agents as f64
+        "server RSS: idle {rss_idle} KiB, {rss_connected} KiB connected ({per_agent:.1} KiB per agent), {rss_end} KiB after, peak {rss_peak} KiB"
     );
     println!(
         "CPU during the rollout: server {server_cpu:.2?} ({:.0}% of one core), agents+downloads {driver_cpu:.2?}",

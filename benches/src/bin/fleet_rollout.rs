@@ -11,11 +11,11 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
-use opamp_benches::{dashboard_probe, procfs};
-use std::io::{BufRead, BufReader};
+use opamp_benches::{child, dashboard_probe, procfs};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,16 @@ struct Args {
     /// Hard limit for the whole run, seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Seconds the registered agents idle before the server's memory is read.
+    #[arg(long, default_value_t = 2)]
+    idle_secs: u64,
+    /// Stop after the idle measurement: no rollout.
+    #[arg(long)]
+    idle_only: bool,
+    /// Run the server under this command (for example `heaptrack -o /tmp/server`), split
+    /// at spaces. The memory figures then include the wrapper's own.
+    #[arg(long)]
+    server_wrapper: Option<String>,
     #[arg(long, value_enum, default_value_t = Role::Driver, hide = true)]
     role: Role,
     /// Data directory (server role).
@@ -131,8 +141,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(data_dir: &Path, store_sync: &str, store_url: Option<&str>) -> Self {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+    fn spawn(
+        data_dir: &Path,
+        store_sync: &str,
+        store_url: Option<&str>,
+        wrapper: Option<&str>,
+    ) -> Self {
+        let mut command = child::self_command(wrapper);
         command
             .args(["--role", "server", "--store-sync", store_sync, "--data-dir"])
             .arg(data_dir);
@@ -144,16 +159,11 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let mut addrs = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .expect("server did not start")
-            .split(' ')
-            .map(|a| a.parse().unwrap());
+        let line = child::read_until_prefixed(
+            &mut BufReader::new(child.stdout.take().unwrap()),
+            "LISTENING ",
+        );
+        let mut addrs = line.split(' ').map(|a| a.parse().unwrap());
         let (opamp, admin) = (addrs.next().unwrap(), addrs.next().unwrap());
         Self {
             child,
@@ -178,6 +188,7 @@ async fn drive(args: Args) -> i32 {
         &work.path().join("server"),
         &args.store_sync,
         database.as_ref().map(|db| db.url.as_str()),
+        args.server_wrapper.as_deref(),
     );
     let pid = server.child.id();
     let admin = AdminClient::new(&format!("http://{}", server.admin), TOKEN).unwrap();
@@ -278,9 +289,26 @@ async fn drive(args: Args) -> i32 {
         args.agents,
         started.elapsed()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let rss_connected = procfs::memory_kib(pid, "VmRSS:").unwrap();
     let registered_stats = database.as_ref().map(BenchDatabase::stats);
+    if args.idle_only {
+        let cpu_before = procfs::cpu_time(pid).unwrap();
+        let window = Duration::from_secs(args.heartbeat_secs.max(1) * 2);
+        tokio::time::sleep(window).await;
+        let cpu = procfs::cpu_time(pid).unwrap().saturating_sub(cpu_before);
+        println!(
+            "server RSS: idle {rss_idle} KiB, {rss_connected} KiB after {} s connected ({:.1} KiB per agent)",
+            args.idle_secs,
+            rss_connected.saturating_sub(rss_idle) as f64 / args.agents as f64
+        );
+        println!(
+            "server CPU while idle (heartbeat {} s): {cpu:.2?} in {window:.0?} ({:.2}% of one core)",
+            args.heartbeat_secs,
+            cpu.as_secs_f64() / window.as_secs_f64() * 100.0
+        );
+        return 0;
+    }
 
     let base = format!("http://{}", server.admin);
     let cookie = if args.dashboard {

@@ -1,0 +1,39 @@
+//! The load tools' measured servers: this same executable in a server role, in a child
+//! process so its memory and CPU are read alone from `/proc`.
+#![allow(clippy::unwrap_used)] // A measuring tool: failing loudly is right.
+
+use std::io::BufRead;
+use std::process::Command;
+
+/// A command that runs this executable, under `wrapper` when one is given (for example
+/// `heaptrack -o /tmp/server`, split at spaces; the memory figures then include the
+/// wrapper's own).
+pub fn self_command(wrapper: Option<&str>) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let wrapper: Vec<&str> = wrapper
+        .map(|wrapper| wrapper.split_whitespace().collect())
+        .unwrap_or_default();
+    match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    }
+}
+
+/// Reads lines until one starts with `prefix` and returns the rest of it (a wrapper may
+/// print lines of its own first). Panics when the output ends first.
+pub fn read_until_prefixed(reader: &mut impl BufRead, prefix: &str) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the server ended before printing {prefix:?}"
+        );
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            return rest.to_owned();
+        }
+    }
+}
