@@ -1,19 +1,17 @@
 //! Agent details: turning what an agent reports (description, package statuses, effective
 //! config, remote config status, health tree, connection) into bounded
-//! [`AgentDetails`], kept in memory by `DetailsBook` and written to the store with the
-//! registry rows.
+//! [`AgentDetails`], kept by [`super::details_book::DetailsBook`] and written to the store with
+//! the registry rows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
-use opamp_proto::{InstanceUid, v1};
-use opamp_session::ServerEvent;
+use opamp_proto::v1;
 use opamp_session::TransportMode;
 use opamp_transport::server::ConnectionInfo;
 
-use crate::catalog::{SharedStore, lock};
 use crate::store::{
-    AgentDetails, ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode,
-    PackageStatusView, RemoteConfigStatusView, StoreError,
+    ConfigFileView, ConnectionView, EffectiveConfigView, HealthNode, PackageStatusView,
+    RemoteConfigStatusView,
 };
 use crate::time::Timestamp;
 
@@ -41,7 +39,7 @@ fn bounded(text: &str) -> String {
 }
 
 /// Attribute values as text (lists, maps and bytes as a short placeholder).
-fn attributes(list: &[v1::KeyValue]) -> BTreeMap<String, String> {
+pub(crate) fn attributes(list: &[v1::KeyValue]) -> BTreeMap<String, String> {
     use v1::any_value::Value;
     list.iter()
         .take(MAX_ENTRIES)
@@ -72,7 +70,9 @@ fn package_status_name(status: i32) -> String {
     }
 }
 
-fn package_statuses(statuses: &v1::PackageStatuses) -> BTreeMap<String, PackageStatusView> {
+pub(crate) fn package_statuses(
+    statuses: &v1::PackageStatuses,
+) -> BTreeMap<String, PackageStatusView> {
     statuses
         .packages
         .iter()
@@ -242,102 +242,6 @@ pub(crate) fn connection(
         _ => "other",
     };
     ConnectionView::new(transport, info.remote_addr.to_string(), info.tls, now)
-}
-
-/// Every agent's details in memory, loaded from the store the first time an agent speaks
-/// (so a partial report never overwrites what an earlier server process stored), and the
-/// set of changed ones to write.
-#[derive(Debug, Default)]
-pub(crate) struct DetailsBook {
-    details: HashMap<InstanceUid, AgentDetails>,
-    dirty: HashSet<InstanceUid>,
-    /// Connections of agents whose first report is not accepted yet: kept aside so that a
-    /// refused first message leaves no row (dropped when the agent disconnects).
-    arriving: HashMap<InstanceUid, ConnectionView>,
-}
-
-impl DetailsBook {
-    /// The store is locked only the first time an agent is seen.
-    fn entry(&mut self, store: &SharedStore, uid: InstanceUid) -> &mut AgentDetails {
-        self.dirty.insert(uid);
-        self.details
-            .entry(uid)
-            .or_insert_with(|| match lock(store).agent_details(&uid) {
-                Ok(stored) => stored.unwrap_or_default(),
-                Err(error) => {
-                    tracing::error!(%uid, %error, "cannot read the agent's stored details");
-                    AgentDetails::default()
-                }
-            })
-    }
-
-    /// Records what `event` reports about `uid`; other events change nothing.
-    pub(crate) fn observe(&mut self, store: &SharedStore, uid: InstanceUid, event: &ServerEvent) {
-        if let Some(view) = self.arriving.remove(&uid) {
-            self.entry(store, uid).connection = Some(view);
-        }
-        match event {
-            ServerEvent::DescriptionChanged(description) => {
-                let details = self.entry(store, uid);
-                details.identifying_attributes = attributes(&description.identifying_attributes);
-                details.non_identifying_attributes =
-                    attributes(&description.non_identifying_attributes);
-            }
-            ServerEvent::PackageStatusesChanged(statuses) => {
-                self.entry(store, uid).package_statuses = package_statuses(statuses);
-            }
-            ServerEvent::EffectiveConfigChanged(config) => {
-                self.entry(store, uid).effective_config = Some(effective_config(config));
-            }
-            ServerEvent::RemoteConfigStatusChanged(status) => {
-                self.entry(store, uid).remote_config_status = Some(remote_config_status(status));
-            }
-            ServerEvent::HealthChanged(health) => {
-                self.entry(store, uid).health = Some(health_tree(health));
-            }
-            _ => {}
-        }
-    }
-
-    /// Keeps the connection of an agent not registered yet until its first report.
-    pub(crate) fn arriving(&mut self, uid: InstanceUid, view: ConnectionView) {
-        self.arriving.insert(uid, view);
-    }
-
-    /// Forgets what is held for agents that are gone (disconnected before reporting, or
-    /// forgotten by the registry); their stored rows are the store's to delete.
-    pub(crate) fn forget(&mut self, uids: &[InstanceUid]) {
-        for uid in uids {
-            self.arriving.remove(uid);
-            self.details.remove(uid);
-            self.dirty.remove(uid);
-        }
-    }
-
-    /// Records the connection `uid` arrived on.
-    pub(crate) fn connected(
-        &mut self,
-        store: &SharedStore,
-        uid: InstanceUid,
-        view: ConnectionView,
-    ) {
-        self.entry(store, uid).connection = Some(view);
-    }
-
-    /// Writes the changed details; on failure they stay marked for the next write.
-    pub(crate) fn flush(&mut self, store: &SharedStore) -> Result<(), StoreError> {
-        if self.dirty.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<(InstanceUid, &AgentDetails)> = self
-            .dirty
-            .iter()
-            .filter_map(|uid| self.details.get(uid).map(|d| (*uid, d)))
-            .collect();
-        lock(store).upsert_agent_details(&rows)?;
-        self.dirty.clear();
-        Ok(())
-    }
 }
 
 #[cfg(test)]

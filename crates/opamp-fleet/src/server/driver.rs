@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::agents::{labels, package_reports};
 use super::config_offers::{build_remote_config, config_report};
-use super::details::{self, DetailsBook};
+use super::details;
+use super::details_book::DetailsBook;
 use super::offers::{OfferSettings, build_offer};
 use crate::FleetError;
 use crate::admin::types::RolloutUpdate;

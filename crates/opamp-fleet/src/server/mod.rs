@@ -11,6 +11,7 @@
 pub(crate) mod agents;
 pub(crate) mod config_offers;
 pub mod details;
+mod details_book;
 pub(crate) mod driver;
 mod fd_limits;
 pub(crate) mod identity;
