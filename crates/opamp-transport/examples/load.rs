@@ -10,6 +10,11 @@
 //!
 //! Prints: agents connected and still held after the window, server RSS before and after
 //! and per connection, and the server's CPU use over the window at the heartbeat interval.
+//!
+//! `--restart` then kills the server (SIGKILL), starts a new one on the same address and
+//! times the reconnect storm: how long until every agent is connected again (agents use the
+//! default back-off, 1 s doubling to 60 s with jitter, as deployed agents do), the new
+//! server's CPU per handshake, and its RSS once they are all back.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
 use std::io::{BufRead, BufReader};
@@ -58,6 +63,13 @@ struct Args {
     /// Server certificate and key (PEM files), given to the server child with `--tls`.
     #[arg(long, hide = true, num_args = 2)]
     server_identity: Option<Vec<std::path::PathBuf>>,
+    /// After the window, kill the server, start a new one on the same address and time
+    /// until every agent is back.
+    #[arg(long)]
+    restart: bool,
+    /// Address the server child listens on (the restarted server reuses the first one's).
+    #[arg(long, hide = true, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
 }
 
 fn main() {
@@ -69,17 +81,17 @@ fn main() {
         .build()
         .unwrap();
     match args.role {
-        Role::Server => runtime.block_on(serve(limit, args.server_identity)),
+        Role::Server => runtime.block_on(serve(limit, args.listen, args.server_identity)),
         Role::Driver => runtime.block_on(drive(args, limit)),
     }
 }
 
-async fn serve(fd_limit: u64, identity: Option<Vec<std::path::PathBuf>>) {
+async fn serve(fd_limit: u64, listen: SocketAddr, identity: Option<Vec<std::path::PathBuf>>) {
     let mut session = opamp_session::ServerSessionConfig::new(
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = None;
-    let mut config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap()).session(session);
+    let mut config = OpampServerConfig::new(listen).session(session);
     if let Some(files) = identity {
         let identity = Identity::from_files(&files[0], &files[1]).unwrap();
         config = config.tls(ServerTls::new(identity));
@@ -100,9 +112,12 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(identity: Option<&[std::path::PathBuf]>) -> Self {
+    fn spawn(identity: Option<&[std::path::PathBuf]>, listen: Option<SocketAddr>) -> Self {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command.args(["--role", "server"]);
+        if let Some(listen) = listen {
+            command.arg("--listen").arg(listen.to_string());
+        }
         if let Some(files) = identity {
             command.arg("--server-identity").args(files);
         }
@@ -149,7 +164,8 @@ async fn drive(args: Args, fd_limit: u64) {
     let dir = tempfile::tempdir().unwrap();
     let ca_pem = args.tls.then(|| make_certificate(dir.path()));
     let identity_files = [dir.path().join("server.pem"), dir.path().join("server.key")];
-    let server = ServerProcess::spawn(ca_pem.as_ref().map(|_| &identity_files[..]));
+    let identity = ca_pem.as_ref().map(|_| &identity_files[..]);
+    let mut server = ServerProcess::spawn(identity, None);
     tokio::time::sleep(Duration::from_millis(300)).await; // let the child settle its heap
     let rss_before = server.rss_kib();
     let scheme = if args.tls { "wss" } else { "ws" };
@@ -157,6 +173,11 @@ async fn drive(args: Args, fd_limit: u64) {
 
     let connected = Arc::new(AtomicUsize::new(0));
     let disconnected = Arc::new(AtomicUsize::new(0));
+    // Agents connected now; each agent's task counts itself in and out once per connection.
+    let (up, back) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(tokio::sync::Notify::new()),
+    );
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut handles = Vec::with_capacity(args.agents);
@@ -164,7 +185,9 @@ async fn drive(args: Args, fd_limit: u64) {
     for i in 0..args.agents {
         let permit = gate.clone().acquire_owned().await.unwrap();
         let mut config = ClientConfig::new(&url).unwrap();
-        config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        if !args.restart {
+            config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        }
         if let Some(ca_pem) = &ca_pem {
             config = config.tls(ClientTls::with_ca_pem(ca_pem.clone()));
         }
@@ -176,13 +199,19 @@ async fn drive(args: Args, fd_limit: u64) {
         handles.push(handle);
         let (connected, disconnected, ready_tx) =
             (connected.clone(), disconnected.clone(), ready_tx.clone());
+        let (up, back) = (up.clone(), back.clone());
         tokio::spawn(async move {
             let mut permit = Some(permit);
             let mut first = true;
+            let mut is_up = false;
             while let Some(event) = events.recv().await {
                 match event {
                     ClientEvent::Connected => {
                         connected.fetch_add(1, Ordering::Relaxed);
+                        if !std::mem::replace(&mut is_up, true) {
+                            up.fetch_add(1, Ordering::Relaxed);
+                            back.notify_one();
+                        }
                         permit.take();
                         if first {
                             first = false;
@@ -191,6 +220,9 @@ async fn drive(args: Args, fd_limit: u64) {
                     }
                     ClientEvent::Disconnected { .. } => {
                         disconnected.fetch_add(1, Ordering::Relaxed);
+                        if std::mem::replace(&mut is_up, false) {
+                            up.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                     _ => {}
                 }
@@ -240,7 +272,51 @@ async fn drive(args: Args, fd_limit: u64) {
         cpu.as_secs_f64() / window.as_secs_f64() * 100.0,
         held as f64 / args.heartbeat_secs as f64
     );
+    if args.restart {
+        reconnect_storm(&mut server, identity, [&connected, &up], &back, args.agents).await;
+    }
     drop(handles); // Closing the handles stops the agents.
+}
+
+/// Kills the server, starts a new one on the same address and waits (at most 120 s) until
+/// `agents` connected anew and are all up (`connections` counts every connection made, `up`
+/// the agents connected now).
+async fn reconnect_storm(
+    server: &mut ServerProcess,
+    identity: Option<&[std::path::PathBuf]>,
+    [connections, up]: [&AtomicUsize; 2],
+    back: &tokio::sync::Notify,
+    agents: usize,
+) {
+    let addr = server.addr;
+    let before = connections.load(Ordering::Relaxed);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let killed = Instant::now();
+    *server = ServerProcess::spawn(identity, Some(addr));
+    let restarted = killed.elapsed();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while connections.load(Ordering::Relaxed) - before < agents
+        || up.load(Ordering::Relaxed) < agents
+    {
+        if tokio::time::timeout_at(deadline, back.notified())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let all_back = killed.elapsed();
+    let cpu = server.cpu();
+    let now_up = up.load(Ordering::Relaxed);
+    println!(
+        "restart: new server listening {restarted:.1?} after the kill; {now_up}/{agents} agents back {all_back:.1?} after the kill"
+    );
+    println!(
+        "restart: new server CPU until then {cpu:.2?} = {:.0} handshakes per CPU second; RSS {} KiB",
+        now_up as f64 / cpu.as_secs_f64().max(0.01),
+        server.rss_kib()
+    );
 }
 
 /// A self-signed certificate for 127.0.0.1, written as server.pem/server.key; returns the
