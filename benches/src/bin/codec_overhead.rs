@@ -6,7 +6,7 @@
 //! per-round ratios, so load changes hit both sides alike.
 //!
 //! ```text
-//! cargo run --release -p opamp-benches --bin codec_overhead -- [ROUNDS, default 301]
+//! cargo run --release -p opamp-benches --bin codec_overhead -- [ROUNDS, default 301] [MAX_RATIO]
 //! ```
 //! Output: one line per message and operation with both rates (messages per CPU second of
 //! one thread) and `ratio` = our time / prost's time (1.05 = 5% slower).
@@ -61,29 +61,41 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn report(message: &str, operation: &str, (ratio, base, ours): (f64, f64, f64)) {
+/// Prints one row; `false` when its ratio is over `max_ratio`.
+fn report(
+    max_ratio: f64,
+    message: &str,
+    operation: &str,
+    (ratio, base, ours): (f64, f64, f64),
+) -> bool {
+    let over = ratio > max_ratio;
     println!(
-        "{message:<26} {operation:<10} prost {:>12.0}/s  ours {:>12.0}/s  ratio {ratio:.3}",
+        "{message:<26} {operation:<10} prost {:>12.0}/s  ours {:>12.0}/s  ratio {ratio:.3}{}",
         1.0 / base,
-        1.0 / ours
+        1.0 / ours,
+        if over { "  OVER" } else { "" }
     );
+    !over
 }
 
-fn measure<M: Message + Default>(rounds: usize, name: &str, message: &M) {
+/// Compares the four operations on `message`; `false` when any ratio is over `max_ratio`.
+fn measure<M: Message + Default>(rounds: usize, max_ratio: f64, name: &str, message: &M) -> bool {
     let limits = Limits::default();
     let bytes = message.encode_to_vec();
     let frame = codec::encode_ws_frame(message);
     let prost_encode = || {
         black_box(black_box(message).encode_to_vec());
     };
-    report(
+    let mut within = report(
+        max_ratio,
         name,
         "encode",
         compare(rounds, prost_encode, || {
             black_box(codec::encode(black_box(message)));
         }),
     );
-    report(
+    within &= report(
+        max_ratio,
         name,
         "ws_encode",
         compare(rounds, prost_encode, || {
@@ -93,20 +105,23 @@ fn measure<M: Message + Default>(rounds: usize, name: &str, message: &M) {
     let prost_decode = || {
         black_box(M::decode(black_box(&bytes[..])).unwrap());
     };
-    report(
+    within &= report(
+        max_ratio,
         name,
         "decode",
         compare(rounds, prost_decode, || {
             black_box(codec::decode::<M>(black_box(&bytes), &limits).unwrap());
         }),
     );
-    report(
+    within &= report(
+        max_ratio,
         name,
         "ws_decode",
         compare(rounds, prost_decode, || {
             black_box(codec::decode_ws_frame::<M>(black_box(&frame), &limits).unwrap());
         }),
     );
+    within
 }
 
 fn main() {
@@ -114,13 +129,27 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("ROUNDS is a whole number"))
         .unwrap_or(301);
-    measure(rounds, "heartbeat", &messages::heartbeat());
-    measure(rounds, "full_status", &messages::full_status_report(50, 20));
+    let max_ratio: f64 = std::env::args()
+        .nth(2)
+        .map(|s| s.parse().expect("MAX_RATIO is a number"))
+        .unwrap_or(f64::INFINITY);
+    let mut within = measure(rounds, max_ratio, "heartbeat", &messages::heartbeat());
+    within &= measure(
+        rounds,
+        max_ratio,
+        "full_status",
+        &messages::full_status_report(50, 20),
+    );
     for count in [1, 20, 1_000] {
-        measure(
+        within &= measure(
             rounds,
+            max_ratio,
             &format!("packages_available_{count}"),
             &messages::offer_message(count),
         );
+    }
+    if !within {
+        println!("FAIL: a ratio is over {max_ratio}");
+        std::process::exit(1);
     }
 }

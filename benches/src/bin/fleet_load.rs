@@ -93,6 +93,10 @@ struct Args {
     /// Stop after the idle measurement: no offer, no downloads.
     #[arg(long)]
     idle_only: bool,
+    /// Fail (exit 1) when the idle server holds more than this many KiB per agent: the
+    /// regression guard of `benches/scripts/quick.sh`.
+    #[arg(long)]
+    max_kib_per_agent: Option<f64>,
     /// Run the server under this command (for example `heaptrack -o /tmp/server`), split
     /// at spaces. The memory figures then include the wrapper's own.
     #[arg(long)]
@@ -372,6 +376,12 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
     tokio::time::sleep(Duration::from_secs(args.idle_secs)).await;
     let rss_connected = procfs::memory_kib(server.pid(), "VmRSS:").unwrap();
     let per_agent = rss_connected.saturating_sub(rss_idle) as f64 / args.agents as f64;
+    if let Some(limit) = args.max_kib_per_agent
+        && per_agent > limit
+    {
+        println!("FAIL: {per_agent:.1} KiB per idle agent, over the {limit} KiB limit");
+        return 1;
+    }
     if args.idle_only {
         let idle_cpu_before = procfs::cpu_time(server.pid()).unwrap();
         let window = Duration::from_secs(args.heartbeat_secs.max(1) * 2);
