@@ -75,7 +75,7 @@ pub struct OpampServerConfig {
     /// Time a client has to send a complete HTTP request body; slower ones get 408.
     pub body_read_timeout: Duration,
     /// A WebSocket that carries nothing for this long is closed with 1001; the server
-    /// pings after a third of it in silence, so a live agent without heartbeats stays
+    /// pings after half of it in silence, so a live agent without heartbeats stays
     /// connected through its pongs. Agents (HTTP, or WebSocket with heartbeats) are
     /// reported disconnected when silent beyond the bound derived from their heartbeat or
     /// poll interval ([`opamp_session::EndpointConfig::idle_bound`]), whatever this is.

@@ -195,10 +195,12 @@ impl Deadlines {
         self.last_heard + self.idle
     }
 
-    /// Agents without heartbeats are legal: after a third of the idle timeout in silence we
-    /// ping, and the pong (which WebSocket stacks send on their own) keeps a live agent in.
+    /// Agents without heartbeats are legal: after half the idle timeout in silence we ping,
+    /// and the pong (which WebSocket stacks send on their own) keeps a live agent in. Half,
+    /// not less: at the default 90 s a third would be 30 s, the usual heartbeat interval,
+    /// and a ping would cross nearly every heartbeat.
     fn ping_at(&self) -> Option<tokio::time::Instant> {
-        (!self.pinged).then(|| self.last_heard + self.idle / 3)
+        (!self.pinged).then(|| self.last_heard + self.idle / 2)
     }
 
     fn next_wake(&self) -> tokio::time::Instant {
@@ -531,9 +533,9 @@ mod tests {
         let start = Instant::now();
         let mut deadlines = deadlines(start);
         deadlines.first_message_by = None;
-        assert_eq!(deadlines.next_wake(), start + Duration::from_secs(30));
+        assert_eq!(deadlines.next_wake(), start + Duration::from_secs(45));
         assert!(matches!(
-            deadlines.due(start + Duration::from_secs(30)),
+            deadlines.due(start + Duration::from_secs(45)),
             Due::Ping
         ));
         // Pinged: nothing more until the idle timeout.
@@ -554,19 +556,19 @@ mod tests {
         let mut deadlines = deadlines(start);
         deadlines.first_message_by = None;
         assert!(matches!(
-            deadlines.due(start + Duration::from_secs(30)),
+            deadlines.due(start + Duration::from_secs(45)),
             Due::Ping
         ));
-        let later = start + Duration::from_secs(40);
+        let later = start + Duration::from_secs(50);
         deadlines.heard(later);
         // A timer armed for the old deadline finds nothing due and re-arms.
         assert!(matches!(
-            deadlines.due(start + Duration::from_secs(45)),
+            deadlines.due(start + Duration::from_secs(60)),
             Due::Nothing
         ));
-        assert_eq!(deadlines.next_wake(), later + Duration::from_secs(30));
+        assert_eq!(deadlines.next_wake(), later + Duration::from_secs(45));
         assert!(matches!(
-            deadlines.due(later + Duration::from_secs(30)),
+            deadlines.due(later + Duration::from_secs(45)),
             Due::Ping
         ));
     }
