@@ -29,6 +29,7 @@ on_every_backend!(
     agent_registry_round_trips_and_updates_in_place,
     agent_details_round_trip_apart_from_the_registry,
     agent_batches_are_written_together_and_update_in_place,
+    agent_pages_walk_the_registry_once_in_uid_order,
     forgotten_agents_are_deleted_and_stay_deleted_after_reopening,
     package_catalog_refuses_changed_bytes_for_a_version,
     config_catalog_keeps_files_finds_by_hash_and_refuses_changed_content,
@@ -125,6 +126,42 @@ fn agent_batches_are_written_together_and_update_in_place(db: &TestDb) {
     stored.sort_by_key(|agent| agent.uid);
     agents.sort_by_key(|agent| agent.uid);
     assert_eq!(stored, agents);
+}
+
+fn agent_pages_walk_the_registry_once_in_uid_order(db: &TestDb) {
+    let mut store = db.open();
+    // Uids made to sort differently from their creation order.
+    let agents: Vec<AgentRecord> = (0..257u32)
+        .map(|i| AgentRecord::new(uid(i.wrapping_mul(2_654_435_761)), Labels::new(), 1, at(1)))
+        .collect();
+    store
+        .upsert_agents(&agents.iter().collect::<Vec<_>>())
+        .unwrap();
+    let all = store.agents().unwrap();
+    assert_eq!(all.len(), 257);
+
+    for limit in [1, 50, 256, 257, 1_000] {
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.agents_page(after.as_ref(), limit).unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = Some(last.uid);
+            let full = page.len() == limit;
+            walked.extend(page);
+            if !full {
+                break;
+            }
+        }
+        assert_eq!(walked, all, "pages of {limit}");
+    }
+    assert!(store.agents_page(None, 0).unwrap().is_empty());
+    let last = all.last().unwrap().uid;
+    assert!(store.agents_page(Some(&last), 10).unwrap().is_empty());
+    // A page continues after any uid it is given.
+    let second = store.agents_page(Some(&all[0].uid), 1).unwrap();
+    assert_eq!(second[0].uid, all[1].uid);
 }
 
 fn forgotten_agents_are_deleted_and_stay_deleted_after_reopening(db: &TestDb) {

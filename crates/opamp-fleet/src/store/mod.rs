@@ -334,6 +334,30 @@ pub trait FleetStore: RolloutStore<Error = StoreError> + std::fmt::Debug {
     /// Database errors.
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
 
+    /// At most `limit` agents whose uid comes after `after` (from the first without it), in
+    /// the order of [`FleetStore::agents`]: a page, continued from its last uid. The default
+    /// reads every agent; the bundled backends ask the database for the page only.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn agents_page(
+        &self,
+        after: Option<&InstanceUid>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let after = after.map(ToString::to_string);
+        Ok(self
+            .agents()?
+            .into_iter()
+            .filter(|agent| {
+                after
+                    .as_deref()
+                    .is_none_or(|after| agent.uid.to_string().as_str() > after)
+            })
+            .take(limit)
+            .collect())
+    }
+
     /// Inserts or replaces the details of several agents together (one transaction where the
     /// backend can).
     ///

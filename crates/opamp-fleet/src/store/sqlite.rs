@@ -429,6 +429,13 @@ impl RolloutStore for SqliteStore {
     }
 
     fn load_rollout(&self, id: &RolloutId) -> Result<Option<Rollout>, StoreError> {
+        // The row and its events in one read transaction: on another connection than the
+        // writer's (the admin API's reader) a step committed in between would otherwise pair
+        // one commit's row with the next one's events. Dropped, it ends (it wrote nothing).
+        let _read = self
+            .connection
+            .unchecked_transaction()
+            .map_err(db("starting a rollout read"))?;
         let Some((sequence, snapshot_sequence, snapshot)) = self.rollout_row(id)? else {
             return Ok(None);
         };
@@ -585,6 +592,21 @@ impl FleetStore for SqliteStore {
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.query_agents("", params![])
+    }
+
+    fn agents_page(
+        &self,
+        after: Option<&InstanceUid>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match after {
+            Some(after) => self.query_agents(
+                "WHERE uid > ?1 ORDER BY uid LIMIT ?2",
+                params![after.to_string(), limit],
+            ),
+            None => self.query_agents("ORDER BY uid LIMIT ?1", params![limit]),
+        }
     }
 
     fn upsert_agent_details(
@@ -761,9 +783,15 @@ impl SqliteStore {
         filter: &str,
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<AgentRecord>, StoreError> {
+        // A filter that orders (and limits) itself is used as it is.
+        let order = if filter.contains("ORDER BY") {
+            ""
+        } else {
+            "ORDER BY uid"
+        };
         let sql = format!(
             "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
-             FROM agents {filter} ORDER BY uid"
+             FROM agents {filter} {order}"
         );
         let mut statement = self
             .connection

@@ -112,27 +112,22 @@ impl PostgresStore {
     ) -> Result<Vec<AgentRecord>, StoreError> {
         let uid = uid.map(ToString::to_string);
         let rows = self.worker.call(move |client| query_agents(client, uid))?;
-        rows.into_iter()
-            .map(
-                |(uid, labels, capabilities, versions, healthy, connected, last_seen)| {
-                    let labels =
-                        serde_json::from_str(&labels).map_err(json("decoding agent labels"))?;
-                    let mut agent = AgentRecord::new(
-                        parse_uid(&uid)?,
-                        labels,
-                        from_sql_u64(capabilities),
-                        timestamp(last_seen),
-                    );
-                    agent.package_versions =
-                        serde_json::from_str(&versions).map_err(json("decoding agent versions"))?;
-                    agent.healthy = healthy;
-                    agent.connected = connected;
-                    Ok(agent)
-                },
-            )
-            .collect()
+        records(rows)
     }
 
+    /// A page of agents after `after`, in uid order.
+    pub(super) fn read_agents_page(
+        &self,
+        after: Option<&InstanceUid>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let after = after.map(ToString::to_string);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .worker
+            .call(move |client| query_agents_page(client, after, limit))?;
+        records(rows)
+    }
     /// Inserts or replaces agents' details, in one statement.
     pub(super) fn write_details(
         &self,
@@ -183,28 +178,67 @@ impl PostgresStore {
     }
 }
 
+/// Registry rows from their columns.
+fn records(rows: Vec<RawAgent>) -> Result<Vec<AgentRecord>, StoreError> {
+    rows.into_iter()
+        .map(
+            |(uid, labels, capabilities, versions, healthy, connected, last_seen)| {
+                let labels =
+                    serde_json::from_str(&labels).map_err(json("decoding agent labels"))?;
+                let mut agent = AgentRecord::new(
+                    parse_uid(&uid)?,
+                    labels,
+                    from_sql_u64(capabilities),
+                    timestamp(last_seen),
+                );
+                agent.package_versions =
+                    serde_json::from_str(&versions).map_err(json("decoding agent versions"))?;
+                agent.healthy = healthy;
+                agent.connected = connected;
+                Ok(agent)
+            },
+        )
+        .collect()
+}
+
 fn query_agents(client: &mut Client, uid: Option<String>) -> Result<Vec<RawAgent>, StoreError> {
-    const CONTEXT: &str = "reading agents";
     let rows = client
         .query(
             "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
              FROM agents WHERE $1::TEXT IS NULL OR uid = $1 ORDER BY uid",
             &[&uid],
         )
-        .map_err(pg(CONTEXT))?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                column(row, 0, CONTEXT)?,
-                column(row, 1, CONTEXT)?,
-                column(row, 2, CONTEXT)?,
-                column(row, 3, CONTEXT)?,
-                column(row, 4, CONTEXT)?,
-                column(row, 5, CONTEXT)?,
-                column(row, 6, CONTEXT)?,
-            ))
-        })
-        .collect()
+        .map_err(pg(READING_AGENTS))?;
+    rows.iter().map(raw_agent).collect()
+}
+
+fn query_agents_page(
+    client: &mut Client,
+    after: Option<String>,
+    limit: i64,
+) -> Result<Vec<RawAgent>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
+             FROM agents WHERE $1::TEXT IS NULL OR uid > $1 ORDER BY uid LIMIT $2",
+            &[&after, &limit],
+        )
+        .map_err(pg(READING_AGENTS))?;
+    rows.iter().map(raw_agent).collect()
+}
+
+const READING_AGENTS: &str = "reading agents";
+
+fn raw_agent(row: &postgres::Row) -> Result<RawAgent, StoreError> {
+    Ok((
+        column(row, 0, READING_AGENTS)?,
+        column(row, 1, READING_AGENTS)?,
+        column(row, 2, READING_AGENTS)?,
+        column(row, 3, READING_AGENTS)?,
+        column(row, 4, READING_AGENTS)?,
+        column(row, 5, READING_AGENTS)?,
+        column(row, 6, READING_AGENTS)?,
+    ))
 }
 
 #[cfg(all(test, feature = "postgres"))]

@@ -242,6 +242,14 @@ impl FleetStore for PostgresStore {
         self.read_agents(None)
     }
 
+    fn agents_page(
+        &self,
+        after: Option<&InstanceUid>,
+        limit: usize,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read_agents_page(after, limit)
+    }
+
     fn upsert_agent_details(
         &mut self,
         details: &[(InstanceUid, &AgentDetails)],
