@@ -259,3 +259,60 @@ async fn half_sent_admin_requests_are_cut_off_and_cannot_fill_the_admin_listener
     .await;
     server.shutdown().await;
 }
+
+/// `GET /api/v1/agents?limit=&after=`: pages walk the registry once in uid order, a short page
+/// is the last, and a cursor that is not a uid is a clear 400.
+#[tokio::test]
+async fn the_agents_list_pages_by_uid() {
+    let (server, _dir) = start(|_| {}).await;
+    let client = admin(server.admin_addr());
+    for _ in 0..7 {
+        poll_once(server.opamp_addr(), &first_message(InstanceUid::new_v7())).await;
+    }
+    let all = poll("7 agents registered", || async {
+        let agents = client.agents().await.ok()?;
+        (agents.len() == 7).then_some(agents)
+    })
+    .await;
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = client.agents_page(after.as_deref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let full = page.len() == 3;
+        after = page.last().map(|agent| agent.uid.to_string());
+        walked.extend(page);
+        if !full {
+            break;
+        }
+    }
+    assert_eq!(
+        walked.iter().map(|a| a.uid).collect::<Vec<_>>(),
+        all.iter().map(|a| a.uid).collect::<Vec<_>>()
+    );
+    let mut sorted = walked.iter().map(|a| a.uid.to_string()).collect::<Vec<_>>();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        walked.iter().map(|a| a.uid.to_string()).collect::<Vec<_>>()
+    );
+
+    let refused = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/agents?after=not-a-uid&limit=2",
+            server.admin_addr()
+        ))
+        .bearer_auth(fleet_support::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("not an instance uid")
+    );
+    server.shutdown().await;
+}

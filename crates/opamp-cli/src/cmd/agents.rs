@@ -125,7 +125,7 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
         } => {
             let client = connection.client()?;
             let agents = super::runtime()?
-                .block_on(client.agents())
+                .block_on(all_agents(&client))
                 .map_err(|e| fleet_error(e, "cannot list the agents"))?;
             let agents: Vec<AgentSummary> = agents
                 .into_iter()
@@ -160,6 +160,26 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
             json,
             connection,
         } => restart(selector, *json, connection),
+    }
+}
+
+/// Agents fetched per request: the server never builds one answer for the whole fleet.
+const AGENTS_PAGE: usize = 1_000;
+
+/// Every agent, a page at a time in uid order. A server without paging answers the whole list
+/// at once (longer than a page), which ends the walk too.
+async fn all_agents(
+    client: &opamp_fleet::admin::AdminClient,
+) -> Result<Vec<AgentSummary>, opamp_fleet::FleetError> {
+    let mut agents: Vec<AgentSummary> = Vec::new();
+    loop {
+        let after = agents.last().map(|agent| agent.uid.to_string());
+        let page = client.agents_page(after.as_deref(), AGENTS_PAGE).await?;
+        let more = page.len() == AGENTS_PAGE;
+        agents.extend(page);
+        if !more {
+            return Ok(agents);
+        }
     }
 }
 

@@ -137,6 +137,25 @@ impl AdminClient {
         self.get("/api/v1/agents").await
     }
 
+    /// A page of at most `limit` agents in uid order, after the uid `after` (the last of the
+    /// previous page; `None` for the first). A page shorter than `limit` is the last.
+    ///
+    /// # Errors
+    /// [`FleetError::AdminApi`].
+    pub async fn agents_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AgentSummary>, FleetError> {
+        let mut url = self.url("/api/v1/agents")?;
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        if let Some(after) = after {
+            url.query_pairs_mut().append_pair("after", after);
+        }
+        Self::json(self.send(self.http.get(url)).await?).await
+    }
+
     /// One agent with everything it reported (`GET /api/v1/agents/{uid}`).
     ///
     /// # Errors

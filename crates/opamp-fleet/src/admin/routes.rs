@@ -89,6 +89,8 @@ use opamp_transport::server::TransportStats;
 pub(crate) struct AdminState {
     pub(crate) operators: Arc<[OperatorToken]>,
     pub(crate) store: SharedStore,
+    /// What [`read`] uses: committed state, without waiting for the coordinator's writes.
+    pub(crate) reader: SharedStore,
     pub(crate) catalog: Catalog,
     pub(crate) driver: mpsc::Sender<DriverRequest>,
     pub(crate) updates: broadcast::Sender<RolloutUpdate>,
@@ -255,13 +257,13 @@ impl IntoResponse for Failure {
 
 pub(super) type Answer<T> = Result<T, Failure>;
 
-/// Runs a store read on the blocking pool: the driver may hold the store for a write (with
-/// fsync), which must not stall a runtime worker.
+/// Runs a store read on the blocking pool, through the admin API's reader (with SQLite its own
+/// connection; with PostgreSQL the store's, which the driver may hold for a write).
 pub(crate) async fn read<T: Send + 'static>(
     state: &AdminState,
     f: impl FnOnce(&(dyn FleetStore + Send)) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, FleetError> {
-    let store = state.store.clone();
+    let store = state.reader.clone();
     tokio::task::spawn_blocking(move || f(&*lock(&store)).map_err(FleetError::from))
         .await
         .map_err(|_| FleetError::Stopped)?
@@ -274,13 +276,49 @@ async fn load_rollout(state: &AdminState, id: RolloutId) -> Result<Rollout, Flee
         .ok_or(FleetError::NotFound { what })
 }
 
+/// Most agents one page of `GET /api/v1/agents` holds.
+const MAX_AGENTS_PAGE: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+struct AgentsParams {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    params(
+        ("after" = Option<String>, Query, description = "only agents whose uid sorts after this one (the last uid of the previous page)"),
+        ("limit" = Option<u32>, Query, description = "a page of at most this many agents in uid order (at most 10,000); without it and without `after`, every agent"),
+    ),
     responses(
-        (status = 200, description = "every agent the server knows (`AgentSummary`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms)", body = [Object]),
+        (status = 200, description = "agents in uid order (`AgentSummary`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms); a page shorter than `limit` is the last", body = [Object]),
+        (status = 400, description = "`after` is not an instance uid", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
-async fn agents(State(state): State<AdminState>) -> Answer<Response> {
-    let agents = read(&state, |store| store.agents()).await?;
+async fn agents(
+    State(state): State<AdminState>,
+    Query(params): Query<AgentsParams>,
+) -> Answer<Response> {
+    let after = match params.after.as_deref() {
+        Some(text) => {
+            Some(
+                text.parse::<opamp_proto::InstanceUid>()
+                    .map_err(|_| FleetError::Config {
+                        reason: format!("after: {text:?} is not an instance uid"),
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let agents = if after.is_none() && params.limit.is_none() {
+        read(&state, |store| store.agents()).await?
+    } else {
+        let limit = params.limit.unwrap_or(MAX_AGENTS_PAGE).min(MAX_AGENTS_PAGE);
+        read(&state, move |store| {
+            store.agents_page(after.as_ref(), limit)
+        })
+        .await?
+    };
     Ok(Json(views::all::<_, AgentSummary>(&agents)).into_response())
 }
 
