@@ -334,6 +334,8 @@ async fn drive(args: Args) -> i32 {
             dashboard_probe::follow(&base, cookie, "/ui/live/fleet"),
         )
     });
+    let page_times = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pages = PageProber::start(admin.clone(), page_times.clone());
     let mut events = admin.rollout_events(&id).await.unwrap();
     let status = loop {
         match tokio::time::timeout_at(deadline, events.next()).await {
@@ -369,6 +371,8 @@ async fn drive(args: Args) -> i32 {
         }
     };
     let elapsed = rollout_started.elapsed();
+    pages.stop();
+    let mut page_times = std::mem::take(&mut *page_times.lock().unwrap());
     let server_cpu = procfs::cpu_time(pid).unwrap().saturating_sub(cpu_before);
     let driver_cpu = procfs::cpu_time(std::process::id())
         .unwrap()
@@ -440,7 +444,61 @@ async fn drive(args: Args) -> i32 {
         "CPU during the rollout: server {server_cpu:.2?} ({:.0}% of one core), agents+downloads {driver_cpu:.2?}",
         server_cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0
     );
+    page_times.sort();
+    if let (Some(first), Some(last)) = (page_times.first(), page_times.last()) {
+        println!(
+            "admin API agents pages of {AGENTS_PAGE} during the rollout: {} requests, min {first:.1?}, median {:.1?}, p99 {:.1?}, max {last:.1?}",
+            page_times.len(),
+            page_times[page_times.len() / 2],
+            page_times[page_times.len() * 99 / 100],
+        );
+    }
     i32::from(status != opamp_fleet::RolloutStatus::Completed)
+}
+
+/// Agents per page the prober asks for.
+const AGENTS_PAGE: usize = 100;
+
+/// Walks the agents list a page at a time, over and over, every 50 ms, recording each page's
+/// time: what an operator's `agents list` meets during the rollout. On its own thread and
+/// runtime, so the driver's busy runtime (all the agents) does not delay it.
+struct PageProber {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PageProber {
+    fn start(admin: AdminClient, times: Arc<std::sync::Mutex<Vec<Duration>>>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mut after: Option<String> = None;
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let page = admin
+                        .agents_page(after.as_deref(), AGENTS_PAGE)
+                        .await
+                        .unwrap();
+                    times.lock().unwrap().push(started.elapsed());
+                    after = (page.len() == AGENTS_PAGE)
+                        .then(|| page.last().map(|agent| agent.uid.to_string()))
+                        .flatten();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            });
+        });
+        PageProber { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
 }
 
 /// Signs in to the dashboard and times its pages with the whole fleet registered.
