@@ -37,6 +37,7 @@ on_every_backend!(
     every_install_result_is_audited_per_agent,
     rollout_survives_a_clean_reopen_and_continues_identically,
     rollout_survives_a_leaked_connection,
+    a_second_connection_reads_every_rollout_state_whole,
     out_of_order_steps_and_duplicate_rollouts_are_refused,
     two_writers_cannot_both_append_the_same_step,
     ended_since_lists_terminal_rollouts_updated_since_the_bound,
@@ -399,6 +400,40 @@ fn rollout_survives_a_clean_reopen_and_continues_identically(db: &TestDb) {
     let logged = store.rollout_events(&RolloutId::new("r"), 0).unwrap();
     assert_eq!(logged.len(), events.len());
     assert!(logged.iter().zip(1..).all(|(e, n)| e.sequence == n));
+}
+
+/// The admin API reads through its own connection while the coordinator writes: a rollout read
+/// between two steps must pair one commit's row with the same commit's events.
+fn a_second_connection_reads_every_rollout_state_whole(db: &TestDb) {
+    let mut store = db.open_with_snapshot_interval(3);
+    let mut rollout = planned("r", 200);
+    store.create_rollout(&rollout).unwrap();
+    let events = script(&rollout);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let reader = db.open();
+            let mut reads = 0u32;
+            let mut last = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                let seen = reader
+                    .load_rollout(&RolloutId::new("r"))
+                    .expect("a whole rollout between steps")
+                    .expect("the rollout");
+                let logged = seen.sequence();
+                assert!(logged >= last, "went back from {last} to {logged}");
+                last = logged;
+                reads += 1;
+            }
+            reads
+        });
+        for step in events.chunks(1) {
+            run_script(&mut *store, &mut rollout, step);
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
+    assert_eq!(rollout.status(), RolloutStatus::Completed);
 }
 
 fn rollout_survives_a_leaked_connection(db: &TestDb) {
