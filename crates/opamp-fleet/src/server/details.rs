@@ -1,7 +1,7 @@
 //! Agent details: turning what an agent reports (description, package statuses, effective
 //! config, remote config status, health tree, connection) into bounded
-//! [`AgentDetails`], kept by [`super::details_book::DetailsBook`] and written to the store with
-//! the registry rows.
+//! [`AgentDetails`](crate::store::AgentDetails), kept between reports by the server's details
+//! book and written to the store with the registry rows.
 
 use std::collections::BTreeMap;
 
