@@ -5,7 +5,8 @@
 use opamp_proto::InstanceUid;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::sqlite::{SqliteStore, db, millis, parse_uid};
+use super::columns::{millis, parse_uid};
+use super::sqlite::{SqliteStore, db};
 use super::{EnrollmentOutcome, StoreError};
 use crate::audit::AuditRecord;
 use crate::time::Timestamp;

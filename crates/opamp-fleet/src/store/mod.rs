@@ -13,6 +13,8 @@
 //! Use [`apply`]: it runs [`Rollout::handle`](crate::Rollout::handle) and persists the step before returning the
 //! commands, so nothing is carried out that a restart would forget.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod columns;
 mod configs;
 mod details;
 #[cfg(feature = "sqlite")]

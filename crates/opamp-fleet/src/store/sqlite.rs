@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use opamp_proto::InstanceUid;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::columns::{agent_record, from_sql_u64, json, millis, sql_u64, timestamp};
 use super::migrations::MIGRATIONS;
 use super::{
     AgentDetails, AgentRecord, AuditQuery, ConfigEntry, EnrollmentOutcome, FleetStore,
@@ -78,33 +79,6 @@ pub struct SqliteStore {
 
 pub(super) fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Database { context, source }
-}
-
-fn json(context: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
-    move |source| StoreError::Json { context, source }
-}
-
-pub(super) fn millis(time: Timestamp) -> i64 {
-    i64::try_from(time.as_millis()).unwrap_or(i64::MAX)
-}
-
-pub(super) fn timestamp(millis: i64) -> Timestamp {
-    Timestamp::from_millis(u64::try_from(millis).unwrap_or(0))
-}
-
-fn sql_u64(value: u64) -> i64 {
-    // SQLite integers are signed; bit-cast so capability bits above 2^63 survive a round trip.
-    i64::from_ne_bytes(value.to_ne_bytes())
-}
-
-fn from_sql_u64(value: i64) -> u64 {
-    u64::from_ne_bytes(value.to_ne_bytes())
-}
-
-pub(super) fn parse_uid(text: &str) -> Result<InstanceUid, StoreError> {
-    text.parse().map_err(|_| StoreError::Corrupt {
-        what: format!("bad instance uid {text:?}"),
-    })
 }
 
 fn target_kind_text(kind: TargetKind) -> &'static str {
@@ -810,24 +784,8 @@ impl SqliteStore {
                 ))
             })
             .map_err(db("reading agents"))?;
-        let mut agents = Vec::new();
-        for row in rows {
-            let (uid, labels, capabilities, versions, healthy, connected, last_seen) =
-                row.map_err(db("reading agents"))?;
-            let labels = serde_json::from_str(&labels).map_err(json("decoding agent labels"))?;
-            let mut agent = AgentRecord::new(
-                parse_uid(&uid)?,
-                labels,
-                from_sql_u64(capabilities),
-                timestamp(last_seen),
-            );
-            agent.package_versions =
-                serde_json::from_str(&versions).map_err(json("decoding agent versions"))?;
-            agent.healthy = healthy;
-            agent.connected = connected;
-            agents.push(agent);
-        }
-        Ok(agents)
+        rows.map(|row| agent_record(row.map_err(db("reading agents"))?))
+            .collect()
     }
 
     fn query_packages(

@@ -3,7 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sqlite::{db, millis, timestamp};
+use super::columns::{millis, timestamp};
+use super::sqlite::db;
 use super::{ConfigEntry, ConfigFile, StoreError};
 
 /// Adds `entry` in one transaction; identical content again is a no-op, different content

@@ -12,12 +12,13 @@ use ::postgres::Client;
 use opamp_proto::InstanceUid;
 
 use super::PostgresStore;
-use super::codec::{column, from_sql_u64, json, millis, parse_uid, pg, sql_u64, timestamp};
+use super::codec::{column, json, millis, pg, sql_u64};
 use super::lease::begin_write;
+use crate::store::columns::{AgentRow, agent_record};
 use crate::store::{AgentDetails, AgentRecord, StoreError};
 
 /// The `agents` columns, in table order.
-type RawAgent = (String, String, i64, String, bool, bool, i64);
+type RawAgent = AgentRow;
 
 /// Registry rows as columns, by uid.
 #[derive(Debug, Default)]
@@ -112,7 +113,7 @@ impl PostgresStore {
     ) -> Result<Vec<AgentRecord>, StoreError> {
         let uid = uid.map(ToString::to_string);
         let rows = self.worker.call(move |client| query_agents(client, uid))?;
-        records(rows)
+        rows.into_iter().map(agent_record).collect()
     }
 
     /// A page of agents after `after`, in uid order.
@@ -126,7 +127,7 @@ impl PostgresStore {
         let rows = self
             .worker
             .call(move |client| query_agents_page(client, after, limit))?;
-        records(rows)
+        rows.into_iter().map(agent_record).collect()
     }
     /// Inserts or replaces agents' details, in one statement.
     pub(super) fn write_details(
@@ -176,29 +177,6 @@ impl PostgresStore {
         text.map(|text| serde_json::from_str(&text).map_err(json("decoding agent details")))
             .transpose()
     }
-}
-
-/// Registry rows from their columns.
-fn records(rows: Vec<RawAgent>) -> Result<Vec<AgentRecord>, StoreError> {
-    rows.into_iter()
-        .map(
-            |(uid, labels, capabilities, versions, healthy, connected, last_seen)| {
-                let labels =
-                    serde_json::from_str(&labels).map_err(json("decoding agent labels"))?;
-                let mut agent = AgentRecord::new(
-                    parse_uid(&uid)?,
-                    labels,
-                    from_sql_u64(capabilities),
-                    timestamp(last_seen),
-                );
-                agent.package_versions =
-                    serde_json::from_str(&versions).map_err(json("decoding agent versions"))?;
-                agent.healthy = healthy;
-                agent.connected = connected;
-                Ok(agent)
-            },
-        )
-        .collect()
 }
 
 fn query_agents(client: &mut Client, uid: Option<String>) -> Result<Vec<RawAgent>, StoreError> {
