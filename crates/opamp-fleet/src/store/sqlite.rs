@@ -560,12 +560,12 @@ impl FleetStore for SqliteStore {
 
     fn agent(&self, uid: &InstanceUid) -> Result<Option<AgentRecord>, StoreError> {
         Ok(self
-            .query_agents("WHERE uid = ?1", params![uid.to_string()])?
+            .query_agents("WHERE uid = ?1", None, params![uid.to_string()])?
             .pop())
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.query_agents("", params![])
+        self.query_agents("", None, params![])
     }
 
     fn agents_page(
@@ -573,13 +573,10 @@ impl FleetStore for SqliteStore {
         after: Option<&InstanceUid>,
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = Some(i64::try_from(limit).unwrap_or(i64::MAX));
         match after {
-            Some(after) => self.query_agents(
-                "WHERE uid > ?1 ORDER BY uid LIMIT ?2",
-                params![after.to_string(), limit],
-            ),
-            None => self.query_agents("ORDER BY uid LIMIT ?1", params![limit]),
+            Some(after) => self.query_agents("WHERE uid > ?1", limit, params![after.to_string()]),
+            None => self.query_agents("", limit, params![]),
         }
     }
 
@@ -752,27 +749,31 @@ impl FleetStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Agents matching `filter` (a `WHERE` clause or nothing), by uid, at most `limit`.
     fn query_agents(
         &self,
         filter: &str,
+        limit: Option<i64>,
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<AgentRecord>, StoreError> {
-        // A filter that orders (and limits) itself is used as it is.
-        let order = if filter.contains("ORDER BY") {
-            ""
-        } else {
-            "ORDER BY uid"
+        let mut bound = params.to_vec();
+        let limit_clause = match &limit {
+            Some(limit) => {
+                bound.push(limit);
+                format!("LIMIT ?{}", bound.len())
+            }
+            None => String::new(),
         };
         let sql = format!(
             "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
-             FROM agents {filter} {order}"
+             FROM agents {filter} ORDER BY uid {limit_clause}"
         );
         let mut statement = self
             .connection
             .prepare_cached(&sql)
             .map_err(db("reading agents"))?;
         let rows = statement
-            .query_map(params, |row| {
+            .query_map(&*bound, |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
