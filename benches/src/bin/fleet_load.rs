@@ -383,12 +383,7 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         return 1;
     }
     if args.idle_only {
-        let idle_cpu_before = procfs::cpu_time(server.pid()).unwrap();
-        let window = Duration::from_secs(args.heartbeat_secs.max(1) * 2);
-        tokio::time::sleep(window).await;
-        let idle_cpu = procfs::cpu_time(server.pid())
-            .unwrap()
-            .saturating_sub(idle_cpu_before);
+        let (idle_cpu, window) = child::idle_cpu(server.pid(), args.heartbeat_secs).await;
         println!(
             "agents: {} over {:?}, heartbeat {} s",
             args.agents, args.tls, args.heartbeat_secs

@@ -293,10 +293,7 @@ async fn drive(args: Args) -> i32 {
     let rss_connected = procfs::memory_kib(pid, "VmRSS:").unwrap();
     let registered_stats = database.as_ref().map(BenchDatabase::stats);
     if args.idle_only {
-        let cpu_before = procfs::cpu_time(pid).unwrap();
-        let window = Duration::from_secs(args.heartbeat_secs.max(1) * 2);
-        tokio::time::sleep(window).await;
-        let cpu = procfs::cpu_time(pid).unwrap().saturating_sub(cpu_before);
+        let (cpu, window) = child::idle_cpu(pid, args.heartbeat_secs).await;
         println!(
             "server RSS: idle {rss_idle} KiB, {rss_connected} KiB after {} s connected ({:.1} KiB per agent)",
             args.idle_secs,
