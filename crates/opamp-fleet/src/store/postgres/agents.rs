@@ -17,9 +17,6 @@ use super::lease::begin_write;
 use crate::store::columns::{AgentRow, agent_record};
 use crate::store::{AgentDetails, AgentRecord, StoreError};
 
-/// The `agents` columns, in table order.
-type RawAgent = AgentRow;
-
 /// Registry rows as columns, by uid.
 #[derive(Debug, Default)]
 struct AgentColumns {
@@ -179,7 +176,7 @@ impl PostgresStore {
     }
 }
 
-fn query_agents(client: &mut Client, uid: Option<String>) -> Result<Vec<RawAgent>, StoreError> {
+fn query_agents(client: &mut Client, uid: Option<String>) -> Result<Vec<AgentRow>, StoreError> {
     let rows = client
         .query(
             "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
@@ -194,7 +191,7 @@ fn query_agents_page(
     client: &mut Client,
     after: Option<String>,
     limit: i64,
-) -> Result<Vec<RawAgent>, StoreError> {
+) -> Result<Vec<AgentRow>, StoreError> {
     let rows = client
         .query(
             "SELECT uid, labels, capabilities, package_versions, healthy, connected, last_seen
@@ -207,7 +204,7 @@ fn query_agents_page(
 
 const READING_AGENTS: &str = "reading agents";
 
-fn raw_agent(row: &postgres::Row) -> Result<RawAgent, StoreError> {
+fn raw_agent(row: &postgres::Row) -> Result<AgentRow, StoreError> {
     Ok((
         column(row, 0, READING_AGENTS)?,
         column(row, 1, READING_AGENTS)?,
