@@ -167,7 +167,8 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
 const AGENTS_PAGE: usize = 1_000;
 
 /// Every agent, a page at a time in uid order. A server without paging answers the whole list
-/// at once (longer than a page), which ends the walk too.
+/// to every request: a list longer than a page ends the walk, and one of exactly a page comes
+/// back not starting after the cursor, which ends it too.
 async fn all_agents(
     client: &opamp_fleet::admin::AdminClient,
 ) -> Result<Vec<AgentSummary>, opamp_fleet::FleetError> {
@@ -175,6 +176,11 @@ async fn all_agents(
     loop {
         let after = agents.last().map(|agent| agent.uid.to_string());
         let page = client.agents_page(after.as_deref(), AGENTS_PAGE).await?;
+        if let (Some(after), Some(first)) = (&after, page.first())
+            && first.uid.to_string().as_str() <= after.as_str()
+        {
+            return Ok(agents);
+        }
         let more = page.len() == AGENTS_PAGE;
         agents.extend(page);
         if !more {
