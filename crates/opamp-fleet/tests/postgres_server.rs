@@ -106,6 +106,9 @@ async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over()
     settings.store.lease_ttl = Some(Duration::from_secs(2));
     settings.store.replica_name = Some("first".into());
     let server = FleetServer::start(settings.clone()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.coordinating())
+        .await
+        .expect("the only replica takes the lease");
     let client = admin(server.admin_addr());
     client.agents().await.unwrap();
 
@@ -132,6 +135,9 @@ async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over()
     settings.store.replica_name = Some("second".into());
     let started = std::time::Instant::now();
     let next = FleetServer::start(settings).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), next.coordinating())
+        .await
+        .expect("the next replica takes the lease");
     // The lease the first one held must expire in the database before anyone takes it.
     assert!(started.elapsed() < Duration::from_secs(10));
     let client = admin(next.admin_addr());

@@ -1,20 +1,23 @@
-//! Three server replicas on one PostgreSQL database, as real processes: the holder of the
-//! coordinator lease serves, the other two wait. The holder is killed with SIGKILL in the
-//! middle of a rollout; another replica takes the lease and finishes the rollout from what
-//! the database holds.
+//! Three server replicas on one PostgreSQL database, as real processes, each serving agents:
+//! the holder of the coordinator lease runs the rollouts, the other two relay their agents to
+//! it through the database. The holder is killed with SIGKILL in the middle of a rollout;
+//! another replica takes the lease and finishes the rollout from what the database holds,
+//! with the agents of every replica.
 //!
 //! Each replica is this test binary re-executed with `--ignored --exact
-//! replica_child_entry`; it prints `READY <opamp> <admin>` once it holds the lease and
-//! listens. Agents (WebSocket and HTTP, in the parent) reach the replicas through a TCP proxy
-//! standing in for the operator's load balancer, which forwards to the replica that is ready;
-//! download URLs name the proxy, and the replicas share one packages directory. Skipped
-//! unless `OPAMP_TEST_POSTGRES_URL` says PostgreSQL is installed (CI requires it).
+//! replica_child_entry`; it prints `READY <opamp> <admin>` once it listens and `COORDINATING`
+//! once it holds the lease. Each replica's agents (WebSocket and HTTP, in the parent) reach it
+//! through a TCP proxy of its own, standing in for a load balancer: when a replica dies, its
+//! proxy sends its agents to a live one. Download URLs name one more proxy in front of a
+//! replica that is not killed; the replicas share one packages directory. Skipped unless
+//! `OPAMP_TEST_POSTGRES_URL` says PostgreSQL is installed (CI requires it).
 
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic fails the test
 
 mod fleet_support;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,8 +26,8 @@ use std::time::{Duration, Instant};
 use fleet_support::cluster::{OwnCluster, assert_no_step_repeated, lease_takes};
 use fleet_support::proxy::FaultProxy;
 use fleet_support::{
-    admin, assert_converged, config, request, spawn_fleet, stop_all, upload, wait_connected_at,
-    wait_rollout,
+    admin, assert_converged, config, poll, request, spawn_agent, stop_all, upload,
+    wait_connected_at, wait_rollout,
 };
 use opamp_fleet::config::DatabaseUrl;
 use opamp_fleet::{FleetServer, RolloutStatus};
@@ -52,7 +55,13 @@ async fn replica_child_entry() {
     settings.store.replica_name = Some(lines[4].to_owned());
     let server = FleetServer::start(settings).await.unwrap();
     println!("READY {} {}", server.opamp_addr(), server.admin_addr());
-    let lost = server.lease_lost().await;
+    let lost = tokio::select! {
+        lost = server.lease_lost() => lost,
+        () = server.coordinating() => {
+            println!("COORDINATING");
+            server.lease_lost().await
+        }
+    };
     eprintln!("{lost}");
     std::process::exit(3);
 }
@@ -63,14 +72,25 @@ struct Replica {
     child: Child,
 }
 
-/// Starts replica `name`; its `READY` line, when it comes, is sent on `ready`.
+/// What a replica process says on its standard output.
+#[derive(Debug)]
+enum Said {
+    Ready {
+        name: String,
+        opamp: SocketAddr,
+        admin: SocketAddr,
+    },
+    Coordinating(String),
+}
+
+/// Starts replica `name`; what it says is sent on `said`.
 fn start_replica(
     root: &Path,
     packages: &Path,
     url: &str,
     public_url: &str,
     name: &str,
-    ready: mpsc::UnboundedSender<(String, SocketAddr, SocketAddr)>,
+    said: mpsc::UnboundedSender<Said>,
 ) -> Replica {
     let data_dir = root.join(name);
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -106,17 +126,28 @@ fn start_replica(
             // libtest prints "test <name> ... " before the child's output on the same line.
             if let Some((_, rest)) = line.split_once("READY ") {
                 let (opamp, admin) = rest.split_once(' ').unwrap();
-                let _ = ready.send((
-                    owner.clone(),
-                    opamp.parse().unwrap(),
-                    admin.parse().unwrap(),
-                ));
+                let _ = said.send(Said::Ready {
+                    name: owner.clone(),
+                    opamp: opamp.parse().unwrap(),
+                    admin: admin.parse().unwrap(),
+                });
+            } else if line.contains("COORDINATING") {
+                let _ = said.send(Said::Coordinating(owner.clone()));
             }
         }
     });
     Replica {
         name: name.to_owned(),
         child,
+    }
+}
+
+/// The next replica to say it coordinates, within `within`.
+async fn next_coordinator(said: &mut mpsc::UnboundedReceiver<Said>, within: Duration) -> String {
+    match tokio::time::timeout(within, said.recv()).await {
+        Ok(Some(Said::Coordinating(name))) => name,
+        Ok(Some(other)) => panic!("unexpected {other:?}"),
+        Ok(None) | Err(_) => panic!("no replica coordinates within {within:?}"),
     }
 }
 
@@ -127,10 +158,11 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
     };
     let dir = tempfile::tempdir().unwrap();
     let packages = dir.path().join("shared-packages");
-    let balancer = FaultProxy::start().await;
-    let public_url = format!("http://{}", balancer.addr());
-    let (ready_tx, mut ready) = mpsc::unbounded_channel();
-    let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
+    let downloads = FaultProxy::start().await;
+    let public_url = format!("http://{}", downloads.addr());
+    let (said_tx, mut said) = mpsc::unbounded_channel();
+    let names = ["r0", "r1", "r2"];
+    let mut replicas: Vec<Replica> = names
         .iter()
         .map(|name| {
             start_replica(
@@ -139,61 +171,119 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
                 &cluster.url,
                 &public_url,
                 name,
-                ready_tx.clone(),
+                said_tx.clone(),
             )
         })
         .collect();
 
-    // One replica takes the lease and serves; the others wait.
-    let (leader, opamp, admin_addr) = tokio::time::timeout(Duration::from_secs(60), ready.recv())
-        .await
-        .expect("a replica serves")
-        .unwrap();
-    balancer.set_upstream(opamp);
-    let client = admin(admin_addr);
-    upload(&client, dir.path(), "1.0.0").await;
-    upload(&client, dir.path(), "2.0.0").await;
-    let agents = spawn_fleet(balancer.addr(), 9, 2, Duration::from_millis(100));
-    wait_connected_at(&client, 11, "1.0.0").await;
-    let extra = tokio::time::timeout(Duration::from_secs(2), ready.recv()).await;
-    assert!(
-        extra.is_err(),
-        "a second replica served beside {leader}: {extra:?}"
-    );
+    // Every replica listens; one of them coordinates.
+    let mut addrs = BTreeMap::new();
+    let mut coordinator = None;
+    while addrs.len() < names.len() || coordinator.is_none() {
+        match tokio::time::timeout(Duration::from_secs(60), said.recv())
+            .await
+            .expect("every replica starts and one coordinates")
+            .unwrap()
+        {
+            Said::Ready { name, opamp, admin } => {
+                addrs.insert(name, (opamp, admin));
+            }
+            Said::Coordinating(name) => {
+                assert!(
+                    coordinator.is_none(),
+                    "{name} coordinates beside {coordinator:?}"
+                );
+                coordinator = Some(name);
+            }
+        }
+    }
+    let leader = coordinator.unwrap();
+    let follower = names.iter().find(|n| **n != leader).unwrap().to_string();
+    downloads.set_upstream(addrs[&follower].0);
+    let mut balancers = BTreeMap::new();
+    for name in names {
+        let proxy = FaultProxy::start().await;
+        proxy.set_upstream(addrs[name].0);
+        balancers.insert(name.to_owned(), proxy);
+    }
 
-    let id = client
+    // The admin API answers on any replica: reads from the database, rollout changes only
+    // on the coordinator.
+    let leader_admin = admin(addrs[&leader].1);
+    let follower_admin = admin(addrs[&follower].1);
+    upload(&follower_admin, dir.path(), "1.0.0").await;
+    upload(&follower_admin, dir.path(), "2.0.0").await;
+    let mut agents = Vec::new();
+    for (offset, name) in names.iter().enumerate() {
+        let endpoint_of = |scheme: &str| format!("{scheme}://{}/v1/opamp", balancers[*name].addr());
+        for i in 0..4 {
+            let index = offset * 4 + i;
+            let scheme = if i == 3 { "http" } else { "ws" };
+            let env = if i == 2 { "other" } else { "test" };
+            agents.push(spawn_agent(
+                &endpoint_of(scheme),
+                index,
+                env,
+                "1.0.0",
+                Duration::from_millis(100),
+            ));
+        }
+    }
+    wait_connected_at(&follower_admin, 12, "1.0.0").await;
+    let held: BTreeMap<String, usize> = poll("every agent's replica to be known", || async {
+        let listed = follower_admin.agents().await.ok()?;
+        let mut held = BTreeMap::new();
+        for agent in &listed {
+            *held.entry(agent.replica.clone()?).or_insert(0) += 1;
+        }
+        (held.values().sum::<usize>() == 12).then_some(held)
+    })
+    .await;
+    assert_eq!(
+        held,
+        names
+            .iter()
+            .map(|n| (n.to_string(), 4))
+            .collect::<BTreeMap<_, _>>()
+    );
+    let refused = follower_admin
+        .create_rollout(&request("2.0.0", Duration::from_millis(1_000)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("does not coordinate"), "{refused}");
+
+    let id = leader_admin
         .create_rollout(&request("2.0.0", Duration::from_millis(1_000)))
         .await
         .unwrap()
         .id
         .to_string();
-    let view = wait_rollout(&client, &id, "the first batch", |view| {
+    let view = wait_rollout(&leader_admin, &id, "the first batch", |view| {
         view.status == RolloutStatus::Batch
     })
     .await;
 
-    // SIGKILL the leader mid-rollout: no release of the lease, no goodbye to the agents.
+    // SIGKILL the leader mid-rollout: no release of the lease, no goodbye to the agents. Its
+    // balancer sends its agents to the follower, as a health check would.
     let killed = replicas.iter_mut().find(|r| r.name == leader).unwrap();
     killed.child.kill().await.unwrap();
     let killed_at = Instant::now();
-    balancer.drop_all();
+    let leaders_balancer = &balancers[&leader];
+    leaders_balancer.set_upstream(addrs[&follower].0);
+    leaders_balancer.drop_all();
     eprintln!(
         "killed {leader} during the first batch: {:?}",
         view.progress
     );
 
-    let (successor, opamp, admin_addr) =
-        tokio::time::timeout(Duration::from_secs(30), ready.recv())
-            .await
-            .expect("another replica takes over")
-            .unwrap();
+    let successor = next_coordinator(&mut said, Duration::from_secs(30)).await;
     let takeover = killed_at.elapsed();
     eprintln!("{successor} took over {takeover:?} after the kill");
     assert_ne!(successor, leader);
     // The lease (6 s by default) expires, then the next poll (0.5 s) takes it.
     assert!(takeover < Duration::from_secs(10), "took {takeover:?}");
-    balancer.set_upstream(opamp);
-    let client = admin(admin_addr);
+    let client = admin(addrs[&successor].1);
     assert_converged(&client, &id, &agents, "2.0.0").await;
 
     // The audit log shows the hand-over, and no wave started twice.

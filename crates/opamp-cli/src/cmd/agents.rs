@@ -138,17 +138,30 @@ pub(crate) fn run(args: &AgentsArgs) -> Result<(), CommandError> {
             if *json {
                 return output::line(super::json::to_json(&agents)?);
             }
-            output::line(table::render(
-                &[
-                    "UID",
-                    "VERSIONS",
-                    "HEALTH",
-                    "CONNECTED",
-                    "LABELS",
-                    "LAST SEEN",
-                ],
-                &agents.iter().map(row).collect::<Vec<_>>(),
-            ))
+            // Several server replicas: say which one holds each connection.
+            let replicas = agents.iter().any(|agent| agent.replica.is_some());
+            let mut header = vec![
+                "UID",
+                "VERSIONS",
+                "HEALTH",
+                "CONNECTED",
+                "LABELS",
+                "LAST SEEN",
+            ];
+            if replicas {
+                header.push("REPLICA");
+            }
+            let rows: Vec<Vec<String>> = agents
+                .iter()
+                .map(|agent| {
+                    let mut cells = row(agent);
+                    if replicas {
+                        cells.push(agent.replica.clone().unwrap_or_else(|| "-".into()));
+                    }
+                    cells
+                })
+                .collect();
+            output::line(table::render(&header, &rows))
         }
         AgentsCommand::Show {
             uid,

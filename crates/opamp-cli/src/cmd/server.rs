@@ -89,7 +89,7 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), CommandError> {
     let runtime = super::runtime()?;
     let result = runtime.block_on(async move {
         let mut signals = StopSignals::listen()?;
-        // With PostgreSQL, a replica waits here while another one holds the coordinator lease.
+        // Connecting to PostgreSQL (and migrating) may take a while; a signal meanwhile stops.
         let server = tokio::select! {
             started = FleetServer::start(config) => {
                 started.map_err(|e| fleet_error(e, "cannot start the fleet server"))?
@@ -110,8 +110,9 @@ pub(crate) fn run(args: &ServerArgs) -> Result<(), CommandError> {
                 tracing::info!(reason, "shutting down");
                 None
             }
-            // Another replica decides now: close this one's agent connections and exit, so
-            // agents reconnect to it and a service manager restarts this one as a follower.
+            // This replica coordinated and another one decides now: close this one's agent
+            // connections and exit, so agents reconnect elsewhere and a service manager
+            // restarts this one as a relaying replica.
             lost = server.lease_lost() => Some(lost),
         };
         tokio::select! {

@@ -235,9 +235,9 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
             | RolloutError::TooManyAgents { .. },
         )
         | FleetError::NothingToRestart { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        FleetError::Stopped | FleetError::Rollout(RolloutError::Unsaved { .. }) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        FleetError::Stopped
+        | FleetError::NotCoordinator { .. }
+        | FleetError::Rollout(RolloutError::Unsaved { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
             StatusCode::INSUFFICIENT_STORAGE
         }
@@ -291,7 +291,7 @@ struct AgentsParams {
         ("limit" = Option<u32>, Query, description = "a page of at most this many agents in uid order (at most 10,000); without it and without `after`, every agent"),
     ),
     responses(
-        (status = 200, description = "agents in uid order (`AgentSummary`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms); a page shorter than `limit` is the last", body = [Object]),
+        (status = 200, description = "agents in uid order (`AgentSummary`: uid, labels, capabilities, package_versions, healthy, connected, last_seen in epoch ms, and with several server replicas the replica holding a connected agent); a page shorter than `limit` is the last", body = [Object]),
         (status = 400, description = "`after` is not an instance uid", body = ApiError),
         (status = 401, description = "missing or wrong token", body = ApiError),
     ))]
@@ -310,16 +310,27 @@ async fn agents(
         }
         None => None,
     };
-    let agents = if after.is_none() && params.limit.is_none() {
-        read(&state, |store| store.agents()).await?
-    } else {
-        let limit = params.limit.unwrap_or(MAX_AGENTS_PAGE).min(MAX_AGENTS_PAGE);
-        read(&state, move |store| {
-            store.agents_page(after.as_ref(), limit)
-        })
-        .await?
-    };
-    Ok(Json(views::all::<_, AgentSummary>(&agents)).into_response())
+    let limit = (after.is_some() || params.limit.is_some())
+        .then(|| params.limit.unwrap_or(MAX_AGENTS_PAGE).min(MAX_AGENTS_PAGE));
+    let (agents, replicas) = read(&state, move |store| {
+        let agents = match limit {
+            None => store.agents()?,
+            Some(limit) => store.agents_page(after.as_ref(), limit)?,
+        };
+        let connected: Vec<_> = agents
+            .iter()
+            .filter(|a| a.connected)
+            .map(|a| a.uid)
+            .collect();
+        let replicas = store.agent_replicas(&connected)?;
+        Ok((agents, replicas))
+    })
+    .await?;
+    let mut summaries = views::all::<_, AgentSummary>(&agents);
+    for summary in summaries.iter_mut().filter(|summary| summary.connected) {
+        summary.replica = replicas.get(&summary.uid).cloned();
+    }
+    Ok(Json(summaries).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{uid}", tag = "agents",

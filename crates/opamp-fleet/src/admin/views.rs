@@ -34,6 +34,10 @@ pub struct AgentSummary {
     pub connected: bool,
     /// Last message received.
     pub last_seen: Timestamp,
+    /// The server replica holding its connection (several replicas on one PostgreSQL
+    /// database; absent for a single server and for agents not connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 impl AgentSummary {
@@ -59,6 +63,7 @@ impl From<&AgentRecord> for AgentSummary {
             healthy: record.healthy,
             connected: record.connected,
             last_seen: record.last_seen,
+            replica: None,
         }
     }
 }

@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime};
 use opamp_proto::InstanceUid;
 use opamp_rollout::fleet::{AgentReport, Fleet, FleetSettings, Output, RolloutStep};
 use opamp_session::ServerEvent;
-use opamp_transport::server::{AgentSessions, ServerNotification};
+use opamp_transport::server::ServerNotification;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::agent_link::{AgentLink, ToAgent};
 use super::agents::{labels, package_reports};
 use super::config_offers::{build_remote_config, config_report};
 use super::details;
@@ -30,6 +31,13 @@ use crate::metrics::FleetMetrics;
 use crate::store::AgentRecord;
 use crate::time::Timestamp;
 
+/// What another replica relayed about an agent it serves (PostgreSQL store only).
+#[cfg(feature = "postgres")]
+pub(crate) use super::relay::{Relayed, RelayedKind};
+/// Without PostgreSQL nothing is ever relayed.
+#[cfg(not(feature = "postgres"))]
+pub(crate) enum Relayed {}
+
 pub(crate) use crate::admin::requests::{Operation, Request};
 
 pub(super) fn now() -> Timestamp {
@@ -41,7 +49,8 @@ pub(crate) struct Driver {
     pub(crate) catalog: Catalog,
     pub(super) configs: ConfigCatalog,
     pub(crate) offer_settings: OfferSettings,
-    pub(crate) sessions: AgentSessions,
+    /// How offers and commands reach agents (here, or through the replica holding them).
+    pub(crate) link: AgentLink,
     pub(crate) metrics: Arc<FleetMetrics>,
     pub(crate) updates: broadcast::Sender<RolloutUpdate>,
     /// The decisions: registry, rollouts, offers (see `opamp_rollout::fleet`).
@@ -63,7 +72,7 @@ impl Driver {
         store: SharedStore,
         catalog: Catalog,
         offer_settings: OfferSettings,
-        sessions: AgentSessions,
+        link: AgentLink,
         metrics: Arc<FleetMetrics>,
         updates: broadcast::Sender<RolloutUpdate>,
         forget_after: Duration,
@@ -99,7 +108,7 @@ impl Driver {
             store,
             catalog,
             offer_settings,
-            sessions,
+            link,
             metrics,
             updates,
             fleet,
@@ -120,6 +129,7 @@ impl Driver {
     pub(crate) async fn run(
         mut self,
         mut notifications: mpsc::Receiver<ServerNotification>,
+        mut relayed: Option<mpsc::Receiver<Relayed>>,
         mut requests: mpsc::Receiver<Request>,
         shutdown: CancellationToken,
     ) {
@@ -140,14 +150,26 @@ impl Driver {
                     }
                     self.flush_agents();
                 }
+                Some(message) = next_relayed(&mut relayed) => {
+                    self.on_relayed(message);
+                    if let Some(queue) = relayed.as_mut() {
+                        for _ in 0..NOTIFICATION_BATCH {
+                            let Ok(message) = queue.try_recv() else { break };
+                            self.on_relayed(message);
+                        }
+                    }
+                    self.flush_agents();
+                }
                 Some(request) = requests.recv() => self.on_request(request),
                 () = sleep_until(wake) => {
                     self.on_timeout();
                     self.flush_agents();
                 }
             }
+            self.link.flush();
         }
         self.flush_agents();
+        self.link.flush();
     }
 
     /// Writes what changed in the registry: forgotten rows go first (an agent forgotten and
@@ -210,7 +232,7 @@ impl Driver {
                 Output::Forgotten(uids) => {
                     self.details.forget(&uids);
                     for uid in &uids {
-                        self.sessions.forget(*uid);
+                        self.link.send(*uid, ToAgent::Forget);
                     }
                     self.forget_pending.extend(uids);
                 }
@@ -245,22 +267,20 @@ impl Driver {
     }
 
     /// Sends the agent the offer of `versions` (package name to version).
-    fn send_offer(&self, uid: InstanceUid, versions: &BTreeMap<String, String>) {
+    fn send_offer(&mut self, uid: InstanceUid, versions: &BTreeMap<String, String>) {
         match build_offer(&self.catalog, &self.offer_settings, versions) {
             Ok(offer) => {
-                self.sessions
-                    .with_session(uid, |session| session.offer_packages(offer));
+                self.link.send(uid, ToAgent::Packages(offer));
             }
             Err(error) => tracing::error!(%uid, %error, "cannot build the agent's offer"),
         }
     }
 
     /// Sends the agent the remote config whose hash is `hash` (hex).
-    fn send_config_offer(&self, uid: InstanceUid, hash: &str) {
+    fn send_config_offer(&mut self, uid: InstanceUid, hash: &str) {
         match build_remote_config(&self.configs, hash) {
             Ok(config) => {
-                self.sessions
-                    .with_session(uid, |session| session.offer_remote_config(config));
+                self.link.send(uid, ToAgent::Config(config));
             }
             Err(error) => tracing::error!(%uid, %error, "cannot build the agent's remote config"),
         }
@@ -276,22 +296,64 @@ impl Driver {
                 transport,
                 connection,
             } => {
+                self.link.connected_here(uid);
                 let view = details::connection(transport, &connection, now);
-                // An agent gets its row from what it reports, not from connecting: a first
-                // message the session refused (over the caps, issue 22) leaves nothing.
-                if self.fleet.agent(&uid).is_none() {
-                    self.details.arriving(uid, view);
-                    return;
-                }
-                self.details.connected(&self.store, uid, view);
-                self.fleet.connected(uid, now, &mut *lock(&self.store));
+                self.connected(uid, view, now);
             }
+            // Another replica holds the agent now: this server's session of it is stale.
+            ServerNotification::Disconnected { uid }
+            | ServerNotification::Heartbeat { uid }
+            | ServerNotification::Event { uid, .. }
+                if self.link.is_elsewhere(&uid) => {}
             ServerNotification::Disconnected { uid } => self.disconnected(uid, now),
             ServerNotification::Heartbeat { uid } => self.fleet.heartbeat(uid, now),
             ServerNotification::Event { uid, event } => self.on_agent_event(uid, event, now),
             _ => {}
         }
         self.carry_out();
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn on_relayed(&mut self, relayed: Relayed) {
+        match relayed {}
+    }
+
+    /// What another replica relayed about an agent it serves. Only the replica that last
+    /// announced the agent's connection is listened to: a replica the agent left may still
+    /// report its old connection's end after the agent connected elsewhere.
+    #[cfg(feature = "postgres")]
+    fn on_relayed(&mut self, relayed: Relayed) {
+        let now = now();
+        let Relayed { replica, uid, what } = relayed;
+        match what {
+            RelayedKind::Connected(view) => {
+                self.link.connected_to(uid, replica);
+                self.connected(uid, view, now);
+            }
+            _ if !self.link.held_by(&uid, &replica) => {}
+            RelayedKind::Events(events) => {
+                for event in events {
+                    self.on_agent_event(uid, event, now);
+                }
+            }
+            RelayedKind::Heartbeat => self.fleet.heartbeat(uid, now),
+            RelayedKind::Disconnected => {
+                self.link.disconnected_remote(&uid);
+                self.disconnected(uid, now);
+            }
+        }
+        self.carry_out();
+    }
+
+    fn connected(&mut self, uid: InstanceUid, view: crate::store::ConnectionView, now: Timestamp) {
+        // An agent gets its row from what it reports, not from connecting: a first message
+        // the session refused (over the caps, issue 22) leaves nothing.
+        if self.fleet.agent(&uid).is_none() {
+            self.details.arriving(uid, view);
+            return;
+        }
+        self.details.connected(&self.store, uid, view);
+        self.fleet.connected(uid, now, &mut *lock(&self.store));
     }
 
     fn disconnected(&mut self, uid: InstanceUid, now: Timestamp) {
@@ -322,6 +384,13 @@ impl Driver {
             _ => AgentReport::Other,
         };
         self.fleet.report(uid, report, now, &mut *lock(&self.store));
+    }
+}
+
+async fn next_relayed(relayed: &mut Option<mpsc::Receiver<Relayed>>) -> Option<Relayed> {
+    match relayed {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,9 @@
 //! served; [`keep`] renews it and, when it cannot, stops this replica before the lease can
 //! expire in the database, so two replicas never decide at once.
 
+// Without PostgreSQL only the lease-loss record is used (it never fires).
+#![cfg_attr(not(feature = "postgres"), allow(unused_imports))]
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,11 +14,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::FleetError;
+#[cfg(feature = "postgres")]
 use crate::store::{CoordinatorLease, LeaseToken};
 
+#[cfg(feature = "postgres")]
 /// How often a replica waiting for the lease asks for it.
 const ACQUIRE_POLL: Duration = Duration::from_millis(500);
 
+#[cfg(feature = "postgres")]
 /// When this replica must stop acting as the holder: the lease was taken or renewed in a call
 /// sent at `sent`, and the database set its expiry no earlier than that plus its length. A
 /// sixth of the length is kept as a margin for clock rate differences and scheduling.
@@ -23,13 +29,17 @@ fn safe_until(sent: Instant, ttl: Duration) -> Instant {
     sent + ttl - ttl / 6
 }
 
+#[cfg(feature = "postgres")]
 /// Waits until this replica holds the lease; returns its fencing token and until when it may
 /// act on it. Database errors are logged and retried (a database restarting while replicas
-/// start is normal).
+/// start is normal). Each time another holder (a new fencing token) is seen meanwhile,
+/// `on_holder` is called with its token.
 pub(crate) async fn acquire(
     lease: &Arc<CoordinatorLease>,
+    mut on_holder: impl FnMut(LeaseToken),
 ) -> Result<(LeaseToken, Instant), FleetError> {
     let mut announced = false;
+    let mut seen: Option<LeaseToken> = None;
     loop {
         let sent = Instant::now();
         let asking = lease.clone();
@@ -43,17 +53,23 @@ pub(crate) async fn acquire(
                 return Ok((token, safe_until(sent, lease.ttl())));
             }
             Ok(Ok(None)) => {
+                let holder = lease.clone();
+                let current = tokio::task::spawn_blocking(move || holder.current())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
+                if let Some(current) = &current
+                    && seen != Some(current.token)
+                {
+                    seen = Some(current.token);
+                    on_holder(current.token);
+                }
                 if !announced {
-                    let holder = lease.clone();
-                    let current = tokio::task::spawn_blocking(move || holder.current())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .flatten();
                     tracing::info!(
                         replica = lease.holder(),
                         holder = current.as_ref().map(|c| c.holder.as_str()),
-                        "another replica holds the coordinator lease; waiting to take over"
+                        "another replica holds the coordinator lease; serving agents for it and waiting to take over"
                     );
                     announced = true;
                 }
@@ -75,7 +91,8 @@ pub(crate) struct LeaseLoss {
 }
 
 impl LeaseLoss {
-    fn record(&self, reason: String) {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn record(&self, reason: String) {
         let _ = self.reason.set(reason);
         self.happened.cancel();
     }
@@ -87,6 +104,7 @@ impl LeaseLoss {
     }
 }
 
+#[cfg(feature = "postgres")]
 /// Renews the lease every third of its length until `shutdown`, then gives it up. When a
 /// renewal fails and the lease may expire, or another replica took it, logs why, records it
 /// in `lost` and cancels `shutdown` (which stops the driver and the admin API: nothing more is
@@ -141,6 +159,7 @@ pub(crate) fn keep(
     })
 }
 
+#[cfg(feature = "postgres")]
 #[cfg(test)]
 mod tests {
     use super::*;

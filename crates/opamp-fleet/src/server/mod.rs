@@ -8,6 +8,7 @@
 //!                                              admin API (axum) ┘ reads go to the store
 //! ```
 
+mod agent_link;
 pub(crate) mod agents;
 pub(crate) mod config_offers;
 pub mod details;
@@ -17,6 +18,10 @@ mod fd_limits;
 pub(crate) mod identity;
 mod leadership;
 pub(crate) mod offers;
+#[cfg(feature = "postgres")]
+mod relay;
+#[cfg(feature = "postgres")]
+mod replication;
 mod requests;
 pub mod startup;
 
@@ -83,7 +88,7 @@ impl FleetServer {
             context: format!("creating {}", packages_dir.display()),
             source,
         })?;
-        let (store, leadership) = open_store(&config).await?;
+        let (store, replication) = open_store(&config).await?;
         let reader = open_reader(&config, &store).await?;
         let catalog = Catalog::new(store.clone(), packages_dir.clone())
             .with_release_keys(config.load_release_keys()?);
@@ -116,28 +121,41 @@ impl FleetServer {
         };
         let metrics = Arc::new(FleetMetrics::new());
         let (updates, _) = broadcast::channel(1024);
-        let driver = Driver::load(
-            store.clone(),
-            catalog.clone(),
+        let parts = DriverParts {
+            catalog: catalog.clone(),
             offer_settings,
-            opamp.sessions().clone(),
-            metrics.clone(),
-            updates.clone(),
-            config.limits.forget_agents_after,
-        )?;
+            metrics: metrics.clone(),
+            updates: updates.clone(),
+            forget_after: config.limits.forget_agents_after,
+        };
         let shutdown = CancellationToken::new();
         let lease_loss = Arc::new(leadership::LeaseLoss::default());
-        let keeper = leadership.map(|held| {
-            leadership::keep(
-                held.lease,
-                held.token,
-                held.valid_until,
-                lease_loss.clone(),
-                shutdown.clone(),
-            )
-        });
+        let coordinating = CancellationToken::new();
         let (requests, requests_rx) = mpsc::channel(64);
-        let driver_task = spawn_driver(driver, notifications, requests_rx, shutdown.clone())?;
+        let driver_task = match replication {
+            None => {
+                let link = agent_link::AgentLink::local(opamp.sessions().clone());
+                let driver = parts.load(store.clone(), link)?;
+                coordinating.cancel();
+                spawn_driver(driver, notifications, None, requests_rx, shutdown.clone())?
+            }
+            #[cfg(feature = "postgres")]
+            Some(replication) => replication::start(
+                replication,
+                parts,
+                replication::Serving {
+                    sessions: opamp.sessions().clone(),
+                    notifications,
+                    requests: requests_rx,
+                    limits: opamp_proto::codec::Limits::with_max_message_size(
+                        config.max_message_size,
+                    ),
+                    lease_loss: lease_loss.clone(),
+                    coordinating: coordinating.clone(),
+                    shutdown: shutdown.clone(),
+                },
+            ),
+        };
         // A start that fails from here on must still stop the driver thread: nothing would
         // cancel it, and a runtime waiting for it would never exit.
         let stop_on_failure = shutdown.clone().drop_guard();
@@ -184,11 +202,9 @@ impl FleetServer {
             admin_addr,
             opamp,
             shutdown,
-            tasks: [driver_task, admin_task]
-                .into_iter()
-                .chain(keeper)
-                .collect(),
+            tasks: vec![driver_task, admin_task],
             lease_loss,
+            coordinating,
             _lock: lock,
             _stop_driver: stop_driver,
         })
@@ -201,6 +217,7 @@ impl FleetServer {
 fn spawn_driver(
     driver: Driver,
     notifications: mpsc::Receiver<opamp_transport::server::ServerNotification>,
+    relayed: Option<mpsc::Receiver<driver::Relayed>>,
     requests: mpsc::Receiver<driver::Request>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, FleetError> {
@@ -213,7 +230,7 @@ fn spawn_driver(
         })?;
     let thread = std::thread::Builder::new()
         .name("opamp-fleet-driver".into())
-        .spawn(move || runtime.block_on(driver.run(notifications, requests, shutdown)))
+        .spawn(move || runtime.block_on(driver.run(notifications, relayed, requests, shutdown)))
         .map_err(|source| FleetError::Io {
             context: "starting the rollout driver thread".into(),
             source,
@@ -225,23 +242,48 @@ fn spawn_driver(
     }))
 }
 
-/// The coordinator lease this replica holds (PostgreSQL store only).
-struct HeldLease {
-    lease: Arc<crate::store::CoordinatorLease>,
-    token: crate::store::LeaseToken,
-    valid_until: tokio::time::Instant,
+/// What the driver is loaded from, besides its store and its link to the agents.
+pub(crate) struct DriverParts {
+    catalog: Catalog,
+    offer_settings: OfferSettings,
+    metrics: Arc<FleetMetrics>,
+    updates: broadcast::Sender<crate::admin::types::RolloutUpdate>,
+    forget_after: std::time::Duration,
 }
+
+impl DriverParts {
+    /// Loads the registry and the active rollouts from `store` into a driver.
+    fn load(self, store: SharedStore, link: agent_link::AgentLink) -> Result<Driver, FleetError> {
+        Driver::load(
+            store,
+            self.catalog,
+            self.offer_settings,
+            link,
+            self.metrics,
+            self.updates,
+            self.forget_after,
+        )
+    }
+}
+
+#[cfg(feature = "postgres")]
+type Replication = replication::Replication;
+/// Without PostgreSQL there is never a second replica.
+#[cfg(not(feature = "postgres"))]
+enum Replication {}
 
 /// Opens the store the config selects (PostgreSQL when `[store] postgres_url` is set, else
 /// `data_dir/fleet.db`) and checks it is usable before anything is served. With PostgreSQL it
-/// then waits for the coordinator lease (another replica may hold it) and fences the store
-/// with the lease's token.
+/// also opens this replica's replication connections (see `replication`).
 async fn open_store(
     config: &FleetServerConfig,
-) -> Result<(SharedStore, Option<HeldLease>), FleetError> {
+) -> Result<(SharedStore, Option<Replication>), FleetError> {
     match &config.store.postgres_url {
         #[cfg(feature = "postgres")]
-        Some(url) => open_postgres(config, url).await,
+        Some(url) => {
+            let (store, replication) = replication::open(config, url).await?;
+            Ok((store, Some(replication)))
+        }
         #[cfg(not(feature = "postgres"))]
         Some(_) => Err(FleetError::Config {
             reason: "[store] postgres_url needs opamp-fleet built with the `postgres` feature"
@@ -282,55 +324,6 @@ async fn open_reader(
         .await
         .map_err(|_| FleetError::Stopped)??;
     Ok(Arc::new(Mutex::new(reader)))
-}
-
-#[cfg(feature = "postgres")]
-async fn open_postgres(
-    config: &FleetServerConfig,
-    url: &crate::config::DatabaseUrl,
-) -> Result<(SharedStore, Option<HeldLease>), FleetError> {
-    use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
-    use crate::store::{CoordinatorLease, PostgresOptions, PostgresStore, RolloutStore as _};
-
-    let replica = config.store.replica_name();
-    let ttl = config.store.lease_ttl();
-    tracing::info!(database = %url.redacted(), %replica, ?ttl, "store: PostgreSQL");
-    let connecting = url.clone();
-    let (mut store, lease) = tokio::task::spawn_blocking(
-        move || -> Result<(PostgresStore, CoordinatorLease), FleetError> {
-            let options = PostgresOptions::default();
-            let store = PostgresStore::connect(connecting.as_str(), options)?;
-            store.check_integrity()?;
-            let lease = CoordinatorLease::connect(connecting.as_str(), options, replica, ttl)?;
-            Ok((store, lease))
-        },
-    )
-    .await
-    .map_err(|_| FleetError::Stopped)??;
-    let lease = Arc::new(lease);
-    let (token, valid_until) = leadership::acquire(&lease).await?;
-    store.fence(token);
-    let taken = AuditRecord::new(
-        driver::now(),
-        crate::rollout::RolloutId::new(FLEET_RECORDS),
-        Actor::Engine,
-        AuditAction::CoordinatorLeaseTaken {
-            replica: lease.holder().to_owned(),
-            token: token.0,
-        },
-    );
-    let store = tokio::task::spawn_blocking(move || -> Result<PostgresStore, FleetError> {
-        store.append_audit(&[taken])?;
-        Ok(store)
-    })
-    .await
-    .map_err(|_| FleetError::Stopped)??;
-    let held = HeldLease {
-        lease,
-        token,
-        valid_until,
-    };
-    Ok((Arc::new(Mutex::new(store)), Some(held)))
 }
 
 /// The agent listener's settings. Downloads need the `download_token` when one is set and,
@@ -399,6 +392,8 @@ pub struct RunningFleetServer {
     tasks: Vec<JoinHandle<()>>,
     /// Set when this replica lost the coordinator lease (PostgreSQL) and stopped itself.
     lease_loss: Arc<leadership::LeaseLoss>,
+    /// Cancelled once this server runs the rollout driver.
+    coordinating: CancellationToken,
     /// Released when the server is shut down (or the process ends).
     _lock: startup::DataDirLock,
     /// Cancels the driver when the server is dropped.
@@ -426,6 +421,19 @@ impl RunningFleetServer {
         FleetError::LeaseLost {
             reason: self.lease_loss.wait().await,
         }
+    }
+
+    /// Resolves once this server coordinates rollouts: at once for a single server (SQLite);
+    /// with several replicas on PostgreSQL, once this replica holds the coordinator lease
+    /// (until then it serves agents and relays them to the replica that does).
+    pub async fn coordinating(&self) {
+        self.coordinating.cancelled().await;
+    }
+
+    /// Whether this server coordinates rollouts now (see [`RunningFleetServer::coordinating`]).
+    #[must_use]
+    pub fn is_coordinating(&self) -> bool {
+        self.coordinating.is_cancelled()
     }
 
     /// Stops the driver and the admin API, then the agent listener (WebSockets close with

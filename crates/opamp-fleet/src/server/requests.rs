@@ -43,7 +43,11 @@ impl Driver {
     /// Sends the `Restart` command to the connected agents the request selects that accept
     /// it. The audit record is written first: a restart nobody could account for must not
     /// happen.
-    fn restart(&self, request: &RestartRequest, by: String) -> Result<RestartReport, FleetError> {
+    fn restart(
+        &mut self,
+        request: &RestartRequest,
+        by: String,
+    ) -> Result<RestartReport, FleetError> {
         let selector: LabelSelector = request.selector.trim().parse()?;
         let named: HashSet<InstanceUid> = request.agents.iter().copied().collect();
         let mut report = RestartReport::default();
@@ -84,11 +88,7 @@ impl Driver {
         let command = opamp_proto::v1::ServerToAgentCommand {
             r#type: opamp_proto::v1::CommandType::Restart.into(),
         };
-        let sent = self
-            .sessions
-            .with_sessions(&report.restarted, |_, session| {
-                session.send_command(command);
-            });
+        let sent = self.link.command(&report.restarted, command);
         tracing::info!(by, selector = %selector, agents = sent, "restart command sent");
         Ok(report)
     }

@@ -135,6 +135,10 @@ pub struct ConnectionView {
     pub tls: bool,
     /// When this connection began.
     pub connected_since: Timestamp,
+    /// The server replica holding the connection (several replicas on one PostgreSQL
+    /// database); absent for a single server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 impl ConnectionView {
@@ -151,6 +155,14 @@ impl ConnectionView {
             peer: peer.into(),
             tls,
             connected_since: since,
+            replica: None,
         }
+    }
+
+    /// The same connection, held by server replica `replica`.
+    #[must_use]
+    pub fn on_replica(mut self, replica: impl Into<String>) -> Self {
+        self.replica = Some(replica.into());
+        self
     }
 }

@@ -35,6 +35,8 @@ use std::path::PathBuf;
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+#[cfg(all(feature = "postgres", feature = "server"))]
+pub(crate) use self::postgres::{AgentRelay, Heard, Presence, RelayListener, RelayMessage};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{
     CoordinatorLease, LeaseHolder, LeaseToken, PostgresOptions, PostgresStore,
@@ -358,6 +360,19 @@ pub trait FleetStore: RolloutStore<Error = StoreError> + std::fmt::Debug {
             })
             .take(limit)
             .collect())
+    }
+
+    /// Which replica holds each of `uids`' connections, for those a replica recorded (several
+    /// server replicas on one PostgreSQL database). Stores without replicas record none.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn agent_replicas(
+        &self,
+        uids: &[InstanceUid],
+    ) -> Result<std::collections::BTreeMap<InstanceUid, String>, StoreError> {
+        let _ = uids;
+        Ok(std::collections::BTreeMap::new())
     }
 
     /// Inserts or replaces the details of several agents together (one transaction where the

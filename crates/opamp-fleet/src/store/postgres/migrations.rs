@@ -18,9 +18,10 @@ use crate::store::StoreError;
 pub(super) const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"opampmig");
 
 /// `(version, SQL)`; append only, never edit a released step.
-pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE rollouts (
     id              TEXT COLLATE "C" PRIMARY KEY,
     package         TEXT COLLATE "C" NOT NULL,
@@ -154,7 +155,37 @@ CREATE TABLE coordinator_lease (
     expires_at  TIMESTAMPTZ NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The agent relay (`relay.rs`): replicas serving agents send what their agents report to the
+-- coordinator through `agent_inbox`, and the coordinator sends offers and commands back
+-- through `agent_outbox`, addressed by replica name. Rows are deleted as they are read.
+CREATE TABLE agent_inbox (
+    seq      BIGSERIAL PRIMARY KEY,
+    replica  TEXT NOT NULL,
+    uid      TEXT NOT NULL,
+    kind     SMALLINT NOT NULL,
+    payload  BYTEA NOT NULL
+);
+CREATE TABLE agent_outbox (
+    seq         BIGSERIAL PRIMARY KEY,
+    replica     TEXT NOT NULL,
+    uid         TEXT NOT NULL,
+    kind        SMALLINT NOT NULL,
+    payload     BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX agent_outbox_replica ON agent_outbox (replica, seq);
+-- Which replica holds each connected agent's connection, written by that replica.
+CREATE TABLE agent_connections (
+    uid      TEXT COLLATE "C" PRIMARY KEY,
+    replica  TEXT NOT NULL
+);
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
 pub(super) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -38,6 +38,7 @@ mod codec;
 mod identity;
 mod lease;
 mod migrations;
+mod relay;
 mod rollouts;
 #[cfg(all(test, feature = "postgres"))]
 mod test_support;
@@ -48,6 +49,8 @@ use std::time::Duration;
 use opamp_proto::InstanceUid;
 
 pub use self::lease::{CoordinatorLease, LeaseHolder, LeaseToken};
+#[cfg(feature = "server")]
+pub(crate) use self::relay::{AgentRelay, Heard, Presence, RelayListener, RelayMessage};
 
 use self::catalog::OwnedConfigKey;
 use self::codec::pg;
@@ -248,6 +251,15 @@ impl FleetStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<AgentRecord>, StoreError> {
         self.read_agents_page(after, limit)
+    }
+
+    fn agent_replicas(
+        &self,
+        uids: &[InstanceUid],
+    ) -> Result<std::collections::BTreeMap<InstanceUid, String>, StoreError> {
+        let uids = uids.to_vec();
+        self.worker
+            .call(move |client: &mut ::postgres::Client| relay::replicas_of(client, &uids))
     }
 
     fn upsert_agent_details(

@@ -1,0 +1,247 @@
+//! Several replicas on one PostgreSQL database. Every replica serves agents, package
+//! downloads and the admin API's reads from the moment it starts; the one holding the
+//! coordinator lease also runs the rollout driver. The others relay their agents to it and
+//! deliver what it sends them (`server::relay`), and wait for the lease (`leadership`).
+//!
+//! Taking over: the new holder connects a store of its own fenced with the lease's token,
+//! records the take in the audit log, loads the registry and the active rollouts, and
+//! starts its driver, fed by its own agents (after a snapshot of them) and by the inbox.
+//! Every other replica sees the lease's token change and sends it a snapshot of its agents.
+
+use std::sync::Arc;
+
+use opamp_proto::codec::Limits;
+use opamp_transport::server::{AgentSessions, ServerNotification};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::agent_link::AgentLink;
+use super::driver::{self, Request};
+use super::leadership::{self, LeaseLoss};
+use super::relay::{self, Route, Wakers};
+use super::{DriverParts, spawn_driver};
+use crate::FleetError;
+use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
+use crate::catalog::SharedStore;
+use crate::config::{DatabaseUrl, FleetServerConfig};
+use crate::store::{
+    AgentRelay, CoordinatorLease, FleetStore as _, PostgresOptions, PostgresStore, RelayListener,
+    RolloutStore as _,
+};
+
+/// This replica's connections for replication: the lease, the relay, and the listener.
+pub(super) struct Replication {
+    url: DatabaseUrl,
+    lease: Arc<CoordinatorLease>,
+    relay: Arc<AgentRelay>,
+    /// Wakes the relay's tasks; its thread stops when this is dropped.
+    _listener: RelayListener,
+    wakers: Arc<Wakers>,
+}
+
+/// Connects the shared store (admin reads, catalog) and this replica's lease and relay
+/// connections. Does not wait for the lease.
+pub(super) async fn open(
+    config: &FleetServerConfig,
+    url: &DatabaseUrl,
+) -> Result<(SharedStore, Replication), FleetError> {
+    let replica = config.store.replica_name();
+    let ttl = config.store.lease_ttl();
+    tracing::info!(database = %url.redacted(), %replica, ?ttl, "store: PostgreSQL");
+    let connecting = url.clone();
+    let wakers = Arc::new(Wakers::default());
+    let waking = wakers.clone();
+    let (store, lease, relay, listener) = tokio::task::spawn_blocking(move || {
+        let options = PostgresOptions::default();
+        let store = PostgresStore::connect(connecting.as_str(), options)?;
+        store.check_integrity()?;
+        let lease = CoordinatorLease::connect(connecting.as_str(), options, replica.clone(), ttl)?;
+        let relay = AgentRelay::connect(connecting.as_str(), options, replica.clone())?;
+        relay.clear_presence()?;
+        let listener = RelayListener::start(connecting.as_str(), options, replica, move |heard| {
+            waking.heard(heard);
+        })?;
+        Ok::<_, FleetError>((store, lease, relay, listener))
+    })
+    .await
+    .map_err(|_| FleetError::Stopped)??;
+    let shared: SharedStore = Arc::new(std::sync::Mutex::new(store));
+    Ok((
+        shared,
+        Replication {
+            url: url.clone(),
+            lease: Arc::new(lease),
+            relay: Arc::new(relay),
+            _listener: listener,
+            wakers,
+        },
+    ))
+}
+
+/// What [`start`] needs besides the replication connections.
+pub(super) struct Serving {
+    pub(super) sessions: AgentSessions,
+    pub(super) notifications: mpsc::Receiver<ServerNotification>,
+    pub(super) requests: mpsc::Receiver<Request>,
+    pub(super) limits: Limits,
+    pub(super) lease_loss: Arc<LeaseLoss>,
+    /// Cancelled once this replica coordinates.
+    pub(super) coordinating: CancellationToken,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// Starts relaying this replica's agents and waiting for the lease; the task ends after
+/// `shutdown` once everything it started stopped.
+pub(super) fn start(
+    replication: Replication,
+    parts: DriverParts,
+    serving: Serving,
+) -> JoinHandle<()> {
+    let Serving {
+        sessions,
+        notifications,
+        requests,
+        limits,
+        lease_loss,
+        coordinating,
+        shutdown,
+    } = serving;
+    let (routes, routes_rx) = mpsc::channel(16);
+    let delivering = tokio::spawn(relay::deliver_outbox(
+        replication.relay.clone(),
+        sessions.clone(),
+        replication.wakers.clone(),
+        limits,
+        shutdown.clone(),
+    ));
+    let routing = tokio::spawn(relay::route_notifications(
+        replication.relay.clone(),
+        sessions.clone(),
+        notifications,
+        routes_rx,
+        shutdown.clone(),
+    ));
+    tokio::spawn(async move {
+        let coordinated = coordinate(
+            &replication,
+            parts,
+            sessions,
+            requests,
+            routes,
+            limits,
+            &lease_loss,
+            &coordinating,
+            &shutdown,
+        )
+        .await;
+        if let Err(error) = coordinated {
+            tracing::error!(%error, "cannot coordinate; this replica stops");
+            lease_loss.record(format!("cannot coordinate: {error}"));
+            shutdown.cancel();
+        }
+        shutdown.cancelled().await;
+        let _ = delivering.await;
+        let _ = routing.await;
+        // The listener thread ends when dropped.
+        drop(replication);
+    })
+}
+
+/// Waits for the lease (refusing rollout changes meanwhile), then coordinates until
+/// `shutdown` or the lease is lost.
+#[allow(clippy::too_many_arguments)] // one call site, each argument a different part
+async fn coordinate(
+    replication: &Replication,
+    parts: DriverParts,
+    sessions: AgentSessions,
+    mut requests: mpsc::Receiver<Request>,
+    routes: mpsc::Sender<Route>,
+    limits: Limits,
+    lease_loss: &Arc<LeaseLoss>,
+    coordinating: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<(), FleetError> {
+    let lease = &replication.lease;
+    let resend = routes.clone();
+    let acquired = tokio::select! {
+        acquired = leadership::acquire(lease, move |_| { let _ = resend.try_send(Route::Resend); }) => acquired?,
+        () = refuse_requests(&mut requests, lease) => return Ok(()),
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let (token, valid_until) = acquired;
+
+    // The driver writes on a connection of its own, fenced with this take's token.
+    let url = replication.url.clone();
+    let holder = lease.holder().to_owned();
+    let store = tokio::task::spawn_blocking(move || -> Result<PostgresStore, FleetError> {
+        let mut store = PostgresStore::connect(url.as_str(), PostgresOptions::default())?;
+        store.fence(token);
+        let taken = AuditRecord::new(
+            driver::now(),
+            crate::rollout::RolloutId::new(FLEET_RECORDS),
+            Actor::Engine,
+            AuditAction::CoordinatorLeaseTaken {
+                replica: holder,
+                token: token.0,
+            },
+        );
+        store.append_audit(&[taken])?;
+        Ok(store)
+    })
+    .await
+    .map_err(|_| FleetError::Stopped)??;
+    let store: SharedStore = Arc::new(std::sync::Mutex::new(store));
+    let driver = parts.load(
+        store,
+        AgentLink::relayed(sessions, replication.relay.clone()),
+    )?;
+    let (local, local_rx) = mpsc::channel(1024);
+    let (relayed, relayed_rx) = mpsc::channel(4096);
+    routes
+        .send(Route::Coordinate(local))
+        .await
+        .map_err(|_| FleetError::Stopped)?;
+    let reading = tokio::spawn(relay::read_inbox(
+        replication.relay.clone(),
+        relayed,
+        replication.wakers.clone(),
+        limits,
+        shutdown.clone(),
+    ));
+    let driving = spawn_driver(
+        driver,
+        local_rx,
+        Some(relayed_rx),
+        requests,
+        shutdown.clone(),
+    )?;
+    coordinating.cancel();
+    let keeper = leadership::keep(
+        lease.clone(),
+        token,
+        valid_until,
+        lease_loss.clone(),
+        shutdown.clone(),
+    );
+    let _ = keeper.await;
+    let _ = driving.await;
+    let _ = reading.await;
+    Ok(())
+}
+
+/// Answers every rollout change while another replica coordinates: it cannot be made here.
+async fn refuse_requests(requests: &mut mpsc::Receiver<Request>, lease: &Arc<CoordinatorLease>) {
+    while let Some(request) = requests.recv().await {
+        let asking = lease.clone();
+        let coordinator = tokio::task::spawn_blocking(move || asking.current())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .filter(|holder| !holder.expired)
+            .map(|holder| holder.holder);
+        request.refuse(FleetError::NotCoordinator { coordinator });
+    }
+    std::future::pending::<()>().await;
+}
