@@ -118,15 +118,14 @@ pub enum FleetError {
     /// The server's rollout driver has stopped.
     #[error("the fleet server has stopped")]
     Stopped,
-    /// Another replica coordinates rollouts (PostgreSQL store, several replicas): rollout
-    /// changes and agent commands are made through its admin API.
-    #[error(
-        "this replica does not coordinate rollouts{}; send rollout changes to the coordinator's admin API",
-        coordinator.as_deref().map(|name| format!(" (replica {name} does)")).unwrap_or_default()
-    )]
-    NotCoordinator {
-        /// The replica that holds the coordinator lease, when one does.
-        coordinator: Option<String>,
+    /// The coordinator (another replica on the same PostgreSQL database) refused a rollout
+    /// change this replica forwarded to it, or did not answer in time.
+    #[error("{message}")]
+    Coordinator {
+        /// The HTTP status the coordinator answered (504 when it did not answer).
+        status: u16,
+        /// Its error message.
+        message: String,
     },
     /// This replica no longer holds the coordinator lease (PostgreSQL store): it stopped
     /// serving, so that the replica that holds it is the only one deciding.

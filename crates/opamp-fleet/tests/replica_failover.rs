@@ -207,8 +207,7 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
         balancers.insert(name.to_owned(), proxy);
     }
 
-    // The admin API answers on any replica: reads from the database, rollout changes only
-    // on the coordinator.
+    // The admin API answers on any replica.
     let leader_admin = admin(addrs[&leader].1);
     let follower_admin = admin(addrs[&follower].1);
     upload(&follower_admin, dir.path(), "1.0.0").await;
@@ -246,19 +245,20 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
             .map(|n| (n.to_string(), 4))
             .collect::<BTreeMap<_, _>>()
     );
-    let refused = follower_admin
-        .create_rollout(&request("2.0.0", Duration::from_millis(1_000)))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(refused.contains("does not coordinate"), "{refused}");
-
-    let id = leader_admin
+    // A rollout change made on a replica that does not coordinate is carried out by the
+    // coordinator, through the database.
+    let id = follower_admin
         .create_rollout(&request("2.0.0", Duration::from_millis(1_000)))
         .await
         .unwrap()
         .id
         .to_string();
+    let missing = follower_admin
+        .pause("no-such-rollout")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("no-such-rollout"), "{missing}");
     let view = wait_rollout(&leader_admin, &id, "the first batch", |view| {
         view.status == RolloutStatus::Batch
     })

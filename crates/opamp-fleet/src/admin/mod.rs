@@ -33,7 +33,7 @@ mod dashboard;
 mod health;
 mod process_metrics;
 pub(crate) mod requests;
-mod routes;
+pub(crate) mod routes;
 mod transport_metrics;
 pub mod types;
 pub mod views;

@@ -33,19 +33,3 @@ pub(crate) enum Request {
         reply: Reply<RestartReport>,
     },
 }
-
-impl Request {
-    /// Answers the request with `error` without carrying it out.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn refuse(self, error: FleetError) {
-        // The asker may have gone; nothing to tell then.
-        match self {
-            Request::Create { reply, .. } | Request::Operate { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-            Request::Restart { reply, .. } => {
-                let _ = reply.send(Err(error));
-            }
-        }
-    }
-}

@@ -235,9 +235,12 @@ pub(crate) fn status_of(error: &FleetError) -> StatusCode {
             | RolloutError::TooManyAgents { .. },
         )
         | FleetError::NothingToRestart { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        FleetError::Stopped
-        | FleetError::NotCoordinator { .. }
-        | FleetError::Rollout(RolloutError::Unsaved { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+        FleetError::Coordinator { status, .. } => {
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        FleetError::Stopped | FleetError::Rollout(RolloutError::Unsaved { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         FleetError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
             StatusCode::INSUFFICIENT_STORAGE
         }

@@ -15,6 +15,8 @@ pub mod details;
 mod details_book;
 pub(crate) mod driver;
 mod fd_limits;
+#[cfg(feature = "postgres")]
+mod forwarding;
 pub(crate) mod identity;
 mod leadership;
 pub(crate) mod offers;
@@ -147,6 +149,7 @@ impl FleetServer {
                     sessions: opamp.sessions().clone(),
                     notifications,
                     requests: requests_rx,
+                    requests_to_driver: requests.clone(),
                     limits: opamp_proto::codec::Limits::with_max_message_size(
                         config.max_message_size,
                     ),

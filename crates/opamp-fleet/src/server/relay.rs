@@ -300,6 +300,7 @@ pub(crate) fn snapshot(sessions: &AgentSessions) -> Vec<ServerNotification> {
 pub(crate) struct Wakers {
     pub(crate) inbox: Notify,
     pub(crate) outbox: Notify,
+    pub(crate) requests: Notify,
 }
 
 impl Wakers {
@@ -307,9 +308,11 @@ impl Wakers {
         match heard {
             Heard::Inbox => self.inbox.notify_one(),
             Heard::Outbox => self.outbox.notify_one(),
+            Heard::Requests => self.requests.notify_one(),
             _ => {
                 self.inbox.notify_one();
                 self.outbox.notify_one();
+                self.requests.notify_one();
             }
         }
     }
@@ -501,6 +504,94 @@ pub(crate) async fn route_notifications(
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relayed(notification: ServerNotification) -> Option<(RelayedKind, Option<Presence>)> {
+        let now = Timestamp::from_millis(5);
+        let ((agent, kind, payload), presence) = encode_notification(notification, "r1", now)?;
+        let message = RelayMessage {
+            replica: "r1".into(),
+            uid: agent,
+            kind,
+            payload,
+        };
+        let relayed = decode_relayed(message, &Limits::default())?;
+        assert_eq!((relayed.uid, &*relayed.replica), (uid(), "r1"));
+        Some((relayed.what, presence))
+    }
+
+    fn uid() -> InstanceUid {
+        InstanceUid::from([7; 16])
+    }
+
+    #[test]
+    fn reports_cross_the_relay_as_the_events_they_were() {
+        let health = v1::ComponentHealth {
+            healthy: true,
+            status: "ok".into(),
+            ..Default::default()
+        };
+        let statuses = v1::PackageStatuses {
+            server_provided_all_packages_hash: vec![1, 2],
+            ..Default::default()
+        };
+        for event in [
+            ServerEvent::CapabilitiesChanged(AgentCapabilities::from_wire(0x1 | 0x2)),
+            ServerEvent::HealthChanged(health),
+            ServerEvent::PackageStatusesChanged(statuses),
+        ] {
+            let expected = format!("{event:?}");
+            let (what, presence) =
+                relayed(ServerNotification::Event { uid: uid(), event }).unwrap();
+            assert_eq!(presence, None);
+            let RelayedKind::Events(events) = what else {
+                panic!("{what:?}")
+            };
+            assert_eq!(format!("{:?}", events.as_slice()), format!("[{expected}]"));
+        }
+        // What the coordinator does not read is not relayed.
+        let custom = ServerEvent::CustomMessage(v1::CustomMessage::default());
+        assert!(
+            relayed(ServerNotification::Event {
+                uid: uid(),
+                event: custom
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn connections_carry_presence_and_a_late_goodbye_is_a_disconnection() {
+        let (what, presence) = relayed(ServerNotification::Heartbeat { uid: uid() }).unwrap();
+        assert!(matches!(what, RelayedKind::Heartbeat) && presence.is_none());
+        let (what, presence) = relayed(ServerNotification::Disconnected { uid: uid() }).unwrap();
+        assert!(matches!(what, RelayedKind::Disconnected));
+        assert_eq!(presence, Some(Presence::Gone(uid())));
+    }
+
+    #[test]
+    fn unreadable_rows_are_skipped_not_fatal() {
+        for (kind, payload) in [
+            (REPORT, vec![0xff, 0xff]),
+            (CONNECTED, b"{".to_vec()),
+            (99, vec![]),
+        ] {
+            let message = RelayMessage {
+                replica: "r1".into(),
+                uid: uid(),
+                kind,
+                payload,
+            };
+            assert!(
+                decode_relayed(message, &Limits::default()).is_none(),
+                "kind {kind}"
+            );
         }
     }
 }

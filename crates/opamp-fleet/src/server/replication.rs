@@ -1,7 +1,8 @@
 //! Several replicas on one PostgreSQL database. Every replica serves agents, package
 //! downloads and the admin API's reads from the moment it starts; the one holding the
 //! coordinator lease also runs the rollout driver. The others relay their agents to it and
-//! deliver what it sends them (`server::relay`), and wait for the lease (`leadership`).
+//! deliver what it sends them (`server::relay`), forward the admin API's rollout changes to
+//! it (`server::forwarding`), and wait for the lease (`leadership`).
 //!
 //! Taking over: the new holder connects a store of its own fenced with the lease's token,
 //! records the take in the audit log, loads the registry and the active rollouts, and
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent_link::AgentLink;
 use super::driver::{self, Request};
+use super::forwarding;
 use super::leadership::{self, LeaseLoss};
 use super::relay::{self, Route, Wakers};
 use super::{DriverParts, spawn_driver};
@@ -84,6 +86,9 @@ pub(super) struct Serving {
     pub(super) sessions: AgentSessions,
     pub(super) notifications: mpsc::Receiver<ServerNotification>,
     pub(super) requests: mpsc::Receiver<Request>,
+    /// Where forwarded rollout changes are handed to the driver, once this replica
+    /// coordinates (the admin API's own sender).
+    pub(super) requests_to_driver: mpsc::Sender<Request>,
     pub(super) limits: Limits,
     pub(super) lease_loss: Arc<LeaseLoss>,
     /// Cancelled once this replica coordinates.
@@ -102,6 +107,7 @@ pub(super) fn start(
         sessions,
         notifications,
         requests,
+        requests_to_driver,
         limits,
         lease_loss,
         coordinating,
@@ -128,6 +134,7 @@ pub(super) fn start(
             parts,
             sessions,
             requests,
+            requests_to_driver,
             routes,
             limits,
             &lease_loss,
@@ -148,7 +155,8 @@ pub(super) fn start(
     })
 }
 
-/// Waits for the lease (refusing rollout changes meanwhile), then coordinates until
+/// Waits for the lease (forwarding rollout changes to the coordinator meanwhile), then
+/// coordinates until
 /// `shutdown` or the lease is lost.
 #[allow(clippy::too_many_arguments)] // one call site, each argument a different part
 async fn coordinate(
@@ -156,6 +164,7 @@ async fn coordinate(
     parts: DriverParts,
     sessions: AgentSessions,
     mut requests: mpsc::Receiver<Request>,
+    requests_to_driver: mpsc::Sender<Request>,
     routes: mpsc::Sender<Route>,
     limits: Limits,
     lease_loss: &Arc<LeaseLoss>,
@@ -166,7 +175,7 @@ async fn coordinate(
     let resend = routes.clone();
     let acquired = tokio::select! {
         acquired = leadership::acquire(lease, move |_| { let _ = resend.try_send(Route::Resend); }) => acquired?,
-        () = refuse_requests(&mut requests, lease) => return Ok(()),
+        () = forwarding::forward_requests(&mut requests, replication.relay.clone()) => return Ok(()),
         () = shutdown.cancelled() => return Ok(()),
     };
     let (token, valid_until) = acquired;
@@ -209,6 +218,12 @@ async fn coordinate(
         limits,
         shutdown.clone(),
     ));
+    let serving = tokio::spawn(forwarding::serve_forwarded(
+        replication.relay.clone(),
+        requests_to_driver,
+        replication.wakers.clone(),
+        shutdown.clone(),
+    ));
     let driving = spawn_driver(
         driver,
         local_rx,
@@ -227,21 +242,6 @@ async fn coordinate(
     let _ = keeper.await;
     let _ = driving.await;
     let _ = reading.await;
+    let _ = serving.await;
     Ok(())
-}
-
-/// Answers every rollout change while another replica coordinates: it cannot be made here.
-async fn refuse_requests(requests: &mut mpsc::Receiver<Request>, lease: &Arc<CoordinatorLease>) {
-    while let Some(request) = requests.recv().await {
-        let asking = lease.clone();
-        let coordinator = tokio::task::spawn_blocking(move || asking.current())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .filter(|holder| !holder.expired)
-            .map(|holder| holder.holder);
-        request.refuse(FleetError::NotCoordinator { coordinator });
-    }
-    std::future::pending::<()>().await;
 }

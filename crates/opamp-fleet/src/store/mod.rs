@@ -36,7 +36,9 @@ use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
 #[cfg(all(feature = "postgres", feature = "server"))]
-pub(crate) use self::postgres::{AgentRelay, Heard, Presence, RelayListener, RelayMessage};
+pub(crate) use self::postgres::{
+    AgentRelay, ForwardedAnswer, ForwardedRequest, Heard, Presence, RelayListener, RelayMessage,
+};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{
     CoordinatorLease, LeaseHolder, LeaseToken, PostgresOptions, PostgresStore,

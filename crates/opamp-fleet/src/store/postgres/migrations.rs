@@ -185,6 +185,25 @@ CREATE TABLE agent_connections (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+-- Rollout changes made on a replica that does not coordinate (`forwarded.rs`): the replica
+-- files the request, the coordinator takes it, carries it out and files the answer.
+CREATE TABLE coordinator_requests (
+    id           BIGSERIAL PRIMARY KEY,
+    replica      TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    operator     TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    taken_by     TEXT,
+    status       SMALLINT,
+    answer       TEXT
+);
+CREATE INDEX coordinator_requests_open ON coordinator_requests (id) WHERE taken_by IS NULL;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

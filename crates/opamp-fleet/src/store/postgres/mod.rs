@@ -35,6 +35,7 @@ mod agents;
 mod audit;
 mod catalog;
 mod codec;
+mod forwarded;
 mod identity;
 mod lease;
 mod migrations;
@@ -48,6 +49,8 @@ use std::time::Duration;
 
 use opamp_proto::InstanceUid;
 
+#[cfg(feature = "server")]
+pub(crate) use self::forwarded::{ForwardedAnswer, ForwardedRequest};
 pub use self::lease::{CoordinatorLease, LeaseHolder, LeaseToken};
 #[cfg(feature = "server")]
 pub(crate) use self::relay::{AgentRelay, Heard, Presence, RelayListener, RelayMessage};

@@ -32,6 +32,8 @@ const INBOX_CHANNEL: &str = "opamp_agent_inbox";
 /// `NOTIFY` channel written after rows were added to `agent_outbox`; the payload is the
 /// addressed replica's name.
 const OUTBOX_CHANNEL: &str = "opamp_agent_outbox";
+/// `NOTIFY` channel written after a request was filed for the coordinator (`forwarded.rs`).
+pub(super) const REQUESTS_CHANNEL: &str = "opamp_coordinator_requests";
 
 /// One relayed message: to the coordinator from `replica`, or from the coordinator to
 /// `replica`. `kind` and `payload` are the server's business (see `server::relay`).
@@ -85,6 +87,11 @@ impl AgentRelay {
     /// This replica's name.
     pub(crate) fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// The relay's connection.
+    pub(super) fn worker(&self) -> &Worker {
+        &self.worker
     }
 
     /// Forgets every connection recorded for this replica (at start: a replica of the same
@@ -303,6 +310,8 @@ pub(crate) enum Heard {
     Inbox,
     /// Rows were added to the outbox for this replica.
     Outbox,
+    /// A request was filed for the coordinator.
+    Requests,
     /// The listening connection was (re)established: notifications may have been missed.
     Resync,
 }
@@ -363,7 +372,9 @@ fn listen(
     heard: &impl Fn(Heard),
 ) -> Result<(), ::postgres::Error> {
     let mut client = config.connect(NoTls)?;
-    client.batch_execute(&format!("LISTEN {INBOX_CHANNEL}; LISTEN {OUTBOX_CHANNEL}"))?;
+    client.batch_execute(&format!(
+        "LISTEN {INBOX_CHANNEL}; LISTEN {OUTBOX_CHANNEL}; LISTEN {REQUESTS_CHANNEL}"
+    ))?;
     heard(Heard::Resync);
     while !stop.load(Ordering::Relaxed) {
         {
@@ -372,6 +383,8 @@ fn listen(
             while let Some(notification) = waiting.next()? {
                 if notification.channel() == INBOX_CHANNEL {
                     heard(Heard::Inbox);
+                } else if notification.channel() == REQUESTS_CHANNEL {
+                    heard(Heard::Requests);
                 } else if notification.payload() == replica {
                     heard(Heard::Outbox);
                 }
@@ -393,5 +406,153 @@ impl Drop for RelayListener {
         {
             tracing::error!("the relay listener thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::super::forwarded::ForwardedAnswer;
+    use super::super::test_support::scratch_database;
+    use super::super::{PostgresOptions, PostgresStore};
+    use super::*;
+    use crate::store::FleetStore as _;
+
+    fn relay(url: &str, replica: &str) -> AgentRelay {
+        AgentRelay::connect(url, PostgresOptions::default(), replica).unwrap()
+    }
+
+    fn uid(i: u8) -> InstanceUid {
+        InstanceUid::from([i; 16])
+    }
+
+    /// Messages reach the coordinator in the order each replica sent them, each taken once;
+    /// the outbox hands each replica only what is addressed to it; presence follows the
+    /// replica that last announced an agent, and a late goodbye from another changes nothing.
+    #[test]
+    fn messages_are_taken_once_in_order_and_addressed_by_replica() {
+        let Some((url, _guard)) = scratch_database() else {
+            return;
+        };
+        let (a, b, coordinator) = (relay(&url, "a"), relay(&url, "b"), relay(&url, "c"));
+        let batch = |i: u8| {
+            (0..3)
+                .map(|k| (uid(i), k, vec![i, k as u8]))
+                .collect::<Vec<_>>()
+        };
+        a.to_coordinator(batch(1), vec![Presence::Here(uid(1))])
+            .unwrap();
+        b.to_coordinator(batch(2), vec![Presence::Here(uid(2))])
+            .unwrap();
+        a.to_coordinator(batch(3), vec![]).unwrap();
+        let first = coordinator.take_inbox(4).unwrap();
+        let rest = coordinator.take_inbox(100).unwrap();
+        assert_eq!((first.len(), rest.len()), (4, 5));
+        assert!(coordinator.take_inbox(100).unwrap().is_empty());
+        let from_a: Vec<Vec<u8>> = first
+            .iter()
+            .chain(&rest)
+            .filter(|m| m.replica == "a")
+            .map(|m| m.payload.clone())
+            .collect();
+        let sent: Vec<Vec<u8>> = batch(1).into_iter().chain(batch(3)).map(|m| m.2).collect();
+        assert_eq!(from_a, sent);
+
+        coordinator
+            .to_replicas(vec![
+                RelayMessage {
+                    replica: "a".into(),
+                    uid: uid(1),
+                    kind: 1,
+                    payload: vec![1],
+                },
+                RelayMessage {
+                    replica: "b".into(),
+                    uid: uid(2),
+                    kind: 2,
+                    payload: vec![2],
+                },
+                RelayMessage {
+                    replica: "a".into(),
+                    uid: uid(3),
+                    kind: 3,
+                    payload: vec![3],
+                },
+            ])
+            .unwrap();
+        let to_a: Vec<u8> = a
+            .take_outbox()
+            .unwrap()
+            .iter()
+            .map(|m| m.kind as u8)
+            .collect();
+        assert_eq!(to_a, [1, 3]);
+        assert!(a.take_outbox().unwrap().is_empty());
+        assert_eq!(b.take_outbox().unwrap().len(), 1);
+
+        // Agent 1 moves from a to b; a's goodbye arrives after b's hello.
+        b.to_coordinator(vec![], vec![Presence::Here(uid(1))])
+            .unwrap();
+        a.to_coordinator(vec![], vec![Presence::Gone(uid(1))])
+            .unwrap();
+        let store = PostgresStore::connect(&url, PostgresOptions::default()).unwrap();
+        let held = store.agent_replicas(&[uid(1), uid(2), uid(9)]).unwrap();
+        assert_eq!(
+            held,
+            BTreeMap::from([(uid(1), "b".to_owned()), (uid(2), "b".to_owned())])
+        );
+        b.clear_presence().unwrap();
+        assert!(store.agent_replicas(&[uid(1), uid(2)]).unwrap().is_empty());
+    }
+
+    /// Requests filed by one replica are taken by one coordinator once, and the answer
+    /// reaches the replica that filed them; the listener hears each kind of notification.
+    #[test]
+    fn forwarded_requests_are_taken_once_and_answered() {
+        let Some((url, _guard)) = scratch_database() else {
+            return;
+        };
+        let (heard_tx, heard) = mpsc::channel();
+        let _listener =
+            RelayListener::start(&url, PostgresOptions::default(), "a".into(), move |what| {
+                let _ = heard_tx.send(what);
+            })
+            .unwrap();
+        let wait_for = |wanted: Heard| loop {
+            match heard.recv_timeout(Duration::from_secs(10)) {
+                Ok(what) if what == wanted => break,
+                Ok(_) => {}
+                Err(error) => panic!("never heard {wanted:?}: {error}"),
+            }
+        };
+        wait_for(Heard::Resync);
+        let (a, c1, c2) = (relay(&url, "a"), relay(&url, "c1"), relay(&url, "c2"));
+        let id = a
+            .forward_request("create", "{}".into(), "alice".into())
+            .unwrap();
+        wait_for(Heard::Requests);
+        let taken = c1.take_requests().unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!((taken[0].id, taken[0].operator.as_str()), (id, "alice"));
+        assert!(c2.take_requests().unwrap().is_empty(), "taken twice");
+        assert_eq!(a.request_answer(id).unwrap(), None);
+        let answer = ForwardedAnswer {
+            status: 409,
+            answer: "conflict".into(),
+        };
+        c1.answer_request(id, answer.clone()).unwrap();
+        assert_eq!(a.request_answer(id).unwrap(), Some(answer));
+
+        c1.to_replicas(vec![RelayMessage {
+            replica: "a".into(),
+            uid: uid(1),
+            kind: 1,
+            payload: vec![],
+        }])
+        .unwrap();
+        wait_for(Heard::Outbox);
+        a.to_coordinator(vec![(uid(1), 1, vec![])], vec![]).unwrap();
+        wait_for(Heard::Inbox);
     }
 }
