@@ -94,8 +94,9 @@ async fn a_rollout_on_postgres_survives_a_server_restart_and_a_database_restart(
 }
 
 /// A replica cut off from the database stops serving before its lease can expire, so that
-/// no other replica ever decides beside it; the next server on the database takes the lease
-/// with a newer fencing token, and the audit log names both holders.
+/// no other replica ever decides beside it, and a relaying replica cut off stops too, so
+/// that its agents move; the next server on the database takes the lease with a newer
+/// fencing token, and the audit log names both holders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over() {
     let Some(cluster) = OwnCluster::start() else {
@@ -111,6 +112,18 @@ async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over()
         .expect("the only replica takes the lease");
     let client = admin(server.admin_addr());
     client.agents().await.unwrap();
+    // A second replica, relaying for the first.
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut follower_settings = postgres_config(
+        follower_dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+        &cluster.url,
+    );
+    follower_settings.store.lease_ttl = Some(Duration::from_secs(2));
+    follower_settings.store.replica_name = Some("follower".into());
+    let follower = FleetServer::start(follower_settings).await.unwrap();
+    let follower_client = admin(follower.admin_addr());
+    follower_client.agents().await.unwrap();
 
     cluster.script("stop");
     let cut_off = std::time::Instant::now();
@@ -130,6 +143,22 @@ async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over()
     // It stopped deciding and answering: the admin API is gone.
     assert!(client.agents().await.is_err());
     server.shutdown().await;
+    // The relaying replica cannot relay either: it stops too, within the lease's length
+    // after the database last answered, so that its agents move to a replica that can.
+    let lost = tokio::time::timeout(Duration::from_secs(10), follower.lease_lost())
+        .await
+        .expect("the relaying replica notices it is cut off");
+    let noticed = cut_off.elapsed();
+    assert!(
+        lost.to_string().contains("cut off from the database"),
+        "{lost}"
+    );
+    assert!(
+        noticed < Duration::from_secs(5),
+        "noticed after {noticed:?}"
+    );
+    assert!(follower_client.agents().await.is_err());
+    follower.shutdown().await;
 
     cluster.script("start");
     settings.store.replica_name = Some("second".into());

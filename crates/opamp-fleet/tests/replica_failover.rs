@@ -2,7 +2,7 @@
 //! the holder of the coordinator lease runs the rollouts, the other two relay their agents to
 //! it through the database. The holder is killed with SIGKILL in the middle of a rollout;
 //! another replica takes the lease and finishes the rollout from what the database holds,
-//! with the agents of every replica.
+//! with the agents of every replica, through a restart of PostgreSQL on the way.
 //!
 //! Each replica is this test binary re-executed with `--ignored --exact
 //! replica_child_entry`; it prints `READY <opamp> <admin>` once it listens and `COORDINATING`
@@ -27,7 +27,7 @@ use fleet_support::cluster::{OwnCluster, assert_no_step_repeated, lease_takes};
 use fleet_support::proxy::FaultProxy;
 use fleet_support::{
     admin, assert_converged, config, poll, request, spawn_agent, stop_all, upload,
-    wait_connected_at, wait_rollout,
+    wait_connected_at, wait_rollout, wait_terminal,
 };
 use opamp_fleet::config::DatabaseUrl;
 use opamp_fleet::{FleetServer, RolloutStatus};
@@ -47,6 +47,11 @@ async fn replica_child_entry() {
         return;
     };
     let lines: Vec<&str> = spec.lines().collect();
+    // The replica's log goes to its stderr file, kept with the test's directory on failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut settings = config(Path::new(lines[0]), any, any);
     settings.packages_dir = Some(PathBuf::from(lines[1]));
@@ -284,6 +289,19 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
     // The lease (6 s by default) expires, then the next poll (0.5 s) takes it.
     assert!(takeover < Duration::from_secs(10), "took {takeover:?}");
     let client = admin(addrs[&successor].1);
+
+    // Restart PostgreSQL while the rollout goes on: the replicas keep their agents and the
+    // lease (a restart is shorter than the lease), reconnect, and the rollout resumes.
+    let restart = Instant::now();
+    cluster.script("stop");
+    cluster.script("start");
+    eprintln!("restarted PostgreSQL in {:?}", restart.elapsed());
+    if wait_terminal(&client, &id).await != RolloutStatus::Completed {
+        // What went wrong, before the assertion below fails.
+        for entry in client.audit(Some(&id)).await.unwrap() {
+            eprintln!("audit: {:?}", entry.record.action);
+        }
+    }
     assert_converged(&client, &id, &agents, "2.0.0").await;
 
     // The audit log shows the hand-over, and no wave started twice.

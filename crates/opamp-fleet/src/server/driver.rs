@@ -23,6 +23,7 @@ use super::config_offers::{build_remote_config, config_report};
 use super::details;
 use super::details_book::DetailsBook;
 use super::offers::{OfferSettings, build_offer};
+use super::unsent::{Unsent, UnsentOffers, is_transient};
 use crate::FleetError;
 use crate::admin::types::RolloutUpdate;
 use crate::catalog::{Catalog, SharedStore, lock};
@@ -59,6 +60,9 @@ pub(crate) struct Driver {
     details: DetailsBook,
     /// Agents the coordinator forgot whose rows the store has not deleted yet.
     forget_pending: Vec<InstanceUid>,
+    /// Offers the store could not build (a database restarting), retried shortly: the
+    /// coordinator counts them as sent.
+    unsent: UnsentOffers,
 }
 
 /// Most notifications handled before the registry is written out.
@@ -114,6 +118,7 @@ impl Driver {
             fleet,
             details: DetailsBook::default(),
             forget_pending: Vec::new(),
+            unsent: UnsentOffers::default(),
         };
         // Agents recorded as connected before the restart are written back as disconnected.
         let changed = driver.fleet.take_changed_agents();
@@ -204,14 +209,19 @@ impl Driver {
     }
 
     fn next_wake(&self) -> Option<tokio::time::Instant> {
-        let deadline = self.fleet.poll_timeout()?;
+        let retry = self.unsent.next_try();
+        let Some(deadline) = self.fleet.poll_timeout() else {
+            return retry;
+        };
         let delay = deadline.saturating_since(now());
         // Deadlines are in milliseconds; waking a millisecond late avoids spinning on a
         // deadline that truncation placed just ahead of `now`.
-        Some(tokio::time::Instant::now() + delay + Duration::from_millis(1))
+        let wake = tokio::time::Instant::now() + delay + Duration::from_millis(1);
+        Some(retry.map_or(wake, |retry| retry.min(wake)))
     }
 
     fn on_timeout(&mut self) {
+        self.retry_unsent();
         let now = now();
         self.fleet.handle_timeout(now, &mut *lock(&self.store));
         self.carry_out();
@@ -272,7 +282,12 @@ impl Driver {
             Ok(offer) => {
                 self.link.send(uid, ToAgent::Packages(offer));
             }
-            Err(error) => tracing::error!(%uid, %error, "cannot build the agent's offer"),
+            Err(error) => {
+                tracing::error!(%uid, %error, "cannot build the agent's offer");
+                if is_transient(&error) {
+                    self.unsent.push(uid, Unsent::Packages(versions.clone()));
+                }
+            }
         }
     }
 
@@ -282,7 +297,22 @@ impl Driver {
             Ok(config) => {
                 self.link.send(uid, ToAgent::Config(config));
             }
-            Err(error) => tracing::error!(%uid, %error, "cannot build the agent's remote config"),
+            Err(error) => {
+                tracing::error!(%uid, %error, "cannot build the agent's remote config");
+                if is_transient(&error) {
+                    self.unsent.push(uid, Unsent::Config(hash.to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Tries again the offers the store could not build before.
+    fn retry_unsent(&mut self) {
+        for (uid, unsent) in self.unsent.take_due(tokio::time::Instant::now()) {
+            match unsent {
+                Unsent::Packages(versions) => self.send_offer(uid, &versions),
+                Unsent::Config(hash) => self.send_config_offer(uid, &hash),
+            }
         }
     }
 

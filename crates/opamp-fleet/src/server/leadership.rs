@@ -32,18 +32,24 @@ fn safe_until(sent: Instant, ttl: Duration) -> Instant {
 #[cfg(feature = "postgres")]
 /// Waits until this replica holds the lease; returns its fencing token and until when it may
 /// act on it. Database errors are logged and retried (a database restarting while replicas
-/// start is normal). Each time another holder (a new fencing token) is seen meanwhile,
-/// `on_holder` is called with its token.
+/// start is normal) until the database has not answered for the lease's length: then
+/// [`FleetError::LeaseLost`]. Each time another holder (a new fencing token) is seen
+/// meanwhile, `on_holder` is called with its token.
 pub(crate) async fn acquire(
     lease: &Arc<CoordinatorLease>,
     mut on_holder: impl FnMut(LeaseToken),
 ) -> Result<(LeaseToken, Instant), FleetError> {
     let mut announced = false;
     let mut seen: Option<LeaseToken> = None;
+    let mut last_answer = Instant::now();
     loop {
         let sent = Instant::now();
         let asking = lease.clone();
-        match tokio::task::spawn_blocking(move || asking.try_acquire()).await {
+        let answer = tokio::task::spawn_blocking(move || asking.try_acquire()).await;
+        if matches!(answer, Ok(Ok(_))) {
+            last_answer = sent;
+        }
+        match answer {
             Ok(Ok(Some(token))) => {
                 tracing::info!(
                     replica = lease.holder(),
@@ -75,6 +81,17 @@ pub(crate) async fn acquire(
                 }
             }
             Ok(Err(error)) => {
+                // A replica that cannot reach the database cannot relay its agents to the
+                // coordinator either: past the lease's length it stops, so that its agents
+                // reconnect (through the load balancer) to a replica that can.
+                if sent.duration_since(last_answer) > lease.ttl() {
+                    return Err(FleetError::LeaseLost {
+                        reason: format!(
+                            "cut off from the database for over {:?}: {error}",
+                            lease.ttl()
+                        ),
+                    });
+                }
                 tracing::warn!(%error, "cannot ask for the coordinator lease; retrying");
             }
             Err(_) => return Err(FleetError::Stopped),

@@ -26,6 +26,7 @@ mod relay;
 mod replication;
 mod requests;
 pub mod startup;
+mod unsent;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -142,10 +142,18 @@ pub(super) fn start(
             &shutdown,
         )
         .await;
-        if let Err(error) = coordinated {
-            tracing::error!(%error, "cannot coordinate; this replica stops");
-            lease_loss.record(format!("cannot coordinate: {error}"));
-            shutdown.cancel();
+        match coordinated {
+            Ok(()) => {}
+            Err(FleetError::LeaseLost { reason }) => {
+                tracing::error!(reason, "this replica stops");
+                lease_loss.record(reason);
+                shutdown.cancel();
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot coordinate; this replica stops");
+                lease_loss.record(format!("cannot coordinate: {error}"));
+                shutdown.cancel();
+            }
         }
         shutdown.cancelled().await;
         let _ = delivering.await;
