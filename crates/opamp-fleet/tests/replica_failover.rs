@@ -264,6 +264,25 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
         .unwrap_err()
         .to_string();
     assert!(missing.contains("no-such-rollout"), "{missing}");
+    // A watch on a replica that does not coordinate follows the rollout too.
+    let mut watch = follower_admin.rollout_events(&id).await.unwrap();
+    let first = watch.next().await.unwrap().unwrap();
+    let stepped = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let update = watch.next().await.unwrap().unwrap();
+            if update.sequence > first.sequence {
+                break update;
+            }
+        }
+    })
+    .await
+    .expect("the relaying replica's watch sees the rollout step");
+    eprintln!(
+        "watched on {follower}: {:?} -> {:?}",
+        first.status, stepped.status
+    );
+    drop(watch);
+
     let view = wait_rollout(&leader_admin, &id, "the first batch", |view| {
         view.status == RolloutStatus::Batch
     })

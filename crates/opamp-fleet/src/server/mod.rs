@@ -27,6 +27,8 @@ mod replication;
 mod requests;
 pub mod startup;
 mod unsent;
+#[cfg(feature = "postgres")]
+mod update_mirror;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -151,6 +153,8 @@ impl FleetServer {
                     notifications,
                     requests: requests_rx,
                     requests_to_driver: requests.clone(),
+                    store: store.clone(),
+                    updates: updates.clone(),
                     limits: opamp_proto::codec::Limits::with_max_message_size(
                         config.max_message_size,
                     ),

@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::agent_link::AgentLink;
 use super::driver::{self, Request};
-use super::forwarding;
 use super::leadership::{self, LeaseLoss};
 use super::relay::{self, Route, Wakers};
 use super::{DriverParts, spawn_driver};
+use super::{forwarding, update_mirror};
 use crate::FleetError;
 use crate::audit::{Actor, AuditAction, AuditRecord, FLEET_RECORDS};
 use crate::catalog::SharedStore;
@@ -81,6 +81,12 @@ pub(super) async fn open(
     ))
 }
 
+/// Where rollout progress is read from and published to while another replica coordinates.
+struct Progress {
+    store: SharedStore,
+    updates: tokio::sync::broadcast::Sender<crate::admin::types::RolloutUpdate>,
+}
+
 /// What [`start`] needs besides the replication connections.
 pub(super) struct Serving {
     pub(super) sessions: AgentSessions,
@@ -89,6 +95,10 @@ pub(super) struct Serving {
     /// Where forwarded rollout changes are handed to the driver, once this replica
     /// coordinates (the admin API's own sender).
     pub(super) requests_to_driver: mpsc::Sender<Request>,
+    /// The shared store, read for rollout progress until this replica coordinates.
+    pub(super) store: SharedStore,
+    /// The admin API's rollout progress listeners.
+    pub(super) updates: tokio::sync::broadcast::Sender<crate::admin::types::RolloutUpdate>,
     pub(super) limits: Limits,
     pub(super) lease_loss: Arc<LeaseLoss>,
     /// Cancelled once this replica coordinates.
@@ -108,6 +118,8 @@ pub(super) fn start(
         notifications,
         requests,
         requests_to_driver,
+        store,
+        updates,
         limits,
         lease_loss,
         coordinating,
@@ -135,6 +147,7 @@ pub(super) fn start(
             sessions,
             requests,
             requests_to_driver,
+            Progress { store, updates },
             routes,
             limits,
             &lease_loss,
@@ -173,6 +186,7 @@ async fn coordinate(
     sessions: AgentSessions,
     mut requests: mpsc::Receiver<Request>,
     requests_to_driver: mpsc::Sender<Request>,
+    progress: Progress,
     routes: mpsc::Sender<Route>,
     limits: Limits,
     lease_loss: &Arc<LeaseLoss>,
@@ -184,6 +198,7 @@ async fn coordinate(
     let acquired = tokio::select! {
         acquired = leadership::acquire(lease, move |_| { let _ = resend.try_send(Route::Resend); }) => acquired?,
         () = forwarding::forward_requests(&mut requests, replication.relay.clone()) => return Ok(()),
+        () = update_mirror::mirror_updates(progress.store, progress.updates) => return Ok(()),
         () = shutdown.cancelled() => return Ok(()),
     };
     let (token, valid_until) = acquired;
