@@ -336,3 +336,90 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
         let _ = replica.child.kill().await;
     }
 }
+
+/// A relaying replica killed with SIGKILL says goodbye for none of its agents; the
+/// coordinator stops seeing it, and counts its agents as disconnected (here they cannot
+/// reconnect anywhere) within the lease's length and a poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_of_a_replica_that_dies_count_as_disconnected() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let packages = dir.path().join("shared-packages");
+    let public_url = "http://127.0.0.1:9".to_owned();
+    let (said_tx, mut said) = mpsc::unbounded_channel();
+    let mut replicas: Vec<Replica> = ["s0", "s1"]
+        .iter()
+        .map(|name| {
+            start_replica(
+                dir.path(),
+                &packages,
+                &cluster.url,
+                &public_url,
+                name,
+                said_tx.clone(),
+            )
+        })
+        .collect();
+    let mut addrs = BTreeMap::new();
+    let mut coordinator = None;
+    while addrs.len() < 2 || coordinator.is_none() {
+        match tokio::time::timeout(Duration::from_secs(60), said.recv())
+            .await
+            .expect("both replicas start and one coordinates")
+            .unwrap()
+        {
+            Said::Ready { name, opamp, admin } => {
+                addrs.insert(name, (opamp, admin));
+            }
+            Said::Coordinating(name) => coordinator = Some(name),
+        }
+    }
+    let coordinator = coordinator.unwrap();
+    let relaying = if coordinator == "s0" { "s1" } else { "s0" };
+    let balancer = FaultProxy::start().await;
+    balancer.set_upstream(addrs[relaying].0);
+    let agents: Vec<_> = (0..3)
+        .map(|i| {
+            let scheme = if i == 2 { "http" } else { "ws" };
+            let endpoint = format!("{scheme}://{}/v1/opamp", balancer.addr());
+            spawn_agent(&endpoint, i, "test", "1.0.0", Duration::from_millis(100))
+        })
+        .collect();
+    let client = admin(addrs[&coordinator].1);
+    wait_connected_at(&client, 3, "1.0.0").await;
+    let listed = client.agents().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .all(|a| a.replica.as_deref() == Some(relaying)),
+        "{listed:?}"
+    );
+
+    let killed = replicas.iter_mut().find(|r| r.name == relaying).unwrap();
+    killed.child.kill().await.unwrap();
+    let killed_at = Instant::now();
+    poll(
+        "the dead replica's agents to count as disconnected",
+        || async {
+            let listed = client.agents().await.ok()?;
+            listed
+                .iter()
+                .all(|a| !a.connected && a.replica.is_none())
+                .then_some(())
+        },
+    )
+    .await;
+    let noticed = killed_at.elapsed();
+    eprintln!(
+        "the coordinator counted {relaying}'s agents disconnected {noticed:?} after the kill"
+    );
+    // Not seen for the lease's length (6 s), then the coordinator's next look (1 s).
+    assert!(noticed < Duration::from_secs(12), "after {noticed:?}");
+
+    stop_all(agents).await;
+    for replica in &mut replicas {
+        let _ = replica.child.kill().await;
+    }
+}

@@ -82,6 +82,16 @@ impl AgentLink {
         self.remote.get(uid).is_some_and(|held| &**held == replica)
     }
 
+    /// The agents whose connection `replica` holds.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn held_by_replica(&self, replica: &str) -> Vec<InstanceUid> {
+        self.remote
+            .iter()
+            .filter(|(_, held)| &***held == replica)
+            .map(|(uid, _)| *uid)
+            .collect()
+    }
+
     /// The agent's connection to another replica ended.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn disconnected_remote(&mut self, uid: &InstanceUid) {

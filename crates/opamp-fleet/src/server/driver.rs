@@ -34,10 +34,10 @@ use crate::time::Timestamp;
 
 /// What another replica relayed about an agent it serves (PostgreSQL store only).
 #[cfg(feature = "postgres")]
-pub(crate) use super::relay::{Relayed, RelayedKind};
+pub(crate) use super::relay::{RelayInput, Relayed, RelayedKind};
 /// Without PostgreSQL nothing is ever relayed.
 #[cfg(not(feature = "postgres"))]
-pub(crate) enum Relayed {}
+pub(crate) enum RelayInput {}
 
 pub(crate) use crate::admin::requests::{Operation, Request};
 
@@ -134,7 +134,7 @@ impl Driver {
     pub(crate) async fn run(
         mut self,
         mut notifications: mpsc::Receiver<ServerNotification>,
-        mut relayed: Option<mpsc::Receiver<Relayed>>,
+        mut relayed: Option<mpsc::Receiver<RelayInput>>,
         mut requests: mpsc::Receiver<Request>,
         shutdown: CancellationToken,
     ) {
@@ -344,7 +344,7 @@ impl Driver {
     }
 
     #[cfg(not(feature = "postgres"))]
-    fn on_relayed(&mut self, relayed: Relayed) {
+    fn on_relayed(&mut self, relayed: RelayInput) {
         match relayed {}
     }
 
@@ -352,8 +352,19 @@ impl Driver {
     /// announced the agent's connection is listened to: a replica the agent left may still
     /// report its old connection's end after the agent connected elsewhere.
     #[cfg(feature = "postgres")]
-    fn on_relayed(&mut self, relayed: Relayed) {
+    fn on_relayed(&mut self, input: RelayInput) {
         let now = now();
+        let relayed = match input {
+            RelayInput::Agent(relayed) => relayed,
+            RelayInput::ReplicaGone(replica) => {
+                for uid in self.link.held_by_replica(&replica) {
+                    self.link.disconnected_remote(&uid);
+                    self.disconnected(uid, now);
+                }
+                self.carry_out();
+                return;
+            }
+        };
         let Relayed { replica, uid, what } = relayed;
         match what {
             RelayedKind::Connected(view) => {
@@ -417,7 +428,7 @@ impl Driver {
     }
 }
 
-async fn next_relayed(relayed: &mut Option<mpsc::Receiver<Relayed>>) -> Option<Relayed> {
+async fn next_relayed(relayed: &mut Option<mpsc::Receiver<RelayInput>>) -> Option<RelayInput> {
     match relayed {
         Some(queue) => queue.recv().await,
         None => std::future::pending().await,

@@ -225,7 +225,7 @@ impl FleetServer {
 fn spawn_driver(
     driver: Driver,
     notifications: mpsc::Receiver<opamp_transport::server::ServerNotification>,
-    relayed: Option<mpsc::Receiver<driver::Relayed>>,
+    relayed: Option<mpsc::Receiver<driver::RelayInput>>,
     requests: mpsc::Receiver<driver::Request>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, FleetError> {

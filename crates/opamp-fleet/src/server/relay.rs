@@ -68,6 +68,16 @@ pub(crate) struct Relayed {
     pub(crate) what: RelayedKind,
 }
 
+/// What the coordinator's driver hears from the relay.
+#[derive(Debug)]
+pub(crate) enum RelayInput {
+    /// A replica relayed something about one of its agents.
+    Agent(Relayed),
+    /// A replica stopped being seen (it died or lost the database): its agents are no longer
+    /// connected through it.
+    ReplicaGone(Arc<str>),
+}
+
 /// What happened to a relayed agent.
 #[derive(Debug)]
 pub(crate) enum RelayedKind {
@@ -359,9 +369,10 @@ pub(crate) async fn deliver_outbox(
 /// skipped: its own agents reach the driver directly, with a snapshot.
 pub(crate) async fn read_inbox(
     relay: Arc<AgentRelay>,
-    driver: mpsc::Sender<Relayed>,
+    driver: mpsc::Sender<RelayInput>,
     wakers: Arc<Wakers>,
     limits: Limits,
+    gone_after: Duration,
     shutdown: CancellationToken,
 ) {
     let mut purged = tokio::time::Instant::now();
@@ -381,7 +392,7 @@ pub(crate) async fn read_inbox(
                     continue;
                 }
                 if let Some(relayed) = decode_relayed(message, &limits)
-                    && driver.send(relayed).await.is_err()
+                    && driver.send(RelayInput::Agent(relayed)).await.is_err()
                 {
                     return;
                 }
@@ -389,6 +400,26 @@ pub(crate) async fn read_inbox(
             if !full {
                 break;
             }
+        }
+        // After the inbox: what a replica wrote before it went is applied first.
+        match blocking(&relay, move |r| r.gone_replicas(gone_after)).await {
+            Some(Ok(gone)) => {
+                for replica in gone {
+                    tracing::warn!(
+                        replica,
+                        "a replica was not seen for {gone_after:?}: its agents count as disconnected until they reconnect"
+                    );
+                    if driver
+                        .send(RelayInput::ReplicaGone(replica.into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%error, "cannot check which replicas are alive"),
+            None => return,
         }
         if purged.elapsed() > OUTBOX_MAX_AGE / 10 {
             purged = tokio::time::Instant::now();
@@ -405,6 +436,31 @@ pub(crate) async fn read_inbox(
             () = shutdown.cancelled() => return,
             () = wakers.inbox.notified() => {}
             () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Records every `every` that this replica is alive; when it had been declared gone (the
+/// coordinator then counts its agents as disconnected), asks for its agents to be announced
+/// again. Runs until `shutdown`.
+pub(crate) async fn beat(
+    relay: Arc<AgentRelay>,
+    routes: mpsc::Sender<Route>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match blocking(&relay, AgentRelay::beat).await {
+            Some(Ok(true)) => {
+                let _ = routes.try_send(Route::Resend);
+            }
+            Some(Ok(false)) => {}
+            Some(Err(error)) => tracing::warn!(%error, "cannot record that this replica is alive"),
+            None => return,
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -133,6 +133,12 @@ pub(super) fn start(
         limits,
         shutdown.clone(),
     ));
+    let beating = tokio::spawn(relay::beat(
+        replication.relay.clone(),
+        routes.clone(),
+        replication.lease.ttl() / 3,
+        shutdown.clone(),
+    ));
     let routing = tokio::spawn(relay::route_notifications(
         replication.relay.clone(),
         sessions.clone(),
@@ -171,6 +177,7 @@ pub(super) fn start(
         shutdown.cancelled().await;
         let _ = delivering.await;
         let _ = routing.await;
+        let _ = beating.await;
         // The listener thread ends when dropped.
         drop(replication);
     })
@@ -239,6 +246,7 @@ async fn coordinate(
         relayed,
         replication.wakers.clone(),
         limits,
+        lease.ttl(),
         shutdown.clone(),
     ));
     let serving = tokio::spawn(forwarding::serve_forwarded(

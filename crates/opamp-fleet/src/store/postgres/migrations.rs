@@ -204,6 +204,17 @@ CREATE TABLE coordinator_requests (
 CREATE INDEX coordinator_requests_open ON coordinator_requests (id) WHERE taken_by IS NULL;
 "#,
     ),
+    (
+        4,
+        r#"
+-- Replicas alive, each seen within its lease's length (`relay.rs`): the coordinator marks the
+-- agents of a replica that stopped being seen as disconnected.
+CREATE TABLE replicas (
+    name     TEXT PRIMARY KEY,
+    seen_at  TIMESTAMPTZ NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

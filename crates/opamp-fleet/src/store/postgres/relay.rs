@@ -249,6 +249,62 @@ impl AgentRelay {
         })
     }
 
+    /// Records that this replica is alive. `true` when it had been declared gone (or is new):
+    /// the coordinator then forgot where its agents are, and they must be announced again.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub(crate) fn beat(&self) -> Result<bool, StoreError> {
+        let replica = self.replica.clone();
+        self.worker.call(move |client: &mut Client| {
+            let row = client
+                .query_one(
+                    "INSERT INTO replicas (name, seen_at) VALUES ($1, now())
+                     ON CONFLICT (name) DO UPDATE SET seen_at = now()
+                     RETURNING (xmax = 0)",
+                    &[&replica],
+                )
+                .map_err(pg("recording that this replica is alive"))?;
+            column(&row, 0, "recording that this replica is alive")
+        })
+    }
+
+    /// Declares gone every other replica not seen for `after` (it died or lost the
+    /// database), forgetting the connections it held; returns their names.
+    ///
+    /// # Errors
+    /// Database errors: nothing was declared.
+    pub(crate) fn gone_replicas(&self, after: Duration) -> Result<Vec<String>, StoreError> {
+        let replica = self.replica.clone();
+        let after = format!("{} milliseconds", after.as_millis());
+        self.worker.call(move |client: &mut Client| {
+            let mut tx = client
+                .transaction()
+                .map_err(pg("declaring replicas gone"))?;
+            let rows = tx
+                .query(
+                    "DELETE FROM replicas
+                     WHERE seen_at < now() - $1::TEXT::INTERVAL AND name <> $2
+                     RETURNING name",
+                    &[&after, &replica],
+                )
+                .map_err(pg("declaring replicas gone"))?;
+            let gone = rows
+                .iter()
+                .map(|row| column::<String>(row, 0, "declaring replicas gone"))
+                .collect::<Result<Vec<_>, _>>()?;
+            if !gone.is_empty() {
+                tx.execute(
+                    "DELETE FROM agent_connections WHERE replica = ANY($1)",
+                    &[&gone],
+                )
+                .map_err(pg("forgetting a gone replica's agents"))?;
+            }
+            tx.commit().map_err(pg("declaring replicas gone"))?;
+            Ok(gone)
+        })
+    }
+
     /// Deletes messages to replicas that never took them (a replica that died) once they are
     /// older than `age`; returns how many.
     ///
@@ -504,6 +560,46 @@ mod tests {
         );
         b.clear_presence().unwrap();
         assert!(store.agent_replicas(&[uid(1), uid(2)]).unwrap().is_empty());
+    }
+
+    /// A replica not seen for the given time is declared gone once, with its connections; the
+    /// asking replica never is; a replica declared gone learns it at its next beat.
+    #[test]
+    fn replicas_not_seen_are_declared_gone_once_and_learn_it() {
+        let Some((url, _guard)) = scratch_database() else {
+            return;
+        };
+        let (a, coordinator) = (relay(&url, "a"), relay(&url, "c"));
+        assert!(a.beat().unwrap(), "a new replica announces its agents");
+        assert!(!a.beat().unwrap());
+        coordinator.beat().unwrap();
+        a.to_coordinator(vec![], vec![Presence::Here(uid(1))])
+            .unwrap();
+        assert!(
+            coordinator
+                .gone_replicas(Duration::from_secs(60))
+                .unwrap()
+                .is_empty()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            coordinator
+                .gone_replicas(Duration::from_millis(10))
+                .unwrap(),
+            ["a"]
+        );
+        assert!(
+            coordinator
+                .gone_replicas(Duration::from_millis(10))
+                .unwrap()
+                .is_empty()
+        );
+        let store = PostgresStore::connect(&url, PostgresOptions::default()).unwrap();
+        assert!(store.agent_replicas(&[uid(1)]).unwrap().is_empty());
+        assert!(
+            a.beat().unwrap(),
+            "declared gone: announce the agents again"
+        );
     }
 
     /// Requests filed by one replica are taken by one coordinator once, and the answer
