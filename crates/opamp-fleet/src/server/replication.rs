@@ -178,6 +178,12 @@ pub(super) fn start(
         let _ = delivering.await;
         let _ = routing.await;
         let _ = beating.await;
+        // Its agents' connections close with it: tell the coordinator now rather than after
+        // the lease's length.
+        let leaving = replication.relay.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || leaving.leave()).await {
+            tracing::warn!(%error, "cannot record that this replica stops");
+        }
         // The listener thread ends when dropped.
         drop(replication);
     })

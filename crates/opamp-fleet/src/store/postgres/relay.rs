@@ -269,6 +269,24 @@ impl AgentRelay {
         })
     }
 
+    /// Records that this replica stops (a clean shutdown): the coordinator declares it gone
+    /// at its next look instead of after the lease's length.
+    ///
+    /// # Errors
+    /// Database errors (it is then declared gone after the lease's length).
+    pub(crate) fn leave(&self) -> Result<(), StoreError> {
+        let replica = self.replica.clone();
+        self.worker.call(move |client: &mut Client| {
+            client
+                .execute(
+                    "UPDATE replicas SET seen_at = '-infinity' WHERE name = $1",
+                    &[&replica],
+                )
+                .map_err(pg("recording that this replica stops"))?;
+            Ok(())
+        })
+    }
+
     /// Declares gone every other replica not seen for `after` (it died or lost the
     /// database), forgetting the connections it held; returns their names.
     ///
