@@ -156,32 +156,25 @@ async fn next_coordinator(said: &mut mpsc::UnboundedReceiver<Said>, within: Dura
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
-    let Some(cluster) = OwnCluster::start() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let packages = dir.path().join("shared-packages");
-    let downloads = FaultProxy::start().await;
-    let public_url = format!("http://{}", downloads.addr());
-    let (said_tx, mut said) = mpsc::unbounded_channel();
-    let names = ["r0", "r1", "r2"];
-    let mut replicas: Vec<Replica> = names
-        .iter()
-        .map(|name| {
-            start_replica(
-                dir.path(),
-                &packages,
-                &cluster.url,
-                &public_url,
-                name,
-                said_tx.clone(),
-            )
-        })
-        .collect();
+/// The replicas of a test, started together on one database.
+struct Cluster {
+    replicas: Vec<Replica>,
+    /// Agent and admin address per replica name.
+    addrs: BTreeMap<String, (SocketAddr, SocketAddr)>,
+    /// The replica that coordinates.
+    coordinator: String,
+    said: mpsc::UnboundedReceiver<Said>,
+}
 
-    // Every replica listens; one of them coordinates.
+/// Starts the `names` replicas on `url` and waits until each listens and exactly one
+/// coordinates.
+async fn start_cluster(root: &Path, url: &str, public_url: &str, names: &[&str]) -> Cluster {
+    let packages = root.join("shared-packages");
+    let (said_tx, mut said) = mpsc::unbounded_channel();
+    let replicas = names
+        .iter()
+        .map(|name| start_replica(root, &packages, url, public_url, name, said_tx.clone()))
+        .collect();
     let mut addrs = BTreeMap::new();
     let mut coordinator = None;
     while addrs.len() < names.len() || coordinator.is_none() {
@@ -202,7 +195,30 @@ async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
             }
         }
     }
-    let leader = coordinator.unwrap();
+    Cluster {
+        replicas,
+        addrs,
+        coordinator: coordinator.unwrap(),
+        said,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_rollout_is_replaced_and_the_rollout_completes() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let downloads = FaultProxy::start().await;
+    let public_url = format!("http://{}", downloads.addr());
+    let names = ["r0", "r1", "r2"];
+    // Every replica listens; one of them coordinates.
+    let Cluster {
+        mut replicas,
+        addrs,
+        coordinator: leader,
+        mut said,
+    } = start_cluster(dir.path(), &cluster.url, &public_url, &names).await;
     let follower = names.iter().find(|n| **n != leader).unwrap().to_string();
     downloads.set_upstream(addrs[&follower].0);
     let mut balancers = BTreeMap::new();
@@ -346,37 +362,14 @@ async fn the_agents_of_a_replica_that_dies_count_as_disconnected() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let packages = dir.path().join("shared-packages");
-    let public_url = "http://127.0.0.1:9".to_owned();
-    let (said_tx, mut said) = mpsc::unbounded_channel();
-    let mut replicas: Vec<Replica> = ["s0", "s1"]
-        .iter()
-        .map(|name| {
-            start_replica(
-                dir.path(),
-                &packages,
-                &cluster.url,
-                &public_url,
-                name,
-                said_tx.clone(),
-            )
-        })
-        .collect();
-    let mut addrs = BTreeMap::new();
-    let mut coordinator = None;
-    while addrs.len() < 2 || coordinator.is_none() {
-        match tokio::time::timeout(Duration::from_secs(60), said.recv())
-            .await
-            .expect("both replicas start and one coordinates")
-            .unwrap()
-        {
-            Said::Ready { name, opamp, admin } => {
-                addrs.insert(name, (opamp, admin));
-            }
-            Said::Coordinating(name) => coordinator = Some(name),
-        }
-    }
-    let coordinator = coordinator.unwrap();
+    // Nothing is downloaded here.
+    let public_url = "http://127.0.0.1:9";
+    let Cluster {
+        mut replicas,
+        addrs,
+        coordinator,
+        ..
+    } = start_cluster(dir.path(), &cluster.url, public_url, &["s0", "s1"]).await;
     let relaying = if coordinator == "s0" { "s1" } else { "s0" };
     let balancer = FaultProxy::start().await;
     balancer.set_upstream(addrs[relaying].0);
