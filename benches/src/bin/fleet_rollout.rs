@@ -2,15 +2,18 @@
 //! catalog, rollout engine, SQLite store) in a child process; a rollout from 1.0.0 to 2.0.0
 //! with zero bake time is started through the admin API and timed until it completes.
 //!
-//! Agents are `opamp-transport` clients with an `opamp-session` `AgentSession` that report
-//! 1.0.0 installed and healthy, and on an offer download the package with the supervisor's
-//! `Downloader` (streamed to disk, SHA-256 checked, fsynced) and report `Installed`.
+//! Agents (`opamp_benches::sim_agent`) are `opamp-transport` clients with an `opamp-session`
+//! `AgentSession` that report 1.0.0 installed and healthy, and on an offer download the package
+//! with the supervisor's `Downloader` (streamed to disk, SHA-256 checked, fsynced) and report
+//! `Installed`.
 //!
 //! ```text
 //! cargo run --release -p opamp-benches --bin fleet_rollout -- --agents 10000
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
+use opamp_benches::bench_db::BenchDatabase;
+use opamp_benches::sim_agent::{self, AgentPool, PACKAGE};
 use opamp_benches::{child, dashboard_probe, procfs};
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -22,14 +25,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use opamp_fleet::admin::{AdminClient, RolloutRequest};
 use opamp_fleet::{BatchPlan, FleetServer, FleetServerConfig};
-use opamp_proto::{AgentCapabilities, InstanceUid, v1};
-use opamp_session::{AgentEvent, AgentSessionConfig};
-use opamp_supervisor::download::{DownloadLimits, DownloadRequest, Downloader};
-use opamp_transport::client::{Backoff, ClientConfig, ClientEvent, ClientHandle, OpampClient};
-use tokio::sync::{Semaphore, mpsc};
 
 const TOKEN: &str = "fleet-rollout-bench-token";
-const PACKAGE: &str = "otelcol";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Role {
@@ -192,66 +189,20 @@ async fn drive(args: Args) -> i32 {
     );
     let pid = server.child.id();
     let admin = AdminClient::new(&format!("http://{}", server.admin), TOKEN).unwrap();
-    for version in ["1.0.0", "2.0.0"] {
-        let file = work.path().join(format!("otelcol-{version}.bin"));
-        let content: Vec<u8> = (0..args.package_kib * 1024)
-            .map(|i| {
-                (i as u32 ^ version.len() as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .to_le_bytes()[3]
-            })
-            .collect();
-        std::fs::write(&file, content).unwrap();
-        admin
-            .add_package(&file, PACKAGE, version, b"release-signature")
-            .await
-            .unwrap();
-    }
+    sim_agent::add_packages(&admin, work.path(), args.package_kib).await;
     let rss_idle = procfs::memory_kib(pid, "VmRSS:").unwrap();
 
     let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(200));
-    let downloads = Arc::new(Semaphore::new(args.download_concurrency.max(1)));
-    let http = reqwest::Client::builder()
-        .no_gzip()
-        .pool_max_idle_per_host(args.download_concurrency)
-        .build()
-        .unwrap();
+    let pool = AgentPool::new(
+        work.path().join("agents"),
+        Duration::from_secs(args.heartbeat_secs),
+        args.download_concurrency,
+    );
     let endpoint = format!("ws://{}/v1/opamp", server.opamp);
-    let (connected_tx, mut connected_rx) = mpsc::unbounded_channel::<()>();
-    for index in 0..args.agents {
-        let permit = gate.clone().acquire_owned().await.unwrap();
-        let mut config = ClientConfig::new(&endpoint).unwrap();
-        config.backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        let mut agent = AgentSessionConfig::new(InstanceUid::new_v7(), description(index));
-        agent.capabilities |= AgentCapabilities::ACCEPTS_PACKAGES
-            | AgentCapabilities::REPORTS_PACKAGE_STATUSES
-            | AgentCapabilities::REPORTS_HEALTH;
-        agent.heartbeat_interval = Some(Duration::from_secs(args.heartbeat_secs));
-        let (handle, events) = OpampClient::start(config, agent).unwrap();
-        let downloader = Downloader::with_client(
-            http.clone(),
-            work.path().join("agents").join(index.to_string()),
-            DownloadLimits::default(),
-        )
-        .unwrap();
-        tokio::spawn(run_agent(
-            handle,
-            events,
-            downloader,
-            downloads.clone(),
-            permit,
-            connected_tx.clone(),
-        ));
-    }
-    for _ in 0..args.agents {
-        if tokio::time::timeout_at(deadline, connected_rx.recv())
-            .await
-            .is_err()
-        {
-            println!("FAIL: not all agents connected");
-            return 1;
-        }
+    let mut connected = pool.start_all(0..args.agents, |_| endpoint.clone()).await;
+    if !sim_agent::wait_connected(&mut connected, args.agents, deadline).await {
+        println!("FAIL: not all agents connected");
+        return 1;
     }
     println!(
         "agents connected: {} in {:.1?}",
@@ -518,190 +469,4 @@ async fn measure_pages(base: &str) -> String {
         );
     }
     cookie
-}
-
-fn package_status(
-    version: &str,
-    hash: &[u8],
-    offered: Option<&v1::PackageAvailable>,
-) -> v1::PackageStatus {
-    v1::PackageStatus {
-        name: PACKAGE.into(),
-        agent_has_version: version.into(),
-        agent_has_hash: hash.to_vec(),
-        server_offered_version: offered.map(|p| p.version.clone()).unwrap_or_default(),
-        server_offered_hash: offered.map(|p| p.hash.clone()).unwrap_or_default(),
-        status: v1::PackageStatusEnum::Installed.into(),
-        ..Default::default()
-    }
-}
-
-fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
-    v1::PackageStatuses {
-        packages: [(PACKAGE.to_owned(), status)].into_iter().collect(),
-        server_provided_all_packages_hash: all_hash.to_vec(),
-        error_message: String::new(),
-    }
-}
-
-async fn run_agent(
-    handle: ClientHandle,
-    mut events: mpsc::Receiver<ClientEvent>,
-    downloader: Downloader,
-    downloads: Arc<Semaphore>,
-    connect_permit: tokio::sync::OwnedSemaphorePermit,
-    connected: mpsc::UnboundedSender<()>,
-) {
-    let mut version = "1.0.0".to_owned();
-    let mut has_hash = b"preinstalled".to_vec();
-    let initial = statuses(&[], package_status(&version, &has_hash, None));
-    if handle
-        .update(move |s| {
-            s.set_health(v1::ComponentHealth {
-                healthy: true,
-                ..Default::default()
-            });
-            s.set_package_statuses(initial);
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut connect_permit = Some(connect_permit);
-    while let Some(event) = events.recv().await {
-        let event = match event {
-            ClientEvent::Connected if connect_permit.take().is_some() => {
-                let _ = connected.send(());
-                continue;
-            }
-            ClientEvent::Agent(event) => event,
-            _ => continue,
-        };
-        let AgentEvent::PackagesAvailable { offer, .. } = *event else {
-            continue;
-        };
-        let Some(package) = offer.packages.get(PACKAGE).cloned() else {
-            continue;
-        };
-        if package.version != version {
-            let Some(file) = package.file.as_ref() else {
-                continue;
-            };
-            let request = DownloadRequest::from_downloadable_file(PACKAGE, file);
-            let outcome = {
-                let _permit = downloads.acquire().await;
-                downloader.download(&request, |_| {}).await
-            };
-            if let Err(error) = outcome {
-                eprintln!("download failed: {error}");
-                continue;
-            }
-            let _ = downloader.discard(PACKAGE);
-            version = package.version.clone();
-            has_hash = package.hash.clone();
-        }
-        let report = statuses(
-            &offer.all_packages_hash,
-            package_status(&version, &has_hash, Some(&package)),
-        );
-        if handle
-            .update(move |s| {
-                s.set_package_statuses(report);
-            })
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-fn description(index: usize) -> v1::AgentDescription {
-    v1::AgentDescription {
-        identifying_attributes: vec![v1::KeyValue::string(
-            "service.instance.id",
-            format!("agent-{index}"),
-        )],
-        non_identifying_attributes: vec![v1::KeyValue::string("env", "bench")],
-    }
-}
-
-/// A database of the run's own on a PostgreSQL server, dropped at the end.
-struct BenchDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-/// What the server did in the database so far.
-#[derive(Clone, Copy)]
-struct DatabaseStats {
-    transactions: i64,
-    bytes: i64,
-}
-
-impl BenchDatabase {
-    fn create(admin_url: &str) -> Self {
-        let name = format!("opamp_bench_{}", std::process::id());
-        // Two statements: several in one call would form a transaction, which these refuse.
-        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        let create = format!("CREATE DATABASE {name}");
-        off_runtime(admin_url, move |client| {
-            client.batch_execute(&drop).unwrap();
-            client.batch_execute(&create).unwrap();
-        });
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url, |(base, _)| base);
-        BenchDatabase {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    fn stats(&self) -> DatabaseStats {
-        let name = self.name.clone();
-        off_runtime(&self.admin_url, move |client| {
-            client
-                .batch_execute("SELECT pg_stat_clear_snapshot()")
-                .unwrap();
-            let row = client
-                .query_one(
-                    "SELECT xact_commit + xact_rollback, pg_database_size(datname)
-                     FROM pg_stat_database WHERE datname = $1",
-                    &[&name],
-                )
-                .unwrap();
-            DatabaseStats {
-                transactions: row.get(0),
-                bytes: row.get(1),
-            }
-        })
-    }
-}
-
-impl Drop for BenchDatabase {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        off_runtime(&self.admin_url, move |client| {
-            let _ = client.batch_execute(&sql);
-        });
-    }
-}
-
-/// Runs `f` with a connection to `url` on a plain thread: `postgres::Client` refuses to run
-/// inside a tokio runtime.
-fn off_runtime<T: Send + 'static>(
-    url: &str,
-    f: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
-) -> T {
-    let url = url.to_owned();
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        f(&mut client)
-    })
-    .join()
-    .unwrap()
 }
