@@ -11,9 +11,9 @@
 //! `--agents-per-process` agents each, since one process may not hold 30,000 sockets here
 //! (`RLIMIT_NOFILE` hard limit 20,000). Downloads go to the coordinator's own listener (no
 //! `public_url`), at most `--download-concurrency` at a time per agents process; each replica
-//! admits that many times the number of agents processes at once (`--max-downloads`; the
-//! server's default of 256 would refuse the rest with 503, which the simulated agents, like
-//! the supervisor's `Downloader`, do not retry).
+//! admits that many times the number of agents processes at once (`--max-downloads`; with
+//! the server's default of 256 the rest would be refused with 503 and asked again after the
+//! `Retry-After`, which measures the waits rather than the replicas).
 //!
 //! Prints the time to connect and register every agent, how many each replica holds, the
 //! rollout time, each replica's CPU during the rollout and its memory (per agent it holds),

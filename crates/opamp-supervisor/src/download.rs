@@ -41,6 +41,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+mod busy;
 mod pace;
 mod writer;
 use pace::{Expired, Pace};
@@ -629,8 +630,10 @@ impl Downloader {
 
         let (mut hasher, mut offset, validator) =
             self.resume_state(request, &partial, &meta_path).await?;
-        // The loop runs at most twice: a refused resume restarts from zero without a Range header,
-        // and then anything but 200 is an error.
+        // A refused resume restarts from zero without a Range header, after which anything but
+        // 200 is an error; a busy server (503, 429) is asked again after the wait it names,
+        // within the download's deadline.
+        let mut busy_answers = 0u32;
         let response = loop {
             let resume = validator
                 .as_deref()
@@ -672,6 +675,30 @@ impl Downloader {
                         .await;
                 }
                 tracing::warn!(range, offset, "server refused the resume; restarting");
+            } else if busy::is_busy(status) && busy_answers < busy::MAX_ANSWERS {
+                busy_answers += 1;
+                let wait = busy::wait(&response, busy_answers);
+                if Instant::now() + wait >= pace.deadline() {
+                    return Err(DownloadError::HttpStatus {
+                        url: request.url.clone(),
+                        status: status.as_u16(),
+                    });
+                }
+                tracing::info!(
+                    status = status.as_u16(),
+                    ?wait,
+                    "download server busy; asking again"
+                );
+                drop(response);
+                tokio::select! {
+                    () = cancel.cancelled() => {
+                        return Err(DownloadError::Cancelled { received: offset });
+                    }
+                    () = tokio::time::sleep(wait) => {}
+                }
+                // Waiting as told is neither silence nor a slow transfer.
+                pace.rested(Instant::now());
+                continue;
             } else {
                 return Err(DownloadError::HttpStatus {
                     url: request.url.clone(),

@@ -77,6 +77,19 @@ impl Pace {
         self.judge_window(now)
     }
 
+    /// The total deadline of this attempt.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The downloader waited, as the server asked, until `now`: the idle and throughput clocks
+    /// start again (the total deadline does not move).
+    pub(super) fn rested(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.window_start = now;
+        self.window_bytes = 0;
+    }
+
     /// `bytes` arrived at `now`.
     pub(super) fn received(&mut self, bytes: u64, now: Instant) -> Result<(), Expired> {
         if now >= self.deadline {
