@@ -230,8 +230,9 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .transaction()
         .map_err(pg("starting the migration transaction"))?;
     // Waiting for another replica's migration, or a long migration step, must not be cut
-    // short by the session's statement timeout.
-    tx.batch_execute("SET LOCAL statement_timeout = 0")
+    // short by the session's statement timeout. `IF NOT EXISTS` notices ("relation ...
+    // already exists, skipping") on every connection of every replica are noise in its log.
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL client_min_messages = warning")
         .map_err(pg("lifting the statement timeout for migrations"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(pg("taking the migration lock"))?;
