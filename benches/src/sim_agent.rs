@@ -52,7 +52,7 @@ impl AgentPool {
     }
 
     /// Starts agents `indices`, agent `i` connecting to `endpoint(i)` (a `ws://.../v1/opamp`
-    /// URL), at most [`CONNECTING_AT_ONCE`] connecting at a time; the receiver gets one `()`
+    /// URL), at most 200 (`CONNECTING_AT_ONCE`) connecting at a time; the receiver gets one `()`
     /// per agent when it first connects. Call it inside a tokio runtime.
     pub async fn start_all(
         &self,
