@@ -243,31 +243,12 @@ fn lease_takes(work: &Workdir, admin: &str) -> Vec<String> {
     let audit = operator(work, admin, &["rollout", "audit", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&audit.stdout).unwrap_or_default();
     let mut takes = Vec::new();
-    collect_takes(&entries, &mut takes);
+    collect_actions(&entries, "coordinator_lease_taken", &mut |action| {
+        if let Some(replica) = action["replica"].as_str() {
+            takes.push(replica.to_owned());
+        }
+    });
     takes
-}
-
-/// Every `coordinator_lease_taken` action's replica in `value`, in document order.
-fn collect_takes(value: &serde_json::Value, takes: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(object) => {
-            if object.get("action").and_then(|a| a.as_str()) == Some("coordinator_lease_taken")
-                && let Some(replica) = object.get("replica").and_then(|r| r.as_str())
-            {
-                takes.push(replica.to_owned());
-                return;
-            }
-            for child in object.values() {
-                collect_takes(child, takes);
-            }
-        }
-        serde_json::Value::Array(items) => {
-            for item in items {
-                collect_takes(item, takes);
-            }
-        }
-        _ => {}
-    }
 }
 
 #[test]
@@ -435,4 +416,40 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
     let takes = lease_takes(&work, &survivor_admin);
     assert_eq!(takes[0], coordinator);
     assert_ne!(takes[1], coordinator);
+    // No wave was started twice across the hand-over.
+    let audit = operator(&work, &survivor_admin, &["rollout", "audit", &id, "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&audit.stdout).unwrap();
+    let mut waves = Vec::new();
+    collect_actions(&entries, "wave_started", &mut |action| {
+        waves.push(action["wave"].as_u64().unwrap());
+    });
+    let mut unique = waves.clone();
+    unique.dedup();
+    assert_eq!(waves, unique, "waves started: {waves:?}");
+    assert_eq!(waves, [0, 1], "a canary wave and one batch");
+}
+
+/// Calls `found` with every action object named `kind` in `value`, in document order.
+fn collect_actions(
+    value: &serde_json::Value,
+    kind: &str,
+    found: &mut impl FnMut(&serde_json::Value),
+) {
+    match value {
+        serde_json::Value::Object(object) => {
+            if object.get("action").and_then(|a| a.as_str()) == Some(kind) {
+                found(value);
+                return;
+            }
+            for child in object.values() {
+                collect_actions(child, kind, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_actions(item, kind, found);
+            }
+        }
+        _ => {}
+    }
 }

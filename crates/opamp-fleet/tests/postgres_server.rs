@@ -176,3 +176,84 @@ async fn a_replica_cut_off_from_the_database_stops_and_the_next_one_takes_over()
     );
     next.shutdown().await;
 }
+
+/// The coordinating replica alone loses the database (its connections go through a proxy
+/// that is cut): it stops deciding and serving before its lease can expire, the other
+/// replica takes the lease, and the agents that were on the first one reconnect, through the
+/// load balancer, to the second, which then holds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_cut_off_from_the_database_stops_and_its_agents_move_to_the_next_replica() {
+    let Some(cluster) = OwnCluster::start() else {
+        return;
+    };
+    let database: SocketAddr = cluster
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cut = fleet_support::proxy::FaultProxy::start().await;
+    cut.set_upstream(database);
+    let through_cut = cluster
+        .url
+        .replace(&database.to_string(), &cut.addr().to_string());
+
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut settings_a = postgres_config(dir_a.path(), any, &through_cut);
+    settings_a.store.lease_ttl = Some(Duration::from_secs(2));
+    settings_a.store.replica_name = Some("a".into());
+    let a = FleetServer::start(settings_a).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), a.coordinating())
+        .await
+        .expect("the first replica coordinates");
+    let mut settings_b = postgres_config(dir_b.path(), any, &cluster.url);
+    settings_b.store.lease_ttl = Some(Duration::from_secs(2));
+    settings_b.store.replica_name = Some("b".into());
+    let b = FleetServer::start(settings_b).await.unwrap();
+    let client_b = admin(b.admin_addr());
+
+    let balancer = fleet_support::proxy::FaultProxy::start().await;
+    balancer.set_upstream(a.opamp_addr());
+    let agents = spawn_fleet(balancer.addr(), 2, 1, Duration::from_millis(100));
+    wait_connected_at(&client_b, 3, "1.0.0").await;
+    let on = |replica: &'static str| {
+        let client = client_b.clone();
+        async move {
+            let listed = client.agents().await.ok()?;
+            listed
+                .iter()
+                .all(|agent| agent.connected && agent.replica.as_deref() == Some(replica))
+                .then_some(())
+        }
+    };
+    poll("every agent held by the first replica", || on("a")).await;
+
+    // Cut the first replica off the database: nothing reaches PostgreSQL from it any more.
+    cut.set_upstream("127.0.0.1:9".parse().unwrap());
+    cut.drop_all();
+    let lost = tokio::time::timeout(Duration::from_secs(10), a.lease_lost())
+        .await
+        .expect("the cut-off coordinator stops");
+    assert!(
+        matches!(lost, opamp_fleet::FleetError::LeaseLost { .. }),
+        "{lost}"
+    );
+    a.shutdown().await;
+    // The load balancer's health check finds only the second replica listening.
+    balancer.set_upstream(b.opamp_addr());
+    balancer.drop_all();
+
+    tokio::time::timeout(Duration::from_secs(10), b.coordinating())
+        .await
+        .expect("the second replica takes the lease");
+    poll("every agent held by the second replica", || on("b")).await;
+    assert_eq!(
+        lease_takes(&client_b).await,
+        [("a".to_owned(), 1), ("b".to_owned(), 2)]
+    );
+    stop_all(agents).await;
+    b.shutdown().await;
+}
