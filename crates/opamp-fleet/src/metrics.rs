@@ -8,6 +8,7 @@
 //! | `opamp_agents_by_health` | gauge | `healthy` (`true`/`false`) |
 //! | `opamp_rollout_state` | gauge (1 for the current state) | `rollout`, `package`, `state` |
 //! | `opamp_install_results_total` | counter | `result` (`installed`, `failed`, `reverted`) |
+//! | `opamp_coordinating` | gauge (1 while this server runs the rollout driver) | |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
@@ -47,6 +48,7 @@ pub struct FleetMetrics {
     by_health: Family<LabelPairs, Gauge>,
     rollout_state: Family<LabelPairs, Gauge>,
     install_results: Family<LabelPairs, Counter>,
+    coordinating: Gauge,
     /// The catalog's (package, version) pairs: the only ones that become series.
     catalog: RwLock<BTreeSet<(String, String)>>,
 }
@@ -69,6 +71,7 @@ impl FleetMetrics {
             by_health: Family::default(),
             rollout_state: Family::default(),
             install_results: Family::default(),
+            coordinating: Gauge::default(),
             registry: Registry::default(),
             catalog: RwLock::default(),
         };
@@ -102,10 +105,21 @@ impl FleetMetrics {
             "Install results reported by agents taking part in rollouts",
             metrics.install_results.clone(),
         );
+        registry.register(
+            "opamp_coordinating",
+            "1 while this server runs the rollout driver (always, for a single server; the \
+             holder of the coordinator lease among replicas on PostgreSQL)",
+            metrics.coordinating.clone(),
+        );
         FleetMetrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Records that this server runs the rollout driver from now on.
+    pub fn set_coordinating(&self) {
+        self.coordinating.set(1);
     }
 
     /// Sets the catalog's (package, version) pairs. Only these become

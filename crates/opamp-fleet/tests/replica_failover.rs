@@ -382,6 +382,17 @@ async fn the_agents_of_a_replica_that_dies_count_as_disconnected() {
         .collect();
     let client = admin(addrs[&coordinator].1);
     wait_connected_at(&client, 3, "1.0.0").await;
+    // Which replica coordinates shows in each one's metrics.
+    let coordinating = client.metrics().await.unwrap();
+    assert!(
+        coordinating.contains("opamp_coordinating 1\n"),
+        "{coordinating}"
+    );
+    let relaying_metrics = admin(addrs[relaying].1).metrics().await.unwrap();
+    assert!(
+        relaying_metrics.contains("opamp_coordinating 0\n"),
+        "{relaying_metrics}"
+    );
     let listed = client.agents().await.unwrap();
     assert!(
         listed

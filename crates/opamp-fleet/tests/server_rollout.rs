@@ -140,6 +140,8 @@ async fn canary_rollout_to_a_good_version_completes_and_metrics_show_it() {
     wait_connected_at(&client, 10, "2.0.0").await;
     let metrics = client.metrics().await.unwrap();
     assert!(metrics.contains("opamp_agents_connected 10\n"), "{metrics}");
+    // A single server always runs the rollout driver.
+    assert!(metrics.contains("opamp_coordinating 1\n"), "{metrics}");
     assert!(
         metrics.contains(r#"opamp_agents_by_version{package="otelcol",version="2.0.0"} 10"#),
         "{metrics}"

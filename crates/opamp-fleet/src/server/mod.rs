@@ -140,6 +140,7 @@ impl FleetServer {
         let driver_task = match replication {
             None => {
                 let link = agent_link::AgentLink::local(opamp.sessions().clone());
+                parts.metrics.set_coordinating();
                 let driver = parts.load(store.clone(), link)?;
                 coordinating.cancel();
                 spawn_driver(driver, notifications, None, requests_rx, shutdown.clone())?

@@ -237,6 +237,7 @@ async fn coordinate(
     .await
     .map_err(|_| FleetError::Stopped)??;
     let store: SharedStore = Arc::new(std::sync::Mutex::new(store));
+    let metrics = parts.metrics.clone();
     let driver = parts.load(
         store,
         AgentLink::relayed(sessions, replication.relay.clone()),
@@ -269,6 +270,7 @@ async fn coordinate(
         shutdown.clone(),
     )?;
     coordinating.cancel();
+    metrics.set_coordinating();
     let keeper = leadership::keep(
         lease.clone(),
         token,
