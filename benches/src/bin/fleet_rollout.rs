@@ -215,9 +215,7 @@ async fn drive(args: Args) -> i32 {
         let agents = admin.agents().await.unwrap();
         let ready = agents
             .iter()
-            .filter(|a| {
-                a.connected && a.package_versions.get(PACKAGE).map(String::as_str) == Some("1.0.0")
-            })
+            .filter(|a| a.connected && a.package_versions.get(PACKAGE) == Some("1.0.0"))
             .count();
         if ready == args.agents {
             break;

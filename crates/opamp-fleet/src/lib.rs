@@ -30,7 +30,7 @@ pub use config::FleetServerConfig;
 pub use conflicts::RolloutConflicts;
 pub use error::FleetError;
 pub use events::{Command, Event, RolloutStatus};
-pub use opamp_rollout::RolloutError;
+pub use opamp_rollout::{RolloutError, StringMap};
 pub use rollout::{
     AgentPhase, AgentProgress, AgentSnapshot, FailureReason, Progress, Rollout, RolloutId,
     RolloutState, SkipReason, SkippedAgent, Wave,

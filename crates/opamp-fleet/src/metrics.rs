@@ -256,7 +256,7 @@ mod tests {
             0,
             Timestamp::EPOCH,
         );
-        a.package_versions.insert("otelcol".into(), "1.0.0".into());
+        a.package_versions.insert("otelcol", "1.0.0");
         let mut b = a.clone();
         b.uid = InstanceUid::from([2; 16]);
         b.connected = false;
@@ -264,10 +264,10 @@ mod tests {
         // Issue 22: made-up names and versions never become series of their own.
         let mut c = a.clone();
         c.uid = InstanceUid::from([3; 16]);
-        c.package_versions.insert("otelcol".into(), "9.9.9".into());
+        c.package_versions.insert("otelcol", "9.9.9");
         for i in 0..100 {
             c.package_versions
-                .insert(format!("../../etc/passwd{i}"), "1.0.0".into());
+                .insert(format!("../../etc/passwd{i}"), "1.0.0");
         }
         metrics.set_catalog([("otelcol".to_owned(), "1.0.0".to_owned())]);
         metrics.set_agents([&a, &b, &c]);

@@ -251,7 +251,7 @@ async fn server_killed_during_canary_and_while_reverting_an_abort_finishes_the_r
         let back = records.len() == 7
             && records
                 .iter()
-                .all(|r| r.package_versions.get(PACKAGE).map(String::as_str) == Some("1.0.0"));
+                .all(|r| r.package_versions.get(PACKAGE) == Some("1.0.0"));
         back.then_some(())
     })
     .await;

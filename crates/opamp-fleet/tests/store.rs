@@ -51,7 +51,7 @@ fn agent_registry_round_trips_and_updates_in_place(db: &TestDb) {
         .into_iter()
         .collect();
     let mut agent = AgentRecord::new(uid(1), labels, 0x8000_0000_0000_2019, at(1));
-    agent.package_versions.insert("otelcol".into(), OLD.into());
+    agent.package_versions.insert("otelcol", OLD);
     store.upsert_agent(&agent).unwrap();
     store
         .upsert_agent(&AgentRecord::new(uid(0), Labels::new(), 1, at(1)))

@@ -1,6 +1,6 @@
 //! What the coordinator knows about one agent: the agent registry row.
 
-use std::collections::BTreeMap;
+use crate::StringMap;
 
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ pub struct AgentRecord {
     /// `AgentCapabilities` bits as reported (unknown bits kept).
     pub capabilities: u64,
     /// Installed version per package name, from `PackageStatuses`.
-    pub package_versions: BTreeMap<String, String>,
+    pub package_versions: StringMap,
     /// Last reported health.
     pub healthy: bool,
     /// Whether a connection is open (or the agent polls) now.
@@ -37,7 +37,7 @@ impl AgentRecord {
             uid,
             labels,
             capabilities,
-            package_versions: BTreeMap::new(),
+            package_versions: StringMap::new(),
             healthy: true,
             connected: true,
             last_seen: now,
@@ -50,7 +50,7 @@ impl AgentRecord {
         AgentSnapshot::new(
             self.uid,
             self.labels.clone(),
-            self.package_versions.get(package).cloned(),
+            self.package_versions.get(package).map(str::to_owned),
         )
         .healthy(self.healthy)
         .connected(self.connected)

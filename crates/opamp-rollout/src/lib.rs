@@ -13,6 +13,7 @@ pub mod rollout;
 pub mod selector;
 pub mod spec;
 pub mod store;
+pub mod string_map;
 pub mod time;
 
 pub use agent::AgentRecord;
@@ -30,4 +31,5 @@ pub use rollout::{
 pub use selector::{LabelRequirement, LabelSelector, Labels};
 pub use spec::{BatchPlan, FailureBudget, RolloutSpec, TargetKind};
 pub use store::{MemoryStore, MemoryStoreError, RolloutStore};
+pub use string_map::StringMap;
 pub use time::Timestamp;

@@ -7,7 +7,7 @@
 //! Text form (what operators type): requirements separated by commas, each either
 //! `key=value` or `key in (a, b, c)`. Whitespace around tokens is ignored.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::RolloutError;
 
 /// An agent's labels: attribute name to value.
-pub type Labels = BTreeMap<String, String>;
+pub type Labels = crate::StringMap;
 
 /// One condition on one label.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ impl LabelRequirement {
     #[must_use]
     pub fn matches(&self, labels: &Labels) -> bool {
         match self {
-            LabelRequirement::Equals { key, value } => labels.get(key) == Some(value),
+            LabelRequirement::Equals { key, value } => labels.get(key) == Some(value.as_str()),
             LabelRequirement::In { key, values } => labels
                 .get(key)
                 .is_some_and(|actual| values.contains(actual)),

@@ -61,8 +61,8 @@ pub(crate) fn render(view: &AgentView) -> String {
     );
 
     out.push_str("\nPackages\n");
-    let mut names: Vec<&String> = agent.package_versions.keys().collect();
-    names.extend(details.package_statuses.keys());
+    let mut names: Vec<&str> = agent.package_versions.keys().collect();
+    names.extend(details.package_statuses.keys().map(String::as_str));
     names.sort();
     names.dedup();
     let rows: Vec<Vec<String>> = names
@@ -72,10 +72,10 @@ pub(crate) fn render(view: &AgentView) -> String {
             let installed = status
                 .map(|s| s.agent_has_version.clone())
                 .filter(|v| !v.is_empty())
-                .or_else(|| agent.package_versions.get(*name).cloned())
+                .or_else(|| agent.package_versions.get(name).map(str::to_owned))
                 .unwrap_or_default();
             vec![
-                (*name).clone(),
+                (*name).to_owned(),
                 installed,
                 status.map(|s| s.status.clone()).unwrap_or_default(),
                 status

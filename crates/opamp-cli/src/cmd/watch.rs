@@ -34,8 +34,8 @@ pub(crate) fn versions(agents: &[AgentSummary], package: &str) -> String {
         let version = agent
             .package_versions
             .get(package)
-            .cloned()
-            .unwrap_or_else(|| "?".to_owned());
+            .unwrap_or("?")
+            .to_owned();
         let entry = by_version.entry(version).or_default();
         if !agent.connected {
             entry.2 += 1;

@@ -2,12 +2,12 @@
 //! are not the store's row types: the store can change its rows (a column, a backend) without
 //! changing what API clients read, and the API can grow without touching the store.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use opamp_proto::InstanceUid;
 use serde::{Deserialize, Serialize};
 
+use crate::StringMap;
 use crate::audit::AuditRecord;
 use crate::events::RolloutStatus;
 use crate::rollout::RolloutId;
@@ -27,7 +27,7 @@ pub struct AgentSummary {
     /// `AgentCapabilities` bits as reported (unknown bits kept).
     pub capabilities: u64,
     /// Installed version per package name.
-    pub package_versions: BTreeMap<String, String>,
+    pub package_versions: StringMap,
     /// Last reported health.
     pub healthy: bool,
     /// Whether it is connected now.
@@ -43,7 +43,7 @@ pub struct AgentSummary {
 impl AgentSummary {
     /// Whether the agent reports `version` of `package` installed.
     pub fn runs(&self, package: &str, version: &str) -> bool {
-        self.package_versions.get(package).map(String::as_str) == Some(version)
+        self.package_versions.get(package) == Some(version)
     }
 
     /// Whether the agent is connected, healthy and reports `version` of `package` installed:

@@ -9,17 +9,17 @@ use crate::selector::Labels;
 /// Labels from the identifying and non-identifying attributes, values flattened to text
 /// (identifying attributes win on a clash).
 pub(crate) fn labels(description: &v1::AgentDescription) -> Labels {
-    let mut labels = Labels::new();
-    for attribute in description
+    // Collected in one go (later entries win), not inserted one by one: each insert rebuilds
+    // the compact map, which a description with many attributes would make quadratic.
+    description
         .non_identifying_attributes
         .iter()
         .chain(&description.identifying_attributes)
-    {
-        if let Some(text) = attribute.value.as_ref().and_then(value_text) {
-            labels.insert(attribute.key.clone(), text);
-        }
-    }
-    labels
+        .filter_map(|attribute| {
+            let text = attribute.value.as_ref().and_then(value_text)?;
+            Some((attribute.key.as_str(), text))
+        })
+        .collect()
 }
 
 fn value_text(value: &v1::AnyValue) -> Option<String> {
@@ -102,9 +102,9 @@ mod tests {
             ],
         };
         let labels = labels(&description);
-        assert_eq!(labels["service.name"], "col");
-        assert_eq!(labels["canary"], "true");
-        assert_eq!(labels["zone"], "3");
+        assert_eq!(labels.get("service.name"), Some("col"));
+        assert_eq!(labels.get("canary"), Some("true"));
+        assert_eq!(labels.get("zone"), Some("3"));
         assert!(!labels.contains_key("blob"));
     }
 

@@ -153,7 +153,7 @@ pub fn versions(agents: &[AgentSummary]) -> BTreeMap<String, usize> {
         let version = agent
             .package_versions
             .get(PACKAGE)
-            .cloned()
+            .map(str::to_owned)
             .unwrap_or_default();
         *counts.entry(version).or_default() += 1;
     }

@@ -242,7 +242,7 @@ pub fn run(config: &SimConfig, restart: Restart) -> Outcome {
         .iter()
         // Written out by hand rather than with `LabelSelector::matches`, so a selector bug
         // cannot hide itself.
-        .filter(|a| config.is_clean_selection() || a.labels["env"] != "dev")
+        .filter(|a| config.is_clean_selection() || &a.labels["env"] != "dev")
         .map(|a| a.uid)
         .collect();
     let wave_of: HashMap<InstanceUid, u32> =

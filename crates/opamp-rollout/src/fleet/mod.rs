@@ -568,11 +568,11 @@ impl Fleet {
                     && r.spec().package_name == *package
                     && r.agent(&uid).is_some()
             });
-            if *running == standing.version || offered == Some(&standing.version) || in_rollout {
+            if running == standing.version || offered == Some(&standing.version) || in_rollout {
                 continue;
             }
             offers.push((
-                package.clone(),
+                package.to_owned(),
                 standing.version.clone(),
                 standing.rollout.clone(),
             ));

@@ -280,7 +280,7 @@ fn config_rollouts_conflict_with_each_other_whatever_their_names_but_not_with_pa
     let labelled: Vec<AgentSnapshot> = fleet(4)
         .into_iter()
         .map(|mut agent| {
-            agent.labels.insert("env".into(), "prod".into());
+            agent.labels.insert("env", "prod");
             agent
         })
         .collect();

@@ -735,9 +735,7 @@ fn service_version_without_a_package_status_is_skipped_as_unknown() {
     .collect();
     let unmanaged = crate::AgentRecord::new(uid(1), labels.clone(), 0, at(0));
     let mut managed = crate::AgentRecord::new(uid(2), labels, 0, at(0));
-    managed
-        .package_versions
-        .insert("otelcol".to_owned(), OLD.to_owned());
+    managed.package_versions.insert("otelcol", OLD);
     let fleet = [
         unmanaged.snapshot_for("otelcol"),
         managed.snapshot_for("otelcol"),

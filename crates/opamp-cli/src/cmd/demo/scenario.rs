@@ -506,7 +506,7 @@ async fn wait_fleet(
             .map_err(|e| format!("cannot list the agents: {e}"))?;
         let demo: Vec<_> = fleet
             .into_iter()
-            .filter(|a| a.labels.get(DEMO_LABEL.0).map(String::as_str) == Some(DEMO_LABEL.1))
+            .filter(|a| a.labels.get(DEMO_LABEL.0) == Some(DEMO_LABEL.1))
             .collect();
         let settled = demo
             .iter()

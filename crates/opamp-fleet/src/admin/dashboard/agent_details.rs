@@ -43,8 +43,8 @@ pub(super) fn sections(agent: &AgentRecord, details: &AgentDetails) -> String {
         "<h2>Packages</h2><table><thead><tr><th>Package</th><th>Installed version</th>\
          <th>Status</th><th>Offered version</th><th>Error</th></tr></thead><tbody>",
     );
-    let mut names: Vec<&String> = agent.package_versions.keys().collect();
-    names.extend(details.package_statuses.keys());
+    let mut names: Vec<&str> = agent.package_versions.keys().collect();
+    names.extend(details.package_statuses.keys().map(String::as_str));
     names.sort();
     names.dedup();
     for name in &names {
@@ -52,7 +52,7 @@ pub(super) fn sections(agent: &AgentRecord, details: &AgentDetails) -> String {
         let installed = status
             .map(|s| s.agent_has_version.as_str())
             .filter(|v| !v.is_empty())
-            .or_else(|| agent.package_versions.get(*name).map(String::as_str))
+            .or_else(|| agent.package_versions.get(name))
             .unwrap_or("");
         let _ = write!(
             out,

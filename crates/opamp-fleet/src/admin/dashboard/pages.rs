@@ -73,9 +73,7 @@ pub(super) fn fleet_fragment(agents: &[AgentRecord], rollouts: &[RolloutSummary]
     let mut versions: BTreeMap<(&str, &str), (u32, u32)> = BTreeMap::new();
     for agent in agents {
         for (package, version) in &agent.package_versions {
-            let entry = versions
-                .entry((package.as_str(), version.as_str()))
-                .or_default();
+            let entry = versions.entry((package, version)).or_default();
             if agent.healthy {
                 entry.0 += 1;
             } else {
