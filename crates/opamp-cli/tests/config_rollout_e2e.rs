@@ -13,7 +13,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{SupervisorProcess, Workdir, launcher, start_server};
+use common::{SupervisorProcess, Workdir, launcher, operator, start_server};
 
 const HOSTS: usize = 3;
 
@@ -69,11 +69,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 fn a_bad_config_is_rolled_back_at_the_canary_and_every_host_keeps_the_good_one() {
     let work = Workdir::new();
     let (_server, admin, agents_listen) = start_server(&work, "secret", &[]);
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend_from_slice(&["--server", admin.as_str(), "--token", "secret"]);
-        work.opamp(&all)
-    };
+    let run = |args: &[&str]| operator(&work, &admin, "secret", args);
     work.keygen("keys", &[]);
     let collector = launcher(&work, "1.0.0");
     work.write("base.yaml", b"receivers:\n  otlp: {}\n");
@@ -164,11 +160,7 @@ fn a_bad_config_is_rolled_back_at_the_canary_and_every_host_keeps_the_good_one()
 fn hosts_that_require_signed_configs_apply_a_signed_one_and_refuse_an_unsigned_one() {
     let work = Workdir::new();
     let (_server, admin, agents_listen) = start_server(&work, "secret", &[]);
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend_from_slice(&["--server", admin.as_str(), "--token", "secret"]);
-        work.opamp(&all)
-    };
+    let run = |args: &[&str]| operator(&work, &admin, "secret", args);
     work.keygen("keys", &[]);
     let collector = launcher(&work, "1.0.0");
     work.write("base.yaml", b"receivers:\n  otlp: {}\n");

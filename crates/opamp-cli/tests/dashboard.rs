@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, SupervisorProcess, Workdir, launcher, spawn_server};
+use common::{
+    ServerProcess, SupervisorProcess, Workdir, launcher, sign_and_add_package, spawn_server,
+};
 
 const AGENTS: usize = 3;
 
@@ -55,44 +57,6 @@ fn start_server(work: &Workdir) -> (ServerProcess, String, String) {
           [[admin.operators]]\nname = \"viewer\"\ntoken = \"viewer-token\"\nread_only = true\n",
     );
     spawn_server(work, &["server", "--config", "server.toml"])
-}
-
-/// Signs `file` as otelcol `version` and adds it to the catalog. Good versions may be
-/// reverted to from anything up to 1.2.0 (an aborted rollout is a downgrade for the agents it
-/// moved, which anti-rollback refuses without the release's authorisation).
-fn publish(work: &Workdir, admin: &str, file: &str, version: &str) {
-    let mut sign = vec![
-        "package",
-        "sign",
-        file,
-        "--key",
-        "keys/release.key",
-        "--name",
-        "otelcol",
-        "--version",
-        version,
-    ];
-    if version != "1.2.0" {
-        sign.extend_from_slice(&["--allow-downgrade-from-at-most", "1.2.0"]);
-    }
-    work.opamp(&sign).expect_code(0);
-    let signature = format!("{file}.sig");
-    work.opamp(&[
-        "package",
-        "add",
-        file,
-        "--name",
-        "otelcol",
-        "--version",
-        version,
-        "--signature",
-        &signature,
-        "--server",
-        admin,
-        "--token",
-        "alice-token",
-    ])
-    .expect_code(0);
 }
 
 fn free_port() -> u16 {
@@ -190,9 +154,13 @@ fn an_operator_runs_rollouts_from_the_dashboard_in_a_real_browser() {
     );
     let path = work.write(bad, script.as_bytes());
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    publish(&work, &admin, &initial, "1.0.0");
-    publish(&work, &admin, &good, "1.1.0");
-    publish(&work, &admin, bad, "1.2.0");
+    // Good versions may be reverted to from anything up to 1.2.0 (an aborted rollout is a
+    // downgrade for the agents it moved, which anti-rollback refuses without the release's
+    // authorisation).
+    let revertible = ["--allow-downgrade-from-at-most", "1.2.0"];
+    sign_and_add_package(&work, &admin, "alice-token", &initial, "1.0.0", &revertible);
+    sign_and_add_package(&work, &admin, "alice-token", &good, "1.1.0", &revertible);
+    sign_and_add_package(&work, &admin, "alice-token", bad, "1.2.0", &[]);
 
     let metrics_port = free_port();
     let _supervisors: Vec<SupervisorProcess> = (0..AGENTS)

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{ServerProcess, SupervisorProcess, Workdir, launcher};
+use common::{ServerProcess, SupervisorProcess, Workdir, launcher, sign_and_add_package};
 
 /// Starts `opamp server` on ephemeral loopback ports and returns it with its admin URL and
 /// agent URL, read from the line it prints once both listeners are up.
@@ -65,31 +65,7 @@ fn operator_commands_against_a_running_server() {
 
     work.keygen("keys", &[]);
     work.write("otelcol-1.1.0", b"collector 1.1.0");
-    work.opamp(&[
-        "package",
-        "sign",
-        "otelcol-1.1.0",
-        "--key",
-        "keys/release.key",
-        "--name",
-        "otelcol",
-        "--version",
-        "1.1.0",
-    ])
-    .expect_code(0);
-    let added = work
-        .opamp(&with(&[
-            "package",
-            "add",
-            "otelcol-1.1.0",
-            "--name",
-            "otelcol",
-            "--version",
-            "1.1.0",
-            "--signature",
-            "otelcol-1.1.0.sig",
-        ]))
-        .expect_code(0);
+    let added = sign_and_add_package(&work, &admin, "secret", "otelcol-1.1.0", "1.1.0", &[]);
     assert!(
         added
             .stdout
@@ -215,30 +191,7 @@ fn rollout_start_watch_moves_a_real_supervisor() {
     // Both versions go into the catalog: the server refuses a rollout whose revert target
     // (the version agents run now) it could not offer.
     for (file, version) in [(&initial, "1.0.0"), (&target, "1.1.0")] {
-        work.opamp(&[
-            "package",
-            "sign",
-            file,
-            "--key",
-            "keys/release.key",
-            "--name",
-            "otelcol",
-            "--version",
-            version,
-        ])
-        .expect_code(0);
-        let signature = format!("{file}.sig");
-        let mut add = with(&["package", "add"]);
-        add.extend_from_slice(&[
-            file.as_str(),
-            "--name",
-            "otelcol",
-            "--version",
-            version,
-            "--signature",
-            &signature,
-        ]);
-        work.opamp(&add).expect_code(0);
+        sign_and_add_package(&work, &admin, "secret", file, version, &[]);
     }
 
     // One supervisor running the 1.0.0 collector: the lean `opamp-supervisor` binary (the

@@ -13,12 +13,14 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, SupervisorProcess, Workdir, launcher, spawn_server};
+use common::{
+    ServerProcess, SupervisorProcess, Workdir, healthy_on, launcher, operator,
+    sign_and_add_package, spawn_server, start_supervisor, wait_until,
+};
 
 const TOKEN: &str = "secret";
 const AGENTS: usize = 3;
@@ -170,77 +172,9 @@ fn start_replica(
     (server, admin, addr)
 }
 
-/// Starts supervisor `index` on the `initial` collector, connecting through `balancer`.
-fn start_supervisor(
-    work: &Workdir,
-    index: usize,
-    balancer: SocketAddr,
-    health_port: u16,
-    initial: &str,
-) -> SupervisorProcess {
-    // Each supervisor swaps its own executable in place, so each needs its own copy.
-    let executable = work.path(&format!("{initial}-agent-{index}"));
-    std::fs::copy(work.path(initial), &executable).unwrap();
-    let yaml = format!(
-        "server:\n  endpoint: ws://{balancer}/v1/opamp\nagent:\n  executable: '{}'\n  \
-         storage_dir: '{}'\n  package_name: otelcol\n  args: [\"--health-port\", \
-         \"{health_port}\"]\n  labels:\n    env: test\nhealth:\n  http_url: \
-         http://127.0.0.1:{health_port}/health\n  liveness_window: 1s\n  start_timeout: 10s\n  \
-         check_interval: 300ms\ntrust:\n  keys:\n    - file: '{}'\nheartbeat_interval: 2s\n",
-        executable.display(),
-        work.path(&format!("storage-{index}")).display(),
-        work.path("keys/release.pub").display(),
-    );
-    let config = format!("supervisor-{index}.yaml");
-    work.write(&config, yaml.as_bytes());
-    let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["supervisor", "--config", &config])
-        .current_dir(work.root())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    SupervisorProcess(child)
-}
-
-/// Runs `opamp args... --server ADMIN --token TOKEN`.
-fn operator(work: &Workdir, admin: &str, args: &[&str]) -> common::Run {
-    let mut all = args.to_vec();
-    all.extend_from_slice(&["--server", admin, "--token", TOKEN]);
-    work.opamp(&all)
-}
-
-/// Agents listed as connected, healthy and running otelcol `version`.
-fn healthy_on(work: &Workdir, admin: &str, version: &str) -> (usize, String) {
-    let list = operator(work, admin, &["agents", "list", "--selector", "env=test"]);
-    let wanted = format!("otelcol={version}  healthy  yes");
-    let count = if list.code == 0 {
-        list.stdout.lines().filter(|l| l.contains(&wanted)).count()
-    } else {
-        0
-    };
-    (count, list.stdout + &list.stderr)
-}
-
-/// Polls `probe` every 200 ms until it holds, failing with its last output after `deadline`.
-fn wait_until(what: &str, deadline: Instant, mut probe: impl FnMut() -> (bool, String)) {
-    loop {
-        let (done, output) = probe();
-        if done {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}:\n{output}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The replicas that took the coordinator lease, in order, from the audit log.
 fn lease_takes(work: &Workdir, admin: &str) -> Vec<String> {
-    let audit = operator(work, admin, &["rollout", "audit", "--json"]);
+    let audit = operator(work, admin, TOKEN, &["rollout", "audit", "--json"]);
     let entries: serde_json::Value = serde_json::from_str(&audit.stdout).unwrap_or_default();
     let mut takes = Vec::new();
     collect_actions(&entries, "coordinator_lease_taken", &mut |action| {
@@ -286,35 +220,7 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
     let initial = launcher(&work, "1.0.0");
     let target = launcher(&work, "1.1.0");
     for (file, version) in [(&initial, "1.0.0"), (&target, "1.1.0")] {
-        work.opamp(&[
-            "package",
-            "sign",
-            file,
-            "--key",
-            "keys/release.key",
-            "--name",
-            "otelcol",
-            "--version",
-            version,
-        ])
-        .expect_code(0);
-        let signature = format!("{file}.sig");
-        operator(
-            &work,
-            &relaying_admin,
-            &[
-                "package",
-                "add",
-                file,
-                "--name",
-                "otelcol",
-                "--version",
-                version,
-                "--signature",
-                &signature,
-            ],
-        )
-        .expect_code(0);
+        sign_and_add_package(&work, &relaying_admin, TOKEN, file, version, &[]);
     }
     let health_ports: Vec<u16> = (0..AGENTS)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
@@ -322,17 +228,18 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect();
+    let endpoint = format!("ws://{}/v1/opamp", balancer.addr);
     let _supervisors: Vec<SupervisorProcess> = health_ports
         .iter()
         .enumerate()
-        .map(|(index, &health)| start_supervisor(&work, index, balancer.addr, health, &initial))
+        .map(|(index, &health)| start_supervisor(&work, index, &endpoint, health, &initial))
         .collect();
     wait_until("all agents run 1.0.0 healthy", deadline, || {
-        let (count, output) = healthy_on(&work, &relaying_admin, "1.0.0");
+        let (count, output) = healthy_on(&work, &relaying_admin, TOKEN, "1.0.0");
         (count == AGENTS, output)
     });
     // The balancer spread them: more than one replica holds agents.
-    let listed = operator(&work, &relaying_admin, &["agents", "list"]).expect_code(0);
+    let listed = operator(&work, &relaying_admin, TOKEN, &["agents", "list"]).expect_code(0);
     let held: std::collections::BTreeSet<&str> = REPLICAS
         .iter()
         .copied()
@@ -344,6 +251,7 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
     operator(
         &work,
         &relaying_admin,
+        TOKEN,
         &[
             "rollout",
             "start",
@@ -366,7 +274,7 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
         ],
     )
     .expect_code(0);
-    let list = operator(&work, &relaying_admin, &["rollout", "list"]).expect_code(0);
+    let list = operator(&work, &relaying_admin, TOKEN, &["rollout", "list"]).expect_code(0);
     let id = list
         .stdout
         .lines()
@@ -376,10 +284,10 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
         .to_owned();
 
     wait_until("the canary runs 1.1.0", deadline, || {
-        let (count, output) = healthy_on(&work, &relaying_admin, "1.1.0");
+        let (count, output) = healthy_on(&work, &relaying_admin, TOKEN, "1.1.0");
         (count >= 1, output)
     });
-    let (moved, before_kill) = healthy_on(&work, &relaying_admin, "1.1.0");
+    let (moved, before_kill) = healthy_on(&work, &relaying_admin, TOKEN, "1.1.0");
     assert!(
         moved < AGENTS,
         "the rollout finished before the kill:\n{before_kill}"
@@ -401,7 +309,7 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
         killed_at.elapsed()
     );
     wait_until("the rollout completes", deadline, || {
-        let status = operator(&work, &survivor_admin, &["rollout", "status", &id]);
+        let status = operator(&work, &survivor_admin, TOKEN, &["rollout", "status", &id]);
         let output = status.stdout + &status.stderr;
         assert!(
             !output.contains("status aborted") && !output.contains("status failed"),
@@ -410,14 +318,19 @@ fn replicas_finish_a_rollout_of_real_supervisors_after_the_coordinator_is_killed
         (output.contains("status completed"), output)
     });
     wait_until("all agents run 1.1.0 healthy", deadline, || {
-        let (count, output) = healthy_on(&work, &survivor_admin, "1.1.0");
+        let (count, output) = healthy_on(&work, &survivor_admin, TOKEN, "1.1.0");
         (count == AGENTS, output)
     });
     let takes = lease_takes(&work, &survivor_admin);
     assert_eq!(takes[0], coordinator);
     assert_ne!(takes[1], coordinator);
     // No wave was started twice across the hand-over.
-    let audit = operator(&work, &survivor_admin, &["rollout", "audit", &id, "--json"]);
+    let audit = operator(
+        &work,
+        &survivor_admin,
+        TOKEN,
+        &["rollout", "audit", &id, "--json"],
+    );
     let entries: serde_json::Value = serde_json::from_str(&audit.stdout).unwrap();
     let mut waves = Vec::new();
     collect_actions(&entries, "wave_started", &mut |action| {

@@ -11,10 +11,12 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, SupervisorProcess, Workdir, launcher, spawn_server};
+use common::{
+    ServerProcess, SupervisorProcess, Workdir, healthy_on, launcher, operator,
+    sign_and_add_package, spawn_server, start_supervisor, wait_until,
+};
 
 const TOKEN: &str = "secret";
 const AGENTS: usize = 3;
@@ -54,74 +56,6 @@ fn start_server(work: &Workdir, data_dir: &str, agent_port: u16, admin_port: u16
     server
 }
 
-/// Starts supervisor `index` on the `initial` collector with its own storage and health port.
-fn start_supervisor(
-    work: &Workdir,
-    index: usize,
-    agent_port: u16,
-    health_port: u16,
-    initial: &str,
-) -> SupervisorProcess {
-    // Each supervisor swaps its own executable in place, so each needs its own copy.
-    let executable = work.path(&format!("{initial}-agent-{index}"));
-    std::fs::copy(work.path(initial), &executable).unwrap();
-    let yaml = format!(
-        "server:\n  endpoint: ws://127.0.0.1:{agent_port}/v1/opamp\nagent:\n  executable: '{}'\n  \
-         storage_dir: '{}'\n  package_name: otelcol\n  args: [\"--health-port\", \
-         \"{health_port}\"]\n  labels:\n    env: test\nhealth:\n  http_url: \
-         http://127.0.0.1:{health_port}/health\n  liveness_window: 1s\n  start_timeout: 10s\n  \
-         check_interval: 300ms\ntrust:\n  keys:\n    - file: '{}'\nheartbeat_interval: 2s\n",
-        executable.display(),
-        work.path(&format!("storage-{index}")).display(),
-        work.path("keys/release.pub").display(),
-    );
-    let config = format!("supervisor-{index}.yaml");
-    work.write(&config, yaml.as_bytes());
-    let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["supervisor", "--config", &config])
-        .current_dir(work.root())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    SupervisorProcess(child)
-}
-
-/// Runs `opamp args... --server ADMIN --token TOKEN`.
-fn operator(work: &Workdir, admin: &str, args: &[&str]) -> common::Run {
-    let mut all = args.to_vec();
-    all.extend_from_slice(&["--server", admin, "--token", TOKEN]);
-    work.opamp(&all)
-}
-
-/// Agents the server lists as connected, healthy and running otelcol `version`.
-fn healthy_on(work: &Workdir, admin: &str, version: &str) -> (usize, String) {
-    let list = operator(work, admin, &["agents", "list", "--selector", "env=test"]);
-    let wanted = format!("otelcol={version}  healthy  yes");
-    let count = if list.code == 0 {
-        list.stdout.lines().filter(|l| l.contains(&wanted)).count()
-    } else {
-        0
-    };
-    (count, list.stdout + &list.stderr)
-}
-
-/// Polls `probe` every 200 ms until it holds, failing with its last output after `deadline`.
-fn wait_until(what: &str, deadline: Instant, mut probe: impl FnMut() -> (bool, String)) {
-    loop {
-        let (done, output) = probe();
-        if done {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}:\n{output}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// `GET /api/v1/audit` over a raw HTTP/1.1 request; returns the response body.
 fn audit_log(admin_port: u16) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", admin_port)).unwrap();
@@ -154,44 +88,17 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
     let initial = launcher(&work, "1.0.0");
     let target = launcher(&work, "1.1.0");
     for (file, version) in [(&initial, "1.0.0"), (&target, "1.1.0")] {
-        work.opamp(&[
-            "package",
-            "sign",
-            file,
-            "--key",
-            "keys/release.key",
-            "--name",
-            "otelcol",
-            "--version",
-            version,
-        ])
-        .expect_code(0);
-        let signature = format!("{file}.sig");
-        operator(
-            &work,
-            &admin,
-            &[
-                "package",
-                "add",
-                file,
-                "--name",
-                "otelcol",
-                "--version",
-                version,
-                "--signature",
-                &signature,
-            ],
-        )
-        .expect_code(0);
+        sign_and_add_package(&work, &admin, TOKEN, file, version, &[]);
     }
 
+    let endpoint = format!("ws://127.0.0.1:{agent_port}/v1/opamp");
     let _supervisors: Vec<SupervisorProcess> = ports[2..]
         .iter()
         .enumerate()
-        .map(|(index, &health)| start_supervisor(&work, index, agent_port, health, &initial))
+        .map(|(index, &health)| start_supervisor(&work, index, &endpoint, health, &initial))
         .collect();
     wait_until("all agents run 1.0.0 healthy", test_deadline, || {
-        let (count, output) = healthy_on(&work, &admin, "1.0.0");
+        let (count, output) = healthy_on(&work, &admin, TOKEN, "1.0.0");
         (count == AGENTS, output)
     });
 
@@ -199,6 +106,7 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
     let started = operator(
         &work,
         &admin,
+        TOKEN,
         &[
             "rollout",
             "start",
@@ -228,7 +136,7 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
         "{}",
         started.stdout
     );
-    let list = operator(&work, &admin, &["rollout", "list"]).expect_code(0);
+    let list = operator(&work, &admin, TOKEN, &["rollout", "list"]).expect_code(0);
     let id = list
         .stdout
         .lines()
@@ -239,10 +147,10 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
 
     // Kill the server while the canary runs the target and the batch has not moved yet.
     wait_until("the canary runs 1.1.0", test_deadline, || {
-        let (count, output) = healthy_on(&work, &admin, "1.1.0");
+        let (count, output) = healthy_on(&work, &admin, TOKEN, "1.1.0");
         (count >= 1, output)
     });
-    let (moved, before_kill) = healthy_on(&work, &admin, "1.1.0");
+    let (moved, before_kill) = healthy_on(&work, &admin, TOKEN, "1.1.0");
     assert!(
         moved < AGENTS,
         "the rollout finished before the kill:\n{before_kill}"
@@ -256,7 +164,7 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
         "the rollout completes after the restart",
         test_deadline,
         || {
-            let status = operator(&work, &admin, &["rollout", "status", &id]);
+            let status = operator(&work, &admin, TOKEN, &["rollout", "status", &id]);
             let output = status.stdout + &status.stderr;
             assert!(
                 !output.contains("status aborted") && !output.contains("status failed"),
@@ -267,7 +175,7 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
         },
     );
     wait_until("all agents run 1.1.0 healthy", test_deadline, || {
-        let (count, output) = healthy_on(&work, &admin, "1.1.0");
+        let (count, output) = healthy_on(&work, &admin, TOKEN, "1.1.0");
         (count == AGENTS, output)
     });
 
@@ -287,7 +195,7 @@ fn rollout_completes_after_the_server_is_killed_and_restarted() {
         "a server with a fresh database lists every agent on 1.1.0",
         test_deadline,
         || {
-            let (count, output) = healthy_on(&work, &admin, "1.1.0");
+            let (count, output) = healthy_on(&work, &admin, TOKEN, "1.1.0");
             (count == AGENTS, output)
         },
     );

@@ -203,3 +203,122 @@ pub fn launcher(work: &Workdir, version: &str) -> String {
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     name
 }
+
+/// Starts supervisor `index` on a copy of collector `initial`, connecting to the `endpoint` URL.
+pub fn start_supervisor(
+    work: &Workdir,
+    index: usize,
+    endpoint: &str,
+    health_port: u16,
+    initial: &str,
+) -> SupervisorProcess {
+    // Each supervisor swaps its own executable in place, so each needs its own copy.
+    let executable = work.path(&format!("{initial}-agent-{index}"));
+    std::fs::copy(work.path(initial), &executable).unwrap();
+    let yaml = format!(
+        "server:\n  endpoint: {endpoint}\nagent:\n  executable: '{}'\n  \
+         storage_dir: '{}'\n  package_name: otelcol\n  args: [\"--health-port\", \
+         \"{health_port}\"]\n  labels:\n    env: test\nhealth:\n  http_url: \
+         http://127.0.0.1:{health_port}/health\n  liveness_window: 1s\n  start_timeout: 10s\n  \
+         check_interval: 300ms\ntrust:\n  keys:\n    - file: '{}'\nheartbeat_interval: 2s\n",
+        executable.display(),
+        work.path(&format!("storage-{index}")).display(),
+        work.path("keys/release.pub").display(),
+    );
+    let config = format!("supervisor-{index}.yaml");
+    work.write(&config, yaml.as_bytes());
+    let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
+        .args(["supervisor", "--config", &config])
+        .current_dir(work.root())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    SupervisorProcess(child)
+}
+
+/// Runs the operator command `opamp ARGS --server ADMIN --token TOKEN`.
+pub fn operator(work: &Workdir, admin: &str, token: &str, args: &[&str]) -> Run {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--server", admin, "--token", token]);
+    work.opamp(&all)
+}
+
+/// Signs `file` as otelcol `version` (plus `sign_extra`) and adds it to the catalog at `admin`.
+pub fn sign_and_add_package(
+    work: &Workdir,
+    admin: &str,
+    token: &str,
+    file: &str,
+    version: &str,
+    sign_extra: &[&str],
+) -> Run {
+    let mut sign = vec![
+        "package",
+        "sign",
+        file,
+        "--key",
+        "keys/release.key",
+        "--name",
+        "otelcol",
+        "--version",
+        version,
+    ];
+    sign.extend_from_slice(sign_extra);
+    work.opamp(&sign).expect_code(0);
+    let signature = format!("{file}.sig");
+    operator(
+        work,
+        admin,
+        token,
+        &[
+            "package",
+            "add",
+            file,
+            "--name",
+            "otelcol",
+            "--version",
+            version,
+            "--signature",
+            &signature,
+        ],
+    )
+    .expect_code(0)
+}
+
+/// How many `env=test` agents are listed connected, healthy, on otelcol `version`; the listing.
+pub fn healthy_on(work: &Workdir, admin: &str, token: &str, version: &str) -> (usize, String) {
+    let list = operator(
+        work,
+        admin,
+        token,
+        &["agents", "list", "--selector", "env=test"],
+    );
+    let wanted = format!("otelcol={version}  healthy  yes");
+    let count = if list.code == 0 {
+        list.stdout.lines().filter(|l| l.contains(&wanted)).count()
+    } else {
+        0
+    };
+    (count, list.stdout + &list.stderr)
+}
+
+/// Polls `probe` every 200 ms until it holds, failing with its last output after `deadline`.
+pub fn wait_until(
+    what: &str,
+    deadline: std::time::Instant,
+    mut probe: impl FnMut() -> (bool, String),
+) {
+    loop {
+        let (done, output) = probe();
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}:\n{output}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
