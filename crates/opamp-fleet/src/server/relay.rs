@@ -101,7 +101,8 @@ pub(crate) fn encode_notification(
     replica: &str,
     now: Timestamp,
 ) -> Option<(InboxRow, Option<Presence>)> {
-    match notification {
+    let presence = presence_of(&notification);
+    let row = match notification {
         ServerNotification::Connected {
             uid,
             transport,
@@ -109,22 +110,21 @@ pub(crate) fn encode_notification(
         } => {
             let view = details::connection(transport, &connection, now).on_replica(replica);
             let json = serde_json::to_vec(&view).ok()?;
-            Some(((uid, CONNECTED, json), Some(Presence::Here(uid))))
+            (uid, CONNECTED, json)
         }
         ServerNotification::Event {
             uid,
             event: ServerEvent::Disconnected { .. },
         }
-        | ServerNotification::Disconnected { uid } => {
-            Some(((uid, DISCONNECTED, Vec::new()), Some(Presence::Gone(uid))))
-        }
+        | ServerNotification::Disconnected { uid } => (uid, DISCONNECTED, Vec::new()),
         ServerNotification::Event { uid, event } => {
             let report = report_of(event)?;
-            Some(((uid, REPORT, encode(&report)), None))
+            (uid, REPORT, encode(&report))
         }
-        ServerNotification::Heartbeat { uid } => Some(((uid, HEARTBEAT, Vec::new()), None)),
-        _ => None,
-    }
+        ServerNotification::Heartbeat { uid } => (uid, HEARTBEAT, Vec::new()),
+        _ => return None,
+    };
+    Some((row, presence))
 }
 
 /// The change of where the agent is connected that `notification` makes, if any.
