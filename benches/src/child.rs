@@ -1,9 +1,31 @@
 //! The load tools' measured servers: this same executable in a server role, in a child
-//! process so its memory and CPU are read alone from `/proc`.
+//! process so its memory and CPU are read alone from `/proc`; where they listen and how
+//! many connections they hold.
 #![allow(clippy::unwrap_used)] // A measuring tool: failing loudly is right.
 
 use std::io::BufRead;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::Command;
+
+/// Loopback with a port the system picks: where the measured servers listen.
+pub const LOOPBACK_ANY_PORT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+
+/// Raises this process's open-files limit as far as it may go (each agent is a descriptor on
+/// each side); returns the limit now in force, 0 when unknown.
+#[must_use]
+pub fn raise_fd_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0)
+}
+
+/// Connections a server may hold under `fd_limit` open files: all but 100 kept for its
+/// other files, at least one.
+#[must_use]
+pub fn max_connections(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(100)
+        .max(1)
+}
 
 /// A command that runs this executable, under `wrapper` when one is given (for example
 /// `heaptrack -o /tmp/server`, split at spaces; the memory figures then include the

@@ -114,7 +114,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     // Each agent is one descriptor on each side, plus one per running download.
-    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let fd_limit = child::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,7 +140,7 @@ async fn serve(args: Args, fd_limit: u64) {
         ServerCapabilities::OFFERS_PACKAGES | ServerCapabilities::ACCEPTS_PACKAGES_STATUS,
     );
     session.heartbeat_interval = None;
-    let mut config = OpampServerConfig::new("127.0.0.1:0".parse().unwrap())
+    let mut config = OpampServerConfig::new(child::LOOPBACK_ANY_PORT)
         .session(session)
         .downloads(DownloadConfig::new(&package_dir));
     if args.tls != TlsMode::None {
@@ -154,10 +154,7 @@ async fn serve(args: Args, fd_limit: u64) {
         }
         config = config.tls(tls);
     }
-    config.max_connections = usize::try_from(fd_limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(100)
-        .max(1);
+    config.max_connections = child::max_connections(fd_limit);
     let (server, mut notifications) = OpampServer::start(config).await.unwrap();
     let scheme = if args.tls == TlsMode::None {
         "http"

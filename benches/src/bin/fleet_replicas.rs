@@ -37,10 +37,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use opamp_benches::bench_db::{BenchDatabase, DatabaseStats};
+use opamp_benches::rollout_run::{self, Unfinished};
 use opamp_benches::sim_agent::{self, AgentPool, PACKAGE};
 use opamp_benches::{child, procfs};
-use opamp_fleet::admin::{AdminClient, RolloutRequest};
-use opamp_fleet::{BatchPlan, FleetServer, FleetServerConfig, RolloutStatus};
+use opamp_fleet::admin::AdminClient;
+use opamp_fleet::{FleetServer, FleetServerConfig, RolloutStatus};
 use tokio::sync::mpsc;
 
 const TOKEN: &str = "fleet-replicas-bench-token";
@@ -127,7 +128,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let fd_limit = child::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -149,11 +150,11 @@ fn main() {
 /// The server role: one replica, serving until the driver closes stdin.
 async fn serve(args: Args, fd_limit: u64) {
     let mut config = FleetServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
+        child::LOOPBACK_ANY_PORT,
         args.data_dir.expect("--data-dir"),
         TOKEN,
     );
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = child::LOOPBACK_ANY_PORT;
     config.packages_dir = args.packages_dir;
     config.store.postgres_url = Some(opamp_fleet::config::DatabaseUrl(
         args.store_url.expect("--store-url"),
@@ -162,10 +163,7 @@ async fn serve(args: Args, fd_limit: u64) {
     if let Some(max_downloads) = args.max_downloads {
         config.limits.max_concurrent_downloads = max_downloads;
     }
-    config.max_connections = usize::try_from(fd_limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(100)
-        .max(1);
+    config.max_connections = child::max_connections(fd_limit);
     let server = FleetServer::start(config).await.unwrap();
     println!("LISTENING {} {}", server.opamp_addr(), server.admin_addr());
     let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
@@ -542,12 +540,11 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
     let idled = database.stats();
     let messages_idled = messages_received(&replicas).await;
 
-    let mut request = RolloutRequest::new(PACKAGE, "2.0.0");
-    request.canary_share = Some(args.canary_share);
-    request.batches = Some(BatchPlan::Share(args.batch_share));
-    request.bake_time = Some(Duration::ZERO);
-    request.install_timeout = Some(Duration::from_secs(args.timeout_secs));
-    request.health_timeout = Some(Duration::from_secs(args.timeout_secs));
+    let request = rollout_run::rollout_request(
+        args.canary_share,
+        args.batch_share,
+        Duration::from_secs(args.timeout_secs),
+    );
     let cpu_before: Vec<Duration> = replicas.iter().map(Replica::cpu).collect();
     let agents_cpu = || -> Duration {
         agents
@@ -560,42 +557,27 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
     let rollout_started = Instant::now();
     let rollout = admin.create_rollout(&request).await.unwrap();
     let id = rollout.id.to_string();
-    let mut events = admin.rollout_events(&id).await.unwrap();
-    let status = loop {
-        match tokio::time::timeout_at(deadline, events.next()).await {
-            Ok(Some(Ok(update))) => {
-                if update.status.is_terminal() {
-                    break update.status;
-                }
-                if last_report.elapsed() >= Duration::from_secs(2) {
-                    last_report = Instant::now();
-                    println!(
-                        "{:.1?}: {:?} {:?}",
-                        rollout_started.elapsed(),
-                        update.status,
-                        update.progress
-                    );
-                }
-            }
-            Ok(Some(Err(error))) => {
-                println!("FAIL: event stream error {error}");
-                return 1;
-            }
-            Ok(None) => {
-                println!(
-                    "FAIL: event stream ended; {:?}; lease takes {:?}",
-                    admin.rollout(&id).await.map(|v| v.status),
-                    lease_takes(&replicas[(coordinator + 1) % replicas.len()].admin).await
-                );
-                return 1;
-            }
-            Err(_) => {
-                println!(
-                    "FAIL: timed out; {:?}",
-                    admin.rollout(&id).await.map(|v| v.status)
-                );
-                return 1;
-            }
+    let followed = rollout_run::follow_progress(
+        admin,
+        &id,
+        deadline,
+        rollout_started,
+        Duration::from_secs(2),
+        last_report,
+    );
+    let status = match followed.await {
+        Ok(status) => status,
+        Err(Unfinished::StreamEnded) => {
+            println!(
+                "FAIL: event stream ended; {:?}; lease takes {:?}",
+                admin.rollout(&id).await.map(|v| v.status),
+                lease_takes(&replicas[(coordinator + 1) % replicas.len()].admin).await
+            );
+            return 1;
+        }
+        Err(unfinished) => {
+            println!("FAIL: {unfinished}");
+            return 1;
         }
     };
     let elapsed = rollout_started.elapsed();

@@ -14,7 +14,7 @@
 
 use opamp_benches::bench_db::BenchDatabase;
 use opamp_benches::sim_agent::{self, AgentPool, PACKAGE};
-use opamp_benches::{child, dashboard_probe, procfs};
+use opamp_benches::{child, dashboard_probe, procfs, rollout_run};
 use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use opamp_fleet::admin::{AdminClient, RolloutRequest};
-use opamp_fleet::{BatchPlan, FleetServer, FleetServerConfig};
+use opamp_fleet::admin::AdminClient;
+use opamp_fleet::{FleetServer, FleetServerConfig};
 
 const TOKEN: &str = "fleet-rollout-bench-token";
 
@@ -94,7 +94,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let fd_limit = child::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,19 +111,16 @@ fn main() {
 
 async fn serve(args: Args, fd_limit: u64) {
     let mut config = FleetServerConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
+        child::LOOPBACK_ANY_PORT,
         args.data_dir.expect("--data-dir"),
         TOKEN,
     );
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = child::LOOPBACK_ANY_PORT;
     if args.store_sync == "normal" {
         config.store.synchronous = opamp_fleet::config::Durability::Normal;
     }
     config.store.postgres_url = args.store_url.map(opamp_fleet::config::DatabaseUrl);
-    config.max_connections = usize::try_from(fd_limit)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(100)
-        .max(1);
+    config.max_connections = child::max_connections(fd_limit);
     let server = FleetServer::start(config).await.unwrap();
     println!("LISTENING {} {}", server.opamp_addr(), server.admin_addr());
     // Serve until the driver closes stdin.
@@ -263,12 +260,11 @@ async fn drive(args: Args) -> i32 {
         None
     };
 
-    let mut request = RolloutRequest::new(PACKAGE, "2.0.0");
-    request.canary_share = Some(args.canary_share);
-    request.batches = Some(BatchPlan::Share(args.batch_share));
-    request.bake_time = Some(Duration::ZERO);
-    request.install_timeout = Some(Duration::from_secs(args.timeout_secs));
-    request.health_timeout = Some(Duration::from_secs(args.timeout_secs));
+    let request = rollout_run::rollout_request(
+        args.canary_share,
+        args.batch_share,
+        Duration::from_secs(args.timeout_secs),
+    );
     let cpu_before = procfs::cpu_time(pid).unwrap();
     let driver_cpu_before = procfs::cpu_time(std::process::id()).unwrap();
     let rollout_started = Instant::now();
@@ -282,38 +278,19 @@ async fn drive(args: Args) -> i32 {
     });
     let page_times = Arc::new(std::sync::Mutex::new(Vec::new()));
     let pages = PageProber::start(admin.clone(), page_times.clone());
-    let mut events = admin.rollout_events(&id).await.unwrap();
-    let status = loop {
-        match tokio::time::timeout_at(deadline, events.next()).await {
-            Ok(Some(Ok(update))) => {
-                if update.status.is_terminal() {
-                    break update.status;
-                }
-                if last_report.elapsed() >= Duration::from_secs(1) {
-                    last_report = Instant::now();
-                    println!(
-                        "{:.1?}: {:?} {:?}",
-                        rollout_started.elapsed(),
-                        update.status,
-                        update.progress
-                    );
-                }
-            }
-            Ok(Some(Err(error))) => {
-                println!("FAIL: event stream error {error}");
-                return 1;
-            }
-            Ok(None) => {
-                println!("FAIL: event stream ended");
-                return 1;
-            }
-            Err(_) => {
-                println!(
-                    "FAIL: timed out; {:?}",
-                    admin.rollout(&id).await.map(|v| v.status)
-                );
-                return 1;
-            }
+    let followed = rollout_run::follow_progress(
+        &admin,
+        &id,
+        deadline,
+        rollout_started,
+        Duration::from_secs(1),
+        last_report,
+    );
+    let status = match followed.await {
+        Ok(status) => status,
+        Err(unfinished) => {
+            println!("FAIL: {unfinished}");
+            return 1;
         }
     };
     let elapsed = rollout_started.elapsed();
