@@ -152,13 +152,16 @@ pub fn description(index: usize) -> v1::AgentDescription {
     }
 }
 
-fn package_status(
+/// Package `name` installed at `version` with `hash`, as offered in `offered` (if any).
+#[must_use]
+pub fn package_status(
+    name: &str,
     version: &str,
     hash: &[u8],
     offered: Option<&v1::PackageAvailable>,
 ) -> v1::PackageStatus {
     v1::PackageStatus {
-        name: PACKAGE.into(),
+        name: name.into(),
         agent_has_version: version.into(),
         agent_has_hash: hash.to_vec(),
         server_offered_version: offered.map(|p| p.version.clone()).unwrap_or_default(),
@@ -168,9 +171,18 @@ fn package_status(
     }
 }
 
-fn statuses(all_hash: &[u8], status: v1::PackageStatus) -> v1::PackageStatuses {
+/// The package-status report of `packages` (keyed by their names) for the offer whose
+/// all-packages hash is `all_hash`.
+#[must_use]
+pub fn statuses(
+    all_hash: &[u8],
+    packages: impl IntoIterator<Item = v1::PackageStatus>,
+) -> v1::PackageStatuses {
     v1::PackageStatuses {
-        packages: [(PACKAGE.to_owned(), status)].into_iter().collect(),
+        packages: packages
+            .into_iter()
+            .map(|status| (status.name.clone(), status))
+            .collect(),
         server_provided_all_packages_hash: all_hash.to_vec(),
         error_message: String::new(),
     }
@@ -189,7 +201,7 @@ pub async fn run_agent(
 ) {
     let mut version = "1.0.0".to_owned();
     let mut has_hash = b"preinstalled".to_vec();
-    let initial = statuses(&[], package_status(&version, &has_hash, None));
+    let initial = statuses(&[], [package_status(PACKAGE, &version, &has_hash, None)]);
     if handle
         .update(move |s| {
             s.set_health(v1::ComponentHealth {
@@ -238,7 +250,7 @@ pub async fn run_agent(
         }
         let report = statuses(
             &offer.all_packages_hash,
-            package_status(&version, &has_hash, Some(&package)),
+            [package_status(PACKAGE, &version, &has_hash, Some(&package))],
         );
         if handle
             .update(move |s| {

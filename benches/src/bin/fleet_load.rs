@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
 use opamp_benches::tls_fixture::TlsFiles;
-use opamp_benches::{child, procfs};
+use opamp_benches::{child, procfs, sim_agent};
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -504,10 +504,7 @@ async fn install(
     downloader: &Downloader,
     download_gate: &Semaphore,
 ) -> Option<v1::PackageStatuses> {
-    let mut statuses = v1::PackageStatuses {
-        server_provided_all_packages_hash: offer.all_packages_hash.clone(),
-        ..Default::default()
-    };
+    let mut installed = Vec::with_capacity(offer.packages.len());
     for (name, package) in &offer.packages {
         let file = package.file.as_ref()?;
         let request = DownloadRequest::from_downloadable_file(name.clone(), file);
@@ -520,20 +517,14 @@ async fn install(
             return None;
         }
         let _ = downloader.discard(name); // "installed": the file is not needed any more
-        statuses.packages.insert(
-            name.clone(),
-            v1::PackageStatus {
-                name: name.clone(),
-                agent_has_version: package.version.clone(),
-                agent_has_hash: package.hash.clone(),
-                server_offered_version: package.version.clone(),
-                server_offered_hash: package.hash.clone(),
-                status: v1::PackageStatusEnum::Installed.into(),
-                ..Default::default()
-            },
-        );
+        installed.push(sim_agent::package_status(
+            name,
+            &package.version,
+            &package.hash,
+            Some(package),
+        ));
     }
-    Some(statuses)
+    Some(sim_agent::statuses(&offer.all_packages_hash, installed))
 }
 
 fn description(index: usize) -> v1::AgentDescription {
