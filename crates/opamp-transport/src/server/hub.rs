@@ -41,6 +41,11 @@ pub enum ServerNotification {
     },
     /// A message that changed nothing (a heartbeat or idle poll) arrived: the agent is
     /// alive.
+    ///
+    /// Heartbeats are gathered and delivered together by the server's timer task, up to
+    /// [`HEARTBEAT_BATCH_PERIOD`] after they arrived, so that a large idle fleet wakes the
+    /// receiver a few times a second rather than once per heartbeat. A batched heartbeat is
+    /// delivered before its agent's `Disconnected`.
     Heartbeat {
         /// The agent.
         uid: InstanceUid,
@@ -83,7 +88,12 @@ struct State {
     /// Where each agent last connected from.
     seen_on: HashMap<InstanceUid, ConnectionInfo>,
     next_connection: u64,
+    /// Heartbeats not delivered yet (see [`ServerNotification::Heartbeat`]).
+    heartbeats: Vec<InstanceUid>,
 }
+
+/// The longest a heartbeat waits before it is delivered with the others.
+pub const HEARTBEAT_BATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 struct Inner {
     state: Mutex<State>,
@@ -128,6 +138,7 @@ impl AgentSessions {
                     queue_per_agent: queue_per_agent.max(1),
                     seen_on: HashMap::new(),
                     next_connection: 1,
+                    heartbeats: Vec::new(),
                 }),
                 notify,
             }),
@@ -334,12 +345,20 @@ impl AgentSessions {
     }
 
     /// Disconnects idle agents and forgets long-gone ones whose time came.
+    /// Also delivers the batched heartbeats; the caller runs it at least every
+    /// [`HEARTBEAT_BATCH_PERIOD`].
     pub(crate) async fn handle_timeout(&self) {
         let mut pending = Vec::new();
         {
             let mut state = self.lock();
             state.endpoint.handle_timeout(Instant::now());
             state.pump(&mut pending);
+            let beats = std::mem::take(&mut state.heartbeats);
+            pending.extend(
+                beats
+                    .into_iter()
+                    .map(|uid| ServerNotification::Heartbeat { uid }),
+            );
         }
         self.notify(pending).await;
     }
@@ -448,9 +467,8 @@ impl State {
                 EndpointEvent::Agent { uid, event, .. } => {
                     pending.push(ServerNotification::Event { uid, event });
                 }
-                EndpointEvent::Heartbeat { uid, .. } => {
-                    pending.push(ServerNotification::Heartbeat { uid });
-                }
+                // Batched: one wake of the receiver per batch, not per heartbeat.
+                EndpointEvent::Heartbeat { uid, .. } => self.heartbeats.push(uid),
                 EndpointEvent::UidReassigned { from, to, .. } => {
                     if let Some(info) = self.seen_on.remove(&from) {
                         self.seen_on.insert(to, info);
@@ -458,6 +476,13 @@ impl State {
                     pending.push(ServerNotification::UidReassigned { from, to });
                 }
                 EndpointEvent::Disconnected { uid, .. } => {
+                    self.heartbeats.retain(|beat| {
+                        let of_this_agent = *beat == uid;
+                        if of_this_agent {
+                            pending.push(ServerNotification::Heartbeat { uid });
+                        }
+                        !of_this_agent
+                    });
                     pending.push(ServerNotification::Disconnected { uid });
                 }
                 EndpointEvent::Forgotten { uid, .. } => {
@@ -554,5 +579,69 @@ mod tests {
             None,
             "closed: the hub dropped its end"
         );
+    }
+
+    fn beat(uid: InstanceUid, sequence_num: u64) -> AgentToServer {
+        AgentToServer {
+            sequence_num,
+            ..hello(uid)
+        }
+    }
+
+    fn heartbeats_in(pending: &[ServerNotification]) -> usize {
+        pending
+            .iter()
+            .filter(|n| matches!(n, ServerNotification::Heartbeat { .. }))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn heartbeats_wait_for_the_timer_and_arrive_together() {
+        let (notify, mut receiver) = mpsc::channel(64);
+        let sessions = AgentSessions::new(EndpointConfig::default(), 4, notify);
+        let uids = [InstanceUid::new_v7(), InstanceUid::new_v7()];
+        let mut connections = Vec::new();
+        for uid in uids {
+            let (id, outbound) = sessions.open_websocket(local(), None);
+            let _ = sessions.websocket_message(id, hello(uid));
+            connections.push((id, outbound));
+        }
+        for ((id, _), uid) in connections.iter().zip(uids) {
+            let pending = sessions.websocket_message(*id, beat(uid, 1));
+            assert_eq!(heartbeats_in(&pending), 0, "held back: {pending:?}");
+        }
+        while receiver.try_recv().is_ok() {} // the hellos' notifications
+        sessions.handle_timeout().await;
+        let mut delivered = Vec::new();
+        while let Ok(notification) = receiver.try_recv() {
+            delivered.push(notification);
+        }
+        assert_eq!(heartbeats_in(&delivered), 2, "{delivered:?}");
+        sessions.handle_timeout().await;
+        assert!(
+            receiver.try_recv().is_err(),
+            "each heartbeat is delivered once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batched_heartbeat_goes_ahead_of_its_agents_disconnection() {
+        let (notify, mut receiver) = mpsc::channel(64);
+        let sessions = AgentSessions::new(EndpointConfig::default(), 4, notify);
+        let uid = InstanceUid::new_v7();
+        let (id, _outbound) = sessions.open_websocket(local(), None);
+        let _ = sessions.websocket_message(id, hello(uid));
+        let _ = sessions.websocket_message(id, beat(uid, 1));
+        while receiver.try_recv().is_ok() {}
+        sessions.websocket_closed(id).await;
+        let first = receiver.try_recv().expect("a notification");
+        assert!(
+            matches!(first, ServerNotification::Heartbeat { uid: u } if u == uid),
+            "{first:?}"
+        );
+        let second = receiver.try_recv().expect("a notification");
+        assert!(matches!(second, ServerNotification::Disconnected { uid: u } if u == uid));
+        sessions.handle_timeout().await;
+        assert!(receiver.try_recv().is_err(), "nothing left in the batch");
     }
 }

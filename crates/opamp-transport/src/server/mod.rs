@@ -32,7 +32,7 @@ pub use authorize::{AGENT_CREDENTIAL_HEADER, AgentClaim, AgentVerdict};
 pub use download::{DownloadAuthorizer, DownloadConfig};
 pub use http_listener::{HttpServeLimits, serve_router};
 pub use http_poll::{BodyRefusal, decode_agent_body};
-pub use hub::{AgentSessions, ServerNotification};
+pub use hub::{AgentSessions, HEARTBEAT_BATCH_PERIOD, ServerNotification};
 pub use identity::ClientIdentity;
 pub use listener::ConnectionInfo;
 pub use stats::{RefusalReason, TransportCounters, TransportStats, TransportStatsSnapshot};
@@ -391,7 +391,8 @@ async fn opamp_endpoint(
 /// Calls the endpoint's `handle_timeout` when its next deadline passes. Re-checks at
 /// least every quarter second, so deadlines set meanwhile are never late by more.
 async fn drive_timeouts(sessions: AgentSessions, shutdown: CancellationToken) {
-    const RECHECK: Duration = Duration::from_millis(250);
+    // Also the heartbeat batch's delivery period.
+    const RECHECK: Duration = hub::HEARTBEAT_BATCH_PERIOD;
     loop {
         let now = Instant::now();
         let wake = sessions
