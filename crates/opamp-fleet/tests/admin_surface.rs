@@ -49,6 +49,47 @@ async fn health_probes_answer_without_a_token() {
     server.shutdown().await;
 }
 
+/// GET `path` on `addr` with a blocking socket (no runtime), answering the status line.
+fn blocking_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// The admin API has a thread of its own: with every worker of the runtime that serves agents
+/// stalled, an operator is still answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_admin_api_answers_while_the_agents_runtime_is_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let (stalled, wait_stalled) = std::sync::mpsc::channel();
+    let stall = tokio::spawn(async move {
+        stalled.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(3)); // holds the only worker
+    });
+    wait_stalled.recv().unwrap();
+    let asked = std::time::Instant::now();
+    let status = blocking_get(server.admin_addr(), "/healthz");
+    let took = asked.elapsed();
+    assert!(status.contains(" 200 "), "{status:?}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "answered after {took:?}"
+    );
+    stall.await.unwrap();
+    server.shutdown().await;
+}
+
 /// Every operation of the OpenAPI document is a route that exists with that method: the
 /// answer is never the router's own 404 (no route) or 405 (no such method).
 #[tokio::test]
