@@ -10,10 +10,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{SupervisorProcess, Workdir, launcher, operator, start_server};
+use common::{SupervisorProcess, Workdir, launcher, operator, spawn_supervisor, start_server};
 
 const HOSTS: usize = 3;
 
@@ -43,17 +42,7 @@ fn start_host(
         work.path("base.yaml").display(),
         work.path("keys/release.pub").display(),
     );
-    let config = format!("supervisor-{index}.yaml");
-    work.write(&config, yaml.as_bytes());
-    let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
-        .args(["supervisor", "--config", &config])
-        .current_dir(work.root())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    SupervisorProcess(child)
+    spawn_supervisor(work, index, &yaml)
 }
 
 /// Polls `check` every 200 ms for at most a minute.

@@ -225,6 +225,11 @@ pub fn start_supervisor(
         work.path(&format!("storage-{index}")).display(),
         work.path("keys/release.pub").display(),
     );
+    spawn_supervisor(work, index, &yaml)
+}
+
+/// Writes `yaml` as supervisor `index`'s config and starts `opamp supervisor` on it.
+pub fn spawn_supervisor(work: &Workdir, index: usize, yaml: &str) -> SupervisorProcess {
     let config = format!("supervisor-{index}.yaml");
     work.write(&config, yaml.as_bytes());
     let child = Command::new(env!("CARGO_BIN_EXE_opamp"))
