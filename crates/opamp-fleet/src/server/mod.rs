@@ -230,25 +230,9 @@ fn spawn_driver(
     requests: mpsc::Receiver<driver::Request>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, FleetError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| FleetError::Io {
-            context: "building the rollout driver's runtime".into(),
-            source,
-        })?;
-    let thread = std::thread::Builder::new()
-        .name("opamp-fleet-driver".into())
-        .spawn(move || runtime.block_on(driver.run(notifications, relayed, requests, shutdown)))
-        .map_err(|source| FleetError::Io {
-            context: "starting the rollout driver thread".into(),
-            source,
-        })?;
-    Ok(tokio::task::spawn_blocking(move || {
-        if thread.join().is_err() {
-            tracing::error!("the rollout driver panicked");
-        }
-    }))
+    spawn_on_own_thread("opamp-fleet-driver", "rollout driver", move || {
+        driver.run(notifications, relayed, requests, shutdown)
+    })
 }
 
 /// Serves the admin API on its own thread with a single-threaded runtime, so operators are
@@ -261,38 +245,54 @@ fn spawn_admin(
     limits: opamp_transport::server::HttpServeLimits,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, FleetError> {
-    let io_error = |context: &str| {
-        let context = context.to_owned();
-        move |source| FleetError::Io { context, source }
-    };
     // A tokio listener belongs to the runtime that made it: hand its socket over.
-    let listener = listener
-        .into_std()
-        .map_err(io_error("handing the admin listener to its thread"))?;
+    let listener = listener.into_std().map_err(|source| FleetError::Io {
+        context: "handing the admin listener to its thread".into(),
+        source,
+    })?;
+    spawn_on_own_thread("opamp-fleet-admin", "admin API", move || async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => {
+                opamp_transport::server::serve_router(listener, app, limits, shutdown).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "the admin API cannot listen; stopping the server");
+                shutdown.cancel();
+            }
+        }
+    })
+}
+
+/// Runs the future `task` makes on a new thread named `thread_name`, with a single-threaded
+/// runtime of its own; the handle finishes when the thread does. The future is made on that
+/// thread, so it need not be `Send`.
+fn spawn_on_own_thread<Task, Run>(
+    thread_name: &str,
+    what: &str,
+    task: Task,
+) -> Result<JoinHandle<()>, FleetError>
+where
+    Task: FnOnce() -> Run + Send + 'static,
+    Run: std::future::Future<Output = ()>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(io_error("building the admin API's runtime"))?;
+        .map_err(|source| FleetError::Io {
+            context: format!("building the {what}'s runtime"),
+            source,
+        })?;
     let thread = std::thread::Builder::new()
-        .name("opamp-fleet-admin".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        opamp_transport::server::serve_router(listener, app, limits, shutdown)
-                            .await;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "the admin API cannot listen; stopping the server");
-                        shutdown.cancel();
-                    }
-                }
-            });
-        })
-        .map_err(io_error("starting the admin API thread"))?;
+        .name(thread_name.into())
+        .spawn(move || runtime.block_on(task()))
+        .map_err(|source| FleetError::Io {
+            context: format!("starting the {what} thread"),
+            source,
+        })?;
+    let what = what.to_owned();
     Ok(tokio::task::spawn_blocking(move || {
         if thread.join().is_err() {
-            tracing::error!("the admin API thread panicked");
+            tracing::error!("the {what} panicked");
         }
     }))
 }
