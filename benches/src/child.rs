@@ -60,11 +60,17 @@ pub fn read_until_prefixed(reader: &mut impl BufRead, prefix: &str) -> String {
     }
 }
 
-/// The CPU time the server `pid` spends over two heartbeat intervals (at least two seconds)
-/// while its agents idle, and that window.
-pub async fn idle_cpu(pid: u32, heartbeat_secs: u64) -> (std::time::Duration, std::time::Duration) {
+/// The CPU time the server `pid` spends while its agents idle, and the window: whole
+/// heartbeat intervals, at least two and at least `min_secs` seconds.
+pub async fn idle_cpu(
+    pid: u32,
+    heartbeat_secs: u64,
+    min_secs: u64,
+) -> (std::time::Duration, std::time::Duration) {
     let before = crate::procfs::cpu_time(pid).unwrap();
-    let window = std::time::Duration::from_secs(heartbeat_secs.max(1) * 2);
+    let interval = heartbeat_secs.max(1);
+    let intervals = min_secs.div_ceil(interval).max(2);
+    let window = std::time::Duration::from_secs(interval * intervals);
     tokio::time::sleep(window).await;
     let cpu = crate::procfs::cpu_time(pid).unwrap().saturating_sub(before);
     (cpu, window)

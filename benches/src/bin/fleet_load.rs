@@ -93,6 +93,10 @@ struct Args {
     /// Stop after the idle measurement: no offer, no downloads.
     #[arg(long)]
     idle_only: bool,
+    /// Read the idle CPU over at least this many seconds (whole heartbeat intervals, at least
+    /// two); 12 s windows scatter by about two points of a core from run to run.
+    #[arg(long, default_value_t = 0)]
+    idle_cpu_secs: u64,
     /// Fail (exit 1) when the idle server holds more than this many KiB per agent: the
     /// regression guard of `benches/scripts/quick.sh`.
     #[arg(long)]
@@ -380,7 +384,8 @@ async fn drive(args: Args, fd_limit: u64) -> i32 {
         return 1;
     }
     if args.idle_only {
-        let (idle_cpu, window) = child::idle_cpu(server.pid(), args.heartbeat_secs).await;
+        let (idle_cpu, window) =
+            child::idle_cpu(server.pid(), args.heartbeat_secs, args.idle_cpu_secs).await;
         println!(
             "agents: {} over {:?}, heartbeat {} s",
             args.agents, args.tls, args.heartbeat_secs

@@ -81,6 +81,10 @@ struct Args {
     /// Stop after the idle measurement: no rollout.
     #[arg(long)]
     idle_only: bool,
+    /// Read the idle CPU over at least this many seconds (whole heartbeat intervals, at least
+    /// two); 12 s windows scatter by about two points of a core from run to run.
+    #[arg(long, default_value_t = 0)]
+    idle_cpu_secs: u64,
     /// Run the server under this command (for example `heaptrack -o /tmp/server`), split
     /// at spaces. The memory figures then include the wrapper's own.
     #[arg(long)]
@@ -239,7 +243,7 @@ async fn drive(args: Args) -> i32 {
     let rss_connected = procfs::memory_kib(pid, "VmRSS:").unwrap();
     let registered_stats = database.as_ref().map(BenchDatabase::stats);
     if args.idle_only {
-        let (cpu, window) = child::idle_cpu(pid, args.heartbeat_secs).await;
+        let (cpu, window) = child::idle_cpu(pid, args.heartbeat_secs, args.idle_cpu_secs).await;
         println!(
             "server RSS: idle {rss_idle} KiB, {rss_connected} KiB after {} s connected ({:.1} KiB per agent)",
             args.idle_secs,

@@ -29,6 +29,7 @@ on_every_backend!(
     agent_registry_round_trips_and_updates_in_place,
     agent_details_round_trip_apart_from_the_registry,
     agent_batches_are_written_together_and_update_in_place,
+    touching_agents_moves_last_seen_alone_and_adds_no_rows,
     agent_pages_walk_the_registry_once_in_uid_order,
     forgotten_agents_are_deleted_and_stay_deleted_after_reopening,
     package_catalog_refuses_changed_bytes_for_a_version,
@@ -127,6 +128,41 @@ fn agent_batches_are_written_together_and_update_in_place(db: &TestDb) {
     stored.sort_by_key(|agent| agent.uid);
     agents.sort_by_key(|agent| agent.uid);
     assert_eq!(stored, agents);
+}
+
+/// Heartbeat-only changes write `last_seen` and nothing else, and never make a row.
+fn touching_agents_moves_last_seen_alone_and_adds_no_rows(db: &TestDb) {
+    let mut store = db.open();
+    let mut agents: Vec<AgentRecord> = (0..3)
+        .map(|i| AgentRecord::new(uid(i), Labels::new(), 1, at(1)))
+        .collect();
+    store
+        .upsert_agents(&agents.iter().collect::<Vec<_>>())
+        .unwrap();
+    // In memory the rows changed more than last_seen; a touch must not write the rest.
+    let written = agents.clone();
+    for agent in &mut agents {
+        agent.healthy = false;
+        agent.last_seen = at(6);
+    }
+    let unknown = AgentRecord::new(uid(9), Labels::new(), 1, at(6));
+    store
+        .touch_agents(&[&agents[0], &agents[2], &unknown])
+        .unwrap();
+    store.touch_agents(&[]).unwrap();
+    drop(store);
+
+    let store = db.open();
+    let mut stored = store.agents().unwrap();
+    stored.sort_by_key(|agent| agent.uid);
+    let mut expected = written;
+    expected.sort_by_key(|agent| agent.uid);
+    for agent in &mut expected {
+        if agent.uid == uid(0) || agent.uid == uid(2) {
+            agent.last_seen = at(6);
+        }
+    }
+    assert_eq!(stored, expected);
 }
 
 fn agent_pages_walk_the_registry_once_in_uid_order(db: &TestDb) {

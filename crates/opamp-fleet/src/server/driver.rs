@@ -194,6 +194,19 @@ impl Driver {
                 }
             }
         }
+        // Heartbeat-only rows first: taking them leaves rows also changed otherwise to the
+        // whole-row write below.
+        let seen = self.fleet.take_seen_agents();
+        if !seen.is_empty() {
+            let records: Vec<&AgentRecord> = seen
+                .iter()
+                .filter_map(|uid| self.fleet.agent(uid))
+                .collect();
+            if let Err(error) = lock(&self.store).touch_agents(&records) {
+                tracing::error!(%error, agents = records.len(), "saving when agents were last seen failed; kept for the next write");
+                self.fleet.mark_changed(seen);
+            }
+        }
         let changed = self.fleet.take_changed_agents();
         if changed.is_empty() {
             return;

@@ -321,6 +321,18 @@ pub trait FleetStore: RolloutStore<Error = StoreError> + std::fmt::Debug {
         agents.iter().try_for_each(|agent| self.upsert_agent(agent))
     }
 
+    /// Writes only the `last_seen` column of registry rows whose other columns are as last
+    /// written: agents that sent nothing but heartbeats. At a large fleet's heartbeat rate
+    /// these are most writes, and rewriting whole rows (labels, versions) made them most of
+    /// an idle server's work. A row the store does not have may be left absent. The default
+    /// writes the whole rows; backends should update the one column in one transaction.
+    ///
+    /// # Errors
+    /// Database errors; a backend that batches writes none of the rows then.
+    fn touch_agents(&mut self, agents: &[&AgentRecord]) -> Result<(), StoreError> {
+        self.upsert_agents(agents)
+    }
+
     /// Removes the registry rows of `uids` (agents the server forgets); returns how many
     /// existed. Rollout history and the audit log keep naming them.
     ///

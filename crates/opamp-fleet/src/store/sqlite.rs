@@ -530,6 +530,26 @@ impl FleetStore for SqliteStore {
             .map_err(db("committing an agent batch"))
     }
 
+    fn touch_agents(&mut self, agents: &[&AgentRecord]) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db("starting a last-seen batch"))?;
+        {
+            let mut statement = transaction
+                .prepare_cached("UPDATE agents SET last_seen = ?2 WHERE uid = ?1")
+                .map_err(db("writing when agents were last seen"))?;
+            for agent in agents {
+                statement
+                    .execute(params![agent.uid.to_string(), millis(agent.last_seen)])
+                    .map_err(db("writing when agents were last seen"))?;
+            }
+        }
+        transaction
+            .commit()
+            .map_err(db("committing a last-seen batch"))
+    }
+
     fn delete_agents(&mut self, uids: &[InstanceUid]) -> Result<usize, StoreError> {
         let transaction = self
             .connection

@@ -672,7 +672,8 @@ impl Sim {
                 _ => {}
             }
         }
-        for uid in self.fleet.take_changed_agents() {
+        let seen = self.fleet.take_seen_agents();
+        for uid in seen.into_iter().chain(self.fleet.take_changed_agents()) {
             if let Some(record) = self.fleet.agent(&uid) {
                 self.registry.insert(uid, record.clone());
             }

@@ -82,6 +82,32 @@ impl PostgresStore {
         })
     }
 
+    /// Updates `last_seen` alone of existing registry rows, in one statement (uid order,
+    /// like [`PostgresStore::write_agents`]).
+    pub(super) fn write_last_seen(&self, agents: &[&AgentRecord]) -> Result<(), StoreError> {
+        let latest: BTreeMap<String, i64> = agents
+            .iter()
+            .map(|agent| (agent.uid.to_string(), millis(agent.last_seen)))
+            .collect();
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let (uids, seen): (Vec<String>, Vec<i64>) = latest.into_iter().unzip();
+        let fence = self.fence;
+        self.worker.call(move |client| {
+            let mut tx = begin_write(client, fence)?;
+            tx.execute(
+                "UPDATE agents SET last_seen = seen.last_seen
+                     FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS seen (uid, last_seen)
+                     WHERE agents.uid = seen.uid",
+                &[&uids, &seen],
+            )
+            .map_err(pg("writing when agents were last seen"))?;
+            tx.commit()
+                .map_err(pg("committing when agents were last seen"))
+        })
+    }
+
     /// Removes the registry rows and details of `uids` in one transaction; the count of
     /// registry rows that existed. Enrollment credentials stay, so that an agent can return.
     pub(super) fn remove_agents(&self, uids: &[InstanceUid]) -> Result<usize, StoreError> {

@@ -236,6 +236,10 @@ impl FleetStore for PostgresStore {
         self.write_agents(agents)
     }
 
+    fn touch_agents(&mut self, agents: &[&AgentRecord]) -> Result<(), StoreError> {
+        self.write_last_seen(agents)
+    }
+
     fn delete_agents(&mut self, uids: &[InstanceUid]) -> Result<usize, StoreError> {
         self.remove_agents(uids)
     }
