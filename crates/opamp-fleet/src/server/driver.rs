@@ -29,7 +29,7 @@ use crate::admin::types::RolloutUpdate;
 use crate::catalog::{Catalog, SharedStore, lock};
 use crate::config_catalog::ConfigCatalog;
 use crate::metrics::FleetMetrics;
-use crate::store::AgentRecord;
+use crate::store::{AgentRecord, FleetStore, StoreError};
 use crate::time::Timestamp;
 
 /// What another replica relayed about an agent it serves (PostgreSQL store only).
@@ -197,27 +197,33 @@ impl Driver {
         // Heartbeat-only rows first: taking them leaves rows also changed otherwise to the
         // whole-row write below.
         let seen = self.fleet.take_seen_agents();
-        if !seen.is_empty() {
-            let records: Vec<&AgentRecord> = seen
-                .iter()
-                .filter_map(|uid| self.fleet.agent(uid))
-                .collect();
-            if let Err(error) = lock(&self.store).touch_agents(&records) {
-                tracing::error!(%error, agents = records.len(), "saving when agents were last seen failed; kept for the next write");
-                self.fleet.mark_changed(seen);
-            }
-        }
+        self.write_rows(seen, "when agents were last seen", |store, rows| {
+            store.touch_agents(rows)
+        });
         let changed = self.fleet.take_changed_agents();
-        if changed.is_empty() {
+        self.write_rows(changed, "agent registry rows", |store, rows| {
+            store.upsert_agents(rows)
+        });
+    }
+
+    /// Writes the registry rows of `uids` with `write`; when it fails they are marked changed,
+    /// so that the next flush writes them whole.
+    fn write_rows(
+        &mut self,
+        uids: Vec<InstanceUid>,
+        what: &str,
+        write: impl FnOnce(&mut (dyn FleetStore + Send), &[&AgentRecord]) -> Result<(), StoreError>,
+    ) {
+        if uids.is_empty() {
             return;
         }
-        let records: Vec<&AgentRecord> = changed
+        let records: Vec<&AgentRecord> = uids
             .iter()
             .filter_map(|uid| self.fleet.agent(uid))
             .collect();
-        if let Err(error) = lock(&self.store).upsert_agents(&records) {
-            tracing::error!(%error, agents = records.len(), "saving agent registry rows failed; kept for the next write");
-            self.fleet.mark_changed(changed);
+        if let Err(error) = write(&mut *lock(&self.store), &records) {
+            tracing::error!(%error, agents = records.len(), "saving {what} failed; kept for the next write");
+            self.fleet.mark_changed(uids);
         }
     }
 
