@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quick regression subset: every criterion bench with short warm-up and measurement, the
-# interleaved codec overhead check, idle memory per agent, and two 1,000-agent fleet runs
-# (transport only, and the fleet server's rollout). Criterion compares each bench with the
+# interleaved codec overhead check, idle memory per agent, and three small fleet runs
+# (transport only, the fleet server's rollout, and the same with agents multiplexed). Criterion compares each bench with the
 # previous run on this machine and prints "Performance has regressed" when it got slower.
 #
 # Fails (exit 1) when:
@@ -41,6 +41,8 @@ if [[ "${1:-}" != "--no-load" ]]; then
     "$target/release/fleet_load" --agents 1000 --timeout-secs 120 | grep -v '^server: PROGRESS'
     echo "== fleet server rollout, 1,000 agents"
     "$target/release/fleet_rollout" --agents 1000 --timeout-secs 120 | grep -v 'Progress {'
+    echo "== fleet server rollout, 1,200 agents multiplexed 6 to a WebSocket (the 100,000-agent tool)"
+    "$target/release/fleet_rollout" --agents 1200 --agents-per-socket 6 --timeout-secs 120 | grep -v 'Progress {'
 fi
 
 echo "== summary"

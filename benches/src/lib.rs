@@ -8,6 +8,7 @@ pub mod child;
 pub mod cpu_time;
 pub mod dashboard_probe;
 pub mod messages;
+pub mod mux_agent;
 pub mod procfs;
 pub mod rollout_run;
 pub mod sim_agent;

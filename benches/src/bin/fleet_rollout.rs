@@ -7,12 +7,18 @@
 //! with the supervisor's `Downloader` (streamed to disk, SHA-256 checked, fsynced) and report
 //! `Installed`.
 //!
+//! With `--agents-per-socket N` the agents (`opamp_benches::mux_agent`) share WebSockets, N to
+//! a socket, as OpAMP's multiplexing allows, and check downloads in memory: how 100,000 agents
+//! fit in the open files one process may hold here.
+//!
 //! ```text
 //! cargo run --release -p opamp-benches --bin fleet_rollout -- --agents 10000
+//! cargo run --release -p opamp-benches --bin fleet_rollout -- --agents 100000 --agents-per-socket 6
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: failing loudly is right.
 
 use opamp_benches::bench_db::BenchDatabase;
+use opamp_benches::mux_agent::MuxPool;
 use opamp_benches::sim_agent::{self, AgentPool, PACKAGE};
 use opamp_benches::{child, dashboard_probe, procfs, rollout_run};
 use std::io::BufReader;
@@ -54,6 +60,11 @@ struct Args {
     /// Share of the fleet per batch after the canary.
     #[arg(long, default_value_t = 0.25)]
     batch_share: f64,
+    /// Agents sharing each WebSocket (OpAMP multiplexing; routed by `instance_uid`). Above 1
+    /// the agents are `mux_agent`'s, which check downloads in memory: how one process here
+    /// (20,000 open files at most) holds 100,000 agents.
+    #[arg(long, default_value_t = 1)]
+    agents_per_socket: usize,
     /// Downloads running at the same time across all agents.
     #[arg(long, default_value_t = 256)]
     download_concurrency: usize,
@@ -194,13 +205,21 @@ async fn drive(args: Args) -> i32 {
     let rss_idle = procfs::memory_kib(pid, "VmRSS:").unwrap();
 
     let started = Instant::now();
-    let pool = AgentPool::new(
-        work.path().join("agents"),
-        Duration::from_secs(args.heartbeat_secs),
-        args.download_concurrency,
-    );
+    let heartbeat = Duration::from_secs(args.heartbeat_secs);
     let endpoint = format!("ws://{}/v1/opamp", server.opamp);
-    let mut connected = pool.start_all(0..args.agents, |_| endpoint.clone()).await;
+    let mut connected = if args.agents_per_socket > 1 {
+        MuxPool::new(heartbeat, args.agents_per_socket, args.download_concurrency)
+            .start_all(0..args.agents, &endpoint)
+            .await
+    } else {
+        AgentPool::new(
+            work.path().join("agents"),
+            heartbeat,
+            args.download_concurrency,
+        )
+        .start_all(0..args.agents, |_| endpoint.clone())
+        .await
+    };
     if !sim_agent::wait_connected(&mut connected, args.agents, deadline).await {
         println!("FAIL: not all agents connected");
         return 1;
@@ -213,11 +232,7 @@ async fn drive(args: Args) -> i32 {
     // Wait until the server's registry shows every agent at 1.0.0 (reports are coalesced).
     let mut last_report = Instant::now();
     loop {
-        let agents = admin.agents().await.unwrap();
-        let ready = agents
-            .iter()
-            .filter(|a| a.connected && a.package_versions.get(PACKAGE) == Some("1.0.0"))
-            .count();
+        let ready = registered_at_first_version(&admin).await;
         if ready == args.agents {
             break;
         }
@@ -381,6 +396,21 @@ async fn drive(args: Args) -> i32 {
         );
     }
     i32::from(status != opamp_fleet::RolloutStatus::Completed)
+}
+
+/// Agents connected and registered at 1.0.0, from the server's Prometheus metrics (a fraction
+/// of the cost of listing every agent, which at 100,000 agents would load the server more
+/// than the agents do): the smaller of `opamp_agents_connected` and the agents at 1.0.0.
+async fn registered_at_first_version(admin: &AdminClient) -> usize {
+    let text = admin.metrics().await.unwrap();
+    let gauge = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
+    };
+    let at_first = format!("opamp_agents_by_version{{package=\"{PACKAGE}\",version=\"1.0.0\"}} ");
+    gauge("opamp_agents_connected ").min(gauge(&at_first))
 }
 
 /// Agents per page the prober asks for.
