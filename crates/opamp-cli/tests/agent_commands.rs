@@ -169,9 +169,9 @@ fn agents_show_restart_and_the_offered_heartbeat_with_a_real_supervisor() {
     assert!(unknown.stderr.contains("404"), "{}", unknown.stderr);
 
     // The supervisor adopts the 1 s heartbeat the server offers instead of its own 60 s: with
-    // nothing else to report, LAST SEEN still moves every second or so.
+    // nothing else to report, LAST SEEN still moves, every second heartbeat (2 s).
     let mut seen = Vec::new();
-    wait_for("three heartbeats", Duration::from_secs(10), || {
+    wait_for("three moves of LAST SEEN", Duration::from_secs(20), || {
         let show = opamp(with(&["agents", "show", &uid, "--json"]));
         let view: serde_json::Value = serde_json::from_str(&show.stdout).ok()?;
         let last_seen = view["last_seen"].as_str()?.to_owned();

@@ -63,7 +63,9 @@ pub struct FleetServerConfig {
     /// Defaults to `http://<listen>` (or `https://` with TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
-    /// Heartbeat interval offered to agents (humantime text such as `30s`).
+    /// Heartbeat interval offered to agents (humantime text such as `30s`). Agents that
+    /// only heartbeat have their LAST SEEN written every second heartbeat (see
+    /// [`FleetServerConfig::last_seen_period`]).
     #[serde(default, with = "duration_text::option")]
     pub heartbeat_interval: Option<Duration>,
     /// Largest OpAMP message accepted, in bytes (64 MiB by default).
@@ -558,6 +560,20 @@ impl FleetServerConfig {
         }
     }
 
+    /// How often a connected agent that only sends heartbeats has its `last_seen` written:
+    /// every second heartbeat (`heartbeat_interval`, else the agents' default of 30 s), at
+    /// least a second apart. A connected agent is alive by construction (the transport drops
+    /// one that stays silent past its idle deadline), so its LAST SEEN lagging by up to two
+    /// intervals misleads no one, and an idle fleet writes half the rows it would at every
+    /// heartbeat (docs/benchmarks.md). Reports, connects and disconnects are written at once.
+    #[must_use]
+    pub fn last_seen_period(&self) -> Duration {
+        self.heartbeat_interval
+            .unwrap_or(opamp_session::DEFAULT_HEARTBEAT_INTERVAL)
+            .saturating_mul(2)
+            .max(Duration::from_secs(1))
+    }
+
     /// Checks settings that only make sense together.
     ///
     /// # Errors
@@ -676,6 +692,16 @@ pub(crate) mod duration_text {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_seen_is_written_every_second_heartbeat_at_least_a_second_apart() {
+        let mut config = FleetServerConfig::new("127.0.0.1:0".parse().unwrap(), "/tmp/f", "t");
+        assert_eq!(config.last_seen_period(), Duration::from_secs(60));
+        config.heartbeat_interval = Some(Duration::from_secs(10));
+        assert_eq!(config.last_seen_period(), Duration::from_secs(20));
+        config.heartbeat_interval = Some(Duration::from_millis(300));
+        assert_eq!(config.last_seen_period(), Duration::from_secs(1));
+    }
 
     #[test]
     fn a_full_file_parses_with_defaults_filled_in() {

@@ -641,12 +641,16 @@ async fn scale_rollout_timing() {
 #[tokio::test]
 async fn last_seen_moves_on_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    // The server offers a 1 s heartbeat (the protocol counts whole seconds) and LAST SEEN
+    // moves every second heartbeat. Without the offer it would assume the agents' default of
+    // 30 s and move every minute.
+    let mut config = config(dir.path(), "127.0.0.1:0".parse().unwrap());
+    config.heartbeat_interval = Some(Duration::from_secs(1));
+    let server = FleetServer::start(config).await.unwrap();
     let client = admin(&server);
     let agents = spawn_fleet(server.opamp_addr(), 1, &[]);
     wait_connected_at(&client, 1, "1.0.0").await;
     let first = client.agents().await.unwrap()[0].last_seen;
-    // The agent heartbeats every 300 ms; the row is written at most once a second.
     let later = fleet_support::poll("LAST SEEN to move on heartbeats", || async {
         let seen = client.agents().await.ok()?.first()?.last_seen;
         (seen.as_millis() >= first.as_millis() + 1500).then_some(seen)

@@ -79,7 +79,7 @@ impl Driver {
         link: AgentLink,
         metrics: Arc<FleetMetrics>,
         updates: broadcast::Sender<RolloutUpdate>,
-        forget_after: Duration,
+        settings: FleetSettings,
     ) -> Result<Self, FleetError> {
         let fleet = {
             let db = lock(&store);
@@ -97,7 +97,6 @@ impl Driver {
                     applied.push((agent.uid, hash));
                 }
             }
-            let settings = FleetSettings::default().forget_after(forget_after);
             Fleet::recover(&*db, agents, applied, settings, now())?
         };
         for rollout in fleet.rollouts() {

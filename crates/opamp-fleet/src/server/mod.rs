@@ -50,6 +50,7 @@ use crate::metrics::FleetMetrics;
 use crate::store::{FleetStore as _, SqliteStore};
 use driver::Driver;
 use offers::OfferSettings;
+use opamp_rollout::fleet::FleetSettings;
 
 /// Entry point: see [`FleetServer::start`].
 #[derive(Debug)]
@@ -131,7 +132,9 @@ impl FleetServer {
             offer_settings,
             metrics: metrics.clone(),
             updates: updates.clone(),
-            forget_after: config.limits.forget_agents_after,
+            settings: FleetSettings::default()
+                .forget_after(config.limits.forget_agents_after)
+                .last_seen_period(config.last_seen_period()),
         };
         let shutdown = CancellationToken::new();
         let lease_loss = Arc::new(leadership::LeaseLoss::default());
@@ -303,7 +306,7 @@ pub(crate) struct DriverParts {
     offer_settings: OfferSettings,
     metrics: Arc<FleetMetrics>,
     updates: broadcast::Sender<crate::admin::types::RolloutUpdate>,
-    forget_after: std::time::Duration,
+    settings: FleetSettings,
 }
 
 impl DriverParts {
@@ -316,7 +319,7 @@ impl DriverParts {
             link,
             self.metrics,
             self.updates,
-            self.forget_after,
+            self.settings,
         )
     }
 }
