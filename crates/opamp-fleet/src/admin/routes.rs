@@ -703,13 +703,12 @@ async fn rollout_events(
     let rollout = load_rollout(&state, id.clone()).await?;
     let first = RolloutUpdate::of(&rollout, Vec::new());
     let shutdown = state.shutdown.clone();
-    let store = state.store.clone();
     let stream = futures_util::stream::unfold(
         (Some(first), receiver, false),
         move |(first, mut receiver, done)| {
             let id = id.clone();
             let shutdown = shutdown.clone();
-            let store = store.clone();
+            let state = state.clone();
             async move {
                 if done {
                     return None;
@@ -729,10 +728,14 @@ async fn rollout_events(
                             return Some((Ok(sse(&update)), (None, receiver, done)));
                         }
                         Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                            tracing::debug!(rollout = %id, skipped, "rollout event stream fell behind; resynchronising from the store");
                             // Updates were dropped: resynchronise from the store so a missed
-                            // terminal update still ends the stream.
-                            let Ok(Some(rollout)) = lock(&store).load_rollout(&id) else {
+                            // terminal update still ends the stream. Through the reader, off
+                            // this thread: the coordinator's connection may be held by the
+                            // driver, and every admin request shares this thread (a 100,000-
+                            // agent rollout lags a client often; waiting here stalled pages).
+                            let Ok(rollout) = load_rollout(&state, id.clone()).await else {
                                 return None;
                             };
                             let update = RolloutUpdate::of(&rollout, Vec::new());
