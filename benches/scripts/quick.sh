@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The quick regression subset: every criterion bench with short warm-up and measurement, the
 # interleaved codec overhead check, idle memory per agent, and three small fleet runs
-# (transport only, the fleet server's rollout, and the same with agents multiplexed). Criterion compares each bench with the
-# previous run on this machine and prints "Performance has regressed" when it got slower.
+# (transport only, the fleet server's rollout, and the same with agents multiplexed).
+# Criterion compares each bench with the previous run on this machine and prints
+# "Performance has regressed" when it got slower.
 #
 # Fails (exit 1) when:
 # - a codec ratio against prost is over 1.05 in two runs in a row (one run's noise on the

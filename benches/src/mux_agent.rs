@@ -130,6 +130,23 @@ impl MuxPool {
     }
 }
 
+impl MuxAgent {
+    /// Reports the version it runs against `offered` (of the offer whose all-packages hash
+    /// is `all_hash`).
+    fn report_offered(&mut self, all_hash: &[u8], offered: &v1::PackageAvailable) {
+        let report = statuses(
+            all_hash,
+            [package_status(
+                PACKAGE,
+                &self.version,
+                &self.has_hash,
+                Some(offered),
+            )],
+        );
+        self.session.set_package_statuses(report);
+    }
+}
+
 /// One socket and its agents, reconnecting (all of them) when it is lost.
 async fn run_socket(
     pool: MuxPool,
@@ -250,11 +267,7 @@ async fn serve(
                 agent.downloading = None;
                 agent.version.clone_from(&done.package.version);
                 agent.has_hash.clone_from(&done.package.hash);
-                let report = statuses(
-                    &done.all_hash,
-                    [package_status(PACKAGE, &agent.version, &agent.has_hash, Some(&done.package))],
-                );
-                agent.session.set_package_statuses(report);
+                agent.report_offered(&done.all_hash, &done.package);
             }
             () = sleep => {
                 let now = Instant::now();
@@ -280,16 +293,7 @@ fn on_event(context: &SocketContext<'_>, index: usize, agent: &mut MuxAgent, eve
         return;
     };
     if package.version == agent.version {
-        let report = statuses(
-            &offer.all_packages_hash,
-            [package_status(
-                PACKAGE,
-                &agent.version,
-                &agent.has_hash,
-                Some(package),
-            )],
-        );
-        agent.session.set_package_statuses(report);
+        agent.report_offered(&offer.all_packages_hash, package);
         return;
     }
     if agent.downloading.as_deref() == Some(package.version.as_str()) {
